@@ -1,0 +1,50 @@
+"""Remote I/O drivers behind one POSIX-shaped interface.
+
+Each protocol lives in its own module (``drivers.local``, ``drivers.chirp``)
+and is registered under the ``aviary.drivers`` entry-point group. Nothing here
+imports ``conformance``, ``faultnet`` or ``harness``: data flows one way, from a
+program's syscall through the agent and a driver to a real server.
+"""
+
+from drivers._counters import DriverCounters, OpCounters
+from drivers._interface import (
+    STAT_FIELDS,
+    DirEntry,
+    Driver,
+    FileType,
+    Handle,
+    StatFS,
+    StatResult,
+    raise_errno,
+)
+from drivers._registry import (
+    ENTRY_POINT_GROUP,
+    UnknownDriverError,
+    driver_for_scheme,
+    driver_names,
+    load_driver,
+    open_url,
+)
+from drivers._url import Location, normalize_path, parse_url
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "STAT_FIELDS",
+    "DirEntry",
+    "Driver",
+    "DriverCounters",
+    "FileType",
+    "Handle",
+    "Location",
+    "OpCounters",
+    "StatFS",
+    "StatResult",
+    "UnknownDriverError",
+    "driver_for_scheme",
+    "driver_names",
+    "load_driver",
+    "normalize_path",
+    "open_url",
+    "parse_url",
+    "raise_errno",
+]

@@ -1,0 +1,360 @@
+"""The driver interface: POSIX-shaped operations on paths and open handles.
+
+Theory of operation
+-------------------
+A driver object speaks to ONE endpoint (a Chirp server at host:port, a local
+directory tree, ...). Paths given to its methods are absolute paths *inside*
+that endpoint ("/dir/file"). Open files are named by integer handles that the
+driver hands out; a handle means nothing to any other driver object.
+
+Every failure is an ``OSError`` whose ``errno`` is the precise POSIX value a
+local filesystem would have given (ENOENT, EISDIR, ENOTDIR, EACCES, ...). A
+driver that cannot tell which errno applies must find out (the seeds' FTP
+"interview") rather than guess. Network faults surface as ECONNREFUSED,
+ECONNRESET, ETIMEDOUT or EHOSTUNREACH.
+
+Every driver keeps :class:`~drivers._counters.DriverCounters`: per operation
+kind, the calls, round trips, connections opened and bytes sent and received.
+The simulation in ``harness`` is calibrated from these numbers, so a driver
+must count what really crossed the wire, not what it meant to send.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as stat_module
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from enum import Enum
+from types import TracebackType
+from typing import ClassVar, NewType, Self
+
+from drivers._counters import DriverCounters
+from drivers._url import Location
+
+__all__ = [
+    "STAT_FIELDS",
+    "DirEntry",
+    "Driver",
+    "FileType",
+    "Handle",
+    "StatFS",
+    "StatResult",
+    "raise_errno",
+]
+
+#: An open file, as numbered by the driver that opened it.
+Handle = NewType("Handle", int)
+
+#: The fields of a stat result, in the order the conformance suite reports them.
+STAT_FIELDS: tuple[str, ...] = (
+    "st_mode",
+    "st_ino",
+    "st_dev",
+    "st_nlink",
+    "st_uid",
+    "st_gid",
+    "st_size",
+    "st_atime_ns",
+    "st_mtime_ns",
+    "st_ctime_ns",
+    "st_blksize",
+    "st_blocks",
+)
+
+
+def raise_errno(code: int, filename: str | None = None, filename2: str | None = None) -> None:
+    """Raise the OSError for ``code`` with the system's message.
+
+    Raises:
+        OSError: always; ``FileNotFoundError`` and friends where Python has them.
+    """
+    if filename2 is not None:
+        raise OSError(code, os.strerror(code), filename, None, filename2)
+    raise OSError(code, os.strerror(code), filename)
+
+
+@dataclass(frozen=True, slots=True)
+class StatResult:
+    """Every field of a POSIX stat result, times in nanoseconds.
+
+    ``synthesized`` names the fields the driver made up because its protocol
+    does not carry them (FTP has no inode numbers, for example); the
+    conformance suite reports those as "plausible but synthesised".
+    """
+
+    st_mode: int
+    st_ino: int
+    st_dev: int
+    st_nlink: int
+    st_uid: int
+    st_gid: int
+    st_size: int
+    st_atime_ns: int
+    st_mtime_ns: int
+    st_ctime_ns: int
+    st_blksize: int
+    st_blocks: int
+    st_rdev: int = 0
+    synthesized: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def from_os(cls, st: os.stat_result) -> StatResult:
+        """Convert a local ``os.stat_result``; nothing is synthesised."""
+        return cls(
+            st_mode=st.st_mode,
+            st_ino=st.st_ino,
+            st_dev=st.st_dev,
+            st_nlink=st.st_nlink,
+            st_uid=st.st_uid,
+            st_gid=st.st_gid,
+            st_size=st.st_size,
+            st_atime_ns=st.st_atime_ns,
+            st_mtime_ns=st.st_mtime_ns,
+            st_ctime_ns=st.st_ctime_ns,
+            st_blksize=st.st_blksize,
+            st_blocks=st.st_blocks,
+            st_rdev=st.st_rdev,
+        )
+
+    @property
+    def file_type(self) -> FileType:
+        return FileType.from_mode(self.st_mode)
+
+    def is_dir(self) -> bool:
+        return stat_module.S_ISDIR(self.st_mode)
+
+    def is_reg(self) -> bool:
+        return stat_module.S_ISREG(self.st_mode)
+
+    def is_lnk(self) -> bool:
+        return stat_module.S_ISLNK(self.st_mode)
+
+
+@dataclass(frozen=True, slots=True)
+class StatFS:
+    """The fields of statfs(2) that remote protocols carry."""
+
+    f_type: int
+    f_bsize: int
+    f_blocks: int
+    f_bfree: int
+    f_bavail: int
+    f_files: int
+    f_ffree: int
+
+
+class FileType(Enum):
+    """A directory entry's type, as getdents64's d_type names it."""
+
+    UNKNOWN = "unknown"
+    REGULAR = "regular"
+    DIRECTORY = "directory"
+    SYMLINK = "symlink"
+    FIFO = "fifo"
+    SOCKET = "socket"
+    CHARDEV = "chardev"
+    BLOCKDEV = "blockdev"
+
+    @classmethod
+    def from_mode(cls, mode: int) -> FileType:
+        return _TYPE_BY_FMT.get(stat_module.S_IFMT(mode), cls.UNKNOWN)
+
+
+_TYPE_BY_FMT: dict[int, FileType] = {
+    stat_module.S_IFREG: FileType.REGULAR,
+    stat_module.S_IFDIR: FileType.DIRECTORY,
+    stat_module.S_IFLNK: FileType.SYMLINK,
+    stat_module.S_IFIFO: FileType.FIFO,
+    stat_module.S_IFSOCK: FileType.SOCKET,
+    stat_module.S_IFCHR: FileType.CHARDEV,
+    stat_module.S_IFBLK: FileType.BLOCKDEV,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DirEntry:
+    """One name in a directory listing (never "." or "..")."""
+
+    name: str
+    type: FileType
+
+
+class Driver(ABC):
+    """One endpoint of one remote I/O protocol, behind POSIX-shaped calls.
+
+    Subclasses set ``name`` (the registry name) and ``url_schemes`` (the URL
+    schemes they answer, ``chirp`` for ``chirp://host:port/path``), and
+    implement :meth:`from_location` plus every abstract operation.
+
+    Drivers are not thread-safe unless they say so: give each thread its own
+    driver object, or serialise the calls.
+    """
+
+    name: ClassVar[str]
+    url_schemes: ClassVar[tuple[str, ...]]
+
+    def __init__(self) -> None:
+        self.counters = DriverCounters()
+
+    # -- construction and lifetime ------------------------------------------------
+
+    @classmethod
+    @abstractmethod
+    def from_location(cls, location: Location, *, timeout: float = 30.0) -> Self:
+        """Build a driver for the endpoint named by ``location``.
+
+        Args:
+            location: the parsed URL; its ``path`` is ignored here.
+            timeout: the deadline in seconds for any one network wait.
+
+        Raises:
+            ValueError: the location is malformed for this driver.
+        """
+
+    def close_driver(self) -> None:  # noqa: B027 - optional hook, not abstract
+        """Release connections and cached state. Handles become invalid."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close_driver()
+
+    def describe(self) -> str:
+        """A short human description of the endpoint, for messages."""
+        return self.name
+
+    # -- metadata -----------------------------------------------------------------
+
+    @abstractmethod
+    def stat(self, path: str) -> StatResult:
+        """stat(2): follows symlinks."""
+
+    @abstractmethod
+    def lstat(self, path: str) -> StatResult:
+        """lstat(2): does not follow a final symlink."""
+
+    @abstractmethod
+    def fstat(self, handle: Handle) -> StatResult:
+        """fstat(2) on an open handle."""
+
+    @abstractmethod
+    def access(self, path: str, mode: int) -> None:
+        """access(2) with F_OK, R_OK, W_OK, X_OK bits."""
+
+    @abstractmethod
+    def statfs(self, path: str) -> StatFS:
+        """statfs(2) of the filesystem holding ``path``."""
+
+    @abstractmethod
+    def chmod(self, path: str, mode: int) -> None:
+        """chmod(2)."""
+
+    @abstractmethod
+    def utimens(self, path: str, times_ns: tuple[int, int] | None = None) -> None:
+        """utimensat(2): set (atime, mtime) in nanoseconds, or both to now if None.
+
+        A driver whose protocol cannot set times must raise (ENOTSUP or EPERM),
+        never report success and do nothing.
+        """
+
+    # -- open files ---------------------------------------------------------------
+
+    @abstractmethod
+    def open(self, path: str, flags: int, mode: int = 0o666) -> Handle:
+        """open(2) with ``os.O_*`` flags; returns a handle for the p* calls."""
+
+    @abstractmethod
+    def close(self, handle: Handle) -> None:
+        """close(2). After an error the handle is still released."""
+
+    @abstractmethod
+    def pread(self, handle: Handle, size: int, offset: int) -> bytes:
+        """pread(2): at most ``size`` bytes at ``offset``; b"" at end of file."""
+
+    @abstractmethod
+    def pwrite(self, handle: Handle, data: bytes, offset: int) -> int:
+        """pwrite(2): returns the number of bytes written."""
+
+    @abstractmethod
+    def fsync(self, handle: Handle) -> None:
+        """fsync(2)."""
+
+    @abstractmethod
+    def ftruncate(self, handle: Handle, length: int) -> None:
+        """ftruncate(2)."""
+
+    @abstractmethod
+    def truncate(self, path: str, length: int) -> None:
+        """truncate(2)."""
+
+    # -- the namespace ------------------------------------------------------------
+
+    @abstractmethod
+    def readdir(self, path: str) -> list[DirEntry]:
+        """The entries of a directory, without "." and "..", in server order."""
+
+    @abstractmethod
+    def mkdir(self, path: str, mode: int = 0o777) -> None:
+        """mkdir(2)."""
+
+    @abstractmethod
+    def rmdir(self, path: str) -> None:
+        """rmdir(2)."""
+
+    @abstractmethod
+    def unlink(self, path: str) -> None:
+        """unlink(2)."""
+
+    @abstractmethod
+    def rename(self, old: str, new: str) -> None:
+        """rename(2): atomically replaces ``new`` where POSIX allows."""
+
+    @abstractmethod
+    def link(self, old: str, new: str) -> None:
+        """link(2): a hard link."""
+
+    @abstractmethod
+    def symlink(self, target: str, linkpath: str) -> None:
+        """symlink(2): ``target`` is stored as text."""
+
+    @abstractmethod
+    def readlink(self, path: str) -> str:
+        """readlink(2)."""
+
+    # -- conveniences built on the operations above ---------------------------------
+
+    def read_file(self, path: str, chunk: int = 1 << 20) -> bytes:
+        """Read a whole file with open/pread/close."""
+        handle = self.open(path, os.O_RDONLY)
+        try:
+            parts: list[bytes] = []
+            offset = 0
+            while True:
+                data = self.pread(handle, chunk, offset)
+                if not data:
+                    return b"".join(parts)
+                parts.append(data)
+                offset += len(data)
+        finally:
+            self.close(handle)
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o666, chunk: int = 1 << 20) -> None:
+        """Create or replace a file with open/pwrite/close."""
+        handle = self.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            offset = 0
+            while offset < len(data):
+                written = self.pwrite(handle, data[offset : offset + chunk], offset)
+                if written <= 0:
+                    raise_errno(errno.EIO, path)
+                offset += written
+        finally:
+            self.close(handle)

@@ -1,0 +1,10 @@
+"""Chirp: cctools' remote I/O protocol, client driver and server.
+
+The wire vocabulary is in ``_codec``, the sans-I/O client state machine in
+``_events``/``_connection``, the blocking I/O shell that implements the driver
+interface in ``_driver``, and aviary's own server in ``_server``.
+"""
+
+from drivers.chirp._driver import ChirpDriver
+
+__all__ = ["ChirpDriver"]

@@ -1,0 +1,376 @@
+"""The sans-I/O core of a Chirp client connection.
+
+Theory of operation
+-------------------
+A connection starts in CONNECTED and must authenticate before it may send
+requests. Authentication is a negotiation: the client offers a method name,
+the server answers ``yes`` or ``no``; after ``yes`` comes a method-specific
+exchange (``address`` and ``hostname``: one ``yes``/``no`` line; ``unix``: a
+challenge path that the client must create, then ``yes``/``no``), and on
+success the server confirms with three lines ``yes``, the method, and the
+subject it now knows us as. A failed method returns the connection to
+CONNECTED so the next method can be offered.
+
+In READY the client sends request lines (plus payloads) and may pipeline
+them: every request pushes the shape of its reply (:class:`Reply`) on a
+queue, and replies are parsed strictly in order. ``putfile`` is the one
+two-phase request: the server's ``0`` go-ahead must arrive before the
+payload is sent, so nothing may be pipelined behind it.
+
+This module does no I/O. The caller feeds bytes in with ``receive_data``,
+takes events out with ``next_event`` (``NEED_DATA`` when more bytes are
+needed) and turns events into bytes with ``send``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from enum import Enum
+
+from drivers.chirp._codec import parse_stat_line, parse_statfs_line
+from drivers.chirp._events import (
+    NEED_DATA,
+    AuthAgreed,
+    AuthOffer,
+    AuthRefused,
+    Authenticated,
+    ChallengeAnswer,
+    ContinuePut,
+    Data,
+    Done,
+    Event,
+    Failure,
+    ListReply,
+    LocalProtocolError,
+    LongListReply,
+    PutData,
+    RemoteProtocolError,
+    Reply,
+    Request,
+    StatFSReply,
+    StatReply,
+    UnixChallenge,
+)
+
+__all__ = ["ChirpConnection", "State"]
+
+
+class State(Enum):
+    CONNECTED = "CONNECTED"  # may offer an auth method
+    AWAIT_AGREEMENT = "AWAIT_AGREEMENT"  # offered; waiting for yes/no
+    AWAIT_METHOD = "AWAIT_METHOD"  # agreed; waiting for the method's first line
+    CHALLENGED = "CHALLENGED"  # unix: we owe a ChallengeAnswer
+    AWAIT_VERDICT = "AWAIT_VERDICT"  # unix: answered; waiting for yes/no
+    AWAIT_IDENTITY = "AWAIT_IDENTITY"  # waiting for "yes", method, subject
+    READY = "READY"  # authenticated: requests may be sent
+    PUT_WAIT_GO = "PUT_WAIT_GO"  # putfile sent; waiting for the go-ahead
+    PUT_SEND = "PUT_SEND"  # we owe the putfile payload
+    PUT_WAIT_FINAL = "PUT_WAIT_FINAL"  # payload sent; waiting for the final count
+    BROKEN = "BROKEN"  # the stream is out of step: reconnect
+
+
+CONNECTED = State.CONNECTED
+AWAIT_AGREEMENT = State.AWAIT_AGREEMENT
+AWAIT_METHOD = State.AWAIT_METHOD
+CHALLENGED = State.CHALLENGED
+AWAIT_VERDICT = State.AWAIT_VERDICT
+AWAIT_IDENTITY = State.AWAIT_IDENTITY
+READY = State.READY
+PUT_WAIT_GO = State.PUT_WAIT_GO
+PUT_SEND = State.PUT_SEND
+PUT_WAIT_FINAL = State.PUT_WAIT_FINAL
+BROKEN = State.BROKEN
+
+# Which client events are legal in which state, and where they lead.
+# (Requests other than putfile keep the connection READY; see send().)
+SEND_TRANSITIONS: dict[tuple[State, type], State] = {
+    (CONNECTED, AuthOffer): AWAIT_AGREEMENT,
+    (CHALLENGED, ChallengeAnswer): AWAIT_VERDICT,
+    (READY, Request): READY,
+    (PUT_SEND, PutData): PUT_WAIT_FINAL,
+}
+
+_RESULT = re.compile(rb"\s*([-+]?\d+)")
+#: A reply line longer than this is a lying or broken server, not a file name.
+MAX_REPLY_LINE = 64 * 1024
+
+
+class ChirpConnection:
+    """The client side of one Chirp connection, without I/O."""
+
+    def __init__(self) -> None:
+        self.state: State = CONNECTED
+        self.method: str | None = None
+        self.subject: str | None = None
+        self._buffer = bytearray()
+        self._eof = False
+        self._pending: deque[Request] = deque()
+        # Partial state of a list reply being received line by line.
+        self._lines: list[str] | None = None
+        self._entry_name: str | None = None
+        self._entries: list[tuple[str, object]] = []
+
+    # -- input ------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the socket; ``b""`` means the server closed it."""
+        if data:
+            self._buffer += data
+        else:
+            self._eof = True
+
+    @property
+    def pending(self) -> int:
+        """Requests sent whose replies have not been returned yet."""
+        return len(self._pending)
+
+    # -- output -----------------------------------------------------------------------
+
+    def send(self, event: Event) -> bytes:
+        """Return the bytes for ``event`` and advance the state.
+
+        Raises:
+            LocalProtocolError: ``event`` is not legal now, or too long a line.
+        """
+        key = (self.state, type(event))
+        if key not in SEND_TRANSITIONS:
+            raise LocalProtocolError(f"cannot send {type(event).__name__} in state {self.state.name}")
+        if isinstance(event, AuthOffer):
+            self.method = event.method
+            self.state = AWAIT_AGREEMENT
+            return event.method.encode() + b"\n"
+        if isinstance(event, ChallengeAnswer):
+            self.state = AWAIT_VERDICT if event.created else CONNECTED
+            return b"yes\n" if event.created else b"no\n"
+        if isinstance(event, PutData):
+            self.state = PUT_WAIT_FINAL
+            return event.data
+        assert isinstance(event, Request)
+        if event.reply is Reply.PUT:
+            if self._pending:
+                raise LocalProtocolError("putfile cannot be pipelined behind other requests")
+            self.state = PUT_WAIT_GO
+        self._pending.append(event)
+        return event.line.encode("ascii") + b"\n" + event.payload
+
+    # -- events -----------------------------------------------------------------------
+
+    def next_event(self) -> Event | type[NEED_DATA] | object:
+        """The next whole event from the buffered bytes, or ``NEED_DATA``.
+
+        Raises:
+            RemoteProtocolError: the server broke the protocol or hung up mid-reply.
+        """
+        try:
+            event = self._next_event()
+        except RemoteProtocolError:
+            self.state = BROKEN
+            raise
+        if event is NEED_DATA and self._eof:
+            self.state = BROKEN
+            raise RemoteProtocolError("server closed the connection", errno_hint=104)  # ECONNRESET
+        return event
+
+    def _next_event(self) -> Event | object:
+        state = self.state
+        if state is AWAIT_AGREEMENT:
+            return self._read_agreement()
+        if state is AWAIT_METHOD:
+            return self._read_method_line()
+        if state is AWAIT_VERDICT:
+            return self._read_verdict()
+        if state is AWAIT_IDENTITY:
+            return self._read_identity()
+        if state in (READY, PUT_WAIT_GO, PUT_WAIT_FINAL) and self._pending:
+            return self._read_reply(self._pending[0])
+        if state is BROKEN:
+            raise RemoteProtocolError("connection is broken", errno_hint=104)
+        return NEED_DATA
+
+    # -- authentication readers ------------------------------------------------------------
+
+    def _read_agreement(self) -> Event | object:
+        line = self._take_line()
+        if line is None:
+            return NEED_DATA
+        assert self.method is not None
+        if line == "yes":
+            self.state = AWAIT_METHOD
+            return AuthAgreed(self.method)
+        if line == "no":
+            self.state = CONNECTED
+            return AuthRefused(self.method)
+        raise RemoteProtocolError(f"expected yes/no to auth method, got {line!r}")
+
+    def _read_method_line(self) -> Event | object:
+        line = self._take_line()
+        if line is None:
+            return NEED_DATA
+        assert self.method is not None
+        if self.method == "unix":
+            self.state = CHALLENGED
+            return UnixChallenge(line)
+        if line == "yes":
+            self.state = AWAIT_IDENTITY
+            return self._read_identity()
+        self.state = CONNECTED
+        return AuthRefused(self.method)
+
+    def _read_verdict(self) -> Event | object:
+        line = self._take_line()
+        if line is None:
+            return NEED_DATA
+        assert self.method is not None
+        if line == "yes":
+            self.state = AWAIT_IDENTITY
+            return self._read_identity()
+        self.state = CONNECTED
+        return AuthRefused(self.method)
+
+    def _read_identity(self) -> Event | object:
+        lines = self._peek_lines(3)
+        if lines is None:
+            return NEED_DATA
+        verdict, method, subject = lines
+        if verdict != "yes":
+            raise RemoteProtocolError(f"expected 'yes' before the identity, got {verdict!r}")
+        self.method, self.subject = method, subject
+        self.state = READY
+        return Authenticated(method, subject)
+
+    # -- reply readers ---------------------------------------------------------------------
+
+    def _read_reply(self, request: Request) -> Event | object:
+        if self._lines is not None:
+            return self._continue_list(request)
+        if request.reply is Reply.PUT:
+            return self._read_put()
+        found = self._find_line(0)
+        if found is None:
+            return NEED_DATA
+        line, pos = found
+        value = _parse_result(line)
+        shape = request.reply
+        if value < 0 or shape is Reply.SIMPLE:
+            self._consume(pos)
+            self._pending.popleft()
+            return Failure(value) if value < 0 else Done(value)
+        if shape is Reply.BYTES:
+            if request.limit is not None and value > request.limit:
+                raise RemoteProtocolError(
+                    f"{request.verb}: server announced {value} bytes, at most {request.limit} asked"
+                )
+            if len(self._buffer) < pos + value:
+                return NEED_DATA
+            data = bytes(self._buffer[pos : pos + value])
+            self._consume(pos + value)
+            self._pending.popleft()
+            return Data(value, data)
+        if shape in (Reply.STAT, Reply.STATFS):
+            detail = self._find_line(pos)
+            if detail is None:
+                return NEED_DATA
+            self._consume(detail[1])
+            self._pending.popleft()
+            try:
+                if shape is Reply.STAT:
+                    return StatReply(value, parse_stat_line(detail[0]))
+                return StatFSReply(value, parse_statfs_line(detail[0]))
+            except ValueError as exc:
+                raise RemoteProtocolError(str(exc)) from None
+        # LINES and LONGDIR arrive line by line; keep what has come so far.
+        self._consume(pos)
+        self._lines = []
+        self._entries = []
+        self._entry_name = None
+        return self._continue_list(request)
+
+    def _continue_list(self, request: Request) -> Event | object:
+        assert self._lines is not None
+        while True:
+            line = self._take_line()
+            if line is None:
+                return NEED_DATA
+            if request.reply is Reply.LINES:
+                if line == "":
+                    lines, self._lines = tuple(self._lines), None
+                    self._pending.popleft()
+                    return ListReply(lines)
+                self._lines.append(line)
+                continue
+            # LONGDIR: alternate name and stat lines; an empty name ends the list.
+            if self._entry_name is None:
+                if line == "":
+                    entries = tuple(self._entries)
+                    self._lines, self._entries = None, []
+                    self._pending.popleft()
+                    return LongListReply(entries)  # type: ignore[arg-type]
+                self._entry_name = line
+                continue
+            try:
+                st = parse_stat_line(line)
+            except ValueError as exc:
+                raise RemoteProtocolError(str(exc)) from None
+            self._entries.append((self._entry_name, None if st.st_mode == 0 else st))
+            self._entry_name = None
+
+    def _read_put(self) -> Event | object:
+        line = self._take_line()
+        if line is None:
+            return NEED_DATA
+        value = _parse_result(line)
+        if self.state is PUT_WAIT_GO:
+            if value < 0:
+                self._pending.popleft()
+                self.state = READY
+                return Failure(value)
+            self.state = PUT_SEND
+            return ContinuePut()
+        self._pending.popleft()
+        self.state = READY
+        return Failure(value) if value < 0 else Done(value)
+
+    # -- buffer plumbing --------------------------------------------------------------------
+
+    # Strategy: readers look ahead with offsets and consume from the front of
+    # the buffer only once a whole unit (a result line and its payload) is
+    # there, so a 16 MiB pread arriving in 64 KiB pieces is never re-copied.
+
+    def _find_line(self, pos: int) -> tuple[str, int] | None:
+        end = self._buffer.find(b"\n", pos)
+        if end < 0:
+            if len(self._buffer) - pos > MAX_REPLY_LINE:
+                raise RemoteProtocolError(f"reply line longer than {MAX_REPLY_LINE} bytes")
+            return None
+        raw = bytes(self._buffer[pos:end]).replace(b"\r", b"")
+        return raw.decode("utf-8", "surrogateescape"), end + 1
+
+    def _consume(self, pos: int) -> None:
+        del self._buffer[:pos]
+
+    def _take_line(self) -> str | None:
+        found = self._find_line(0)
+        if found is None:
+            return None
+        self._consume(found[1])
+        return found[0]
+
+    def _peek_lines(self, count: int) -> list[str] | None:
+        lines: list[str] = []
+        pos = 0
+        for _ in range(count):
+            found = self._find_line(pos)
+            if found is None:
+                return None
+            lines.append(found[0])
+            pos = found[1]
+        self._consume(pos)
+        return lines
+
+
+def _parse_result(line: str) -> int:
+    match = _RESULT.match(line.encode("utf-8", "surrogateescape"))
+    if not match:
+        raise RemoteProtocolError(f"expected a result number, got {line!r}")
+    return int(match.group(1))

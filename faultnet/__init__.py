@@ -1,0 +1,1 @@
+"""Fault injection between client and server (issue 6: not built yet)."""

@@ -1,0 +1,379 @@
+"""Real servers on loopback: start one over a fresh directory, wait, stop it by PID.
+
+Covers: the one mechanism that tests, benchmarks and reports use to get a real
+server. Each kind of server is a :class:`ServerSpec` in :data:`SERVERS`, keyed
+``protocol/implementation`` ("chirp/cctools", "chirp/aviary"). Starting one:
+
+1. makes a private base directory (mode 0711, so a server that drops to an
+   unprivileged user can still reach its data) holding ``data/`` and
+   ``state/``;
+2. picks a free port on 127.0.0.1 and runs the server's command line in its
+   own session, stdin closed, output to ``state/out.log``;
+3. waits until the server answers a protocol-level probe, or fails with the
+   tail of its log if the process died or the deadline passed;
+4. on stop, sends SIGTERM to the server's PID and to the PIDs of its children
+   (a forking server leaves one per connection), SIGKILL after a grace
+   period, and removes the base directory.
+
+Nothing here reaches anything but 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from drivers import Driver, driver_for_scheme, parse_url
+
+__all__ = [
+    "SERVERS",
+    "SERVICE_USER",
+    "RunningServer",
+    "ServerError",
+    "ServerSpec",
+    "ServerUnavailable",
+    "child_pids",
+    "free_port",
+    "running_server",
+    "start_server",
+]
+
+LOOPBACK = "127.0.0.1"
+#: The unprivileged account servers run as when we are root (made by setup).
+SERVICE_USER = "aviary"
+START_TIMEOUT = 15.0  # seconds until a server must answer its probe
+STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
+#: A loopback "catalog" for cctools servers, which otherwise report to the internet.
+CCTOOLS_CATALOG = "127.0.0.1:9298"
+#: Subject that the default ACL of a test Chirp server grants everything.
+CHIRP_TEST_ACL = f"address:{LOOPBACK} rwlda\n"
+
+
+class ServerError(RuntimeError):
+    """A server failed to start or to answer."""
+
+
+class ServerUnavailable(ServerError):
+    """The server's program is not installed here; ``hint`` says how to get it."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(f"{message} ({hint})")
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class ServerContext:
+    """Where a starting server lives."""
+
+    base: Path
+    data: Path
+    state: Path
+    port: int
+    as_user: str | None  # the account to drop to, when we are root
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """How to run one real server implementation."""
+
+    protocol: str
+    implementation: str
+    programs: tuple[str, ...]
+    install_hint: str
+    command: Callable[[ServerContext], list[str]]
+    probe: Callable[[str, int, float], None]
+    prepare: Callable[[ServerContext], None] = lambda ctx: None
+    description: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.protocol}/{self.implementation}"
+
+    def missing_programs(self) -> list[str]:
+        return [p for p in self.programs if shutil.which(p) is None]
+
+
+@dataclass
+class RunningServer:
+    """A started server; use as a context manager or call :meth:`stop`."""
+
+    spec: ServerSpec
+    host: str
+    port: int
+    base: Path
+    data_dir: Path
+    state_dir: Path
+    process: subprocess.Popen[bytes]
+    as_user: str | None = None
+    _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def url(self, path: str = "/") -> str:
+        return f"{self.spec.protocol}://{self.host}:{self.port}/{path.lstrip('/')}"
+
+    def driver(self, timeout: float = 30.0) -> Driver:
+        """A fresh driver object for this server, found by its protocol's URL scheme."""
+        location = parse_url(self.url())
+        return driver_for_scheme(location.scheme).from_location(location, timeout=timeout)
+
+    def log_tail(self, lines: int = 20) -> str:
+        log = self.state_dir / "out.log"
+        try:
+            return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        """Stop the server and its children by PID, then remove its files."""
+        if self._stopped:
+            return
+        self._stopped = True
+        children = child_pids(self.pid)
+        for pid in [self.pid, *children]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            self.process.wait(timeout=STOP_GRACE)
+        deadline = time.monotonic() + STOP_GRACE
+        for pid in children:
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if _pid_alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def child_pids(parent: int) -> list[int]:
+    """PIDs whose parent is ``parent`` (from /proc; no signals to strangers)."""
+    result = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == parent:
+            result.append(int(entry.name))
+    return result
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A port that was free a moment ago (the server may still lose a race)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _service_user() -> str | None:
+    """The account to drop to: ``aviary`` when we are root, else nobody."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        raise ServerUnavailable(
+            f"user {SERVICE_USER!r} does not exist", "run ./setup.sh, or: useradd -r -M -s /usr/sbin/nologin aviary"
+        ) from None
+    return SERVICE_USER
+
+
+def _give_to(user: str | None, *paths: Path) -> None:
+    if user is None:
+        return
+    entry = pwd.getpwnam(user)
+    for path in paths:
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+# -- Chirp ---------------------------------------------------------------------------------
+
+
+def _probe_chirp(host: str, port: int, timeout: float) -> None:
+    """Log in with the address method and ask whoami: the server really serves."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(b"address\n")
+        reply = b""
+        while reply.count(b"\n") < 5:
+            chunk = s.recv(4096)
+            if not chunk:
+                raise ServerError(f"chirp server at {host}:{port} closed during login: {reply!r}")
+            reply += chunk
+        if not reply.startswith(b"yes\nyes\nyes\naddress\n"):
+            raise ServerError(f"chirp server at {host}:{port} refused address auth: {reply!r}")
+
+
+def _prepare_chirp(ctx: ServerContext) -> None:
+    (ctx.state / "default.acl").write_text(CHIRP_TEST_ACL)
+    (ctx.state / "transient").mkdir()
+    _give_to(ctx.as_user, ctx.data, ctx.state, ctx.state / "transient", ctx.state / "default.acl")
+
+
+def _cctools_chirp_command(ctx: ServerContext) -> list[str]:
+    argv = [
+        "chirp_server",
+        "-r", str(ctx.data),
+        "-p", str(ctx.port),
+        "-I", LOOPBACK,
+        "-A", str(ctx.state / "default.acl"),
+        "-a", "address",
+        # Never report to the catalog servers on the internet (the default).
+        "-u", CCTOOLS_CATALOG,
+        "-U", "1d",
+        "-y", str(ctx.state / "transient"),
+        "-B", str(ctx.state / "chirp_server.pid"),
+    ]  # fmt: skip
+    if ctx.as_user is not None:
+        argv += ["-i", ctx.as_user]
+    return argv
+
+
+def _aviary_chirp_command(ctx: ServerContext) -> list[str]:
+    argv = [
+        sys.executable, "-m", "harness.cli", "serve", "chirp",
+        "--root", str(ctx.data),
+        "--host", LOOPBACK,
+        "--port", str(ctx.port),
+        "--default-acl", str(ctx.state / "default.acl"),
+        "--auth", "address",
+    ]  # fmt: skip
+    if ctx.as_user is not None:
+        argv += ["--user", ctx.as_user]
+    return argv
+
+
+SERVERS: dict[str, ServerSpec] = {
+    spec.key: spec
+    for spec in (
+        ServerSpec(
+            protocol="chirp",
+            implementation="cctools",
+            programs=("chirp_server",),
+            install_hint="apt-get install coop-computing-tools (or run ./setup.sh)",
+            command=_cctools_chirp_command,
+            probe=_probe_chirp,
+            prepare=_prepare_chirp,
+            description="cctools' chirp_server (Debian coop-computing-tools)",
+        ),
+        ServerSpec(
+            protocol="chirp",
+            implementation="aviary",
+            programs=(),
+            install_hint="part of aviary",
+            command=_aviary_chirp_command,
+            probe=_probe_chirp,
+            prepare=_prepare_chirp,
+            description="aviary serve chirp",
+        ),
+    )
+}
+
+
+def start_server(key: str, *, timeout: float = START_TIMEOUT, attempts: int = 3) -> RunningServer:
+    """Start the server ``key`` ("chirp/cctools") on a free loopback port.
+
+    Raises:
+        KeyError: no such server.
+        ServerUnavailable: its program is not installed.
+        ServerError: it did not start or did not answer in time.
+    """
+    spec = SERVERS[key]
+    missing = spec.missing_programs()
+    if missing:
+        raise ServerUnavailable(f"{key}: {', '.join(missing)} not found", spec.install_hint)
+    as_user = _service_user()
+    last_error: ServerError | None = None
+    for _ in range(attempts):  # a lost race for the free port is retried
+        try:
+            return _start_once(spec, as_user, timeout)
+        except ServerError as exc:
+            last_error = exc
+    assert last_error is not None
+    raise last_error
+
+
+def _start_once(spec: ServerSpec, as_user: str | None, timeout: float) -> RunningServer:
+    base = Path(tempfile.mkdtemp(prefix=f"aviary-{spec.protocol}-{spec.implementation}-"))
+    base.chmod(0o711)
+    ctx = ServerContext(base=base, data=base / "data", state=base / "state", port=free_port(), as_user=as_user)
+    ctx.data.mkdir()
+    ctx.state.mkdir()
+    spec.prepare(ctx)
+    log = open(ctx.state / "out.log", "wb")  # noqa: SIM115 - handed to the child
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH", "")])
+    try:
+        process = subprocess.Popen(
+            spec.command(ctx),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ctx.state,
+            env=env,
+            start_new_session=True,
+        )
+    finally:
+        log.close()
+    server = RunningServer(spec, LOOPBACK, ctx.port, base, ctx.data, ctx.state, process, as_user)
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            tail = server.log_tail()
+            server.stop()
+            raise ServerError(f"{spec.key} exited with status {process.returncode}: {tail}")
+        try:
+            spec.probe(LOOPBACK, ctx.port, 2.0)
+            return server
+        except (OSError, ServerError) as exc:
+            if time.monotonic() > deadline:
+                tail = server.log_tail()
+                server.stop()
+                raise ServerError(f"{spec.key} did not answer on port {ctx.port} within {timeout:g} s: {exc}; log: {tail}") from None
+            time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def running_server(key: str) -> Iterator[RunningServer]:
+    """``with running_server("chirp/aviary") as server: ...``"""
+    server = start_server(key)
+    try:
+        yield server
+    finally:
+        server.stop()

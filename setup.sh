@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Set up everything aviary needs on a Debian machine: the real servers and the
+# peers from Debian, an unprivileged service account, and a virtual
+# environment with the Python packages. Idempotent; quick when already done.
+#
+#   ./setup.sh            install what is missing
+#   ./setup.sh --check    only report what is missing (exit 1 if anything is)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# Real servers and benchmark peers, as Debian packages (see ../shared/references/SERVERS.md).
+DEBIAN_PACKAGES=(coop-computing-tools strace proot)
+SERVICE_USER=aviary
+VENV=.venv
+PYTHON=${PYTHON:-python3}
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+missing_packages() {
+  local p
+  for p in "${DEBIAN_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+  done
+}
+
+stamp_of_project() { sha256sum pyproject.toml | cut -d' ' -f1; }
+
+if [[ "${1:-}" == "--check" ]]; then
+  rc=0
+  m=$(missing_packages); [[ -z "$m" ]] || { say "missing Debian packages: $m"; rc=1; }
+  id "$SERVICE_USER" >/dev/null 2>&1 || { [[ $EUID -ne 0 ]] || { say "missing user $SERVICE_USER"; rc=1; }; }
+  [[ -f "$VENV/.aviary-stamp" && "$(cat "$VENV/.aviary-stamp")" == "$(stamp_of_project)" ]] || { say "virtual environment missing or stale"; rc=1; }
+  exit $rc
+fi
+
+# 1. Debian packages.
+missing=$(missing_packages | tr '\n' ' ')
+if [[ -n "${missing// /}" ]]; then
+  if [[ $EUID -ne 0 ]]; then
+    say "missing Debian packages: $missing; run as root, or: sudo apt-get install $missing"
+    exit 1
+  fi
+  say "installing Debian packages: $missing"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # shellcheck disable=SC2086
+  apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+# 2. The account servers drop to when started by root (cctools' chirp_server
+#    refuses to run as root without one).
+if [[ $EUID -eq 0 ]] && ! id "$SERVICE_USER" >/dev/null 2>&1; then
+  say "creating service user $SERVICE_USER"
+  useradd --system --no-create-home --home-dir / --shell /usr/sbin/nologin "$SERVICE_USER"
+fi
+
+# 3. The virtual environment, rebuilt only when pyproject.toml changed.
+if [[ ! -x "$VENV/bin/python" ]]; then
+  say "creating virtual environment $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+if [[ ! -f "$VENV/.aviary-stamp" || "$(cat "$VENV/.aviary-stamp")" != "$(stamp_of_project)" ]]; then
+  say "installing Python packages into $VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
+  stamp_of_project > "$VENV/.aviary-stamp"
+fi
+say "ready: $VENV/bin/aviary"

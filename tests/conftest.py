@@ -1,0 +1,92 @@
+"""Shared fixtures: real servers on loopback, and a leak check around every test.
+
+A server that is not installed fails the test under CI (``CI`` set) and is
+skipped elsewhere, with the reason and the command that installs it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.servers import RunningServer, ServerUnavailable, child_pids, start_server
+
+CHIRP_SERVERS = ("chirp/cctools", "chirp/aviary")
+
+
+def _start_or_skip(key: str) -> RunningServer:
+    try:
+        return start_server(key)
+    except ServerUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"{key} is required in CI: {exc}")
+        pytest.skip(f"{key} not installed: {exc.hint}")
+
+
+@pytest.fixture(params=CHIRP_SERVERS)
+def chirp_server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
+    """Each Chirp server in turn, on a free port over a fresh directory."""
+    server = _start_or_skip(request.param)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def cctools_chirp_server() -> Iterator[RunningServer]:
+    server = _start_or_skip("chirp/cctools")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aviary_chirp_server() -> Iterator[RunningServer]:
+    server = _start_or_skip("chirp/aviary")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _open_fds() -> set[str]:
+    result = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            result.add(f"{fd}->{os.readlink(f'/proc/self/fd/{fd}')}")
+        except OSError:
+            pass  # the fd of the listing itself
+    return result
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Every test closes its sockets and files, joins its threads, reaps its children."""
+    threads = set(threading.enumerate())
+    fds = _open_fds()
+    yield
+    deadline = time.monotonic() + 2.0
+    while True:
+        new_threads = [t for t in threading.enumerate() if t not in threads and t.is_alive()]
+        new_fds = _open_fds() - fds
+        children = child_pids(os.getpid())
+        if not (new_threads or new_fds or children) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not new_threads, f"threads left running: {new_threads}"
+    assert not new_fds, f"descriptors left open: {sorted(new_fds)}"
+    assert not children, f"child processes left: {children}"
+
+
+@pytest.fixture
+def local_tree(tmp_path: Path) -> Path:
+    root = tmp_path / "tree"
+    root.mkdir()
+    return root
