@@ -94,6 +94,8 @@ SEND_TRANSITIONS: dict[tuple[State, type], State] = {
 _RESULT = re.compile(rb"\s*([-+]?\d+)")
 #: A reply line longer than this is a lying or broken server, not a file name.
 MAX_REPLY_LINE = 64 * 1024
+#: A listed name (NAME_MAX is 255 bytes) longer than this means the server lies.
+MAX_LISTED_NAME = 4096
 
 
 class ChirpConnection:
@@ -310,8 +312,13 @@ class ChirpConnection:
                 continue
             try:
                 st = parse_stat_line(line)
-            except ValueError as exc:
-                raise RemoteProtocolError(str(exc)) from None
+            except ValueError:
+                # Names go unencoded, so a name holding a newline arrives as
+                # several lines: the name goes on until a stat line parses.
+                self._entry_name += "\n" + line
+                if len(self._entry_name) > MAX_LISTED_NAME:
+                    raise RemoteProtocolError(f"getlongdir: no stat line after {self._entry_name[:80]!r}...") from None
+                continue
             self._entries.append((self._entry_name, None if st.st_mode == 0 else st))
             self._entry_name = None
 

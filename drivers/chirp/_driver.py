@@ -68,7 +68,7 @@ DEFAULT_AUTH_METHODS: tuple[str, ...] = ("unix", "hostname", "address")
 SUPPORTED_AUTH_METHODS = frozenset(DEFAULT_AUTH_METHODS)
 #: Flags this driver can express or emulate; anything else is refused.
 _EMULATED_FLAGS = os.O_NOFOLLOW | os.O_DIRECTORY | os.O_DSYNC | os.O_DIRECT
-_UNSUPPORTED_FLAGS = os.O_PATH | getattr(os, "O_TMPFILE", 0)
+_O_TMPFILE = getattr(os, "O_TMPFILE", 0)  # includes O_DIRECTORY's bit: test all bits
 _RECV_CHUNK = 1 << 20
 
 
@@ -318,7 +318,7 @@ class ChirpDriver(Driver):
 
     def open(self, path: str, flags: int, mode: int = 0o666) -> Handle:
         with self._op("open"):
-            if flags & _UNSUPPORTED_FLAGS:
+            if flags & os.O_PATH or (_O_TMPFILE and flags & _O_TMPFILE == _O_TMPFILE):
                 raise OSError(errno.EINVAL, "chirp cannot open with O_PATH or O_TMPFILE", path)
             if flags & os.O_NOFOLLOW and self._stat("lstat", path).is_lnk():
                 raise_errno(errno.ELOOP, path)

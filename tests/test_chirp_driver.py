@@ -1,0 +1,162 @@
+"""The Chirp driver against real servers, and against servers that misbehave."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from drivers.chirp import ChirpDriver
+from drivers.chirp._codec import MAX_BUFFER_SIZE
+from harness.servers import RunningServer, free_port
+
+
+def test_one_connection_and_one_round_trip_per_operation(chirp_server: RunningServer) -> None:
+    with ChirpDriver(chirp_server.host, chirp_server.port, auth_methods=("address",)) as driver:
+        driver.write_file("/f", b"abc")
+        before = driver.counters.snapshot()
+        driver.stat("/f")
+        h = driver.open("/f", os.O_RDONLY)
+        driver.pread(h, 3, 0)
+        driver.close(h)
+        driver.readdir("/")
+        after = driver.counters.snapshot()
+        costs = {op: c.round_trips for op, c in driver.counters.difference(after, before).items()}
+        assert costs == {"stat": 1, "open": 1, "pread": 1, "close": 1, "readdir": 1}
+        assert driver.counters.total().connections == 1
+        assert after["putfile"].round_trips == 2  # go-ahead, then the final count
+        assert after["pread"].bytes_received >= 3 + len("3\n")
+        assert driver.subject == "address:127.0.0.1"
+        assert driver.whoami() == "address:127.0.0.1"
+
+
+def test_auth_falls_through_refused_methods(chirp_server: RunningServer) -> None:
+    # Both test servers accept only "address": unix and hostname are refused first.
+    with ChirpDriver(chirp_server.host, chirp_server.port) as driver:
+        driver.stat("/")
+        assert driver.subject == "address:127.0.0.1"
+    with pytest.raises(OSError) as info, ChirpDriver(chirp_server.host, chirp_server.port, auth_methods=("hostname",)) as driver:
+        driver.stat("/")
+    assert info.value.errno == errno.EACCES
+
+
+def test_acl_denial_is_eacces(chirp_server: RunningServer) -> None:
+    with ChirpDriver(chirp_server.host, chirp_server.port, auth_methods=("address",)) as driver:
+        driver.mkdir("/locked")
+        driver.write_file("/locked/f", b"secret")
+        driver.setacl("/locked", "address:127.0.0.1", "rl")
+        assert ("address:127.0.0.1", "rl") in driver.getacl("/locked")
+        assert driver.read_file("/locked/f") == b"secret"
+        for call in (
+            lambda: driver.write_file("/locked/g", b"x"),
+            lambda: driver.open("/locked/f", os.O_WRONLY),
+            lambda: driver.mkdir("/locked/sub"),
+        ):
+            with pytest.raises(OSError) as info:
+                call()
+            assert info.value.errno == errno.EACCES
+        # Chirp checks the delete right in the directory *above* the one
+        # holding the file, so "rl" on /locked does not stop an unlink.
+        driver.unlink("/locked/f")
+
+
+def test_writes_larger_than_one_message_are_split(chirp_server: RunningServer) -> None:
+    data = os.urandom(MAX_BUFFER_SIZE + 4096)
+    with ChirpDriver(chirp_server.host, chirp_server.port, auth_methods=("address",)) as driver:
+        h = driver.open("/big", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            assert driver.pwrite(h, data, 0) == len(data)
+            assert driver.counters.snapshot()["pwrite"].round_trips == 2
+            assert driver.pread(h, 4096, MAX_BUFFER_SIZE) == data[MAX_BUFFER_SIZE:]
+        finally:
+            driver.close(h)
+
+
+def test_server_not_listening_is_econnrefused() -> None:
+    with pytest.raises(OSError) as info, ChirpDriver("127.0.0.1", free_port(), timeout=5) as driver:
+        driver.stat("/")
+    assert info.value.errno == errno.ECONNREFUSED
+
+
+@contextmanager
+def fake_server(behaviour: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A one-connection TCP server on loopback that behaves as told."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(10)
+    done = threading.Event()
+
+    def serve() -> None:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            behaviour(conn)
+            done.wait(10)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        done.set()
+        listener.close()
+        thread.join(10)
+
+
+def _login(conn: socket.socket) -> None:
+    conn.recv(100)
+    conn.sendall(b"yes\nyes\nyes\naddress\n127.0.0.1\n")
+    conn.recv(100)
+
+
+def test_silent_server_times_out() -> None:
+    with fake_server(_login) as port, ChirpDriver("127.0.0.1", port, auth_methods=("address",), timeout=0.5) as driver:
+        with pytest.raises(OSError) as info:
+            driver.stat("/")
+    assert info.value.errno == errno.ETIMEDOUT
+
+
+def test_lying_server_is_eproto() -> None:
+    def lie(conn: socket.socket) -> None:
+        _login(conn)
+        conn.sendall(b"0\nthis is not a stat line\n")
+
+    with fake_server(lie) as port, ChirpDriver("127.0.0.1", port, auth_methods=("address",), timeout=5) as driver:
+        with pytest.raises(OSError) as info:
+            driver.stat("/")
+        assert info.value.errno == errno.EPROTO
+        assert not driver.connected
+
+
+def test_server_that_hangs_up_is_econnreset() -> None:
+    with fake_server(_login) as port, ChirpDriver("127.0.0.1", port, auth_methods=("address",), timeout=5) as driver:
+        driver._connection()  # log in; the fake server then closes after reading one request
+    with fake_server(lambda c: (_login(c), c.shutdown(socket.SHUT_RDWR))) as port:
+        with ChirpDriver("127.0.0.1", port, auth_methods=("address",), timeout=5) as driver:
+            with pytest.raises(OSError) as info:
+                driver.stat("/")
+    assert info.value.errno in (errno.ECONNRESET, errno.EPIPE)
+
+
+def test_server_gone_mid_session_fails_fast_then_recovers(chirp_server: RunningServer) -> None:
+    with ChirpDriver(chirp_server.host, chirp_server.port, auth_methods=("address",), timeout=5) as driver:
+        driver.write_file("/f", b"kept")
+        h = driver.open("/f", os.O_RDONLY)
+        chirp_server.stop()
+        with pytest.raises(OSError) as info:
+            driver.pread(h, 4, 0)
+        assert info.value.errno in (errno.ECONNRESET, errno.EPIPE, errno.ECONNREFUSED)
+        with pytest.raises(OSError) as info:
+            driver.stat("/f")
+        assert info.value.errno == errno.ECONNREFUSED
+        with pytest.raises(OSError) as info:
+            driver.pread(h, 4, 0)  # the handle died with its connection
+        assert info.value.errno == errno.EBADF
