@@ -98,7 +98,9 @@ class DriverCounters:
         self._ops.clear()
 
     @staticmethod
-    def difference(after: dict[str, OpCounters], before: dict[str, OpCounters]) -> dict[str, OpCounters]:
+    def difference(
+        after: dict[str, OpCounters], before: dict[str, OpCounters]
+    ) -> dict[str, OpCounters]:
         """What happened between two snapshots, per operation."""
         result: dict[str, OpCounters] = {}
         for name, a in after.items():

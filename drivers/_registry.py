@@ -47,7 +47,9 @@ def load_driver(spec: str) -> type[Driver]:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            raise UnknownDriverError(f"cannot import driver module {module_name!r}: {exc}") from None
+            raise UnknownDriverError(
+                f"cannot import driver module {module_name!r}: {exc}"
+            ) from None
         try:
             obj = getattr(module, attr)
         except AttributeError:

@@ -12,6 +12,7 @@ Counters: no round trips and no connections; ``bytes_sent`` and
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Self
@@ -20,6 +21,7 @@ from drivers._interface import DirEntry, Driver, FileType, Handle, StatFS, StatR
 from drivers._url import Location, normalize_path
 
 __all__ = ["LocalDriver"]
+
 
 class LocalDriver(Driver):
     """The local filesystem below ``root``."""
@@ -46,10 +48,8 @@ class LocalDriver(Driver):
     def close_driver(self) -> None:
         for fd in list(self._handles):
             self._handles.discard(fd)
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
     def _real(self, path: str) -> str:
         inner = normalize_path(path)

@@ -44,22 +44,45 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = sub.add_parser("serve", help="serve a directory over a protocol")
     protocols = serve.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
-    chirp = protocols.add_parser("chirp", help="aviary's Chirp server (wire-compatible with cctools)")
+    chirp = protocols.add_parser(
+        "chirp", help="aviary's Chirp server (wire-compatible with cctools)"
+    )
     chirp.add_argument("--root", required=True, type=Path, help="directory to export")
-    chirp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    chirp.add_argument("--port", type=int, default=9094, help="port (default 9094; 0 picks a free one)")
+    chirp.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    chirp.add_argument(
+        "--port", type=int, default=9094, help="port (default 9094; 0 picks a free one)"
+    )
     chirp.add_argument(
         "--auth",
         default="unix,hostname,address",
         help="comma-separated auth methods to accept (default unix,hostname,address)",
     )
-    chirp.add_argument("--default-acl", type=Path, help="ACL file for directories without one (like -A)")
-    chirp.add_argument("--inherit-default-acl", action="store_true", help="directories without an ACL inherit their parent's")
-    chirp.add_argument("--idle-timeout", type=float, default=60.0, help="seconds before an idle client is dropped")
-    chirp.add_argument("--umask", type=lambda s: int(s, 8), default=0o077, help="umask for new files, octal (default 077, as cctools)")
+    chirp.add_argument(
+        "--default-acl", type=Path, help="ACL file for directories without one (like -A)"
+    )
+    chirp.add_argument(
+        "--inherit-default-acl",
+        action="store_true",
+        help="directories without an ACL inherit their parent's",
+    )
+    chirp.add_argument(
+        "--idle-timeout", type=float, default=60.0, help="seconds before an idle client is dropped"
+    )
+    chirp.add_argument(
+        "--umask",
+        type=lambda s: int(s, 8),
+        default=0o077,
+        help="umask for new files, octal (default 077, as cctools)",
+    )
     chirp.add_argument("--read-only", action="store_true", help="refuse every change")
-    chirp.add_argument("--user", help="when started as root, serve as this user after binding the port")
-    chirp.add_argument("--port-file", type=Path, help="write the bound port to this file once listening")
+    chirp.add_argument(
+        "--user", help="when started as root, serve as this user after binding the port"
+    )
+    chirp.add_argument(
+        "--port-file", type=Path, help="write the bound port to this file once listening"
+    )
     chirp.add_argument("--debug", action="store_true", help="log every request to stderr")
 
 
@@ -118,7 +141,11 @@ def _run_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, stop)
     if args.port_file:
         args.port_file.write_text(f"{port}\n")
-    print(f"aviary chirp server on {args.host}:{port}, root {config.root}", file=sys.stderr, flush=True)
+    print(
+        f"aviary chirp server on {args.host}:{port}, root {config.root}",
+        file=sys.stderr,
+        flush=True,
+    )
     server.serve_forever()
     return 0
 
@@ -131,15 +158,21 @@ def _run_servers(args: argparse.Namespace) -> int:
 
     for key, spec in sorted(SERVERS.items()):
         missing = spec.missing_programs()
-        status = "available" if not missing else f"missing {', '.join(missing)}: {spec.install_hint}"
+        status = (
+            "available" if not missing else f"missing {', '.join(missing)}: {spec.install_hint}"
+        )
         print(f"{key:20} {status}")
     return 0
 
 
 def _add_report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     report = sub.add_parser("report", help="measure and regenerate the report tables and plots")
-    report.add_argument("--out", type=Path, default=Path("reports"), help="output directory (default reports/)")
-    report.add_argument("--iterations", type=int, default=200, help="timed repetitions per operation (default 200)")
+    report.add_argument(
+        "--out", type=Path, default=Path("reports"), help="output directory (default reports/)"
+    )
+    report.add_argument(
+        "--iterations", type=int, default=200, help="timed repetitions per operation (default 200)"
+    )
     report.add_argument(
         "--servers",
         default="chirp/cctools,chirp/aviary",
@@ -150,7 +183,9 @@ def _add_report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 def _run_report(args: argparse.Namespace) -> int:
     from harness.report import run_report
 
-    return run_report(args.out, args.iterations, [s.strip() for s in args.servers.split(",") if s.strip()])
+    return run_report(
+        args.out, args.iterations, [s.strip() for s in args.servers.split(",") if s.strip()]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,8 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("aviary: interrupted", file=sys.stderr)
         return 130
-    parser.error(f"unknown command {args.command!r}")
-    return 2
+    parser.error(f"unknown command {args.command!r}")  # exits with status 2
 
 
 if __name__ == "__main__":

@@ -45,8 +45,12 @@ def describe_oserror(verb: str, target: str, exc: OSError) -> str:
 
 def add_fs_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     fs = subparsers.add_parser("fs", help="run one file operation through a driver URL")
-    fs.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server (default 30)")
-    fs.add_argument("--counters", action="store_true", help="print the driver's traffic counters to stderr")
+    fs.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for the server (default 30)"
+    )
+    fs.add_argument(
+        "--counters", action="store_true", help="print the driver's traffic counters to stderr"
+    )
     ops = fs.add_subparsers(dest="fs_command", required=True, metavar="COMMAND")
     ls = ops.add_parser("ls", help="list a directory")
     ls.add_argument("-l", action="store_true", help="long format: mode, links, owner, size, mtime")
@@ -124,10 +128,15 @@ def _ls(args: argparse.Namespace) -> None:
             name = entry.name
             if st.is_lnk():
                 name += " -> " + driver.readlink(child)
-            print(f"{format_mode(st.st_mode)} {st.st_nlink:>3} {st.st_uid:>5} {st.st_gid:>5} {st.st_size:>10} {when} {name}")
+            print(
+                f"{format_mode(st.st_mode)} {st.st_nlink:>3} {st.st_uid:>5} {st.st_gid:>5} "
+                f"{st.st_size:>10} {when} {name}"
+            )
 
 
-def _for_each(urls: list[str], args: argparse.Namespace, verb: str, action: Callable[[Driver, str], None]) -> None:
+def _for_each(
+    urls: list[str], args: argparse.Namespace, verb: str, action: Callable[[Driver, str], None]
+) -> None:
     for url in urls:
         with _driver(url, args.timeout, args.counters) as (driver, path):
             try:

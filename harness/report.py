@@ -151,18 +151,20 @@ def measure_driver(
         )
         advance()
     handle = driver.open("/big", os.O_RDONLY)
-    start = time.perf_counter()
+    began = time.perf_counter()
     offset = 0
     while chunk := driver.pread(handle, BANDWIDTH_BLOCK, offset):
         offset += len(chunk)
-    elapsed = time.perf_counter() - start
+    elapsed = time.perf_counter() - began
     driver.close(handle)
     advance()
     return results, offset / elapsed / 1e6
 
 
 def _markdown(results: list[TargetResult], iterations: int) -> str:
-    baseline = {m.operation: m.median_us for r in results if r.target == "local" for m in r.measurements}
+    baseline = {
+        m.operation: m.median_us for r in results if r.target == "local" for m in r.measurements
+    }
     lines = [
         "# Figure 7, measured: latency of POSIX operations through each driver",
         "",
@@ -175,7 +177,11 @@ def _markdown(results: list[TargetResult], iterations: int) -> str:
     ]
     for result in results:
         if result.error:
-            lines.append(f"| {result.target} | " + " | ".join(["n/a"] * len(OPERATIONS)) + f" | {result.error} |")
+            lines.append(
+                f"| {result.target} | "
+                + " | ".join(["n/a"] * len(OPERATIONS))
+                + f" | {result.error} |"
+            )
             continue
         cells = []
         for m in result.measurements:
@@ -231,7 +237,9 @@ def run_report(out: Path, iterations: int, servers: list[str]) -> int:
     console = Console(stderr=True)
     unknown = [s for s in servers if s not in SERVERS]
     if unknown:
-        console.print(f"aviary: report: unknown server(s) {', '.join(unknown)}; known: {', '.join(sorted(SERVERS))}")
+        console.print(
+            f"aviary: report: unknown server(s) {', '.join(unknown)}; known: {', '.join(sorted(SERVERS))}"
+        )
         return 2
     if iterations < 2:
         console.print("aviary: report: --iterations must be at least 2")
@@ -239,7 +247,12 @@ def run_report(out: Path, iterations: int, servers: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results: list[TargetResult] = []
     steps_per_target = len(OPERATIONS) + 1
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("measuring", total=steps_per_target * (len(servers) + 1))
 
@@ -249,14 +262,17 @@ def run_report(out: Path, iterations: int, servers: list[str]) -> int:
         progress.update(task, description="local (native baseline)")
         with tempfile.TemporaryDirectory(prefix="aviary-report-") as tmp, LocalDriver(tmp) as local:
             measurements, bandwidth = measure_driver("local", local, iterations, advance)
-            results.append(TargetResult("local", "local driver on a temporary directory", measurements, bandwidth))
+            results.append(
+                TargetResult(
+                    "local", "local driver on a temporary directory", measurements, bandwidth
+                )
+            )
         for key in servers:
             spec = SERVERS[key]
             progress.update(task, description=key)
             try:
-                with running_server(key) as server:
-                    with server.driver() as driver:
-                        measurements, bandwidth = measure_driver(key, driver, iterations, advance)
+                with running_server(key) as server, server.driver() as driver:
+                    measurements, bandwidth = measure_driver(key, driver, iterations, advance)
                 results.append(TargetResult(key, spec.description, measurements, bandwidth))
             except (ServerError, OSError) as exc:
                 console.print(f"[yellow]{key}: not measured: {exc}[/yellow]")

@@ -45,6 +45,7 @@ __all__ = [
     "ServerUnavailable",
     "child_pids",
     "free_port",
+    "pid_alive",
     "running_server",
     "start_server",
 ]
@@ -158,9 +159,9 @@ class RunningServer:
             self.process.wait(timeout=STOP_GRACE)
         deadline = time.monotonic() + STOP_GRACE
         for pid in children:
-            while _pid_alive(pid) and time.monotonic() < deadline:
+            while pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.02)
-            if _pid_alive(pid):
+            if pid_alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.base, ignore_errors=True)
@@ -187,7 +188,7 @@ def child_pids(parent: int) -> list[int]:
     return result
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -210,7 +211,8 @@ def _service_user() -> str | None:
         pwd.getpwnam(SERVICE_USER)
     except KeyError:
         raise ServerUnavailable(
-            f"user {SERVICE_USER!r} does not exist", "run ./setup.sh, or: useradd -r -M -s /usr/sbin/nologin aviary"
+            f"user {SERVICE_USER!r} does not exist",
+            "run ./setup.sh, or: useradd -r -M -s /usr/sbin/nologin aviary",
         ) from None
     return SERVICE_USER
 
@@ -332,13 +334,17 @@ def start_server(key: str, *, timeout: float = START_TIMEOUT, attempts: int = 3)
 def _start_once(spec: ServerSpec, as_user: str | None, timeout: float) -> RunningServer:
     base = Path(tempfile.mkdtemp(prefix=f"aviary-{spec.protocol}-{spec.implementation}-"))
     base.chmod(0o711)
-    ctx = ServerContext(base=base, data=base / "data", state=base / "state", port=free_port(), as_user=as_user)
+    ctx = ServerContext(
+        base=base, data=base / "data", state=base / "state", port=free_port(), as_user=as_user
+    )
     ctx.data.mkdir()
     ctx.state.mkdir()
     spec.prepare(ctx)
     log = open(ctx.state / "out.log", "wb")  # noqa: SIM115 - handed to the child
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH", "")]
+    )
     try:
         process = subprocess.Popen(
             spec.command(ctx),
@@ -365,7 +371,9 @@ def _start_once(spec: ServerSpec, as_user: str | None, timeout: float) -> Runnin
             if time.monotonic() > deadline:
                 tail = server.log_tail()
                 server.stop()
-                raise ServerError(f"{spec.key} did not answer on port {ctx.port} within {timeout:g} s: {exc}; log: {tail}") from None
+                raise ServerError(
+                    f"{spec.key} did not answer on port {ctx.port} within {timeout:g} s: {exc}; log: {tail}"
+                ) from None
             time.sleep(0.02)
 
 

@@ -6,6 +6,7 @@ skipped elsewhere, with the reason and the command that installs it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -59,10 +60,9 @@ def aviary_chirp_server() -> Iterator[RunningServer]:
 def _open_fds() -> set[str]:
     result = set()
     for fd in os.listdir("/proc/self/fd"):
-        try:
+        # The descriptor of the listing itself is gone by now.
+        with contextlib.suppress(OSError):
             result.add(f"{fd}->{os.readlink(f'/proc/self/fd/{fd}')}")
-        except OSError:
-            pass  # the fd of the listing itself
     return result
 
 

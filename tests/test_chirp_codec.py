@@ -43,7 +43,14 @@ def test_decode_leaves_malformed_escapes_literal() -> None:
 
 def test_stat_line_field_order() -> None:
     st = parse_stat_line("1 2 33188 4 5 6 7 8 9 10 11 12 13")
-    assert (st.st_dev, st.st_ino, st.st_mode, st.st_nlink, st.st_uid, st.st_gid) == (1, 2, 33188, 4, 5, 6)
+    assert (st.st_dev, st.st_ino, st.st_mode, st.st_nlink, st.st_uid, st.st_gid) == (
+        1,
+        2,
+        33188,
+        4,
+        5,
+        6,
+    )
     assert (st.st_rdev, st.st_size, st.st_blksize, st.st_blocks) == (7, 8, 9, 10)
     assert (st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns) == (11 * 10**9, 12 * 10**9, 13 * 10**9)
     with pytest.raises(ValueError):
@@ -66,7 +73,14 @@ def test_open_flags_round_trip(flags: int, letters: str) -> None:
 
 
 def test_error_codes_map_both_ways() -> None:
-    for code in (errno.ENOENT, errno.EEXIST, errno.EISDIR, errno.ENOTDIR, errno.ENOTEMPTY, errno.EACCES):
+    for code in (
+        errno.ENOENT,
+        errno.EEXIST,
+        errno.EISDIR,
+        errno.ENOTDIR,
+        errno.ENOTEMPTY,
+        errno.EACCES,
+    ):
         assert errno_for_chirp_code(chirp_code_for_errno(code)) == code
     assert chirp_code_for_errno(errno.EPERM) == ChirpCode.NOT_AUTHORIZED
     assert chirp_code_for_errno(errno.ELOOP) == ChirpCode.UNKNOWN

@@ -10,9 +10,9 @@ from drivers.chirp._connection import BROKEN, CONNECTED, PUT_SEND, READY, ChirpC
 from drivers.chirp._events import (
     NEED_DATA,
     AuthAgreed,
+    Authenticated,
     AuthOffer,
     AuthRefused,
-    Authenticated,
     ChallengeAnswer,
     ContinuePut,
     Data,

@@ -40,7 +40,10 @@ def test_auth_falls_through_refused_methods(chirp_server: RunningServer) -> None
     with ChirpDriver(chirp_server.host, chirp_server.port) as driver:
         driver.stat("/")
         assert driver.subject == "address:127.0.0.1"
-    with pytest.raises(OSError) as info, ChirpDriver(chirp_server.host, chirp_server.port, auth_methods=("hostname",)) as driver:
+    with (
+        pytest.raises(OSError) as info,
+        ChirpDriver(chirp_server.host, chirp_server.port, auth_methods=("hostname",)) as driver,
+    ):
         driver.stat("/")
     assert info.value.errno == errno.EACCES
 
@@ -118,9 +121,11 @@ def _login(conn: socket.socket) -> None:
 
 
 def test_silent_server_times_out() -> None:
-    with fake_server(_login) as port, ChirpDriver("127.0.0.1", port, auth_methods=("address",), timeout=0.5) as driver:
-        with pytest.raises(OSError) as info:
-            driver.stat("/")
+    with (
+        fake_server(_login) as port,
+        ChirpDriver("127.0.0.1", port, auth_methods=("address",), timeout=0.5) as driver,pytest.raises(OSError) as info
+    ):
+        driver.stat("/")
     assert info.value.errno == errno.ETIMEDOUT
 
 
@@ -129,7 +134,10 @@ def test_lying_server_is_eproto() -> None:
         _login(conn)
         conn.sendall(b"0\nthis is not a stat line\n")
 
-    with fake_server(lie) as port, ChirpDriver("127.0.0.1", port, auth_methods=("address",), timeout=5) as driver:
+    with (
+        fake_server(lie) as port,
+        ChirpDriver("127.0.0.1", port, auth_methods=("address",), timeout=5) as driver,
+    ):
         with pytest.raises(OSError) as info:
             driver.stat("/")
         assert info.value.errno == errno.EPROTO
@@ -137,17 +145,23 @@ def test_lying_server_is_eproto() -> None:
 
 
 def test_server_that_hangs_up_is_econnreset() -> None:
-    with fake_server(_login) as port, ChirpDriver("127.0.0.1", port, auth_methods=("address",), timeout=5) as driver:
-        driver._connection()  # log in; the fake server then closes after reading one request
-    with fake_server(lambda c: (_login(c), c.shutdown(socket.SHUT_RDWR))) as port:
-        with ChirpDriver("127.0.0.1", port, auth_methods=("address",), timeout=5) as driver:
-            with pytest.raises(OSError) as info:
-                driver.stat("/")
+    def hang_up(conn: socket.socket) -> None:
+        _login(conn)
+        conn.shutdown(socket.SHUT_RDWR)
+
+    with (
+        fake_server(hang_up) as port,
+        ChirpDriver("127.0.0.1", port, auth_methods=("address",), timeout=5) as driver,
+        pytest.raises(OSError) as info,
+    ):
+        driver.stat("/")
     assert info.value.errno in (errno.ECONNRESET, errno.EPIPE)
 
 
 def test_server_gone_mid_session_fails_fast_then_recovers(chirp_server: RunningServer) -> None:
-    with ChirpDriver(chirp_server.host, chirp_server.port, auth_methods=("address",), timeout=5) as driver:
+    with ChirpDriver(
+        chirp_server.host, chirp_server.port, auth_methods=("address",), timeout=5
+    ) as driver:
         driver.write_file("/f", b"kept")
         h = driver.open("/f", os.O_RDONLY)
         chirp_server.stop()

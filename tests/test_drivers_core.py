@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from drivers import DriverCounters, UnknownDriverError, driver_names, load_driver, open_url, parse_url
+from drivers import (
+    DriverCounters,
+    UnknownDriverError,
+    driver_names,
+    load_driver,
+    open_url,
+    parse_url,
+)
 from drivers.chirp import ChirpDriver
 from drivers.local import LocalDriver
 
@@ -32,7 +39,7 @@ def test_registered_drivers_are_found_by_name() -> None:
 
 
 def test_unknown_driver_lists_the_known_ones() -> None:
-    with pytest.raises(UnknownDriverError, match="known drivers: .*chirp.*local"):
+    with pytest.raises(UnknownDriverError, match=r"known drivers: .*chirp.*local"):
         load_driver("gopher")
 
 
@@ -92,4 +99,6 @@ def test_counters_attribute_to_the_innermost_operation() -> None:
     with counters.operation("pread"):
         counters.round_trip()
     delta = DriverCounters.difference(counters.snapshot(), snap)
-    assert list(delta) == ["pread"] and delta["pread"].round_trips == 1 and delta["pread"].calls == 1
+    assert (
+        list(delta) == ["pread"] and delta["pread"].round_trips == 1 and delta["pread"].calls == 1
+    )

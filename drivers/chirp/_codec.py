@@ -257,7 +257,13 @@ def parse_statfs_line(line: str) -> StatFS:
         raise ValueError(f"statfs line has {len(parts)} fields, expected 7: {line!r}")
     v = [int(p) for p in parts[:7]]
     return StatFS(
-        f_type=v[0], f_bsize=v[1], f_blocks=v[2], f_bfree=v[3], f_bavail=v[4], f_files=v[5], f_ffree=v[6]
+        f_type=v[0],
+        f_bsize=v[1],
+        f_blocks=v[2],
+        f_bfree=v[3],
+        f_bavail=v[4],
+        f_files=v[5],
+        f_ffree=v[6],
     )
 
 

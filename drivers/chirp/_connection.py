@@ -32,9 +32,9 @@ from drivers.chirp._codec import parse_stat_line, parse_statfs_line
 from drivers.chirp._events import (
     NEED_DATA,
     AuthAgreed,
+    Authenticated,
     AuthOffer,
     AuthRefused,
-    Authenticated,
     ChallengeAnswer,
     ContinuePut,
     Data,
@@ -44,6 +44,7 @@ from drivers.chirp._events import (
     ListReply,
     LocalProtocolError,
     LongListReply,
+    NeedData,
     PutData,
     RemoteProtocolError,
     Reply,
@@ -137,7 +138,9 @@ class ChirpConnection:
         """
         key = (self.state, type(event))
         if key not in SEND_TRANSITIONS:
-            raise LocalProtocolError(f"cannot send {type(event).__name__} in state {self.state.name}")
+            raise LocalProtocolError(
+                f"cannot send {type(event).__name__} in state {self.state.name}"
+            )
         if isinstance(event, AuthOffer):
             self.method = event.method
             self.state = AWAIT_AGREEMENT
@@ -158,7 +161,7 @@ class ChirpConnection:
 
     # -- events -----------------------------------------------------------------------
 
-    def next_event(self) -> Event | type[NEED_DATA] | object:
+    def next_event(self) -> Event | NeedData:
         """The next whole event from the buffered bytes, or ``NEED_DATA``.
 
         Raises:
@@ -174,7 +177,7 @@ class ChirpConnection:
             raise RemoteProtocolError("server closed the connection", errno_hint=104)  # ECONNRESET
         return event
 
-    def _next_event(self) -> Event | object:
+    def _next_event(self) -> Event | NeedData:
         state = self.state
         if state is AWAIT_AGREEMENT:
             return self._read_agreement()
@@ -192,7 +195,7 @@ class ChirpConnection:
 
     # -- authentication readers ------------------------------------------------------------
 
-    def _read_agreement(self) -> Event | object:
+    def _read_agreement(self) -> Event | NeedData:
         line = self._take_line()
         if line is None:
             return NEED_DATA
@@ -205,7 +208,7 @@ class ChirpConnection:
             return AuthRefused(self.method)
         raise RemoteProtocolError(f"expected yes/no to auth method, got {line!r}")
 
-    def _read_method_line(self) -> Event | object:
+    def _read_method_line(self) -> Event | NeedData:
         line = self._take_line()
         if line is None:
             return NEED_DATA
@@ -219,7 +222,7 @@ class ChirpConnection:
         self.state = CONNECTED
         return AuthRefused(self.method)
 
-    def _read_verdict(self) -> Event | object:
+    def _read_verdict(self) -> Event | NeedData:
         line = self._take_line()
         if line is None:
             return NEED_DATA
@@ -230,7 +233,7 @@ class ChirpConnection:
         self.state = CONNECTED
         return AuthRefused(self.method)
 
-    def _read_identity(self) -> Event | object:
+    def _read_identity(self) -> Event | NeedData:
         lines = self._peek_lines(3)
         if lines is None:
             return NEED_DATA
@@ -243,7 +246,7 @@ class ChirpConnection:
 
     # -- reply readers ---------------------------------------------------------------------
 
-    def _read_reply(self, request: Request) -> Event | object:
+    def _read_reply(self, request: Request) -> Event | NeedData:
         if self._lines is not None:
             return self._continue_list(request)
         if request.reply is Reply.PUT:
@@ -288,7 +291,7 @@ class ChirpConnection:
         self._entry_name = None
         return self._continue_list(request)
 
-    def _continue_list(self, request: Request) -> Event | object:
+    def _continue_list(self, request: Request) -> Event | NeedData:
         assert self._lines is not None
         while True:
             line = self._take_line()
@@ -317,12 +320,14 @@ class ChirpConnection:
                 # several lines: the name goes on until a stat line parses.
                 self._entry_name += "\n" + line
                 if len(self._entry_name) > MAX_LISTED_NAME:
-                    raise RemoteProtocolError(f"getlongdir: no stat line after {self._entry_name[:80]!r}...") from None
+                    raise RemoteProtocolError(
+                        f"getlongdir: no stat line after {self._entry_name[:80]!r}..."
+                    ) from None
                 continue
             self._entries.append((self._entry_name, None if st.st_mode == 0 else st))
             self._entry_name = None
 
-    def _read_put(self) -> Event | object:
+    def _read_put(self) -> Event | NeedData:
         line = self._take_line()
         if line is None:
             return NEED_DATA

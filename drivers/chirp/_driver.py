@@ -41,9 +41,9 @@ from drivers.chirp._connection import BROKEN, READY, ChirpConnection
 from drivers.chirp._events import (
     NEED_DATA,
     AuthAgreed,
+    Authenticated,
     AuthOffer,
     AuthRefused,
-    Authenticated,
     ChallengeAnswer,
     ContinuePut,
     Data,
@@ -124,7 +124,11 @@ class ChirpDriver(Driver):
         if not location.host:
             raise ValueError(f"chirp URL needs a host: {location}")
         methods = os.environ.get("AVIARY_CHIRP_AUTH")
-        auth = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else DEFAULT_AUTH_METHODS
+        auth = (
+            tuple(m.strip() for m in methods.split(",") if m.strip())
+            if methods
+            else DEFAULT_AUTH_METHODS
+        )
         return cls(location.host, location.port or CHIRP_PORT, auth_methods=auth, timeout=timeout)
 
     def describe(self) -> str:
@@ -186,9 +190,13 @@ class ChirpDriver(Driver):
             f"chirp server {self.host}:{self.port} refused auth methods {', '.join(self.auth_methods)}",
         )
 
-    def _answer_unix_challenge(self, sock: socket.socket, conn: ChirpConnection, path: str) -> Event:
+    def _answer_unix_challenge(
+        self, sock: socket.socket, conn: ChirpConnection, path: str
+    ) -> Event:
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_SYNC | os.O_NOCTTY, 0o600)
+            fd = os.open(
+                path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_SYNC | os.O_NOCTTY, 0o600
+            )
         except OSError:
             # The challenge is on the server's filesystem, which we do not share.
             self._send(sock, conn, ChallengeAnswer(created=False))
@@ -210,7 +218,9 @@ class ChirpDriver(Driver):
             raise_errno(errno.ETIMEDOUT, self.describe())
         except OSError as exc:
             self._disconnect()
-            raise OSError(exc.errno or errno.ECONNRESET, f"chirp {self.describe()}: {exc.strerror}") from None
+            raise OSError(
+                exc.errno or errno.ECONNRESET, f"chirp {self.describe()}: {exc.strerror}"
+            ) from None
         self.counters.sent(len(data))
 
     def _receive(self, sock: socket.socket, conn: ChirpConnection) -> Event:
@@ -221,7 +231,7 @@ class ChirpDriver(Driver):
                 self._disconnect()
                 raise OSError(exc.errno_hint, f"chirp {self.describe()}: {exc}") from None
             if event is not NEED_DATA:
-                return event  # type: ignore[return-value]
+                return event
             try:
                 data = sock.recv(_RECV_CHUNK)
             except TimeoutError:
@@ -231,7 +241,9 @@ class ChirpDriver(Driver):
                 ) from None
             except OSError as exc:
                 self._disconnect()
-                raise OSError(exc.errno or errno.ECONNRESET, f"chirp {self.describe()}: {exc.strerror}") from None
+                raise OSError(
+                    exc.errno or errno.ECONNRESET, f"chirp {self.describe()}: {exc.strerror}"
+                ) from None
             self.counters.received(len(data))
             conn.receive_data(data)
 
@@ -426,7 +438,9 @@ class ChirpDriver(Driver):
 
     def readlink(self, path: str) -> str:
         with self._op("readlink"):
-            request = Request(f"readlink {self._path(path)} {PATH_MAX}", Reply.BYTES, limit=PATH_MAX)
+            request = Request(
+                f"readlink {self._path(path)} {PATH_MAX}", Reply.BYTES, limit=PATH_MAX
+            )
             event = self._call(request, path)
             assert isinstance(event, Data), event
             return os.fsdecode(event.data)

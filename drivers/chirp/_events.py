@@ -16,11 +16,13 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Literal
 
 from drivers._interface import StatFS, StatResult
 
 __all__ = [
     "NEED_DATA",
+    "NeedData",
     "AuthAgreed",
     "AuthOffer",
     "AuthRefused",
@@ -31,9 +33,9 @@ __all__ = [
     "Done",
     "Event",
     "Failure",
+    "ListReply",
     "LocalProtocolError",
     "LongListReply",
-    "ListReply",
     "ProtocolError",
     "PutData",
     "RemoteProtocolError",
@@ -50,7 +52,8 @@ class _Sentinel(Enum):
 
 
 #: Returned by ``next_event`` when the buffered bytes do not hold a whole event.
-NEED_DATA = _Sentinel.NEED_DATA
+NEED_DATA: Literal[_Sentinel.NEED_DATA] = _Sentinel.NEED_DATA
+NeedData = Literal[_Sentinel.NEED_DATA]
 
 
 class Reply(Enum):
