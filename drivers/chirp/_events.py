@@ -22,7 +22,6 @@ from drivers._interface import StatFS, StatResult
 
 __all__ = [
     "NEED_DATA",
-    "NeedData",
     "AuthAgreed",
     "AuthOffer",
     "AuthRefused",
@@ -36,6 +35,7 @@ __all__ = [
     "ListReply",
     "LocalProtocolError",
     "LongListReply",
+    "NeedData",
     "ProtocolError",
     "PutData",
     "RemoteProtocolError",

@@ -1,0 +1,239 @@
+"""A minimal tracer loop over the typed events: proof that the ptrace layer holds up.
+
+It runs one program with a seccomp trap set, follows every fork, vfork, clone
+(threads too) and exec, delivers signals unchanged, keeps job control working,
+and hands each trapped syscall to ``on_syscall`` at its seccomp stop: one stop
+per trapped call. The handler returns None to let the syscall run natively, or
+an int to skip it and make that its result (a negative errno for a failure).
+
+The loop runs until the kernel says no tracee is left (``ECHILD``), not when the
+first process exits: a tracee that outlives it (a daemon, a background job)
+still has trapped syscalls to answer, and detaching it would turn them into
+ENOSYS. So the tracer process must have no children of its own besides the
+program: ``waitpid(-1)`` would take their exits too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
+from dataclasses import dataclass, field
+
+from reference_agent import _ptrace
+from reference_agent._ptrace import (
+    Event,
+    ExecEvent,
+    Exited,
+    ExitEvent,
+    ForkEvent,
+    ForkKind,
+    GroupStop,
+    InterruptStop,
+    Killed,
+    Registers,
+    SeccompStop,
+    SignalStop,
+    SyscallExitStop,
+)
+from reference_agent._seccomp import FOREIGN_ABI, spawn_traced
+
+__all__ = ["LoopCounters", "SyscallHandler", "TracerLoop", "exit_status", "run_traced"]
+
+#: ``on_syscall(pid, nr, registers)``: None runs the syscall natively; an int skips
+#: it and becomes its return value (``-errno.ENOENT`` for a failure).
+SyscallHandler = Callable[[int, int, Registers], int | None]
+
+#: Exit status of a program killed by a signal, as a shell reports it.
+_SIGNAL_EXIT_BASE = 128
+
+
+def exit_status(event: Exited | Killed) -> int:
+    """A process's end as a shell's ``$?``: its exit code, or 128 + the signal."""
+    if isinstance(event, Exited):
+        return event.code
+    return _SIGNAL_EXIT_BASE + event.signal
+
+
+@dataclass(slots=True)
+class LoopCounters:
+    """What the loop saw; the benchmarks divide time by ``seccomp_stops``."""
+
+    seccomp_stops: int = 0
+    emulated: int = 0
+    signals_delivered: int = 0
+    group_stops: int = 0
+    #: Successful execs, the first program's included.
+    execs: int = 0
+    #: New tracees by how they were made (fork, vfork, clone: threads are clones).
+    forks: dict[ForkKind, int] = field(default_factory=lambda: dict.fromkeys(ForkKind, 0))
+    #: Every tid traced, the first process included.
+    tracees: int = 0
+
+
+class TracerLoop:
+    """One traced program and its descendants, driven from the calling thread.
+
+    Args:
+        trapped: native syscall numbers that stop in the tracer.
+        on_syscall: the handler for trapped syscalls; None lets them all run.
+    """
+
+    def __init__(self, trapped: Iterable[int], on_syscall: SyscallHandler | None = None) -> None:
+        self.trapped: Set[int] = frozenset(trapped)
+        self.on_syscall = on_syscall
+        self.counters = LoopCounters()
+        #: tids seen and not yet reported gone: what to kill if the loop has to give up.
+        self._live: set[int] = set()
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        cpu: int | None = None,
+        stdin: int | None = None,
+        stdout: int | None = None,
+        stderr: int | None = None,
+    ) -> int:
+        """Run ``argv`` to the end of its last descendant.
+
+        Args:
+            argv, env, cwd, stdin, stdout, stderr: as for ``spawn_traced``.
+            cpu: run the tracer thread and every tracee on this one CPU (restored after).
+
+        Returns:
+            The first process's exit code, or 128 + the signal that killed it.
+
+        Raises:
+            OSError: the program could not be started.
+            Exception: whatever ``on_syscall`` raised; every tracee is killed first.
+        """
+        saved_affinity = os.sched_getaffinity(0)
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+        try:
+            root = spawn_traced(
+                argv, env, cwd, self.trapped, cpu, stdin=stdin, stdout=stdout, stderr=stderr
+            )
+            self._live.add(root)
+            self.counters.tracees += 1
+            self.counters.execs += 1  # spawn_traced saw its exec stop
+            try:
+                _ptrace.resume(root)
+                return self._loop(root)
+            except BaseException:
+                self._kill_all()
+                raise
+        finally:
+            if cpu is not None:
+                os.sched_setaffinity(0, saved_affinity)
+
+    def _loop(self, root: int) -> int:
+        status: int | None = None
+        while True:
+            try:
+                event = _ptrace.wait_event()
+            except ChildProcessError:
+                break
+            if isinstance(event, Exited | Killed):
+                self._live.discard(event.pid)
+                if event.pid == root:
+                    status = exit_status(event)
+                continue
+            # ESRCH: killed while stopped (another thread's exit_group, a SIGKILL);
+            # its death is still to be reported.
+            with contextlib.suppress(ProcessLookupError):
+                self._handle_stop(event)
+        if status is None:
+            raise ChildProcessError(f"the exit of pid {root} was never reported")
+        return status
+
+    def _handle_stop(self, event: Event) -> None:
+        pid = event.pid
+        if pid not in self._live:
+            # A new tracee's first stop can arrive before its parent's fork event.
+            self._live.add(pid)
+            self.counters.tracees += 1
+        match event:
+            case SeccompStop(nr=nr):
+                self.counters.seccomp_stops += 1
+                self._syscall(pid, nr)
+            case ForkEvent(child=child, kind=kind):
+                self.counters.forks[kind] += 1
+                if child not in self._live:
+                    self._live.add(child)
+                    self.counters.tracees += 1
+                _ptrace.resume(pid)
+            case ExecEvent(former_pid=former):
+                self.counters.execs += 1
+                # A thread that execs takes over the leader's tid and its old tid
+                # vanishes without an exit report.
+                if former != pid:
+                    self._live.discard(former)
+                _ptrace.resume(pid)
+            case SignalStop(signal=number):
+                self.counters.signals_delivered += 1
+                _ptrace.resume(pid, number)  # the same number keeps the original siginfo
+            case GroupStop():
+                self.counters.group_stops += 1
+                _ptrace.listen(pid)  # stay stopped until SIGCONT, as job control expects
+            case InterruptStop() | ExitEvent() | SyscallExitStop():
+                _ptrace.resume(pid)
+
+    def _syscall(self, pid: int, nr: int) -> None:
+        if nr == FOREIGN_ABI:
+            # i386 or x32 numbering: the numbers mean other calls; refuse, loudly enough.
+            self._skip(pid, _ptrace.get_registers(pid), -errno.ENOSYS)
+            return
+        if self.on_syscall is None:
+            _ptrace.resume(pid)
+            return
+        registers = _ptrace.get_registers(pid)
+        result = self.on_syscall(pid, nr, registers)
+        if result is None:
+            _ptrace.resume(pid)
+        else:
+            self.counters.emulated += 1
+            self._skip(pid, registers, result)
+
+    @staticmethod
+    def _skip(pid: int, registers: Registers, result: int) -> None:
+        """Skip the syscall at this seccomp stop (nr = -1) and make ``result`` its return value."""
+        _ptrace.set_registers(pid, registers.replace(nr=-1, result=result))
+        _ptrace.resume(pid)
+
+    def _kill_all(self) -> None:
+        for pid in self._live:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        while True:
+            try:
+                event = _ptrace.wait_event()
+            except ChildProcessError:
+                return
+            if not isinstance(event, Exited | Killed):
+                # A tracee we had not seen yet (a fork in flight): kill it too.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(event.pid, signal.SIGKILL)
+                    _ptrace.resume(event.pid)
+
+
+def run_traced(
+    argv: Sequence[str],
+    trapped: Iterable[int] = (),
+    on_syscall: SyscallHandler | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    cpu: int | None = None,
+    stdin: int | None = None,
+    stdout: int | None = None,
+    stderr: int | None = None,
+) -> int:
+    """Run ``argv`` under a ``TracerLoop``; return its exit status (or 128 + signal)."""
+    loop = TracerLoop(trapped, on_syscall)
+    return loop.run(argv, env=env, cwd=cwd, cpu=cpu, stdin=stdin, stdout=stdout, stderr=stderr)

@@ -1,0 +1,98 @@
+"""Tracee memory: whole buffers and C strings, each in one process_vm_readv/writev call.
+
+Parrot needed an "I/O channel" and word-by-word peek/poke; the kernel now copies
+between address spaces in one syscall, so every transfer here is a single call.
+``process_vm_writev`` honours page protections (it will not write read-only
+text, unlike ``/proc/PID/mem``), which is what an agent writing syscall results
+wants.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+from typing import Final
+
+from reference_agent._ptrace import vm_read, vm_write
+
+__all__ = ["PATH_MAX", "read_bytes", "read_c_string", "write_bytes"]
+
+#: Longest path the kernel accepts, terminating NUL included (linux/limits.h).
+PATH_MAX: Final = 4096
+_PAGE_SIZE: Final = mmap.PAGESIZE
+
+
+def _fault(address: int) -> OSError:
+    return OSError(errno.EFAULT, f"{os.strerror(errno.EFAULT)} at {address:#x}")
+
+
+def read_bytes(pid: int, address: int, length: int) -> bytes:
+    """Exactly ``length`` bytes of ``pid``'s memory at ``address``.
+
+    Raises:
+        OSError: EFAULT if any of it is not mapped readable (as the syscall would fail).
+    """
+    if length == 0:
+        return b""
+    data = vm_read(pid, [(address, length)])
+    if len(data) != length:
+        raise _fault(address + len(data))
+    return data
+
+
+def write_bytes(pid: int, address: int, data: bytes) -> None:
+    """Write all of ``data`` into ``pid``'s memory at ``address``.
+
+    Raises:
+        OSError: EFAULT if any of it is not mapped writable.
+    """
+    if data and vm_write(pid, data, [(address, len(data))]) != len(data):
+        raise _fault(address)
+
+
+def _page_split(address: int, length: int) -> list[tuple[int, int]]:
+    """(address, length) pieces of the range, none crossing a page boundary."""
+    pieces = []
+    end = address + length
+    while address < end:
+        page_end = (address // _PAGE_SIZE + 1) * _PAGE_SIZE
+        piece_end = min(page_end, end)
+        pieces.append((address, piece_end - address))
+        address = piece_end
+    return pieces
+
+
+def read_c_string(pid: int, address: int, limit: int = PATH_MAX) -> bytes:
+    """The NUL-terminated string at ``address``, without its NUL.
+
+    The whole window of ``limit`` bytes is asked for in one call, split at page
+    boundaries: the kernel then copies page by page and stops at the first page
+    that is not mapped, so a short string just before an unmapped page reads
+    fine, and only a string that really runs into one fails.
+
+    Args:
+        pid: a stopped tracee (or any process we may trace).
+        address: where the string starts.
+        limit: most bytes to look at, NUL included (PATH_MAX for paths).
+
+    Raises:
+        OSError: EFAULT if the string starts in or runs into unmapped memory;
+            ENAMETOOLONG if no NUL comes within ``limit`` bytes.
+    """
+    if limit <= 0:
+        raise ValueError(f"limit must be positive, not {limit}")
+    if address == 0:
+        raise _fault(address)
+    try:
+        data = vm_read(pid, _page_split(address, limit))
+    except OSError as exc:
+        if exc.errno == errno.EFAULT:
+            raise _fault(address) from None
+        raise
+    end = data.find(0)
+    if end >= 0:
+        return data[:end]
+    if len(data) < limit:
+        raise _fault(address + len(data))
+    raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG))
