@@ -40,11 +40,35 @@ from reference_agent._ptrace import (
 )
 from reference_agent._seccomp import FOREIGN_ABI, spawn_traced
 
-__all__ = ["LoopCounters", "SyscallHandler", "TracerLoop", "exit_status", "run_traced"]
+__all__ = [
+    "EventHandler",
+    "LoopCounters",
+    "Rewrite",
+    "SyscallHandler",
+    "TracerLoop",
+    "exit_status",
+    "run_traced",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Rewrite:
+    """Run a changed syscall natively; optionally see (and replace) its result at its exit.
+
+    ``on_exit(result)`` returns None to keep the result or an int to replace it.
+    Asking for the exit costs a second stop, so only calls that need it do.
+    """
+
+    registers: Registers
+    on_exit: Callable[[int], int | None] | None = None
+
 
 #: ``on_syscall(pid, nr, registers)``: None runs the syscall natively; an int skips
-#: it and becomes its return value (``-errno.ENOENT`` for a failure).
-SyscallHandler = Callable[[int, int, Registers], int | None]
+#: it and becomes its return value (``-errno.ENOENT`` for a failure); a Rewrite
+#: changes it before it runs.
+SyscallHandler = Callable[[int, int, Registers], "int | Rewrite | None"]
+#: ``on_event(event)``: told of forks, execs and ends before the loop resumes anyone.
+EventHandler = Callable[[Event], None]
 
 #: Exit status of a program killed by a signal, as a shell reports it.
 _SIGNAL_EXIT_BASE = 128
@@ -81,9 +105,17 @@ class TracerLoop:
         on_syscall: the handler for trapped syscalls; None lets them all run.
     """
 
-    def __init__(self, trapped: Iterable[int], on_syscall: SyscallHandler | None = None) -> None:
+    def __init__(
+        self,
+        trapped: Iterable[int],
+        on_syscall: SyscallHandler | None = None,
+        on_event: EventHandler | None = None,
+    ) -> None:
         self.trapped: Set[int] = frozenset(trapped)
         self.on_syscall = on_syscall
+        self.on_event = on_event
+        #: Exit callbacks of rewritten syscalls still running, by tid.
+        self._at_exit: dict[int, Callable[[int], int | None]] = {}
         self.counters = LoopCounters()
         #: tids seen and not yet reported gone: what to kill if the loop has to give up.
         self._live: set[int] = set()
@@ -141,6 +173,9 @@ class TracerLoop:
                 break
             if isinstance(event, Exited | Killed):
                 self._live.discard(event.pid)
+                self._at_exit.pop(event.pid, None)
+                if self.on_event is not None:
+                    self.on_event(event)
                 if event.pid == root:
                     status = exit_status(event)
                 continue
@@ -164,6 +199,8 @@ class TracerLoop:
                 self._syscall(pid, nr)
             case ForkEvent(child=child, kind=kind):
                 self.counters.forks[kind] += 1
+                if self.on_event is not None:
+                    self.on_event(event)
                 if child not in self._live:
                     self._live.add(child)
                     self.counters.tracees += 1
@@ -174,6 +211,8 @@ class TracerLoop:
                 # vanishes without an exit report.
                 if former != pid:
                     self._live.discard(former)
+                if self.on_event is not None:
+                    self.on_event(event)
                 _ptrace.resume(pid)
             case SignalStop(signal=number):
                 self.counters.signals_delivered += 1
@@ -181,7 +220,9 @@ class TracerLoop:
             case GroupStop():
                 self.counters.group_stops += 1
                 _ptrace.listen(pid)  # stay stopped until SIGCONT, as job control expects
-            case InterruptStop() | ExitEvent() | SyscallExitStop():
+            case SyscallExitStop():
+                self._syscall_exit(pid)
+            case InterruptStop() | ExitEvent():
                 _ptrace.resume(pid)
 
     def _syscall(self, pid: int, nr: int) -> None:
@@ -196,9 +237,25 @@ class TracerLoop:
         result = self.on_syscall(pid, nr, registers)
         if result is None:
             _ptrace.resume(pid)
+        elif isinstance(result, Rewrite):
+            _ptrace.set_registers(pid, result.registers)
+            if result.on_exit is None:
+                _ptrace.resume(pid)
+            else:
+                self._at_exit[pid] = result.on_exit
+                _ptrace.resume_to_syscall_exit(pid)
         else:
             self.counters.emulated += 1
             self._skip(pid, registers, result)
+
+    def _syscall_exit(self, pid: int) -> None:
+        callback = self._at_exit.pop(pid, None)
+        if callback is not None:
+            registers = _ptrace.get_registers(pid)
+            replaced = callback(registers.result)
+            if replaced is not None:
+                _ptrace.set_registers(pid, registers.replace(result=replaced))
+        _ptrace.resume(pid)
 
     @staticmethod
     def _skip(pid: int, registers: Registers, result: int) -> None:
