@@ -6,5 +6,6 @@ interface in ``_driver``, and aviary's own server in ``_server``.
 """
 
 from drivers.chirp._driver import ChirpDriver
+from drivers.chirp._server import ChirpServer, ChirpServerConfig
 
-__all__ = ["ChirpDriver"]
+__all__ = ["ChirpDriver", "ChirpServer", "ChirpServerConfig"]

@@ -30,6 +30,7 @@ __all__ = [
     "encode_path",
     "encode_stat",
     "encode_statfs",
+    "encode_statfs_fields",
     "errno_for_chirp_code",
     "flags_from_letters",
     "letters_from_flags",
@@ -205,9 +206,9 @@ def encode_stat(st: os.stat_result | None) -> str:
         st.st_size,
         st.st_blksize,
         st.st_blocks,
-        int(st.st_atime),
-        int(st.st_mtime),
-        int(st.st_ctime),
+        st.st_atime_ns // _SECOND,  # floor, as C's time_t, also before 1970
+        st.st_mtime_ns // _SECOND,
+        st.st_ctime_ns // _SECOND,
     )
     return " ".join(str(f) for f in fields)
 
@@ -244,6 +245,14 @@ def encode_statfs(sv: os.statvfs_result, f_type: int = 0) -> str:
     # statfs' f_bsize is statvfs' f_frsize on Linux: the unit of the block counts.
     fields = (f_type, sv.f_frsize, sv.f_blocks, sv.f_bfree, sv.f_bavail, sv.f_files, sv.f_ffree)
     return " ".join(str(f) for f in fields)
+
+
+def encode_statfs_fields(
+    f_type: int, f_bsize: int, f_blocks: int, f_bfree: int, f_bavail: int, f_files: int,
+    f_ffree: int,
+) -> str:
+    """The statfs line from raw ``statfs(2)`` fields (what cctools' server sends)."""
+    return " ".join(str(f) for f in (f_type, f_bsize, f_blocks, f_bfree, f_bavail, f_files, f_ffree))
 
 
 def parse_statfs_line(line: str) -> StatFS:
