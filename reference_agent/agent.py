@@ -1,0 +1,322 @@
+"""The agent: a traced program tree, its namespace, its drivers and its remote files.
+
+``Agent.run(argv)`` starts the program under the tracer loop with a seccomp
+filter that traps exactly the syscalls of :mod:`reference_agent.table`, and
+answers each trapped call at its seccomp stop: natively when it concerns only
+local objects, emulated through a driver when it concerns a remote one, or
+refused loudly when the agent has no emulation for it ("holes are loud").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import sys
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from drivers import Driver, driver_for_scheme, parse_url
+from reference_agent import _memory, _ptrace
+from reference_agent._abi import AT_FDCWD
+from reference_agent._loop import Rewrite, TracerLoop
+from reference_agent._ptrace import Event, ExecEvent, Exited, ForkEvent, ForkKind, Killed, Registers
+from reference_agent.files import RemoteFile, RemoteFileTable
+from reference_agent.namespace import (
+    LocalTarget,
+    Namespace,
+    Refused,
+    RemoteTarget,
+    ServiceDirectory,
+    logical_path,
+)
+
+if TYPE_CHECKING:
+    from reference_agent.table import Entry
+
+__all__ = ["Agent", "AgentOptions", "Call", "Native", "Outcome", "Resolved"]
+
+#: What a handler answers: None (run natively), an int (the emulated result,
+#: -errno on failure) or a Rewrite of the call.
+Outcome = int | Rewrite | None
+#: Bytes kept clear below the stack pointer before the agent's scratch strings,
+#: so that a signal frame pushed during a restarted syscall cannot reach them.
+SCRATCH_GAP = 16 * 1024
+#: Fake device numbers for remote endpoints: major 0xA5, minor from the endpoint.
+REMOTE_DEV_MAJOR = 0xA5
+
+
+@dataclass(slots=True)
+class AgentOptions:
+    cache: str = "off"  # "off": every read/write goes to the driver; "whole": copy on open
+    trace: IO[str] | None = None
+    summary: bool = False
+    cpu: int | None = None
+    timeout: float = 30.0
+    cache_dir: Path | None = None
+
+
+@dataclass(slots=True)
+class Cwd:
+    """A working directory, shared by the threads of one process (CLONE_FS)."""
+
+    logical: str
+
+
+class Native:
+    """Marker: the path needs no help from the agent; let the kernel resolve it."""
+
+
+NATIVE = Native()
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """Where a path argument leads: a remote target, a local path, or a refusal."""
+
+    logical: str
+    target: RemoteTarget | LocalTarget | ServiceDirectory | Refused | Native
+    rewrite: str | None = None  # a local path to put in place of the argument
+
+
+class Call:
+    """One trapped syscall at its seccomp stop, with helpers to read its arguments."""
+
+    __slots__ = ("_scratch", "name", "nr", "pid", "registers")
+
+    def __init__(self, pid: int, nr: int, name: str, registers: Registers) -> None:
+        self.pid = pid
+        self.nr = nr
+        self.name = name
+        self.registers = registers
+        self._scratch = registers.sp - SCRATCH_GAP
+
+    def arg(self, index: int) -> int:
+        return self.registers.arg(index)
+
+    def sarg(self, index: int) -> int:
+        """Argument ``index`` as a signed 64-bit value (an fd, AT_FDCWD, an offset)."""
+        value = self.registers.arg(index)
+        return value - (1 << 64) if value >> 63 else value
+
+    def fd(self, index: int) -> int:
+        """Argument ``index`` as a C int (descriptors are ints, upper bits ignored)."""
+        value = self.registers.arg(index) & 0xFFFFFFFF
+        return value - (1 << 32) if value >> 31 else value
+
+    def string(self, index: int) -> str:
+        """The NUL-terminated string argument ``index``."""
+        address = self.registers.arg(index)
+        if address == 0:
+            raise OSError(errno.EFAULT, "NULL path")
+        return os.fsdecode(_memory.read_c_string(self.pid, address))
+
+    def read(self, address: int, length: int) -> bytes:
+        return _memory.read_bytes(self.pid, address, length)
+
+    def write(self, address: int, data: bytes) -> None:
+        _memory.write_bytes(self.pid, address, data)
+
+    def scratch_string(self, text: str) -> int:
+        """Write ``text`` below the stack (clear of signal frames); return its address."""
+        data = os.fsencode(text) + b"\0"
+        self._scratch = (self._scratch - len(data)) & ~15
+        _memory.write_bytes(self.pid, self._scratch, data)
+        return self._scratch
+
+
+@dataclass
+class _Stats:
+    calls: int = 0
+    errors: int = 0
+    micros: float = 0.0
+
+
+@dataclass
+class Agent:
+    """Everything the handlers need; one per ``aviary run``."""
+
+    namespace: Namespace
+    options: AgentOptions = field(default_factory=AgentOptions)
+    report: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
+
+    def __post_init__(self) -> None:
+        self.files = RemoteFileTable()
+        self.drivers: dict[str, Driver] = {}
+        self.cwds: dict[int, Cwd] = {}
+        self.loop: TracerLoop | None = None
+        self.stats: dict[tuple[str, str], _Stats] = defaultdict(_Stats)
+        self.holes_reported: set[str] = set()
+        self._mount_of_call = "local"
+
+    # -- running ----------------------------------------------------------------------------
+
+    def run(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+        """Run ``argv`` to the end of its last descendant; return its exit status."""
+        from reference_agent.table import SYSCALL_TABLE, trapped_numbers
+
+        self._table: dict[int, Entry] = {
+            _ptrace.syscall_number(name): entry for name, entry in SYSCALL_TABLE.items()
+        }
+        self.loop = TracerLoop(
+            trapped_numbers(self.options.cache), self._on_syscall, self._on_event
+        )
+        start_cwd = os.getcwd()
+        self._root_cwd = Cwd(start_cwd)
+        try:
+            return self.loop.run(argv, env=env, cpu=self.options.cpu)
+        finally:
+            self.files.close_all()
+            for driver in self.drivers.values():
+                driver.close_driver()
+            if self.options.summary:
+                self.print_summary()
+
+    def _cwd(self, pid: int) -> Cwd:
+        cwd = self.cwds.get(pid)
+        if cwd is None:
+            cwd = self.cwds[pid] = self._root_cwd
+        return cwd
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, ForkEvent):
+            parent = self._cwd(event.pid)
+            if event.kind is ForkKind.CLONE and _same_thread_group(event.pid, event.child):
+                self.cwds[event.child] = parent  # threads share a working directory
+            else:
+                self.cwds[event.child] = Cwd(parent.logical)
+        elif isinstance(event, ExecEvent):
+            if event.former_pid != event.pid and event.former_pid in self.cwds:
+                self.cwds[event.pid] = self.cwds.pop(event.former_pid)
+            self.collect_files()
+        elif isinstance(event, Exited | Killed):
+            self.cwds.pop(event.pid, None)
+            self.collect_files()
+
+    def live_pids(self) -> list[int]:
+        return list(self.loop._live) if self.loop is not None else []
+
+    def collect_files(self) -> None:
+        """Release remote files whose last descriptor is gone."""
+        if len(self.files):
+            self.files.collect(self.live_pids())
+
+    def _on_syscall(self, pid: int, nr: int, registers: Registers) -> Outcome:
+        entry = self._table.get(nr)
+        if entry is None:
+            return None
+        call = Call(pid, nr, entry.name, registers)
+        self._mount_of_call = "local"
+        began = time.perf_counter()
+        try:
+            outcome = entry.handler(self, call)
+        except OSError as exc:
+            outcome = -(exc.errno or errno.EIO)
+        elapsed = (time.perf_counter() - began) * 1e6
+        if self.options.trace is not None or self.options.summary:
+            self._record(call, outcome, elapsed)
+        return outcome
+
+    def _record(self, call: Call, outcome: Outcome, micros: float) -> None:
+        result: int | str = outcome if isinstance(outcome, int) else "native"
+        stats = self.stats[(call.name, self._mount_of_call)]
+        stats.calls += 1
+        stats.micros += micros
+        if isinstance(outcome, int) and outcome < 0:
+            stats.errors += 1
+        if self.options.trace is not None:
+            line = {
+                "pid": call.pid,
+                "syscall": call.name,
+                "driver": self._mount_of_call,
+                "result": result,
+                "us": round(micros, 1),
+            }
+            self.options.trace.write(json.dumps(line) + "\n")
+
+    def print_summary(self) -> None:
+        lines = [f"{'syscall':<16} {'mount':<32} {'calls':>8} {'errors':>7} {'agent us':>10}"]
+        for (name, mount), s in sorted(self.stats.items(), key=lambda kv: -kv[1].calls):
+            lines.append(f"{name:<16} {mount:<32} {s.calls:>8} {s.errors:>7} {s.micros:>10.0f}")
+        self.report("\n".join(lines))
+
+    # -- helpers for handlers ------------------------------------------------------------------
+
+    def hole(self, call: Call, what: str, code: int = errno.ENOSYS) -> int:
+        """Refuse a call the agent cannot emulate on a remote object, and say so once."""
+        key = f"{call.name}:{what}"
+        if key not in self.holes_reported:
+            self.holes_reported.add(key)
+            self.report(
+                f"aviary: {call.name} on {what}: not supported by the agent ({errno.errorcode[code]})"
+            )
+        return -code
+
+    def driver_for(self, target: RemoteTarget) -> Driver:
+        self._mount_of_call = target.endpoint
+        driver = self.drivers.get(target.endpoint)
+        if driver is None:
+            location = parse_url(target.endpoint + "/")
+            cls = driver_for_scheme(target.scheme)
+            driver = cls.from_location(location, timeout=self.options.timeout)
+            self.drivers[target.endpoint] = driver
+        return driver
+
+    def remote_dev(self, target_endpoint: str) -> int:
+        return os.makedev(REMOTE_DEV_MAJOR, zlib.crc32(target_endpoint.encode()) & 0xFF)
+
+    def remote_file(self, call: Call, fd: int) -> RemoteFile | None:
+        remote = self.files.lookup(call.pid, fd)
+        if remote is not None:
+            self._mount_of_call = remote.driver.describe()
+        return remote
+
+    def cwd_of(self, pid: int) -> str:
+        return self._cwd(pid).logical
+
+    def set_cwd(self, pid: int, logical: str) -> None:
+        self._cwd(pid).logical = logical
+
+    def resolve(self, call: Call, dirfd: int, path: str) -> Resolved:
+        """Resolve a path argument relative to ``dirfd`` (AT_FDCWD or a descriptor)."""
+        if path.startswith("/"):
+            base = "/"
+        elif dirfd == AT_FDCWD:
+            base = self.cwd_of(call.pid)
+        else:
+            remote_dir = self.remote_file(call, dirfd)
+            if remote_dir is None:
+                return Resolved(path, NATIVE)  # relative to a local directory descriptor
+            base = remote_dir.logical
+        logical = logical_path(path, base) if path else base
+        target = self.namespace.resolve(logical)
+        if isinstance(target, LocalTarget):
+            cwd_is_native = self._is_plain_local(self.cwd_of(call.pid))
+            if target.path == logical and (
+                path.startswith("/") or (dirfd == AT_FDCWD and cwd_is_native)
+            ):
+                return Resolved(logical, NATIVE)
+            return Resolved(logical, target, rewrite=target.path)
+        return Resolved(logical, target)
+
+    def _is_plain_local(self, logical: str) -> bool:
+        target = self.namespace.resolve(logical)
+        return isinstance(target, LocalTarget) and target.path == logical
+
+
+def _same_thread_group(parent: int, child: int) -> bool:
+    def tgid(pid: int) -> int | None:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("Tgid:"):
+                    return int(line.split()[1])
+        return None
+
+    parent_group = tgid(parent)
+    return parent_group is not None and parent_group == tgid(child)

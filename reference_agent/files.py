@@ -1,0 +1,93 @@
+"""Remote open file descriptions, and how a tracee descriptor finds its own.
+
+Strategy: when a program opens a remote file, the agent turns the open into
+``memfd_create`` in the tracee. The kernel then hands out the descriptor
+number (lowest free, O_CLOEXEC honoured) and does all the bookkeeping POSIX
+asks of descriptors: dup, dup2, fcntl(F_DUPFD), fork, threads sharing a
+table, close-on-exec. The memfd is a *placeholder*: its inode number names
+the remote open file description (:class:`RemoteFile`), which holds the
+driver handle, the open flags and the offset shared by every descriptor that
+refers to it. To find what descriptor N of process P means, the agent stats
+``/proc/P/fd/N``; a placeholder inode maps to its RemoteFile, anything else
+is a local file the kernel serves natively.
+
+A RemoteFile is released when no traced process holds its placeholder any
+more (checked after close, dup2 onto it, exec and exit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from drivers import DirEntry, Driver, Handle
+
+__all__ = ["RemoteFile", "RemoteFileTable"]
+
+
+@dataclass(slots=True)
+class RemoteFile:
+    """One remote open file description."""
+
+    driver: Driver
+    handle: Handle
+    logical: str  # the path the program opened, in its namespace
+    remote_path: str  # the path inside the driver's endpoint
+    flags: int
+    is_dir: bool
+    dev: int  # the device number the agent reports for this endpoint
+    offset: int = 0
+    listing: list[DirEntry] | None = None  # a directory's entries, fetched at first getdents
+    materialized: bool = False  # the placeholder holds the file's bytes (for mmap)
+    key: tuple[int, int] = field(default=(0, 0))
+
+
+class RemoteFileTable:
+    """Placeholder inode -> RemoteFile, for the whole traced program tree."""
+
+    def __init__(self) -> None:
+        self._files: dict[tuple[int, int], RemoteFile] = {}
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def add(self, pid: int, fd: int, remote: RemoteFile) -> None:
+        st = os.stat(f"/proc/{pid}/fd/{fd}")
+        remote.key = (st.st_dev, st.st_ino)
+        self._files[remote.key] = remote
+
+    def lookup(self, pid: int, fd: int) -> RemoteFile | None:
+        """The RemoteFile behind descriptor ``fd`` of ``pid``, or None if it is local."""
+        if not self._files or fd < 0:
+            return None
+        try:
+            st = os.stat(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            return None
+        return self._files.get((st.st_dev, st.st_ino))
+
+    def collect(self, live_pids: Iterable[int]) -> list[RemoteFile]:
+        """Release every RemoteFile no live process holds a placeholder of; return them."""
+        if not self._files:
+            return []
+        held: set[tuple[int, int]] = set()
+        for pid in live_pids:
+            with contextlib.suppress(OSError):
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    with contextlib.suppress(OSError):
+                        st = os.stat(f"/proc/{pid}/fd/{fd}")
+                        held.add((st.st_dev, st.st_ino))
+        released = [f for key, f in self._files.items() if key not in held]
+        for remote in released:
+            del self._files[remote.key]
+            with contextlib.suppress(OSError):
+                remote.driver.close(remote.handle)
+        return released
+
+    def close_all(self) -> None:
+        for remote in self._files.values():
+            with contextlib.suppress(OSError):
+                remote.driver.close(remote.handle)
+        self._files.clear()

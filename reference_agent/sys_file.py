@@ -1,0 +1,518 @@
+"""Handlers for open files: open, close, read/write, seek, fstat, getdents, mmap, fcntl.
+
+Remote files are held in the tracee by memfd placeholders (see ``files.py``),
+so descriptor numbering, dup and fork are the kernel's; these handlers answer
+the data and metadata calls on placeholders through the driver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import struct
+
+from drivers import FileType
+from drivers.chirp._codec import MAX_BUFFER_SIZE
+from reference_agent import _ptrace
+from reference_agent._abi import AT_EMPTY_PATH, AT_FDCWD, pack_dirent64, pack_stat
+from reference_agent._common import rewrite_args
+from reference_agent._loop import Rewrite
+from reference_agent.agent import NATIVE, Agent, Call, Outcome
+from reference_agent.files import RemoteFile
+from reference_agent.namespace import LocalTarget, Refused, RemoteTarget, ServiceDirectory
+
+MFD_CLOEXEC = 0x0001
+MEMFD_NAME_MAX = 249
+MAP_SHARED = 0x01
+PROT_WRITE = 0x2
+_SYS_MEMFD_CREATE = _ptrace.syscall_number("memfd_create")
+_IOVEC = struct.Struct("<QQ")
+_LOCK_COMMANDS = {
+    5,
+    6,
+    7,
+    36,
+    37,
+    38,
+}  # F_GETLK F_SETLK F_SETLKW F_OFD_GETLK F_OFD_SETLK F_OFD_SETLKW
+_F_GETFL, _F_SETFL = 3, 4
+_SETFL_BITS = (
+    os.O_APPEND | os.O_NONBLOCK | os.O_DIRECT | os.O_NOATIME | getattr(os, "O_ASYNC", 0o20000)
+)
+#: Agent-side bound on one emulated read, like a kernel's MAX_RW_COUNT.
+MAX_IO = MAX_BUFFER_SIZE
+
+
+# -- open ------------------------------------------------------------------------------------
+
+
+def _open(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mode: int) -> Outcome:
+    path = call.string(path_index)
+    resolved = agent.resolve(call, dirfd, path)
+    target = resolved.target
+    if target is NATIVE:
+        return None
+    if isinstance(target, Refused):
+        return -target.errno
+    if isinstance(target, LocalTarget):
+        assert resolved.rewrite is not None
+        return rewrite_args(call, {path_index: resolved.rewrite})
+    if isinstance(target, ServiceDirectory):
+        if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_CREAT:
+            return -errno.EROFS
+        return rewrite_args(call, {path_index: _empty_directory(agent)})
+    assert isinstance(target, RemoteTarget)
+    driver = agent.driver_for(target)
+    open_flags = flags & ~os.O_PATH if flags & os.O_PATH else flags
+    handle = driver.open(target.path, open_flags, mode)
+    try:
+        st = driver.fstat(handle)
+    except OSError:
+        driver.close(handle)
+        raise
+    remote = RemoteFile(
+        driver,
+        handle,
+        resolved.logical,
+        target.path,
+        flags,
+        st.is_dir(),
+        agent.remote_dev(target.endpoint),
+    )
+    # The placeholder's name is the tail of the path the program gave (a label only).
+    name_address = call.arg(path_index) + max(0, len(os.fsencode(path)) - MEMFD_NAME_MAX)
+    memfd_flags = MFD_CLOEXEC if flags & os.O_CLOEXEC else 0
+    registers = call.registers.replace(nr=_SYS_MEMFD_CREATE, args=(name_address, memfd_flags))
+    pid = call.pid
+
+    def placed(result: int) -> int | None:
+        if result < 0:
+            with contextlib.suppress(OSError):
+                driver.close(handle)
+            return None
+        agent.files.add(pid, result, remote)
+        if agent.options.cache == "whole" and not remote.is_dir:
+            try:
+                _materialize(pid, result, remote)
+            except OSError as exc:
+                return -(exc.errno or errno.EIO)
+        return None
+
+    return Rewrite(registers, placed)
+
+
+def _empty_directory(agent: Agent) -> str:
+    assert agent.options.cache_dir is not None
+    empty = agent.options.cache_dir / "empty"
+    empty.mkdir(exist_ok=True)
+    return str(empty)
+
+
+def _materialize(pid: int, fd: int, remote: RemoteFile) -> None:
+    """Copy the whole remote file into its placeholder (for mmap and the whole-file cache)."""
+    if remote.materialized:
+        return
+    with open(f"/proc/{pid}/fd/{fd}", "r+b", buffering=0) as placeholder:
+        placeholder.truncate(0)
+        offset = 0
+        while data := remote.driver.pread(remote.handle, MAX_IO, offset):
+            placeholder.write(data)
+            offset += len(data)
+    remote.materialized = True
+
+
+def sys_open(agent: Agent, call: Call) -> Outcome:
+    """Open implements Linux syscall open(2)."""
+    return _open(agent, call, AT_FDCWD, 0, call.fd(1), call.arg(2))
+
+
+def sys_creat(agent: Agent, call: Call) -> Outcome:
+    """Creat implements Linux syscall creat(2)."""
+    return _open(agent, call, AT_FDCWD, 0, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, call.arg(1))
+
+
+def sys_openat(agent: Agent, call: Call) -> Outcome:
+    """Openat implements Linux syscall openat(2)."""
+    return _open(agent, call, call.fd(0), 1, call.fd(2), call.arg(3))
+
+
+def sys_openat2(agent: Agent, call: Call) -> Outcome:
+    """Openat2 implements Linux syscall openat2(2); RESOLVE_* flags apply only locally."""
+    flags, mode, _resolve = struct.unpack("<QQQ", call.read(call.arg(2), 24))
+    return _open(agent, call, call.fd(0), 1, flags, mode)
+
+
+# -- close and descriptor bookkeeping --------------------------------------------------------------
+
+
+def _write_back(call: Call, fd: int, remote: RemoteFile) -> None:
+    """Whole-file cache: send the placeholder's bytes to the server before close."""
+    with open(f"/proc/{call.pid}/fd/{fd}", "rb", buffering=0) as placeholder:
+        data = placeholder.read()
+    remote.driver.ftruncate(remote.handle, 0)
+    offset = 0
+    while offset < len(data):
+        offset += remote.driver.pwrite(remote.handle, data[offset : offset + MAX_IO], offset)
+
+
+def sys_close(agent: Agent, call: Call) -> Outcome:
+    """Close implements Linux syscall close(2)."""
+    fd = call.fd(0)
+    remote = agent.remote_file(call, fd)
+    if remote is None:
+        return None
+    failure: int | None = None
+    if agent.options.cache == "whole" and remote.flags & os.O_ACCMODE != os.O_RDONLY:
+        try:
+            _write_back(call, fd, remote)
+        except OSError as exc:
+            failure = -(exc.errno or errno.EIO)  # the descriptor still closes, as POSIX says
+
+    def closed(result: int) -> int | None:
+        agent.collect_files()
+        return failure
+
+    return Rewrite(call.registers, closed)
+
+
+def sys_dup_onto(agent: Agent, call: Call) -> Outcome:
+    """Dup2/dup3/close_range: native, then release remote files left without a descriptor."""
+    if not len(agent.files):
+        return None
+
+    def done(result: int) -> int | None:
+        agent.collect_files()
+        return None
+
+    return Rewrite(call.registers, done)
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+
+def _readable(remote: RemoteFile) -> int | None:
+    if remote.is_dir:
+        return -errno.EISDIR
+    if remote.flags & os.O_ACCMODE == os.O_WRONLY or remote.flags & os.O_PATH:
+        return -errno.EBADF
+    return None
+
+
+def _writable(remote: RemoteFile) -> int | None:
+    if remote.flags & os.O_ACCMODE == os.O_RDONLY or remote.flags & os.O_PATH:
+        return -errno.EBADF
+    return None
+
+
+def _read_into(call: Call, remote: RemoteFile, buffers: list[tuple[int, int]], offset: int) -> int:
+    total = min(sum(length for _, length in buffers), MAX_IO)
+    data = remote.driver.pread(remote.handle, total, offset)
+    position = 0
+    for address, length in buffers:
+        piece = data[position : position + length]
+        if not piece:
+            break
+        call.write(address, piece)
+        position += len(piece)
+    return len(data)
+
+
+def _write_from(call: Call, remote: RemoteFile, buffers: list[tuple[int, int]], offset: int) -> int:
+    data = b"".join(call.read(address, length) for address, length in buffers if length)
+    if not data:
+        return 0
+    return remote.driver.pwrite(remote.handle, data[:MAX_IO], offset)
+
+
+def _iovecs(call: Call, address: int, count: int) -> list[tuple[int, int]]:
+    if count < 0 or count > 1024:
+        raise OSError(errno.EINVAL, "iovcnt")
+    raw = call.read(address, count * _IOVEC.size) if count else b""
+    return [_IOVEC.unpack_from(raw, i * _IOVEC.size) for i in range(count)]
+
+
+def _sequential(agent: Agent, call: Call, buffers: list[tuple[int, int]], writing: bool) -> Outcome:
+    remote = agent.remote_file(call, call.fd(0))
+    if remote is None:
+        return None
+    refusal = _writable(remote) if writing else _readable(remote)
+    if refusal is not None:
+        return refusal
+    if writing:
+        if remote.flags & os.O_APPEND:
+            remote.offset = remote.driver.fstat(remote.handle).st_size
+        count = _write_from(call, remote, buffers, remote.offset)
+    else:
+        count = _read_into(call, remote, buffers, remote.offset)
+    remote.offset += count
+    return count
+
+
+def _positioned(
+    agent: Agent, call: Call, buffers: list[tuple[int, int]], offset: int, writing: bool
+) -> Outcome:
+    remote = agent.remote_file(call, call.fd(0))
+    if remote is None:
+        return None
+    refusal = _writable(remote) if writing else _readable(remote)
+    if refusal is not None:
+        return refusal
+    if offset < 0:
+        return -errno.EINVAL
+    return (
+        _write_from(call, remote, buffers, offset)
+        if writing
+        else _read_into(call, remote, buffers, offset)
+    )
+
+
+def sys_read(agent: Agent, call: Call) -> Outcome:
+    """Read implements Linux syscall read(2)."""
+    return _sequential(agent, call, [(call.arg(1), call.arg(2))], writing=False)
+
+
+def sys_write(agent: Agent, call: Call) -> Outcome:
+    """Write implements Linux syscall write(2)."""
+    return _sequential(agent, call, [(call.arg(1), call.arg(2))], writing=True)
+
+
+def sys_readv(agent: Agent, call: Call) -> Outcome:
+    """Readv implements Linux syscall readv(2)."""
+    if agent.remote_file(call, call.fd(0)) is None:
+        return None
+    return _sequential(agent, call, _iovecs(call, call.arg(1), call.fd(2)), writing=False)
+
+
+def sys_writev(agent: Agent, call: Call) -> Outcome:
+    """Writev implements Linux syscall writev(2)."""
+    if agent.remote_file(call, call.fd(0)) is None:
+        return None
+    return _sequential(agent, call, _iovecs(call, call.arg(1), call.fd(2)), writing=True)
+
+
+def sys_pread64(agent: Agent, call: Call) -> Outcome:
+    """Pread64 implements Linux syscall pread64(2)."""
+    return _positioned(agent, call, [(call.arg(1), call.arg(2))], call.sarg(3), writing=False)
+
+
+def sys_pwrite64(agent: Agent, call: Call) -> Outcome:
+    """Pwrite64 implements Linux syscall pwrite64(2)."""
+    return _positioned(agent, call, [(call.arg(1), call.arg(2))], call.sarg(3), writing=True)
+
+
+def _vectored_at(agent: Agent, call: Call, writing: bool) -> Outcome:
+    remote = agent.remote_file(call, call.fd(0))
+    if remote is None:
+        return None
+    buffers = _iovecs(call, call.arg(1), call.fd(2))
+    offset = call.sarg(3)
+    if call.name.endswith("2") and offset == -1:
+        return _sequential(agent, call, buffers, writing)
+    return _positioned(agent, call, buffers, offset, writing)
+
+
+def sys_preadv(agent: Agent, call: Call) -> Outcome:
+    """Preadv implements Linux syscalls preadv(2) and preadv2(2)."""
+    return _vectored_at(agent, call, writing=False)
+
+
+def sys_pwritev(agent: Agent, call: Call) -> Outcome:
+    """Pwritev implements Linux syscalls pwritev(2) and pwritev2(2)."""
+    return _vectored_at(agent, call, writing=True)
+
+
+def sys_lseek(agent: Agent, call: Call) -> Outcome:
+    """Lseek implements Linux syscall lseek(2)."""
+    remote = agent.remote_file(call, call.fd(0))
+    if remote is None:
+        return None
+    offset, whence = call.sarg(1), call.fd(2)
+    if whence == os.SEEK_SET:
+        position = offset
+    elif whence == os.SEEK_CUR:
+        position = remote.offset + offset
+    elif whence in (os.SEEK_END, os.SEEK_DATA, os.SEEK_HOLE):
+        size = remote.driver.fstat(remote.handle).st_size
+        if whence == os.SEEK_END:
+            position = size + offset
+        elif offset >= size:
+            return -errno.ENXIO
+        else:  # no holes are visible through the protocol: all data, one hole at the end
+            position = offset if whence == os.SEEK_DATA else size
+    else:
+        return -errno.EINVAL
+    if position < 0:
+        return -errno.EINVAL
+    remote.offset = position
+    return position
+
+
+# -- metadata on descriptors ---------------------------------------------------------------------
+
+
+def fd_stat_bytes(agent: Agent, call: Call, remote: RemoteFile) -> bytes:
+    st = remote.driver.fstat(remote.handle)
+    return pack_stat(st, remote.dev)
+
+
+def sys_fstat(agent: Agent, call: Call) -> Outcome:
+    """Fstat implements Linux syscall fstat(2)."""
+    remote = agent.remote_file(call, call.fd(0))
+    if remote is None:
+        return None
+    call.write(call.arg(1), fd_stat_bytes(agent, call, remote))
+    return 0
+
+
+def sys_getdents64(agent: Agent, call: Call) -> Outcome:
+    """Getdents64 implements Linux syscall getdents64(2)."""
+    remote = agent.remote_file(call, call.fd(0))
+    if remote is None:
+        return None
+    if not remote.is_dir:
+        return -errno.ENOTDIR
+    if remote.listing is None:
+        remote.listing = remote.driver.readdir(remote.remote_path)
+    names = [(b".", FileType.DIRECTORY), (b"..", FileType.DIRECTORY)]
+    names += [(os.fsencode(e.name), e.type) for e in remote.listing]
+    capacity = call.arg(2)
+    out = bytearray()
+    index = remote.offset
+    while index < len(names):
+        name, kind = names[index]
+        record = pack_dirent64(index + 1, index + 1, kind, name)
+        if len(out) + len(record) > capacity:
+            if not out:
+                return -errno.EINVAL
+            break
+        out += record
+        index += 1
+    if out:
+        call.write(call.arg(1), bytes(out))
+    remote.offset = index
+    return len(out)
+
+
+def sys_fsync(agent: Agent, call: Call) -> Outcome:
+    """Fsync implements Linux syscalls fsync(2) and fdatasync(2)."""
+    remote = agent.remote_file(call, call.fd(0))
+    if remote is None:
+        return None
+    remote.driver.fsync(remote.handle)
+    return 0
+
+
+def sys_ftruncate(agent: Agent, call: Call) -> Outcome:
+    """Ftruncate implements Linux syscall ftruncate(2)."""
+    remote = agent.remote_file(call, call.fd(0))
+    if remote is None:
+        return None
+    refusal = _writable(remote)
+    if refusal is not None:
+        return -errno.EINVAL if refusal == -errno.EBADF else refusal
+    remote.driver.ftruncate(remote.handle, call.sarg(1))
+    return 0
+
+
+def sys_fchmod(agent: Agent, call: Call) -> Outcome:
+    """Fchmod implements Linux syscall fchmod(2)."""
+    remote = agent.remote_file(call, call.fd(0))
+    if remote is None:
+        return None
+    remote.driver.chmod(remote.remote_path, call.arg(1) & 0o7777)
+    return 0
+
+
+def sys_fcntl(agent: Agent, call: Call) -> Outcome:
+    """Fcntl implements Linux syscall fcntl(2): flags and locks of remote files."""
+    command = call.fd(1)
+    if command not in _LOCK_COMMANDS and command not in (_F_GETFL, _F_SETFL):
+        return None  # F_DUPFD, F_GETFD, F_SETFD ...: the kernel's descriptor table
+    remote = agent.remote_file(call, call.fd(0))
+    if remote is None:
+        return None
+    if command == _F_GETFL:
+        return remote.flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY | os.O_CLOEXEC)
+    if command == _F_SETFL:
+        remote.flags = (remote.flags & ~_SETFL_BITS) | (call.arg(2) & _SETFL_BITS)
+        return 0
+    return agent.hole(call, f"remote file {remote.logical} (locks)", errno.ENOLCK)
+
+
+def sys_flock(agent: Agent, call: Call) -> Outcome:
+    """Flock implements Linux syscall flock(2): refused on remote files."""
+    remote = agent.remote_file(call, call.fd(0))
+    if remote is None:
+        return None
+    return agent.hole(call, f"remote file {remote.logical}", errno.ENOLCK)
+
+
+def sys_mmap(agent: Agent, call: Call) -> Outcome:
+    """Mmap implements Linux syscall mmap(2) of remote files through their placeholder."""
+    fd = call.fd(4)
+    remote = agent.remote_file(call, fd)
+    if remote is None:
+        return None
+    if remote.is_dir:
+        return -errno.ENODEV
+    shared_write = call.arg(3) & MAP_SHARED and call.arg(2) & PROT_WRITE
+    if shared_write and agent.options.cache != "whole":
+        return agent.hole(
+            call, f"remote file {remote.logical} (shared writable mapping)", errno.EOPNOTSUPP
+        )
+    _materialize(call.pid, fd, remote)
+    return None
+
+
+def sys_fd_hole(agent: Agent, call: Call) -> Outcome:
+    """Calls the agent does not emulate: native on local descriptors, refused on remote ones."""
+    for index in (0, 1) if call.name in ("sendfile", "copy_file_range", "splice", "tee") else (0,):
+        descriptor = call.fd(index if call.name != "copy_file_range" else index * 2)
+        remote = agent.remote_file(call, descriptor)
+        if remote is not None:
+            return agent.hole(call, f"remote file {remote.logical}")
+    return None
+
+
+def sys_fstatfs(agent: Agent, call: Call) -> Outcome:
+    """Fstatfs implements Linux syscall fstatfs(2)."""
+    remote = agent.remote_file(call, call.fd(0))
+    if remote is None:
+        return None
+    call.write(call.arg(1), pack_statfs(remote.driver.statfs(remote.remote_path)))
+    return 0
+
+
+def pack_statfs(fs: object) -> bytes:
+    from drivers import StatFS
+
+    assert isinstance(fs, StatFS)
+    return struct.pack(
+        "<qqQQQQQiiqqq4q",
+        fs.f_type,
+        fs.f_bsize,
+        fs.f_blocks,
+        fs.f_bfree,
+        fs.f_bavail,
+        fs.f_files,
+        fs.f_ffree,
+        0,
+        0,
+        255,
+        fs.f_bsize,
+        0,
+        0,
+        0,
+        0,
+        0,
+    )
+
+
+def empty_path_fd(call: Call, flags: int, path_index: int) -> bool:
+    """newfstatat/statx with AT_EMPTY_PATH and "": an operation on the descriptor."""
+    return (
+        bool(flags & AT_EMPTY_PATH)
+        and call.arg(path_index) != 0
+        and call.read(call.arg(path_index), 1) == b"\0"
+    )

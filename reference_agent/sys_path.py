@@ -1,0 +1,288 @@
+"""Handlers that change the namespace: mkdir, rmdir, unlink, rename, link, symlink,
+truncate, chmod, chown, utimensat, and the extended-attribute calls."""
+
+from __future__ import annotations
+
+import errno
+import struct
+import time
+
+from drivers import Driver
+from reference_agent._abi import AT_FDCWD, AT_REMOVEDIR, UTIME_NOW, UTIME_OMIT
+from reference_agent._common import path_call, rewrite_args
+from reference_agent.agent import NATIVE, Agent, Call, Outcome, Resolved
+from reference_agent.namespace import LocalTarget, Refused, RemoteTarget
+
+RENAME_NOREPLACE = 1
+_TIMESPEC_PAIR = struct.Struct("<qqqq")
+_TIMEVAL_PAIR = struct.Struct("<qqqq")
+
+
+def _mkdir(agent: Agent, call: Call, dirfd: int, index: int, mode: int) -> Outcome:
+    def remote(driver: Driver, target: RemoteTarget, resolved: Resolved) -> int:
+        driver.mkdir(target.path, mode & 0o7777)
+        return 0
+
+    return path_call(agent, call, dirfd, index, remote, service=lambda c, r: -errno.EEXIST)
+
+
+def sys_mkdir(agent: Agent, call: Call) -> Outcome:
+    """Mkdir implements Linux syscall mkdir(2)."""
+    return _mkdir(agent, call, AT_FDCWD, 0, call.arg(1))
+
+
+def sys_mkdirat(agent: Agent, call: Call) -> Outcome:
+    """Mkdirat implements Linux syscall mkdirat(2)."""
+    return _mkdir(agent, call, call.fd(0), 1, call.arg(2))
+
+
+def _remove(agent: Agent, call: Call, dirfd: int, index: int, directory: bool) -> Outcome:
+    def remote(driver: Driver, target: RemoteTarget, resolved: Resolved) -> int:
+        if directory:
+            driver.rmdir(target.path)
+        else:
+            driver.unlink(target.path)
+        return 0
+
+    return path_call(agent, call, dirfd, index, remote)
+
+
+def sys_rmdir(agent: Agent, call: Call) -> Outcome:
+    """Rmdir implements Linux syscall rmdir(2)."""
+    return _remove(agent, call, AT_FDCWD, 0, directory=True)
+
+
+def sys_unlink(agent: Agent, call: Call) -> Outcome:
+    """Unlink implements Linux syscall unlink(2)."""
+    return _remove(agent, call, AT_FDCWD, 0, directory=False)
+
+
+def sys_unlinkat(agent: Agent, call: Call) -> Outcome:
+    """Unlinkat implements Linux syscall unlinkat(2)."""
+    return _remove(agent, call, call.fd(0), 1, directory=bool(call.fd(2) & AT_REMOVEDIR))
+
+
+def _two_paths(
+    agent: Agent,
+    call: Call,
+    old: tuple[int, int],
+    new: tuple[int, int],
+    remote_op: str,
+    flags: int = 0,
+) -> Outcome:
+    """rename and link: both paths on one endpoint, both local, or EXDEV."""
+    resolved = [agent.resolve(call, dirfd, call.string(index)) for dirfd, index in (old, new)]
+    targets = [r.target for r in resolved]
+    for target in targets:
+        if isinstance(target, Refused):
+            return -target.errno
+    if all(t is NATIVE or isinstance(t, LocalTarget) for t in targets):
+        rewrites = {
+            index: r.rewrite
+            for (_, index), r in zip((old, new), resolved, strict=True)
+            if r.rewrite is not None
+        }
+        return rewrite_args(call, rewrites) if rewrites else None
+    first, second = targets
+    if not (
+        isinstance(first, RemoteTarget)
+        and isinstance(second, RemoteTarget)
+        and first.endpoint == second.endpoint
+    ):
+        return -errno.EXDEV
+    driver = agent.driver_for(first)
+    if remote_op == "link":
+        driver.link(first.path, second.path)
+        return 0
+    if flags & ~RENAME_NOREPLACE:
+        return agent.hole(
+            call, f"remote path {resolved[0].logical} (flags {flags:#x})", errno.EINVAL
+        )
+    if flags & RENAME_NOREPLACE:
+        try:
+            driver.lstat(second.path)
+            return -errno.EEXIST
+        except FileNotFoundError:
+            pass
+    driver.rename(first.path, second.path)
+    return 0
+
+
+def sys_rename(agent: Agent, call: Call) -> Outcome:
+    """Rename implements Linux syscall rename(2)."""
+    return _two_paths(agent, call, (AT_FDCWD, 0), (AT_FDCWD, 1), "rename")
+
+
+def sys_renameat(agent: Agent, call: Call) -> Outcome:
+    """Renameat implements Linux syscalls renameat(2) and renameat2(2)."""
+    flags = call.fd(4) if call.name == "renameat2" else 0
+    return _two_paths(agent, call, (call.fd(0), 1), (call.fd(2), 3), "rename", flags)
+
+
+def sys_link(agent: Agent, call: Call) -> Outcome:
+    """Link implements Linux syscall link(2)."""
+    return _two_paths(agent, call, (AT_FDCWD, 0), (AT_FDCWD, 1), "link")
+
+
+def sys_linkat(agent: Agent, call: Call) -> Outcome:
+    """Linkat implements Linux syscall linkat(2)."""
+    return _two_paths(agent, call, (call.fd(0), 1), (call.fd(2), 3), "link")
+
+
+def _symlink(agent: Agent, call: Call, dirfd: int, index: int) -> Outcome:
+    def remote(driver: Driver, target: RemoteTarget, resolved: Resolved) -> int:
+        driver.symlink(call.string(0), target.path)
+        return 0
+
+    return path_call(agent, call, dirfd, index, remote)
+
+
+def sys_symlink(agent: Agent, call: Call) -> Outcome:
+    """Symlink implements Linux syscall symlink(2)."""
+    return _symlink(agent, call, AT_FDCWD, 1)
+
+
+def sys_symlinkat(agent: Agent, call: Call) -> Outcome:
+    """Symlinkat implements Linux syscall symlinkat(2)."""
+    return _symlink(agent, call, call.fd(1), 2)
+
+
+def sys_truncate(agent: Agent, call: Call) -> Outcome:
+    """Truncate implements Linux syscall truncate(2)."""
+
+    def remote(driver: Driver, target: RemoteTarget, resolved: Resolved) -> int:
+        driver.truncate(target.path, call.sarg(1))
+        return 0
+
+    return path_call(agent, call, AT_FDCWD, 0, remote)
+
+
+def _chmod(agent: Agent, call: Call, dirfd: int, index: int, mode: int) -> Outcome:
+    def remote(driver: Driver, target: RemoteTarget, resolved: Resolved) -> int:
+        driver.chmod(target.path, mode & 0o7777)
+        return 0
+
+    return path_call(agent, call, dirfd, index, remote)
+
+
+def sys_chmod(agent: Agent, call: Call) -> Outcome:
+    """Chmod implements Linux syscall chmod(2)."""
+    return _chmod(agent, call, AT_FDCWD, 0, call.arg(1))
+
+
+def sys_fchmodat(agent: Agent, call: Call) -> Outcome:
+    """Fchmodat implements Linux syscalls fchmodat(2) and fchmodat2(2)."""
+    return _chmod(agent, call, call.fd(0), 1, call.arg(2))
+
+
+def sys_chown(agent: Agent, call: Call) -> Outcome:
+    """Chown, lchown and fchownat: remote servers keep their own owners, so these fail loudly."""
+    dirfd, index = (call.fd(0), 1) if call.name == "fchownat" else (AT_FDCWD, 0)
+
+    def remote(driver: Driver, target: RemoteTarget, resolved: Resolved) -> int:
+        return agent.hole(call, f"remote path {resolved.logical}", errno.EPERM)
+
+    return path_call(agent, call, dirfd, index, remote)
+
+
+def _times(call: Call, address: int, driver: Driver, path: str) -> tuple[int, int] | None:
+    """The (atime, mtime) in ns a utimensat asks for; None means both now."""
+    if address == 0:
+        return None
+    a_sec, a_nsec, m_sec, m_nsec = _TIMESPEC_PAIR.unpack(call.read(address, _TIMESPEC_PAIR.size))
+    now = time.time_ns()
+    current = None
+    values = []
+    for sec, nsec, field in ((a_sec, a_nsec, "st_atime_ns"), (m_sec, m_nsec, "st_mtime_ns")):
+        if nsec == UTIME_NOW:
+            values.append(now)
+        elif nsec == UTIME_OMIT:
+            current = current or driver.stat(path)
+            values.append(getattr(current, field))
+        elif not 0 <= nsec < 1_000_000_000:
+            raise OSError(errno.EINVAL, "bad nanoseconds")
+        else:
+            values.append(sec * 1_000_000_000 + nsec)
+    return values[0], values[1]
+
+
+def sys_utimensat(agent: Agent, call: Call) -> Outcome:
+    """Utimensat implements Linux syscall utimensat(2) (futimens when the path is NULL)."""
+    dirfd = call.fd(0)
+    if call.arg(1) == 0:
+        remote_file = agent.remote_file(call, dirfd)
+        if remote_file is None:
+            return None
+        remote_file.driver.utimens(
+            remote_file.remote_path,
+            _times(call, call.arg(2), remote_file.driver, remote_file.remote_path),
+        )
+        return 0
+
+    def remote(driver: Driver, target: RemoteTarget, resolved: Resolved) -> int:
+        driver.utimens(target.path, _times(call, call.arg(2), driver, target.path))
+        return 0
+
+    return path_call(agent, call, dirfd, 1, remote)
+
+
+def sys_utimes(agent: Agent, call: Call) -> Outcome:
+    """Utime and utimes implement the old Linux syscalls utime(2) and utimes(2)."""
+
+    def remote(driver: Driver, target: RemoteTarget, resolved: Resolved) -> int:
+        address = call.arg(1)
+        times: tuple[int, int] | None = None
+        if address and call.name == "utimes":
+            a_sec, a_usec, m_sec, m_usec = _TIMEVAL_PAIR.unpack(
+                call.read(address, _TIMEVAL_PAIR.size)
+            )
+            times = (a_sec * 10**9 + a_usec * 1000, m_sec * 10**9 + m_usec * 1000)
+        elif address:
+            a_sec, m_sec = struct.unpack("<qq", call.read(address, 16))
+            times = (a_sec * 10**9, m_sec * 10**9)
+        driver.utimens(target.path, times)
+        return 0
+
+    return path_call(agent, call, AT_FDCWD, 0, remote)
+
+
+def sys_xattr_path(agent: Agent, call: Call) -> Outcome:
+    """The *xattr calls on paths: remote files have no extended attributes."""
+    dirfd = AT_FDCWD
+
+    def remote(driver: Driver, target: RemoteTarget, resolved: Resolved) -> int:
+        driver.lstat(target.path)  # ENOENT and friends come first
+        if call.name.endswith("listxattr"):
+            return 0
+        if call.name.endswith("getxattr") or call.name.endswith("removexattr"):
+            return -errno.ENODATA  # "no such attribute": what ls -l expects
+        return agent.hole(call, f"remote path {resolved.logical}", errno.ENOTSUP)
+
+    def service(call_: Call, resolved: Resolved) -> int:
+        return 0 if call.name.endswith("listxattr") else -errno.ENODATA
+
+    return path_call(agent, call, dirfd, 0, remote, service=service)
+
+
+def sys_xattr_fd(agent: Agent, call: Call) -> Outcome:
+    """The f*xattr calls: as above, on a remote descriptor."""
+    remote = agent.remote_file(call, call.fd(0))
+    if remote is None:
+        return None
+    if call.name == "flistxattr":
+        return 0
+    if call.name in ("fgetxattr", "fremovexattr"):
+        return -errno.ENODATA
+    return agent.hole(call, f"remote file {remote.logical}", errno.ENOTSUP)
+
+
+def sys_path_hole(agent: Agent, call: Call) -> Outcome:
+    """Path calls the agent does not emulate: native locally, refused on remote paths."""
+    at_forms = {"mknodat": (0, 1), "name_to_handle_at": (0, 1), "inotify_add_watch": (None, 1)}
+    dirfd_index, path_index = at_forms.get(call.name, (None, 0))
+    dirfd = call.fd(dirfd_index) if dirfd_index is not None else AT_FDCWD
+
+    def remote(driver: Driver, target: RemoteTarget, resolved: Resolved) -> int:
+        return agent.hole(call, f"remote path {resolved.logical}")
+
+    return path_call(agent, call, dirfd, path_index, remote)

@@ -1,0 +1,181 @@
+"""The syscall table: the agent's dispatcher and its compatibility report in one.
+
+Every syscall the agent traps has one entry: its handler and how completely
+the agent supports it on remote objects (``full``, ``partial`` with a note, or
+``refused`` with the errno it answers). Syscalls not listed run natively and
+never stop in the tracer: the seccomp filter is built from this table, so
+trapping only what the namespace needs is a property of this file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from reference_agent import _ptrace, sys_file, sys_path, sys_process, sys_stat
+from reference_agent.agent import Agent, Call, Outcome
+
+__all__ = ["SYSCALL_TABLE", "Entry", "trapped_numbers"]
+
+Support = Literal["full", "partial", "refused"]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    name: str
+    handler: Callable[[Agent, Call], Outcome]
+    support: Support
+    note: str = ""
+    #: Calls on the data path that "--cache whole" leaves to the kernel.
+    data_path: bool = False
+
+
+def _entries() -> list[Entry]:
+    f, s, p, x = sys_file, sys_stat, sys_path, sys_process
+    return [
+        # open files
+        Entry("open", f.sys_open, "full"),
+        Entry("creat", f.sys_creat, "full"),
+        Entry("openat", f.sys_openat, "full"),
+        Entry(
+            "openat2", f.sys_openat2, "partial", "RESOLVE_* flags are not applied to remote paths"
+        ),
+        Entry("close", f.sys_close, "full"),
+        Entry("dup2", f.sys_dup_onto, "full"),
+        Entry("dup3", f.sys_dup_onto, "full"),
+        Entry("close_range", f.sys_dup_onto, "full"),
+        Entry("read", f.sys_read, "full", data_path=True),
+        Entry("write", f.sys_write, "full", data_path=True),
+        Entry("readv", f.sys_readv, "full", data_path=True),
+        Entry("writev", f.sys_writev, "full", data_path=True),
+        Entry("pread64", f.sys_pread64, "full", data_path=True),
+        Entry("pwrite64", f.sys_pwrite64, "full", data_path=True),
+        Entry("preadv", f.sys_preadv, "full", data_path=True),
+        Entry("pwritev", f.sys_pwritev, "full", data_path=True),
+        Entry("preadv2", f.sys_preadv, "partial", "RWF_* flags are ignored", data_path=True),
+        Entry("pwritev2", f.sys_pwritev, "partial", "RWF_* flags are ignored", data_path=True),
+        Entry("lseek", f.sys_lseek, "full", data_path=True),
+        Entry("fstat", f.sys_fstat, "full"),
+        Entry("fstatfs", f.sys_fstatfs, "full"),
+        Entry("getdents64", f.sys_getdents64, "full"),
+        Entry("fsync", f.sys_fsync, "full"),
+        Entry("fdatasync", f.sys_fsync, "full"),
+        Entry("ftruncate", f.sys_ftruncate, "full"),
+        Entry("fchmod", f.sys_fchmod, "full"),
+        Entry("fcntl", f.sys_fcntl, "partial", "record locks on remote files: ENOLCK"),
+        Entry("flock", f.sys_flock, "refused", "ENOLCK on remote files"),
+        Entry(
+            "mmap",
+            f.sys_mmap,
+            "partial",
+            "remote files are copied whole; shared writable maps need --cache whole",
+        ),
+        Entry("fallocate", f.sys_fd_hole, "refused", "ENOSYS on remote files"),
+        Entry(
+            "sendfile",
+            f.sys_fd_hole,
+            "refused",
+            "ENOSYS on remote files (programs fall back to read/write)",
+        ),
+        Entry("copy_file_range", f.sys_fd_hole, "refused", "ENOSYS on remote files"),
+        Entry("splice", f.sys_fd_hole, "refused", "ENOSYS on remote files"),
+        Entry("fchown", f.sys_fd_hole, "refused", "ENOSYS on remote files"),
+        Entry(
+            "getdents",
+            f.sys_fd_hole,
+            "refused",
+            "the 32-bit-era call: ENOSYS on remote directories",
+        ),
+        # looking at paths
+        Entry("stat", s.sys_stat, "full"),
+        Entry("lstat", s.sys_lstat, "full"),
+        Entry("newfstatat", s.sys_newfstatat, "full"),
+        Entry("statx", s.sys_statx, "partial", "no birth time; mask is always the basic set"),
+        Entry("access", s.sys_access, "full"),
+        Entry("faccessat", s.sys_faccessat, "full"),
+        Entry(
+            "faccessat2",
+            s.sys_faccessat,
+            "partial",
+            "AT_EACCESS and AT_SYMLINK_NOFOLLOW ignored remotely",
+        ),
+        Entry("readlink", s.sys_readlink, "full"),
+        Entry("readlinkat", s.sys_readlinkat, "full"),
+        Entry("statfs", s.sys_statfs, "full"),
+        # changing the namespace
+        Entry("mkdir", p.sys_mkdir, "full"),
+        Entry("mkdirat", p.sys_mkdirat, "full"),
+        Entry("rmdir", p.sys_rmdir, "full"),
+        Entry("unlink", p.sys_unlink, "full"),
+        Entry("unlinkat", p.sys_unlinkat, "full"),
+        Entry("rename", p.sys_rename, "full"),
+        Entry("renameat", p.sys_renameat, "full"),
+        Entry(
+            "renameat2",
+            p.sys_renameat,
+            "partial",
+            "RENAME_NOREPLACE is checked then renamed (not atomic)",
+        ),
+        Entry("link", p.sys_link, "full"),
+        Entry("linkat", p.sys_linkat, "partial", "AT_SYMLINK_FOLLOW is not applied remotely"),
+        Entry("symlink", p.sys_symlink, "full"),
+        Entry("symlinkat", p.sys_symlinkat, "full"),
+        Entry("truncate", p.sys_truncate, "full"),
+        Entry("chmod", p.sys_chmod, "full"),
+        Entry("fchmodat", p.sys_fchmodat, "full"),
+        Entry(
+            "chown", p.sys_chown, "refused", "EPERM on remote paths: servers keep their own owners"
+        ),
+        Entry("lchown", p.sys_chown, "refused", "EPERM on remote paths"),
+        Entry("fchownat", p.sys_chown, "refused", "EPERM on remote paths"),
+        Entry("utimensat", p.sys_utimensat, "partial", "Chirp stores whole seconds"),
+        Entry("utime", p.sys_utimes, "full"),
+        Entry("utimes", p.sys_utimes, "full"),
+        Entry("getxattr", p.sys_xattr_path, "partial", "remote files have no attributes: ENODATA"),
+        Entry("lgetxattr", p.sys_xattr_path, "partial", "ENODATA"),
+        Entry("listxattr", p.sys_xattr_path, "partial", "an empty list"),
+        Entry("llistxattr", p.sys_xattr_path, "partial", "an empty list"),
+        Entry("setxattr", p.sys_xattr_path, "refused", "ENOTSUP"),
+        Entry("lsetxattr", p.sys_xattr_path, "refused", "ENOTSUP"),
+        Entry("removexattr", p.sys_xattr_path, "partial", "ENODATA"),
+        Entry("lremovexattr", p.sys_xattr_path, "partial", "ENODATA"),
+        Entry("fgetxattr", p.sys_xattr_fd, "partial", "ENODATA"),
+        Entry("flistxattr", p.sys_xattr_fd, "partial", "an empty list"),
+        Entry("fsetxattr", p.sys_xattr_fd, "refused", "ENOTSUP"),
+        Entry("fremovexattr", p.sys_xattr_fd, "partial", "ENODATA"),
+        Entry("mknod", p.sys_path_hole, "refused", "ENOSYS on remote paths"),
+        Entry("mknodat", p.sys_path_hole, "refused", "ENOSYS on remote paths"),
+        Entry("inotify_add_watch", p.sys_path_hole, "refused", "ENOSYS on remote paths"),
+        Entry("name_to_handle_at", p.sys_path_hole, "refused", "ENOSYS on remote paths"),
+        # processes
+        Entry("execve", x.sys_execve, "full", "remote programs run from a local copy"),
+        Entry(
+            "execveat",
+            x.sys_execveat,
+            "partial",
+            "AT_EMPTY_PATH on a remote descriptor is not supported",
+        ),
+        Entry("chdir", x.sys_chdir, "full"),
+        Entry("fchdir", x.sys_fchdir, "full"),
+        Entry("getcwd", x.sys_getcwd, "full"),
+        Entry("ptrace", x.sys_refuse_eperm, "refused", "EPERM: the agent is the tracer"),
+        Entry(
+            "io_uring_setup",
+            x.sys_refuse_enosys,
+            "refused",
+            "ENOSYS: requests would bypass the agent",
+        ),
+    ]
+
+
+SYSCALL_TABLE: dict[str, Entry] = {entry.name: entry for entry in _entries()}
+
+
+def trapped_numbers(cache: str) -> set[int]:
+    """The syscall numbers the seccomp filter sends to the agent."""
+    return {
+        _ptrace.syscall_number(name)
+        for name, entry in SYSCALL_TABLE.items()
+        if not (cache == "whole" and entry.data_path)
+    }
