@@ -154,6 +154,7 @@ class Agent:
         self.stats: dict[tuple[str, str], _Stats] = defaultdict(_Stats)
         self.holes_reported: set[str] = set()
         self._mount_of_call = "local"
+        self.copies = 0  # local copies made for --cache whole
 
     # -- running ----------------------------------------------------------------------------
 
@@ -213,11 +214,18 @@ class Agent:
             return None
         call = Call(pid, nr, entry.name, registers)
         self._mount_of_call = "local"
+        self._subject_of_call: str | None = None
         began = time.perf_counter()
         try:
             outcome = entry.handler(self, call)
         except OSError as exc:
             outcome = -(exc.errno or errno.EIO)
+        except Exception as exc:  # a bug in a handler must not take the program down
+            about = f" on {self._subject_of_call}" if self._subject_of_call else ""
+            self.report(
+                f"aviary: internal error in {call.name}{about}: {type(exc).__name__}: {exc}"
+            )
+            outcome = -errno.EIO
         elapsed = (time.perf_counter() - began) * 1e6
         if self.options.trace is not None or self.options.summary:
             self._record(call, outcome, elapsed)
@@ -235,6 +243,7 @@ class Agent:
                 "pid": call.pid,
                 "syscall": call.name,
                 "driver": self._mount_of_call,
+                "path": self._subject_of_call,
                 "result": result,
                 "us": round(micros, 1),
             }
@@ -273,6 +282,7 @@ class Agent:
 
     def remote_file(self, call: Call, fd: int) -> RemoteFile | None:
         remote = self.files.lookup(call.pid, fd)
+        self._subject_of_call = f"fd {fd}" if remote is None else f"fd {fd} ({remote.logical})"
         if remote is not None:
             self._mount_of_call = remote.driver.describe()
         return remote
@@ -295,6 +305,7 @@ class Agent:
                 return Resolved(path, NATIVE)  # relative to a local directory descriptor
             base = remote_dir.logical
         logical = logical_path(path, base) if path else base
+        self._subject_of_call = logical
         target = self.namespace.resolve(logical)
         if isinstance(target, LocalTarget):
             cwd_is_native = self._is_plain_local(self.cwd_of(call.pid))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -42,6 +43,24 @@ class RemoteFile:
     listing: list[DirEntry] | None = None  # a directory's entries, fetched at first getdents
     materialized: bool = False  # the placeholder holds the file's bytes (for mmap)
     key: tuple[int, int] = field(default=(0, 0))
+    local_copy: str | None = None  # --cache whole: the local file the program works on
+    synced: tuple[int, int] | None = None  # (mtime_ns, size) of local_copy when last sent
+
+    def sync(self) -> None:
+        """--cache whole: send the local copy to the server if it changed since last time."""
+        if self.local_copy is None or self.flags & os.O_ACCMODE == os.O_RDONLY:
+            return
+        st = os.stat(self.local_copy)
+        state = (st.st_mtime_ns, st.st_size)
+        if state == self.synced:
+            return
+        with open(self.local_copy, "rb") as copy:
+            data = copy.read()
+        self.driver.ftruncate(self.handle, len(data))
+        offset = 0
+        while offset < len(data):
+            offset += self.driver.pwrite(self.handle, data[offset : offset + (16 << 20)], offset)
+        self.synced = state
 
 
 class RemoteFileTable:
@@ -82,12 +101,27 @@ class RemoteFileTable:
         released = [f for key, f in self._files.items() if key not in held]
         for remote in released:
             del self._files[remote.key]
-            with contextlib.suppress(OSError):
-                remote.driver.close(remote.handle)
+            _release(remote)
         return released
 
     def close_all(self) -> None:
         for remote in self._files.values():
-            with contextlib.suppress(OSError):
-                remote.driver.close(remote.handle)
+            _release(remote)
         self._files.clear()
+
+
+def _release(remote: RemoteFile) -> None:
+    """Last descriptor gone: send back a changed copy, then close the remote handle."""
+    try:
+        remote.sync()
+    except OSError as exc:
+        # Nobody is left to tell through a return value; say it where a person sees it.
+        print(
+            f"aviary: writing back {remote.logical} failed: {exc.strerror or exc}", file=sys.stderr
+        )
+    finally:
+        with contextlib.suppress(OSError):
+            remote.driver.close(remote.handle)
+        if remote.local_copy is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(remote.local_copy)

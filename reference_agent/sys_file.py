@@ -27,6 +27,7 @@ MEMFD_NAME_MAX = 249
 MAP_SHARED = 0x01
 PROT_WRITE = 0x2
 _SYS_MEMFD_CREATE = _ptrace.syscall_number("memfd_create")
+_SYS_OPENAT = _ptrace.syscall_number("openat")
 _IOVEC = struct.Struct("<QQ")
 _LOCK_COMMANDS = {
     5,
@@ -64,7 +65,12 @@ def _open(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mod
         return rewrite_args(call, {path_index: _empty_directory(agent)})
     assert isinstance(target, RemoteTarget)
     driver = agent.driver_for(target)
+    whole = agent.options.cache == "whole"
     open_flags = flags & ~os.O_PATH if flags & os.O_PATH else flags
+    if whole and open_flags & os.O_ACCMODE == os.O_WRONLY and not open_flags & os.O_TRUNC:
+        open_flags = (open_flags & ~os.O_ACCMODE) | os.O_RDWR  # the copy must be read first
+    if whole:
+        open_flags &= ~os.O_APPEND  # the local copy appends; write-back rewrites from offset 0
     handle = driver.open(target.path, open_flags, mode)
     try:
         st = driver.fstat(handle)
@@ -80,10 +86,6 @@ def _open(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mod
         st.is_dir(),
         agent.remote_dev(target.endpoint),
     )
-    # The placeholder's name is the tail of the path the program gave (a label only).
-    name_address = call.arg(path_index) + max(0, len(os.fsencode(path)) - MEMFD_NAME_MAX)
-    memfd_flags = MFD_CLOEXEC if flags & os.O_CLOEXEC else 0
-    registers = call.registers.replace(nr=_SYS_MEMFD_CREATE, args=(name_address, memfd_flags))
     pid = call.pid
 
     def placed(result: int) -> int | None:
@@ -92,14 +94,43 @@ def _open(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mod
                 driver.close(handle)
             return None
         agent.files.add(pid, result, remote)
-        if agent.options.cache == "whole" and not remote.is_dir:
-            try:
-                _materialize(pid, result, remote)
-            except OSError as exc:
-                return -(exc.errno or errno.EIO)
         return None
 
+    if whole and not remote.is_dir:
+        # The program works on a local copy with its own flags (O_APPEND, O_TRUNC...);
+        # close sends the copy back.
+        try:
+            local = _whole_copy(agent, remote, truncate=bool(flags & os.O_TRUNC))
+        except OSError:
+            driver.close(handle)
+            raise
+        remote.materialized = True
+        remote.local_copy = local
+        st_local = os.stat(local)
+        remote.synced = None if flags & os.O_TRUNC else (st_local.st_mtime_ns, st_local.st_size)
+        local_flags = flags & ~(os.O_EXCL | os.O_PATH)
+        registers = call.registers.replace(
+            nr=_SYS_OPENAT, args=(AT_FDCWD, call.scratch_string(local), local_flags, 0o600)
+        )
+        return Rewrite(registers, placed)
+    # The placeholder's name is the tail of the path the program gave (a label only).
+    name_address = call.arg(path_index) + max(0, len(os.fsencode(path)) - MEMFD_NAME_MAX)
+    memfd_flags = MFD_CLOEXEC if flags & os.O_CLOEXEC else 0
+    registers = call.registers.replace(nr=_SYS_MEMFD_CREATE, args=(name_address, memfd_flags))
     return Rewrite(registers, placed)
+
+
+def _whole_copy(agent: Agent, remote: RemoteFile, truncate: bool) -> str:
+    """A fresh local copy of a remote file for ``--cache whole``."""
+    assert agent.options.cache_dir is not None
+    agent.copies += 1
+    local = agent.options.cache_dir / f"whole-{agent.copies}"
+    with open(local, "wb") as copy:
+        offset = 0
+        while not truncate and (data := remote.driver.pread(remote.handle, MAX_IO, offset)):
+            copy.write(data)
+            offset += len(data)
+    return str(local)
 
 
 def _empty_directory(agent: Agent) -> str:
@@ -146,16 +177,6 @@ def sys_openat2(agent: Agent, call: Call) -> Outcome:
 # -- close and descriptor bookkeeping --------------------------------------------------------------
 
 
-def _write_back(call: Call, fd: int, remote: RemoteFile) -> None:
-    """Whole-file cache: send the placeholder's bytes to the server before close."""
-    with open(f"/proc/{call.pid}/fd/{fd}", "rb", buffering=0) as placeholder:
-        data = placeholder.read()
-    remote.driver.ftruncate(remote.handle, 0)
-    offset = 0
-    while offset < len(data):
-        offset += remote.driver.pwrite(remote.handle, data[offset : offset + MAX_IO], offset)
-
-
 def sys_close(agent: Agent, call: Call) -> Outcome:
     """Close implements Linux syscall close(2)."""
     fd = call.fd(0)
@@ -163,11 +184,10 @@ def sys_close(agent: Agent, call: Call) -> Outcome:
     if remote is None:
         return None
     failure: int | None = None
-    if agent.options.cache == "whole" and remote.flags & os.O_ACCMODE != os.O_RDONLY:
-        try:
-            _write_back(call, fd, remote)
-        except OSError as exc:
-            failure = -(exc.errno or errno.EIO)  # the descriptor still closes, as POSIX says
+    try:
+        remote.sync()  # --cache whole: close reports whether the data reached the server
+    except OSError as exc:
+        failure = -(exc.errno or errno.EIO)  # the descriptor still closes, as POSIX says
 
     def closed(result: int) -> int | None:
         agent.collect_files()

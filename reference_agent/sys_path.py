@@ -7,13 +7,14 @@ import errno
 import struct
 import time
 
-from drivers import Driver
-from reference_agent._abi import AT_FDCWD, AT_REMOVEDIR, UTIME_NOW, UTIME_OMIT
+from drivers import Driver, StatResult
+from reference_agent._abi import AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, UTIME_NOW, UTIME_OMIT
 from reference_agent._common import path_call, rewrite_args
 from reference_agent.agent import NATIVE, Agent, Call, Outcome, Resolved
 from reference_agent.namespace import LocalTarget, Refused, RemoteTarget
 
 RENAME_NOREPLACE = 1
+_KEEP = 0xFFFFFFFF  # (uid_t)-1: leave this one alone
 _TIMESPEC_PAIR = struct.Struct("<qqqq")
 _TIMEVAL_PAIR = struct.Struct("<qqqq")
 
@@ -175,14 +176,36 @@ def sys_fchmodat(agent: Agent, call: Call) -> Outcome:
     return _chmod(agent, call, call.fd(0), 1, call.arg(2))
 
 
+def _owner_unchanged(st: StatResult, uid: int, gid: int) -> bool:
+    """chown to the owner a file already has (or -1) changes nothing, so it may succeed."""
+    return uid in (_KEEP, st.st_uid) and gid in (_KEEP, st.st_gid)
+
+
 def sys_chown(agent: Agent, call: Call) -> Outcome:
-    """Chown, lchown and fchownat: remote servers keep their own owners, so these fail loudly."""
-    dirfd, index = (call.fd(0), 1) if call.name == "fchownat" else (AT_FDCWD, 0)
+    """Chown, lchown and fchownat: servers keep their own owners; a real change is EPERM."""
+    at_form = call.name == "fchownat"
+    dirfd, index = (call.fd(0), 1) if at_form else (AT_FDCWD, 0)
+    uid, gid = (call.fd(index + 1) & 0xFFFFFFFF, call.fd(index + 2) & 0xFFFFFFFF)
+    follow = call.name == "chown" or (at_form and not call.fd(4) & AT_SYMLINK_NOFOLLOW)
 
     def remote(driver: Driver, target: RemoteTarget, resolved: Resolved) -> int:
-        return agent.hole(call, f"remote path {resolved.logical}", errno.EPERM)
+        st = driver.stat(target.path) if follow else driver.lstat(target.path)
+        return 0 if _owner_unchanged(st, uid, gid) else -errno.EPERM
 
     return path_call(agent, call, dirfd, index, remote)
+
+
+def sys_fchown(agent: Agent, call: Call) -> Outcome:
+    """Fchown implements Linux syscall fchown(2) on remote files, as chown does."""
+    remote_file = agent.remote_file(call, call.fd(0))
+    if remote_file is None:
+        return None
+    st = remote_file.driver.fstat(remote_file.handle)
+    return (
+        0
+        if _owner_unchanged(st, call.fd(1) & 0xFFFFFFFF, call.fd(2) & 0xFFFFFFFF)
+        else -errno.EPERM
+    )
 
 
 def _times(call: Call, address: int, driver: Driver, path: str) -> tuple[int, int] | None:

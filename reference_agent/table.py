@@ -80,7 +80,7 @@ def _entries() -> list[Entry]:
         ),
         Entry("copy_file_range", f.sys_fd_hole, "refused", "ENOSYS on remote files"),
         Entry("splice", f.sys_fd_hole, "refused", "ENOSYS on remote files"),
-        Entry("fchown", f.sys_fd_hole, "refused", "ENOSYS on remote files"),
+        Entry("fchown", p.sys_fchown, "partial", "EPERM unless the owner stays the same"),
         Entry(
             "getdents",
             f.sys_fd_hole,

@@ -123,7 +123,8 @@ def _login(conn: socket.socket) -> None:
 def test_silent_server_times_out() -> None:
     with (
         fake_server(_login) as port,
-        ChirpDriver("127.0.0.1", port, auth_methods=("address",), timeout=0.5) as driver,pytest.raises(OSError) as info
+        ChirpDriver("127.0.0.1", port, auth_methods=("address",), timeout=0.5) as driver,
+        pytest.raises(OSError) as info,
     ):
         driver.stat("/")
     assert info.value.errno == errno.ETIMEDOUT

@@ -35,7 +35,10 @@ def config(tmp_path: Path) -> ChirpServerConfig:
     acl = tmp_path / "default.acl"
     acl.write_text("address:127.0.0.1 rwlda\n")
     return ChirpServerConfig(
-        root=tmp_path / "root", port=0, auth_methods=("address",), default_acl=acl,
+        root=tmp_path / "root",
+        port=0,
+        auth_methods=("address",),
+        default_acl=acl,
         challenge_dir=tmp_path,
     )
 
@@ -443,7 +446,9 @@ def _chirp_cli() -> str:
 def chirp(server: ChirpServer, *args: str, auth: str = "address") -> str:
     result = subprocess.run(
         [_chirp_cli(), "-t", "10", "-a", auth, f"127.0.0.1:{server.port}", *args],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, (args, result.stdout, result.stderr)
     return result.stdout

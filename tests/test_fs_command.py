@@ -20,7 +20,9 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return status, out, err
 
 
-def session(server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> list[object]:
+def session(
+    server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> list[object]:
     """One scripted session of put/get/ls/stat/mkdir/mv/rm, with errors; the transcript."""
     local = tmp_path / "in.txt"
     local.write_bytes(b"hello, chirp\n")
@@ -60,7 +62,9 @@ def session(server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture
     return transcript
 
 
-def test_both_servers_give_identical_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_both_servers_give_identical_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     transcripts = {}
     for key in ("chirp/cctools", "chirp/aviary"):
         server = _start_or_skip(key)
@@ -76,7 +80,14 @@ def test_both_servers_give_identical_results(tmp_path: Path, capsys: pytest.Capt
     assert by_step[4] == ("ls", 0, "a\nhello.txt\n", "")
     assert "st_size: 13" in by_step[6][2] and "type: regular" in by_step[6][2]
     assert by_step[8][2] == "hello, chirp\n"
-    expected_errors = {9: "ENOENT", 10: "EISDIR", 11: "ENOTEMPTY", 12: "EEXIST", 13: "ENOTDIR", 14: "EISDIR"}
+    expected_errors = {
+        9: "ENOENT",
+        10: "EISDIR",
+        11: "ENOTEMPTY",
+        12: "EEXIST",
+        13: "ENOTDIR",
+        14: "EISDIR",
+    }
     for index, name in expected_errors.items():
         verb, status, _, err = by_step[index]  # type: ignore[misc]
         assert status == 1 and err.startswith(f"aviary: {verb} ") and f": {name} (" in err
@@ -85,7 +96,9 @@ def test_both_servers_give_identical_results(tmp_path: Path, capsys: pytest.Capt
     assert cctools[-1] == ("fetched", b"hello, chirp\n")
 
 
-def test_permission_denied_is_eacces(chirp_server: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
+def test_permission_denied_is_eacces(
+    chirp_server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
     with chirp_server.driver() as driver:
         driver.mkdir("/ro")
         driver.setacl("/ro", "address:127.0.0.1", "rl")

@@ -161,6 +161,8 @@ class ChirpDriver(Driver):
             sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         except TimeoutError:
             raise_errno(errno.ETIMEDOUT, f"{self.host}:{self.port}")
+        except (socket.gaierror, UnicodeError):
+            raise OSError(errno.EHOSTUNREACH, f"cannot resolve chirp server {self.host!r}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.counters.connection_opened()
         self._generation += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import posixpath
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -112,7 +113,7 @@ class Namespace:
         for mount in self.mounts:
             if mount.physical is not None:
                 try:
-                    self._physical_target(mount.physical, mount.access)
+                    self._physical_target(mount.physical, mount.access, strict=True)
                 except ValueError as exc:
                     raise MountlistError(f"{mount.source or mount.logical}: {exc}") from None
 
@@ -139,7 +140,7 @@ class Namespace:
         physical = mount.physical.rstrip("/") + rest if rest not in ("", "/") else mount.physical
         return self._physical_target(physical or "/", mount.access)
 
-    def _physical_target(self, physical: str, access: Access) -> Target:
+    def _physical_target(self, physical: str, access: Access, *, strict: bool = False) -> Target:
         if "://" in physical:
             location = parse_url(physical)
             if location.scheme not in self.services:
@@ -161,15 +162,25 @@ class Namespace:
         service = parts[1]
         if len(parts) == 2 or not parts[2]:
             return ServiceDirectory(service)
-        host, port = _authority(parts[2], self.services[service])
+        try:
+            host, port = _authority(parts[2], self.services[service])
+        except ValueError:
+            if strict:
+                raise
+            return Refused(errno.ENOENT)  # /chirp/.python-version: no server has that name
         rest = "/" + parts[3] if len(parts) == 4 else "/"
         return RemoteTarget(service, host, port, logical_path(rest), access)
+
+
+_HOST = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 
 
 def _authority(text: str, default_port: int) -> tuple[str, int]:
     host, sep, port_text = text.rpartition(":")
     if not sep:
-        return text, default_port
-    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        host, port_text = text, str(default_port)
+    if not _HOST.match(host) or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ValueError(f"bad server address {text!r} (expected HOST or HOST:PORT)")
     return host, int(port_text)
