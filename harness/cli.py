@@ -4,6 +4,7 @@
     aviary run [-m MOUNTLIST] -- PROGRAM ARGS...
     aviary serve chirp --root DIR [--port P] [--auth address,unix,hostname] ...
     aviary servers                 which real servers this machine can start
+    aviary bench micro|andrew      interposition overhead; the Andrew-like benchmark
     aviary report [--out DIR]      regenerate the measured tables and plots
 
 Errors are one line on stderr and a non-zero exit status, never a traceback:
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_parser(sub)
     _add_serve_parser(sub)
     sub.add_parser("servers", help="list the real servers aviary can start here")
+    _add_bench_parser(sub)
     _add_report_parser(sub)
     return parser
 
@@ -257,6 +259,50 @@ def _run_servers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bench = sub.add_parser(
+        "bench", help="benchmarks: interposition overhead, the Andrew-like workload"
+    )
+    kinds = bench.add_subparsers(dest="bench_kind", required=True, metavar="KIND")
+    micro = kinds.add_parser("micro", help="the seeds' Figure 3: syscall costs native vs agents")
+    micro.add_argument(
+        "--out", type=Path, default=Path("reports"), help="output directory (default reports/)"
+    )
+    micro.add_argument(
+        "--iterations", type=int, default=20000, help="calls per measurement (default 20000)"
+    )
+    micro.add_argument(
+        "--repeat", type=int, default=3, help="runs per cell; the median is kept (default 3)"
+    )
+    andrew = kinds.add_parser(
+        "andrew", help="the seeds' Andrew-like benchmark, natively and under the agent"
+    )
+    andrew.add_argument(
+        "--out", type=Path, default=Path("reports"), help="output directory (default reports/)"
+    )
+    andrew.add_argument(
+        "--files", type=int, default=300, help="C source files in the generated tree (default 300)"
+    )
+    andrew.add_argument(
+        "--targets",
+        default="native,aviary-local,chirp/cctools,chirp/aviary",
+        help="where to run it (default native,aviary-local,chirp/cctools,chirp/aviary; "
+        "mount:SERVER reaches SERVER through a mountlist entry instead of /chirp/...)",
+    )
+    andrew.add_argument("--trace-dir", type=Path, help="keep each agent run's --trace file here")
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    if args.bench_kind == "micro":
+        from harness.bench_micro import run_micro
+
+        return run_micro(args.out, args.iterations, args.repeat)
+    from harness.andrew import run_andrew
+
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    return run_andrew(args.out, args.files, targets, args.trace_dir)
+
+
 def _add_report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     report = sub.add_parser("report", help="measure and regenerate the report tables and plots")
     report.add_argument(
@@ -292,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_serve(args)
         if args.command == "servers":
             return _run_servers(args)
+        if args.command == "bench":
+            return _run_bench(args)
         if args.command == "report":
             return _run_report(args)
     except KeyboardInterrupt:

@@ -1,0 +1,44 @@
+"""The Andrew-like benchmark gives the native output under the agent, on every Chirp server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness.andrew import STAGES, generate_tree, run_andrew
+
+
+def test_generated_tree_is_a_buildable_project(tmp_path: Path) -> None:
+    generate_tree(tmp_path / "t", 30)
+    names = sorted(p.name for p in (tmp_path / "t").iterdir())
+    assert len(names) == 30 and "Makefile" in names and "main.c" in names
+
+
+def test_same_output_as_native_everywhere(tmp_path: Path) -> None:
+    targets = ["native", "aviary-local", "chirp/cctools", "chirp/aviary", "mount:chirp/aviary"]
+    traces = tmp_path / "traces"
+    status = run_andrew(tmp_path, 40, targets, traces)
+    runs = json.loads((tmp_path / "andrew.json").read_text())
+    assert [r["target"] for r in runs] == targets
+    for run in runs:
+        assert run["error"] is None, run
+        assert [s["stage"] for s in run["stages"]] == list(STAGES)
+        assert all(s["seconds"] > 0 for s in run["stages"])
+        if run["target"] != "native":
+            assert all(s["same_as_native"] for s in run["stages"]), run
+    assert status == 0
+    # The agent's traces are what the simulation replays: every traced run left one.
+    assert sorted(p.name for p in traces.iterdir()) == [
+        "andrew-aviary-local.jsonl",
+        "andrew-chirp_aviary.jsonl",
+        "andrew-chirp_cctools.jsonl",
+        "andrew-mount:chirp_aviary.jsonl",
+    ]
+    remote = [
+        json.loads(line) for line in (traces / "andrew-chirp_aviary.jsonl").read_text().splitlines()
+    ]
+    assert any(r["driver"].startswith("chirp://") for r in remote)
+
+
+def test_unknown_target_is_a_usage_error(tmp_path: Path) -> None:
+    assert run_andrew(tmp_path, 10, ["native", "gopher/x"]) == 2
