@@ -258,3 +258,37 @@ def test_table_names_match_the_kernel_table() -> None:
     whole, off = trapped_numbers("whole"), trapped_numbers("off")
     assert _ptrace.syscall_number("read") in off and _ptrace.syscall_number("read") not in whole
     assert _ptrace.syscall_number("getpid") not in off
+
+
+def test_mmap_utimensat_and_ptrace_refusal(server: RunningServer) -> None:
+    base = remote_root(server)
+    program = (
+        "import mmap, os\n"
+        f"path = '{base}/m'\n"
+        "open(path, 'wb').write(b'mapped bytes')\n"
+        "with open(path, 'rb') as f:\n"
+        "    view = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)\n"
+        "    print(view[:6].decode())\n"
+        "os.utime(path, (1_000_000_000, 1_200_000_000))\n"
+        "print(os.stat(path).st_mtime_ns)\n"
+    )
+    result = aviary_run("--", sys.executable, "-c", program)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "mapped\n1200000000000000000\n"
+    nested = aviary_run("--", "strace", "-o", "/dev/null", "true")
+    assert nested.returncode != 0
+    assert "Operation not permitted" in nested.stderr
+
+
+def test_root_mounted_remotely_with_local_exceptions(server: RunningServer, tmp_path: Path) -> None:
+    # The seeds' SP5 ran with "/ /chirp/..."; the system directories stay local here.
+    local = ["/usr", "/bin", "/lib", "/lib64", "/etc", "/proc", "/dev", "/tmp", "/root", "/sys", "/work"]
+    mountlist = tmp_path / "mounts"
+    mountlist.write_text(f"/ {remote_root(server)}/\n" + "".join(f"{d} LOCAL\n" for d in local))
+    result = aviary_run(
+        "-m", str(mountlist), "--", "sh", "-c", "mkdir /data && echo remote > /data/f && cat /data/f && ls /"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "remote\ndata\n"
+    with server.driver() as driver:
+        assert driver.read_file("/data/f") == b"remote\n"
