@@ -173,9 +173,11 @@ def run_andrew(out: Path, files: int, targets: list[str], trace_dir: Path | None
             console.print(f"andrew: {target}")
             trace = trace_dir / f"andrew-{target.replace('/', '_')}.jsonl" if trace_dir else None
             if target in ("native", "aviary-local"):
-                dest = work / f"dest-{target}"
-                dest.mkdir()
-                runs.append(_run_target(target, source, str(dest), target != "native", work, trace))
+                local_dest = work / f"dest-{target}"
+                local_dest.mkdir()
+                runs.append(
+                    _run_target(target, source, str(local_dest), target != "native", work, trace)
+                )
                 continue
             server: RunningServer | None = None
             key = target.removeprefix("mount:")

@@ -282,11 +282,28 @@ def test_mmap_utimensat_and_ptrace_refusal(server: RunningServer) -> None:
 
 def test_root_mounted_remotely_with_local_exceptions(server: RunningServer, tmp_path: Path) -> None:
     # The seeds' SP5 ran with "/ /chirp/..."; the system directories stay local here.
-    local = ["/usr", "/bin", "/lib", "/lib64", "/etc", "/proc", "/dev", "/tmp", "/root", "/sys", "/work"]
+    local = [
+        "/usr",
+        "/bin",
+        "/lib",
+        "/lib64",
+        "/etc",
+        "/proc",
+        "/dev",
+        "/tmp",
+        "/root",
+        "/sys",
+        "/work",
+    ]
     mountlist = tmp_path / "mounts"
     mountlist.write_text(f"/ {remote_root(server)}/\n" + "".join(f"{d} LOCAL\n" for d in local))
     result = aviary_run(
-        "-m", str(mountlist), "--", "sh", "-c", "mkdir /data && echo remote > /data/f && cat /data/f && ls /"
+        "-m",
+        str(mountlist),
+        "--",
+        "sh",
+        "-c",
+        "mkdir /data && echo remote > /data/f && cat /data/f && ls /",
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "remote\ndata\n"

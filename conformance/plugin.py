@@ -1,0 +1,318 @@
+"""The pytest plugin behind ``pytest conformance --driver NAME``.
+
+Options: ``--driver`` (a registered name or ``package.module:Class``; default
+``local``), ``--server`` (which real server of the driver's protocol, e.g.
+``cctools`` or ``aviary`` for chirp; ``all`` for every one), ``--through``
+(``direct``, ``agent`` or ``both``), ``--examples`` (the hypothesis budget of
+the state machine) and ``--results-dir``.
+
+Fixtures: ``system`` is the system under test, seen from a fresh directory of
+its own (a :class:`~conformance.rooted.Rooted` driver, directly or through the
+agent's executor); ``oracle`` is the local driver on a fresh temporary
+directory; ``backing`` is where the system's files really are on this machine
+(the server's data directory), so probes can tell exact stat fields from
+synthesised ones.
+
+Known gaps come from ``gaps.toml`` and mark their properties strict-xfail;
+every run writes ``RESULTS_DIR/<driver>-<server>-<through>.json``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import tempfile
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from conformance.rooted import Rooted
+from conformance.through_agent import AgentExecutor
+from drivers import Driver, UnknownDriverError, driver_names, load_driver, parse_url
+from drivers.local import LocalDriver
+from harness.servers import SERVERS, RunningServer, ServerUnavailable, start_server
+
+GAPS_FILE = Path(__file__).with_name("gaps.toml")
+DEFAULT_EXAMPLES = 25
+LOCAL_SCHEMES = ("file", "local")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("conformance", "aviary conformance suite")
+    group.addoption(
+        "--driver", default="local", help="driver name or package.module:Class (default local)"
+    )
+    group.addoption(
+        "--server", default=None, help="server implementation (e.g. cctools, aviary; 'all')"
+    )
+    group.addoption(
+        "--through", default="both", choices=("direct", "agent", "both"), help="default both"
+    )
+    group.addoption(
+        "--examples", type=int, default=DEFAULT_EXAMPLES, help="hypothesis examples per machine"
+    )
+    group.addoption("--results-dir", default="reports/conformance", help="where results JSON goes")
+
+
+@dataclass
+class Setup:
+    """What this run tests: one driver class, its servers, the ways through."""
+
+    driver_spec: str
+    driver_name: str
+    driver_class: type[Driver]
+    protocol: str | None  # None: the driver needs no server (local)
+    servers: list[str]
+    throughs: list[str]
+    gaps: dict[str, dict[str, str]]
+    outcomes: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+
+
+def _servers_for(protocol: str, wanted: str | None) -> list[str]:
+    known = [key.split("/", 1)[1] for key in SERVERS if key.startswith(protocol + "/")]
+    if not known:
+        raise pytest.UsageError(f"no real server is known for protocol {protocol!r}")
+    if wanted is None:
+        return known[:1]
+    if wanted == "all":
+        return known
+    if wanted not in known:
+        raise pytest.UsageError(
+            f"unknown server {wanted!r} for {protocol}; known: {', '.join(known)}"
+        )
+    return [wanted]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    spec = config.getoption("--driver")
+    try:
+        cls = load_driver(spec)
+    except UnknownDriverError as exc:
+        raise pytest.UsageError(f"{exc} (registered: {', '.join(driver_names())})") from None
+    scheme = cls.url_schemes[0] if cls.url_schemes else "file"
+    protocol = None if scheme in LOCAL_SCHEMES else scheme
+    servers = _servers_for(protocol, config.getoption("--server")) if protocol else ["none"]
+    through = config.getoption("--through")
+    throughs = ["direct", "agent"] if through == "both" else [through]
+    with GAPS_FILE.open("rb") as f:
+        gaps = tomllib.load(f)
+    config.stash[SETUP_KEY] = Setup(spec, cls.name, cls, protocol, servers, throughs, gaps)
+
+
+SETUP_KEY = pytest.StashKey[Setup]()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    setup = metafunc.config.stash[SETUP_KEY]
+    if "system" in metafunc.fixturenames:
+        combos = list(itertools.product(setup.servers, setup.throughs))
+        metafunc.parametrize(
+            "way", combos, ids=[f"{s}-{t}" for s, t in combos], scope="session", indirect=True
+        )
+
+
+def _gap_reason(setup: Setup, way_through: str, prop: str) -> str | None:
+    for section in (setup.driver_name, f"{setup.driver_name}/{way_through}"):
+        reason = setup.gaps.get(section, {}).get(prop)
+        if reason:
+            return reason
+    return None
+
+
+def property_name(item: pytest.Item) -> str:
+    """The property a test checks: its name with parameters, less the server and way through."""
+    name = getattr(item, "originalname", item.name).removeprefix("test_")
+    callspec = getattr(item, "callspec", None)
+    if callspec is None:
+        return name
+    ids = str(callspec.id)
+    way = callspec.params.get("way")
+    if way is not None:
+        ids = ids.replace(f"{way[0]}-{way[1]}", "", 1).replace("--", "-").strip("-")
+    return f"{name}[{ids}]" if ids else name
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    setup = config.stash[SETUP_KEY]
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        way = callspec.params.get("way") if callspec else None
+        through = way[1] if way else "direct"
+        reason = _gap_reason(setup, through, property_name(item))
+        if reason:
+            item.add_marker(pytest.mark.xfail(reason=f"declared gap: {reason}", strict=True))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when != "call" and not (report.when == "setup" and report.outcome != "passed"):
+        return
+    config = _CONFIG.get("config")
+    if config is None:
+        return
+    setup = config.stash[SETUP_KEY]
+    key = dict(report.user_properties).get("way", "none-direct")
+    outcome = (
+        ("gap" if report.skipped else "xpass") if hasattr(report, "wasxfail") else report.outcome
+    )
+    evidence = "; ".join(str(v) for k, v in report.user_properties if k == "evidence")
+    if report.failed and not evidence:
+        evidence = str(report.longrepr).strip().splitlines()[-1][:500] if report.longrepr else ""
+    if hasattr(report, "wasxfail") and not evidence:
+        evidence = str(report.wasxfail)
+    prop = dict(report.user_properties).get("property", report.nodeid)
+    setup.outcomes.setdefault(str(key), []).append(
+        {"property": str(prop), "outcome": outcome, "evidence": evidence}
+    )
+
+
+_CONFIG: dict[str, pytest.Config] = {}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _CONFIG["config"] = session.config
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    setup = session.config.stash.get(SETUP_KEY, None)
+    if setup is None or not setup.outcomes:
+        return
+    results_dir = Path(session.config.getoption("--results-dir"))
+    results_dir.mkdir(parents=True, exist_ok=True)
+    for key, outcomes in setup.outcomes.items():
+        server, through = key.split("-", 1)
+        document = {
+            "driver": setup.driver_name,
+            "driver_spec": setup.driver_spec,
+            "server": server,
+            "through": through,
+            "properties": sorted(outcomes, key=lambda o: o["property"]),
+        }
+        path = results_dir / f"{setup.driver_name}-{server}-{through}.json"
+        path.write_text(json.dumps(document, indent=2) + "\n")
+
+
+@pytest.fixture(autouse=True)
+def _record_property(request: pytest.FixtureRequest) -> None:
+    request.node.user_properties.append(("property", property_name(request.node)))
+    callspec = getattr(request.node, "callspec", None)
+    way = callspec.params.get("way") if callspec else None
+    request.node.user_properties.append(("way", f"{way[0]}-{way[1]}" if way else "none-direct"))
+
+
+# -- the systems under test ------------------------------------------------------------------
+
+
+@dataclass
+class Way:
+    """One server and one way through, for the whole session."""
+
+    setup: Setup
+    server_name: str
+    through: str
+    server: RunningServer | None
+    local_root: Path | None  # for drivers without a server
+    direct: Driver
+    executor: AgentExecutor | None = None
+    _counter: itertools.count[int] = field(default_factory=itertools.count)
+
+    def fresh(self) -> tuple[Driver, Path, str]:
+        """A fresh directory: the system rooted in it, where its files really are, its name."""
+        name = f"t{next(self._counter)}"
+        self.direct.mkdir("/" + name, 0o777)
+        base = self.server.data_dir if self.server else self.local_root
+        assert base is not None
+        backing = base / name
+        if self.through == "direct":
+            return Rooted(self.direct, name), backing, name
+        assert self.executor is not None
+        return Rooted(self.executor, name), backing, name
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.close_driver()
+        self.direct.close_driver()
+        if self.server is not None:
+            self.server.stop()
+
+
+def _start(setup: Setup, server_name: str, through: str, tmp: Path) -> Way:
+    if setup.protocol is None:
+        root = tmp / "local-root"
+        root.mkdir()
+        direct: Driver = setup.driver_class.from_location(parse_url(f"file://{root}"))
+        if isinstance(direct, LocalDriver):
+            direct = LocalDriver(root)
+        way = Way(setup, server_name, through, None, root, direct)
+        prefix = str(root)
+    else:
+        key = f"{setup.protocol}/{server_name}"
+        try:
+            server = start_server(key)
+        except ServerUnavailable as exc:
+            if os.environ.get("CI"):
+                pytest.fail(f"{key} is required in CI: {exc}")
+            pytest.skip(f"{key} not installed: {exc.hint}")
+        direct = setup.driver_class.from_location(parse_url(server.url()), timeout=30)
+        way = Way(setup, server_name, through, server, None, direct)
+        prefix = f"/{setup.protocol}/127.0.0.1:{server.port}"
+    if through == "agent":
+        way.executor = AgentExecutor(prefix)
+    return way
+
+
+@pytest.fixture(scope="session")
+def way(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Way]:
+    server_name, through = request.param
+    setup = request.config.stash[SETUP_KEY]
+    started = _start(
+        setup, server_name, through, tmp_path_factory.mktemp(f"{server_name}-{through}")
+    )
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+@pytest.fixture
+def system(way: Way) -> Iterator[Driver]:
+    driver, _, _ = way.fresh()
+    yield driver
+
+
+@pytest.fixture
+def backing(system: Driver, way: Way) -> Path:
+    """The directory on this machine that holds the system's files."""
+    assert isinstance(system, Rooted)
+    base = way.server.data_dir if way.server else way.local_root
+    assert base is not None
+    return base / system.root.lstrip("/")
+
+
+@pytest.fixture
+def oracle() -> Iterator[LocalDriver]:
+    with tempfile.TemporaryDirectory(prefix="aviary-oracle-") as root, LocalDriver(root) as driver:
+        previous = os.umask(0o022)
+        try:
+            yield driver
+        finally:
+            os.umask(previous)
+
+
+class Evidence:
+    """What a probe saw, recorded with its outcome in the results file."""
+
+    def __init__(self, node: pytest.Item) -> None:
+        self._node = node
+
+    def add(self, line: str) -> None:
+        self._node.user_properties.append(("evidence", line))
+
+
+@pytest.fixture
+def evidence(request: pytest.FixtureRequest) -> Evidence:
+    return Evidence(request.node)

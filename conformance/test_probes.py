@@ -1,0 +1,338 @@
+"""Named semantic probes: each test's name is the POSIX promise it checks.
+
+Every probe runs on the system under test (a fresh directory of its own) and,
+where POSIX itself decides, also on the local oracle: a probe fails when the
+system answers differently from Linux, and its evidence says how.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as stat_module
+from pathlib import Path
+
+import pytest
+
+from conformance.plugin import Evidence, Way
+from drivers import STAT_FIELDS, Driver, FileType
+from drivers.local import LocalDriver
+
+
+def errno_of(call: object, *args: object) -> int | None:
+    assert callable(call)
+    try:
+        call(*args)
+    except OSError as exc:
+        return exc.errno
+    return None
+
+
+def names(driver: Driver, path: str) -> list[str]:
+    return sorted(e.name for e in driver.readdir(path))
+
+
+# -- open files and names ---------------------------------------------------------------------
+
+
+def test_rename_while_open(system: Driver, evidence: Evidence) -> None:
+    system.write_file("/f", b"contents")
+    h = system.open("/f", os.O_RDONLY)
+    try:
+        system.rename("/f", "/g")
+        data = system.pread(h, 100, 0)
+        evidence.add(f"read through the handle after rename: {data!r}")
+        assert data == b"contents"
+    finally:
+        system.close(h)
+    assert system.read_file("/g") == b"contents"
+    assert errno_of(system.stat, "/f") == errno.ENOENT
+
+
+def test_unlink_while_open(system: Driver, evidence: Evidence) -> None:
+    system.write_file("/f", b"still here")
+    h = system.open("/f", os.O_RDWR)
+    try:
+        system.unlink("/f")
+        assert errno_of(system.stat, "/f") == errno.ENOENT
+        system.pwrite(h, b"STILL", 0)
+        data = system.pread(h, 100, 0)
+        evidence.add(f"read through the handle after unlink: {data!r}")
+        assert data == b"STILL here"
+    finally:
+        system.close(h)
+    assert "f" not in names(system, "/")
+
+
+def test_open_close_name_binding(system: Driver, evidence: Evidence) -> None:
+    """Writes go to the object opened, not to whatever has its name at close (get/put drivers)."""
+    h = system.open("/f", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        system.pwrite(h, b"AAA", 0)
+        system.rename("/f", "/moved")
+        system.write_file("/f", b"new file")
+        system.pwrite(h, b"BBB", 3)
+    finally:
+        system.close(h)
+    moved, fresh = system.read_file("/moved"), system.read_file("/f")
+    evidence.add(f"moved={moved!r} f={fresh!r}")
+    assert (moved, fresh) == (b"AAABBB", b"new file")
+
+
+def test_random_access(system: Driver) -> None:
+    h = system.open("/r", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        assert system.pwrite(h, b"0123456789", 0) == 10
+        assert system.pwrite(h, b"xy", 4) == 2
+        assert system.pwrite(h, b"end", 20) == 3
+        assert system.pread(h, 4, 3) == b"3xy6"
+        assert system.pread(h, 100, 8) == b"89" + b"\0" * 10 + b"end"
+        assert system.pread(h, 5, 23) == b""
+    finally:
+        system.close(h)
+    assert system.stat("/r").st_size == 23
+
+
+def test_append(system: Driver) -> None:
+    system.write_file("/log", b"one\n")
+    h = system.open("/log", os.O_WRONLY | os.O_APPEND)
+    try:
+        system.pwrite(h, b"two\n", 0)
+    finally:
+        system.close(h)
+    assert system.read_file("/log") == b"one\ntwo\n"
+
+
+def test_exclusive_create(system: Driver) -> None:
+    system.close(system.open("/x", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    assert errno_of(system.open, "/x", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644) == errno.EEXIST
+    assert errno_of(system.open, "/absent", os.O_RDONLY) == errno.ENOENT
+
+
+def test_truncate_up_and_down(system: Driver) -> None:
+    system.write_file("/t", b"0123456789")
+    system.truncate("/t", 3)
+    assert system.read_file("/t") == b"012"
+    system.truncate("/t", 6)
+    assert system.read_file("/t") == b"012\0\0\0"
+    h = system.open("/t", os.O_RDWR)
+    try:
+        system.ftruncate(h, 1)
+        assert system.fstat(h).st_size == 1
+    finally:
+        system.close(h)
+
+
+def test_create_mode_honoured(system: Driver, evidence: Evidence) -> None:
+    system.close(system.open("/m", os.O_WRONLY | os.O_CREAT, 0o640))
+    system.mkdir("/d", 0o750)
+    modes = (
+        stat_module.S_IMODE(system.stat("/m").st_mode),
+        stat_module.S_IMODE(system.stat("/d").st_mode),
+    )
+    evidence.add(f"created 0640 -> {modes[0]:o}, mkdir 0750 -> {modes[1]:o} (umask 022)")
+    assert modes == (0o640, 0o750)
+
+
+def test_chmod(system: Driver) -> None:
+    system.write_file("/c", b"")
+    system.chmod("/c", 0o604)
+    assert stat_module.S_IMODE(system.stat("/c").st_mode) == 0o604
+
+
+def test_utimens_seconds(system: Driver) -> None:
+    system.write_file("/u", b"")
+    system.utimens("/u", (1_000_000_000 * 10**9, 1_100_000_000 * 10**9))
+    assert system.stat("/u").st_mtime_ns == 1_100_000_000 * 10**9
+
+
+def test_utimens_nanoseconds(system: Driver, evidence: Evidence) -> None:
+    system.write_file("/u", b"")
+    system.utimens("/u", (1_000_000_000_123_456_789, 1_100_000_000_987_654_321))
+    got = system.stat("/u").st_mtime_ns
+    evidence.add(f"mtime set to 1100000000.987654321 s, read back {got / 1e9:.9f} s")
+    assert got == 1_100_000_000_987_654_321
+
+
+# -- stat completeness ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", STAT_FIELDS)
+def test_stat_completeness(system: Driver, backing: Path, field: str, evidence: Evidence) -> None:
+    """Each field is exact (as the server's own filesystem says), synthesised, or missing."""
+    system.write_file("/s", b"x" * 5000)
+    reported = getattr(system.stat("/s"), field)
+    truth = getattr(os.stat(backing / "s"), field)
+    verdict = "exact" if reported == truth else "missing" if reported == 0 else "synthesised"
+    if field in system.stat("/s").synthesized:
+        verdict = "synthesised"
+    evidence.add(f"{field}: {verdict} (reported {reported}, the file has {truth})")
+    assert verdict == "exact"
+
+
+# -- directory listings ---------------------------------------------------------------------------
+
+LISTING_NAMES = {
+    "dotfiles": [".hidden", ".also", "visible"],
+    "spaces": ["with space", " leading", "trailing "],
+    "unicode": ["café", "数据", "emoji✓"],
+    "newlines": ["new\nline", "tab\there"],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LISTING_NAMES))
+def test_listing_names(system: Driver, kind: str, evidence: Evidence) -> None:
+    system.mkdir("/d")
+    for name in LISTING_NAMES[kind]:
+        system.write_file(f"/d/{name}", b"")
+    listed = names(system, "/d")
+    evidence.add(f"listed {listed!r}")
+    assert listed == sorted(LISTING_NAMES[kind])
+
+
+def test_listing_types_and_subdirectories(system: Driver) -> None:
+    system.mkdir("/d")
+    system.mkdir("/d/sub")
+    system.write_file("/d/file", b"")
+    system.symlink("file", "/d/link")
+    types = {e.name: e.type for e in system.readdir("/d")}
+    assert types == {"sub": FileType.DIRECTORY, "file": FileType.REGULAR, "link": FileType.SYMLINK}
+
+
+def test_listing_empty_versus_missing(system: Driver) -> None:
+    system.mkdir("/empty")
+    assert system.readdir("/empty") == []
+    assert errno_of(system.readdir, "/missing") == errno.ENOENT
+
+
+def test_listing_many_entries(system: Driver) -> None:
+    system.mkdir("/many")
+    expected = [f"entry{i:04d}" for i in range(1100)]
+    for name in expected:
+        h = system.open(f"/many/{name}", os.O_WRONLY | os.O_CREAT, 0o644)
+        system.close(h)
+    assert names(system, "/many") == expected
+
+
+# -- links and directories --------------------------------------------------------------------------
+
+
+def test_symlinks(system: Driver) -> None:
+    system.write_file("/target", b"pointed at")
+    system.symlink("target", "/link")
+    system.symlink("nowhere", "/dangling")
+    assert system.readlink("/link") == "target"
+    assert system.lstat("/link").is_lnk() and system.stat("/link").is_reg()
+    assert system.read_file("/link") == b"pointed at"
+    assert errno_of(system.stat, "/dangling") == errno.ENOENT
+    assert system.lstat("/dangling").is_lnk()
+
+
+def test_hard_links(system: Driver) -> None:
+    system.write_file("/a", b"shared")
+    system.link("/a", "/b")
+    a, b = system.stat("/a"), system.stat("/b")
+    assert (a.st_ino, a.st_nlink) == (b.st_ino, 2)
+    system.unlink("/a")
+    assert system.read_file("/b") == b"shared" and system.stat("/b").st_nlink == 1
+
+
+def test_directory_operations(system: Driver) -> None:
+    system.mkdir("/d")
+    system.mkdir("/d/e")
+    system.write_file("/d/e/f", b"deep")
+    system.rename("/d", "/renamed")
+    assert system.read_file("/renamed/e/f") == b"deep"
+    assert errno_of(system.rmdir, "/renamed") == errno.ENOTEMPTY
+    system.unlink("/renamed/e/f")
+    system.rmdir("/renamed/e")
+    system.rmdir("/renamed")
+    assert names(system, "/") == []
+
+
+def test_rename_onto_empty_directory(system: Driver) -> None:
+    system.mkdir("/from")
+    system.write_file("/from/f", b"moved")
+    system.mkdir("/onto")
+    system.rename("/from", "/onto")
+    assert system.read_file("/onto/f") == b"moved"
+
+
+def test_errno_precedence(system: Driver, oracle: LocalDriver, evidence: Evidence) -> None:
+    """Several errors apply: the one Linux reports first (the old name is missing)."""
+    for driver in (system, oracle):
+        driver.write_file("/file", b"")
+    expected = errno_of(oracle.link, "/missing", "/file/x")
+    got = errno_of(system.link, "/missing", "/file/x")
+    evidence.add(
+        f"link(missing, file/x): Linux {errno.errorcode[expected or 0]}, got {errno.errorcode.get(got or 0)}"
+    )
+    assert got == expected
+
+
+# -- error precision ------------------------------------------------------------------------------------
+
+ERRNO_CASES = {
+    "missing_file": (lambda d: d.stat("/nope"), errno.ENOENT),
+    "is_a_directory": (lambda d: d.open("/dir", os.O_WRONLY), errno.EISDIR),
+    "not_a_directory": (lambda d: d.readdir("/file"), errno.ENOTDIR),
+    "not_empty": (lambda d: d.rmdir("/dir"), errno.ENOTEMPTY),
+    "exists": (lambda d: d.mkdir("/dir"), errno.EEXIST),
+    "unlink_directory": (lambda d: d.unlink("/dir"), errno.EISDIR),
+    "rmdir_file": (lambda d: d.rmdir("/file"), errno.ENOTDIR),
+    "component_not_a_directory": (lambda d: d.stat("/file/child"), errno.ENOTDIR),
+    "symlink_loop": (lambda d: d.stat("/loop"), errno.ELOOP),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ERRNO_CASES))
+def test_errno(system: Driver, oracle: LocalDriver, case: str, evidence: Evidence) -> None:
+    call, expected = ERRNO_CASES[case]
+    for driver in (system, oracle):
+        driver.mkdir("/dir")
+        driver.write_file("/dir/inside", b"")
+        driver.write_file("/file", b"")
+        driver.symlink("loop", "/loop")
+    got = errno_of(call, system)
+    assert errno_of(call, oracle) == expected  # the oracle agrees with the expectation
+    evidence.add(f"expected {errno.errorcode[expected]}, got {errno.errorcode.get(got or 0, got)}")
+    assert got == expected
+
+
+def test_errno_permission_denied(system: Driver, way: Way, evidence: Evidence) -> None:
+    """EACCES where the server's access control says no (a Chirp ACL; mode bits locally)."""
+    system.mkdir("/locked")
+    assert hasattr(system, "root")
+    locked = f"{system.root}/locked"
+    if way.setup.protocol == "chirp":
+        direct = way.direct
+        setacl = getattr(direct, "setacl", None)
+        if setacl is None:
+            pytest.skip("this chirp driver has no setacl to make a locked directory")
+        setacl(locked, "address:127.0.0.1", "rl")
+    elif os.geteuid() == 0:
+        pytest.skip(
+            "running as root: mode bits deny root nothing, so local EACCES cannot be provoked"
+        )
+    else:
+        way.direct.chmod(locked, 0o500)
+    got = errno_of(system.write_file, "/locked/f", b"x")
+    evidence.add(f"writing into a read-only directory: {errno.errorcode.get(got or 0, got)}")
+    assert got == errno.EACCES
+
+
+# -- cost -----------------------------------------------------------------------------------------------
+
+
+def test_connections_per_operation(system: Driver, way: Way, evidence: Evidence) -> None:
+    """One connection serves many operations (no connection per file or per call)."""
+    if way.through == "agent":
+        pytest.skip("through the agent the connections are the agent's, not visible here")
+    before = way.direct.counters.total().connections
+    for i in range(20):
+        system.write_file(f"/c{i}", b"x")
+        system.stat(f"/c{i}")
+        system.read_file(f"/c{i}")
+    opened = way.direct.counters.total().connections - before
+    evidence.add(f"connections opened for 60 operations: {opened}")
+    assert opened <= 1
