@@ -108,7 +108,8 @@ _CODE_BY_ERRNO: dict[int, ChirpCode] = {
 }
 
 # Client side: code -> errno. Unlike cctools' client, BAD_FD maps to EBADF
-# (cctools leaves errno unchanged, i.e. garbage) and OFFLINE to EHOSTDOWN.
+# (cctools leaves errno unchanged, i.e. garbage), OFFLINE to EHOSTDOWN and
+# UNKNOWN (the server's "any other errno": ELOOP, EOVERFLOW...) to EIO.
 _ERRNO_BY_CODE: dict[int, int] = {
     ChirpCode.NOT_AUTHENTICATED: errno.EACCES,
     ChirpCode.NOT_AUTHORIZED: errno.EACCES,
@@ -134,7 +135,7 @@ _ERRNO_BY_CODE: dict[int, int] = {
     ChirpCode.IS_A_PIPE: errno.ESPIPE,
     ChirpCode.NOT_SUPPORTED: errno.ENOTSUP,
     ChirpCode.NAME_TOO_LONG: errno.ENAMETOOLONG,
-    ChirpCode.UNKNOWN: errno.ECONNRESET,
+    ChirpCode.UNKNOWN: errno.EIO,  # cctools says ECONNRESET, which makes clients reconnect for nothing
 }
 
 
