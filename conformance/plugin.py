@@ -217,18 +217,19 @@ class Way:
     server: RunningServer | None
     local_root: Path | None  # for drivers without a server
     direct: Driver
+    base: str = ""  # where test directories go in the direct driver's namespace
     executor: AgentExecutor | None = None
     _counter: itertools.count[int] = field(default_factory=itertools.count)
 
     def fresh(self) -> tuple[Driver, Path, str]:
         """A fresh directory: the system rooted in it, where its files really are, its name."""
         name = f"t{next(self._counter)}"
-        self.direct.mkdir("/" + name, 0o777)
+        self.direct.mkdir(f"{self.base}/{name}", 0o777)
         base = self.server.data_dir if self.server else self.local_root
         assert base is not None
         backing = base / name
         if self.through == "direct":
-            return Rooted(self.direct, name), backing, name
+            return Rooted(self.direct, f"{self.base}/{name}"), backing, name
         assert self.executor is not None
         return Rooted(self.executor, name), backing, name
 
@@ -244,10 +245,9 @@ def _start(setup: Setup, server_name: str, through: str, tmp: Path) -> Way:
     if setup.protocol is None:
         root = tmp / "local-root"
         root.mkdir()
-        direct: Driver = setup.driver_class.from_location(parse_url(f"file://{root}"))
-        if isinstance(direct, LocalDriver):
-            direct = LocalDriver(root)
-        way = Way(setup, server_name, through, None, root, direct)
+        # The driver under test sees the whole machine ("file:///"); tests run below root.
+        direct: Driver = setup.driver_class.from_location(parse_url("file:///"))
+        way = Way(setup, server_name, through, None, root, direct, base=str(root))
         prefix = str(root)
     else:
         key = f"{setup.protocol}/{server_name}"
@@ -290,7 +290,7 @@ def backing(system: Driver, way: Way) -> Path:
     assert isinstance(system, Rooted)
     base = way.server.data_dir if way.server else way.local_root
     assert base is not None
-    return base / system.root.lstrip("/")
+    return base / system.root.rsplit("/", 1)[-1]
 
 
 @pytest.fixture

@@ -159,12 +159,16 @@ class FilesystemComparison(RuleBasedStateMachine):
     def truncate(self, path: str, length: int) -> None:
         self.both("truncate", path, length)
 
-    @rule(path=PATHS)
-    def stat(self, path: str) -> None:
-        ours, theirs = attempt(self.system.lstat, path), attempt(self.oracle.lstat, path)
+    @rule(path=PATHS, follow=st.booleans())
+    def stat(self, path: str, follow: bool) -> None:
+        name = "stat" if follow else "lstat"
+        ours, theirs = (
+            attempt(getattr(self.system, name), path),
+            attempt(getattr(self.oracle, name), path),
+        )
         assert Outcome(self._shape(ours.value), ours.error) == Outcome(
             self._shape(theirs.value), theirs.error
-        ), f"lstat({path!r}): system gave {ours}, POSIX gives {theirs}"
+        ), f"{name}({path!r}): system gave {ours}, POSIX gives {theirs}"
 
     def _shape(self, st_: Any) -> tuple[object, ...] | None:
         if st_ is None:
@@ -259,7 +263,7 @@ class FilesystemComparison(RuleBasedStateMachine):
             elif stat_module.S_ISLNK(st_.st_mode):
                 tree[entry.name] = ("link", driver.readlink(child))
             else:
-                tree[entry.name] = driver.read_file(child)
+                tree[entry.name] = (driver.read_file(child), self._shape(driver.stat(child)))
         return tree
 
     def teardown(self) -> None:

@@ -5,6 +5,8 @@
     aviary serve chirp --root DIR [--port P] [--auth address,unix,hostname] ...
     aviary servers                 which real servers this machine can start
     aviary bench micro|andrew      interposition overhead; the Andrew-like benchmark
+    aviary conformance table       Figure 5 from the conformance results
+    aviary gate [--update]         compare the results with the committed baseline
     aviary report [--out DIR]      regenerate the measured tables and plots
 
 Errors are one line on stderr and a non-zero exit status, never a traceback:
@@ -38,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_parser(sub)
     sub.add_parser("servers", help="list the real servers aviary can start here")
     _add_bench_parser(sub)
+    _add_conformance_parsers(sub)
     _add_report_parser(sub)
     return parser
 
@@ -303,6 +306,72 @@ def _run_bench(args: argparse.Namespace) -> int:
     return run_andrew(args.out, args.files, targets, args.trace_dir)
 
 
+def _add_conformance_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    conformance = sub.add_parser("conformance", help="conformance results: the Figure 5 table")
+    actions = conformance.add_subparsers(dest="conformance_action", required=True, metavar="ACTION")
+    table = actions.add_parser("table", help="render Figure 5 as Markdown and CSV from the results")
+    table.add_argument(
+        "--results", type=Path, default=Path("reports/conformance"), help="results directory"
+    )
+    table.add_argument(
+        "--out", type=Path, default=Path("reports"), help="where figure5.md and .csv go"
+    )
+    gate = sub.add_parser(
+        "gate", help="fail, naming each regression, when a property that passed now fails"
+    )
+    gate.add_argument(
+        "--results", type=Path, default=Path("reports/conformance"), help="latest results"
+    )
+    gate.add_argument(
+        "--baseline", type=Path, default=Path("reports/baseline"), help="committed baseline"
+    )
+    gate.add_argument(
+        "--update", action="store_true", help="make the latest results the new baseline"
+    )
+
+
+def _run_conformance(args: argparse.Namespace) -> int:
+    from conformance.results import load_results, render_table
+
+    sets = load_results(args.results)
+    if not sets:
+        print(
+            f"aviary: conformance table: no results in {args.results} (run pytest conformance first)",
+            file=sys.stderr,
+        )
+        return 1
+    markdown, table_csv = render_table(sets)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "figure5.md").write_text(markdown)
+    (args.out / "figure5.csv").write_text(table_csv)
+    print(markdown, end="")
+    return 0
+
+
+def _run_gate(args: argparse.Namespace) -> int:
+    import shutil
+
+    from conformance.results import compare_to_baseline, load_results
+
+    latest = load_results(args.results)
+    if not latest:
+        print(f"aviary: gate: no results in {args.results}", file=sys.stderr)
+        return 1
+    if args.update:
+        args.baseline.mkdir(parents=True, exist_ok=True)
+        for path in args.results.glob("*.json"):
+            shutil.copy(path, args.baseline / path.name)
+        print(f"baseline updated from {len(latest)} result files")
+        return 0
+    regressions, new_columns = compare_to_baseline(latest, load_results(args.baseline))
+    for column in new_columns:
+        print(f"gate: {column} has no baseline yet (aviary gate --update to record one)")
+    for regression in regressions:
+        print(f"REGRESSION {regression}")
+    print(f"gate: {len(regressions)} regression(s) across {len(latest)} result file(s)")
+    return 1 if regressions else 0
+
+
 def _add_report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     report = sub.add_parser("report", help="measure and regenerate the report tables and plots")
     report.add_argument(
@@ -340,6 +409,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run_servers(args)
         if args.command == "bench":
             return _run_bench(args)
+        if args.command == "conformance":
+            return _run_conformance(args)
+        if args.command == "gate":
+            return _run_gate(args)
         if args.command == "report":
             return _run_report(args)
     except KeyboardInterrupt:

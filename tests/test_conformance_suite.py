@@ -1,0 +1,101 @@
+"""The conformance suite itself: it passes on good drivers and catches broken ones by name."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conformance.results import ResultSet, compare_to_baseline, load_results, render_table
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_suite(
+    tmp_path: Path, *options: str, examples: int = 15
+) -> tuple[subprocess.CompletedProcess[str], dict[str, dict[str, str]]]:
+    results = tmp_path / "results"
+    command = [
+        sys.executable, "-m", "pytest", "conformance", "-q", "-p", "no:cacheprovider",
+        "--results-dir", str(results), "--examples", str(examples), *options,
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    outcomes = {}
+    for path in sorted(results.glob("*.json")) if results.exists() else []:
+        document = json.loads(path.read_text())
+        outcomes[path.stem] = {p["property"]: p["outcome"] for p in document["properties"]}
+    return done, outcomes
+
+
+def test_local_passes_entirely_both_ways(tmp_path: Path) -> None:
+    done, outcomes = run_suite(tmp_path, "--driver", "local")
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert set(outcomes) == {"local-none-direct", "local-none-agent"}
+    for results in outcomes.values():
+        assert "failed" not in results.values() and "gap" not in results.values()
+        assert results["oracle_comparison"] == "passed"
+
+
+@pytest.mark.parametrize("server", ["cctools", "aviary"])
+def test_chirp_passes_with_its_declared_gaps(tmp_path: Path, server: str) -> None:
+    done, outcomes = run_suite(tmp_path, "--driver", "chirp", "--server", server)
+    assert done.returncode == 0, done.stdout[-3000:]
+    direct = outcomes[f"chirp-{server}-direct"]
+    agent = outcomes[f"chirp-{server}-agent"]
+    for results in (direct, agent):
+        assert "failed" not in results.values()
+        assert results["rename_while_open"] == "passed"
+        assert results["create_mode_honoured"] == "gap"
+        assert results["oracle_comparison"] == "passed"
+    assert direct["stat_completeness[st_dev]"] == "passed"
+    assert agent["stat_completeness[st_dev]"] == "gap"
+
+
+@pytest.mark.parametrize(
+    ("driver", "caught_by"),
+    [
+        ("StatSizeZero", "random_access"),
+        ("ReaddirDropsDotfiles", "listing_names[dotfiles]"),
+        ("RenameCopies", "open_close_name_binding"),
+        ("PwriteIgnoresOffset", "random_access"),
+        ("WrongErrno", "errno[missing_file]"),
+    ],
+)
+def test_broken_drivers_are_caught_by_name(tmp_path: Path, driver: str, caught_by: str) -> None:
+    options = ("--driver", f"tests.broken_drivers:{driver}", "--through", "direct")
+    done, outcomes = run_suite(tmp_path, *options, examples=100)
+    assert done.returncode != 0
+    (results,) = outcomes.values()
+    assert results[caught_by] == "failed", {k: v for k, v in results.items() if v != "passed"}
+    # The random comparison finds them too, except hidden dotfiles: its names have none.
+    assert results["oracle_comparison"] == (
+        "passed" if driver == "ReaddirDropsDotfiles" else "failed"
+    )
+
+
+def test_unknown_driver_is_a_usage_error(tmp_path: Path) -> None:
+    done, _ = run_suite(tmp_path, "--driver", "gopher")
+    assert done.returncode == 4  # pytest's usage error
+    assert "unknown driver 'gopher'" in done.stderr and "chirp" in done.stderr
+    done, _ = run_suite(tmp_path, "--driver", "tests.broken_drivers:NotADriver")
+    assert done.returncode == 4 and "not a subclass" in done.stderr
+
+
+def test_table_and_gate(tmp_path: Path) -> None:
+    good = ResultSet("chirp", "cctools", "direct", {"append": "passed", "stat": "gap"}, {})
+    worse = ResultSet(
+        "chirp", "cctools", "direct", {"append": "failed", "stat": "gap"}, {"append": "lost data"}
+    )
+    markdown, table_csv = render_table([good])
+    assert "| append | yes |" in markdown and "| stat | gap |" in markdown
+    assert table_csv.splitlines()[0] == "property,chirp/cctools/direct"
+    regressions, new = compare_to_baseline([worse], [good])
+    assert [str(r) for r in regressions] == [
+        "chirp/cctools/direct: append was passed, now failed: lost data"
+    ]
+    assert compare_to_baseline([good], [good]) == ([], [])
+    assert compare_to_baseline([good], []) == ([], ["chirp/cctools/direct"])
+    assert load_results(tmp_path) == []
