@@ -92,7 +92,7 @@ def test_table_and_gate(tmp_path: Path) -> None:
     markdown, table_csv = render_table([good])
     assert "| append | yes |" in markdown and "| stat | gap |" in markdown
     assert table_csv.splitlines()[0] == "property,chirp/cctools/direct"
-    regressions, new = compare_to_baseline([worse], [good])
+    regressions, _ = compare_to_baseline([worse], [good])
     assert [str(r) for r in regressions] == [
         "chirp/cctools/direct: append was passed, now failed: lost data"
     ]
