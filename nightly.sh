@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The nightly job on this machine: the full conformance matrix with a large
+# hypothesis budget and JUnit XML, Figure 5, then the gate. EXAMPLES=N to change.
+set -uo pipefail
+cd "$(dirname "$0")"
+./setup.sh || exit 1
+examples=${EXAMPLES:-500}
+status=0
+for driver in local chirp; do
+  .venv/bin/python -m pytest conformance --driver "$driver" --server all --examples "$examples" \
+    --junitxml "reports/junit-$driver.xml" || status=1
+done
+.venv/bin/aviary conformance table >/dev/null || status=1
+.venv/bin/aviary gate || status=1
+exit $status
