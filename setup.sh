@@ -8,8 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# Real servers and benchmark peers, as Debian packages (see ../shared/references/SERVERS.md).
-DEBIAN_PACKAGES=(coop-computing-tools strace proot)
+# Real servers and benchmark peers, as Debian packages (see ../shared/references/SERVERS.md):
+# one setup/<part>.packages file per protocol or tool, a package a line, # comments.
+mapfile -t DEBIAN_PACKAGES < <(cat setup/*.packages | sed 's/#.*//' | tr -s ' \t' '\n' | grep -v '^$' | sort -u)
 SERVICE_USER=aviary
 VENV=.venv
 PYTHON=${PYTHON:-python3}
@@ -65,4 +66,10 @@ if [[ ! -f "$VENV/.aviary-stamp" || "$(cat "$VENV/.aviary-stamp")" != "$(stamp_o
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
   stamp_of_project > "$VENV/.aviary-stamp"
 fi
+# 4. What apt cannot do alone (servers unpacked privately, keys, configs): setup/<part>.sh,
+#    each idempotent, run in name order with the venv's python on PATH.
+for hook in setup/*.sh; do
+  [[ -e "$hook" ]] || continue
+  PATH="$PWD/$VENV/bin:$PATH" bash "$hook" || { say "$hook failed"; exit 1; }
+done
 say "ready: $VENV/bin/aviary"

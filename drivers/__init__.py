@@ -20,10 +20,13 @@ from drivers._interface import (
 from drivers._registry import (
     ENTRY_POINT_GROUP,
     UnknownDriverError,
+    broken_drivers,
     driver_for_scheme,
     driver_names,
     load_driver,
     open_url,
+    registered_drivers,
+    service_ports,
 )
 from drivers._url import Location, normalize_path, parse_url
 
@@ -40,6 +43,7 @@ __all__ = [
     "StatFS",
     "StatResult",
     "UnknownDriverError",
+    "broken_drivers",
     "driver_for_scheme",
     "driver_names",
     "load_driver",
@@ -47,4 +51,6 @@ __all__ = [
     "open_url",
     "parse_url",
     "raise_errno",
+    "registered_drivers",
+    "service_ports",
 ]

@@ -194,6 +194,8 @@ class Driver(ABC):
 
     name: ClassVar[str]
     url_schemes: ClassVar[tuple[str, ...]]
+    #: The protocol's usual port; remote drivers set it (the agent's /SCHEME/HOST/ paths use it).
+    default_port: ClassVar[int | None] = None
 
     def __init__(self) -> None:
         self.counters = DriverCounters()

@@ -13,7 +13,17 @@ from importlib.metadata import entry_points
 from drivers._interface import Driver
 from drivers._url import Location, parse_url
 
-__all__ = ["ENTRY_POINT_GROUP", "UnknownDriverError", "driver_names", "load_driver", "open_url"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "UnknownDriverError",
+    "broken_drivers",
+    "driver_for_scheme",
+    "driver_names",
+    "load_driver",
+    "open_url",
+    "registered_drivers",
+    "service_ports",
+]
 
 ENTRY_POINT_GROUP = "aviary.drivers"
 
@@ -23,8 +33,8 @@ class UnknownDriverError(LookupError):
 
 
 def driver_names() -> list[str]:
-    """The names of the registered drivers, sorted."""
-    return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+    """The names of the registered drivers that load, sorted."""
+    return sorted(registered_drivers())
 
 
 def _check_driver_class(obj: object, spec: str) -> type[Driver]:
@@ -57,24 +67,61 @@ def load_driver(spec: str) -> type[Driver]:
         return _check_driver_class(obj, spec)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == spec:
-            return _check_driver_class(ep.load(), spec)
+            try:
+                return _check_driver_class(ep.load(), spec)
+            except (ImportError, AttributeError) as exc:
+                raise UnknownDriverError(f"driver {spec!r} is registered but does not load: {exc}") from None
     known = ", ".join(driver_names()) or "(none registered)"
     raise UnknownDriverError(
         f"unknown driver {spec!r}; known drivers: {known}; or give package.module:Class"
     )
 
 
+def registered_drivers() -> dict[str, type[Driver]]:
+    """Every registered driver that loads, by name; one that fails to import is left out.
+
+    A broken third-party plugin must not take every other driver down with it;
+    ``broken_drivers()`` says which ones failed and why.
+    """
+    found: dict[str, type[Driver]] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            found[ep.name] = _check_driver_class(ep.load(), ep.name)
+        except (ImportError, AttributeError, UnknownDriverError):
+            continue
+    return found
+
+
+def broken_drivers() -> dict[str, str]:
+    """Registered drivers that fail to load, with the reason."""
+    broken: dict[str, str] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            _check_driver_class(ep.load(), ep.name)
+        except (ImportError, AttributeError, UnknownDriverError) as exc:
+            broken[ep.name] = f"{type(exc).__name__}: {exc}"
+    return broken
+
+
 def driver_for_scheme(scheme: str) -> type[Driver]:
     """The registered driver that answers URLs of ``scheme``."""
-    schemes: list[str] = []
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        cls = _check_driver_class(ep.load(), ep.name)
+    drivers = registered_drivers()
+    for cls in drivers.values():
         if scheme in cls.url_schemes:
             return cls
-        schemes.extend(cls.url_schemes)
-    raise UnknownDriverError(
-        f"no driver for URL scheme {scheme!r}; known schemes: {', '.join(sorted(schemes))}"
-    )
+    schemes = sorted(s for cls in drivers.values() for s in cls.url_schemes)
+    raise UnknownDriverError(f"no driver for URL scheme {scheme!r}; known schemes: {', '.join(schemes)}")
+
+
+def service_ports() -> dict[str, int]:
+    """URL schemes of remote drivers and their default ports: the agent's /SCHEME/HOST:PORT/ prefixes."""
+    ports: dict[str, int] = {}
+    for cls in registered_drivers().values():
+        port = getattr(cls, "default_port", None)
+        if port:
+            for scheme in cls.url_schemes:
+                ports[scheme] = int(port)
+    return ports
 
 
 def open_url(url: str, *, timeout: float = 30.0) -> tuple[Driver, str]:

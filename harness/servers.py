@@ -21,13 +21,14 @@ Nothing here reaches anything but 127.0.0.1.
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
 import os
 import pwd
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -45,6 +46,7 @@ __all__ = [
     "ServerUnavailable",
     "child_pids",
     "free_port",
+    "give_to",
     "pid_alive",
     "running_server",
     "start_server",
@@ -55,10 +57,6 @@ LOOPBACK = "127.0.0.1"
 SERVICE_USER = "aviary"
 START_TIMEOUT = 15.0  # seconds until a server must answer its probe
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
-#: A loopback "catalog" for cctools servers, which otherwise report to the internet.
-CCTOOLS_CATALOG = "127.0.0.1:9298"
-#: Subject that the default ACL of a test Chirp server grants everything.
-CHIRP_TEST_ACL = f"address:{LOOPBACK} rwlda\n"
 
 
 class ServerError(RuntimeError):
@@ -217,7 +215,7 @@ def _service_user() -> str | None:
     return SERVICE_USER
 
 
-def _give_to(user: str | None, *paths: Path) -> None:
+def give_to(user: str | None, *paths: Path) -> None:
     if user is None:
         return
     entry = pwd.getpwnam(user)
@@ -225,87 +223,22 @@ def _give_to(user: str | None, *paths: Path) -> None:
         os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
-# -- Chirp ---------------------------------------------------------------------------------
+# -- the catalogue ---------------------------------------------------------------------------
+
+#: Every known server, "protocol/implementation" -> spec, filled from the
+#: ``harness.servers_<protocol>`` modules (each lists its specs in ``SPECS``).
+SERVERS: dict[str, ServerSpec] = {}
+PROTOCOL_MODULES = ("chirp", "ftp", "http", "sftp", "xrootd")
 
 
-def _probe_chirp(host: str, port: int, timeout: float) -> None:
-    """Log in with the address method and ask whoami: the server really serves."""
-    with socket.create_connection((host, port), timeout=timeout) as s:
-        s.sendall(b"address\n")
-        reply = b""
-        while reply.count(b"\n") < 5:
-            chunk = s.recv(4096)
-            if not chunk:
-                raise ServerError(f"chirp server at {host}:{port} closed during login: {reply!r}")
-            reply += chunk
-        if not reply.startswith(b"yes\nyes\nyes\naddress\n"):
-            raise ServerError(f"chirp server at {host}:{port} refused address auth: {reply!r}")
-
-
-def _prepare_chirp(ctx: ServerContext) -> None:
-    (ctx.state / "default.acl").write_text(CHIRP_TEST_ACL)
-    (ctx.state / "transient").mkdir()
-    _give_to(ctx.as_user, ctx.data, ctx.state, ctx.state / "transient", ctx.state / "default.acl")
-
-
-def _cctools_chirp_command(ctx: ServerContext) -> list[str]:
-    argv = [
-        "chirp_server",
-        "-r", str(ctx.data),
-        "-p", str(ctx.port),
-        "-I", LOOPBACK,
-        "-A", str(ctx.state / "default.acl"),
-        "-a", "address",
-        # Never report to the catalog servers on the internet (the default).
-        "-u", CCTOOLS_CATALOG,
-        "-U", "1d",
-        "-y", str(ctx.state / "transient"),
-        "-B", str(ctx.state / "chirp_server.pid"),
-    ]  # fmt: skip
-    if ctx.as_user is not None:
-        argv += ["-i", ctx.as_user]
-    return argv
-
-
-def _aviary_chirp_command(ctx: ServerContext) -> list[str]:
-    argv = [
-        sys.executable, "-m", "harness.cli", "serve", "chirp",
-        "--root", str(ctx.data),
-        "--host", LOOPBACK,
-        "--port", str(ctx.port),
-        "--default-acl", str(ctx.state / "default.acl"),
-        "--auth", "address",
-    ]  # fmt: skip
-    if ctx.as_user is not None:
-        argv += ["--user", ctx.as_user]
-    return argv
-
-
-SERVERS: dict[str, ServerSpec] = {
-    spec.key: spec
-    for spec in (
-        ServerSpec(
-            protocol="chirp",
-            implementation="cctools",
-            programs=("chirp_server",),
-            install_hint="apt-get install coop-computing-tools (or run ./setup.sh)",
-            command=_cctools_chirp_command,
-            probe=_probe_chirp,
-            prepare=_prepare_chirp,
-            description="cctools' chirp_server (Debian coop-computing-tools)",
-        ),
-        ServerSpec(
-            protocol="chirp",
-            implementation="aviary",
-            programs=(),
-            install_hint="part of aviary",
-            command=_aviary_chirp_command,
-            probe=_probe_chirp,
-            prepare=_prepare_chirp,
-            description="aviary serve chirp",
-        ),
-    )
-}
+def _load_catalogue() -> None:
+    for protocol in PROTOCOL_MODULES:
+        name = f"harness.servers_{protocol}"
+        if importlib.util.find_spec(name) is None:
+            continue  # that protocol's servers have not landed yet
+        module = importlib.import_module(name)
+        for spec in module.SPECS:
+            SERVERS[spec.key] = spec
 
 
 def start_server(key: str, *, timeout: float = START_TIMEOUT, attempts: int = 3) -> RunningServer:
@@ -385,3 +318,6 @@ def running_server(key: str) -> Iterator[RunningServer]:
         yield server
     finally:
         server.stop()
+
+
+_load_catalogue()

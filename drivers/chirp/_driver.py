@@ -94,6 +94,7 @@ class ChirpDriver(Driver):
 
     name = "chirp"
     url_schemes = ("chirp",)
+    default_port = CHIRP_PORT
 
     def __init__(
         self,

@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from drivers import parse_url
+from drivers import parse_url, service_ports
 from reference_agent.namespace._mounts import FULL_ACCESS, Access, Mount, MountlistError, Special
 
 __all__ = [
@@ -29,8 +29,14 @@ __all__ = [
     "logical_path",
 ]
 
-#: Service prefixes (``/chirp/HOST:PORT/path``) and each protocol's default port.
+#: Service prefixes (``/chirp/HOST:PORT/path``) and each protocol's default port,
+#: when the registry is not consulted (tests of the namespace alone).
 DEFAULT_SERVICES: Mapping[str, int] = {"chirp": 9094}
+
+
+def registered_services() -> dict[str, int]:
+    """Every registered remote driver's scheme, as a service prefix, with its default port."""
+    return service_ports() or dict(DEFAULT_SERVICES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +111,9 @@ class Namespace:
     """
 
     def __init__(
-        self, mounts: list[Mount] | None = None, services: Mapping[str, int] = DEFAULT_SERVICES
+        self, mounts: list[Mount] | None = None, services: Mapping[str, int] | None = None
     ) -> None:
-        self.services = dict(services)
+        self.services = dict(services) if services is not None else registered_services()
         # Longest logical prefix first, so the first mount that covers a path wins.
         self.mounts = sorted(mounts or [], key=lambda m: len(m.logical), reverse=True)
         for mount in self.mounts:
