@@ -194,8 +194,11 @@ class Driver(ABC):
 
     name: ClassVar[str]
     url_schemes: ClassVar[tuple[str, ...]]
-    #: The protocol's usual port; remote drivers set it (the agent's /SCHEME/HOST/ paths use it).
+    #: The protocol's usual port; remote drivers set it (the agent's /SERVICE/HOST/ paths use it).
     default_port: ClassVar[int | None] = None
+    #: The agent's path prefix for this protocol (/SERVICE/HOST:PORT/...); the first URL
+    #: scheme when unset (xrootd's scheme is "root", a name /root already has).
+    service: ClassVar[str | None] = None
 
     def __init__(self) -> None:
         self.counters = DriverCounters()

@@ -18,10 +18,12 @@ __all__ = [
     "UnknownDriverError",
     "broken_drivers",
     "driver_for_scheme",
+    "driver_for_service",
     "driver_names",
     "load_driver",
     "open_url",
     "registered_drivers",
+    "service_of",
     "service_ports",
 ]
 
@@ -70,7 +72,9 @@ def load_driver(spec: str) -> type[Driver]:
             try:
                 return _check_driver_class(ep.load(), spec)
             except (ImportError, AttributeError) as exc:
-                raise UnknownDriverError(f"driver {spec!r} is registered but does not load: {exc}") from None
+                raise UnknownDriverError(
+                    f"driver {spec!r} is registered but does not load: {exc}"
+                ) from None
     known = ", ".join(driver_names()) or "(none registered)"
     raise UnknownDriverError(
         f"unknown driver {spec!r}; known drivers: {known}; or give package.module:Class"
@@ -110,18 +114,35 @@ def driver_for_scheme(scheme: str) -> type[Driver]:
         if scheme in cls.url_schemes:
             return cls
     schemes = sorted(s for cls in drivers.values() for s in cls.url_schemes)
-    raise UnknownDriverError(f"no driver for URL scheme {scheme!r}; known schemes: {', '.join(schemes)}")
+    raise UnknownDriverError(
+        f"no driver for URL scheme {scheme!r}; known schemes: {', '.join(schemes)}"
+    )
+
+
+def service_of(cls: type[Driver]) -> str:
+    """The agent's path prefix for a driver's protocol."""
+    return cls.service or cls.url_schemes[0]
 
 
 def service_ports() -> dict[str, int]:
-    """URL schemes of remote drivers and their default ports: the agent's /SCHEME/HOST:PORT/ prefixes."""
+    """Services of the remote drivers and their default ports: the agent's /SERVICE/HOST:PORT/ prefixes.
+
+    URL schemes are accepted as services too (mountlists may say chirp://...).
+    """
     ports: dict[str, int] = {}
     for cls in registered_drivers().values():
-        port = getattr(cls, "default_port", None)
-        if port:
-            for scheme in cls.url_schemes:
-                ports[scheme] = int(port)
+        if cls.default_port:
+            for name in (*cls.url_schemes, service_of(cls)):
+                ports[name] = int(cls.default_port)
     return ports
+
+
+def driver_for_service(service: str) -> type[Driver]:
+    """The registered driver behind an agent service prefix (or URL scheme)."""
+    for cls in registered_drivers().values():
+        if service == service_of(cls) or service in cls.url_schemes:
+            return cls
+    raise UnknownDriverError(f"no driver serves /{service}/")
 
 
 def open_url(url: str, *, timeout: float = 30.0) -> tuple[Driver, str]:

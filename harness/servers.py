@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from drivers import Driver, driver_for_scheme, parse_url
 
@@ -94,6 +95,13 @@ class ServerSpec:
     probe: Callable[[str, int, float], None]
     prepare: Callable[[ServerContext], None] = lambda ctx: None
     description: str = ""
+    #: Login for URLs (ftp://user:pass@host:port/); None for protocols without one.
+    user: str | None = None
+    password: str | None = None
+    #: Environment a client needs (a key file for sftp, ...), made once the server is prepared.
+    client_env: Callable[[ServerContext], dict[str, str]] = lambda ctx: {}
+    #: Whether it needs root (chroot, PAM): started without root it is unavailable.
+    needs_root: bool = False
 
     @property
     def key(self) -> str:
@@ -115,6 +123,7 @@ class RunningServer:
     state_dir: Path
     process: subprocess.Popen[bytes]
     as_user: str | None = None
+    client_env: dict[str, str] = field(default_factory=dict)
     _stopped: bool = field(default=False, repr=False)
 
     @property
@@ -126,10 +135,21 @@ class RunningServer:
         return f"{self.host}:{self.port}"
 
     def url(self, path: str = "/") -> str:
-        return f"{self.spec.protocol}://{self.host}:{self.port}/{path.lstrip('/')}"
+        login = ""
+        if self.spec.user is not None:
+            login = quote(self.spec.user, safe="")
+            login += (
+                f":{quote(self.spec.password, safe='')}@" if self.spec.password is not None else "@"
+            )
+        return f"{self.spec.protocol}://{login}{self.host}:{self.port}/{path.lstrip('/')}"
 
     def driver(self, timeout: float = 30.0) -> Driver:
-        """A fresh driver object for this server, found by its protocol's URL scheme."""
+        """A fresh driver object for this server, found by its protocol's URL scheme.
+
+        The server's client environment (``client_env``) is put into ``os.environ``
+        first, where drivers and the agent's children find it.
+        """
+        os.environ.update(self.client_env)
         location = parse_url(self.url())
         return driver_for_scheme(location.scheme).from_location(location, timeout=timeout)
 
@@ -253,6 +273,8 @@ def start_server(key: str, *, timeout: float = START_TIMEOUT, attempts: int = 3)
     missing = spec.missing_programs()
     if missing:
         raise ServerUnavailable(f"{key}: {', '.join(missing)} not found", spec.install_hint)
+    if spec.needs_root and os.geteuid() != 0:
+        raise ServerUnavailable(f"{key} needs root (chroot, PAM)", "run the tests as root")
     as_user = _service_user()
     last_error: ServerError | None = None
     for _ in range(attempts):  # a lost race for the free port is retried
@@ -290,7 +312,9 @@ def _start_once(spec: ServerSpec, as_user: str | None, timeout: float) -> Runnin
         )
     finally:
         log.close()
-    server = RunningServer(spec, LOOPBACK, ctx.port, base, ctx.data, ctx.state, process, as_user)
+    server = RunningServer(
+        spec, LOOPBACK, ctx.port, base, ctx.data, ctx.state, process, as_user, spec.client_env(ctx)
+    )
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:

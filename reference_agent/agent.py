@@ -21,8 +21,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
+from urllib.parse import quote
 
-from drivers import Driver, driver_for_scheme, parse_url
+from drivers import Driver, driver_for_service, parse_url
 from reference_agent import _memory, _ptrace
 from reference_agent._abi import AT_FDCWD
 from reference_agent._loop import Rewrite, TracerLoop
@@ -271,8 +272,15 @@ class Agent:
         self._mount_of_call = target.endpoint
         driver = self.drivers.get(target.endpoint)
         if driver is None:
-            location = parse_url(target.endpoint + "/")
-            cls = driver_for_scheme(target.scheme)
+            cls = driver_for_service(target.scheme)
+            login = ""
+            if target.user:
+                login = (
+                    quote(target.user, safe="")
+                    + (f":{quote(target.password, safe='')}" if target.password else "")
+                    + "@"
+                )
+            location = parse_url(f"{cls.url_schemes[0]}://{login}{target.host}:{target.port}/")
             driver = cls.from_location(location, timeout=self.options.timeout)
             self.drivers[target.endpoint] = driver
         return driver

@@ -110,3 +110,12 @@ def test_logical_path() -> None:
     assert logical_path("a/../b", "/x") == "/x/b"
     assert logical_path("//a//b/", "/") == "/a/b"
     assert logical_path("../../..", "/a") == "/"
+
+
+def test_service_paths_carry_a_login() -> None:
+    ns = Namespace(services={"chirp": 9094, "ftp": 21})
+    target = ns.resolve("/ftp/alice:s%40cret@127.0.0.1:2121/pub/f")
+    assert target == RemoteTarget(
+        "ftp", "127.0.0.1", 2121, "/pub/f", user="alice", password="s@cret"
+    )
+    assert isinstance(target, RemoteTarget) and target.endpoint == "ftp://alice@127.0.0.1:2121"

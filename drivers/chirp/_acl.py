@@ -82,15 +82,36 @@ RESERVE_EXECUTE = 1 << 14
 RESERVE = 1 << 15
 
 # Text order of the plain rights and of the rights inside v(...).
-_PLAIN = (("r", READ), ("w", WRITE), ("l", LIST), ("d", DELETE), ("p", PUT), ("a", ADMIN),
-          ("x", EXECUTE))
-_RESERVED = (("r", RESERVE_READ), ("w", RESERVE_WRITE), ("l", RESERVE_LIST),
-             ("d", RESERVE_DELETE), ("p", RESERVE_PUT), ("v", RESERVE_RESERVE),
-             ("a", RESERVE_ADMIN), ("x", RESERVE_EXECUTE))
+_PLAIN = (
+    ("r", READ),
+    ("w", WRITE),
+    ("l", LIST),
+    ("d", DELETE),
+    ("p", PUT),
+    ("a", ADMIN),
+    ("x", EXECUTE),
+)
+_RESERVED = (
+    ("r", RESERVE_READ),
+    ("w", RESERVE_WRITE),
+    ("l", RESERVE_LIST),
+    ("d", RESERVE_DELETE),
+    ("p", RESERVE_PUT),
+    ("v", RESERVE_RESERVE),
+    ("a", RESERVE_ADMIN),
+    ("x", RESERVE_EXECUTE),
+)
 # What a reserved right becomes in the new directory's ACL.
-_GRANTED = {RESERVE_READ: READ, RESERVE_WRITE: WRITE, RESERVE_LIST: LIST,
-            RESERVE_DELETE: DELETE, RESERVE_PUT: PUT, RESERVE_RESERVE: RESERVE,
-            RESERVE_ADMIN: ADMIN, RESERVE_EXECUTE: EXECUTE}
+_GRANTED = {
+    RESERVE_READ: READ,
+    RESERVE_WRITE: WRITE,
+    RESERVE_LIST: LIST,
+    RESERVE_DELETE: DELETE,
+    RESERVE_PUT: PUT,
+    RESERVE_RESERVE: RESERVE,
+    RESERVE_ADMIN: ADMIN,
+    RESERVE_EXECUTE: EXECUTE,
+}
 _RIGHTS_CHARS = frozenset("rwldpvax()")
 _C_SPACE = " \t\n\v\f\r"
 #: fgets in cctools reads ACL lines in pieces of at most this many characters.
@@ -232,8 +253,13 @@ class ChirpAcl:
         read_only: grant at most ``r`` and ``l`` (``chirp_server -R``).
     """
 
-    def __init__(self, storage: AclStorage, default_acl: Path | None = None,
-                 inherit_default: bool = False, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        storage: AclStorage,
+        default_acl: Path | None = None,
+        inherit_default: bool = False,
+        read_only: bool = False,
+    ) -> None:
         self.storage = storage
         self.default_acl = default_acl
         self.inherit_default = inherit_default
@@ -368,16 +394,18 @@ class ChirpAcl:
         try:
             self.effective("/")
         except OSError:
-            self.storage.write_file(_join("/", ACL_BASE_NAME),
-                                    format_acl([(f"unix:{user}", READ | WRITE | DELETE | LIST
-                                                 | ADMIN)]).encode())
+            self.storage.write_file(
+                _join("/", ACL_BASE_NAME),
+                format_acl([(f"unix:{user}", READ | WRITE | DELETE | LIST | ADMIN)]).encode(),
+            )
 
     def init_copy(self, path: str) -> bool:
         """Give the new directory ``path`` a copy of its parent's effective ACL."""
         try:
             entries = self.effective(collapse_path(f"{path}/.."))
-            self.storage.write_file(_join(path, ACL_BASE_NAME), format_acl(entries).encode(
-                "utf-8", "surrogateescape"))
+            self.storage.write_file(
+                _join(path, ACL_BASE_NAME), format_acl(entries).encode("utf-8", "surrogateescape")
+            )
         except OSError:
             return False
         return True
@@ -397,9 +425,10 @@ class ChirpAcl:
         if not flags:
             flags = READ | WRITE | LIST | DELETE | ADMIN
         try:
-            self.storage.write_file(_join(path, ACL_BASE_NAME),
-                                    format_acl([(subject, flags)]).encode("utf-8",
-                                                                          "surrogateescape"))
+            self.storage.write_file(
+                _join(path, ACL_BASE_NAME),
+                format_acl([(subject, flags)]).encode("utf-8", "surrogateescape"),
+            )
         except OSError:
             return False
         return True

@@ -249,11 +249,18 @@ def encode_statfs(sv: os.statvfs_result, f_type: int = 0) -> str:
 
 
 def encode_statfs_fields(
-    f_type: int, f_bsize: int, f_blocks: int, f_bfree: int, f_bavail: int, f_files: int,
+    f_type: int,
+    f_bsize: int,
+    f_blocks: int,
+    f_bfree: int,
+    f_bavail: int,
+    f_files: int,
     f_ffree: int,
 ) -> str:
     """The statfs line from raw ``statfs(2)`` fields (what cctools' server sends)."""
-    return " ".join(str(f) for f in (f_type, f_bsize, f_blocks, f_bfree, f_bavail, f_files, f_ffree))
+    return " ".join(
+        str(f) for f in (f_type, f_bsize, f_blocks, f_bfree, f_bavail, f_files, f_ffree)
+    )
 
 
 def parse_statfs_line(line: str) -> StatFS:

@@ -163,7 +163,9 @@ class ChirpDriver(Driver):
         except TimeoutError:
             raise_errno(errno.ETIMEDOUT, f"{self.host}:{self.port}")
         except (socket.gaierror, UnicodeError):
-            raise OSError(errno.EHOSTUNREACH, f"cannot resolve chirp server {self.host!r}") from None
+            raise OSError(
+                errno.EHOSTUNREACH, f"cannot resolve chirp server {self.host!r}"
+            ) from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.counters.connection_opened()
         self._generation += 1

@@ -110,8 +110,15 @@ def fstatfs(fd: int) -> tuple[int, int, int, int, int, int, int]:
         buf = _StatFS()
         if _LIBC.fstatfs(fd, ctypes.byref(buf)) != 0:
             _raise_errno()
-        return (buf.f_type, buf.f_bsize, buf.f_blocks, buf.f_bfree, buf.f_bavail, buf.f_files,
-                buf.f_ffree)
+        return (
+            buf.f_type,
+            buf.f_bsize,
+            buf.f_blocks,
+            buf.f_bfree,
+            buf.f_bavail,
+            buf.f_files,
+            buf.f_ffree,
+        )
     sv = os.fstatvfs(fd)
     return (0, sv.f_bsize, sv.f_blocks, sv.f_bfree, sv.f_bavail, sv.f_files, sv.f_ffree)
 

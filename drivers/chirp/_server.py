@@ -335,18 +335,24 @@ class ChirpServer:
 
     def __enter__(self) -> ChirpServer:
         self.start()
-        self._serve_thread = threading.Thread(target=self.serve_forever, name="chirp-accept",
-                                              daemon=True)
+        self._serve_thread = threading.Thread(
+            target=self.serve_forever, name="chirp-accept", daemon=True
+        )
         self._serve_thread.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.shutdown()
 
     def _spawn(self, sock: socket.socket, peer: str) -> None:
-        thread = threading.Thread(target=self._serve_client, args=(sock, peer),
-                                  name=f"chirp-{peer}", daemon=True)
+        thread = threading.Thread(
+            target=self._serve_client, args=(sock, peer), name=f"chirp-{peer}", daemon=True
+        )
         with self._lock:
             if self._stopping.is_set():
                 sock.close()

@@ -45,7 +45,6 @@ from drivers.chirp._server_fs import (
 __all__ = ["CLOSE", "Close", "Link", "Reply", "Request", "Session"]
 
 
-
 class Close(Enum):
     """The sentinel for "this request consumed the connection"."""
 
@@ -161,13 +160,18 @@ def _statfs_reply(fields: tuple[int, ...]) -> Reply:
 
 
 def rpc_pread(s: Session, r: Request) -> Reply:
-    return _data(pread_full(s.files.get(r.i("fd")), min(r.i("length"), MAX_BUFFER_SIZE),
-                            r.i("offset")))
+    return _data(
+        pread_full(s.files.get(r.i("fd")), min(r.i("length"), MAX_BUFFER_SIZE), r.i("offset"))
+    )
 
 
 def rpc_sread(s: Session, r: Request) -> Reply:
-    length, stride, skip, offset = (r.i("length"), r.i("stride_length"), r.i("stride_skip"),
-                                    r.i("offset"))
+    length, stride, skip, offset = (
+        r.i("length"),
+        r.i("stride_length"),
+        r.i("stride_skip"),
+        r.i("offset"),
+    )
     if offset < 0:
         raise _fail(errno.EINVAL)
     length = min(length, MAX_BUFFER_SIZE)
@@ -437,8 +441,10 @@ def rpc_getacl(s: Session, r: Request) -> Reply:
 
 
 def _delete_check(s: Session, path: str) -> None:
-    _either(lambda: s.acl.check_link(path, s.subject, acl.DELETE),
-            lambda: s.acl.check_dir(path, s.subject, acl.DELETE))
+    _either(
+        lambda: s.acl.check_link(path, s.subject, acl.DELETE),
+        lambda: s.acl.check_dir(path, s.subject, acl.DELETE),
+    )
 
 
 def rpc_unlink(s: Session, r: Request) -> Reply:
@@ -471,8 +477,10 @@ def rpc_access(s: Session, r: Request) -> Reply:
 
 def rpc_chmod(s: Session, r: Request) -> Reply:
     path = r.s("path")
-    _either(lambda: s.acl.check_dir(path, s.subject, acl.WRITE),
-            lambda: s.acl.check(path, s.subject, acl.WRITE))
+    _either(
+        lambda: s.acl.check_dir(path, s.subject, acl.WRITE),
+        lambda: s.acl.check(path, s.subject, acl.WRITE),
+    )
     s.fs.chmod(path, r.i("mode"))
     return 0, b""
 
@@ -517,8 +525,9 @@ def rpc_listxattr(s: Session, r: Request) -> Reply:
 def rpc_setxattr(s: Session, r: Request) -> Reply:
     value = _payload(s, r.i("length"), soak_overflow=False)
     s.acl.check(r.s("path"), s.subject, acl.WRITE)
-    s.fs.setxattr(r.s("path"), r.s("name"), value, _c_int(r.i("flags")),
-                  follow=r.verb == "setxattr")
+    s.fs.setxattr(
+        r.s("path"), r.s("name"), value, _c_int(r.i("flags")), follow=r.verb == "setxattr"
+    )
     return 0, b""
 
 

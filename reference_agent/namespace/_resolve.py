@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import posixpath
 import re
+from urllib.parse import unquote
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -168,14 +169,24 @@ class Namespace:
         service = parts[1]
         if len(parts) == 2 or not parts[2]:
             return ServiceDirectory(service)
+        login, _, address = parts[2].rpartition("@")
+        user, _, password = login.partition(":")
         try:
-            host, port = _authority(parts[2], self.services[service])
+            host, port = _authority(address, self.services[service])
         except ValueError:
             if strict:
                 raise
             return Refused(errno.ENOENT)  # /chirp/.python-version: no server has that name
         rest = "/" + parts[3] if len(parts) == 4 else "/"
-        return RemoteTarget(service, host, port, logical_path(rest), access)
+        return RemoteTarget(
+            service,
+            host,
+            port,
+            logical_path(rest),
+            access,
+            unquote(user) or None,
+            unquote(password) or None,
+        )
 
 
 _HOST = re.compile(
