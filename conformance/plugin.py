@@ -19,6 +19,7 @@ every run writes ``RESULTS_DIR/<driver>-<server>-<through>.json``.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import os
@@ -27,14 +28,15 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
 from conformance.rooted import Rooted
 from conformance.through_agent import AgentExecutor
-from drivers import Driver, UnknownDriverError, driver_names, load_driver, parse_url
+from drivers import Driver, UnknownDriverError, driver_names, load_driver, parse_url, service_of
 from drivers.local import LocalDriver
-from harness.servers import SERVERS, RunningServer, ServerUnavailable, start_server
+from harness.servers import SERVERS, RunningServer, ServerUnavailable, give_to, start_server
 
 GAPS_FILE = Path(__file__).with_name("gaps.toml")
 DEFAULT_EXAMPLES = 25
@@ -224,10 +226,17 @@ class Way:
     def fresh(self) -> tuple[Driver, Path, str]:
         """A fresh directory: the system rooted in it, where its files really are, its name."""
         name = f"t{next(self._counter)}"
-        self.direct.mkdir(f"{self.base}/{name}", 0o777)
         base = self.server.data_dir if self.server else self.local_root
         assert base is not None
         backing = base / name
+        try:
+            self.direct.mkdir(f"{self.base}/{name}", 0o777)
+        except OSError as exc:
+            if exc.errno != errno.EROFS:
+                raise
+            # A read-only protocol (http): make the directory behind the server's back.
+            backing.mkdir()
+            give_to(self.server.as_user if self.server else None, backing)
         if self.through == "direct":
             return Rooted(self.direct, f"{self.base}/{name}"), backing, name
         assert self.executor is not None
@@ -257,9 +266,13 @@ def _start(setup: Setup, server_name: str, through: str, tmp: Path) -> Way:
             if os.environ.get("CI"):
                 pytest.fail(f"{key} is required in CI: {exc}")
             pytest.skip(f"{key} not installed: {exc.hint}")
+        os.environ.update(server.client_env)  # keys and such, for the driver and the agent
         direct = setup.driver_class.from_location(parse_url(server.url()), timeout=30)
         way = Way(setup, server_name, through, server, None, direct)
-        prefix = f"/{setup.protocol}/127.0.0.1:{server.port}"
+        login = f"{server.spec.user}@" if server.spec.user and not server.spec.password else ""
+        if server.spec.user and server.spec.password:
+            login = f"{quote(server.spec.user, safe='')}:{quote(server.spec.password, safe='')}@"
+        prefix = f"/{service_of(setup.driver_class)}/{login}127.0.0.1:{server.port}"
     if through == "agent":
         way.executor = AgentExecutor(prefix)
     return way

@@ -27,6 +27,7 @@ from drivers._registry import (
     load_driver,
     open_url,
     registered_drivers,
+    service_of,
     service_ports,
 )
 from drivers._url import Location, normalize_path, parse_url
@@ -54,5 +55,6 @@ __all__ = [
     "parse_url",
     "raise_errno",
     "registered_drivers",
+    "service_of",
     "service_ports",
 ]
