@@ -36,7 +36,7 @@ from conformance.rooted import Rooted
 from conformance.through_agent import AgentExecutor
 from drivers import Driver, UnknownDriverError, driver_names, load_driver, parse_url, service_of
 from drivers.local import LocalDriver
-from harness.servers import SERVERS, RunningServer, ServerUnavailable, give_to, start_server
+from harness.servers import SERVERS, ServerHandle, ServerUnavailable, give_to, start_server
 
 GAPS_FILE = Path(__file__).with_name("gaps.toml")
 DEFAULT_EXAMPLES = 25
@@ -58,6 +58,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--examples", type=int, default=DEFAULT_EXAMPLES, help="hypothesis examples per machine"
     )
     group.addoption("--results-dir", default="reports/conformance", help="where results JSON goes")
+    group.addoption(
+        "--server-backend",
+        default="native",
+        choices=("native", "docker"),
+        help="run the installed servers (default) or the same servers from container images",
+    )
 
 
 @dataclass
@@ -71,6 +77,7 @@ class Setup:
     servers: list[str]
     throughs: list[str]
     gaps: dict[str, dict[str, str]]
+    backend: str = "native"
     outcomes: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
 
@@ -102,7 +109,15 @@ def pytest_configure(config: pytest.Config) -> None:
     throughs = ["direct", "agent"] if through == "both" else [through]
     with GAPS_FILE.open("rb") as f:
         gaps = tomllib.load(f)
-    config.stash[SETUP_KEY] = Setup(spec, cls.name, cls, protocol, servers, throughs, gaps)
+    backend = config.getoption("--server-backend")
+    if backend == "docker":
+        from harness.containers import docker_client
+
+        try:
+            docker_client()
+        except ServerUnavailable as exc:
+            raise pytest.UsageError(f"--server-backend docker: {exc}") from None
+    config.stash[SETUP_KEY] = Setup(spec, cls.name, cls, protocol, servers, throughs, gaps, backend)
 
 
 SETUP_KEY = pytest.StashKey[Setup]()
@@ -216,7 +231,7 @@ class Way:
     setup: Setup
     server_name: str
     through: str
-    server: RunningServer | None
+    server: ServerHandle | None
     local_root: Path | None  # for drivers without a server
     direct: Driver
     base: str = ""  # where test directories go in the direct driver's namespace
@@ -261,7 +276,12 @@ def _start(setup: Setup, server_name: str, through: str, tmp: Path) -> Way:
     else:
         key = f"{setup.protocol}/{server_name}"
         try:
-            server = start_server(key)
+            if setup.backend == "docker":
+                from harness.containers import start_in_container
+
+                server: ServerHandle = start_in_container(key)
+            else:
+                server = start_server(key)
         except ServerUnavailable as exc:
             if os.environ.get("CI"):
                 pytest.fail(f"{key} is required in CI: {exc}")

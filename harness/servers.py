@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import quote
 
 from drivers import Driver, driver_for_scheme, parse_url
@@ -43,6 +44,7 @@ __all__ = [
     "SERVICE_USER",
     "RunningServer",
     "ServerError",
+    "ServerHandle",
     "ServerSpec",
     "ServerUnavailable",
     "child_pids",
@@ -102,6 +104,9 @@ class ServerSpec:
     client_env: Callable[[ServerContext], dict[str, str]] = lambda ctx: {}
     #: Whether it needs root (chroot, PAM): started without root it is unavailable.
     needs_root: bool = False
+    #: For the docker backend: the image to run the command in, and what installs the server.
+    image: str | None = None
+    image_setup: str = ""
 
     @property
     def key(self) -> str:
@@ -109,6 +114,21 @@ class ServerSpec:
 
     def missing_programs(self) -> list[str]:
         return [p for p in self.programs if shutil.which(p) is None]
+
+
+class ServerHandle(Protocol):
+    """What users of a started server rely on, whether native or in a container."""
+
+    spec: ServerSpec
+    host: str
+    port: int
+    data_dir: Path
+    as_user: str | None
+    client_env: dict[str, str]
+
+    def url(self, path: str = "/") -> str: ...
+
+    def stop(self) -> None: ...
 
 
 @dataclass
