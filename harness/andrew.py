@@ -137,6 +137,8 @@ def _run_target(
     if result.returncode != 0:
         run.error = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
         return run
+    if trace is not None:  # the stage stamps, so that a replay can cut the trace into stages
+        trace.with_suffix(".stamps").write_text(stamps.read_text())
     marks: dict[str, list[int]] = {}
     for line in stamps.read_text().splitlines():
         stage, ns = line.split()

@@ -6,6 +6,7 @@
     aviary servers                 which real servers this machine can start
     aviary bench micro|andrew      interposition overhead; the Andrew-like benchmark
     aviary conformance table       Figure 5 from the conformance results
+    aviary simulate andrew|sp5|sweep   calibrated simpy models at any scale and distance
     aviary gate [--update]         compare the results with the committed baseline
     aviary report [--out DIR]      regenerate the measured tables and plots
 
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("servers", help="list the real servers aviary can start here")
     _add_bench_parser(sub)
     _add_conformance_parsers(sub)
+    from harness.sim.cli import add_simulate_parser
+
+    add_simulate_parser(sub)
     _add_report_parser(sub)
     return parser
 
@@ -409,6 +413,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run_servers(args)
         if args.command == "bench":
             return _run_bench(args)
+        if args.command == "simulate":
+            from harness.sim.cli import run_simulate
+
+            return run_simulate(args)
         if args.command == "conformance":
             return _run_conformance(args)
         if args.command == "gate":

@@ -241,6 +241,7 @@ class Agent:
             stats.errors += 1
         if self.options.trace is not None:
             line = {
+                "t": round(time.time(), 6),
                 "pid": call.pid,
                 "syscall": call.name,
                 "driver": self._mount_of_call,

@@ -1,0 +1,288 @@
+"""``aviary simulate andrew|sp5|sweep|calibrate``: the models from the command line.
+
+Every run prints a table and writes CSV and JSON under ``--out`` (default
+``reports/sim``); protocols whose numbers come from the seeds rather than
+from a measured driver say so in every row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+from harness.sim.model import LAN_RTT, WAN_RTT
+from harness.sim.protocols import ProtocolModel, load_models
+from harness.sim.run import (
+    break_even,
+    saturation_point,
+    simulate_andrew,
+    simulate_sp5,
+    sweep,
+)
+from harness.sim.workloads import STAGES, Sp5Job, load_andrew
+
+__all__ = ["add_simulate_parser", "parse_network", "run_simulate"]
+
+MAX_WORKERS = 10_000
+
+
+def parse_network(text: str) -> float:
+    """``lan`` (130 us), ``wan`` (654 us) or a round-trip time such as ``50ms`` or ``0.2`` (ms)."""
+    presets = {"lan": LAN_RTT, "wan": WAN_RTT}
+    if text.lower() in presets:
+        return presets[text.lower()]
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(us|ms|s)?", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(
+            f"network must be lan, wan or a round-trip time like 50ms, not {text!r}"
+        )
+    value = float(match.group(1))
+    unit = match.group(2) or "ms"
+    seconds = value * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[unit]
+    if not 0 < seconds <= 10:
+        raise argparse.ArgumentTypeError(
+            f"round-trip time must be above 0 and at most 10 s, not {text!r}"
+        )
+    return seconds
+
+
+def _workers(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"workers must be 1 to {MAX_WORKERS}, not {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def add_simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    simulate = sub.add_parser(
+        "simulate", help="calibrated simpy models of the Andrew-like and SP5 workloads"
+    )
+    kinds = simulate.add_subparsers(dest="sim_kind", required=True, metavar="WORKLOAD")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--network", type=parse_network, default=LAN_RTT, help="lan, wan or an RTT like 50ms"
+    )
+    common.add_argument(
+        "--workers", type=_workers, default=1, help=f"clients sharing one server (1-{MAX_WORKERS})"
+    )
+    common.add_argument(
+        "--out", type=Path, default=Path("reports/sim"), help="where CSV and JSON go"
+    )
+    andrew = kinds.add_parser(
+        "andrew", parents=[common], help="replay the recorded Andrew-like trace"
+    )
+    andrew.add_argument("--protocol", default="all", help="a protocol model, or all (default)")
+    sp5 = kinds.add_parser(
+        "sp5", parents=[common], help="SP5: initialisation, then CPU-bound events"
+    )
+    sp5.add_argument("--protocol", default="chirp", help="a protocol model (default chirp)")
+    sp5.add_argument("--events", type=_positive, default=Sp5Job.events, help="events per worker")
+    sp5.add_argument(
+        "--nat-timeout", type=float, help="seconds a NAT keeps an idle connection (default: no NAT)"
+    )
+    sp5.add_argument(
+        "--client-timeout", type=float, default=30.0, help="seconds before a client gives up"
+    )
+    sp5.add_argument(
+        "--no-recovery", action="store_true", help="a dropped connection ends the worker"
+    )
+    calibrate = kinds.add_parser(
+        "calibrate", help="measure the real drivers and record the Andrew-like trace"
+    )
+    calibrate.add_argument(
+        "--files", type=_positive, default=60, help="files in the recorded Andrew-like tree"
+    )
+    sweep_parser = kinds.add_parser(
+        "sweep", parents=[common], help="SP5 throughput from 1 to 10,000 workers"
+    )
+    sweep_parser.add_argument(
+        "--protocol", default="chirp", help="a protocol model (default chirp)"
+    )
+    sweep_parser.add_argument("--points", default="1,10,100,1000,10000", help="worker counts")
+    sweep_parser.add_argument("--events", type=_positive, default=20, help="events per worker")
+
+
+def _model(name: str) -> ProtocolModel:
+    models = load_models()
+    if name not in models:
+        raise SystemExit(
+            f"aviary: simulate: unknown protocol {name!r}; known: {', '.join(sorted(models))}"
+        )
+    return models[name]
+
+
+def _write(out: Path, stem: str, rows: list[dict[str, object]], document: object) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(document, indent=2, default=str) + "\n")
+    if rows:
+        with (out / f"{stem}.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def _run_andrew(args: argparse.Namespace) -> int:
+    stages, source = load_andrew()
+    models = load_models()
+    names = sorted(models) if args.protocol == "all" else [args.protocol]
+    rows: list[dict[str, object]] = []
+    print(
+        f"Andrew-like replay of {source}; RTT {args.network * 1e6:.0f} us, {args.workers} worker(s); median s"
+    )
+    print(f"{'protocol':<14}" + "".join(f"{s:>10}" for s in STAGES) + "  origin")
+    for name in names:
+        model = _model(name)
+        result = simulate_andrew(model, stages, args.network, args.workers)
+        summary = result.stage_summary()
+        row: dict[str, object] = {"protocol": name, "origin": result.origin}
+        cells = []
+        for stage in STAGES:
+            if stage in result.failed:
+                cells.append(f"{'n/a':>10}")
+                row[stage] = f"failed: {result.failed[stage]}"
+            else:
+                cells.append(f"{summary[stage]['p50']:>10.3f}")
+                row[stage] = summary[stage]["p50"]
+        rows.append(row)
+        print(f"{name:<14}" + "".join(cells) + f"  {result.origin}")
+        for stage, why in result.failed.items():
+            print(f"{'':<14}{stage}: {why}")
+    _write(args.out, "andrew", rows, rows)
+    return 0
+
+
+def _run_sp5(args: argparse.Namespace) -> int:
+    model = _model(args.protocol)
+    job = Sp5Job(events=args.events)
+    result = simulate_sp5(
+        model,
+        job,
+        args.network,
+        args.workers,
+        args.nat_timeout,
+        not args.no_recovery,
+        args.client_timeout,
+    )
+    init = statistics.fmean(result.init_seconds) if result.init_seconds else float("nan")
+    event = statistics.fmean(result.event_seconds) if result.event_seconds else float("nan")
+    print(
+        f"SP5 on {args.protocol} ({model.origin}), RTT {args.network * 1e6:.0f} us, "
+        f"{args.workers} worker(s)"
+    )
+    print(
+        f"  initialisation mean {init:.0f} s; per event mean {event:.1f} s; events done {result.completed_events}"
+    )
+    print(
+        f"  reconnects {result.reconnects}; failures {len(result.failures)}; "
+        f"server busy {result.server_utilisation:.0%}"
+    )
+    for failure in result.failures[:5]:
+        print(f"  failed {failure}")
+    row = {"protocol": args.protocol, "rtt_s": args.network, "workers": args.workers, "init_mean_s": init,
+           "event_mean_s": event, "events_done": result.completed_events, "failures": len(result.failures),
+           "reconnects": result.reconnects, "server_utilisation": result.server_utilisation}  # fmt: skip
+    _write(args.out, "sp5", [row], {**row, "failures_detail": result.failures[:100]})
+    return 0 if not result.failures else 1
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    model = _model(args.protocol)
+    try:
+        points = [_workers(p) for p in args.points.split(",") if p.strip()]
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        raise SystemExit(f"aviary: simulate sweep: --points: {exc}") from None
+    curve = sweep(model, Sp5Job(events=args.events), args.network, points)
+    print(f"{'workers':>8} {'events/hour':>12} {'init mean s':>12}")
+    rows: list[dict[str, object]] = []
+    for workers, throughput, init in curve:
+        print(f"{workers:>8} {throughput:>12.0f} {init:>12.0f}")
+        rows.append({"workers": workers, "events_per_hour": throughput, "init_mean_s": init})
+    saturated = saturation_point(curve)
+    print(
+        f"server saturates at {saturated} workers" if saturated else "no saturation in this range"
+    )
+    _write(args.out, "sweep", rows, {"curve": rows, "saturates_at": saturated})
+    return 0
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    """Every server that starts here: per-operation costs from its driver; then the Andrew trace."""
+    import tempfile
+
+    from harness.andrew import run_andrew
+    from harness.servers import SERVERS, ServerError, running_server
+    from harness.sim.protocols import (
+        SEEDS_MODELS,
+        ProtocolModel,
+        calibrate_driver,
+        save_calibration,
+    )
+    from harness.sim.workloads import condense_trace, save_andrew
+
+    measured: dict[str, ProtocolModel] = {}
+    for key, spec in sorted(SERVERS.items()):
+        name = (
+            spec.protocol
+            if spec.protocol not in measured
+            else f"{spec.protocol}-{spec.implementation}"
+        )
+        try:
+            with running_server(key) as server, server.driver() as driver:
+                measured[name] = ProtocolModel(name, f"measured: {key}", calibrate_driver(driver))
+            print(f"calibrated {name} from {key}")
+        except (ServerError, OSError, LookupError) as exc:
+            print(f"not calibrated from {key}: {exc}", file=sys.stderr)
+    save_calibration({k: v for k, v in measured.items() if k not in SEEDS_MODELS})
+    with tempfile.TemporaryDirectory(prefix="aviary-calibrate-") as tmp:
+        traces = Path(tmp)
+        run_andrew(traces / "out", args.files, ["native", "chirp/aviary"], traces)
+        trace = traces / "andrew-chirp_aviary.jsonl"
+        stages = condense_trace(trace, trace.with_suffix(".stamps"))
+    save_andrew(
+        stages, f"aviary bench andrew --files {args.files}, chirp/aviary under aviary run --trace"
+    )
+    print("recorded the Andrew-like trace")
+    return 0
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    """Run one ``aviary simulate`` subcommand; returns the exit status."""
+    try:
+        if args.sim_kind == "calibrate":
+            return _run_calibrate(args)
+        if args.sim_kind == "andrew":
+            return _run_andrew(args)
+        if args.sim_kind == "sp5":
+            return _run_sp5(args)
+        return _run_sweep(args)
+    except SystemExit as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(
+            f"aviary: simulate: missing data {exc.filename} (run aviary simulate calibrate)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+#: Figure 10's LAN and WAN rows (the WAN node's CPU is 2.5 times faster): (init s, event s).
+FIGURE10_LAN = (4505.0, 113.0)
+FIGURE10_WAN = (6275.0, 88.0)
+
+
+def figure10_break_even() -> float | None:
+    """Events after which the far, fast node beats the near, slow one in the seeds' numbers."""
+    return break_even(FIGURE10_LAN[0], FIGURE10_LAN[1], FIGURE10_WAN[0], FIGURE10_WAN[1])
