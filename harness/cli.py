@@ -8,7 +8,7 @@
     aviary conformance table       Figure 5 from the conformance results
     aviary simulate andrew|sp5|sweep   calibrated simpy models at any scale and distance
     aviary gate [--update]         compare the results with the committed baseline
-    aviary report [--out DIR]      regenerate the measured tables and plots
+    aviary report [--quick|--full] regenerate the seeds' tables, measured and simulated
 
 Errors are one line on stderr and a non-zero exit status, never a traceback:
 1 for a failed operation, 2 for bad usage.
@@ -377,26 +377,38 @@ def _run_gate(args: argparse.Namespace) -> int:
 
 
 def _add_report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    report = sub.add_parser("report", help="measure and regenerate the report tables and plots")
+    report = sub.add_parser(
+        "report", help="regenerate the seeds' tables and plots, measured and simulated"
+    )
+    budget = report.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--quick", dest="mode", action="store_const", const="quick", help="small budgets (default)"
+    )
+    budget.add_argument(
+        "--full", dest="mode", action="store_const", const="full", help="the benchmarks' defaults"
+    )
+    report.set_defaults(mode="quick")
     report.add_argument(
         "--out", type=Path, default=Path("reports"), help="output directory (default reports/)"
     )
     report.add_argument(
-        "--iterations", type=int, default=200, help="timed repetitions per operation (default 200)"
-    )
-    report.add_argument(
-        "--servers",
-        default="chirp/cctools,chirp/aviary",
-        help="comma-separated servers to measure (default chirp/cctools,chirp/aviary)",
+        "--only",
+        help="comma-separated steps: figure7, figure3, figure8, figure5, simulated (default all)",
     )
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from harness.report import run_report
+    from harness.report_site import STEPS, run_site
 
-    return run_report(
-        args.out, args.iterations, [s.strip() for s in args.servers.split(",") if s.strip()]
-    )
+    only = [s.strip() for s in args.only.split(",")] if args.only else None
+    unknown = [s for s in only or [] if s not in STEPS]
+    if unknown:
+        print(
+            f"aviary: report: unknown step(s) {', '.join(unknown)}; known: {', '.join(STEPS)}",
+            file=sys.stderr,
+        )
+        return 2
+    return run_site(args.out, args.mode, only)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ operation runs ``iterations`` times after a warm-up; results are written to
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -31,7 +32,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from drivers import Driver, DriverCounters, OpCounters
 from drivers.local import LocalDriver
-from harness.servers import SERVERS, ServerError, running_server
+from harness.servers import SERVERS, ServerError, give_to, running_server
 
 __all__ = ["OPERATIONS", "Measurement", "measure_driver", "run_report"]
 
@@ -67,19 +68,37 @@ class TargetResult:
     error: str | None = None
 
 
-def _prepare_tree(driver: Driver) -> None:
-    driver.write_file("/one_byte", b"x")
-    driver.write_file("/small", os.urandom(SMALL))
-    driver.write_file("/big", os.urandom(BANDWIDTH_FILE))
-    driver.mkdir("/listing")
+def _prepare_tree(driver: Driver, backing: Path | None = None, owner: str | None = None) -> bool:
+    """Make the files the operations use; False when the protocol is read-only.
+
+    A read-only protocol (http) gets its files behind the server's back, in ``backing``.
+    """
+    files = {"one_byte": b"x", "small": os.urandom(SMALL), "big": os.urandom(BANDWIDTH_FILE)}
+    try:
+        for name, data in files.items():
+            driver.write_file(f"/{name}", data)
+        driver.mkdir("/listing")
+        for i in range(LISTED_ENTRIES):
+            driver.write_file(f"/listing/entry{i}", b"")
+        return True
+    except OSError as exc:
+        if exc.errno != errno.EROFS or backing is None:
+            raise
+    for name, data in files.items():
+        (backing / name).write_bytes(data)
+    (backing / "listing").mkdir(exist_ok=True)
     for i in range(LISTED_ENTRIES):
-        driver.write_file(f"/listing/entry{i}", b"")
+        (backing / "listing" / f"entry{i}").write_bytes(b"")
+    give_to(owner, *backing.rglob("*"))
+    return False
 
 
-def _operations(driver: Driver) -> dict[str, Callable[[], object]]:
+def _operations(driver: Driver, writable: bool) -> dict[str, Callable[[], object] | None]:
     handle_1 = driver.open("/one_byte", os.O_RDONLY)
     handle_8k = driver.open("/small", os.O_RDONLY)
-    handle_w = driver.open("/written", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    handle_w = (
+        driver.open("/written", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) if writable else None
+    )
     payload = os.urandom(SMALL)
 
     def open_close() -> None:
@@ -94,9 +113,11 @@ def _operations(driver: Driver) -> dict[str, Callable[[], object]]:
         "open/close": open_close,
         "read 1B": lambda: driver.pread(handle_1, 1, 0),
         "read 8KB": lambda: driver.pread(handle_8k, SMALL, 0),
-        "write 8KB": lambda: driver.pwrite(handle_w, payload, 0),
+        "write 8KB": (lambda: driver.pwrite(handle_w, payload, 0))
+        if handle_w is not None
+        else None,
         "readdir": lambda: driver.readdir("/listing"),
-        "mkdir+rmdir": mkdir_rmdir,
+        "mkdir+rmdir": mkdir_rmdir if writable else None,
     }
 
 
@@ -117,14 +138,27 @@ def _per_call(delta: dict[str, OpCounters], iterations: int) -> tuple[float, flo
 
 
 def measure_driver(
-    target: str, driver: Driver, iterations: int, advance: Callable[[], None] = lambda: None
+    target: str,
+    driver: Driver,
+    iterations: int,
+    advance: Callable[[], None] = lambda: None,
+    backing: Path | None = None,
+    owner: str | None = None,
 ) -> tuple[list[Measurement], float]:
-    """Time every operation of :data:`OPERATIONS` and the read bandwidth."""
-    _prepare_tree(driver)
+    """Time every operation of :data:`OPERATIONS` and the read bandwidth.
+
+    Operations a read-only protocol cannot do are recorded as NaN ("n/a" in the table).
+    """
+    writable = _prepare_tree(driver, backing, owner)
     results: list[Measurement] = []
-    operations = _operations(driver)
+    operations = _operations(driver, writable)
     for name in OPERATIONS:
         run = operations[name]
+        if run is None:
+            nan = math.nan
+            results.append(Measurement(target, name, 0, nan, nan, nan, nan, nan, nan, nan))
+            advance()
+            continue
         for _ in range(WARMUP):
             run()
         before = driver.counters.snapshot()
@@ -185,6 +219,9 @@ def _markdown(results: list[TargetResult], iterations: int) -> str:
             continue
         cells = []
         for m in result.measurements:
+            if math.isnan(m.mean_us):
+                cells.append("n/a (read-only)")
+                continue
             ratio = m.median_us / baseline[m.operation] if baseline.get(m.operation) else math.nan
             cells.append(f"{m.mean_us:.1f} ± {m.stdev_us:.1f} ({m.round_trips:g} rt, {ratio:.0f}×)")
         bw = f"{result.bandwidth_mb_s:.0f} MB/s" if result.bandwidth_mb_s else "n/a"
@@ -272,7 +309,9 @@ def run_report(out: Path, iterations: int, servers: list[str]) -> int:
             progress.update(task, description=key)
             try:
                 with running_server(key) as server, server.driver() as driver:
-                    measurements, bandwidth = measure_driver(key, driver, iterations, advance)
+                    measurements, bandwidth = measure_driver(
+                        key, driver, iterations, advance, server.data_dir, server.as_user
+                    )
                 results.append(TargetResult(key, spec.description, measurements, bandwidth))
             except (ServerError, OSError) as exc:
                 console.print(f"[yellow]{key}: not measured: {exc}[/yellow]")
