@@ -12,9 +12,9 @@ from __future__ import annotations
 import errno
 import posixpath
 import re
-from urllib.parse import unquote
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from drivers import parse_url, service_ports
 from reference_agent.namespace._mounts import FULL_ACCESS, Access, Mount, MountlistError, Special

@@ -1,0 +1,12 @@
+"""FTP: a client driver for RFC 959 servers, with the seeds' error interview.
+
+The reply grammar and the control connection's state machine are in
+``_events``/``_connection`` (sans-I/O), the verb table and reply parsers in
+``_verbs``, listings and stat results in ``_listing``, the errno interview in
+``_interview``, the blocking sockets in ``_session``, and the driver
+interface in ``_driver`` (whose docstring lists what FTP cannot do).
+"""
+
+from drivers.ftp._driver import FtpDriver
+
+__all__ = ["FtpDriver"]

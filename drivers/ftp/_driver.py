@@ -1,0 +1,626 @@
+"""The FTP driver: POSIX calls over one FTP login, with the seeds' interview for errors.
+
+What FTP can and cannot do, and what this driver does about it:
+
+- **Files are got and put, not opened** (the seeds' "get/put model"). A
+  read-only handle reads with REST + RETR from the asked offset, and keeps the
+  download streaming while reads stay sequential; a writable handle stages
+  the file in a local temporary file (downloaded at open unless O_TRUNC, or
+  O_WRONLY|O_APPEND, which stages only the new bytes for APPE) and sends it
+  with STOR on close or fsync. close returns STOR's error. Other clients see
+  writes only then; a crash before close loses them.
+- **O_CREAT** stores an empty file at open (so the name exists, as POSIX
+  says); **O_EXCL** is a check, then the store: not atomic against another
+  client. Create modes other than the server's default (0644/0755 under
+  umask 022) cost a SITE CHMOD.
+- **Handles follow renames and unlinks made through this driver** (the
+  driver rewrites their paths, and keeps an unlinked file's bytes locally),
+  but not those made by other clients: their next RETR answers ENOENT.
+- **A bare 550 is not an answer.** Each failure is diagnosed by the
+  interview in ``_interview`` (MLST or STAT, CWD, a listing) before an errno
+  is returned; those questions are counted as round trips of the operation.
+- **stat** comes from MLST facts where FEAT offers MLST, else from STAT's
+  ``ls -l`` line (plus MDTM for a file's exact mtime); ``StatResult.synthesized``
+  names every field made up (atime/ctime, blksize/blocks, and inode numbers,
+  owners, link counts where the server gave none). ``listing_method`` says
+  whether listings came from MLSD or LIST.
+- **No symlinks or hard links**: FTP has no verb for them. link and symlink
+  fail with EPERM (what link(2) and symlink(2) say for a filesystem that
+  cannot make them), after the errno checks Linux makes first; readlink says
+  EINVAL, since every name the server shows is, to us, not a link.
+- **chmod** is SITE CHMOD (ENOTSUP where the server lacks it); **utimens**
+  sets the mtime with MFMT, in whole seconds (ENOTSUP without MFMT: vsftpd);
+  FTP cannot set atime, so it is left alone. **statfs**: ENOTSUP, FTP has no
+  verb that tells free space.
+- Names holding CR or LF cannot be sent (EINVAL). On a LIST-only server
+  (vsftpd) a name with glob characters (``*?[``) is matched as a pattern by
+  STAT and LIST, and a name with a newline splits its listing line (EIO).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+import tempfile
+import time
+import zlib
+from contextlib import suppress
+from dataclasses import dataclass, replace
+from typing import BinaryIO, Self
+
+from drivers._interface import DirEntry, Driver, FileType, Handle, StatFS, StatResult, raise_errno
+from drivers._url import Location
+from drivers.ftp import _interview as interview
+from drivers.ftp._events import Reply
+from drivers.ftp._listing import Listed, parse_list_line, parse_mlsx_line, to_stat
+from drivers.ftp._session import DataStream, FtpSession
+from drivers.ftp._verbs import FTP_PORT, format_timeval, parse_timeval
+
+__all__ = ["FtpDriver"]
+
+_UNSUPPORTED = (500, 502, 504)  # the server does not know the command
+_DEFAULT_FILE_MODE, _DEFAULT_DIR_MODE = 0o644, 0o755
+_O_TMPFILE = getattr(os, "O_TMPFILE", 0)
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it (os.umask would race other threads)."""
+    with suppress(OSError), open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return 0o022
+
+
+@dataclass(slots=True)
+class _OpenFile:
+    path: str
+    flags: int
+    stat: StatResult  # as of open
+    is_dir: bool = False
+    stage: BinaryIO | None = None  # writable handles: the content, here
+    append_only: bool = False  # the stage holds only bytes to APPE
+    dirty: bool = False
+    orphan: bool = False  # unlinked through this driver: the stage is all there is
+
+    @property
+    def writable(self) -> bool:
+        return self.flags & os.O_ACCMODE != os.O_RDONLY
+
+    @property
+    def readable(self) -> bool:
+        return self.flags & os.O_ACCMODE != os.O_WRONLY
+
+
+class FtpDriver(Driver):
+    """A client of FTP servers (RFC 959 with RFC 2389, 2428 and 3659 extensions).
+
+    Args:
+        host, port: the server.
+        user, password: the login; anonymous when ``user`` is None.
+        timeout: seconds allowed for any one network wait.
+    """
+
+    name = "ftp"
+    url_schemes = ("ftp",)
+    default_port = FTP_PORT
+
+    def __init__(
+        self,
+        host: str,
+        port: int = FTP_PORT,
+        user: str | None = None,
+        password: str | None = None,
+        *,
+        timeout: float = 30.0,
+    ) -> None:
+        super().__init__()
+        self.timeout = timeout
+        self.session = FtpSession(host, port, user, password, timeout, self.counters)
+        self._files: dict[int, _OpenFile] = {}
+        self._next_handle = 3
+        self._chmod_supported = True
+        #: Questions asked by interviews, in total and for the last failure (for reports).
+        self.interview_questions = 0
+        self.last_interview: list[str] = []
+
+    @classmethod
+    def from_location(cls, location: Location, *, timeout: float = 30.0) -> Self:
+        if not location.host:
+            raise ValueError(f"ftp URL needs a host: {location}")
+        return cls(
+            location.host,
+            location.port or FTP_PORT,
+            location.user,
+            location.password,
+            timeout=timeout,
+        )
+
+    def describe(self) -> str:
+        return self.session.describe()
+
+    def close_driver(self) -> None:
+        for entry in self._files.values():
+            if entry.stage is not None:
+                entry.stage.close()
+        self._files.clear()
+        self.session.quit()
+
+    @property
+    def listing_method(self) -> str:
+        """ "MLSD" when the server offers MLSD/MLST (RFC 3659), else "LIST" (parsed ``ls -l``)."""
+        self.session.ensure()
+        return "MLSD" if self.session.features.has("MLST") else "LIST"
+
+    # -- questions to the server (each one round trip, counted) ----------------------------------
+
+    def _ask(self, verb: str, argument: str | None = None) -> Reply:
+        return self.session.ask(verb, argument)
+
+    def _lookup(self, path: str) -> Listed | None:
+        """What the server says about ``path``: MLST, or STAT's ``ls -l`` line; None: not shown."""
+        if self.listing_method == "MLSD":
+            reply = self._ask("MLST", path)
+            if reply.code != 250:
+                return None
+            for line in reply.body():
+                entry = parse_mlsx_line(line)
+                if entry is not None:
+                    return entry
+            return None
+        reply = self._ask("STAT", path)
+        if reply.code in _UNSUPPORTED:
+            raise OSError(errno.ENOTSUP, f"{self.describe()} has neither MLST nor STAT with a path")
+        if not 211 <= reply.code <= 213:
+            return None
+        base = posixpath.basename(path.rstrip("/"))
+        found = None
+        for line in reply.lines[1:-1]:
+            entry = parse_list_line(line.lstrip(" ") if line.startswith(" ") else line)
+            if entry is None:
+                continue
+            if entry.name == ".":  # STAT of a directory lists it; "." is the directory itself
+                return replace(entry, name=base)
+            if entry.name in (base, path):
+                found = entry
+        return found
+
+    def kind_of(self, path: str) -> interview.Kind:
+        self._note(f"kind_of {path}")
+        entry = self._lookup(path)
+        if entry is None:
+            return interview.Kind.ABSENT
+        if entry.type is FileType.DIRECTORY:
+            return interview.Kind.DIRECTORY
+        return interview.Kind.FILE if entry.type is FileType.REGULAR else interview.Kind.OTHER
+
+    def can_enter(self, path: str) -> bool:
+        self._note(f"can_enter {path}")
+        entered = self._ask("CWD", path).code == 250
+        if entered and path != "/":
+            # Step out again: a working directory that is later removed confuses vsftpd.
+            self._ask("CWD", "/")
+        return entered
+
+    def is_empty(self, path: str) -> bool | None:
+        self._note(f"is_empty {path}")
+        try:
+            return not self._list(path)
+        except OSError:
+            return None
+
+    def _note(self, question: str) -> None:
+        self.interview_questions += 1
+        self.last_interview.append(question)
+
+    def _fail(self, code: int, path: str, path2: str | None = None) -> None:
+        raise_errno(code, path, path2)
+
+    def _diagnose(self, decide: object, *paths: str) -> int:
+        """Run one interview procedure; its questions are counted in the current operation."""
+        self.last_interview = []
+        assert callable(decide)
+        return int(decide(self, *paths))
+
+    # -- metadata ------------------------------------------------------------------------------
+
+    def _stat_entry(self, path: str, entry: Listed) -> StatResult:
+        exact = None
+        if (
+            not entry.mtime_exact
+            and entry.type is FileType.REGULAR
+            and self.session.features.has("MDTM")
+        ):
+            reply = self._ask("MDTM", path)
+            if reply.code == 213:
+                with suppress(ValueError):
+                    exact = parse_timeval(reply.first)
+        return to_stat(
+            entry, path, uid=os.getuid(), gid=os.getgid(), dev=self._device(), exact_mtime_ns=exact
+        )
+
+    def _device(self) -> int:
+        # The same number in every process (str hashes are salted per process; crc32 is not).
+        return zlib.crc32(f"{self.session.host}:{self.session.port}".encode()) & 0xFFFF | 0x10000
+
+    def _stat(self, path: str) -> StatResult:
+        entry = self._lookup(path)
+        if entry is None:
+            self._fail(self._diagnose(interview.why_absent, path), path)
+        assert entry is not None
+        return self._stat_entry(path, entry)
+
+    def stat(self, path: str) -> StatResult:
+        with self.counters.operation("stat"):
+            return self._stat(path)
+
+    def lstat(self, path: str) -> StatResult:
+        with self.counters.operation("lstat"):
+            return self._stat(path)  # the server follows links; we never see one
+
+    def fstat(self, handle: Handle) -> StatResult:
+        with self.counters.operation("fstat"):
+            entry = self._entry(handle)
+            if entry.stage is not None:
+                size = entry.stage.seek(0, os.SEEK_END)
+                if entry.append_only:
+                    size += entry.stat.st_size
+                return replace(entry.stat, st_size=size, st_blocks=(size + 511) // 512)
+            try:
+                return self._stat(entry.path)
+            except FileNotFoundError:
+                return entry.stat  # renamed or removed by another client: what we knew
+
+    def access(self, path: str, mode: int) -> None:
+        with self.counters.operation("access"):
+            st = self._stat(path)
+            bits = (
+                (mode & os.R_OK and 0o444) | (mode & os.W_OK and 0o222) | (mode & os.X_OK and 0o111)
+            )
+            if bits and not st.st_mode & bits & 0o700 and "st_mode" not in st.synthesized:
+                raise_errno(errno.EACCES, path)
+
+    def statfs(self, path: str) -> StatFS:
+        with self.counters.operation("statfs"):
+            raise OSError(errno.ENOTSUP, "FTP has no verb that reports free space", path)
+
+    def chmod(self, path: str, mode: int) -> None:
+        with self.counters.operation("chmod"):
+            self._chmod(path, mode)
+
+    def _chmod(self, path: str, mode: int) -> None:
+        if not self._chmod_supported:
+            raise OSError(errno.ENOTSUP, f"{self.describe()} has no SITE CHMOD", path)
+        reply = self._ask("SITE", f"CHMOD {mode & 0o7777:o} {path}")
+        if reply.code in _UNSUPPORTED:
+            self._chmod_supported = False
+            raise OSError(errno.ENOTSUP, f"{self.describe()} has no SITE CHMOD: {reply}", path)
+        if not reply.ok:
+            self._fail(self._diagnose(interview.after_refused_change, path), path)
+
+    def utimens(self, path: str, times_ns: tuple[int, int] | None = None) -> None:
+        with self.counters.operation("utimens"):
+            self.session.ensure()
+            if not self.session.features.has("MFMT"):
+                raise OSError(
+                    errno.ENOTSUP, f"{self.describe()} has no MFMT: times cannot be set", path
+                )
+            mtime = time.time_ns() if times_ns is None else times_ns[1]
+            reply = self._ask("MFMT", f"{format_timeval(mtime)} {path}")
+            if not reply.ok:
+                self._fail(self._diagnose(interview.after_refused_change, path), path)
+
+    def _fix_mode(self, path: str, mode: int, default: int) -> None:
+        """chmod a new file or directory whose mode is not what the server made."""
+        wanted = mode & 0o7777 & ~_umask()
+        if wanted != default and self._chmod_supported:
+            with suppress(OSError):  # the object exists; a server refusing modes is a known gap
+                self._chmod(path, wanted)
+
+    # -- open files ----------------------------------------------------------------------------
+
+    def _entry(self, handle: Handle) -> _OpenFile:
+        entry = self._files.get(int(handle))
+        if entry is None:
+            raise_errno(errno.EBADF)
+        assert entry is not None
+        return entry
+
+    def open(self, path: str, flags: int, mode: int = 0o666) -> Handle:
+        with self.counters.operation("open"):
+            if flags & os.O_PATH or (_O_TMPFILE and flags & _O_TMPFILE == _O_TMPFILE):
+                raise OSError(errno.EINVAL, "FTP cannot open with O_PATH or O_TMPFILE", path)
+            writable = flags & os.O_ACCMODE != os.O_RDONLY
+            entry = self._lookup(path)
+            created = False
+            if entry is None:
+                if not flags & os.O_CREAT:
+                    self._fail(self._diagnose(interview.why_absent, path), path)
+                self._store(path, None)
+                self._fix_mode(path, mode, _DEFAULT_FILE_MODE)
+                created = True
+                st = self._stat(path)
+            else:
+                if flags & os.O_CREAT and flags & os.O_EXCL:
+                    raise_errno(errno.EEXIST, path)
+                st = self._stat_entry(path, entry)
+                if st.is_dir() and (writable or flags & os.O_TRUNC):
+                    raise_errno(errno.EISDIR, path)
+            if flags & os.O_DIRECTORY and not st.is_dir():
+                raise_errno(errno.ENOTDIR, path)
+            opened = _OpenFile(path, flags, st, is_dir=st.is_dir())
+            if writable:
+                opened.stage = tempfile.TemporaryFile(prefix="aviary-ftp-")  # noqa: SIM115 - lives with the handle
+                if flags & os.O_TRUNC or created:
+                    opened.dirty = bool(flags & os.O_TRUNC) and st.st_size > 0
+                elif flags & os.O_APPEND and flags & os.O_ACCMODE == os.O_WRONLY:
+                    opened.append_only = True
+                else:
+                    try:
+                        self._fetch(path, opened.stage)
+                    except BaseException:
+                        opened.stage.close()
+                        raise
+            handle = self._next_handle
+            self._next_handle += 1
+            self._files[handle] = opened
+            return Handle(handle)
+
+    def _fetch(self, path: str, into: BinaryIO) -> None:
+        """RETR the whole of ``path`` into a local file."""
+        sock, _ = self.session.start("RETR", path)
+        if sock is None:
+            self._fail(self._diagnose(interview.after_failed_read, path), path)
+        assert sock is not None
+        for chunk in self.session.read_all(sock):
+            into.write(chunk)
+        final = self.session.finish(sock)
+        if not final.ok:
+            raise OSError(errno.EIO, f"{self.describe()}: RETR {path}: {final}")
+
+    def _store(self, path: str, source: BinaryIO | None, verb: str = "STOR") -> None:
+        """STOR (or APPE) ``source`` to ``path``; a refusal is interviewed."""
+        if source is not None:
+            source.seek(0)
+        reply = self.session.upload(verb, path, source)
+        if verb == "APPE" and reply.code in (451, *_UNSUPPORTED):
+            # The server will not append (proftpd without AllowStoreRestart): get, add, put.
+            assert source is not None
+            with tempfile.TemporaryFile(prefix="aviary-ftp-") as whole:
+                self._fetch(path, whole)
+                source.seek(0)
+                whole.write(source.read())
+                self._store(path, whole)
+            return
+        if not reply.ok:
+            if reply.code in (425, 426, 451, 452, 552):  # the transfer, not the name, failed
+                code = errno.ENOSPC if reply.code in (452, 552) else errno.EIO
+                raise OSError(code, f"{self.describe()}: {verb} {path}: {reply}")
+            self._fail(self._diagnose(interview.after_failed_create, path), path)
+
+    def close(self, handle: Handle) -> None:
+        with self.counters.operation("close"):
+            entry = self._entry(handle)
+            del self._files[int(handle)]
+            if self.session.stream is not None and self.session.stream.key is entry:
+                self.session.settle()
+            if entry.stage is None:
+                return
+            try:
+                if entry.dirty and not entry.orphan:
+                    self._store(entry.path, entry.stage, "APPE" if entry.append_only else "STOR")
+            finally:
+                entry.stage.close()
+
+    def pread(self, handle: Handle, size: int, offset: int) -> bytes:
+        with self.counters.operation("pread"):
+            entry = self._entry(handle)
+            if size < 0 or offset < 0:
+                raise_errno(errno.EINVAL)
+            if not entry.readable:
+                raise_errno(errno.EBADF)
+            if entry.is_dir:
+                raise_errno(errno.EISDIR, entry.path)
+            if entry.stage is not None:
+                entry.stage.seek(offset)
+                return entry.stage.read(size)
+            if size == 0:
+                return b""
+            return self._remote_read(entry, size, offset)
+
+    def _remote_read(self, entry: _OpenFile, size: int, offset: int) -> bytes:
+        stream = self.session.stream
+        if stream is None or stream.key is not entry or stream.position != offset:
+            sock, reply = self.session.start("RETR", entry.path, rest=offset or None)
+            if sock is None:
+                if reply.code in (554, 501) and offset:  # REST past the end of the file
+                    return b""
+                self._fail(self._diagnose(interview.after_failed_read, entry.path), entry.path)
+            assert sock is not None
+            stream = DataStream(entry, sock, offset)
+            self.session.stream = stream
+        data, ended = self.session.read_some(stream, size)
+        if ended:
+            self.session.stream = None
+            final = self.session.finish(stream.sock)
+            if not final.ok:
+                raise OSError(errno.EIO, f"{self.describe()}: RETR {entry.path}: {final}")
+        return data
+
+    def pwrite(self, handle: Handle, data: bytes, offset: int) -> int:
+        with self.counters.operation("pwrite"):
+            entry = self._entry(handle)
+            if offset < 0:
+                raise_errno(errno.EINVAL)
+            if entry.stage is None:
+                raise_errno(errno.EBADF)
+            assert entry.stage is not None
+            if entry.flags & os.O_APPEND:
+                entry.stage.seek(0, os.SEEK_END)
+            else:
+                end = entry.stage.seek(0, os.SEEK_END)
+                if offset > end:
+                    entry.stage.write(b"\0" * (offset - end))
+                entry.stage.seek(offset)
+            entry.stage.write(data)
+            entry.dirty = True
+            return len(data)
+
+    def fsync(self, handle: Handle) -> None:
+        with self.counters.operation("fsync"):
+            entry = self._entry(handle)
+            if entry.stage is not None and entry.dirty and not entry.orphan:
+                self._store(entry.path, entry.stage, "APPE" if entry.append_only else "STOR")
+                if entry.append_only:
+                    entry.stat = replace(
+                        entry.stat, st_size=entry.stat.st_size + entry.stage.seek(0, os.SEEK_END)
+                    )
+                    entry.stage.seek(0)
+                    entry.stage.truncate()
+                entry.dirty = False
+
+    def ftruncate(self, handle: Handle, length: int) -> None:
+        with self.counters.operation("ftruncate"):
+            entry = self._entry(handle)
+            if length < 0 or entry.stage is None or entry.append_only:
+                raise_errno(errno.EINVAL)
+            assert entry.stage is not None
+            end = entry.stage.seek(0, os.SEEK_END)
+            if length > end:
+                entry.stage.write(b"\0" * (length - end))
+            entry.stage.truncate(length)
+            entry.dirty = True
+
+    def truncate(self, path: str, length: int) -> None:
+        with self.counters.operation("truncate"):
+            if length < 0:
+                raise_errno(errno.EINVAL, path)
+            st = self._stat(path)
+            if st.is_dir():
+                raise_errno(errno.EISDIR, path)
+            with tempfile.TemporaryFile(prefix="aviary-ftp-") as stage:
+                if length > 0:
+                    self._fetch(path, stage)
+                    stage.truncate(length)
+                    end = stage.seek(0, os.SEEK_END)
+                    stage.write(b"\0" * (length - end))
+                self._store(path, stage)
+
+    # -- whole files (the get/put model, without a handle) ---------------------------------------
+
+    def read_file(self, path: str, chunk: int = 1 << 20) -> bytes:
+        """RETR: the whole file over one data connection."""
+        with self.counters.operation("getfile"):
+            data, reply = self.session.download("RETR", path)
+            if data is None:
+                self._fail(self._diagnose(interview.after_failed_read, path), path)
+            assert data is not None
+            if not reply.ok:
+                raise OSError(errno.EIO, f"{self.describe()}: RETR {path}: {reply}")
+            return data
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o666, chunk: int = 1 << 20) -> None:
+        """STOR: create or replace a file over one data connection."""
+        with self.counters.operation("putfile"), tempfile.SpooledTemporaryFile(1 << 22) as stage:
+            stage.write(data)
+            self._store(path, stage)  # type: ignore[arg-type]
+            self._fix_mode(path, mode, _DEFAULT_FILE_MODE)
+
+    # -- the namespace ---------------------------------------------------------------------------
+
+    def _list(self, path: str) -> list[Listed]:
+        """The entries of a directory (never "." or ".."); a refusal raises the interviewed errno."""
+        if self.listing_method == "MLSD":
+            data, reply = self.session.download("MLSD", path)
+            parse = parse_mlsx_line
+        else:
+            # LIST of a file or of a missing name "succeeds" on vsftpd: ask first. (Not
+            # with CWD: vsftpd's STAT misreads names once its working directory is removed.)
+            found = self._lookup(path)
+            if found is None or found.type is not FileType.DIRECTORY:
+                self._fail(self._diagnose(interview.after_failed_listing, path), path)
+            data, reply = self.session.download("LIST", f"-a {path}")
+            parse = parse_list_line
+        if data is None or not reply.ok:
+            self._fail(self._diagnose(interview.after_failed_listing, path), path)
+        assert data is not None
+        entries = []
+        for raw in data.split(b"\n"):
+            line = raw.removesuffix(b"\r").decode("utf-8", "surrogateescape")
+            if not line or line.startswith("total "):
+                continue
+            entry = parse(line)
+            if entry is None:
+                raise OSError(
+                    errno.EIO, f"{self.describe()}: unreadable listing line {line[:120]!r}", path
+                )
+            if entry.name in (".", "..") or entry.facts.get("type", "").lower() in ("cdir", "pdir"):
+                continue
+            if "/" in entry.name:  # MLSD of a plain file names the file itself
+                raise_errno(errno.ENOTDIR, path)
+            entries.append(entry)
+        return entries
+
+    def readdir(self, path: str) -> list[DirEntry]:
+        with self.counters.operation("readdir"):
+            return [DirEntry(e.name, e.type) for e in self._list(path)]
+
+    def mkdir(self, path: str, mode: int = 0o777) -> None:
+        with self.counters.operation("mkdir"):
+            reply = self._ask("MKD", path)
+            if reply.code != 257:
+                self._fail(self._diagnose(interview.after_failed_mkdir, path), path)
+            self._fix_mode(path, mode, _DEFAULT_DIR_MODE)
+
+    def rmdir(self, path: str) -> None:
+        with self.counters.operation("rmdir"):
+            if not self._ask("RMD", path).ok:
+                self._fail(self._diagnose(interview.after_failed_rmdir, path), path)
+
+    def unlink(self, path: str) -> None:
+        with self.counters.operation("unlink"):
+            open_here = [e for e in self._files.values() if e.path == path and not e.orphan]
+            for entry in open_here:  # keep what open handles see: POSIX keeps the inode alive
+                if entry.stage is None and not entry.is_dir:
+                    entry.stage = tempfile.TemporaryFile(prefix="aviary-ftp-")  # noqa: SIM115
+                    self._fetch(path, entry.stage)
+            if not self._ask("DELE", path).ok:
+                self._fail(self._diagnose(interview.after_failed_unlink, path), path)
+            for entry in open_here:
+                entry.orphan = True
+
+    def rename(self, old: str, new: str) -> None:
+        with self.counters.operation("rename"):
+            if old.rstrip("/") == new.rstrip("/"):
+                self._stat(old)  # rename(x, x) does nothing, if x exists
+                return
+            if self._ask("RNFR", old).code != 350 or not self._ask("RNTO", new).ok:
+                self._fail(self._diagnose(interview.after_failed_rename, old, new), old, new)
+            prefix = old.rstrip("/") + "/"
+            for entry in self._files.values():  # open handles follow their file
+                if entry.path == old:
+                    entry.path = new
+                elif entry.path.startswith(prefix):
+                    entry.path = new.rstrip("/") + "/" + entry.path[len(prefix) :]
+
+    def link(self, old: str, new: str) -> None:
+        with self.counters.operation("link"):
+            self._fail(self._diagnose(_no_link, old, new), old, new)
+
+    def symlink(self, target: str, linkpath: str) -> None:
+        with self.counters.operation("symlink"):
+            self._fail(self._diagnose(_no_symlink, linkpath), linkpath)
+
+    def readlink(self, path: str) -> str:
+        with self.counters.operation("readlink"):
+            self._stat(path)
+            raise OSError(errno.EINVAL, "FTP shows no symbolic links: not a link", path)
+
+
+def _no_link(witness: interview.Witness, old: str, new: str) -> int:
+    return interview.after_failed_link(witness, old, new, errno.EPERM)
+
+
+def _no_symlink(witness: interview.Witness, linkpath: str) -> int:
+    return interview.after_failed_link(witness, None, linkpath, errno.EPERM)
