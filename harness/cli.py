@@ -7,6 +7,7 @@
     aviary bench micro|andrew      interposition overhead; the Andrew-like benchmark
     aviary conformance table       Figure 5 from the conformance results
     aviary simulate andrew|sp5|sweep   calibrated simpy models at any scale and distance
+    aviary faultnet matrix|proxy|kernel    faults between client and server
     aviary gate [--update]         compare the results with the committed baseline
     aviary report [--quick|--full] regenerate the seeds' tables, measured and simulated
 
@@ -42,9 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("servers", help="list the real servers aviary can start here")
     _add_bench_parser(sub)
     _add_conformance_parsers(sub)
+    from faultnet.cli import add_faultnet_parser
     from harness.sim.cli import add_simulate_parser
 
     add_simulate_parser(sub)
+    add_faultnet_parser(sub)
     _add_report_parser(sub)
     return parser
 
@@ -425,6 +428,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run_servers(args)
         if args.command == "bench":
             return _run_bench(args)
+        if args.command == "faultnet":
+            from faultnet.cli import run_faultnet
+
+            return run_faultnet(args)
         if args.command == "simulate":
             from harness.sim.cli import run_simulate
 

@@ -180,20 +180,52 @@ class RunningServer:
         except OSError:
             return "(no log)"
 
+    def restart(self, *, kill_signal: int = signal.SIGTERM, timeout: float = START_TIMEOUT) -> None:
+        """End the server process with ``kill_signal`` (SIGKILL: a crash) and start it
+        again on the same port over the same data directory; its clients' connections die.
+
+        Raises:
+            ServerError: it did not come back within ``timeout`` (the port may still be held).
+        """
+        if self._stopped:
+            raise ServerError(f"{self.spec.key} on port {self.port} was stopped, not restartable")
+        self._end_processes(kill_signal)
+        ctx = ServerContext(self.base, self.data_dir, self.state_dir, self.port, self.as_user)
+        deadline = time.monotonic() + timeout
+        while True:  # the old process's listening socket may linger a moment
+            self.process = _launch(self.spec, ctx)
+            try:
+                _wait_until_ready(self, deadline)
+                return
+            except ServerError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
     def stop(self) -> None:
         """Stop the server and its children by PID, then remove its files."""
         if self._stopped:
             return
         self._stopped = True
+        self._end_processes(signal.SIGTERM)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def _end_processes(self, first_signal: int) -> None:
         children = child_pids(self.pid)
+        # The server leads its own process group (start_new_session): children
+        # that outlived a crashed parent were reparented but are still in it.
         for pid in [self.pid, *children]:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, first_signal)
+        # A process stopped by SIGSTOP (faultnet freezes servers) acts on it once continued.
+        for sig in (first_signal, signal.SIGCONT):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, sig)
         try:
             self.process.wait(timeout=STOP_GRACE)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
             self.process.wait(timeout=STOP_GRACE)
         deadline = time.monotonic() + STOP_GRACE
         for pid in children:
@@ -202,7 +234,6 @@ class RunningServer:
             if pid_alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(self.base, ignore_errors=True)
 
     def __enter__(self) -> RunningServer:
         return self
@@ -315,13 +346,27 @@ def _start_once(spec: ServerSpec, as_user: str | None, timeout: float) -> Runnin
     ctx.data.mkdir()
     ctx.state.mkdir()
     spec.prepare(ctx)
-    log = open(ctx.state / "out.log", "wb")  # noqa: SIM115 - handed to the child
+    process = _launch(spec, ctx)
+    server = RunningServer(
+        spec, LOOPBACK, ctx.port, base, ctx.data, ctx.state, process, as_user, spec.client_env(ctx)
+    )
+    try:
+        _wait_until_ready(server, time.monotonic() + timeout)
+    except ServerError:
+        server.stop()
+        raise
+    return server
+
+
+def _launch(spec: ServerSpec, ctx: ServerContext) -> subprocess.Popen[bytes]:
+    """Run the server's command in its own session, output appended to ``state/out.log``."""
+    log = open(ctx.state / "out.log", "ab")  # noqa: SIM115 - handed to the child
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH", "")]
     )
     try:
-        process = subprocess.Popen(
+        return subprocess.Popen(
             spec.command(ctx),
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -332,24 +377,25 @@ def _start_once(spec: ServerSpec, as_user: str | None, timeout: float) -> Runnin
         )
     finally:
         log.close()
-    server = RunningServer(
-        spec, LOOPBACK, ctx.port, base, ctx.data, ctx.state, process, as_user, spec.client_env(ctx)
-    )
-    deadline = time.monotonic() + timeout
+
+
+def _wait_until_ready(server: RunningServer, deadline: float) -> None:
+    """Wait until the server answers its probe; ServerError if it died or the deadline passed."""
+    spec, process = server.spec, server.process
     while True:
         if process.poll() is not None:
-            tail = server.log_tail()
-            server.stop()
-            raise ServerError(f"{spec.key} exited with status {process.returncode}: {tail}")
+            raise ServerError(
+                f"{spec.key} exited with status {process.returncode}: {server.log_tail()}"
+            )
         try:
-            spec.probe(LOOPBACK, ctx.port, 2.0)
-            return server
+            spec.probe(LOOPBACK, server.port, 2.0)
+            return
         except (OSError, ServerError) as exc:
             if time.monotonic() > deadline:
-                tail = server.log_tail()
-                server.stop()
+                # Not ours to leave running: end it before saying so.
+                server._end_processes(signal.SIGTERM)
                 raise ServerError(
-                    f"{spec.key} did not answer on port {ctx.port} within {timeout:g} s: {exc}; log: {tail}"
+                    f"{spec.key} did not answer on port {server.port}: {exc}; log: {server.log_tail()}"
                 ) from None
             time.sleep(0.02)
 

@@ -1,12 +1,19 @@
-"""The Chirp driver: a blocking socket shell around :class:`ChirpConnection`.
+"""The Chirp driver: the driver interface, one Chirp request per operation.
 
-One driver object holds one TCP connection to one server, opened lazily by
-the first operation (which is charged with it in the counters). Every wait on
-the network has a deadline (``timeout``); a refused, reset or silent
-connection surfaces as ECONNREFUSED, ECONNRESET or ETIMEDOUT, and the next
-operation opens a fresh connection. Chirp file descriptors live and die with
-their connection, so handles from a lost connection answer EBADF until
-recovery (reconnect, reopen, verify the inode) lands with faultnet.
+The connection, its deadlines and recovery after a broken connection live in
+the I/O shell (``_shell.py``, decisions in ``_recovery.py``): a call made
+here either returns what the server said, raises the server's errno, raises
+ESTALE for a handle whose file changed while the connection was down, or
+raises the connection's error once recovery has given up (at once when it is
+disabled: ``recovery=0`` or ``AVIARY_CHIRP_RECOVERY=0``; handles then die
+with their connection and answer EBADF, as a Chirp descriptor does).
+
+Replays after an unknown outcome are safe: Chirp's data calls name their
+offset (pwrite at an offset twice leaves the same bytes), an append-mode
+write is checked against the file's tail before it is sent again, putfile
+replaces the whole file, and the namespace calls that are not idempotent
+map the error a replay gets when the first copy was applied back to success
+(``_recovery.APPLIED_IF_REPLAYED``; ``open`` with O_EXCL is left honest).
 
 What Chirp cannot say, this driver does not pretend: times have whole-second
 resolution (sub-second parts are dropped on utimens), ``O_NOFOLLOW`` and
@@ -18,14 +25,11 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from contextlib import suppress
 from typing import Self
 
-from drivers._interface import DirEntry, Driver, FileType, Handle, StatFS, StatResult, raise_errno
+from drivers._interface import DirEntry, FileType, Handle, StatFS, StatResult, raise_errno
 from drivers._url import Location
 from drivers.chirp._codec import (
     CHIRP_PORT,
@@ -33,18 +37,10 @@ from drivers.chirp._codec import (
     LINE_MAX,
     MAX_BUFFER_SIZE,
     PATH_MAX,
-    encode_path,
     errno_for_chirp_code,
     letters_from_flags,
 )
-from drivers.chirp._connection import BROKEN, READY, ChirpConnection
 from drivers.chirp._events import (
-    NEED_DATA,
-    AuthAgreed,
-    Authenticated,
-    AuthOffer,
-    AuthRefused,
-    ChallengeAnswer,
     ContinuePut,
     Data,
     Done,
@@ -52,37 +48,23 @@ from drivers.chirp._events import (
     Failure,
     ListReply,
     LongListReply,
-    ProtocolError,
     PutData,
     Reply,
     Request,
     StatFSReply,
     StatReply,
-    UnixChallenge,
 )
+from drivers.chirp._recovery import OpenFile
+from drivers.chirp._shell import DEFAULT_AUTH_METHODS, ChirpShell, _Broken
 
 __all__ = ["DEFAULT_AUTH_METHODS", "ChirpDriver"]
 
-#: cctools' client order, less the methods that need Kerberos or Globus.
-DEFAULT_AUTH_METHODS: tuple[str, ...] = ("unix", "hostname", "address")
-SUPPORTED_AUTH_METHODS = frozenset(DEFAULT_AUTH_METHODS)
 #: Flags this driver can express or emulate; anything else is refused.
 _EMULATED_FLAGS = os.O_NOFOLLOW | os.O_DIRECTORY | os.O_DSYNC | os.O_DIRECT
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0)  # includes O_DIRECTORY's bit: test all bits
-_RECV_CHUNK = 1 << 20
 
 
-@dataclass(slots=True)
-class _OpenFile:
-    """What we remember of an open handle: enough to reopen it after a reconnect."""
-
-    path: str
-    flags: int
-    inode: int
-    generation: int
-
-
-class ChirpDriver(Driver):
+class ChirpDriver(ChirpShell):
     """A client of cctools' Chirp protocol (CCL dialect).
 
     Args:
@@ -90,35 +72,13 @@ class ChirpDriver(Driver):
         port: server port (9094 by default).
         auth_methods: methods to offer, in order; the first the server accepts wins.
         timeout: seconds to wait for any one network event.
+        recovery: seconds to spend reconnecting after a broken connection
+            (None: ``AVIARY_CHIRP_RECOVERY`` or 60; 0: fail at once).
     """
 
     name = "chirp"
     url_schemes = ("chirp",)
     default_port = CHIRP_PORT
-
-    def __init__(
-        self,
-        host: str,
-        port: int = CHIRP_PORT,
-        *,
-        auth_methods: Sequence[str] = DEFAULT_AUTH_METHODS,
-        timeout: float = 30.0,
-    ) -> None:
-        super().__init__()
-        unknown = [m for m in auth_methods if m not in SUPPORTED_AUTH_METHODS]
-        if unknown or not auth_methods:
-            raise ValueError(
-                f"unsupported chirp auth method(s) {unknown or '(none)'}; "
-                f"choose from {', '.join(sorted(SUPPORTED_AUTH_METHODS))}"
-            )
-        self.host = host
-        self.port = port
-        self.auth_methods = tuple(auth_methods)
-        self.timeout = timeout
-        self._sock: socket.socket | None = None
-        self._conn: ChirpConnection | None = None
-        self._generation = 0
-        self._files: dict[int, _OpenFile] = {}
 
     @classmethod
     def from_location(cls, location: Location, *, timeout: float = 30.0) -> Self:
@@ -131,161 +91,6 @@ class ChirpDriver(Driver):
             else DEFAULT_AUTH_METHODS
         )
         return cls(location.host, location.port or CHIRP_PORT, auth_methods=auth, timeout=timeout)
-
-    def describe(self) -> str:
-        return f"chirp://{self.host}:{self.port}"
-
-    @property
-    def subject(self) -> str | None:
-        """Who the server thinks we are (``address:127.0.0.1``), once connected."""
-        if self._conn is None or self._conn.subject is None:
-            return None
-        return f"{self._conn.method}:{self._conn.subject}"
-
-    # -- the I/O shell -------------------------------------------------------------------
-
-    def close_driver(self) -> None:
-        self._disconnect()
-
-    def _disconnect(self) -> None:
-        sock, self._sock, self._conn = self._sock, None, None
-        self._files.clear()
-        if sock is not None:
-            with suppress(OSError):
-                sock.close()
-
-    def _connection(self) -> tuple[socket.socket, ChirpConnection]:
-        if self._sock is not None and self._conn is not None and self._conn.state is READY:
-            return self._sock, self._conn
-        self._disconnect()
-        try:
-            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
-        except TimeoutError:
-            raise_errno(errno.ETIMEDOUT, f"{self.host}:{self.port}")
-        except (socket.gaierror, UnicodeError):
-            raise OSError(
-                errno.EHOSTUNREACH, f"cannot resolve chirp server {self.host!r}"
-            ) from None
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.counters.connection_opened()
-        self._generation += 1
-        self._sock, self._conn = sock, ChirpConnection()
-        try:
-            self._authenticate(sock, self._conn)
-        except BaseException:
-            self._disconnect()
-            raise
-        return sock, self._conn
-
-    def _authenticate(self, sock: socket.socket, conn: ChirpConnection) -> None:
-        for method in self.auth_methods:
-            self._send(sock, conn, AuthOffer(method))
-            event = self._receive(sock, conn)
-            if isinstance(event, AuthRefused):
-                continue
-            assert isinstance(event, AuthAgreed), event
-            event = self._receive(sock, conn)
-            if isinstance(event, UnixChallenge):
-                event = self._answer_unix_challenge(sock, conn, event.path)
-            if isinstance(event, Authenticated):
-                return
-            assert isinstance(event, AuthRefused), event
-        raise OSError(
-            errno.EACCES,
-            f"chirp server {self.host}:{self.port} refused auth methods {', '.join(self.auth_methods)}",
-        )
-
-    def _answer_unix_challenge(
-        self, sock: socket.socket, conn: ChirpConnection, path: str
-    ) -> Event:
-        try:
-            fd = os.open(
-                path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_SYNC | os.O_NOCTTY, 0o600
-            )
-        except OSError:
-            # The challenge is on the server's filesystem, which we do not share.
-            self._send(sock, conn, ChallengeAnswer(created=False))
-            return AuthRefused("unix")
-        os.close(fd)
-        try:
-            self._send(sock, conn, ChallengeAnswer(created=True))
-            return self._receive(sock, conn)
-        finally:
-            with suppress(OSError):
-                os.unlink(path)
-
-    def _send(self, sock: socket.socket, conn: ChirpConnection, event: Event) -> None:
-        data = conn.send(event)
-        try:
-            sock.sendall(data)
-        except TimeoutError:
-            self._disconnect()
-            raise_errno(errno.ETIMEDOUT, self.describe())
-        except OSError as exc:
-            self._disconnect()
-            raise OSError(
-                exc.errno or errno.ECONNRESET, f"chirp {self.describe()}: {exc.strerror}"
-            ) from None
-        self.counters.sent(len(data))
-
-    def _receive(self, sock: socket.socket, conn: ChirpConnection) -> Event:
-        while True:
-            try:
-                event = conn.next_event()
-            except ProtocolError as exc:
-                self._disconnect()
-                raise OSError(exc.errno_hint, f"chirp {self.describe()}: {exc}") from None
-            if event is not NEED_DATA:
-                return event
-            try:
-                data = sock.recv(_RECV_CHUNK)
-            except TimeoutError:
-                self._disconnect()
-                raise OSError(
-                    errno.ETIMEDOUT, f"chirp {self.describe()}: no reply within {self.timeout:g} s"
-                ) from None
-            except OSError as exc:
-                self._disconnect()
-                raise OSError(
-                    exc.errno or errno.ECONNRESET, f"chirp {self.describe()}: {exc.strerror}"
-                ) from None
-            self.counters.received(len(data))
-            conn.receive_data(data)
-
-    def _call(self, request: Request, path: str | None = None) -> Event:
-        """One round trip: send ``request``, return its reply; failures raise OSError."""
-        if len(request.line) >= LINE_MAX:
-            raise_errno(errno.ENAMETOOLONG, path)
-        sock, conn = self._connection()
-        self._send(sock, conn, request)
-        event = self._receive(sock, conn)
-        self.counters.round_trip()
-        if isinstance(event, Failure):
-            raise_errno(errno_for_chirp_code(event.code), path)
-        return event
-
-    def _simple(self, line: str, path: str | None = None) -> int:
-        event = self._call(Request(line), path)
-        assert isinstance(event, Done), event
-        return event.value
-
-    @contextmanager
-    def _op(self, name: str) -> Iterator[None]:
-        with self.counters.operation(name):
-            yield
-
-    @staticmethod
-    def _path(path: str) -> str:
-        encoded = encode_path(path)
-        if len(encoded) >= PATH_MAX:
-            raise_errno(errno.ENAMETOOLONG, path)
-        return encoded
-
-    def _fd(self, handle: Handle) -> int:
-        entry = self._files.get(int(handle))
-        if entry is None or entry.generation != self._generation or self._conn is None:
-            raise_errno(errno.EBADF)
-        return int(handle)
 
     # -- metadata ---------------------------------------------------------------------------
 
@@ -304,8 +109,10 @@ class ChirpDriver(Driver):
 
     def fstat(self, handle: Handle) -> StatResult:
         with self._op("fstat"):
-            event = self._call(Request(f"fstat {self._fd(handle)}", Reply.STAT))
+            self._entry(handle)
+            event = self._call(lambda: Request(f"fstat {self._fd(handle)}", Reply.STAT))
             assert isinstance(event, StatReply), event
+            self._entry(handle).observed(event.stat, time.time())
             return event.stat
 
     def access(self, path: str, mode: int) -> None:
@@ -343,33 +150,57 @@ class ChirpDriver(Driver):
             if flags & os.O_DSYNC and "s" not in letters:
                 letters += "s"
             line = f"open {self._path(path)} {letters} {mode & 0o7777}"
+            # A replayed open is idempotent except with O_EXCL, whose EEXIST
+            # after an unknown outcome is reported as is (see _recovery).
             event = self._call(Request(line, Reply.STAT), path)
             assert isinstance(event, StatReply), event
-            fd = event.value
-            self._files[fd] = _OpenFile(path, flags, event.stat.st_ino, self._generation)
-            if flags & os.O_DIRECTORY and not event.stat.is_dir():
-                self._close_quietly(fd)
+            handle = self._next_handle
+            self._next_handle += 1
+            st = event.stat
+            entry = OpenFile(
+                path, flags, letters, mode & 0o7777, event.value, self._generation,
+                st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns,
+            )  # fmt: skip
+            entry.observed(st, time.time())
+            self._files[handle] = entry
+            if flags & os.O_DIRECTORY and not st.is_dir():
+                self._close_quietly(Handle(handle))
                 raise_errno(errno.ENOTDIR, path)
-            return Handle(fd)
+            return Handle(handle)
 
-    def _close_quietly(self, fd: int) -> None:
-        self._files.pop(fd, None)
+    def _close_quietly(self, handle: Handle) -> None:
         with suppress(OSError):
-            self._simple(f"close {fd}")
+            self._close(handle)
+
+    def _close(self, handle: Handle) -> None:
+        entry = self._files.pop(int(handle), None)
+        if entry is None:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        if entry.stale is not None or entry.generation != self._generation or self._conn is None:
+            return  # its descriptor died with its connection, or was closed at reopen
+        try:
+            event = self._round_trip(Request(f"close {entry.fd}"))
+        except _Broken:
+            return  # the server closes every descriptor of a connection it lost
+        if isinstance(event, Failure):
+            raise_errno(errno_for_chirp_code(event.code))
 
     def close(self, handle: Handle) -> None:
+        """Close a handle; a stale handle, or one whose connection broke, closes quietly."""
         with self._op("close"):
-            fd = self._fd(handle)
-            del self._files[fd]
-            self._simple(f"close {fd}")
+            self._close(handle)
 
     def pread(self, handle: Handle, size: int, offset: int) -> bytes:
         with self._op("pread"):
             if size < 0 or offset < 0:
                 raise_errno(errno.EINVAL)
+            self._entry(handle)
             size = min(size, MAX_BUFFER_SIZE)
-            request = Request(f"pread {self._fd(handle)} {size} {offset}", Reply.BYTES, limit=size)
-            event = self._call(request)
+            event = self._call(
+                lambda: Request(
+                    f"pread {self._fd(handle)} {size} {offset}", Reply.BYTES, limit=size
+                )
+            )
             assert isinstance(event, Data), event
             return event.data
 
@@ -377,29 +208,61 @@ class ChirpDriver(Driver):
         with self._op("pwrite"):
             if offset < 0:
                 raise_errno(errno.EINVAL)
-            fd = self._fd(handle)
+            entry = self._entry(handle)
             total = 0
             view = memoryview(data)
             while True:  # one request per 16 MiB; a zero-byte write still asks the server
                 piece = bytes(view[total : total + MAX_BUFFER_SIZE])
-                line = f"pwrite {fd} {len(piece)} {offset + total}"
-                written = self._pwrite_piece(Request(line, payload=piece))
+                written = self._pwrite_piece(handle, entry, piece, offset + total)
                 total += written
                 if written < len(piece) or total >= len(data):
                     return total
 
-    def _pwrite_piece(self, request: Request) -> int:
-        event = self._call(request)
+    def _written(self, entry: OpenFile) -> None:
+        """We change this file: through every handle on it, its size is ours to expect."""
+        for other in self._files.values():
+            if other.inode == entry.inode:
+                other.dirty = True
+
+    def _pwrite_piece(self, handle: Handle, entry: OpenFile, piece: bytes, offset: int) -> int:
+        self._written(entry)
+
+        def build() -> Request:
+            return Request(f"pwrite {self._fd(handle)} {len(piece)} {offset}", payload=piece)
+
+        # At an offset a replay rewrites the same bytes in the same place. In
+        # append mode the server ignores the offset, so a replay would append
+        # twice: look at the file's tail first.
+        check = (lambda: self._appended_already(handle, piece)) if "a" in entry.letters else None
+        event = self._call(build, before_replay=check)
         assert isinstance(event, Done), event
         return event.value
 
+    def _appended_already(self, handle: Handle, piece: bytes) -> Event | None:
+        """Done(len) if the file already ends with ``piece``, else None (send it again).
+
+        A file that legitimately ended with the same bytes before our append is
+        taken for our own append: a known false positive, documented here.
+        """
+        fd = self._fd(handle)
+        event = self._round_trip(Request(f"fstat {fd}", Reply.STAT))
+        if not isinstance(event, StatReply) or event.stat.st_size < len(piece) or not piece:
+            return None
+        start = event.stat.st_size - len(piece)
+        tail = self._round_trip(
+            Request(f"pread {fd} {len(piece)} {start}", Reply.BYTES, limit=len(piece))
+        )
+        return Done(len(piece)) if isinstance(tail, Data) and tail.data == piece else None
+
     def fsync(self, handle: Handle) -> None:
         with self._op("fsync"):
-            self._simple(f"fsync {self._fd(handle)}")
+            self._entry(handle)
+            self._simple(lambda: f"fsync {self._fd(handle)}")
 
     def ftruncate(self, handle: Handle, length: int) -> None:
         with self._op("ftruncate"):
-            self._simple(f"ftruncate {self._fd(handle)} {length}")
+            self._written(self._entry(handle))
+            self._simple(lambda: f"ftruncate {self._fd(handle)} {length}")
 
     def truncate(self, path: str, length: int) -> None:
         with self._op("truncate"):
@@ -460,18 +323,26 @@ class ChirpDriver(Driver):
             return event.data
 
     def write_file(self, path: str, data: bytes, mode: int = 0o666, chunk: int = 1 << 20) -> None:
-        """putfile: create or replace a file in two round trips."""
+        """putfile: create or replace a file in two round trips (replayed whole after a break)."""
         with self._op("putfile"):
-            request = Request(f"putfile {self._path(path)} {mode & 0o7777} {len(data)}", Reply.PUT)
-            event = self._call(request, path)
-            assert isinstance(event, ContinuePut), event
-            sock, conn = self._sock, self._conn
-            assert sock is not None and conn is not None
-            self._send(sock, conn, PutData(data))
-            final = self._receive(sock, conn)
-            self.counters.round_trip()
-            if isinstance(final, Failure):
-                raise_errno(errno_for_chirp_code(final.code), path)
+            line = f"putfile {self._path(path)} {mode & 0o7777} {len(data)}"
+
+            def attempt(replay: bool) -> Event:
+                event = self._round_trip(Request(line, Reply.PUT))
+                if isinstance(event, Failure):
+                    raise_errno(errno_for_chirp_code(event.code), path)
+                assert isinstance(event, ContinuePut), event
+                sock, conn = self._sock, self._conn  # mid-putfile: not READY, but ours
+                assert sock is not None and conn is not None
+                self._send(sock, conn, PutData(data))
+                final = self._receive(sock, conn)
+                self.counters.round_trip()
+                if isinstance(final, Failure):
+                    raise_errno(errno_for_chirp_code(final.code), path)
+                assert isinstance(final, Done), final
+                return final
+
+            final = self._recovering(attempt)
             assert isinstance(final, Done), final
             if final.value != len(data):
                 raise OSError(errno.EIO, f"putfile stored {final.value} of {len(data)} bytes", path)
@@ -505,7 +376,3 @@ class ChirpDriver(Driver):
         """Delete a file or a whole tree on the server side."""
         with self._op("rmall"):
             self._simple(f"rmall {self._path(path)}", path)
-
-    @property
-    def connected(self) -> bool:
-        return self._conn is not None and self._conn.state is not BROKEN

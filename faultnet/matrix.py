@@ -1,0 +1,278 @@
+"""The fault matrix: fault kind x driver and server -> outcome and time to recover.
+
+Covers: for each fault and each target (a driver on a real server, with its
+recovery on, plus Chirp with recovery off for contrast), one session that
+writes, suffers the fault, and writes again. The outcome is ``completed``
+(and then every acknowledged byte must be on the server), ``failed fast``
+(an OSError, with its errno, in bounded time) or ``hung`` (no answer within
+``HANG_LIMIT``, the thing a driver that claims recovery must never do).
+Written as JSON and as a Markdown table (``reports/faults.json``, ``.md``).
+
+Scenario of one cell (times in seconds)::
+
+    t=0       open /cell, write "before" at 0; acknowledged
+    t=0       the fault: kernel NAT forgets flows (idle or now), RST, partition,
+              server SIGKILL or SIGSTOP, or 100 ms latency each way
+    t=0       write "after" at 6, in a thread acting as the client
+    t=HEAL    the fault heals where it does (restart, SIGCONT, partition lifted)
+    t<=LIMIT  the write returns (completed / failed) or the cell is "hung"
+
+FTP is not in the matrix yet: its data connections go to ports that neither
+back-end relays (the relay carries one port), so faults would only reach the
+control connection; that needs a passive-port range relay.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from drivers import Handle
+from drivers.chirp import ChirpDriver
+from faultnet.backends import ProxyNet, crash, freeze, open_faultnet, restart, thaw
+from faultnet.faults import FaultKind
+from faultnet.kernel import KernelNet, _setns
+from harness.servers import RunningServer, start_server
+
+__all__ = ["CellResult", "Target", "render_markdown", "run_matrix", "write_reports"]
+
+TIMEOUT = 2.0  # seconds: the driver's deadline for one network wait
+BUDGET = 12.0  # seconds of recovery a driver may spend
+HEAL_AFTER = 3.0  # seconds until a healing fault heals (restart, SIGCONT, partition lifted)
+HANG_LIMIT = BUDGET + 3 * TIMEOUT  # seconds after which a write that has not returned "hung"
+IDLE = 1.0  # seconds: the NAT idle timeout of the idle-drop row
+DELAY = 0.1  # seconds each way in the delay row
+
+#: Which back-end carries each fault: the kernel's real NAT where TCP itself
+#: must meet the fault, the proxy where only timing matters.
+BACKEND_FOR: dict[FaultKind, str] = {
+    FaultKind.IDLE_NAT_DROP: "kernel",
+    FaultKind.SILENT_KILL: "kernel",
+    FaultKind.RST_KILL: "kernel",
+    FaultKind.SERVER_CRASH: "proxy",
+    FaultKind.SERVER_FREEZE: "proxy",
+    FaultKind.DELAY: "proxy",
+}
+EXTRA_ROWS = ("partition-3s",)  # a silent partition healed after HEAL_AFTER (kernel)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A column: a server and the driver's recovery budget."""
+
+    server: str  # "chirp/cctools"
+    recovery: float = BUDGET
+
+    @property
+    def label(self) -> str:
+        return self.server if self.recovery else f"{self.server} (recovery off)"
+
+
+DEFAULT_TARGETS = (
+    Target("chirp/cctools"),
+    Target("chirp/aviary"),
+    Target("chirp/cctools", recovery=0),
+)
+
+
+@dataclass
+class CellResult:
+    fault: str
+    target: str
+    backend: str
+    outcome: str  # completed | failed fast | hung | error
+    errno: str | None
+    seconds: float
+    acknowledged_bytes_kept: bool | None
+    detail: str = ""
+
+
+def _in_client(net: ProxyNet | KernelNet, fn: Callable[[], object], limit: float) -> list[object]:
+    """Run ``fn`` as the client (inside the client namespace for the kernel back-end).
+
+    Returns [result] or [exception], or [] when it did not return within ``limit``.
+    """
+    box: list[object] = []
+
+    def body() -> None:
+        try:
+            if isinstance(net, KernelNet):
+                _setns(net.pids["client"])
+            box.append(fn())
+        except BaseException as exc:  # reported as the cell's outcome
+            box.append(exc)
+
+    thread = threading.Thread(target=body, name="faultnet-matrix-client", daemon=True)
+    thread.start()
+    thread.join(limit)
+    if thread.is_alive():
+        return []
+    return box
+
+
+def _apply(fault: str, net: ProxyNet | KernelNet, server: RunningServer) -> Callable[[], None]:
+    """Inflict ``fault``; return what heals it (called HEAL_AFTER seconds later)."""
+    if fault == FaultKind.IDLE_NAT_DROP.value:
+        net.set_idle_timeout(IDLE)
+        time.sleep(IDLE + 1.5)  # idle past the NAT's timeout (whole seconds, lazily expired)
+        return lambda: None
+    if fault == FaultKind.SILENT_KILL.value:
+        net.silent_kill()
+        return lambda: None
+    if fault == FaultKind.RST_KILL.value:
+        net.rst_kill()
+        return lambda: None
+    if fault == FaultKind.SERVER_CRASH.value:
+        crash(server)
+        return lambda: restart(server)
+    if fault == FaultKind.SERVER_FREEZE.value:
+        freeze(server)
+        return lambda: thaw(server)
+    if fault == FaultKind.DELAY.value:
+        net.delay(DELAY)
+        return lambda: None
+    if fault == "partition-3s":
+        net.partition(silent=True)
+        return net.heal
+    raise ValueError(f"unknown fault {fault!r}")
+
+
+def run_cell(fault: str, backend: str, target: Target) -> CellResult:
+    """One session through one fault; see the module's scenario."""
+    server = start_server(target.server)
+    net = open_faultnet(backend, (server.host, server.port))
+    heal: Callable[[], None] = lambda: None  # noqa: E731
+    try:
+        net.up()
+        host, port = net.address
+        driver = ChirpDriver(
+            host, port, auth_methods=("address",), timeout=TIMEOUT, recovery=target.recovery
+        )
+        box = _in_client(net, lambda: _prepare(driver), HANG_LIMIT)
+        if not box or isinstance(box[0], BaseException):
+            raise RuntimeError(f"the session did not start: {box}")
+        handle = box[0]
+        assert isinstance(handle, int)
+        heal = _apply(fault, net, server)
+        healer = threading.Timer(HEAL_AFTER, heal)
+        healer.start()
+        started = time.monotonic()
+        box = _in_client(net, lambda: driver.pwrite(Handle(handle), b"after", 6), HANG_LIMIT)
+        seconds = time.monotonic() - started
+        healer.join()
+        heal = lambda: None  # noqa: E731 - healed
+        result = _judge(fault, backend, target, box, seconds, server)
+        _in_client(net, driver.close_driver, HANG_LIMIT)
+        return result
+    except Exception as exc:  # a cell that could not run says why, the matrix goes on
+        return CellResult(fault, target.label, backend, "error", None, 0.0, None, str(exc))
+    finally:
+        with _quietly():
+            heal()
+        thaw(server)
+        net.down()
+        server.stop()
+
+
+def _prepare(driver: ChirpDriver) -> int:
+    handle = driver.open("/cell", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    driver.pwrite(handle, b"before", 0)
+    return int(handle)
+
+
+def _judge(
+    fault: str,
+    backend: str,
+    target: Target,
+    box: list[object],
+    seconds: float,
+    server: RunningServer,
+) -> CellResult:
+    on_disk = (server.data_dir / "cell").read_bytes()
+    if not box:
+        return CellResult(fault, target.label, backend, "hung", None, seconds, None)
+    if isinstance(box[0], OSError):
+        code = errno.errorcode.get(box[0].errno or 0, str(box[0].errno))
+        kept = on_disk.startswith(b"before")
+        return CellResult(
+            fault, target.label, backend, "failed fast", code, seconds, kept, str(box[0])
+        )
+    if isinstance(box[0], BaseException):
+        return CellResult(fault, target.label, backend, "error", None, seconds, None, repr(box[0]))
+    kept = on_disk == b"beforeafter"
+    return CellResult(fault, target.label, backend, "completed", None, seconds, kept)
+
+
+class _quietly:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return True
+
+
+def run_matrix(
+    targets: tuple[Target, ...] = DEFAULT_TARGETS,
+    faults: tuple[str, ...] | None = None,
+    progress: Callable[[CellResult], None] = lambda cell: None,
+) -> list[CellResult]:
+    """Every fault against every target; one fresh server and back-end per cell."""
+    rows = faults or (*(f.value for f in FaultKind), *EXTRA_ROWS)
+    results = []
+    for fault in rows:
+        backend = (
+            BACKEND_FOR.get(FaultKind(fault), "kernel") if fault not in EXTRA_ROWS else "kernel"
+        )
+        for target in targets:
+            if backend == "kernel" and KernelNet.missing() is not None:
+                cell = CellResult(fault, target.label, backend, "error", None, 0.0, None,
+                                  f"kernel back-end unavailable: {KernelNet.missing()}")  # fmt: skip
+            else:
+                cell = run_cell(fault, backend, target)
+            progress(cell)
+            results.append(cell)
+    return results
+
+
+def render_markdown(results: list[CellResult]) -> str:
+    """Faults as rows, targets as columns, outcome and seconds in each cell."""
+    faults = list(dict.fromkeys(r.fault for r in results))
+    targets = list(dict.fromkeys(r.target for r in results))
+    cells = {(r.fault, r.target): r for r in results}
+    lines = [
+        f"Fault matrix: driver timeout {TIMEOUT:g} s, recovery budget {BUDGET:g} s, "
+        f"healing faults heal after {HEAL_AFTER:g} s, hung = no answer in {HANG_LIMIT:g} s.",
+        "",
+        "| fault (back-end) | " + " | ".join(targets) + " |",
+        "| --- | " + " | ".join("---" for _ in targets) + " |",
+    ]
+    for fault in faults:
+        row = []
+        for target in targets:
+            r = cells.get((fault, target))
+            if r is None:
+                row.append("")
+                continue
+            text = r.outcome if r.errno is None else f"{r.outcome} {r.errno}"
+            text += f", {r.seconds:.1f} s" if r.outcome != "error" else f": {r.detail[:60]}"
+            if r.acknowledged_bytes_kept is False:
+                text += ", LOST ACKNOWLEDGED BYTES"
+            row.append(text)
+        backend = next(r.backend for r in results if r.fault == fault)
+        lines.append(f"| {fault} ({backend}) | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(results: list[CellResult], out: Path) -> tuple[Path, Path]:
+    """``out``.json and ``out``.md (``reports/faults``)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out.with_suffix(".json"), out.with_suffix(".md")
+    json_path.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
+    md_path.write_text(render_markdown(results))
+    return json_path, md_path
