@@ -1,0 +1,629 @@
+"""The XRootD driver: POSIX calls through the ``XRootD`` Python bindings.
+
+URL: ``root://host:port//path`` (or ``xroot://``; port 1094 by default); the
+agent's prefix is ``/xrootd/HOST:PORT/path``, because ``/root`` is the home
+directory. Login is anonymous (whatever the server's security config allows).
+
+Every call passes a timeout to the bindings (whole seconds, rounded up), so
+nothing waits forever; an expired request is ETIMEDOUT. The bindings keep one
+pooled connection per server for the whole process; the driver counts one
+connection when it first uses its server. They expose no socket counters, so
+bytes are counted from the protocol's framing: a 24-byte request header plus
+the path and payload sent, an 8-byte response header plus the body received.
+
+Errors. The server answers ``[kXR code] Unable to <verb> <path>; <strerror>``.
+kXR_FSError (3005) alone stands for ENOTDIR, ENOTEMPTY, ELOOP and more, so the
+driver reads the server's strerror text (a Linux server's own words) and only
+falls back to the kXR code table, then to an interview, when the text is not
+one it knows.
+
+What XRootD cannot do, or does differently (measured against xrootd 5.5.3):
+
+- symlinks are invisible: the server follows them everywhere (stat, open,
+  listings), so lstat is stat, ``symlink``/``link``/``readlink`` fail with
+  ENOTSUP, ``O_NOFOLLOW`` cannot be honoured (ignored: there is no way to ask),
+  and a dangling symlink is ENOENT; a listing with stat information omits
+  dangling symlinks, so readdir lists names without stat (one round trip) and
+  types with stat (a second), and names only the first knows are UNKNOWN;
+- ``mkdir`` of an existing directory, ``rmdir`` of a missing one and ``rm``
+  of an empty directory succeed on the server, and create and rename make missing parent directories: the
+  driver stats first (the path, or the parent) and answers EEXIST, ENOENT,
+  ENOTDIR or EISDIR as Linux would (one more round trip each, not atomic);
+- the server lets one handle at a time have a file open for writing and then
+  refuses any other open of it (kXR_FileLocked): the driver's own handles on
+  one path share one server handle (reads and writes at explicit offsets, so
+  sharing is safe), but another client, or a new file under a name an open
+  file had before a rename, gets EBUSY;
+- directory listings are newline-separated text: a name holding a newline
+  breaks the listing (EIO);
+- ``utimens`` fails with ENOTSUP (the protocol cannot set times); chmod
+  carries the nine rwx bits only: setuid/setgid/sticky fail with ENOTSUP;
+- open has no "create if missing, keep if present": ``O_CREAT`` without
+  ``O_EXCL`` or ``O_TRUNC`` stats first (not atomic); ``O_TRUNC`` alone is an
+  open and a truncate; ``O_APPEND`` writes at the size fstat reports just
+  before (two round trips, not atomic against other writers); the server
+  refuses to open a directory, so a read-only open of one gives a handle
+  that only fstat and close accept (pread: EISDIR), as Linux would;
+- stat has whole-second times; ``st_nlink``, ``st_blksize`` and ``st_blocks``
+  are made up (named in ``synthesized``), as are uid/gid when the server's
+  owner names are unknown here; ino and dev come from the server's id;
+- statfs comes from the ``space`` query: block counts in 4 KiB units, inode
+  counts unknown (0).
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import importlib
+import math
+import os
+import posixpath
+import pwd
+import re
+import stat as stat_module
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any, Self
+
+from drivers._interface import DirEntry, Driver, FileType, Handle, StatFS, StatResult, raise_errno
+from drivers._url import Location
+
+__all__ = ["XROOTD_PORT", "XRootDDriver", "errno_for_status"]
+
+XROOTD_PORT = 1094
+REQUEST_HEADER = 24  # bytes: ClientRequestHdr
+RESPONSE_HEADER = 8  # bytes: ServerResponseHeader
+MAX_WRITE = 8 << 20  # bytes per kXR_write request
+_BLOCK = 4096
+_O_TMPFILE = getattr(os, "O_TMPFILE", 0)
+
+# StatInfo flags (XProtocol kXR_* stat flags).
+X_BIT_SET, IS_DIR, OTHER, OFFLINE, IS_READABLE, IS_WRITABLE = 1, 2, 4, 8, 16, 32
+
+#: kXR error codes -> errno, after XProtocol's own toErrno() table.
+ERRNO_BY_KXR: dict[int, int] = {
+    3000: errno.EINVAL,  # kXR_ArgInvalid
+    3001: errno.EINVAL,  # kXR_ArgMissing
+    3002: errno.ENAMETOOLONG,  # kXR_ArgTooLong
+    3003: errno.EBUSY,  # kXR_FileLocked: another handle has the file open for writing
+    3004: errno.EBADF,  # kXR_FileNotOpen
+    3005: errno.EIO,  # kXR_FSError: ambiguous, see the module docstring
+    3006: errno.EINVAL,  # kXR_InvalidRequest
+    3007: errno.EIO,  # kXR_IOError
+    3008: errno.ENOMEM,  # kXR_NoMemory
+    3009: errno.ENOSPC,  # kXR_NoSpace
+    3010: errno.EACCES,  # kXR_NotAuthorized
+    3011: errno.ENOENT,  # kXR_NotFound
+    3012: errno.EIO,  # kXR_ServerError
+    3013: errno.ENOTSUP,  # kXR_Unsupported
+    3014: errno.EHOSTUNREACH,  # kXR_noserver
+    3015: errno.ENOTBLK,  # kXR_NotFile
+    3016: errno.EISDIR,  # kXR_isDirectory
+    3017: errno.ECANCELED,  # kXR_Cancelled
+    3018: errno.EEXIST,  # kXR_ItExists
+    3021: errno.EDQUOT,  # kXR_overQuota
+    3025: errno.EROFS,  # kXR_fsReadOnly
+    3027: errno.ENODATA,  # kXR_AttrNotFound
+    3034: errno.ETIMEDOUT,  # kXR_ReqTimedOut
+}
+#: Client-side status codes of the bindings (XrdClStatus.hh) -> errno.
+ERRNO_BY_CLIENT_CODE: dict[int, int] = {
+    101: errno.ECONNREFUSED,  # errConnectionError... (and 10x socket errors)
+    103: errno.ECONNRESET,  # errSocketError
+    104: errno.ETIMEDOUT,  # errSocketTimeout
+    105: errno.ECONNRESET,  # errSocketDisconnected
+    108: errno.ECONNRESET,  # errStreamDisconnect
+    206: errno.ETIMEDOUT,  # errOperationExpired
+    207: errno.EINTR,  # errOperationInterrupted
+}
+#: A Linux server's strerror texts, lower-cased, -> errno.
+_ERRNO_BY_TEXT = {os.strerror(code).lower(): code for code in sorted(errno.errorcode, reverse=True)}
+_MESSAGE = re.compile(r"\[(\d+)\][^;]*;\s*(.+?)\s*$", re.S)
+
+
+def errno_for_status(status: Any) -> int:
+    """The errno an ``XRootDStatus`` means (0 when it is ambiguous: interview)."""
+    if status.code != 400:  # errErrorResponse: the server answered; anything else is ours
+        return ERRNO_BY_CLIENT_CODE.get(status.code, errno.EIO)
+    match = _MESSAGE.search(str(status.message))
+    if match:
+        code = _ERRNO_BY_TEXT.get(match.group(2).lower())
+        if code is not None:
+            return code
+    if status.errno == 3005:
+        return 0
+    return ERRNO_BY_KXR.get(status.errno, errno.EIO)
+
+
+def _process_umask() -> int:
+    """This process's umask, read without changing it (the server applies none)."""
+    with suppress(OSError, ValueError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return 0o022
+
+
+@dataclass(slots=True)
+class _Shared:
+    """One server handle, shared by every handle this driver opened on the same path.
+
+    Why: the server lets one handle at a time have a file open for writing, and then
+    refuses every other open of it, even for reading (kXR_FileLocked). A program that
+    reads a file it holds open for writing is ordinary; its handles share one.
+    """
+
+    file: Any  # XRootD.client.File
+    path: str  # the name it has now (renames through this driver move it)
+    writable: bool
+    refs: int = 1
+
+
+@dataclass(slots=True)
+class _OpenFile:
+    path: str
+    flags: int
+    shared: _Shared | None  # None: a directory opened read-only (fstat and close only)
+
+
+class XRootDDriver(Driver):
+    """A client of the XRootD protocol through the ``XRootD`` bindings (PyPI ``xrootd``).
+
+    Args:
+        host: server address.
+        port: server port (1094 by default).
+        timeout: seconds to wait for any one request (rounded up to whole seconds).
+    """
+
+    name = "xrootd"
+    url_schemes = ("root", "xroot")
+    service = "xrootd"
+    default_port = XROOTD_PORT
+
+    def __init__(self, host: str, port: int = XROOTD_PORT, *, timeout: float = 30.0) -> None:
+        super().__init__()
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self._seconds = max(1, math.ceil(timeout))
+        self._fs: Any = None
+        self._files: dict[int, _OpenFile] = {}
+        self._shared: dict[str, _Shared] = {}
+        self._next_handle = 3
+        self._umask = _process_umask()
+
+    @classmethod
+    def from_location(cls, location: Location, *, timeout: float = 30.0) -> Self:
+        if not location.host:
+            raise ValueError(f"xrootd URL needs a host: {location}")
+        return cls(location.host, location.port or XROOTD_PORT, timeout=timeout)
+
+    def describe(self) -> str:
+        return f"root://{self.host}:{self.port}"
+
+    def close_driver(self) -> None:
+        files, self._files, self._shared = self._files, {}, {}
+        shared = {id(e.shared): e.shared for e in files.values() if e.shared is not None}
+        for one in shared.values():
+            with suppress(Exception):
+                one.file.close(timeout=self._seconds)
+        self._fs = None  # the bindings keep the pooled connection; nothing else to free
+
+    # -- the I/O shell ---------------------------------------------------------------------------
+
+    def _filesystem(self) -> Any:
+        if self._fs is None:
+            self.counters.connection_opened()
+            self._fs = _client().FileSystem(f"root://{self.host}:{self.port}")
+        return self._fs
+
+    def _call(
+        self, method: Callable[..., Any], *args: Any, path: str | None = None, sent: int = 0
+    ) -> Any:
+        """One request: returns its response; a failure raises OSError (0: interview needed)."""
+        status, response = method(*args, timeout=self._seconds)
+        self.counters.round_trip()
+        self.counters.sent(REQUEST_HEADER + len(os.fsencode(path or "")) + sent)
+        self.counters.received(RESPONSE_HEADER + _body_size(response))
+        if not status.ok:
+            code = errno_for_status(status)
+            raise OSError(code, os.strerror(code) if code else str(status.message).strip(), path)
+        return response
+
+    def _checked(self, method: Callable[..., Any], *args: Any, path: str, why: str) -> Any:
+        try:
+            return self._call(method, *args, path=path)
+        except OSError as exc:
+            if exc.errno == 0:  # kXR_FSError with an unknown text: ask the server
+                raise_errno(self._interview(why, path), path)
+            raise
+
+    def _interview(self, why: str, path: str) -> int:
+        try:
+            info = self._call(self._filesystem().stat, path, path=path)
+        except OSError:
+            return errno.EIO
+        if why in ("rmdir", "readdir") and not info.flags & IS_DIR:
+            return errno.ENOTDIR
+        if why == "rmdir":
+            return errno.ENOTEMPTY
+        return errno.EIO
+
+    @contextmanager
+    def _op(self, name: str) -> Iterator[None]:
+        with self.counters.operation(name):
+            yield
+
+    def _url(self, path: str) -> str:
+        return f"root://{self.host}:{self.port}/{path}"
+
+    def _entry(self, handle: Handle) -> _OpenFile:
+        entry = self._files.get(int(handle))
+        if entry is None:
+            raise_errno(errno.EBADF)
+            raise AssertionError  # unreachable
+        return entry
+
+    # -- metadata ----------------------------------------------------------------------------------
+
+    def _to_stat(self, info: Any) -> StatResult:
+        synthesized = {"st_nlink", "st_blksize", "st_blocks"}
+        flags = int(info.flags)
+        kind = (
+            stat_module.S_IFDIR if flags & IS_DIR else stat_module.S_IFCHR if flags & OTHER else 0
+        ) or stat_module.S_IFREG
+        mode_text = getattr(info, "mode", "") or ""
+        if getattr(info, "extended", False) and mode_text:
+            perms = int(mode_text, 8)
+        else:  # an old server: only "readable/writable/executable by us" flags
+            perms = (0o444 if flags & IS_READABLE else 0) | (0o200 if flags & IS_WRITABLE else 0)
+            perms |= 0o111 if flags & X_BIT_SET else 0
+            synthesized.add("st_mode")
+        uid = _id_of(pwd.getpwnam, getattr(info, "owner", ""))
+        gid = _id_of(grp.getgrnam, getattr(info, "group", ""))
+        if uid is None:
+            synthesized.add("st_uid")
+        if gid is None:
+            synthesized.add("st_gid")
+        ident = int(info.id) if str(info.id).isdigit() else 0
+        mtime = int(info.modtime) * 1_000_000_000
+        times = {
+            name: int(getattr(info, name, 0) or 0) * 1_000_000_000 for name in ("atime", "ctime")
+        }
+        for name, value in times.items():
+            if not value:
+                times[name] = mtime
+                synthesized.add(f"st_{name}_ns")
+        size = int(info.size)
+        return StatResult(
+            st_mode=kind | perms,
+            st_ino=ident >> 32,  # the server's id is (st_ino << 32) | (st_dev & 0xffffffff)
+            st_dev=ident & 0xFFFFFFFF,
+            st_nlink=2 if flags & IS_DIR else 1,
+            st_uid=uid or 0,
+            st_gid=gid or 0,
+            st_size=size,
+            st_atime_ns=times["atime"],
+            st_mtime_ns=mtime,
+            st_ctime_ns=times["ctime"],
+            st_blksize=_BLOCK,
+            st_blocks=(size + 511) // 512,
+            synthesized=frozenset(synthesized),
+        )
+
+    def _stat(self, path: str) -> StatResult:
+        return self._to_stat(self._checked(self._filesystem().stat, path, path=path, why="stat"))
+
+    def stat(self, path: str) -> StatResult:
+        with self._op("stat"):
+            return self._stat(path)
+
+    def lstat(self, path: str) -> StatResult:
+        """The server follows symlinks: this is stat (see the module docstring)."""
+        with self._op("lstat"):
+            return self._stat(path)
+
+    def fstat(self, handle: Handle) -> StatResult:
+        with self._op("fstat"):
+            entry = self._entry(handle)
+            if entry.shared is None:
+                return self._stat(entry.path)
+            return self._to_stat(self._call(entry.shared.file.stat, True, path=entry.path))
+
+    def access(self, path: str, mode: int) -> None:
+        with self._op("access"):
+            info = self._checked(self._filesystem().stat, path, path=path, why="stat")
+            flags = int(info.flags)
+            wanted = {os.R_OK: IS_READABLE, os.W_OK: IS_WRITABLE, os.X_OK: X_BIT_SET}
+            if any(mode & bit and not flags & flag for bit, flag in wanted.items()):
+                raise_errno(errno.EACCES, path)
+
+    def statfs(self, path: str) -> StatFS:
+        with self._op("statfs"):
+            from XRootD.client.flags import QueryCode
+
+            reply = self._call(self._filesystem().query, QueryCode.SPACE, path, path=path)
+            text = reply.decode("ascii", "replace").rstrip("\0") if reply else ""
+            fields = dict(part.split("=", 1) for part in text.split("&") if "=" in part)
+            space = int(fields.get("oss.space", "0"))
+            free = int(fields.get("oss.free", "0"))
+            return StatFS(0, _BLOCK, space // _BLOCK, free // _BLOCK, free // _BLOCK, 0, 0)
+
+    def chmod(self, path: str, mode: int) -> None:
+        with self._op("chmod"):
+            if mode & 0o7000:
+                raise OSError(errno.ENOTSUP, "xrootd chmod carries rwx bits only", path)
+            self._checked(self._filesystem().chmod, path, mode & 0o777, path=path, why="chmod")
+
+    def utimens(self, path: str, times_ns: tuple[int, int] | None = None) -> None:
+        with self._op("utimens"):
+            raise OSError(errno.ENOTSUP, "the XRootD protocol cannot set file times", path)
+
+    # -- open files ------------------------------------------------------------------------------------
+
+    def open(self, path: str, flags: int, mode: int = 0o666) -> Handle:
+        with self._op("open"):
+            if flags & os.O_PATH or (_O_TMPFILE and flags & _O_TMPFILE == _O_TMPFILE):
+                raise OSError(errno.EINVAL, "xrootd cannot open with O_PATH or O_TMPFILE", path)
+            writing = flags & os.O_ACCMODE != os.O_RDONLY
+            if flags & os.O_DIRECTORY:
+                if not self._stat(path).is_dir():
+                    raise_errno(errno.ENOTDIR, path)
+                if writing:
+                    raise_errno(errno.EISDIR, path)
+                return self._remember(path, flags, None)
+            shared = self._shared.get(path)
+            updating = writing or bool(flags & (os.O_CREAT | os.O_TRUNC))
+            if shared is not None and updating and not shared.writable:
+                # Readers hold it: the server would refuse a writer, so reopen for update.
+                self._call(shared.file.close, path=path)
+                shared.file = self._open_file(path, flags & ~os.O_EXCL, 0o600, True)
+                shared.writable = True
+                shared.refs += 1
+                return self._remember(path, flags, shared)
+            if shared is not None:
+                if flags & os.O_CREAT and flags & os.O_EXCL:
+                    raise_errno(errno.EEXIST, path)
+                if flags & os.O_TRUNC:
+                    self._call(shared.file.truncate, 0, path=path)
+                shared.refs += 1
+                return self._remember(path, flags, shared)
+            file = self._open_file(path, flags, mode & ~self._umask & 0o777, writing)
+            if file is None:
+                return self._remember(path, flags, None)
+            shared = self._shared[path] = _Shared(file, path, updating)
+            return self._remember(path, flags, shared)
+
+    def _open_file(self, path: str, flags: int, mode: int, writing: bool) -> Any:
+        from XRootD.client.flags import OpenFlags
+
+        base = OpenFlags.UPDATE if writing or flags & (os.O_CREAT | os.O_TRUNC) else OpenFlags.READ
+        create = bool(flags & os.O_CREAT)
+        if create:  # the server makes missing parent directories on create: POSIX does not
+            self._parent_must_be_directory(path)
+        if create and flags & os.O_EXCL:
+            base |= OpenFlags.NEW
+        elif create and flags & os.O_TRUNC:
+            base |= OpenFlags.DELETE
+        elif create:  # no "create if missing" flag: ask first, then create or open
+            try:
+                self._checked(self._filesystem().stat, path, path=path, why="stat")
+            except FileNotFoundError:
+                base |= OpenFlags.NEW
+        self._filesystem()
+        file = _client().File()
+        try:
+            self._call(file.open, self._url(path), base, mode, path=path)
+        except IsADirectoryError:
+            if writing or flags & (os.O_CREAT | os.O_TRUNC):
+                raise
+            return None  # Linux opens a directory read-only; so do we, for fstat
+        if flags & os.O_TRUNC and not base & OpenFlags.DELETE:
+            self._call(file.truncate, 0, path=path)
+        return file
+
+    def _parent_must_be_directory(self, path: str) -> None:
+        """ENOENT or ENOTDIR (for ``path``) unless its parent is a directory: one round trip."""
+        parent = posixpath.dirname(path.rstrip("/")) or "/"
+        if parent == "/":
+            return
+        try:
+            found = self._stat(parent)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, path) from None
+        if not found.is_dir():
+            raise_errno(errno.ENOTDIR, path)
+
+    def _remember(self, path: str, flags: int, shared: _Shared | None) -> Handle:
+        number = self._next_handle
+        self._next_handle += 1
+        self._files[number] = _OpenFile(path, flags, shared)
+        return Handle(number)
+
+    def _forget_name(self, path: str) -> None:
+        """``path`` no longer names the file its shared handle has open."""
+        self._shared.pop(path, None)
+
+    def _move_names(self, old: str, new: str) -> None:
+        """A rename through this driver: shared handles follow their files."""
+        self._forget_name(new)
+        prefix = old.rstrip("/") + "/"
+        for key in [k for k in self._shared if k == old or k.startswith(prefix)]:
+            shared = self._shared.pop(key)
+            shared.path = new + key[len(old) :]
+            self._shared[shared.path] = shared
+
+    def _file_of(self, handle: Handle) -> tuple[_OpenFile, Any]:
+        entry = self._entry(handle)
+        if entry.shared is None:
+            raise_errno(errno.EISDIR, entry.path)
+            raise AssertionError  # unreachable
+        return entry, entry.shared.file
+
+    def close(self, handle: Handle) -> None:
+        with self._op("close"):
+            entry = self._entry(handle)
+            del self._files[int(handle)]
+            shared = entry.shared
+            if shared is not None:
+                shared.refs -= 1
+                if shared.refs > 0:
+                    return  # another handle still uses the server's handle
+                if self._shared.get(shared.path) is shared:
+                    del self._shared[shared.path]
+                self._call(shared.file.close, path=entry.path)
+
+    def pread(self, handle: Handle, size: int, offset: int) -> bytes:
+        with self._op("pread"):
+            if size < 0 or offset < 0:
+                raise_errno(errno.EINVAL)
+            entry, file = self._file_of(handle)
+            if entry.flags & os.O_ACCMODE == os.O_WRONLY:
+                raise_errno(errno.EBADF)
+            data: bytes = self._call(file.read, offset, size, path=entry.path) or b""
+            return data
+
+    def pwrite(self, handle: Handle, data: bytes, offset: int) -> int:
+        with self._op("pwrite"):
+            if offset < 0:
+                raise_errno(errno.EINVAL)
+            entry, file = self._file_of(handle)
+            if entry.flags & os.O_ACCMODE == os.O_RDONLY:
+                raise_errno(errno.EBADF)
+            if entry.flags & os.O_APPEND:  # no append mode in the protocol: write at the end
+                offset = int(self._call(file.stat, True, path=entry.path).size)
+            view = memoryview(data)
+            total = 0
+            while True:  # a zero-byte write still asks the server
+                piece = bytes(view[total : total + MAX_WRITE])
+                self._call(file.write, piece, offset + total, path=entry.path, sent=len(piece))
+                total += len(piece)
+                if total >= len(data):
+                    return total
+
+    def fsync(self, handle: Handle) -> None:
+        with self._op("fsync"):
+            entry, file = self._file_of(handle)
+            self._call(file.sync, path=entry.path)
+
+    def ftruncate(self, handle: Handle, length: int) -> None:
+        with self._op("ftruncate"):
+            if length < 0:
+                raise_errno(errno.EINVAL)
+            entry, file = self._file_of(handle)
+            self._call(file.truncate, length, path=entry.path)
+
+    def truncate(self, path: str, length: int) -> None:
+        with self._op("truncate"):
+            if length < 0:
+                raise_errno(errno.EINVAL, path)
+            self._checked(self._filesystem().truncate, path, length, path=path, why="truncate")
+
+    # -- the namespace --------------------------------------------------------------------------------
+
+    def readdir(self, path: str) -> list[DirEntry]:
+        with self._op("readdir"):
+            from XRootD.client.flags import DirListFlags
+
+            fs = self._filesystem()
+            names = self._checked(fs.dirlist, path, DirListFlags.NONE, path=path, why="readdir")
+            # A listing with stat omits dangling symlinks; the plain one keeps them.
+            typed = self._checked(fs.dirlist, path, DirListFlags.STAT, path=path, why="readdir")
+            kinds = {e.name: _kind(e.statinfo) for e in (typed.dirlist if typed else [])}
+            return [
+                DirEntry(e.name, kinds.get(e.name, FileType.UNKNOWN))
+                for e in (names.dirlist if names else [])
+                if e.name not in (".", "..")
+            ]
+
+    def mkdir(self, path: str, mode: int = 0o777) -> None:
+        with self._op("mkdir"):
+            from XRootD.client.flags import MkDirFlags
+
+            # The server says yes to mkdir of an existing directory: ask first.
+            try:
+                self._checked(self._filesystem().stat, path, path=path, why="stat")
+            except FileNotFoundError:
+                pass
+            else:
+                raise_errno(errno.EEXIST, path)
+            perms = mode & ~self._umask & 0o777
+            self._checked(
+                self._filesystem().mkdir, path, MkDirFlags.NONE, perms, path=path, why="mkdir"
+            )
+
+    def rmdir(self, path: str) -> None:
+        with self._op("rmdir"):
+            # The server says yes to rmdir of a missing directory: ask first.
+            if not self._stat(path).is_dir():
+                raise_errno(errno.ENOTDIR, path)
+            self._checked(self._filesystem().rmdir, path, path=path, why="rmdir")
+
+    def unlink(self, path: str) -> None:
+        with self._op("unlink"):
+            # The server's rm removes an empty directory: ask first, as unlink(2) must not.
+            if self._stat(path).is_dir():
+                raise_errno(errno.EISDIR, path)
+            self._checked(self._filesystem().rm, path, path=path, why="unlink")
+            self._forget_name(path)
+
+    def rename(self, old: str, new: str) -> None:
+        with self._op("rename"):
+            # The server makes the new name's missing parents; POSIX says ENOENT.
+            self._parent_must_be_directory(new)
+            self._checked(self._filesystem().mv, old, new, path=old, why="rename")
+            self._move_names(old, new)
+
+    def link(self, old: str, new: str) -> None:
+        with self._op("link"):
+            raise OSError(errno.ENOTSUP, "the XRootD protocol has no hard links", old)
+
+    def symlink(self, target: str, linkpath: str) -> None:
+        with self._op("symlink"):
+            raise OSError(errno.ENOTSUP, "the XRootD protocol cannot make symlinks", linkpath)
+
+    def readlink(self, path: str) -> str:
+        with self._op("readlink"):
+            raise OSError(
+                errno.ENOTSUP, "the XRootD server follows symlinks: none is visible", path
+            )
+
+
+def _client() -> Any:
+    """The bindings' client module, imported on first use (it starts threads on import)."""
+    return importlib.import_module("XRootD.client")
+
+
+def _id_of(lookup: Callable[[str], Any], name: str) -> int | None:
+    if not name:
+        return None
+    if name.isdigit():
+        return int(name)
+    try:
+        found: int = lookup(name)[2]
+    except KeyError:
+        return None
+    return found
+
+
+def _kind(info: Any) -> FileType:
+    if info is None:
+        return FileType.UNKNOWN
+    flags = int(info.flags)
+    if flags & IS_DIR:
+        return FileType.DIRECTORY
+    return FileType.UNKNOWN if flags & OTHER else FileType.REGULAR
+
+
+def _body_size(response: Any) -> int:
+    """The size of a reply body, as the protocol would carry it."""
+    if response is None:
+        return 0
+    if isinstance(response, bytes | bytearray):
+        return len(response)
+    entries = getattr(response, "dirlist", None)
+    if entries is not None:
+        return sum(len(e.name) + 1 + (64 if e.statinfo is not None else 0) for e in entries)
+    return 64  # a stat or locate reply: about one line of text

@@ -1,0 +1,224 @@
+"""The XRootD driver against Debian's xrootd server (anonymous, read-write, private config)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from drivers import Driver, FileType
+from drivers.xrootd import XRootDDriver, errno_for_status
+from harness.cli import main
+from harness.servers import RunningServer
+from tests.conftest import _start_or_skip
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module", autouse=True)
+def bindings_started() -> None:
+    """The bindings start their poller (pipes, epoll descriptors) once per process, on first
+    use; do that before the leak check takes its first look, so only real leaks show."""
+    server = _start_or_skip("root/xrootd")
+    try:
+        with server.driver(timeout=5) as driver:
+            driver.stat("/")
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def xrootd_server() -> Iterator[RunningServer]:
+    server = _start_or_skip("root/xrootd")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def xrd(xrootd_server: RunningServer) -> Iterator[Driver]:
+    driver = xrootd_server.driver(timeout=10)
+    try:
+        yield driver
+    finally:
+        driver.close_driver()
+
+
+def errno_name(call: Callable[[], object]) -> str | None:
+    try:
+        call()
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    return None
+
+
+def test_XRootDDriver_random_access_and_stat(xrd: Driver, xrootd_server: RunningServer) -> None:
+    xrd.write_file("/f", b"0123456789")
+    h = xrd.open("/f", os.O_RDWR)
+    try:
+        assert xrd.pread(h, 3, 4) == b"456"
+        assert xrd.pread(h, 3, 1) == b"123"
+        assert xrd.pwrite(h, b"XY", 12) == 2
+        assert xrd.pread(h, 100, 8) == b"89\0\0XY"
+        assert xrd.pread(h, 10, 100) == b""
+        assert xrd.fstat(h).st_size == 14  # asked of the server, not the size at open
+        xrd.ftruncate(h, 4)
+    finally:
+        xrd.close(h)
+    real = os.stat(xrootd_server.data_dir / "f")
+    st = xrd.stat("/f")
+    assert (st.st_size, st.st_ino, st.st_dev, st.st_mode, st.st_uid) == (
+        4,
+        real.st_ino,
+        real.st_dev,
+        real.st_mode,
+        real.st_uid,
+    )
+    assert {"st_nlink", "st_blocks"} <= st.synthesized
+    xrd.chmod("/f", 0o604)
+    assert os.stat(xrootd_server.data_dir / "f").st_mode & 0o777 == 0o604
+
+
+def test_XRootDDriver_open_flags_as_posix(xrd: Driver, xrootd_server: RunningServer) -> None:
+    xrd.write_file("/f", b"keep")
+    xrd.close(xrd.open("/f", os.O_WRONLY | os.O_CREAT))  # no O_TRUNC: kept
+    assert xrd.read_file("/f") == b"keep"
+    h = xrd.open("/f", os.O_WRONLY | os.O_APPEND)
+    xrd.pwrite(h, b"!", 0)
+    xrd.close(h)
+    assert xrd.read_file("/f") == b"keep!"
+    xrd.close(xrd.open("/f", os.O_WRONLY | os.O_TRUNC))
+    assert xrd.read_file("/f") == b""
+    xrd.mkdir("/d")
+    h = xrd.open("/d", os.O_RDONLY)  # Linux opens a directory read-only
+    assert xrd.fstat(h).is_dir()
+    assert errno_name(lambda: xrd.pread(h, 1, 0)) == "EISDIR"
+    xrd.close(h)
+
+
+ERRNO_CASES: dict[str, tuple[Callable[[Driver], object], str]] = {
+    "missing": (lambda d: d.stat("/nope"), "ENOENT"),
+    "create_under_missing": (lambda d: d.open("/nope/f", os.O_WRONLY | os.O_CREAT), "ENOENT"),
+    "create_under_file": (lambda d: d.open("/file/f", os.O_WRONLY | os.O_CREAT), "ENOTDIR"),
+    "open_directory_for_writing": (lambda d: d.open("/dir", os.O_WRONLY), "EISDIR"),
+    "readdir_of_file": (lambda d: d.readdir("/file"), "ENOTDIR"),
+    "component_is_file": (lambda d: d.stat("/file/child"), "ENOTDIR"),
+    "rmdir_not_empty": (lambda d: d.rmdir("/dir"), "ENOTEMPTY"),
+    "rmdir_missing": (lambda d: d.rmdir("/nope"), "ENOENT"),
+    "rmdir_file": (lambda d: d.rmdir("/file"), "ENOTDIR"),
+    "mkdir_exists": (lambda d: d.mkdir("/dir"), "EEXIST"),
+    "exclusive_create": (lambda d: d.open("/file", os.O_WRONLY | os.O_CREAT | os.O_EXCL), "EEXIST"),
+    "unlink_directory": (lambda d: d.unlink("/dir"), "EISDIR"),
+    "rename_file_onto_directory": (lambda d: d.rename("/file", "/dir"), "EISDIR"),
+    "rename_to_missing_parent": (lambda d: d.rename("/file", "/nope/file"), "ENOENT"),
+    "symlink_loop_made_on_the_server": (lambda d: d.stat("/loop"), "ELOOP"),
+    "dangling_symlink": (lambda d: d.stat("/dangling"), "ENOENT"),
+    "symlink": (lambda d: d.symlink("file", "/link"), "ENOTSUP"),
+    "link": (lambda d: d.link("/file", "/hard"), "ENOTSUP"),
+    "utimens": (lambda d: d.utimens("/file", None), "ENOTSUP"),
+    "chmod_setuid": (lambda d: d.chmod("/file", 0o4755), "ENOTSUP"),
+}
+
+
+def test_XRootDDriver_errno_names(xrd: Driver, xrootd_server: RunningServer) -> None:
+    xrd.mkdir("/dir")
+    xrd.write_file("/dir/inside", b"")
+    xrd.write_file("/file", b"")
+    os.symlink("loop", xrootd_server.data_dir / "loop")  # XRootD cannot make symlinks
+    os.symlink("nowhere", xrootd_server.data_dir / "dangling")
+    got = {case: errno_name(lambda c=call: c(xrd)) for case, (call, _) in ERRNO_CASES.items()}
+    assert got == {case: expected for case, (_, expected) in ERRNO_CASES.items()}
+    assert not (xrootd_server.data_dir / "nope").exists()  # nothing made behind our back
+
+
+def test_XRootDDriver_one_writer_per_file(xrd: Driver, xrootd_server: RunningServer) -> None:
+    """Our own handles on one file share the server's handle; another client gets EBUSY."""
+    xrd.write_file("/f", b"")
+    reader = xrd.open("/f", os.O_RDONLY)
+    writer = xrd.open("/f", os.O_RDWR)
+    again = xrd.open("/f", os.O_RDONLY)
+    xrd.pwrite(writer, b"shared", 0)
+    assert xrd.pread(again, 10, 0) == b"shared"
+    assert errno_name(lambda: xrd.pwrite(reader, b"x", 0)) == "EBADF"
+    with xrootd_server.driver(timeout=10) as other:
+        assert errno_name(lambda: other.open("/f", os.O_RDONLY)) == "EBUSY"
+    for h in (reader, writer, again):
+        xrd.close(h)
+    assert xrd.read_file("/f") == b"shared"
+
+
+def test_XRootDDriver_quirk_interviews_are_counted(xrd: Driver) -> None:
+    xrd.mkdir("/d")
+    before = xrd.counters.snapshot()
+    assert errno_name(lambda: xrd.mkdir("/d")) == "EEXIST"  # the server would say yes
+    xrd.stat("/d")
+    delta = xrd.counters.difference(xrd.counters.snapshot(), before)
+    assert delta["mkdir"].round_trips == 1  # the stat that found it; no MKDIR was sent
+    assert delta["stat"].round_trips == 1
+    assert delta["stat"].bytes_sent > 24 and delta["stat"].bytes_received > 8
+    assert xrd.counters.total().connections == 1
+
+
+def test_XRootDDriver_lists_dangling_symlinks(xrd: Driver, xrootd_server: RunningServer) -> None:
+    xrd.mkdir("/d")
+    xrd.write_file("/d/file", b"")
+    os.symlink("nowhere", xrootd_server.data_dir / "d" / "dangling")
+    kinds = {e.name: e.type for e in xrd.readdir("/d")}
+    assert kinds == {"file": FileType.REGULAR, "dangling": FileType.UNKNOWN}
+
+
+def test_errno_for_status_reads_the_server_text() -> None:
+    class Status:
+        code, errno = 400, 3005
+        message = "[ERROR] Server responded with an error: [3005] Unable to remove /d; directory not empty\n"
+
+    assert errno_for_status(Status()) == errno.ENOTEMPTY
+    Status.message = "[ERROR] Server responded with an error: [3005] Unable to do /d; gibberish"
+    assert errno_for_status(Status()) == 0  # ambiguous: the driver interviews
+    Status.code, Status.errno = 206, 0  # errOperationExpired
+    assert errno_for_status(Status()) == errno.ETIMEDOUT
+
+
+def test_XRootDDriver_times_out_on_a_dead_port() -> None:
+    with XRootDDriver("127.0.0.1", 1, timeout=1) as driver:
+        assert errno_name(lambda: driver.stat("/")) in ("ETIMEDOUT", "ECONNREFUSED")
+
+
+def test_aviary_fs_round_trip(
+    xrootd_server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local = tmp_path / "in.txt"
+    local.write_bytes(b"over xrootd\n")
+    url = xrootd_server.url
+    assert main(["fs", "mkdir", url("/dir")]) == 0
+    assert main(["fs", "put", str(local), url("/dir/in.txt")]) == 0
+    assert main(["fs", "mv", url("/dir/in.txt"), url("/dir/moved.txt")]) == 0
+    capsys.readouterr()
+    assert main(["fs", "cat", url("/dir/moved.txt")]) == 0
+    assert capsys.readouterr().out == "over xrootd\n"
+    assert main(["fs", "mkdir", url("/dir")]) == 1
+    assert "EEXIST" in capsys.readouterr().err
+    assert main(["fs", "rm", "-r", url("/dir")]) == 0
+    assert list(xrootd_server.data_dir.iterdir()) == []
+
+
+def test_program_under_the_agent_reads_what_was_written(
+    xrd: Driver, xrootd_server: RunningServer
+) -> None:
+    xrd.write_file("/f", b"written over xrootd\n")
+    prefix = f"/xrootd/127.0.0.1:{xrootd_server.port}"
+    done = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", "--", "sh", "-c",
+         f"cat {prefix}/f && echo more > {prefix}/g"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, **xrootd_server.client_env},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "written over xrootd\n"
+    assert xrd.read_file("/g") == b"more\n"
