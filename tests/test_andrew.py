@@ -28,7 +28,7 @@ def test_same_output_as_native_everywhere(tmp_path: Path) -> None:
             assert all(s["same_as_native"] for s in run["stages"]), run
     assert status == 0
     # The agent's traces are what the simulation replays: every traced run left one.
-    assert sorted(p.name for p in traces.iterdir()) == [
+    assert sorted(p.name for p in traces.glob("*.jsonl")) == [
         "andrew-aviary-local.jsonl",
         "andrew-chirp_aviary.jsonl",
         "andrew-chirp_cctools.jsonl",
