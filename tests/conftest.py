@@ -77,7 +77,7 @@ def no_leaks() -> Iterator[None]:
     threads = set(threading.enumerate())
     fds = _open_fds()
     yield
-    deadline = time.monotonic() + 2.0
+    deadline = time.monotonic() + 5.0  # a relay thread may still be closing its sockets
     while True:
         new_threads = [t for t in threading.enumerate() if t not in threads and t.is_alive()]
         new_fds = {fd for fd in _open_fds() - fds if not fd.endswith(PROCESS_CACHES)}

@@ -36,6 +36,7 @@ from drivers.http import HttpDriver, parse_listing
 from harness.cli import main
 from harness.servers import RunningServer, give_to
 from tests.conftest import _start_or_skip
+from tests.helpers import errno_name
 
 ROOT = Path(__file__).resolve().parent.parent
 HTTP_SERVERS = ("http/nginx", "http/python")
@@ -158,15 +159,6 @@ def driver(http_server: RunningServer) -> Iterator[HttpDriver]:
         yield drv
     finally:
         drv.close_driver()
-
-
-def errno_name(call: object, *args: object) -> str | None:
-    assert callable(call)
-    try:
-        call(*args)
-    except OSError as exc:
-        return errno.errorcode.get(exc.errno or 0)
-    return None
 
 
 def test_stat_listing_and_range_reads(driver: HttpDriver, http_server: RunningServer) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 import subprocess
@@ -17,6 +16,7 @@ from drivers.sftp import KNOWN_HOSTS_ENV, SftpDriver
 from harness.cli import main
 from harness.servers import RunningServer
 from tests.conftest import _start_or_skip
+from tests.helpers import errno_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,15 +41,9 @@ def sftp(sftp_server: RunningServer) -> Iterator[Driver]:
         driver.close_driver()
 
 
-def errno_name(call: Callable[[], object]) -> str | None:
-    try:
-        call()
-    except OSError as exc:
-        return errno.errorcode.get(exc.errno or 0, str(exc.errno))
-    return None
-
-
-def test_SftpDriver_random_access_at_explicit_offsets(sftp: Driver, sftp_server: RunningServer) -> None:
+def test_SftpDriver_random_access_at_explicit_offsets(
+    sftp: Driver, sftp_server: RunningServer
+) -> None:
     sftp.write_file("/f", b"0123456789")
     h = sftp.open("/f", os.O_RDWR)
     try:

@@ -26,6 +26,7 @@ from drivers.webdav import WebDavDriver, parse_multistatus
 from harness.cli import main
 from harness.servers import RunningServer
 from tests.conftest import _start_or_skip
+from tests.helpers import errno_name
 
 ROOT = Path(__file__).resolve().parent.parent
 DAV_SERVERS = ("dav/wsgidav", "dav/nginx")
@@ -71,15 +72,6 @@ def driver(dav_server: RunningServer) -> Iterator[WebDavDriver]:
         yield drv
     finally:
         drv.close_driver()
-
-
-def errno_name(call: object, *args: object) -> str | None:
-    assert callable(call)
-    try:
-        call(*args)
-    except OSError as exc:
-        return errno.errorcode.get(exc.errno or 0)
-    return None
 
 
 def test_get_put_model(driver: WebDavDriver, dav_server: RunningServer) -> None:

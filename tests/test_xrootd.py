@@ -16,6 +16,7 @@ from drivers.xrootd import XRootDDriver, errno_for_status
 from harness.cli import main
 from harness.servers import RunningServer
 from tests.conftest import _start_or_skip
+from tests.helpers import errno_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,14 +49,6 @@ def xrd(xrootd_server: RunningServer) -> Iterator[Driver]:
         yield driver
     finally:
         driver.close_driver()
-
-
-def errno_name(call: Callable[[], object]) -> str | None:
-    try:
-        call()
-    except OSError as exc:
-        return errno.errorcode.get(exc.errno or 0, str(exc.errno))
-    return None
 
 
 def test_XRootDDriver_random_access_and_stat(xrd: Driver, xrootd_server: RunningServer) -> None:
