@@ -71,10 +71,11 @@ def test_broken_drivers_are_caught_by_name(tmp_path: Path, driver: str, caught_b
     assert done.returncode != 0
     (results,) = outcomes.values()
     assert results[caught_by] == "failed", {k: v for k, v in results.items() if v != "passed"}
-    # The random comparison finds them too, except hidden dotfiles: its names have none.
-    assert results["oracle_comparison"] == (
-        "passed" if driver == "ReaddirDropsDotfiles" else "failed"
-    )
+    # The random comparison checks every file's stat and every errno at every step, so it
+    # catches these two whatever the examples; the others it finds only when a random
+    # sequence happens to hold the right handle across the right rename or offset.
+    if driver in ("StatSizeZero", "WrongErrno"):
+        assert results["oracle_comparison"] == "failed"
 
 
 def test_unknown_driver_is_a_usage_error(tmp_path: Path) -> None:
