@@ -22,9 +22,11 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from rich.console import Console
 
+from drivers import driver_for_scheme, service_of
 from harness.servers import SERVERS, RunningServer, ServerError, start_server
 
 __all__ = ["STAGES", "StageResult", "TargetRun", "generate_tree", "run_andrew"]
@@ -150,6 +152,16 @@ def _run_target(
     return run
 
 
+def _agent_prefix(server: RunningServer) -> str:
+    """Where the server's files are in the agent's namespace: /SERVICE/[LOGIN@]HOST:PORT."""
+    service = service_of(driver_for_scheme(server.spec.protocol))
+    login = ""
+    if server.spec.user:
+        login = quote(server.spec.user, safe="")
+        login += f":{quote(server.spec.password, safe='')}@" if server.spec.password else "@"
+    return f"/{service}/{login}127.0.0.1:{server.port}"
+
+
 def run_andrew(out: Path, files: int, targets: list[str], trace_dir: Path | None = None) -> int:
     """Run the benchmark on each target; write andrew.md and andrew.json; 0 if all agree."""
     console = Console(stderr=True)
@@ -185,7 +197,8 @@ def run_andrew(out: Path, files: int, targets: list[str], trace_dir: Path | None
             key = target.removeprefix("mount:")
             try:
                 server = start_server(key)
-                dest = f"/chirp/127.0.0.1:{server.port}"
+                dest = _agent_prefix(server)
+                os.environ.update(server.client_env)  # keys and such, for the agent's driver
                 mountlist = None
                 if target.startswith("mount:"):  # the same server through a mountlist entry
                     mountlist = work / f"mountlist-{key.replace('/', '_')}"
