@@ -120,6 +120,10 @@ def _figure5(out: Path, budget: Budget) -> Section:
                    "--results-dir", str(results)]  # fmt: skip
         if protocol != "local":
             command += ["--server", "all"]
+        if budget.conformance_examples < 50 and protocol not in ("local", "chirp"):
+            # The quick budget: every probe, but the random comparison only where it is fast
+            # (shrinking a declared-gap failure can take minutes on get/put protocols).
+            command += ["-k", "not oracle_comparison"]
         done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
         status |= (
             0 if done.returncode in (0, 1) else done.returncode
