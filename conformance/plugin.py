@@ -205,7 +205,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     results_dir = Path(session.config.getoption("--results-dir"))
     results_dir.mkdir(parents=True, exist_ok=True)
     for key, outcomes in setup.outcomes.items():
-        server, through = key.split("-", 1)
+        server, through = key.rsplit("-", 1)  # server names may hold "-" (pure-ftpd)
         document = {
             "driver": setup.driver_name,
             "driver_spec": setup.driver_spec,
