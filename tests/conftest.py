@@ -16,24 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from harness.servers import RunningServer, ServerUnavailable, child_pids, start_server
+from harness.servers import RunningServer, child_pids
+from tests.helpers import start_or_skip
 
 CHIRP_SERVERS = ("chirp/cctools", "chirp/aviary")
-
-
-def _start_or_skip(key: str) -> RunningServer:
-    try:
-        return start_server(key)
-    except ServerUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"{key} is required in CI: {exc}")
-        pytest.skip(f"{key} not installed: {exc.hint}")
 
 
 @pytest.fixture(params=CHIRP_SERVERS)
 def chirp_server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
     """Each Chirp server in turn, on a free port over a fresh directory."""
-    server = _start_or_skip(request.param)
+    server = start_or_skip(request.param)
     try:
         yield server
     finally:
@@ -42,7 +34,7 @@ def chirp_server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
 
 @pytest.fixture
 def cctools_chirp_server() -> Iterator[RunningServer]:
-    server = _start_or_skip("chirp/cctools")
+    server = start_or_skip("chirp/cctools")
     try:
         yield server
     finally:
@@ -51,7 +43,7 @@ def cctools_chirp_server() -> Iterator[RunningServer]:
 
 @pytest.fixture
 def aviary_chirp_server() -> Iterator[RunningServer]:
-    server = _start_or_skip("chirp/aviary")
+    server = start_or_skip("chirp/aviary")
     try:
         yield server
     finally:

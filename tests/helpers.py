@@ -3,6 +3,19 @@
 from __future__ import annotations
 
 import errno
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.servers import RunningServer, ServerUnavailable, start_server
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def errno_name(call: object, *args: object) -> str | None:
@@ -13,3 +26,54 @@ def errno_name(call: object, *args: object) -> str | None:
     except OSError as exc:
         return errno.errorcode.get(exc.errno or 0, str(exc.errno))
     return None
+
+
+def start_or_skip(key: str) -> RunningServer:
+    """Start a real server; not installed is a failure under CI and a skip (with the fix) elsewhere."""
+    try:
+        return start_server(key)
+    except ServerUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"{key} is required in CI: {exc}")
+        pytest.skip(f"{key} not installed: {exc.hint}")
+
+
+@contextmanager
+def served(key: str) -> Iterator[RunningServer]:
+    """A started server for the block, stopped by PID afterwards whatever happens."""
+    server = start_or_skip(key)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def run_under_agent(
+    *argv: str, env: Mapping[str, str] | None = None, timeout: float = 120, text: bool = True
+) -> subprocess.CompletedProcess[str] | subprocess.CompletedProcess[bytes]:
+    """``aviary run -- ARGV`` as a real subprocess, with extra environment (a server's client_env)."""
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", "--", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=text,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def fs_round_trip(server: RunningServer, local: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """mkdir, put, mv, cat and rm -r through ``aviary fs``; the server's directory ends empty."""
+    url = server.url
+    assert main(["fs", "mkdir", url("/dir")]) == 0
+    assert main(["fs", "put", str(local), url("/dir/in.txt")]) == 0
+    assert main(["fs", "mv", url("/dir/in.txt"), url("/dir/moved.txt")]) == 0
+    capsys.readouterr()
+    assert main(["fs", "cat", url("/dir/moved.txt")]) == 0
+    assert capsys.readouterr().out == local.read_text()
+    assert main(["fs", "stat", url("/dir/nope")]) == 1
+    assert "ENOENT" in capsys.readouterr().err
+    assert main(["fs", "mkdir", url("/dir")]) == 1
+    assert "EEXIST" in capsys.readouterr().err
+    assert main(["fs", "rm", "-r", url("/dir")]) == 0
+    assert list(server.data_dir.iterdir()) == []

@@ -14,7 +14,7 @@ import pytest
 from harness.servers import RunningServer
 from reference_agent import _ptrace
 from reference_agent.table import SYSCALL_TABLE, trapped_numbers
-from tests.conftest import _start_or_skip
+from tests.helpers import start_or_skip
 
 AVIARY = [sys.executable, "-m", "harness.cli"]
 
@@ -29,7 +29,7 @@ def sh(script: str, *options: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(params=("chirp/cctools", "chirp/aviary"))
 def server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
-    running = _start_or_skip(request.param)
+    running = start_or_skip(request.param)
     try:
         yield running
     finally:

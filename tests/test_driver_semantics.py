@@ -17,7 +17,7 @@ import pytest
 from drivers import Driver, FileType
 from drivers.local import LocalDriver
 from harness.servers import RunningServer
-from tests.conftest import _start_or_skip
+from tests.helpers import start_or_skip
 
 TARGETS = ("local", "chirp/cctools", "chirp/aviary")
 
@@ -28,7 +28,7 @@ def driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Driver]:
         with LocalDriver(tmp_path) as local:
             yield local
         return
-    server: RunningServer = _start_or_skip(request.param)
+    server: RunningServer = start_or_skip(request.param)
     try:
         with server.driver(timeout=10.0) as remote:
             yield remote

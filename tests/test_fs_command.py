@@ -11,7 +11,7 @@ import pytest
 
 from harness.cli import main
 from harness.servers import RunningServer, free_port
-from tests.conftest import _start_or_skip
+from tests.helpers import start_or_skip
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -67,7 +67,7 @@ def test_both_servers_give_identical_results(
 ) -> None:
     transcripts = {}
     for key in ("chirp/cctools", "chirp/aviary"):
-        server = _start_or_skip(key)
+        server = start_or_skip(key)
         try:
             transcripts[key] = session(server, tmp_path, capsys)
         finally:

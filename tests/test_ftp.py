@@ -28,7 +28,7 @@ from drivers.ftp._listing import parse_list_line, parse_mlsx_line, to_stat
 from drivers.ftp._verbs import command, parse_epsv, parse_features, parse_pasv, parse_timeval
 from harness.cli import main as aviary_main
 from harness.servers import RunningServer
-from tests.conftest import _start_or_skip
+from tests.helpers import run_under_agent, start_or_skip
 
 ROOT = Path(__file__).resolve().parent.parent
 FTP_SERVERS = ("ftp/vsftpd", "ftp/proftpd", "ftp/pure-ftpd", "ftp/pyftpdlib")
@@ -159,7 +159,7 @@ def test_interview_decisions() -> None:
 
 @pytest.fixture(params=FTP_SERVERS, ids=[key.split("/")[1] for key in FTP_SERVERS])
 def ftp_server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
-    server = _start_or_skip(request.param)
+    server = start_or_skip(request.param)
     try:
         yield server
     finally:
@@ -308,12 +308,7 @@ def test_program_under_the_agent_reads_what_was_written(
     ftp.write_file("/dir/file with space.txt", b"written over ftp\n" * 3000)
     login = f"{ftp_server.spec.user}:{ftp_server.spec.password}@"
     remote = f"/ftp/{login}127.0.0.1:{ftp_server.port}/dir/file with space.txt"
-    done = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", "--", "cat", remote],
-        capture_output=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    done = run_under_agent("cat", remote, text=False)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     assert done.stdout == b"written over ftp\n" * 3000
 

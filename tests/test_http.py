@@ -35,8 +35,7 @@ from drivers._http import (
 from drivers.http import HttpDriver, parse_listing
 from harness.cli import main
 from harness.servers import RunningServer, give_to
-from tests.conftest import _start_or_skip
-from tests.helpers import errno_name
+from tests.helpers import errno_name, run_under_agent, start_or_skip
 
 ROOT = Path(__file__).resolve().parent.parent
 HTTP_SERVERS = ("http/nginx", "http/python")
@@ -137,7 +136,7 @@ def test_parse_listing_formats() -> None:
 
 @pytest.fixture(params=HTTP_SERVERS)
 def http_server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
-    server = _start_or_skip(request.param)
+    server = start_or_skip(request.param)
     try:
         data = server.data_dir
         (data / "file.bin").write_bytes(CONTENT)
@@ -241,13 +240,7 @@ def test_aviary_fs(
 def test_program_under_the_agent_reads_a_served_file(http_server: RunningServer) -> None:
     prefix = f"/http/127.0.0.1:{http_server.port}"
     script = f"cat {prefix}/dir/inside.txt && ls {prefix}/dir && echo x > {prefix}/new"
-    done = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", "--", "sh", "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    done = run_under_agent("sh", "-c", script)
     assert done.stdout == "inside\ninside.txt\nwith space é.txt\n", done.stderr
     assert done.returncode != 0 and "Read-only file system" in done.stderr
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,17 +11,15 @@ import pytest
 
 from drivers import Driver, FileType, parse_url
 from drivers.sftp import KNOWN_HOSTS_ENV, SftpDriver
-from harness.cli import main
 from harness.servers import RunningServer
-from tests.conftest import _start_or_skip
-from tests.helpers import errno_name
+from tests.helpers import errno_name, fs_round_trip, run_under_agent, start_or_skip
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
 def sftp_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningServer]:
-    server = _start_or_skip("sftp/openssh")
+    server = start_or_skip("sftp/openssh")
     for name, value in server.client_env.items():
         monkeypatch.setenv(name, value)
     try:
@@ -177,18 +173,8 @@ def test_aviary_fs_round_trip(
     sftp_server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     local = tmp_path / "in.txt"
-    local.write_bytes(b"over sftp\n")
-    url = sftp_server.url
-    assert main(["fs", "mkdir", url("/dir")]) == 0
-    assert main(["fs", "put", str(local), url("/dir/in.txt")]) == 0
-    assert main(["fs", "mv", url("/dir/in.txt"), url("/dir/moved.txt")]) == 0
-    capsys.readouterr()
-    assert main(["fs", "cat", url("/dir/moved.txt")]) == 0
-    assert capsys.readouterr().out == "over sftp\n"
-    assert main(["fs", "stat", url("/dir/nope")]) == 1
-    assert "ENOENT" in capsys.readouterr().err
-    assert main(["fs", "rm", "-r", url("/dir")]) == 0
-    assert list(sftp_server.data_dir.iterdir()) == []
+    local.write_text("over sftp\n")
+    fs_round_trip(sftp_server, local, capsys)
 
 
 def test_program_under_the_agent_reads_what_was_written(
@@ -196,12 +182,9 @@ def test_program_under_the_agent_reads_what_was_written(
 ) -> None:
     sftp.write_file("/f", b"written over sftp\n")
     prefix = f"/sftp/{sftp_server.spec.user}@127.0.0.1:{sftp_server.port}"
-    done = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", "--", "sh", "-c",
-         f"cat {prefix}/f && echo more > {prefix}/g"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-        env={**os.environ, **sftp_server.client_env},
-    )  # fmt: skip
+    done = run_under_agent(
+        "sh", "-c", f"cat {prefix}/f && echo more > {prefix}/g", env=sftp_server.client_env
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "written over sftp\n"
     assert sftp.read_file("/g") == b"more\n"

@@ -26,7 +26,7 @@ import pytest
 
 from faultnet.pytest_plugin import MakeFaultNet, faultnet  # noqa: F401 - a fixture
 from harness.servers import RunningServer
-from tests.conftest import _start_or_skip
+from tests.helpers import start_or_skip
 
 EVENTS = 3
 PERIOD = 3.0  # seconds between events: longer than the NAT's idle timeout
@@ -49,7 +49,7 @@ CASES = [("kernel", "chirp/cctools"), ("proxy", "chirp/aviary")]
 
 @pytest.fixture
 def server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
-    running = _start_or_skip(request.param)
+    running = start_or_skip(request.param)
     try:
         yield running
     finally:

@@ -25,8 +25,7 @@ from drivers import open_url
 from drivers.webdav import WebDavDriver, parse_multistatus
 from harness.cli import main
 from harness.servers import RunningServer
-from tests.conftest import _start_or_skip
-from tests.helpers import errno_name
+from tests.helpers import errno_name, run_under_agent, start_or_skip
 
 ROOT = Path(__file__).resolve().parent.parent
 DAV_SERVERS = ("dav/wsgidav", "dav/nginx")
@@ -57,7 +56,7 @@ def test_parse_multistatus() -> None:
 
 @pytest.fixture(params=DAV_SERVERS)
 def dav_server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
-    server = _start_or_skip(request.param)
+    server = start_or_skip(request.param)
     try:
         yield server
     finally:
@@ -204,13 +203,7 @@ def test_program_under_the_agent_writes_and_reads(dav_server: RunningServer) -> 
         f"mkdir {prefix}/work && printf 'one\\ntwo\\n' > {prefix}/work/f.txt && "
         f"echo three >> {prefix}/work/f.txt && cat {prefix}/work/f.txt && ls {prefix}/work"
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", "--", "sh", "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    done = run_under_agent("sh", "-c", script)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "one\ntwo\nthree\nf.txt\n"
     assert (dav_server.data_dir / "work" / "f.txt").read_bytes() == b"one\ntwo\nthree\n"

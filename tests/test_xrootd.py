@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,10 +11,8 @@ import pytest
 
 from drivers import Driver, FileType
 from drivers.xrootd import XRootDDriver, errno_for_status
-from harness.cli import main
 from harness.servers import RunningServer
-from tests.conftest import _start_or_skip
-from tests.helpers import errno_name
+from tests.helpers import errno_name, fs_round_trip, run_under_agent, start_or_skip
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def bindings_started() -> None:
     """The bindings start their poller (pipes, epoll descriptors) once per process, on first
     use; do that before the leak check takes its first look, so only real leaks show."""
-    server = _start_or_skip("root/xrootd")
+    server = start_or_skip("root/xrootd")
     try:
         with server.driver(timeout=5) as driver:
             driver.stat("/")
@@ -35,7 +31,7 @@ def bindings_started() -> None:
 
 @pytest.fixture
 def xrootd_server() -> Iterator[RunningServer]:
-    server = _start_or_skip("root/xrootd")
+    server = start_or_skip("root/xrootd")
     try:
         yield server
     finally:
@@ -187,18 +183,8 @@ def test_aviary_fs_round_trip(
     xrootd_server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     local = tmp_path / "in.txt"
-    local.write_bytes(b"over xrootd\n")
-    url = xrootd_server.url
-    assert main(["fs", "mkdir", url("/dir")]) == 0
-    assert main(["fs", "put", str(local), url("/dir/in.txt")]) == 0
-    assert main(["fs", "mv", url("/dir/in.txt"), url("/dir/moved.txt")]) == 0
-    capsys.readouterr()
-    assert main(["fs", "cat", url("/dir/moved.txt")]) == 0
-    assert capsys.readouterr().out == "over xrootd\n"
-    assert main(["fs", "mkdir", url("/dir")]) == 1
-    assert "EEXIST" in capsys.readouterr().err
-    assert main(["fs", "rm", "-r", url("/dir")]) == 0
-    assert list(xrootd_server.data_dir.iterdir()) == []
+    local.write_text("over xrootd\n")
+    fs_round_trip(xrootd_server, local, capsys)
 
 
 def test_program_under_the_agent_reads_what_was_written(
@@ -206,12 +192,9 @@ def test_program_under_the_agent_reads_what_was_written(
 ) -> None:
     xrd.write_file("/f", b"written over xrootd\n")
     prefix = f"/xrootd/127.0.0.1:{xrootd_server.port}"
-    done = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", "--", "sh", "-c",
-         f"cat {prefix}/f && echo more > {prefix}/g"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-        env={**os.environ, **xrootd_server.client_env},
-    )  # fmt: skip
+    done = run_under_agent(
+        "sh", "-c", f"cat {prefix}/f && echo more > {prefix}/g", env=xrootd_server.client_env
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "written over xrootd\n"
     assert xrd.read_file("/g") == b"more\n"

@@ -94,14 +94,19 @@ def _parent_errno(witness: Witness, path: str, absent_leaf: int) -> int:
     return absent_leaf
 
 
-def after_failed_read(witness: Witness, path: str) -> int:
-    """RETR (open for reading, read_file) failed."""
+def _file_expected(witness: Witness, path: str) -> int:
+    """A call that needs a file there failed: missing, a directory, or not ours to touch."""
     kind = witness.kind_of(path)
     if kind is Kind.ABSENT:
         return why_absent(witness, path)
     if kind is Kind.DIRECTORY:
         return errno.EISDIR
     return errno.EACCES
+
+
+def after_failed_read(witness: Witness, path: str) -> int:
+    """RETR (open for reading, read_file) failed."""
+    return _file_expected(witness, path)
 
 
 def after_failed_create(witness: Witness, path: str) -> int:
@@ -124,12 +129,7 @@ def after_failed_mkdir(witness: Witness, path: str) -> int:
 
 def after_failed_unlink(witness: Witness, path: str) -> int:
     """DELE failed."""
-    kind = witness.kind_of(path)
-    if kind is Kind.ABSENT:
-        return why_absent(witness, path)
-    if kind is Kind.DIRECTORY:
-        return errno.EISDIR
-    return errno.EACCES
+    return _file_expected(witness, path)
 
 
 def after_failed_rmdir(witness: Witness, path: str) -> int:
