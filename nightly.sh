@@ -6,7 +6,7 @@ cd "$(dirname "$0")"
 ./setup.sh || exit 1
 examples=${EXAMPLES:-500}
 status=0
-for driver in local chirp; do
+for driver in local chirp ftp http webdav sftp xrootd; do
   .venv/bin/python -m pytest conformance --driver "$driver" --server all --examples "$examples" \
     --junitxml "reports/junit-$driver.xml" || status=1
 done

@@ -240,6 +240,8 @@ class Way:
     direct: Driver
     base: str = ""  # where test directories go in the direct driver's namespace
     executor: AgentExecutor | None = None
+    #: The protocol cannot write (http): probes make their scenario behind the server's back.
+    read_only: bool = False
     _counter: itertools.count[int] = field(default_factory=itertools.count)
 
     def fresh(self) -> tuple[Driver, Path, str]:
@@ -254,6 +256,7 @@ class Way:
             if exc.errno != errno.EROFS:
                 raise
             # A read-only protocol (http): make the directory behind the server's back.
+            self.read_only = True
             backing.mkdir()
             give_to(self.server.as_user if self.server else None, backing)
         if self.through == "direct":
@@ -328,6 +331,17 @@ def backing(system: Driver, way: Way) -> Path:
     base = way.server.data_dir if way.server else way.local_root
     assert base is not None
     return base / system.root.rsplit("/", 1)[-1]
+
+
+@pytest.fixture
+def seed(system: Driver, backing: Path, way: Way) -> Iterator[Driver]:
+    """Who makes a probe's scenario: the system itself, or for a read-only protocol the
+    server's own directory (so that reading, listing and stat are still probed)."""
+    if not way.read_only:
+        yield system
+        return
+    with LocalDriver(str(backing)) as local:
+        yield local  # made by this process with umask 022: readable by the server's account
 
 
 @pytest.fixture

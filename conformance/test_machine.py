@@ -187,7 +187,9 @@ class FilesystemComparison(RuleBasedStateMachine):
         size = (
             st_.st_size if not stat_module.S_ISDIR(st_.st_mode) else None
         )  # directory sizes are the server's
-        nlink = st_.st_nlink if self.compare_nlink and not stat_module.S_ISDIR(st_.st_mode) else None
+        nlink = (
+            st_.st_nlink if self.compare_nlink and not stat_module.S_ISDIR(st_.st_mode) else None
+        )
         return (*mode, size, nlink)
 
     @rule(path=st.sampled_from(["/", "/d", "/a", "/missing"]))

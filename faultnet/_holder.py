@@ -9,7 +9,9 @@ one JSON line with the three PIDs, through whose ``/proc/PID/ns/net`` the
 kernel back-end configures and enters them, and waits for its stdin to
 close. Then it exits, and its children die with it (``PR_SET_PDEATHSIG``),
 so the namespaces vanish even if the process that started it was killed:
-its stdin closes when that process dies.
+its stdin closes when that process dies. Until then it reads commands from
+stdin: ``renew server`` replaces the server's namespace with a new one (a
+whole server host crashing and coming back).
 
 Nothing here touches the host's network; only the standard library is used
 because it runs before anything else is set up.
@@ -59,11 +61,21 @@ def _spawn_netns_holder(libc: ctypes.CDLL) -> int:
 
 def main() -> int:
     libc = _libc()
-    children = [_spawn_netns_holder(libc) for _ in range(2)]
-    print(json.dumps({"router": os.getpid(), "client": children[0], "server": children[1]}))
+    roles = {"client": _spawn_netns_holder(libc), "server": _spawn_netns_holder(libc)}
+    print(json.dumps({"router": os.getpid(), **roles}))
     sys.stdout.flush()
-    sys.stdin.read()  # until the kernel back-end closes it, or dies
-    for pid in children:
+    # One command per line until the kernel back-end closes stdin (or dies):
+    # "renew ROLE" ends ROLE's namespace (a host that crashed) and makes a new,
+    # empty one (the host rebooted); the answer is the new PID, as JSON.
+    for line in sys.stdin:
+        command, _, role = line.strip().partition(" ")
+        if command == "renew" and role in roles:
+            os.kill(roles[role], signal.SIGKILL)
+            os.waitpid(roles[role], 0)
+            roles[role] = _spawn_netns_holder(libc)
+            print(json.dumps({role: roles[role]}))
+            sys.stdout.flush()
+    for pid in roles.values():
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
     return 0

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 from faultnet.faults import CANNOT_REPRODUCE, LinkFaults, NewConnections
@@ -138,12 +138,26 @@ class ProxyNet:
         self.proxy.set(LinkFaults(idle_timeout=self.proxy.faults.idle_timeout))
 
 
-def open_faultnet(backend: str, upstream: tuple[str, int]) -> ProxyNet | KernelNet:
-    """A back-end by name ("proxy", "kernel"), not yet up: use ``with`` or ``.up()``."""
+def open_faultnet(
+    backend: str, upstream: tuple[str, int], *, extra_ports: Sequence[int] = ()
+) -> ProxyNet | KernelNet:
+    """A back-end by name ("proxy", "kernel"), not yet up: use ``with`` or ``.up()``.
+
+    ``extra_ports`` (an FTP server's passive data ports) are relayed on the same
+    numbers; only the kernel back-end can, as its server has an address of its own.
+
+    Raises:
+        ValueError: an unknown back-end, or extra ports asked of the proxy.
+    """
     if backend == "proxy":
+        if extra_ports:
+            raise ValueError(
+                "the proxy back-end relays one port on 127.0.0.1, where the server's own data "
+                "ports are taken: use the kernel back-end for FTP"
+            )
         return ProxyNet(upstream)
     if backend == "kernel":
-        return KernelNet(upstream)
+        return KernelNet(upstream, extra_ports=extra_ports)
     raise ValueError(f"unknown faultnet back-end {backend!r}; choose from {', '.join(BACKENDS)}")
 
 

@@ -19,6 +19,8 @@ Scenario (by hand, the commands read from stdin, one per line)::
     > silent         # the NAT forgets every flow
     > partition      # drop everything (loud-partition: RST)
     > delay 0.05     # 50 ms each way
+    > host-crash     # the server's whole host dies (kernel back-end only)
+    > host-back      # ... and comes back with the same address
     > heal
     > quit           # (or end of input): topology down
 """
@@ -40,7 +42,8 @@ __all__ = ["add_faultnet_parser", "apply_command", "run_faultnet"]
 
 COMMANDS = (
     "idle SECONDS | silent | rst | partition | loud-partition | refuse | hang | accept | "
-    "delay SECONDS [JITTER] | bandwidth BYTES_PER_S | heal | quit"
+    "delay SECONDS [JITTER] | bandwidth BYTES_PER_S | heal | quit; kernel back-end also: "
+    "host-crash (the server's namespace ends) | host-back (a new one, same address)"
 )
 
 
@@ -91,6 +94,9 @@ def apply_command(net: ProxyNet | KernelNet, line: str) -> str:
         "accept": lambda: net.new_connections(NewConnections.ACCEPT),
         "heal": net.heal,
     }
+    if isinstance(net, KernelNet):
+        simple["host-crash"] = net.crash_server_host
+        simple["host-back"] = net.restart_server_host
     if verb in simple and not args:
         simple[verb]()
     elif verb == "idle" and len(args) == 1:

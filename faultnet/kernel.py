@@ -42,7 +42,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from faultnet.faults import LinkFaults, NewConnections
@@ -75,6 +75,13 @@ table ip faultnet {{
   }}
 }}
 """
+
+
+#: role: (its end of the veth pair, the router's end, its address, the router's address)
+_LINKS: dict[str, tuple[str, str, str, str]] = {
+    "client": ("c0", "r0", CLIENT_ADDRESS, ROUTER_CLIENT_SIDE),
+    "server": ("s0", "r1", SERVER_ADDRESS, ROUTER_SERVER_SIDE),
+}
 
 
 class KernelUnavailable(RuntimeError):
@@ -131,12 +138,22 @@ class KernelNet:
         "this kernel, probed at start); root only (setns from a threaded process)"
     )
 
-    def __init__(self, upstream: tuple[str, int], *, idle_timeout: float = 432000.0) -> None:
+    def __init__(
+        self,
+        upstream: tuple[str, int],
+        *,
+        idle_timeout: float = 432000.0,
+        extra_ports: Sequence[int] = (),
+    ) -> None:
         self.upstream = upstream
+        #: More ports of the same upstream host relayed on the same number (FTP's
+        #: passive data ports: the client connects to the port EPSV names).
+        self.extra_ports = tuple(extra_ports)
         self.idle_timeout = idle_timeout
         self.pids: dict[str, int] = {}
         self.has_netem = False
         self.relay: FaultProxy | None = None
+        self._faults_before_crash = LinkFaults()
         self._holder: subprocess.Popen[str] | None = None
         self._client: concurrent.futures.ThreadPoolExecutor | None = None
 
@@ -162,8 +179,7 @@ class KernelNet:
             self._start_holder()
             self._build_topology()
             self.set_idle_timeout(self.idle_timeout)
-            sock = _listen_in_netns(self.pids["server"], SERVER_ADDRESS, SERVICE_PORT)
-            self.relay = FaultProxy(self.upstream, listen_socket=sock).start()
+            self._start_relay()
             self._client = concurrent.futures.ThreadPoolExecutor(
                 1, "faultnet-client", initializer=_setns, initargs=(self.pids["client"],)
             )
@@ -171,6 +187,22 @@ class KernelNet:
             self.down()
             raise
         return self
+
+    def _start_relay(self) -> FaultProxy:
+        """The relay's listening sockets, made inside the (current) server namespace."""
+        sock = _listen_in_netns(self.pids["server"], SERVER_ADDRESS, SERVICE_PORT)
+        extra = []
+        try:
+            for port in self.extra_ports:
+                listener = _listen_in_netns(self.pids["server"], SERVER_ADDRESS, port)
+                extra.append((listener, (self.upstream[0], port)))
+        except BaseException:
+            sock.close()
+            for listener, _ in extra:
+                listener.close()
+            raise
+        self.relay = FaultProxy(self.upstream, listen_socket=sock, extra_listeners=extra)
+        return self.relay.start()
 
     def down(self) -> None:
         """Remove everything: relay, client thread, namespaces (with their holder)."""
@@ -214,24 +246,22 @@ class KernelNet:
             raise KernelUnavailable("the namespace holder did not start (unshare -Urnm refused?)")
         self.pids = {role: int(pid) for role, pid in json.loads(line).items()}
 
+    def _link(self, role: str) -> None:
+        """The veth pair between ``role``'s namespace and the router, addressed and routed."""
+        dev, router_dev, address, gateway = _LINKS[role]
+        self.router("ip", "link", "add", dev, "type", "veth", "peer", "name", router_dev)
+        self.router("ip", "link", "set", dev, "netns", str(self.pids[role]))
+        self.router("ip", "addr", "add", f"{gateway}/24", "dev", router_dev)
+        self.router("ip", "link", "set", router_dev, "up")
+        self.run(role, "ip", "addr", "add", f"{address}/24", "dev", dev)
+        self.run(role, "ip", "link", "set", dev, "up")
+        self.run(role, "ip", "link", "set", "lo", "up")
+        self.run(role, "ip", "route", "add", "default", "via", gateway)
+
     def _build_topology(self) -> None:
-        client, server = self.pids["client"], self.pids["server"]
-        self.router("ip", "link", "add", "c0", "type", "veth", "peer", "name", "r0")
-        self.router("ip", "link", "set", "c0", "netns", str(client))
-        self.router("ip", "link", "add", "s0", "type", "veth", "peer", "name", "r1")
-        self.router("ip", "link", "set", "s0", "netns", str(server))
-        for dev, address in (("r0", ROUTER_CLIENT_SIDE), ("r1", ROUTER_SERVER_SIDE)):
-            self.router("ip", "addr", "add", f"{address}/24", "dev", dev)
-            self.router("ip", "link", "set", dev, "up")
         self.router("ip", "link", "set", "lo", "up")
-        for role, dev, address, gateway in (
-            ("client", "c0", CLIENT_ADDRESS, ROUTER_CLIENT_SIDE),
-            ("server", "s0", SERVER_ADDRESS, ROUTER_SERVER_SIDE),
-        ):
-            self.run(role, "ip", "addr", "add", f"{address}/24", "dev", dev)
-            self.run(role, "ip", "link", "set", dev, "up")
-            self.run(role, "ip", "link", "set", "lo", "up")
-            self.run(role, "ip", "route", "add", "default", "via", gateway)
+        for role in ("client", "server"):
+            self._link(role)
         self.router("sysctl", "-qw", "net.ipv4.ip_forward=1")
         self.router("nft", "-f", "-", stdin=_NAT_RULES)
         self.router("sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=0")
@@ -285,6 +315,44 @@ class KernelNet:
 
     # -- faults ------------------------------------------------------------------------------
 
+    def crash_server_host(self) -> None:
+        """The server's whole host dies: its namespace and everything in it, without a word.
+
+        The link goes first, so nothing the dying host's sockets would say (FIN,
+        RST) reaches the client; then the relay's sockets close and the namespace
+        is ended. The router now has no route to the server: a client's packets
+        get ICMP unreachable or nothing, as from a crashed machine.
+        """
+        self.run("router", "ip", "link", "del", "r1", check=False)
+        if self.relay is not None:
+            self._faults_before_crash = self.relay.faults
+            self.relay.close()
+            self.relay = None
+        self.pids["server"] = self._renew("server")
+
+    def restart_server_host(self) -> None:
+        """The server's host is back: a fresh namespace, the same address, a new relay.
+
+        Connections from before the crash are unknown to it: the client's next
+        packet on one gets RST, as from a rebooted machine.
+        """
+        if self.relay is not None:
+            return  # it never went down
+        self._link("server")
+        relay = self._start_relay()
+        relay.set(self._faults_before_crash)  # the link's faults (delay) outlive the host
+
+    def _renew(self, role: str) -> int:
+        holder = self._holder
+        assert holder is not None and holder.stdin is not None and holder.stdout is not None
+        holder.stdin.write(f"renew {role}\n")
+        holder.stdin.flush()
+        ready, _, _ = select.select([holder.stdout], [], [], _START_TIMEOUT)
+        line = holder.stdout.readline() if ready else ""
+        if not line:
+            raise KernelUnavailable(f"the namespace holder did not renew the {role} namespace")
+        return int(json.loads(line)[role])
+
     def set_idle_timeout(self, seconds: float) -> None:
         """The NAT forgets a flow idle this long (whole seconds, at least 1)."""
         self.idle_timeout = seconds
@@ -302,7 +370,9 @@ class KernelNet:
 
     def rst_kill(self) -> None:
         """Reset every connection to the service (the server side sends RST)."""
-        self.run("server", "ss", "-K", "-t", "state", "established", f"( sport = :{SERVICE_PORT} )")
+        # Only the relay has connections in the server namespace: the service's and,
+        # with extra ports, the data connections too.
+        self.run("server", "ss", "-K", "-t", "state", "established")
 
     def partition(self, *, silent: bool) -> None:
         """Cut the router: drop everything (silent) or answer it with RST/ICMP (loud)."""

@@ -10,16 +10,19 @@ Written as JSON and as a Markdown table (``reports/faults.json``, ``.md``).
 
 Scenario of one cell (times in seconds)::
 
-    t=0       open /cell, write "before" at 0; acknowledged
+    t=0       open /cell, write "before" at 0, fsync: acknowledged
     t=0       the fault: kernel NAT forgets flows (idle or now), RST, partition,
-              server SIGKILL or SIGSTOP, or 100 ms latency each way
-    t=0       write "after" at 6, in a thread acting as the client
+              server SIGKILL or SIGSTOP, 100 ms latency each way, or the server's
+              whole host gone (its namespace ended, the server killed)
+    t=0       write "after" at 6 and fsync, in a thread acting as the client
     t=HEAL    the fault heals where it does (restart, SIGCONT, partition lifted)
-    t<=LIMIT  the write returns (completed / failed) or the cell is "hung"
+    t<=LIMIT  the fsync returns (completed / failed) or the cell is "hung"
 
-FTP is not in the matrix yet: its data connections go to ports that neither
-back-end relays (the relay carries one port), so faults would only reach the
-control connection; that needs a passive-port range relay.
+FTP's cells all run on the kernel back-end: its server has an address of its
+own there, so the relay also carries the server's passive data ports (the
+driver connects to the port EPSV names, on the control connection's peer).
+A write reaches an FTP server only at fsync or close (the get/put model), so
+"acknowledged" means the fsync returned.
 """
 
 from __future__ import annotations
@@ -33,12 +36,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from drivers import Handle
+from drivers import Driver, Handle
 from drivers.chirp import ChirpDriver
+from drivers.ftp import FtpDriver
 from faultnet.backends import ProxyNet, crash, freeze, open_faultnet, restart, thaw
 from faultnet.faults import FaultKind
 from faultnet.kernel import KernelNet, _setns
 from harness.servers import RunningServer, start_server
+from harness.servers_ftp import passive_range
 
 __all__ = ["CellResult", "Target", "render_markdown", "run_matrix", "write_reports"]
 
@@ -59,7 +64,9 @@ BACKEND_FOR: dict[FaultKind, str] = {
     FaultKind.SERVER_FREEZE: "proxy",
     FaultKind.DELAY: "proxy",
 }
-EXTRA_ROWS = ("partition-3s",)  # a silent partition healed after HEAL_AFTER (kernel)
+#: Kernel-only rows: a silent partition healed after HEAL_AFTER; the server's whole host
+#: crashing (namespace gone, server killed) and coming back after HEAL_AFTER.
+EXTRA_ROWS = ("partition-3s", "host-crash")
 
 
 @dataclass(frozen=True)
@@ -73,12 +80,46 @@ class Target:
     def label(self) -> str:
         return self.server if self.recovery else f"{self.server} (recovery off)"
 
+    @property
+    def protocol(self) -> str:
+        return self.server.split("/", 1)[0]
+
 
 DEFAULT_TARGETS = (
     Target("chirp/cctools"),
     Target("chirp/aviary"),
     Target("chirp/cctools", recovery=0),
+    Target("ftp/vsftpd"),
+    Target("ftp/pyftpdlib"),
 )
+#: Protocols whose cells all need the kernel back-end (more than one port).
+KERNEL_ONLY = frozenset({"ftp"})
+
+
+def backend_for(fault: str, target: Target) -> str:
+    """The back-end that carries ``fault`` for ``target``."""
+    if fault in EXTRA_ROWS or target.protocol in KERNEL_ONLY:
+        return "kernel"
+    return BACKEND_FOR.get(FaultKind(fault), "kernel")
+
+
+def _driver_for(target: Target, server: RunningServer, address: tuple[str, int]) -> Driver:
+    host, port = address
+    if target.protocol == "chirp":
+        return ChirpDriver(
+            host, port, auth_methods=("address",), timeout=TIMEOUT, recovery=target.recovery
+        )
+    if target.protocol == "ftp":
+        user, password = server.spec.user, server.spec.password
+        return FtpDriver(host, port, user, password, timeout=TIMEOUT, recovery=target.recovery)
+    raise ValueError(f"the fault matrix has no driver for {target.server}")
+
+
+def _extra_ports(target: Target, server: RunningServer) -> range:
+    if target.protocol == "ftp":
+        low, high = passive_range(server.port)
+        return range(low, high + 1)
+    return range(0)
 
 
 @dataclass
@@ -140,20 +181,29 @@ def _apply(fault: str, net: ProxyNet | KernelNet, server: RunningServer) -> Call
     if fault == "partition-3s":
         net.partition(silent=True)
         return net.heal
+    if fault == "host-crash":
+        assert isinstance(net, KernelNet)
+        net.crash_server_host()
+        crash(server)
+
+        def reboot() -> None:
+            restart(server)
+            net.restart_server_host()
+
+        return reboot
     raise ValueError(f"unknown fault {fault!r}")
 
 
 def run_cell(fault: str, backend: str, target: Target) -> CellResult:
     """One session through one fault; see the module's scenario."""
     server = start_server(target.server)
-    net = open_faultnet(backend, (server.host, server.port))
+    net = open_faultnet(
+        backend, (server.host, server.port), extra_ports=_extra_ports(target, server)
+    )
     heal: Callable[[], None] = lambda: None  # noqa: E731
     try:
         net.up()
-        host, port = net.address
-        driver = ChirpDriver(
-            host, port, auth_methods=("address",), timeout=TIMEOUT, recovery=target.recovery
-        )
+        driver = _driver_for(target, server, net.address)
         box = _in_client(net, lambda: _prepare(driver), HANG_LIMIT)
         if not box or isinstance(box[0], BaseException):
             raise RuntimeError(f"the session did not start: {box}")
@@ -163,7 +213,7 @@ def run_cell(fault: str, backend: str, target: Target) -> CellResult:
         healer = threading.Timer(HEAL_AFTER, heal)
         healer.start()
         started = time.monotonic()
-        box = _in_client(net, lambda: driver.pwrite(Handle(handle), b"after", 6), HANG_LIMIT)
+        box = _in_client(net, lambda: _write_after(driver, Handle(handle)), HANG_LIMIT)
         seconds = time.monotonic() - started
         healer.join()
         heal = lambda: None  # noqa: E731 - healed
@@ -180,10 +230,16 @@ def run_cell(fault: str, backend: str, target: Target) -> CellResult:
         server.stop()
 
 
-def _prepare(driver: ChirpDriver) -> int:
+def _prepare(driver: Driver) -> int:
     handle = driver.open("/cell", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     driver.pwrite(handle, b"before", 0)
+    driver.fsync(handle)
     return int(handle)
+
+
+def _write_after(driver: Driver, handle: Handle) -> None:
+    driver.pwrite(handle, b"after", 6)
+    driver.fsync(handle)
 
 
 def _judge(
@@ -226,10 +282,8 @@ def run_matrix(
     rows = faults or (*(f.value for f in FaultKind), *EXTRA_ROWS)
     results = []
     for fault in rows:
-        backend = (
-            BACKEND_FOR.get(FaultKind(fault), "kernel") if fault not in EXTRA_ROWS else "kernel"
-        )
         for target in targets:
+            backend = backend_for(fault, target)
             if backend == "kernel" and KernelNet.missing() is not None:
                 cell = CellResult(fault, target.label, backend, "error", None, 0.0, None,
                                   f"kernel back-end unavailable: {KernelNet.missing()}")  # fmt: skip
@@ -264,8 +318,8 @@ def render_markdown(results: list[CellResult]) -> str:
             if r.acknowledged_bytes_kept is False:
                 text += ", LOST ACKNOWLEDGED BYTES"
             row.append(text)
-        backend = next(r.backend for r in results if r.fault == fault)
-        lines.append(f"| {fault} ({backend}) | " + " | ".join(row) + " |")
+        backends = sorted({r.backend for r in results if r.fault == fault})
+        lines.append(f"| {fault} ({', '.join(backends)}) | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import socket
 import struct
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -91,6 +92,8 @@ class FaultProxy:
         seed: seed of the jitter's random generator.
         listen_socket: an already listening socket to serve on instead
             (the kernel back-end makes one inside its server namespace).
+        extra_listeners: more listening sockets, each with its own upstream
+            (an FTP server's passive data ports), under the same faults.
     """
 
     def __init__(
@@ -100,8 +103,11 @@ class FaultProxy:
         faults: LinkFaults | None = None,
         seed: int = 0,
         listen_socket: socket.socket | None = None,
+        extra_listeners: Sequence[tuple[socket.socket, tuple[str, int]]] = (),
     ) -> None:
         self.upstream = upstream
+        self._extra_listeners = list(extra_listeners)
+        self._extra_servers: list[asyncio.Server] = []
         self.faults = faults or LinkFaults()
         self.stats = ProxyStats()
         self._rng = random.Random(seed)
@@ -158,6 +164,8 @@ class FaultProxy:
         self._loop.close()
         if self._listen_socket is not None:
             self._listen_socket.close()
+        for sock, _ in self._extra_listeners:
+            sock.close()
 
     def __enter__(self) -> FaultProxy:
         return self.start()
@@ -171,6 +179,10 @@ class FaultProxy:
     # -- the loop's side --------------------------------------------------------------------
 
     async def _listen(self) -> None:
+        if not self._extra_servers:  # once: a REFUSE period closes only the main listener
+            for sock, upstream in self._extra_listeners:
+                accept = functools.partial(self._accept, upstream=upstream)
+                self._extra_servers.append(await asyncio.start_server(accept, sock=sock))
         if self._listen_socket is not None:
             self._server = await asyncio.start_server(self._accept, sock=self._listen_socket)
             return
@@ -211,7 +223,12 @@ class FaultProxy:
     async def _count_active(self) -> int:
         return sum(1 for f in self._flows if not (f.killed or f.blackholed))
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accept(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        upstream: tuple[str, int] | None = None,
+    ) -> None:
         # Every handler is tracked from its first line: shutdown cancels it
         # wherever it waits (connecting upstream, forwarding, held by HANG),
         # and the finally clause closes whatever it had opened.
@@ -226,7 +243,7 @@ class FaultProxy:
                 self._held.add(writer)
                 await asyncio.Event().wait()  # never read, never answered
             try:
-                up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+                up_reader, up_writer = await asyncio.open_connection(*(upstream or self.upstream))
                 self._writers.add(up_writer)
             except OSError:
                 _abort_with_rst(writer)  # what a client of a dead server sees: a reset
@@ -293,6 +310,8 @@ class FaultProxy:
         if self._server is not None:
             self._server.close()
             self._listen_socket = None  # closed with the server
+        for server in self._extra_servers:
+            server.close()
         handlers = list(self._handlers)
         for task in handlers:
             task.cancel()

@@ -10,12 +10,13 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from drivers._network import call_with_recovery
 from faultnet.backends import ProxyNet
 from faultnet.cli import apply_command
 from faultnet.faults import (
@@ -27,7 +28,7 @@ from faultnet.faults import (
     is_blackholed,
 )
 from faultnet.kernel import KernelNet
-from faultnet.matrix import Target, render_markdown, run_matrix, write_reports
+from faultnet.matrix import DEFAULT_TARGETS, render_markdown, run_matrix, write_reports
 from faultnet.proxy import FaultProxy
 from faultnet.pytest_plugin import MakeFaultNet, faultnet  # noqa: F401 - a fixture
 from harness.servers import RunningServer, child_pids
@@ -239,22 +240,66 @@ def test_proxy_backend_is_a_faultnet(chirp_server: RunningServer) -> None:
         assert net.client_command(["true"]) == ["true"]
 
 
-def test_matrix_cells_and_reports(tmp_path: Path) -> None:
-    results = run_matrix(
-        (Target("chirp/aviary"), Target("chirp/aviary", 0)), ("rst-kill", "server-crash")
-    )
-    outcomes = {(r.fault, r.target): r.outcome for r in results}
-    assert outcomes == {
-        ("rst-kill", "chirp/aviary"): "completed",
-        ("rst-kill", "chirp/aviary (recovery off)"): "failed fast",
-        ("server-crash", "chirp/aviary"): "completed",
-        ("server-crash", "chirp/aviary (recovery off)"): "failed fast",
-    }, results
-    assert all(r.acknowledged_bytes_kept for r in results)
+def test_full_fault_matrix(tmp_path: Path) -> None:
+    """Every fault against chirp (both servers, and recovery off) and ftp (two servers)."""
+    if KernelNet.missing():
+        pytest.fail(f"the fault matrix needs the kernel back-end: {KernelNet.missing()}")
+    results = run_matrix(DEFAULT_TARGETS)
+    assert {r.target for r in results} >= {"chirp/cctools", "chirp/aviary", "ftp/vsftpd"}
+    problems = [r for r in results if r.outcome in ("hung", "error")]
+    assert not problems, problems
+    for cell in results:
+        if cell.outcome == "completed":
+            assert cell.acknowledged_bytes_kept, cell  # every acknowledged byte is there
+        else:
+            assert cell.acknowledged_bytes_kept is not False, cell
+    recovering = [r for r in results if not r.target.endswith("(recovery off)")]
+    assert all(r.outcome == "completed" for r in recovering), recovering
+    off = {r.fault: r for r in results if r.target.endswith("(recovery off)")}
+    assert off["rst-kill"].outcome == "failed fast" and off["rst-kill"].errno == "ECONNRESET"
+    assert off["silent-kill"].outcome == "failed fast" and off["silent-kill"].errno == "ETIMEDOUT"
+    assert off["delay"].outcome == "completed"
     json_path, md_path = write_reports(results, tmp_path / "faults")
-    assert len(json.loads(json_path.read_text())) == 4
+    assert len(json.loads(json_path.read_text())) == len(results)
     assert "| rst-kill (kernel) | completed" in md_path.read_text()
     assert render_markdown(results) == md_path.read_text()
+
+
+def test_call_with_recovery_replays_within_its_budget() -> None:
+    slept: list[float] = []
+    failures = [errno.ECONNRESET, errno.ECONNREFUSED]
+
+    def flaky() -> str:
+        if failures:
+            raise OSError(failures.pop(0), "broken")
+        return "done"
+
+    resets: list[int] = []
+    result = call_with_recovery(
+        "stat", flaky, budget=5, reset=lambda: resets.append(1), sleep=slept.append
+    )
+    assert result == "done" and len(resets) == 2 and slept == [0.05, 0.1]
+    # A replayed mkdir that finds its directory made: the first copy did it.
+    calls = iter([OSError(errno.ETIMEDOUT, "lost reply"), OSError(errno.EEXIST, "exists")])
+
+    def mkdir() -> None:
+        raise next(calls)
+
+    assert (
+        call_with_recovery("mkdir", mkdir, budget=5, reset=lambda: None, sleep=slept.append) is None
+    )
+    # Not a broken connection, or no budget: the error, at once.
+    with pytest.raises(FileNotFoundError):
+        call_with_recovery("stat", _raises(errno.ENOENT), budget=5, reset=lambda: None)
+    with pytest.raises(ConnectionResetError):
+        call_with_recovery("stat", _raises(errno.ECONNRESET), budget=0, reset=lambda: None)
+
+
+def _raises(code: int) -> Callable[[], None]:
+    def fail() -> None:
+        raise OSError(code, os.strerror(code))
+
+    return fail
 
 
 def test_cli_runs_a_program_as_the_client() -> None:

@@ -24,8 +24,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from faultnet.backends import crash, restart
 from faultnet.pytest_plugin import MakeFaultNet, faultnet  # noqa: F401 - a fixture
-from harness.servers import RunningServer
+from harness.servers import RunningServer, give_to
 from tests.helpers import start_or_skip
 
 EVENTS = 3
@@ -38,7 +39,7 @@ PROGRAM = """
 exec 3>>"$1"
 i=1
 while [ $i -le {events} ]; do
-    echo "event $i of the SP5 run" >&3 || exit 3
+    {echo} "event $i of the SP5 run" >&3 || exit 3
     [ $i -lt {events} ] && sleep {period}
     i=$((i+1))
 done
@@ -59,7 +60,7 @@ def server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
 def run_sp5(
     net_command: list[str], target: str, recovery: float
 ) -> tuple[subprocess.CompletedProcess[str], float]:
-    script = PROGRAM.format(events=EVENTS, period=PERIOD)
+    script = PROGRAM.format(events=EVENTS, period=PERIOD, echo="echo")
     env = dict(os.environ, AVIARY_CHIRP_RECOVERY=str(recovery))
     argv = [sys.executable, "-m", "harness.cli", "run", "--timeout", str(TIMEOUT), "--"]
     argv += ["sh", "-c", script, "sp5", target]
@@ -101,10 +102,80 @@ def test_sp5_without_recovery_fails_fast(
     host, port = net.address
     result, took = run_sp5(net.client_command([]), f"/chirp/{host}:{port}/events", 0)
     assert result.returncode == 3, result.stderr  # the second write failed
-    # The driver's ETIMEDOUT reaches the program as the agent maps it for write(2): EIO.
+    # dash's builtin echo reports any failed write as "I/O error" (the agent gave ETIMEDOUT).
     assert "i/o error" in result.stderr.lower(), result.stderr
     first_event = expected_events().split(b"\n")[0] + b"\n"
     assert (server.data_dir / "events").read_bytes() == first_event
     # No hang: the failing write took at most about one driver deadline.
     assert took < PERIOD + 2 * TIMEOUT + 5
     print(f"SP5 {backend} {server.spec.key} without recovery: failed after {took:.1f} s")
+
+
+def start_sp5(net_command: list[str], target: str) -> subprocess.Popen[str]:
+    # coreutils' echo names the errno of a failed write (dash's builtin says "I/O error").
+    script = PROGRAM.format(events=EVENTS, period=PERIOD, echo="/bin/echo")
+    env = dict(os.environ, AVIARY_CHIRP_RECOVERY=str(BUDGET))
+    argv = [sys.executable, "-m", "harness.cli", "run", "--timeout", str(TIMEOUT), "--"]
+    argv += ["sh", "-c", script, "sp5", target]
+    return subprocess.Popen(
+        [*net_command, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+
+
+def wait_for_first_event(server: RunningServer, program: subprocess.Popen[str]) -> None:
+    events = server.data_dir / "events"
+    deadline = time.monotonic() + 30
+    while not (events.exists() and events.read_bytes().endswith(b"\n")):
+        assert program.poll() is None, program.communicate()
+        assert time.monotonic() < deadline, "the first event never arrived"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("server", ["chirp/cctools"], indirect=True)
+def test_sp5_survives_a_server_restart_mid_run(
+    server: RunningServer,
+    faultnet: MakeFaultNet,  # noqa: F811 - the fixture
+) -> None:
+    net = faultnet("kernel", server, idle_timeout=IDLE)
+    host, port = net.address
+    program = start_sp5(net.client_command([]), f"/chirp/{host}:{port}/events")
+    try:
+        wait_for_first_event(server, program)
+        crash(server)  # SIGKILL: the connection dies with the server
+        time.sleep(1.0)
+        restart(server)  # same port, same data directory, before the next event
+        _, stderr = program.communicate(timeout=60)
+    finally:
+        if program.poll() is None:
+            program.kill()
+            program.communicate()
+    assert program.returncode == 0, stderr
+    assert (server.data_dir / "events").read_bytes() == expected_events()
+
+
+@pytest.mark.parametrize("server", ["chirp/cctools"], indirect=True)
+def test_sp5_file_renamed_during_the_outage_is_stale(
+    server: RunningServer,
+    faultnet: MakeFaultNet,  # noqa: F811 - the fixture
+) -> None:
+    """Reopened by path after the outage, "events" is another file: ESTALE, nothing misplaced."""
+    net = faultnet("kernel", server, idle_timeout=IDLE)
+    host, port = net.address
+    program = start_sp5(net.client_command([]), f"/chirp/{host}:{port}/events")
+    try:
+        wait_for_first_event(server, program)
+        crash(server)
+        (server.data_dir / "events").rename(server.data_dir / "events.moved")
+        (server.data_dir / "events").write_bytes(b"someone else's file\n")
+        give_to(server.spec.user, server.data_dir / "events")  # readable: the inode decides
+        restart(server)
+        _, stderr = program.communicate(timeout=60)
+    finally:
+        if program.poll() is None:
+            program.kill()
+            program.communicate()
+    assert program.returncode == 3, stderr  # the second write failed...
+    assert "stale file handle" in stderr.lower(), stderr  # ...with ESTALE
+    first_event = expected_events().split(b"\n")[0] + b"\n"
+    assert (server.data_dir / "events.moved").read_bytes() == first_event
+    assert (server.data_dir / "events").read_bytes() == b"someone else's file\n"

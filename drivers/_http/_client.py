@@ -43,6 +43,7 @@ from drivers._http._events import (
     Response,
     header_value,
 )
+from drivers._network import connect_tcp
 
 __all__ = ["HttpClient", "HttpReply"]
 
@@ -206,18 +207,13 @@ class HttpClient:
                 return self._sock, self._conn
             self.close()
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
-        except TimeoutError:
-            raise OSError(
-                errno.ETIMEDOUT, f"{self.label}: no connection within {self.timeout:g} s"
-            ) from None
-        except (socket.gaierror, UnicodeError):
-            raise OSError(errno.EHOSTUNREACH, f"cannot resolve {self.host!r}") from None
+            sock = connect_tcp(self.host, self.port, self.timeout, self.label)
         except OSError as exc:
+            if exc.errno in (errno.ETIMEDOUT, errno.EHOSTUNREACH):
+                raise
             raise OSError(
                 exc.errno or errno.ECONNREFUSED, f"{self.label}: {exc.strerror}"
             ) from None
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.counters.connection_opened()
         self._sock, self._conn = sock, HttpConnection()
         self._requests_on_connection = 0

@@ -9,7 +9,7 @@ path still names the file that was open. This module holds the parts of that
 cure that are decisions rather than I/O, so the shell in ``_driver.py`` stays
 a shell and the decisions can be tested without a network:
 
-* :func:`tune_socket` gives a socket a deadline for every wait the kernel
+* :func:`tune_socket` (from ``drivers._network``) gives a socket a deadline for every wait the kernel
   makes on our behalf (``TCP_USER_TIMEOUT`` for unacknowledged data,
   keepalive for an idle connection), derived from the driver's timeout. A
   blackholed connection then dies in about one timeout, not the kernel's
@@ -26,13 +26,17 @@ a shell and the decisions can be tested without a network:
 
 from __future__ import annotations
 
-import errno
-import os
-import socket
-from collections.abc import Iterator
 from dataclasses import dataclass
 
+from drivers import _network
 from drivers._interface import StatResult
+from drivers._network import (
+    APPLIED_IF_REPLAYED,
+    BROKEN_CONNECTION,
+    RECONNECTABLE,
+    backoff_delays,
+    tune_socket,
+)
 
 __all__ = [
     "APPLIED_IF_REPLAYED",
@@ -59,41 +63,6 @@ DEFAULT_RECOVERY = 60.0
 #: Environment variable overriding the budget (seconds; 0 disables recovery).
 RECOVERY_ENV = "AVIARY_CHIRP_RECOVERY"
 
-#: Errors on an established connection that start recovery: the connection is
-#: gone and the request in flight may or may not have reached the server.
-BROKEN_CONNECTION = frozenset(
-    {errno.ECONNRESET, errno.EPIPE, errno.ETIMEDOUT, errno.EPROTO, errno.ECONNABORTED}
-)
-#: Errors while reconnecting that are worth another attempt (the server is
-#: restarting, the path is healing); anything else (EACCES at login) is final.
-RECONNECTABLE = BROKEN_CONNECTION | {
-    errno.ECONNREFUSED,
-    errno.EHOSTUNREACH,
-    errno.ENETUNREACH,
-    errno.EHOSTDOWN,
-}
-
-# Strategy: a replayed request whose first copy may have been applied. Each
-# entry names the errors that the *replay* gets exactly when the first copy
-# did its job, so the caller sees the success it would have seen without the
-# fault. The price is that a concurrent client doing the same thing in the
-# outage window is indistinguishable from our own first attempt; NFSv2 over
-# UDP made the same trade (its "duplicate request cache" only narrows it).
-# Verbs not listed are idempotent (stat, pread, pwrite at an offset, putfile,
-# truncate, chmod, utime, fsync...) and are simply sent again. ``open`` with
-# O_EXCL is deliberately absent: an EEXIST there may be our own creation or
-# someone else's file, and pretending to own someone else's file is worse
-# than an honest EEXIST.
-APPLIED_IF_REPLAYED: dict[str, frozenset[int]] = {
-    "mkdir": frozenset({errno.EEXIST}),  # the directory we asked for exists
-    "rmdir": frozenset({errno.ENOENT}),  # the directory we removed is gone
-    "unlink": frozenset({errno.ENOENT}),
-    "rmall": frozenset({errno.ENOENT}),
-    "rename": frozenset({errno.ENOENT}),  # the source already moved
-    "link": frozenset({errno.EEXIST}),
-    "symlink": frozenset({errno.EEXIST}),
-}
-
 
 def recovery_budget(explicit: float | None) -> float:
     """The recovery budget in seconds: the argument, else the environment, else the default.
@@ -101,42 +70,7 @@ def recovery_budget(explicit: float | None) -> float:
     Raises:
         ValueError: the environment holds something that is not a number >= 0.
     """
-    if explicit is not None:
-        budget = float(explicit)
-    else:
-        text = os.environ.get(RECOVERY_ENV, "").strip()
-        budget = float(text) if text else DEFAULT_RECOVERY
-    if budget < 0 or budget != budget:
-        raise ValueError(f"chirp recovery budget must be >= 0 seconds, not {budget}")
-    return budget
-
-
-def backoff_delays(first: float = 0.05, ceiling: float = 1.0) -> Iterator[float]:
-    """Seconds to sleep between reconnect attempts: doubling, bounded by ``ceiling``."""
-    delay = first
-    while True:
-        yield delay
-        delay = min(delay * 2, ceiling)
-
-
-def tune_socket(sock: socket.socket, timeout: float) -> None:
-    """Bound every wait the kernel makes for this connection by about ``timeout``.
-
-    ``TCP_USER_TIMEOUT`` ends a connection whose sent data stays unacknowledged
-    that long (a silent NAT drop: ~timeout instead of ~15 minutes), and
-    keepalive probes an idle connection after ``timeout`` seconds so a
-    blackhole is found even when we only wait in ``recv``. The probes also
-    refresh a NAT's idle timer when the NAT is slower to forget than we are
-    to probe, the seeds' other remedy.
-    """
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    idle = max(1, int(timeout))
-    interval = max(1, int(timeout / 3))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, max(1, int(timeout * 1000)))
+    return _network.recovery_budget(explicit, RECOVERY_ENV, DEFAULT_RECOVERY)
 
 
 @dataclass(slots=True)

@@ -40,16 +40,19 @@ What FTP can and cannot do, and what this driver does about it:
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import posixpath
 import tempfile
 import time
 import zlib
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, replace
-from typing import BinaryIO, Self
+from typing import BinaryIO, Concatenate, ParamSpec, Self, TypeVar, cast
 
 from drivers._interface import DirEntry, Driver, FileType, Handle, StatFS, StatResult, raise_errno
+from drivers._network import call_with_recovery, recovery_budget
 from drivers._url import Location
 from drivers.ftp import _interview as interview
 from drivers.ftp._events import Reply
@@ -62,6 +65,24 @@ __all__ = ["FtpDriver"]
 _UNSUPPORTED = (500, 502, 504)  # the server does not know the command
 _DEFAULT_FILE_MODE, _DEFAULT_DIR_MODE = 0o644, 0o755
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0)
+#: Seconds of reconnecting after a broken connection (overridden by the environment).
+DEFAULT_RECOVERY = 60.0
+RECOVERY_ENV = "AVIARY_FTP_RECOVERY"
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _recoverable(
+    method: Callable[Concatenate[FtpDriver, P], T],
+) -> Callable[Concatenate[FtpDriver, P], T]:
+    """Run the operation again on a new connection when the old one broke under it."""
+
+    def recovering(self: FtpDriver, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._recovering(method.__name__, lambda: method(self, *args, **kwargs))
+
+    functools.update_wrapper(recovering, method)
+    return recovering
 
 
 def _umask() -> int:
@@ -100,6 +121,15 @@ class FtpDriver(Driver):
         host, port: the server.
         user, password: the login; anonymous when ``user`` is None.
         timeout: seconds allowed for any one network wait.
+        recovery: seconds spent reconnecting after a connection that worked broke
+            (None: ``$AVIARY_FTP_RECOVERY``, else 60; 0: fail at once). Every
+            operation is sent again on the new connection: FTP keeps no state
+            between commands that a reconnect could lose, writes are whole-file
+            puts of the local stage (the same bytes again), and the
+            non-idempotent ones (mkdir, rmdir, unlink, rename) treat the error
+            their replay gets when the first copy did the work as success
+            (``drivers._network.APPLIED_IF_REPLAYED``). Appends (APPE) and
+            exclusive creates are never replayed: they fail with the errno.
     """
 
     name = "ftp"
@@ -114,9 +144,11 @@ class FtpDriver(Driver):
         password: str | None = None,
         *,
         timeout: float = 30.0,
+        recovery: float | None = None,
     ) -> None:
         super().__init__()
         self.timeout = timeout
+        self.recovery = recovery_budget(recovery, RECOVERY_ENV, DEFAULT_RECOVERY)
         self.session = FtpSession(host, port, user, password, timeout, self.counters)
         self._files: dict[int, _OpenFile] = {}
         self._next_handle = 3
@@ -157,6 +189,16 @@ class FtpDriver(Driver):
 
     def _ask(self, verb: str, argument: str | None = None) -> Reply:
         return self.session.ask(verb, argument)
+
+    def _recovering(self, operation: str, attempt: Callable[[], T]) -> T:
+        # Only a connection that once worked is recovered: a server that was never
+        # reached (wrong port, refused login) is an answer, given at once.
+        budget = self.recovery if self.session.logins else 0.0
+        if self.session.stream is not None or budget <= 0:
+            return attempt()  # a download is streaming: a retry would lose its place
+        return cast(
+            T, call_with_recovery(operation, attempt, budget=budget, reset=self.session.disconnect)
+        )
 
     def _lookup(self, path: str) -> Listed | None:
         """What the server says about ``path``: MLST, or STAT's ``ls -l`` line; None: not shown."""
@@ -251,10 +293,12 @@ class FtpDriver(Driver):
         assert entry is not None
         return self._stat_entry(path, entry)
 
+    @_recoverable
     def stat(self, path: str) -> StatResult:
         with self.counters.operation("stat"):
             return self._stat(path)
 
+    @_recoverable
     def lstat(self, path: str) -> StatResult:
         with self.counters.operation("lstat"):
             return self._stat(path)  # the server follows links; we never see one
@@ -272,6 +316,7 @@ class FtpDriver(Driver):
             except FileNotFoundError:
                 return entry.stat  # renamed or removed by another client: what we knew
 
+    @_recoverable
     def access(self, path: str, mode: int) -> None:
         with self.counters.operation("access"):
             st = self._stat(path)
@@ -285,6 +330,7 @@ class FtpDriver(Driver):
         with self.counters.operation("statfs"):
             raise OSError(errno.ENOTSUP, "FTP has no verb that reports free space", path)
 
+    @_recoverable
     def chmod(self, path: str, mode: int) -> None:
         with self.counters.operation("chmod"):
             self._chmod(path, mode)
@@ -299,6 +345,7 @@ class FtpDriver(Driver):
         if not reply.ok:
             self._fail(self._diagnose(interview.after_refused_change, path), path)
 
+    @_recoverable
     def utimens(self, path: str, times_ns: tuple[int, int] | None = None) -> None:
         with self.counters.operation("utimens"):
             self.session.ensure()
@@ -328,6 +375,11 @@ class FtpDriver(Driver):
         return entry
 
     def open(self, path: str, flags: int, mode: int = 0o666) -> Handle:
+        if flags & os.O_CREAT and flags & os.O_EXCL:
+            return self._open(path, flags, mode)  # a replay's EEXIST could be someone else's
+        return self._recovering("open", lambda: self._open(path, flags, mode))
+
+    def _open(self, path: str, flags: int, mode: int) -> Handle:
         with self.counters.operation("open"):
             if flags & os.O_PATH or (_O_TMPFILE and flags & _O_TMPFILE == _O_TMPFILE):
                 raise OSError(errno.EINVAL, "FTP cannot open with O_PATH or O_TMPFILE", path)
@@ -399,6 +451,15 @@ class FtpDriver(Driver):
                 raise OSError(code, f"{self.describe()}: {verb} {path}: {reply}")
             self._fail(self._diagnose(interview.after_failed_create, path), path)
 
+    def _put_stage(self, entry: _OpenFile) -> None:
+        """Send a handle's stage: STOR the whole (again after a reconnect), or APPE once."""
+        assert entry.stage is not None
+        stage = entry.stage
+        if entry.append_only:
+            self._store(entry.path, stage, "APPE")  # appending twice would double the bytes
+            return
+        self._recovering("put", lambda: self._store(entry.path, stage, "STOR"))
+
     def close(self, handle: Handle) -> None:
         with self.counters.operation("close"):
             entry = self._entry(handle)
@@ -409,7 +470,7 @@ class FtpDriver(Driver):
                 return
             try:
                 if entry.dirty and not entry.orphan:
-                    self._store(entry.path, entry.stage, "APPE" if entry.append_only else "STOR")
+                    self._put_stage(entry)
             finally:
                 entry.stage.close()
 
@@ -427,7 +488,9 @@ class FtpDriver(Driver):
                 return entry.stage.read(size)
             if size == 0:
                 return b""
-            return self._remote_read(entry, size, offset)
+            if self.session.stream is not None and self.session.stream.key is entry:
+                return self._remote_read(entry, size, offset)  # the stream in progress
+            return self._recovering("pread", lambda: self._remote_read(entry, size, offset))
 
     def _remote_read(self, entry: _OpenFile, size: int, offset: int) -> bytes:
         stream = self.session.stream
@@ -471,7 +534,7 @@ class FtpDriver(Driver):
         with self.counters.operation("fsync"):
             entry = self._entry(handle)
             if entry.stage is not None and entry.dirty and not entry.orphan:
-                self._store(entry.path, entry.stage, "APPE" if entry.append_only else "STOR")
+                self._put_stage(entry)
                 if entry.append_only:
                     entry.stat = replace(
                         entry.stat, st_size=entry.stat.st_size + entry.stage.seek(0, os.SEEK_END)
@@ -492,6 +555,7 @@ class FtpDriver(Driver):
             entry.stage.truncate(length)
             entry.dirty = True
 
+    @_recoverable
     def truncate(self, path: str, length: int) -> None:
         with self.counters.operation("truncate"):
             if length < 0:
@@ -509,6 +573,7 @@ class FtpDriver(Driver):
 
     # -- whole files (the get/put model, without a handle) ---------------------------------------
 
+    @_recoverable
     def read_file(self, path: str, chunk: int = 1 << 20) -> bytes:
         """RETR: the whole file over one data connection."""
         with self.counters.operation("getfile"):
@@ -520,6 +585,7 @@ class FtpDriver(Driver):
                 raise OSError(errno.EIO, f"{self.describe()}: RETR {path}: {reply}")
             return data
 
+    @_recoverable
     def write_file(self, path: str, data: bytes, mode: int = 0o666, chunk: int = 1 << 20) -> None:
         """STOR: create or replace a file over one data connection."""
         with self.counters.operation("putfile"), tempfile.SpooledTemporaryFile(1 << 22) as stage:
@@ -562,10 +628,12 @@ class FtpDriver(Driver):
             entries.append(entry)
         return entries
 
+    @_recoverable
     def readdir(self, path: str) -> list[DirEntry]:
         with self.counters.operation("readdir"):
             return [DirEntry(e.name, e.type) for e in self._list(path)]
 
+    @_recoverable
     def mkdir(self, path: str, mode: int = 0o777) -> None:
         with self.counters.operation("mkdir"):
             reply = self._ask("MKD", path)
@@ -573,11 +641,13 @@ class FtpDriver(Driver):
                 self._fail(self._diagnose(interview.after_failed_mkdir, path), path)
             self._fix_mode(path, mode, _DEFAULT_DIR_MODE)
 
+    @_recoverable
     def rmdir(self, path: str) -> None:
         with self.counters.operation("rmdir"):
             if not self._ask("RMD", path).ok:
                 self._fail(self._diagnose(interview.after_failed_rmdir, path), path)
 
+    @_recoverable
     def unlink(self, path: str) -> None:
         with self.counters.operation("unlink"):
             open_here = [e for e in self._files.values() if e.path == path and not e.orphan]
@@ -595,14 +665,17 @@ class FtpDriver(Driver):
             if old.rstrip("/") == new.rstrip("/"):
                 self._stat(old)  # rename(x, x) does nothing, if x exists
                 return
-            if self._ask("RNFR", old).code != 350 or not self._ask("RNTO", new).ok:
-                self._fail(self._diagnose(interview.after_failed_rename, old, new), old, new)
+            self._recovering("rename", lambda: self._rename(old, new))
             prefix = old.rstrip("/") + "/"
             for entry in self._files.values():  # open handles follow their file
                 if entry.path == old:
                     entry.path = new
                 elif entry.path.startswith(prefix):
                     entry.path = new.rstrip("/") + "/" + entry.path[len(prefix) :]
+
+    def _rename(self, old: str, new: str) -> None:
+        if self._ask("RNFR", old).code != 350 or not self._ask("RNTO", new).ok:
+            self._fail(self._diagnose(interview.after_failed_rename, old, new), old, new)
 
     def link(self, old: str, new: str) -> None:
         with self.counters.operation("link"):

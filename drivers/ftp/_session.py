@@ -29,6 +29,7 @@ from typing import BinaryIO
 
 from drivers._counters import DriverCounters
 from drivers._interface import raise_errno
+from drivers._network import connect_tcp
 from drivers.ftp._connection import BROKEN, CLOSED, READY, TRANSFER, FtpConnection
 from drivers.ftp._events import NEED_DATA, ProtocolError, Reply
 from drivers.ftp._verbs import (
@@ -86,6 +87,8 @@ class FtpSession:
         self._conn: FtpConnection | None = None
         self._epsv_refused = False
         self.stream: DataStream | None = None
+        #: Successful logins so far: after the first, a broken connection is recovered.
+        self.logins = 0
 
     def describe(self) -> str:
         return f"ftp://{self.user}@{self.host}:{self.port}"
@@ -101,13 +104,7 @@ class FtpSession:
         if self.connected:
             return
         self.disconnect()
-        try:
-            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
-        except TimeoutError:
-            raise_errno(errno.ETIMEDOUT, f"{self.host}:{self.port}")
-        except (socket.gaierror, UnicodeError):
-            raise OSError(errno.EHOSTUNREACH, f"cannot resolve FTP server {self.host!r}") from None
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = connect_tcp(self.host, self.port, self.timeout, "FTP server")
         self.counters.connection_opened()
         self._sock, self._conn = sock, FtpConnection()
         try:
@@ -115,6 +112,7 @@ class FtpSession:
         except BaseException:
             self.disconnect()
             raise
+        self.logins += 1
 
     def _login(self) -> None:
         greeting = self._receive()
@@ -235,10 +233,7 @@ class FtpSession:
             if reply.code != 227:
                 raise OSError(errno.EPROTO, f"{self.describe()}: passive mode refused: {reply}")
             port = parse_pasv(reply)
-        try:
-            sock = socket.create_connection((self.host, port), timeout=self.timeout)
-        except TimeoutError:
-            raise_errno(errno.ETIMEDOUT, f"{self.host}:{port} (data)")
+        sock = connect_tcp(self.host, port, self.timeout, "FTP data port of")
         self.counters.connection_opened()
         return sock
 

@@ -220,6 +220,12 @@ class SftpDriver(Driver):
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self._disconnect()
             raise OSError(errno.ECONNRESET, f"{self.describe()}: {exc}", path) from None
+        except BaseException:
+            # Interrupted half-way through a packet (KeyboardInterrupt, RecursionError...):
+            # the stream's cipher and sequence state are unknown, so the session is dropped
+            # rather than reused to send the server garbage ("Bad packet length").
+            self._disconnect()
+            raise
         self.counters.round_trip()
         self._settle(session)
         return reply_type, message

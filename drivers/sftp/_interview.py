@@ -96,26 +96,33 @@ class Interviewer:
                 return errno.ENOTDIR
         return self.why_missing(path, follow=why in _FOLLOWING)
 
-    def why_missing(self, path: str, *, follow: bool) -> int:
-        """Why ``path`` cannot be found: ENOENT, ENOTDIR (a component is a file) or ELOOP."""
+    def why_missing(self, path: str, *, follow: bool, hops: int = 0) -> int:
+        """Why ``path`` cannot be found: ENOENT, ENOTDIR (a component is a file) or ELOOP.
+
+        ``hops`` counts the symlinks followed so far: like the kernel, the interview gives up
+        with ELOOP after MAX_SYMLINKS of them, wherever in the path they are.
+        """
         if path in ("", "/"):
             return errno.ENOENT
+        if hops > MAX_SYMLINKS:
+            return errno.ELOOP
         found = self.driver.try_lstat(path)
         if found is not None:
             if follow and found.is_lnk():
-                return self._chain(path)
+                return self._chain(path, hops)
             return errno.ENOENT  # it exists after all: it changed, or is hidden from us
         parent = self.driver.parent_of(path)
         above = self.driver.try_stat(parent)
         if above is None:
-            return self.why_missing(parent, follow=True)
+            return self.why_missing(parent, follow=True, hops=hops)
         return errno.ENOENT if above.is_dir() else errno.ENOTDIR
 
-    def _chain(self, path: str) -> int:
+    def _chain(self, path: str, hops: int) -> int:
         """Follow a symlink chain that the server could not: ELOOP or a dangling end."""
         seen = {path}
         current = path
-        for _ in range(MAX_SYMLINKS):
+        while hops <= MAX_SYMLINKS:
+            hops += 1
             text = self.driver.try_readlink(current)
             if text is None:
                 return errno.ENOENT
@@ -125,7 +132,7 @@ class Interviewer:
             seen.add(current)
             found = self.driver.try_lstat(current)
             if found is None:
-                return self.why_missing(current, follow=True)
+                return self.why_missing(current, follow=True, hops=hops)
             if not found.is_lnk():
                 return errno.ENOENT
         return errno.ELOOP
@@ -172,7 +179,12 @@ class Interviewer:
     def _rename(self, old: str, new: str) -> int:
         source = self.driver.try_lstat(old)
         if source is None:
-            return self.why_missing(old, follow=False)
+            # Linux resolves both names' directories before it looks the old name up.
+            for name in (old, new):
+                problem = self._parent_problem(name)
+                if problem is not None:
+                    return problem
+            return errno.ENOENT
         target = self.driver.try_lstat(new)
         if target is None:
             parent = self.driver.parent_of(new)
@@ -210,6 +222,16 @@ class Interviewer:
         if self.driver.try_lstat(path) is not None:
             return errno.EEXIST
         return self._missing_parent(path, status)
+
+    def _parent_problem(self, path: str) -> int | None:
+        """ENOENT or ENOTDIR when ``path``'s directory cannot be reached, else None."""
+        parent = self.driver.parent_of(path)
+        if parent in ("", "/"):
+            return None
+        above = self.driver.try_stat(parent)
+        if above is None:
+            return self.why_missing(parent, follow=True)
+        return None if above.is_dir() else errno.ENOTDIR
 
     def _missing_parent(self, path: str, status: SftpStatus) -> int:
         parent = self.driver.parent_of(path)

@@ -37,6 +37,8 @@ import paramiko
 from paramiko.sftp import CMD_VERSION
 from paramiko.sftp_client import SFTPClient
 
+from drivers._network import connect_tcp
+
 __all__ = [
     "IDENTITY_ENV",
     "KNOWN_HOSTS_ENV",
@@ -244,15 +246,7 @@ def open_session(host: str, port: int, user: str, timeout: float) -> SftpSession
         OSError: ECONNREFUSED/ETIMEDOUT/EHOSTUNREACH for the network, EACCES
             for an untrusted host key or a refused login, EPROTO for SSH errors.
     """
-    try:
-        raw = socket.create_connection((host, port), timeout=timeout)
-    except TimeoutError:
-        raise OSError(
-            errno.ETIMEDOUT, f"sftp {host}:{port}: no connection within {timeout:g} s"
-        ) from None
-    except (socket.gaierror, UnicodeError):
-        raise OSError(errno.EHOSTUNREACH, f"cannot resolve sftp server {host!r}") from None
-    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    raw = connect_tcp(host, port, timeout, "sftp server")
     sock = CountingSocket(raw)
     transport = paramiko.Transport(sock)
     transport.banner_timeout = timeout

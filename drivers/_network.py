@@ -1,0 +1,193 @@
+"""Deadlines and recovery decisions shared by every network driver: no I/O but the connect.
+
+Theory of operation
+-------------------
+A silent NAT drop leaves a TCP connection that neither end knows is gone: a
+client that sends waits for the kernel's retransmissions (~15 minutes), one
+that only waits in ``recv`` waits forever. Every driver therefore connects
+through :func:`connect_tcp`, which gives the socket a deadline for every wait
+the kernel makes on our behalf (:func:`tune_socket`) as well as the driver's
+own timeout on each call, and decides with :data:`BROKEN_CONNECTION` which
+errors mean "the connection broke" (recovery may begin) and with
+:data:`RECONNECTABLE` which failures to reconnect are worth another try.
+:func:`recovery_budget` reads how long a driver may keep trying, and
+:func:`backoff_delays` is the schedule of those tries.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+__all__ = [
+    "APPLIED_IF_REPLAYED",
+    "BROKEN_CONNECTION",
+    "RECONNECTABLE",
+    "backoff_delays",
+    "call_with_recovery",
+    "connect_tcp",
+    "recovery_budget",
+    "tune_socket",
+]
+
+T = TypeVar("T")
+
+#: Errors on an established connection that mean it is gone; the request in
+#: flight may or may not have reached the server.
+BROKEN_CONNECTION = frozenset(
+    {errno.ECONNRESET, errno.EPIPE, errno.ETIMEDOUT, errno.EPROTO, errno.ECONNABORTED}
+)
+#: Errors while reconnecting that are worth another attempt (the server is
+#: restarting, the path is healing); anything else (EACCES at login) is final.
+RECONNECTABLE = BROKEN_CONNECTION | {
+    errno.ECONNREFUSED,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.EHOSTDOWN,
+}
+
+# Strategy: a replayed request whose first copy may have been applied. Each
+# entry names the errors that the *replay* gets exactly when the first copy
+# did its job, so the caller sees the success it would have seen without the
+# fault. The price is that a concurrent client doing the same thing in the
+# outage window is indistinguishable from our own first attempt; NFSv2 over
+# UDP made the same trade (its "duplicate request cache" only narrows it).
+# Operations not listed are idempotent (stat, pread, pwrite at an offset, a
+# whole-file put, truncate, chmod, utime, fsync...) and are simply sent again.
+# ``open`` with O_EXCL is deliberately absent: an EEXIST there may be our own
+# creation or someone else's file, and pretending to own someone else's file
+# is worse than an honest EEXIST.
+APPLIED_IF_REPLAYED: dict[str, frozenset[int]] = {
+    "mkdir": frozenset({errno.EEXIST}),  # the directory we asked for exists
+    "rmdir": frozenset({errno.ENOENT}),  # the directory we removed is gone
+    "unlink": frozenset({errno.ENOENT}),
+    "rmall": frozenset({errno.ENOENT}),
+    "rename": frozenset({errno.ENOENT}),  # the source already moved
+    "link": frozenset({errno.EEXIST}),
+    "symlink": frozenset({errno.EEXIST}),
+}
+
+
+def tune_socket(sock: socket.socket, timeout: float) -> None:
+    """Bound every wait the kernel makes for this connection by about ``timeout``.
+
+    ``TCP_USER_TIMEOUT`` ends a connection whose sent data stays unacknowledged
+    that long (a silent NAT drop: ~timeout instead of ~15 minutes), and
+    keepalive probes an idle connection after ``timeout`` seconds so a
+    blackhole is found even when we only wait in ``recv``. The probes also
+    refresh a NAT's idle timer when the NAT is slower to forget than we are
+    to probe, the seeds' other remedy.
+    """
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    idle = max(1, int(timeout))
+    interval = max(1, int(timeout / 3))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, max(1, int(timeout * 1000)))
+
+
+def connect_tcp(host: str, port: int, timeout: float, what: str) -> socket.socket:
+    """A connected, tuned TCP socket whose every call times out after ``timeout`` seconds.
+
+    Args:
+        host, port: where to connect.
+        timeout: seconds for the connect and for each later wait.
+        what: names the server in error messages ("FTP server").
+
+    Raises:
+        OSError: ETIMEDOUT when no connection came within ``timeout``,
+            EHOSTUNREACH when ``host`` does not resolve, or the connect's own
+            error (ECONNREFUSED, ENETUNREACH...).
+    """
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except TimeoutError:
+        raise OSError(
+            errno.ETIMEDOUT, f"{what} {host}:{port}: no connection within {timeout:g} s"
+        ) from None
+    except (socket.gaierror, UnicodeError):
+        raise OSError(errno.EHOSTUNREACH, f"cannot resolve {what} {host!r}") from None
+    try:
+        tune_socket(sock, timeout)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def recovery_budget(explicit: float | None, env: str, default: float) -> float:
+    """Seconds a driver may spend reconnecting: the argument, else ``$env``, else ``default``.
+
+    Raises:
+        ValueError: the environment holds something that is not a number >= 0.
+    """
+    if explicit is not None:
+        budget = float(explicit)
+    else:
+        text = os.environ.get(env, "").strip()
+        try:
+            budget = float(text) if text else default
+        except ValueError:
+            raise ValueError(f"{env} must be a number of seconds, not {text!r}") from None
+    if budget < 0 or budget != budget:
+        raise ValueError(f"recovery budget must be >= 0 seconds, not {budget}")
+    return budget
+
+
+def backoff_delays(first: float = 0.05, ceiling: float = 1.0) -> Iterator[float]:
+    """Seconds to sleep between reconnect attempts: doubling, bounded by ``ceiling``."""
+    delay = first
+    while True:
+        yield delay
+        delay = min(delay * 2, ceiling)
+
+
+def call_with_recovery(
+    operation: str,
+    attempt: Callable[[], T],
+    *,
+    budget: float,
+    reset: Callable[[], None],
+    sleep: Callable[[float], None] = time.sleep,
+) -> T | None:
+    """Run ``attempt``; after a broken connection, ``reset`` and run it again within ``budget``.
+
+    For the operations of :data:`APPLIED_IF_REPLAYED`, a replay that fails with
+    the listed error returns None: the first attempt did the work.
+
+    Args:
+        operation: the operation's name ("stat", "mkdir"...).
+        attempt: one try, raising OSError on failure.
+        budget: seconds allowed for retries after the first failure (0: none).
+        reset: drops the broken connection, so that the next try makes a new one.
+        sleep: how to wait between tries (tests pass a fake clock's).
+
+    Raises:
+        OSError: the first error that is not a broken connection, or the last
+            one when the budget is spent.
+    """
+    delays = backoff_delays()
+    deadline: float | None = None
+    replayed = False
+    while True:
+        try:
+            return attempt()
+        except OSError as exc:
+            if replayed and exc.errno in APPLIED_IF_REPLAYED.get(operation, ()):
+                return None
+            if budget <= 0 or exc.errno not in RECONNECTABLE:
+                raise
+            now = time.monotonic()
+            deadline = deadline if deadline is not None else now + budget
+            delay = next(delays)
+            if now + delay > deadline:
+                raise
+        reset()
+        sleep(delay)
+        replayed = True
