@@ -5,7 +5,10 @@ agent's prefix is ``/xrootd/HOST:PORT/path``, because ``/root`` is the home
 directory. Login is anonymous (whatever the server's security config allows).
 
 Every call passes a timeout to the bindings (whole seconds, rounded up), so
-nothing waits forever; an expired request is ETIMEDOUT. The bindings keep one
+nothing waits forever; an expired request is ETIMEDOUT. Recovery is the
+bindings' own: after a broken connection XrdCl reconnects and resends by
+itself (tests/test_driver_recovery.py restarts the server under it), out of
+the driver's sight, so the connection counter does not show the reconnect. The bindings keep one
 pooled connection per server for the whole process; the driver counts one
 connection when it first uses its server. They expose no socket counters, so
 bytes are counted from the protocol's framing: a 24-byte request header plus

@@ -12,21 +12,20 @@ import pytest
 from drivers import Driver, FileType
 from drivers.xrootd import XRootDDriver, errno_for_status
 from harness.servers import RunningServer
-from tests.helpers import errno_name, fs_round_trip, run_under_agent, start_or_skip
+from tests.helpers import (
+    errno_name,
+    fs_round_trip,
+    run_under_agent,
+    start_or_skip,
+    warm_up_xrootd_bindings,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module", autouse=True)
 def bindings_started() -> None:
-    """The bindings start their poller (pipes, epoll descriptors) once per process, on first
-    use; do that before the leak check takes its first look, so only real leaks show."""
-    server = start_or_skip("root/xrootd")
-    try:
-        with server.driver(timeout=5) as driver:
-            driver.stat("/")
-    finally:
-        server.stop()
+    warm_up_xrootd_bindings()
 
 
 @pytest.fixture

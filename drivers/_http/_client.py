@@ -43,12 +43,19 @@ from drivers._http._events import (
     Response,
     header_value,
 )
-from drivers._network import connect_tcp
+from drivers._network import call_with_recovery, connect_tcp, recovery_budget
 
 __all__ = ["HttpClient", "HttpReply"]
 
 _RECV_CHUNK = 256 * 1024
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PROPFIND", "OPTIONS", "PUT", "DELETE", "MKCOL"})
+#: Requests sent again after a broken connection, whatever became of the first copy:
+#: their replay does the same thing (a PUT carries the whole file). DELETE, MKCOL and
+#: MOVE are not: a replay would report the first copy's work as an error (404, 405).
+_REPLAYABLE = frozenset({"GET", "HEAD", "PROPFIND", "OPTIONS", "PUT"})
+#: Seconds of reconnecting after a connection that worked broke (HTTP and WebDAV).
+DEFAULT_RECOVERY = 60.0
+RECOVERY_ENV = "AVIARY_HTTP_RECOVERY"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +85,19 @@ class HttpClient:
     """
 
     def __init__(
-        self, host: str, port: int, counters: DriverCounters, *, timeout: float, label: str
+        self,
+        host: str,
+        port: int,
+        counters: DriverCounters,
+        *,
+        timeout: float,
+        label: str,
+        recovery: float | None = None,
     ) -> None:
+        #: Seconds spent resending a replayable request after a broken connection
+        #: (None: ``$AVIARY_HTTP_RECOVERY``, else 60; 0: fail at once).
+        self.recovery = recovery_budget(recovery, RECOVERY_ENV, DEFAULT_RECOVERY)
+        self._cycles_done = 0
         self.host = host
         self.port = port
         self.counters = counters
@@ -130,16 +148,25 @@ class HttpClient:
         if body or method in ("PUT", "POST", "PROPFIND"):
             all_headers.append(("Content-Length", str(len(body))))
         request = Request(method, target, tuple(all_headers))
-        reused = self._sock is not None
-        try:
-            return self._cycle(request, body, stop_after)
-        except _StaleConnection:
-            self.close()
-            if not reused or method not in _IDEMPOTENT:
-                raise OSError(
-                    errno.ECONNRESET, f"{self.label}: server closed the connection"
-                ) from None
-            return self._cycle(request, body, stop_after)
+
+        def once() -> HttpReply:
+            reused = self._sock is not None
+            try:
+                return self._cycle(request, body, stop_after)
+            except _StaleConnection:
+                self.close()
+                if not reused or method not in _IDEMPOTENT:
+                    raise OSError(
+                        errno.ECONNRESET, f"{self.label}: server closed the connection"
+                    ) from None
+                return self._cycle(request, body, stop_after)
+
+        # Only a server that once answered is waited for: one never reached is an answer.
+        if method not in _REPLAYABLE or not self._cycles_done:
+            return once()
+        reply = call_with_recovery(method, once, budget=self.recovery, reset=self.close)
+        assert reply is not None  # replayable requests are never "applied by the first copy"
+        return reply
 
     def _cycle(self, request: Request, body: bytes, stop_after: int | None) -> HttpReply:
         sock, conn = self._connection()
@@ -188,6 +215,7 @@ class HttpClient:
                 raise _StaleConnection()
         assert head is not None
         self.counters.round_trip()
+        self._cycles_done += 1
         self._requests_on_connection += 1
         if conn.reusable:
             conn.start_next_cycle()

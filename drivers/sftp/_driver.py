@@ -40,16 +40,17 @@ What SFTP v3 cannot do (each fails loudly or is listed in ``synthesized``):
 from __future__ import annotations
 
 import errno
+import functools
 import getpass
 import os
 import posixpath
 import stat as stat_module
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar, cast
 
 import paramiko
 from paramiko.sftp import (
@@ -80,6 +81,7 @@ from paramiko.sftp import (
 from paramiko.sftp_attr import SFTPAttributes
 
 from drivers._interface import DirEntry, Driver, FileType, Handle, StatFS, StatResult, raise_errno
+from drivers._network import call_with_recovery, recovery_budget
 from drivers._url import Location
 from drivers.sftp._interview import Interviewer
 from drivers.sftp._session import (
@@ -126,6 +128,26 @@ def _sftp_flags(flags: int) -> int:
     return result
 
 
+#: Seconds of reconnecting after a connection that worked broke (overridden by the environment).
+DEFAULT_RECOVERY = 60.0
+RECOVERY_ENV = "AVIARY_SFTP_RECOVERY"
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _recoverable(
+    method: Callable[Concatenate[SftpDriver, P], T],
+) -> Callable[Concatenate[SftpDriver, P], T]:
+    """Run a path operation again on a new connection when the old one broke under it."""
+
+    def recovering(self: SftpDriver, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._recovering(method.__name__, lambda: method(self, *args, **kwargs))
+
+    functools.update_wrapper(recovering, method)
+    return recovering
+
+
 class SftpDriver(Driver):
     """A client of SFTP v3 (OpenSSH's sftp-server and its extensions), via paramiko.
 
@@ -134,6 +156,14 @@ class SftpDriver(Driver):
         port: SSH port (22 by default).
         user: login name (the local user by default).
         timeout: seconds to wait for any one network event.
+        recovery: seconds spent reconnecting after a connection that worked broke
+            (None: ``$AVIARY_SFTP_RECOVERY``, else 60; 0: fail at once). Path
+            operations are sent again on the new connection (the non-idempotent
+            ones treat the error their replay gets when the first copy did the
+            work as success: ``drivers._network.APPLIED_IF_REPLAYED``); exclusive
+            creates are not replayed. Open handles are not reopened: SFTP v3 has
+            no inode to check that a path still names the file that was open, so
+            they answer ESTALE until closed.
     """
 
     name = "sftp"
@@ -141,9 +171,16 @@ class SftpDriver(Driver):
     default_port = SFTP_PORT
 
     def __init__(
-        self, host: str, port: int = SFTP_PORT, user: str | None = None, *, timeout: float = 30.0
+        self,
+        host: str,
+        port: int = SFTP_PORT,
+        user: str | None = None,
+        *,
+        timeout: float = 30.0,
+        recovery: float | None = None,
     ) -> None:
         super().__init__()
+        self.recovery = recovery_budget(recovery, RECOVERY_ENV, DEFAULT_RECOVERY)
         self.host = host
         self.port = port
         self.user = user or getpass.getuser()
@@ -170,10 +207,11 @@ class SftpDriver(Driver):
 
     def close_driver(self) -> None:
         self._disconnect()
+        self._files.clear()
 
     def _disconnect(self) -> None:
+        # Open handles stay in the table: they answer ESTALE until closed (see _file).
         session, self._session = self._session, None
-        self._files.clear()
         if session is not None:
             self._settle(session)
             session.close()
@@ -262,10 +300,26 @@ class SftpDriver(Driver):
 
     def _file(self, handle: Handle) -> _OpenFile:
         entry = self._files.get(int(handle))
-        if entry is None or entry.generation != self._generation or self._session is None:
+        if entry is None:
             raise_errno(errno.EBADF)
             raise AssertionError  # unreachable
+        if entry.generation != self._generation or self._session is None:
+            # SFTP v3 stat has no inode: a file reopened by path after a reconnect could
+            # be another file under the same name, so the handle is stale, not reopened.
+            raise OSError(
+                errno.ESTALE,
+                f"{self.describe()}: the connection was lost; SFTP cannot tell whether "
+                f"{entry.path} is still the file that was open",
+                entry.path,
+            )
         return entry
+
+    def _recovering(self, operation: str, attempt: Callable[[], T]) -> T:
+        # Path operations only, and only once a connection worked (see the class docstring).
+        budget = self.recovery if self._generation else 0.0
+        return cast(
+            T, call_with_recovery(operation, attempt, budget=budget, reset=self._disconnect)
+        )
 
     # -- metadata -------------------------------------------------------------------------
 
@@ -298,10 +352,12 @@ class SftpDriver(Driver):
         _, message = self._checked(path, command, self._wire(path), why=why)
         return self.to_stat(SFTPAttributes._from_msg(message), path)
 
+    @_recoverable
     def stat(self, path: str) -> StatResult:
         with self._op("stat"):
             return self._stat(CMD_STAT, path, "stat")
 
+    @_recoverable
     def lstat(self, path: str) -> StatResult:
         with self._op("lstat"):
             return self._stat(CMD_LSTAT, path, "lstat")
@@ -312,6 +368,7 @@ class SftpDriver(Driver):
             _, message = self._checked(entry.path, CMD_FSTAT, entry.remote, why="fstat")
             return self.to_stat(SFTPAttributes._from_msg(message), entry.path)
 
+    @_recoverable
     def access(self, path: str, mode: int) -> None:
         with self._op("access"):
             st = self._stat(CMD_STAT, path, "stat")
@@ -334,6 +391,7 @@ class SftpDriver(Driver):
             ):
                 raise_errno(errno.EACCES, path)
 
+    @_recoverable
     def statfs(self, path: str) -> StatFS:
         with self._op("statfs"):
             if not self._connect().has_extension("statvfs@openssh.com"):
@@ -350,12 +408,14 @@ class SftpDriver(Driver):
     def _setstat(self, path: str, attrs: SFTPAttributes, why: str) -> None:
         self._checked(path, CMD_SETSTAT, self._wire(path), attrs, why=why)
 
+    @_recoverable
     def chmod(self, path: str, mode: int) -> None:
         with self._op("chmod"):
             attrs = SFTPAttributes()
             attrs.st_mode = mode & 0o7777
             self._setstat(path, attrs, "setstat")
 
+    @_recoverable
     def utimens(self, path: str, times_ns: tuple[int, int] | None = None) -> None:
         with self._op("utimens"):
             attrs = SFTPAttributes()
@@ -368,6 +428,11 @@ class SftpDriver(Driver):
     # -- open files ----------------------------------------------------------------------------
 
     def open(self, path: str, flags: int, mode: int = 0o666) -> Handle:
+        if flags & os.O_CREAT and flags & os.O_EXCL:
+            return self._open(path, flags, mode)  # a replay's EEXIST could be someone else's
+        return self._recovering("open", lambda: self._open(path, flags, mode))
+
+    def _open(self, path: str, flags: int, mode: int) -> Handle:
         with self._op("open"):
             if flags & os.O_PATH or (_O_TMPFILE and flags & _O_TMPFILE == _O_TMPFILE):
                 raise OSError(errno.EINVAL, "sftp cannot open with O_PATH or O_TMPFILE", path)
@@ -392,6 +457,10 @@ class SftpDriver(Driver):
 
     def close(self, handle: Handle) -> None:
         with self._op("close"):
+            entry = self._files.get(int(handle))
+            if entry is not None and entry.generation != self._generation:
+                del self._files[int(handle)]  # stale: its server handle died with the connection
+                raise OSError(errno.ESTALE, "the connection was lost under this handle", entry.path)
             entry = self._file(handle)
             del self._files[int(handle)]
             self._checked(entry.path, CMD_CLOSE, entry.remote, why="close")
@@ -448,6 +517,7 @@ class SftpDriver(Driver):
             attrs.st_size = length
             self._checked(entry.path, CMD_FSETSTAT, entry.remote, attrs, why="write")
 
+    @_recoverable
     def truncate(self, path: str, length: int) -> None:
         with self._op("truncate"):
             if length < 0:
@@ -458,6 +528,7 @@ class SftpDriver(Driver):
 
     # -- the namespace ------------------------------------------------------------------------
 
+    @_recoverable
     def readdir(self, path: str) -> list[DirEntry]:
         with self._op("readdir"):
             _, message = self._checked(path, CMD_OPENDIR, self._wire(path), why="opendir")
@@ -491,20 +562,24 @@ class SftpDriver(Driver):
                 if self._session is not None:
                     self.call(CMD_CLOSE, remote, path=path)
 
+    @_recoverable
     def mkdir(self, path: str, mode: int = 0o777) -> None:
         with self._op("mkdir"):
             attrs = SFTPAttributes()
             attrs.st_mode = mode & 0o7777
             self._checked(path, CMD_MKDIR, self._wire(path), attrs, why="mkdir")
 
+    @_recoverable
     def rmdir(self, path: str) -> None:
         with self._op("rmdir"):
             self._checked(path, CMD_RMDIR, self._wire(path), why="rmdir")
 
+    @_recoverable
     def unlink(self, path: str) -> None:
         with self._op("unlink"):
             self._checked(path, CMD_REMOVE, self._wire(path), why="unlink")
 
+    @_recoverable
     def rename(self, old: str, new: str) -> None:
         with self._op("rename"):
             if self._connect().has_extension("posix-rename@openssh.com"):
@@ -513,6 +588,7 @@ class SftpDriver(Driver):
                 command = (CMD_RENAME,)
             self._checked(old, *command, self._wire(old), self._wire(new), why="rename", other=new)
 
+    @_recoverable
     def link(self, old: str, new: str) -> None:
         with self._op("link"):
             if not self._connect().has_extension("hardlink@openssh.com"):
@@ -522,6 +598,7 @@ class SftpDriver(Driver):
                 why="link", other=new,
             )  # fmt: skip
 
+    @_recoverable
     def symlink(self, target: str, linkpath: str) -> None:
         with self._op("symlink"):
             # OpenSSH reads (target, linkpath): the reverse of the draft, and what
@@ -530,6 +607,7 @@ class SftpDriver(Driver):
                 linkpath, CMD_SYMLINK, self._wire(target), self._wire(linkpath), why="symlink"
             )
 
+    @_recoverable
     def readlink(self, path: str) -> str:
         with self._op("readlink"):
             reply, message = self._checked(path, CMD_READLINK, self._wire(path), why="readlink")
