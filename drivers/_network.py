@@ -17,11 +17,12 @@ errors mean "the connection broke" (recovery may begin) and with
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import socket
 import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
 __all__ = [
     "APPLIED_IF_REPLAYED",
@@ -30,11 +31,13 @@ __all__ = [
     "backoff_delays",
     "call_with_recovery",
     "connect_tcp",
+    "recoverable",
     "recovery_budget",
     "tune_socket",
 ]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 #: Errors on an established connection that mean it is gone; the request in
 #: flight may or may not have reached the server.
@@ -191,3 +194,23 @@ def call_with_recovery(
         reset()
         sleep(delay)
         replayed = True
+
+
+class Recovering(Protocol):
+    """A driver that runs an operation through its own recovery (see :func:`recoverable`)."""
+
+    def _recovering(self, operation: str, attempt: Callable[[], T]) -> T: ...
+
+
+D = TypeVar("D", bound=Recovering)
+
+
+def recoverable(method: Callable[Concatenate[D, P], T]) -> Callable[Concatenate[D, P], T]:
+    """Decorate a driver operation: run it through ``self._recovering(name, attempt)``, which
+    sends it again on a new connection when the old one broke under it."""
+
+    def recovering(self: D, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._recovering(method.__name__, lambda: method(self, *args, **kwargs))
+
+    functools.update_wrapper(recovering, method)
+    return recovering

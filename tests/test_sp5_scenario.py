@@ -20,11 +20,12 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from faultnet.backends import crash, restart
+from faultnet.backends import ProxyNet, crash, restart
+from faultnet.kernel import KernelNet
 from faultnet.pytest_plugin import MakeFaultNet, faultnet  # noqa: F401 - a fixture
 from harness.servers import RunningServer, give_to
 from tests.helpers import start_or_skip
@@ -111,24 +112,37 @@ def test_sp5_without_recovery_fails_fast(
     print(f"SP5 {backend} {server.spec.key} without recovery: failed after {took:.1f} s")
 
 
-def start_sp5(net_command: list[str], target: str) -> subprocess.Popen[str]:
+def sp5_with_an_outage(
+    net: ProxyNet | KernelNet, server: RunningServer, during_the_outage: Callable[[], None]
+) -> tuple[int, str]:
+    """Run SP5 under the agent; after the first event, kill the server, call
+    ``during_the_outage``, start the server again. Returns the exit status and stderr."""
+    host, port = net.address
     # coreutils' echo names the errno of a failed write (dash's builtin says "I/O error").
     script = PROGRAM.format(events=EVENTS, period=PERIOD, echo="/bin/echo")
     env = dict(os.environ, AVIARY_CHIRP_RECOVERY=str(BUDGET))
     argv = [sys.executable, "-m", "harness.cli", "run", "--timeout", str(TIMEOUT), "--"]
-    argv += ["sh", "-c", script, "sp5", target]
-    return subprocess.Popen(
-        [*net_command, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
-
-
-def wait_for_first_event(server: RunningServer, program: subprocess.Popen[str]) -> None:
-    events = server.data_dir / "events"
-    deadline = time.monotonic() + 30
-    while not (events.exists() and events.read_bytes().endswith(b"\n")):
-        assert program.poll() is None, program.communicate()
-        assert time.monotonic() < deadline, "the first event never arrived"
-        time.sleep(0.05)
+    argv += ["sh", "-c", script, "sp5", f"/chirp/{host}:{port}/events"]
+    program = subprocess.Popen(
+        [*net.client_command([]), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=env,
+    )  # fmt: skip
+    try:
+        events = server.data_dir / "events"
+        deadline = time.monotonic() + 30
+        while not (events.exists() and events.read_bytes().endswith(b"\n")):
+            assert program.poll() is None, program.communicate()
+            assert time.monotonic() < deadline, "the first event never arrived"
+            time.sleep(0.05)
+        crash(server)  # SIGKILL: the connection dies with the server
+        during_the_outage()
+        restart(server)  # same port, same data directory, before the next event
+        _, stderr = program.communicate(timeout=60)
+    finally:
+        if program.poll() is None:
+            program.kill()
+            program.communicate()
+    return program.returncode, stderr
 
 
 @pytest.mark.parametrize("server", ["chirp/cctools"], indirect=True)
@@ -137,19 +151,8 @@ def test_sp5_survives_a_server_restart_mid_run(
     faultnet: MakeFaultNet,  # noqa: F811 - the fixture
 ) -> None:
     net = faultnet("kernel", server, idle_timeout=IDLE)
-    host, port = net.address
-    program = start_sp5(net.client_command([]), f"/chirp/{host}:{port}/events")
-    try:
-        wait_for_first_event(server, program)
-        crash(server)  # SIGKILL: the connection dies with the server
-        time.sleep(1.0)
-        restart(server)  # same port, same data directory, before the next event
-        _, stderr = program.communicate(timeout=60)
-    finally:
-        if program.poll() is None:
-            program.kill()
-            program.communicate()
-    assert program.returncode == 0, stderr
+    status, stderr = sp5_with_an_outage(net, server, lambda: time.sleep(1.0))
+    assert status == 0, stderr
     assert (server.data_dir / "events").read_bytes() == expected_events()
 
 
@@ -160,21 +163,14 @@ def test_sp5_file_renamed_during_the_outage_is_stale(
 ) -> None:
     """Reopened by path after the outage, "events" is another file: ESTALE, nothing misplaced."""
     net = faultnet("kernel", server, idle_timeout=IDLE)
-    host, port = net.address
-    program = start_sp5(net.client_command([]), f"/chirp/{host}:{port}/events")
-    try:
-        wait_for_first_event(server, program)
-        crash(server)
+
+    def replace_the_file() -> None:
         (server.data_dir / "events").rename(server.data_dir / "events.moved")
         (server.data_dir / "events").write_bytes(b"someone else's file\n")
         give_to(server.spec.user, server.data_dir / "events")  # readable: the inode decides
-        restart(server)
-        _, stderr = program.communicate(timeout=60)
-    finally:
-        if program.poll() is None:
-            program.kill()
-            program.communicate()
-    assert program.returncode == 3, stderr  # the second write failed...
+
+    status, stderr = sp5_with_an_outage(net, server, replace_the_file)
+    assert status == 3, stderr  # the second write failed...
     assert "stale file handle" in stderr.lower(), stderr  # ...with ESTALE
     first_event = expected_events().split(b"\n")[0] + b"\n"
     assert (server.data_dir / "events.moved").read_bytes() == first_event

@@ -40,7 +40,6 @@ What FTP can and cannot do, and what this driver does about it:
 from __future__ import annotations
 
 import errno
-import functools
 import os
 import posixpath
 import tempfile
@@ -49,10 +48,10 @@ import zlib
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, replace
-from typing import BinaryIO, Concatenate, ParamSpec, Self, TypeVar, cast
+from typing import BinaryIO, Self, TypeVar, cast
 
 from drivers._interface import DirEntry, Driver, FileType, Handle, StatFS, StatResult, raise_errno
-from drivers._network import call_with_recovery, recovery_budget
+from drivers._network import call_with_recovery, recoverable, recovery_budget
 from drivers._url import Location
 from drivers.ftp import _interview as interview
 from drivers.ftp._events import Reply
@@ -69,20 +68,7 @@ _O_TMPFILE = getattr(os, "O_TMPFILE", 0)
 DEFAULT_RECOVERY = 60.0
 RECOVERY_ENV = "AVIARY_FTP_RECOVERY"
 
-P = ParamSpec("P")
 T = TypeVar("T")
-
-
-def _recoverable(
-    method: Callable[Concatenate[FtpDriver, P], T],
-) -> Callable[Concatenate[FtpDriver, P], T]:
-    """Run the operation again on a new connection when the old one broke under it."""
-
-    def recovering(self: FtpDriver, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        return self._recovering(method.__name__, lambda: method(self, *args, **kwargs))
-
-    functools.update_wrapper(recovering, method)
-    return recovering
 
 
 def _umask() -> int:
@@ -293,12 +279,12 @@ class FtpDriver(Driver):
         assert entry is not None
         return self._stat_entry(path, entry)
 
-    @_recoverable
+    @recoverable
     def stat(self, path: str) -> StatResult:
         with self.counters.operation("stat"):
             return self._stat(path)
 
-    @_recoverable
+    @recoverable
     def lstat(self, path: str) -> StatResult:
         with self.counters.operation("lstat"):
             return self._stat(path)  # the server follows links; we never see one
@@ -316,7 +302,7 @@ class FtpDriver(Driver):
             except FileNotFoundError:
                 return entry.stat  # renamed or removed by another client: what we knew
 
-    @_recoverable
+    @recoverable
     def access(self, path: str, mode: int) -> None:
         with self.counters.operation("access"):
             st = self._stat(path)
@@ -330,7 +316,7 @@ class FtpDriver(Driver):
         with self.counters.operation("statfs"):
             raise OSError(errno.ENOTSUP, "FTP has no verb that reports free space", path)
 
-    @_recoverable
+    @recoverable
     def chmod(self, path: str, mode: int) -> None:
         with self.counters.operation("chmod"):
             self._chmod(path, mode)
@@ -345,7 +331,7 @@ class FtpDriver(Driver):
         if not reply.ok:
             self._fail(self._diagnose(interview.after_refused_change, path), path)
 
-    @_recoverable
+    @recoverable
     def utimens(self, path: str, times_ns: tuple[int, int] | None = None) -> None:
         with self.counters.operation("utimens"):
             self.session.ensure()
@@ -555,7 +541,7 @@ class FtpDriver(Driver):
             entry.stage.truncate(length)
             entry.dirty = True
 
-    @_recoverable
+    @recoverable
     def truncate(self, path: str, length: int) -> None:
         with self.counters.operation("truncate"):
             if length < 0:
@@ -573,7 +559,7 @@ class FtpDriver(Driver):
 
     # -- whole files (the get/put model, without a handle) ---------------------------------------
 
-    @_recoverable
+    @recoverable
     def read_file(self, path: str, chunk: int = 1 << 20) -> bytes:
         """RETR: the whole file over one data connection."""
         with self.counters.operation("getfile"):
@@ -585,7 +571,7 @@ class FtpDriver(Driver):
                 raise OSError(errno.EIO, f"{self.describe()}: RETR {path}: {reply}")
             return data
 
-    @_recoverable
+    @recoverable
     def write_file(self, path: str, data: bytes, mode: int = 0o666, chunk: int = 1 << 20) -> None:
         """STOR: create or replace a file over one data connection."""
         with self.counters.operation("putfile"), tempfile.SpooledTemporaryFile(1 << 22) as stage:
@@ -628,12 +614,12 @@ class FtpDriver(Driver):
             entries.append(entry)
         return entries
 
-    @_recoverable
+    @recoverable
     def readdir(self, path: str) -> list[DirEntry]:
         with self.counters.operation("readdir"):
             return [DirEntry(e.name, e.type) for e in self._list(path)]
 
-    @_recoverable
+    @recoverable
     def mkdir(self, path: str, mode: int = 0o777) -> None:
         with self.counters.operation("mkdir"):
             reply = self._ask("MKD", path)
@@ -641,13 +627,13 @@ class FtpDriver(Driver):
                 self._fail(self._diagnose(interview.after_failed_mkdir, path), path)
             self._fix_mode(path, mode, _DEFAULT_DIR_MODE)
 
-    @_recoverable
+    @recoverable
     def rmdir(self, path: str) -> None:
         with self.counters.operation("rmdir"):
             if not self._ask("RMD", path).ok:
                 self._fail(self._diagnose(interview.after_failed_rmdir, path), path)
 
-    @_recoverable
+    @recoverable
     def unlink(self, path: str) -> None:
         with self.counters.operation("unlink"):
             open_here = [e for e in self._files.values() if e.path == path and not e.orphan]

@@ -40,7 +40,6 @@ What SFTP v3 cannot do (each fails loudly or is listed in ``synthesized``):
 from __future__ import annotations
 
 import errno
-import functools
 import getpass
 import os
 import posixpath
@@ -50,7 +49,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any, Concatenate, ParamSpec, Self, TypeVar, cast
+from typing import Any, Self, TypeVar, cast
 
 import paramiko
 from paramiko.sftp import (
@@ -81,7 +80,7 @@ from paramiko.sftp import (
 from paramiko.sftp_attr import SFTPAttributes
 
 from drivers._interface import DirEntry, Driver, FileType, Handle, StatFS, StatResult, raise_errno
-from drivers._network import call_with_recovery, recovery_budget
+from drivers._network import call_with_recovery, recoverable, recovery_budget
 from drivers._url import Location
 from drivers.sftp._interview import Interviewer
 from drivers.sftp._session import (
@@ -132,20 +131,7 @@ def _sftp_flags(flags: int) -> int:
 DEFAULT_RECOVERY = 60.0
 RECOVERY_ENV = "AVIARY_SFTP_RECOVERY"
 
-P = ParamSpec("P")
 T = TypeVar("T")
-
-
-def _recoverable(
-    method: Callable[Concatenate[SftpDriver, P], T],
-) -> Callable[Concatenate[SftpDriver, P], T]:
-    """Run a path operation again on a new connection when the old one broke under it."""
-
-    def recovering(self: SftpDriver, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        return self._recovering(method.__name__, lambda: method(self, *args, **kwargs))
-
-    functools.update_wrapper(recovering, method)
-    return recovering
 
 
 class SftpDriver(Driver):
@@ -352,12 +338,12 @@ class SftpDriver(Driver):
         _, message = self._checked(path, command, self._wire(path), why=why)
         return self.to_stat(SFTPAttributes._from_msg(message), path)
 
-    @_recoverable
+    @recoverable
     def stat(self, path: str) -> StatResult:
         with self._op("stat"):
             return self._stat(CMD_STAT, path, "stat")
 
-    @_recoverable
+    @recoverable
     def lstat(self, path: str) -> StatResult:
         with self._op("lstat"):
             return self._stat(CMD_LSTAT, path, "lstat")
@@ -368,7 +354,7 @@ class SftpDriver(Driver):
             _, message = self._checked(entry.path, CMD_FSTAT, entry.remote, why="fstat")
             return self.to_stat(SFTPAttributes._from_msg(message), entry.path)
 
-    @_recoverable
+    @recoverable
     def access(self, path: str, mode: int) -> None:
         with self._op("access"):
             st = self._stat(CMD_STAT, path, "stat")
@@ -391,7 +377,7 @@ class SftpDriver(Driver):
             ):
                 raise_errno(errno.EACCES, path)
 
-    @_recoverable
+    @recoverable
     def statfs(self, path: str) -> StatFS:
         with self._op("statfs"):
             if not self._connect().has_extension("statvfs@openssh.com"):
@@ -408,14 +394,14 @@ class SftpDriver(Driver):
     def _setstat(self, path: str, attrs: SFTPAttributes, why: str) -> None:
         self._checked(path, CMD_SETSTAT, self._wire(path), attrs, why=why)
 
-    @_recoverable
+    @recoverable
     def chmod(self, path: str, mode: int) -> None:
         with self._op("chmod"):
             attrs = SFTPAttributes()
             attrs.st_mode = mode & 0o7777
             self._setstat(path, attrs, "setstat")
 
-    @_recoverable
+    @recoverable
     def utimens(self, path: str, times_ns: tuple[int, int] | None = None) -> None:
         with self._op("utimens"):
             attrs = SFTPAttributes()
@@ -517,7 +503,7 @@ class SftpDriver(Driver):
             attrs.st_size = length
             self._checked(entry.path, CMD_FSETSTAT, entry.remote, attrs, why="write")
 
-    @_recoverable
+    @recoverable
     def truncate(self, path: str, length: int) -> None:
         with self._op("truncate"):
             if length < 0:
@@ -528,7 +514,7 @@ class SftpDriver(Driver):
 
     # -- the namespace ------------------------------------------------------------------------
 
-    @_recoverable
+    @recoverable
     def readdir(self, path: str) -> list[DirEntry]:
         with self._op("readdir"):
             _, message = self._checked(path, CMD_OPENDIR, self._wire(path), why="opendir")
@@ -562,24 +548,24 @@ class SftpDriver(Driver):
                 if self._session is not None:
                     self.call(CMD_CLOSE, remote, path=path)
 
-    @_recoverable
+    @recoverable
     def mkdir(self, path: str, mode: int = 0o777) -> None:
         with self._op("mkdir"):
             attrs = SFTPAttributes()
             attrs.st_mode = mode & 0o7777
             self._checked(path, CMD_MKDIR, self._wire(path), attrs, why="mkdir")
 
-    @_recoverable
+    @recoverable
     def rmdir(self, path: str) -> None:
         with self._op("rmdir"):
             self._checked(path, CMD_RMDIR, self._wire(path), why="rmdir")
 
-    @_recoverable
+    @recoverable
     def unlink(self, path: str) -> None:
         with self._op("unlink"):
             self._checked(path, CMD_REMOVE, self._wire(path), why="unlink")
 
-    @_recoverable
+    @recoverable
     def rename(self, old: str, new: str) -> None:
         with self._op("rename"):
             if self._connect().has_extension("posix-rename@openssh.com"):
@@ -588,7 +574,7 @@ class SftpDriver(Driver):
                 command = (CMD_RENAME,)
             self._checked(old, *command, self._wire(old), self._wire(new), why="rename", other=new)
 
-    @_recoverable
+    @recoverable
     def link(self, old: str, new: str) -> None:
         with self._op("link"):
             if not self._connect().has_extension("hardlink@openssh.com"):
@@ -598,7 +584,7 @@ class SftpDriver(Driver):
                 why="link", other=new,
             )  # fmt: skip
 
-    @_recoverable
+    @recoverable
     def symlink(self, target: str, linkpath: str) -> None:
         with self._op("symlink"):
             # OpenSSH reads (target, linkpath): the reverse of the draft, and what
@@ -607,7 +593,7 @@ class SftpDriver(Driver):
                 linkpath, CMD_SYMLINK, self._wire(target), self._wire(linkpath), why="symlink"
             )
 
-    @_recoverable
+    @recoverable
     def readlink(self, path: str) -> str:
         with self._op("readlink"):
             reply, message = self._checked(path, CMD_READLINK, self._wire(path), why="readlink")
