@@ -10,16 +10,21 @@ Scenario: a deterministic C project of ``files`` sources and headers with a
 Makefile is generated locally; one shell script runs the five stages against
 the target directory and stamps each stage's start and end; the outputs that
 legitimately differ between filesystems (owners, times, link counts, modes
-forced by the server) are normalised before comparison.
+forced by the server) are normalised before comparison. Each remote target runs
+with the agent's cache off (every read and write to the server) and, when asked,
+on (``--cache whole``: a file is copied on open, written back on close), the
+seeds' "$$ off" and "$$ on"; every row runs ``repeat`` times and reports the
+median of each stage with its range. Results: ``OUT/andrew.md`` and
+``OUT/andrew.json`` (raw runs, the machine's description).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -27,9 +32,25 @@ from urllib.parse import quote
 from rich.console import Console
 
 from drivers import driver_for_scheme, service_of
+from harness.bench_common import (
+    error_line,
+    machine_description,
+    progress_bar,
+    summarize,
+    write_json,
+)
 from harness.servers import SERVERS, RunningServer, ServerError, start_server
 
-__all__ = ["STAGES", "StageResult", "TargetRun", "generate_tree", "run_andrew"]
+__all__ = [
+    "CACHE_MODES",
+    "STAGES",
+    "StageResult",
+    "TargetRun",
+    "agent_prefix",
+    "generate_tree",
+    "run_andrew",
+    "run_stages",
+]
 
 STAGES = ("copy", "list", "scan", "make", "delete")
 HEADERS_PER_SOURCE = 4  # one header for every this many sources
@@ -48,19 +69,36 @@ stamp delete; rm -rf "$DEST/tree"; ls -A "$DEST" > "$OUTS/delete"; stamp delete
 """
 
 
+#: The agent's cache modes: the seeds' "$$ off" and "$$ on".
+CACHE_MODES = ("off", "whole")
+
+
 @dataclass
 class StageResult:
+    """One stage of one row: the median seconds over the runs, and each run's seconds."""
+
     stage: str
     seconds: float
     same_as_native: bool | None = None
+    runs: list[float] = field(default_factory=list)
+    minimum: float = 0.0
+    maximum: float = 0.0
 
 
 @dataclass
 class TargetRun:
+    """One row: a target with one cache mode (None where the agent is not involved)."""
+
     target: str
     stages: list[StageResult] = field(default_factory=list)
     error: str | None = None
     outputs: dict[str, str] = field(default_factory=dict, repr=False)
+    cache: str | None = None
+    repeat: int = 1
+
+    @property
+    def label(self) -> str:
+        return self.target if self.cache in (None, "off") else f"{self.target}, cache {self.cache}"
 
 
 def generate_tree(root: Path, files: int) -> None:
@@ -117,9 +155,10 @@ def _run_target(
     work: Path,
     trace: Path | None,
     mountlist: Path | None = None,
+    cache: str = "off",
+    prefix: Sequence[str] = (),
 ) -> TargetRun:
-    outs = work / f"outs-{name.replace('/', '_')}"
-    outs.mkdir()
+    outs = Path(tempfile.mkdtemp(prefix=f"outs-{name.replace('/', '_')}-", dir=work))
     stamps = outs / "stamps"
     env = {
         **os.environ,
@@ -133,7 +172,9 @@ def _run_target(
     if agent:
         extra = ["--trace", str(trace)] if trace else []
         extra += ["-m", str(mountlist)] if mountlist else []
+        extra += ["--cache", cache] if cache != "off" else []
         command = [sys.executable, "-m", "harness.cli", "run", *extra, "--", *command]
+    command = [*prefix, *command]  # e.g. nsenter into a network namespace (faultnet)
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=STAGE_TIMEOUT)
     run = TargetRun(name)
     if result.returncode != 0:
@@ -152,61 +193,173 @@ def _run_target(
     return run
 
 
-def _agent_prefix(server: RunningServer) -> str:
-    """Where the server's files are in the agent's namespace: /SERVICE/[LOGIN@]HOST:PORT."""
+def agent_prefix(server: RunningServer, address: tuple[str, int] | None = None) -> str:
+    """Where the server's files are in the agent's namespace: /SERVICE/[LOGIN@]HOST:PORT.
+
+    ``address`` replaces the server's own (a relay in front of it).
+    """
     service = service_of(driver_for_scheme(server.spec.protocol))
     login = ""
     if server.spec.user:
         login = quote(server.spec.user, safe="")
         login += f":{quote(server.spec.password, safe='')}@" if server.spec.password else "@"
-    return f"/{service}/{login}127.0.0.1:{server.port}"
+    host, port = address or ("127.0.0.1", server.port)
+    return f"/{service}/{login}{host}:{port}"
 
 
-def run_andrew(out: Path, files: int, targets: list[str], trace_dir: Path | None = None) -> int:
-    """Run the benchmark on each target; write andrew.md and andrew.json; 0 if all agree."""
+def run_stages(
+    source: Path,
+    dest: str,
+    work: Path,
+    *,
+    agent: bool = True,
+    trace: Path | None = None,
+    prefix: Sequence[str] = (),
+) -> TargetRun:
+    """One run of the five stages on ``dest``, under the agent unless ``agent`` is false.
+
+    Args:
+        source: the generated tree (:func:`generate_tree`).
+        dest: where the stages copy it to (a local directory or an agent path).
+        work: a scratch directory for the stage outputs.
+        trace: where the agent writes its ``--trace`` (stamps beside it).
+        prefix: argv put before the command (``nsenter`` into a network namespace).
+
+    Returns:
+        Each stage's seconds and normalised output, or the error that stopped the run.
+    """
+    return _run_target("stages", source, dest, agent, work, trace, prefix=prefix)
+
+
+def _merge(runs: list[TargetRun]) -> TargetRun:
+    """One row from the repeats of a target: each stage's median and range; the first error."""
+    first = runs[0]
+    merged = TargetRun(first.target, cache=first.cache, repeat=len(runs), outputs=first.outputs)
+    failed = next((r for r in runs if r.error), None)
+    if failed is not None:
+        merged.error = failed.error
+        return merged
+    for i, stage in enumerate(first.stages):
+        seconds = [r.stages[i].seconds for r in runs]
+        spread = summarize(seconds)
+        merged.stages.append(
+            StageResult(stage.stage, spread.median, None, seconds, spread.minimum, spread.maximum)
+        )
+    # A stage matches native only if its output matched in every run.
+    merged.outputs = {
+        stage: first.outputs[stage]
+        if all(r.outputs.get(stage) == first.outputs.get(stage) for r in runs)
+        else "(differs between runs)"
+        for stage in first.outputs
+    }
+    return merged
+
+
+def _run_remote(
+    target: str,
+    source: Path,
+    work: Path,
+    trace: Path | None,
+    cache: str,
+    server: RunningServer,
+) -> TargetRun:
+    key = target.removeprefix("mount:")
+    dest = agent_prefix(server)
+    os.environ.update(server.client_env)  # keys and such, for the agent's driver
+    mountlist = None
+    if target.startswith("mount:"):  # the same server through a mountlist entry
+        mountlist = work / f"mountlist-{key.replace('/', '_')}"
+        mountlist.write_text(f"/andrew-remote {dest}\n")
+        dest = "/andrew-remote"
+    run = _run_target(target, source, dest, True, work, trace, mountlist, cache)
+    run.cache = cache
+    return run
+
+
+def run_andrew(
+    out: Path,
+    files: int,
+    targets: list[str],
+    trace_dir: Path | None = None,
+    repeat: int = 1,
+    caches: tuple[str, ...] = ("off",),
+) -> int:
+    """Run the benchmark on each target; write andrew.md and andrew.json.
+
+    Args:
+        out: output directory.
+        files: files in the generated C project.
+        targets: "native", "aviary-local", server keys, "mount:KEY"; native always runs first.
+        trace_dir: keep each agent run's ``--trace`` here (the last repeat's),
+            as ``andrew-TARGET.jsonl`` (``andrew-TARGET-whole.jsonl`` with the cache on).
+        repeat: runs of every row.
+        caches: the agent's cache modes to run each remote target with.
+
+    Returns:
+        0 if every row ran and printed what native printed, 1 if not, 2 for bad arguments.
+    """
     console = Console(stderr=True)
     known = {"native", "aviary-local", *SERVERS, *(f"mount:{key}" for key in SERVERS)}
     unknown = [t for t in targets if t not in known]
     if unknown:
-        console.print(
+        error_line(
             f"aviary: bench andrew: unknown target(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+        return 2
+    bad = [c for c in caches if c not in CACHE_MODES]
+    if bad or not caches or repeat < 1 or files < 1:
+        error_line(
+            f"aviary: bench andrew: --cache takes {', '.join(CACHE_MODES)}; "
+            "--repeat and --files must be at least 1"
         )
         return 2
     out.mkdir(parents=True, exist_ok=True)
     if trace_dir is not None:
         trace_dir.mkdir(parents=True, exist_ok=True)
+    ordered = ["native", *[t for t in dict.fromkeys(targets) if t != "native"]]
+    rows = sum(1 if t in ("native", "aviary-local") else len(caches) for t in ordered)
     runs: list[TargetRun] = []
-    with tempfile.TemporaryDirectory(prefix="aviary-andrew-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="aviary-andrew-") as tmp, progress_bar(console) as bar:
+        task = bar.add_task("andrew", total=rows * repeat)
         work = Path(tmp)
         source = work / "src"
         generate_tree(source, files)
         work.chmod(
             0o755
         )  # servers that drop privileges must not need to read it, but cp runs as us
-        for target in ["native", *[t for t in targets if t != "native"]]:
-            console.print(f"andrew: {target}")
-            trace = trace_dir / f"andrew-{target.replace('/', '_')}.jsonl" if trace_dir else None
+        for target in ordered:
+            name = target.replace("/", "_")
             if target in ("native", "aviary-local"):
-                local_dest = work / f"dest-{target}"
-                local_dest.mkdir()
-                runs.append(
-                    _run_target(target, source, str(local_dest), target != "native", work, trace)
-                )
+                bar.update(task, description=f"andrew: {target}")
+                trace = trace_dir / f"andrew-{name}.jsonl" if trace_dir else None
+                repeats = []
+                for _ in range(repeat):
+                    local_dest = Path(tempfile.mkdtemp(prefix=f"dest-{target}-", dir=work))
+                    repeats.append(
+                        _run_target(
+                            target, source, str(local_dest), target != "native", work, trace
+                        )
+                    )
+                    bar.advance(task)
+                runs.append(_merge(repeats))
                 continue
             server: RunningServer | None = None
-            key = target.removeprefix("mount:")
             try:
-                server = start_server(key)
-                dest = _agent_prefix(server)
-                os.environ.update(server.client_env)  # keys and such, for the agent's driver
-                mountlist = None
-                if target.startswith("mount:"):  # the same server through a mountlist entry
-                    mountlist = work / f"mountlist-{key.replace('/', '_')}"
-                    mountlist.write_text(f"/andrew-remote {dest}\n")
-                    dest = "/andrew-remote"
-                runs.append(_run_target(target, source, dest, True, work, trace, mountlist))
+                server = start_server(target.removeprefix("mount:"))
+                for cache in caches:
+                    bar.update(task, description=f"andrew: {target}, cache {cache}")
+                    suffix = "" if cache == "off" else f"-{cache}"
+                    trace = trace_dir / f"andrew-{name}{suffix}.jsonl" if trace_dir else None
+                    repeats = []
+                    for _ in range(repeat):
+                        repeats.append(_run_remote(target, source, work, trace, cache, server))
+                        bar.advance(task)
+                    runs.append(_merge(repeats))
             except ServerError as exc:
-                runs.append(TargetRun(target, error=str(exc)))
+                for cache in caches:
+                    if not any(r.target == target and r.cache == cache for r in runs):
+                        runs.append(TargetRun(target, error=str(exc), cache=cache, repeat=repeat))
+                        bar.advance(task, repeat)
             finally:
                 if server is not None:
                     server.stop()
@@ -214,8 +367,18 @@ def run_andrew(out: Path, files: int, targets: list[str], trace_dir: Path | None
     for run in runs[1:]:
         for stage in run.stages:
             stage.same_as_native = run.outputs.get(stage.stage) == native.outputs.get(stage.stage)
-    (out / "andrew.json").write_text(
-        json.dumps([{**asdict(r), "outputs": None} for r in runs], indent=2) + "\n"
+    write_json(
+        out / "andrew.json",
+        {
+            "benchmark": "andrew",
+            "figure": "8",
+            "machine": machine_description(),
+            "files": files,
+            "repeat": repeat,
+            "caches": list(caches),
+            "units": {"seconds": "s per stage"},
+            "runs": [{**asdict(r), "outputs": None, "label": r.label} for r in runs],
+        },
     )
     (out / "andrew.md").write_text(_markdown(runs, files))
     console.print(f"wrote {out / 'andrew.md'}, {out / 'andrew.json'}")
@@ -227,12 +390,16 @@ def run_andrew(out: Path, files: int, targets: list[str], trace_dir: Path | None
 
 def _markdown(runs: list[TargetRun], files: int) -> str:
     native = {s.stage: s.seconds for s in runs[0].stages}
+    repeat = max(r.repeat for r in runs)
     lines = [
         "# The Andrew-like benchmark (the seeds' Figure 8), measured",
         "",
         f"A generated C project of {files} files: copy (cp -r), list (ls -lR), scan (grep -r), "
-        "make (gcc), delete (rm -rf). Seconds per stage, the ratio to native in parentheses; "
-        "`=` marks a stage whose output matched the native run (owners, times and modes normalised).",
+        f"make (gcc), delete (rm -rf). Seconds per stage, median [min–max] of {repeat} run(s), "
+        "the ratio of medians to native in parentheses; "
+        "`=` marks a stage whose output matched the native run (owners, times and modes normalised). "
+        "`cache whole` is `aviary run --cache whole` (the seeds' $$ on): a file is copied on open "
+        "and written back on close; other rows have the cache off.",
         "",
         "| target | " + " | ".join(STAGES) + " | total |",
         "|---|" + "---|" * (len(STAGES) + 1),
@@ -240,14 +407,15 @@ def _markdown(runs: list[TargetRun], files: int) -> str:
     for run in runs:
         if run.error:
             lines.append(
-                f"| {run.target} | " + " | ".join(["n/a"] * len(STAGES)) + f" | {run.error} |"
+                f"| {run.label} | " + " | ".join(["n/a"] * len(STAGES)) + f" | {run.error} |"
             )
             continue
         cells = []
         for s in run.stages:
             ratio = s.seconds / native[s.stage] if native.get(s.stage) else float("nan")
             mark = "" if s.same_as_native is None else (" =" if s.same_as_native else " DIFFERS")
-            cells.append(f"{s.seconds:.2f} ({ratio:.1f}×){mark}")
+            spread = f" [{s.minimum:.2f}–{s.maximum:.2f}]" if len(s.runs) > 1 else ""
+            cells.append(f"{s.seconds:.2f}{spread} ({ratio:.1f}×){mark}")
         total = sum(s.seconds for s in run.stages)
-        lines.append(f"| {run.target} | " + " | ".join(cells) + f" | {total:.2f} |")
+        lines.append(f"| {run.label} | " + " | ".join(cells) + f" | {total:.2f} |")
     return "\n".join(lines) + "\n"

@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from harness.bench_common import machine_description, progress_bar, summarize
 
 __all__ = ["COLUMNS", "PEERS", "Row", "bandwidth_file_size", "run_micro"]
 
@@ -189,6 +190,7 @@ class Row:
     note: str = ""
     runs: list[dict[str, float]] = field(default_factory=list)
     values: dict[str, float] = field(default_factory=dict)  # medians: ns/op, bandwidth MB/s
+    spread: dict[str, dict[str, float]] = field(default_factory=dict)  # column -> min, max, q1, q3
     ratio_to_native: dict[str, float] = field(default_factory=dict)
     vs: dict[str, dict[str, float]] = field(default_factory=dict)  # aviary rows: ratio to peers
 
@@ -352,6 +354,10 @@ def _finish(rows: list[Row]) -> None:
     for row in rows:
         if row.status == "measured":
             row.values = {c: statistics.median(run[c] for run in row.runs) for c in COLUMNS}
+            for column in COLUMNS:
+                spread = summarize(run[column] for run in row.runs)
+                row.spread[column] = {"min": spread.minimum, "max": spread.maximum,
+                                      "q1": spread.q1, "q3": spread.q3}  # fmt: skip
     by_name = {row.agent: row for row in rows if row.status == "measured"}
     native = by_name["native"].values
     for row in by_name.values():
@@ -443,16 +449,20 @@ def _number(value: float) -> str:
 def _cell(row: Row, column: str) -> str:
     value = row.values[column]
     ratio = _number(row.ratio_to_native.get(column, float("nan")))
+    low, high = row.spread[column]["min"], row.spread[column]["max"]
     if column == "bandwidth":
-        return f"{value:.0f} MB/s ({ratio}x)"
-    return f"{_number(value / 1000.0)} µs ({ratio}x)"
+        spread = f" [{low:.0f}–{high:.0f}]" if len(row.runs) > 1 else ""
+        return f"{value:.0f}{spread} MB/s ({ratio}x)"
+    spread = f" [{_number(low / 1000.0)}–{_number(high / 1000.0)}]" if len(row.runs) > 1 else ""
+    return f"{_number(value / 1000.0)}{spread} µs ({ratio}x)"
 
 
 def _markdown(rows: list[Row], targets: list[Target], meta: dict[str, Any]) -> str:
     lines = [
         "# Figure 3, measured: the overhead of interposition",
         "",
-        f"{meta['iterations']} calls per operation, median of {meta['repeat']} run(s) per cell; "
+        f"{meta['iterations']} calls per operation, median [min–max] of {meta['repeat']} run(s) "
+        "per cell; "
         f"files on {meta['filesystem']} ({meta['workdir_parent']}); kernel {meta['kernel']}, "
         f"{meta['cpus']} CPUs. Bandwidth: a {meta['bandwidth_file_bytes'] // 2**20} MiB file read "
         f"in {BANDWIDTH_BLOCK // 2**20} MiB blocks, median of {BANDWIDTH_PASSES} passes. "
@@ -552,12 +562,6 @@ def run_micro(out: Path, iterations: int, repeat: int) -> int:
     timeout = RUN_TIMEOUT_BASE + RUN_TIMEOUT_PER_ITERATION * iterations
     big_size = bandwidth_file_size(iterations)
     failed = False
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
     with tempfile.TemporaryDirectory(prefix="aviary-micro-") as tmp:
         workdir = Path(tmp)
         meta: dict[str, Any] = {
@@ -587,7 +591,7 @@ def run_micro(out: Path, iterations: int, repeat: int) -> int:
             str(BANDWIDTH_PASSES),
             str(BANDWIDTH_BLOCK),
         ]
-        with Progress(*columns, console=console) as progress:
+        with progress_bar(console) as progress:
             task = progress.add_task("measuring", total=repeat * len(runnable))
             for round_ in range(repeat):
                 for agent, row in runnable:
@@ -607,6 +611,9 @@ def run_micro(out: Path, iterations: int, repeat: int) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "figure3.md").write_text(_markdown(rows, targets, meta))
     data = {
+        "benchmark": "micro",
+        "figure": "3",
+        "machine": machine_description(),
         **meta,
         "columns": list(COLUMNS),
         "units": {c: "MB/s" if c == "bandwidth" else "ns/op" for c in COLUMNS},

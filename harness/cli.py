@@ -2,9 +2,10 @@
 
     aviary fs ls|stat|cat|put|get|mkdir|rm|rmdir|mv URL ...
     aviary run [-m MOUNTLIST] -- PROGRAM ARGS...
+    aviary package create|run      portable packages from a run's --name-list and --env-list
     aviary serve chirp --root DIR [--port P] [--auth address,unix,hostname] ...
     aviary servers                 which real servers this machine can start
-    aviary bench micro|andrew      interposition overhead; the Andrew-like benchmark
+    aviary bench micro|latency|throughput|andrew|sp5   the seeds' Figures 3, 7, 6, 8, 10
     aviary conformance table       Figure 5 from the conformance results
     aviary simulate andrew|sp5|sweep   calibrated simpy models at any scale and distance
     aviary faultnet matrix|proxy|kernel    faults between client and server
@@ -39,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_fs_parser(sub)
     _add_run_parser(sub)
+    from harness.package import add_package_parser
+
+    add_package_parser(sub)
     _add_serve_parser(sub)
     sub.add_parser("servers", help="list the real servers aviary can start here")
     _add_bench_parser(sub)
@@ -81,6 +85,12 @@ def _add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "write it back on close",
     )
     run.add_argument(
+        "--block-size",
+        metavar="SIZE",
+        help="st_blksize reported for remote files (4K .. 1M), the hint cp and others size their "
+        "buffers by (default: what the server says)",
+    )
+    run.add_argument(
         "--trace", type=Path, help="write one JSON line per trapped syscall to this file"
     )
     run.add_argument(
@@ -94,6 +104,12 @@ def _add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to wait for a server (default 30)"
     )
+    from harness.run_environment import add_environment_options
+
+    add_environment_options(run)
+    from harness.run_sandbox import add_sandbox_options
+
+    add_sandbox_options(run)
     run.add_argument("program", nargs=argparse.REMAINDER, help="-- PROGRAM ARGS...")
 
 
@@ -101,6 +117,7 @@ def _run_run(args: argparse.Namespace) -> int:
     import shutil
     import tempfile
 
+    from harness.run_environment import RunOptionError, merge_mounts, prepare_environment
     from reference_agent.agent import Agent, AgentOptions
     from reference_agent.namespace import MountlistError, Namespace, parse_mountlist, read_mountlist
 
@@ -111,15 +128,46 @@ def _run_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    start_cwd = os.getcwd()  # relative mountlist names and --private paths start here
+    from harness.run_sandbox import SandboxOptionError, sandbox_rules, shared_cache_dir
+
     try:
-        mounts = read_mountlist(args.mountlist) if args.mountlist else []
+        rules = sandbox_rules(args)
+        shared_cache = shared_cache_dir(args)
+    except SandboxOptionError as exc:
+        print(f"aviary: run: {exc}", file=sys.stderr)
+        return 2
+    try:
+        mounts = read_mountlist(args.mountlist, start_cwd) if args.mountlist else []
         extra = "\n".join(m.replace("=", " ", 1) for m in args.mount)
-        mounts += parse_mountlist(extra, "-M")
-        namespace = Namespace(mounts)
+        mounts += parse_mountlist(extra, "-M", start_cwd)
+        Namespace(mounts)  # unknown protocols and bad addresses fail before anything is made
     except MountlistError as exc:
         print(f"aviary: run: {exc}", file=sys.stderr)
         return 2
+    block_size = None
+    if args.block_size is not None:
+        from harness.bench_common import UsageError, parse_size
+
+        try:
+            block_size = parse_size(args.block_size)
+        except UsageError as exc:
+            print(f"aviary: run: --block-size: {exc}", file=sys.stderr)
+            return 2
     cache_dir = Path(tempfile.mkdtemp(prefix="aviary-run-"))
+    try:
+        environment = prepare_environment(args, cache_dir, start_cwd, os.environ)
+    except RunOptionError as exc:
+        print(f"aviary: run: {exc}", file=sys.stderr)
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        return 2
+    try:
+        namespace = Namespace(merge_mounts(mounts, environment.mounts))
+    except MountlistError as exc:
+        print(f"aviary: run: {exc}", file=sys.stderr)
+        environment.finish()
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        return 2
     trace = open(args.trace, "w") if args.trace else None  # noqa: SIM115 - closed below
     try:
         cpu = None if args.no_pin else min(os.sched_getaffinity(0))
@@ -130,15 +178,23 @@ def _run_run(args: argparse.Namespace) -> int:
             cpu=cpu,
             timeout=args.timeout,
             cache_dir=cache_dir,
+            block_size=block_size,
+            identity=environment.identity,
+            name_list=environment.name_list,
+            sandbox=rules,
+            shared_cache=shared_cache,
         )
         try:
-            return Agent(namespace, options).run(program)
+            return Agent(namespace, options).run(program, env=environment.env, cwd=start_cwd)
         except OSError as exc:
             print(f"aviary: run: {program[0]}: {exc.strerror or exc}", file=sys.stderr)
             return 127 if exc.errno == 2 else 126
     finally:
         if trace is not None:
             trace.close()
+        where = environment.finish()
+        if where:
+            print(where, file=sys.stderr)
         shutil.rmtree(cache_dir, ignore_errors=True)
 
 
@@ -269,27 +325,79 @@ def _run_servers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_target_options(parser: argparse.ArgumentParser, default_drivers: str | None) -> None:
+    default = (
+        f"default {default_drivers}"
+        if default_drivers
+        else "default: local and every installed server"
+    )
+    parser.add_argument(
+        "--driver",
+        action="append",
+        metavar="D",
+        help=f"drivers to measure, comma-separated or repeated: local, chirp, ftp, ... ({default})",
+    )
+    parser.add_argument(
+        "--server",
+        action="append",
+        metavar="S",
+        help="servers to measure, comma-separated or repeated: chirp/cctools, ftp/vsftpd, ... "
+        "(default: every installed server of the drivers)",
+    )
+
+
+def _add_common_bench_options(parser: argparse.ArgumentParser, repeat: int) -> None:
+    parser.add_argument(
+        "--out", type=Path, default=Path("reports"), help="output directory (default reports/)"
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=repeat,
+        help=f"runs per cell; median and spread are reported (default {repeat})",
+    )
+
+
 def _add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench = sub.add_parser(
-        "bench", help="benchmarks: interposition overhead, the Andrew-like workload"
+        "bench",
+        help="benchmarks: interposition overhead, latency, throughput, Andrew-like, SP5",
+        description="Real measurements with the real agent and real servers on 127.0.0.1. Each "
+        "writes a Markdown table and raw JSON (with the machine's description) to --out.",
     )
     kinds = bench.add_subparsers(dest="bench_kind", required=True, metavar="KIND")
     micro = kinds.add_parser("micro", help="the seeds' Figure 3: syscall costs native vs agents")
-    micro.add_argument(
-        "--out", type=Path, default=Path("reports"), help="output directory (default reports/)"
-    )
+    _add_common_bench_options(micro, 3)
     micro.add_argument(
         "--iterations", type=int, default=20000, help="calls per measurement (default 20000)"
     )
-    micro.add_argument(
-        "--repeat", type=int, default=3, help="runs per cell; the median is kept (default 3)"
+    latency = kinds.add_parser(
+        "latency", help="the seeds' Figure 7: latency of POSIX operations per driver and server"
+    )
+    _add_common_bench_options(latency, 3)
+    _add_target_options(latency, None)
+    latency.add_argument(
+        "--iterations", type=int, default=200, help="timed calls per operation (default 200)"
+    )
+    throughput = kinds.add_parser(
+        "throughput",
+        help="the seeds' Figure 6: cp of a file into each store under the agent, per block size",
+    )
+    _add_common_bench_options(throughput, 3)
+    _add_target_options(throughput, None)
+    throughput.add_argument(
+        "--size", default="128M", help="bytes of the copied file (default 128M)"
+    )
+    throughput.add_argument(
+        "--block-sizes",
+        default="4K,16K,64K,256K,1M",
+        help="st_blksize hints to copy at (default 4K,16K,64K,256K,1M)",
     )
     andrew = kinds.add_parser(
-        "andrew", help="the seeds' Andrew-like benchmark, natively and under the agent"
+        "andrew",
+        help="the seeds' Figure 8: the Andrew-like benchmark, natively and under the agent",
     )
-    andrew.add_argument(
-        "--out", type=Path, default=Path("reports"), help="output directory (default reports/)"
-    )
+    _add_common_bench_options(andrew, 3)
     andrew.add_argument(
         "--files", type=int, default=300, help="C source files in the generated tree (default 300)"
     )
@@ -299,18 +407,82 @@ def _add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="where to run it (default native,aviary-local,chirp/cctools,chirp/aviary; "
         "mount:SERVER reaches SERVER through a mountlist entry instead of /chirp/...)",
     )
+    andrew.add_argument(
+        "--cache",
+        default="off,whole",
+        help="the agent's cache modes for remote targets: off, whole, or both (default off,whole)",
+    )
     andrew.add_argument("--trace-dir", type=Path, help="keep each agent run's --trace file here")
+    sp5 = kinds.add_parser(
+        "sp5", help="a synthetic SP5 (I/O-heavy start, then events) under the agent, vs Figure 10"
+    )
+    _add_common_bench_options(sp5, 3)
+    _add_target_options(sp5, "local,chirp")
+    sp5.add_argument("--events", type=int, default=20, help="events per run (default 20)")
+    sp5.add_argument(
+        "--event-bytes",
+        default="10K-100K",
+        help="output bytes per event, LOW-HIGH (default 10K-100K, as the seeds)",
+    )
+    sp5.add_argument(
+        "--event-cpu-ms", type=float, default=100.0, help="CPU work per event in ms (default 100)"
+    )
+    sp5.add_argument(
+        "--small-files", type=int, default=400, help="small files read at start (default 400)"
+    )
+    sp5.add_argument("--small-size", default="16K", help="bytes per small file (default 16K)")
+    sp5.add_argument("--big-files", type=int, default=2, help="large files (default 2)")
+    sp5.add_argument("--big-size", default="32M", help="bytes per large file (default 32M)")
+    sp5.add_argument(
+        "--big-reads", type=int, default=4000, help="512-byte reads per large file (default 4000)"
+    )
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    if args.bench_kind == "micro":
-        from harness.bench_micro import run_micro
+    from harness.bench_common import UsageError, choose_targets, parse_size, parse_sizes
 
-        return run_micro(args.out, args.iterations, args.repeat)
-    from harness.andrew import run_andrew
+    kind = args.bench_kind
+    try:
+        if kind == "micro":
+            from harness.bench_micro import run_micro
 
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    return run_andrew(args.out, args.files, targets, args.trace_dir)
+            return run_micro(args.out, args.iterations, args.repeat)
+        if kind == "andrew":
+            from harness.andrew import run_andrew
+
+            targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+            caches = tuple(c.strip() for c in args.cache.split(",") if c.strip())
+            return run_andrew(args.out, args.files, targets, args.trace_dir, args.repeat, caches)
+        if kind == "latency":
+            from harness.bench_latency import run_latency
+
+            choice = choose_targets(args.driver, args.server)
+            return run_latency(args.out, args.iterations, args.repeat, choice)
+        if kind == "throughput":
+            from harness.bench_throughput import run_throughput
+
+            choice = choose_targets(args.driver, args.server)
+            size, blocks = parse_size(args.size), parse_sizes(args.block_sizes)
+            return run_throughput(args.out, choice, size, blocks, args.repeat)
+        from harness.bench_sp5 import Sp5Params, run_sp5
+
+        default = None if args.driver or args.server else ["local,chirp"]
+        choice = choose_targets(args.driver or default, args.server)
+        low, _, high = args.event_bytes.partition("-")
+        params = Sp5Params(
+            events=args.events,
+            event_bytes=(parse_size(low), parse_size(high or low)),
+            event_cpu_ms=args.event_cpu_ms,
+            small_files=args.small_files,
+            small_size=parse_size(args.small_size),
+            big_files=args.big_files,
+            big_size=parse_size(args.big_size),
+            big_reads=args.big_reads,
+        )
+        return run_sp5(args.out, choice, params, args.repeat)
+    except UsageError as exc:
+        print(f"aviary: bench {kind}: {exc}", file=sys.stderr)
+        return 2
 
 
 def _add_conformance_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -396,7 +568,8 @@ def _add_report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     report.add_argument(
         "--only",
-        help="comma-separated steps: figure7, figure3, figure8, figure5, simulated (default all)",
+        help="comma-separated steps: figure7, figure3, figure8, figure6, sp5, figure5, simulated "
+        "(default all)",
     )
 
 
@@ -422,6 +595,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_fs(args)
         if args.command == "run":
             return _run_run(args)
+        if args.command == "package":
+            from harness.package import run_package
+
+            return run_package(args)
         if args.command == "serve":
             return _run_serve(args)
         if args.command == "servers":

@@ -1,7 +1,9 @@
 """``aviary report``: every table of the seeds, measured and simulated here, in one report.
 
 Covers: Figure 7 (operation latency per driver and server), Figure 3
-(interposition overhead), Figure 8 (the Andrew-like benchmark), Figure 5
+(interposition overhead), Figure 8 (the Andrew-like benchmark, cache off and
+on), Figure 6 (cp throughput per block-size hint), a synthetic SP5 measured
+under the agent (Figure 10's same-host rows), Figure 5
 (POSIX compatibility, from conformance runs), and the simulated tables
 (Figure 8 at LAN and WAN distance for every protocol model, Figure 10 for SP5,
 the scale curve); each beside the seeds' own numbers, with its provenance
@@ -21,12 +23,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
 
 from harness import seeds_data
+from harness.andrew import CACHE_MODES
+from harness.bench_sp5 import Sp5Params
 from harness.servers import SERVERS
 
 __all__ = ["BUDGETS", "run_site"]
@@ -40,11 +44,20 @@ class Budget:
     andrew_files: int
     conformance_examples: int
     sim_events: int
+    repeat: int = 3  # runs per cell of latency, throughput, andrew and sp5
+    throughput_size: int = 128 * 2**20  # the seeds' 128 MB
+    throughput_blocks: tuple[int, ...] = (4096, 16384, 65536, 262144, 1048576)
+    sp5: Sp5Params = field(default_factory=Sp5Params)
 
+
+#: The quick SP5: the same shape, a few seconds per target.
+QUICK_SP5 = Sp5Params(events=5, event_cpu_ms=50.0, small_files=100, big_size=8 * 2**20,
+                      big_reads=1000)  # fmt: skip
 
 BUDGETS = {
-    "quick": Budget(latency_iterations=50, micro_iterations=2000, micro_repeat=1, andrew_files=60,
-                    conformance_examples=10, sim_events=20),
+    "quick": Budget(latency_iterations=50, micro_iterations=2000, micro_repeat=2, andrew_files=60,
+                    conformance_examples=10, sim_events=20, repeat=2, throughput_size=16 * 2**20,
+                    throughput_blocks=(4096, 1048576), sp5=QUICK_SP5),
     "full": Budget(latency_iterations=200, micro_iterations=20000, micro_repeat=3, andrew_files=300,
                    conformance_examples=50, sim_events=100),
 }  # fmt: skip
@@ -81,7 +94,7 @@ def _loadable_servers() -> list[str]:
 def _figure7(out: Path, budget: Budget) -> Section:
     from harness.report import run_report
 
-    status = run_report(out, budget.latency_iterations, _loadable_servers())
+    status = run_report(out, budget.latency_iterations, _loadable_servers(), budget.repeat)
     return Section("Figure 7: latency of POSIX operations per driver and server", "measured on this machine",
                    _read(out / "figure7.md"), seeds_data.FIGURE7, ["figure7.png"], status)  # fmt: skip
 
@@ -102,9 +115,30 @@ def _figure8(out: Path, budget: Budget) -> Section:
         "aviary-local",
         *[k for k in _loadable_servers() if k.startswith(("chirp/", "ftp/"))],
     ]
-    status = run_andrew(out, budget.andrew_files, targets)
+    status = run_andrew(out, budget.andrew_files, targets, None, budget.repeat, CACHE_MODES)
     return Section("Figure 8: the Andrew-like benchmark", "measured on this machine",
                    _read(out / "andrew.md"), seeds_data.FIGURE8, [], status)  # fmt: skip
+
+
+def _figure6(out: Path, budget: Budget) -> Section:
+    from harness.bench_common import TargetChoice
+    from harness.bench_throughput import run_throughput
+
+    status = run_throughput(out, TargetChoice(True, _loadable_servers()), budget.throughput_size,
+                            list(budget.throughput_blocks), budget.repeat)  # fmt: skip
+    return Section("Figure 6: throughput of a file copy per block size", "measured on this machine",
+                   _read(out / "figure6.md"), seeds_data.FIGURE6, ["figure6.png"], status)  # fmt: skip
+
+
+def _sp5(out: Path, budget: Budget) -> Section:
+    from harness.bench_common import TargetChoice
+    from harness.bench_sp5 import run_sp5
+
+    chirp = [k for k in _loadable_servers() if k.startswith("chirp/")]
+    status = run_sp5(out, TargetChoice(True, chirp), budget.sp5, budget.repeat)
+    return Section("SP5 measured: a synthetic SP5 under the agent (Figure 10, same host)",
+                   "measured on this machine", _read(out / "sp5.md"), seeds_data.FIGURE10, [],
+                   status)  # fmt: skip
 
 
 def _figure5(out: Path, budget: Budget) -> Section:
@@ -170,6 +204,8 @@ STEPS: dict[str, Callable[[Path, Budget], Section]] = {
     "figure7": _figure7,
     "figure3": _figure3,
     "figure8": _figure8,
+    "figure6": _figure6,
+    "sp5": _sp5,
     "figure5": _figure5,
     "simulated": _simulated,
 }
@@ -248,14 +284,20 @@ def run_site(out: Path, mode: str = "quick", only: list[str] | None = None) -> i
     out.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
     sections: list[Section] = []
+    step_seconds: dict[str, float] = {}
     for name, step in STEPS.items():
         if only and name not in only:
             continue
         console.print(f"[bold]report: {name}[/bold]")
+        step_began = time.monotonic()
         sections.append(step(out, budget))
+        step_seconds[sections[-1].title] = time.monotonic() - step_began
     elapsed = time.monotonic() - began
     _index(out, sections, mode, elapsed)
-    summary = {s.title: {"provenance": s.provenance, "status": s.status} for s in sections}
+    summary = {
+        s.title: {"provenance": s.provenance, "status": s.status, "seconds": step_seconds[s.title]}
+        for s in sections
+    }
     (out / "report.json").write_text(
         json.dumps({"mode": mode, "seconds": elapsed, "sections": summary}, indent=2)
     )

@@ -130,11 +130,12 @@ class TracerLoop:
         stdin: int | None = None,
         stdout: int | None = None,
         stderr: int | None = None,
+        executable: str | None = None,
     ) -> int:
         """Run ``argv`` to the end of its last descendant.
 
         Args:
-            argv, env, cwd, stdin, stdout, stderr: as for ``spawn_traced``.
+            argv, env, cwd, stdin, stdout, stderr, executable: as for ``spawn_traced``.
             cpu: run the tracer thread and every tracee on this one CPU (restored after).
 
         Returns:
@@ -149,7 +150,15 @@ class TracerLoop:
             os.sched_setaffinity(0, {cpu})
         try:
             root = spawn_traced(
-                argv, env, cwd, self.trapped, cpu, stdin=stdin, stdout=stdout, stderr=stderr
+                argv,
+                env,
+                cwd,
+                self.trapped,
+                cpu,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                executable=executable,
             )
             self._live.add(root)
             self.counters.tracees += 1

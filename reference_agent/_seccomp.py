@@ -322,6 +322,7 @@ def spawn_traced(
     stdout: int | None = None,
     stderr: int | None = None,
     options: TraceOption = _ptrace.DEFAULT_OPTIONS,
+    executable: str | None = None,
 ) -> int:
     """Start ``argv`` traced, with the seccomp filter for ``trapped`` installed before its exec.
 
@@ -333,6 +334,8 @@ def spawn_traced(
         cpu: pin the program (and so all its descendants) to this CPU; None leaves it free.
         stdin, stdout, stderr: descriptors of this process to give the program; None inherits.
         options: ptrace options; ``DEFAULT_OPTIONS`` follows forks, clones and execs.
+        executable: the file to execute, when it is not ``argv[0]`` looked up in PATH
+            (an agent that found the program through its namespace).
 
     Returns:
         The pid, stopped at its ``PTRACE_EVENT_EXEC`` stop: the caller resumes it
@@ -345,7 +348,7 @@ def spawn_traced(
     if not argv:
         raise ValueError("argv must name a program")
     environment = dict(os.environ if env is None else env)
-    paths = _candidates(argv[0], environment)
+    paths = [os.fsencode(executable)] if executable else _candidates(argv[0], environment)
     argv_bytes = [os.fsencode(a) for a in argv]
     env_bytes = {os.fsencode(k): os.fsencode(v) for k, v in environment.items()}
     prepared = PreparedFilter(build_filter(trapped))

@@ -29,6 +29,8 @@ from reference_agent._abi import AT_FDCWD
 from reference_agent._loop import Rewrite, TracerLoop
 from reference_agent._ptrace import Event, ExecEvent, Exited, ForkEvent, ForkKind, Killed, Registers
 from reference_agent.files import RemoteFile, RemoteFileTable
+from reference_agent.identity import Identity
+from reference_agent.interpreters import plan_exec
 from reference_agent.namespace import (
     LocalTarget,
     Namespace,
@@ -37,6 +39,10 @@ from reference_agent.namespace import (
     ServiceDirectory,
     logical_path,
 )
+from reference_agent.recording import NameList
+from reference_agent.sandbox import Guard, SandboxRules, guard_for
+from reference_agent.startup import find_program, physical_directory
+from reference_agent.whole_cache import WholeFileCache
 
 if TYPE_CHECKING:
     from reference_agent.table import Entry
@@ -61,6 +67,18 @@ class AgentOptions:
     cpu: int | None = None
     timeout: float = 30.0
     cache_dir: Path | None = None
+    #: The ids, user and host names the program is shown (None: the real ones).
+    identity: Identity | None = None
+    #: Records every path resolved (``--name-list``), for portable packages.
+    name_list: NameList | None = None
+    #: st_blksize reported for remote files, the hint programs such as cp size their buffers
+    #: by (the seeds' Figure 6); None reports what the driver says.
+    block_size: int | None = None
+    #: --deny/--allow-only/--read-only/--hide (None: no sandbox; mountlist access letters
+    #: are enforced all the same).
+    sandbox: SandboxRules | None = None
+    #: --cache-dir: whole-file copies of read-only remote files kept across runs.
+    shared_cache: Path | None = None
 
 
 @dataclass(slots=True)
@@ -113,10 +131,14 @@ class Call:
 
     def string(self, index: int) -> str:
         """The NUL-terminated string argument ``index``."""
+        return os.fsdecode(self.raw_string(index))
+
+    def raw_string(self, index: int) -> bytes:
+        """The NUL-terminated string argument ``index``, as bytes without the NUL."""
         address = self.registers.arg(index)
         if address == 0:
             raise OSError(errno.EFAULT, "NULL path")
-        return os.fsdecode(_memory.read_c_string(self.pid, address))
+        return _memory.read_c_string(self.pid, address)
 
     def read(self, address: int, length: int) -> bytes:
         return _memory.read_bytes(self.pid, address, length)
@@ -126,7 +148,10 @@ class Call:
 
     def scratch_string(self, text: str) -> int:
         """Write ``text`` below the stack (clear of signal frames); return its address."""
-        data = os.fsencode(text) + b"\0"
+        return self.scratch_bytes(os.fsencode(text) + b"\0")
+
+    def scratch_bytes(self, data: bytes) -> int:
+        """Write ``data`` below the stack, 16-byte aligned (an argv array); return its address."""
         self._scratch = (self._scratch - len(data)) & ~15
         _memory.write_bytes(self.pid, self._scratch, data)
         return self._scratch
@@ -156,29 +181,77 @@ class Agent:
         self.holes_reported: set[str] = set()
         self._mount_of_call = "local"
         self.copies = 0  # local copies made for --cache whole
+        self.guard: Guard | None = None
+        shared = self.options.shared_cache
+        self.whole_cache = WholeFileCache(shared) if shared is not None else None
 
     # -- running ----------------------------------------------------------------------------
 
-    def run(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
-        """Run ``argv`` to the end of its last descendant; return its exit status."""
-        from reference_agent.table import SYSCALL_TABLE, trapped_numbers
+    def run(
+        self, argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: str | None = None
+    ) -> int:
+        """Run ``argv`` to the end of its last descendant; return its exit status.
 
+        Args:
+            argv: the program, looked up in ``env``'s PATH through the namespace.
+            env: its environment (None: this process's).
+            cwd: its logical starting directory (None: this process's).
+
+        Raises:
+            OSError: the program could not be started (ENOENT, EACCES...), naming it.
+        """
+        from reference_agent.table import dispatch_table, trapped_numbers
+
+        features = self.options.identity.features if self.options.identity else frozenset()
         self._table: dict[int, Entry] = {
-            _ptrace.syscall_number(name): entry for name, entry in SYSCALL_TABLE.items()
+            _ptrace.syscall_number(name): entry for name, entry in dispatch_table(features).items()
         }
-        self.loop = TracerLoop(
-            trapped_numbers(self.options.cache), self._on_syscall, self._on_event
-        )
-        start_cwd = os.getcwd()
+        agent_dirs = [str(d) for d in (self.options.cache_dir, self.options.shared_cache) if d]
+        self.guard = guard_for(self.options.sandbox, self.namespace, agent_dirs)
+        trapped = trapped_numbers(self.options.cache, features)
+        if self.guard is not None:
+            trapped |= self.guard.trapped_numbers()
+        self.loop = TracerLoop(trapped, self._on_syscall, self._on_event)
+        start_cwd = logical_path(cwd) if cwd is not None else os.getcwd()
         self._root_cwd = Cwd(start_cwd)
+        program = find_program(
+            self.namespace, argv[0], os.environ if env is None else env, start_cwd
+        )
+        if program is not None and self.options.name_list is not None:
+            self.options.name_list.record(program[0], "execve")
+        if program is not None and self.guard is not None:
+            refusal = self.guard.check_program(program[0], program[1])
+            if refusal is not None:
+                raise OSError(refusal, os.strerror(refusal), argv[0])
+        argv, executable = self._through_interpreters(argv, program)
         try:
-            return self.loop.run(argv, env=env, cpu=self.options.cpu)
+            return self.loop.run(
+                argv,
+                env=env,
+                cwd=physical_directory(self.namespace, start_cwd),
+                cpu=self.options.cpu,
+                executable=executable,
+            )
         finally:
             self.files.close_all()
             for driver in self.drivers.values():
                 driver.close_driver()
             if self.options.summary:
                 self.print_summary()
+
+    def _through_interpreters(
+        self, argv: Sequence[str], program: tuple[str, str] | None
+    ) -> tuple[Sequence[str], str | None]:
+        """The first exec's argv and local file, its interpreters found as execve's are."""
+        if program is None:
+            return argv, None  # a remote program: the kernel's own search, as before
+        logical, local = program
+        plan = plan_exec(self.namespace, local, logical, argv)
+        if isinstance(plan, int):
+            raise OSError(-plan, os.strerror(-plan), argv[0])
+        if plan is None:
+            return argv, local
+        return [str(arg) for arg in plan.argv], plan.file
 
     def _cwd(self, pid: int) -> Cwd:
         cwd = self.cwds.get(pid)
@@ -211,14 +284,20 @@ class Agent:
 
     def _on_syscall(self, pid: int, nr: int, registers: Registers) -> Outcome:
         entry = self._table.get(nr)
-        if entry is None:
+        guard = self.guard
+        if entry is None and guard is None:
             return None
-        call = Call(pid, nr, entry.name, registers)
+        call = Call(pid, nr, entry.name if entry else _ptrace.syscall_name(nr), registers)
         self._mount_of_call = "local"
         self._subject_of_call: str | None = None
         began = time.perf_counter()
         try:
-            outcome = entry.handler(self, call)
+            # The sandbox first: it refuses, or pins the path arguments the handler then reads.
+            outcome: Outcome = guard.check(self, call) if guard is not None else None
+            if outcome is None and entry is not None:
+                outcome = entry.handler(self, call)
+            if outcome is None and call.registers is not registers:
+                outcome = Rewrite(call.registers)  # run natively on the checked copies
         except OSError as exc:
             outcome = -(exc.errno or errno.EIO)
         except Exception as exc:  # a bug in a handler must not take the program down
@@ -255,9 +334,19 @@ class Agent:
         lines = [f"{'syscall':<16} {'mount':<32} {'calls':>8} {'errors':>7} {'agent us':>10}"]
         for (name, mount), s in sorted(self.stats.items(), key=lambda kv: -kv[1].calls):
             lines.append(f"{name:<16} {mount:<32} {s.calls:>8} {s.errors:>7} {s.micros:>10.0f}")
+        if self.whole_cache is not None:
+            lines.append(f"aviary: {self.whole_cache.summary()}")
+        if self.guard is not None:
+            lines.append(f"aviary: sandbox: {self.guard.refusals} calls refused")
         self.report("\n".join(lines))
 
     # -- helpers for handlers ------------------------------------------------------------------
+
+    def report_once(self, key: str, line: str) -> None:
+        """Say ``line`` the first time ``key`` comes up in this run."""
+        if key not in self.holes_reported:
+            self.holes_reported.add(key)
+            self.report(line)
 
     def hole(self, call: Call, what: str, code: int = errno.ENOSYS) -> int:
         """Refuse a call the agent cannot emulate on a remote object, and say so once."""
@@ -311,10 +400,14 @@ class Agent:
         else:
             remote_dir = self.remote_file(call, dirfd)
             if remote_dir is None:
+                if self.options.name_list is not None:
+                    self.options.name_list.record_at(call.pid, dirfd, path, call.name)
                 return Resolved(path, NATIVE)  # relative to a local directory descriptor
             base = remote_dir.logical
         logical = logical_path(path, base) if path else base
         self._subject_of_call = logical
+        if self.options.name_list is not None:
+            self.options.name_list.record(logical, call.name)
         target = self.namespace.resolve(logical)
         if isinstance(target, LocalTarget):
             cwd_is_native = self._is_plain_local(self.cwd_of(call.pid))

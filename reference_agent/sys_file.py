@@ -8,11 +8,12 @@ the data and metadata calls on placeholders through the driver.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import struct
 
-from drivers import FileType
+from drivers import FileType, StatResult
 from drivers.chirp._codec import MAX_BUFFER_SIZE
 from reference_agent import _ptrace
 from reference_agent._abi import AT_EMPTY_PATH, AT_FDCWD, pack_dirent64, pack_stat
@@ -21,6 +22,7 @@ from reference_agent._loop import Rewrite
 from reference_agent.agent import NATIVE, Agent, Call, Outcome
 from reference_agent.files import RemoteFile
 from reference_agent.namespace import LocalTarget, Refused, RemoteTarget, ServiceDirectory
+from reference_agent.whole_cache import read_only_open
 
 MFD_CLOEXEC = 0x0001
 MEMFD_NAME_MAX = 249
@@ -66,6 +68,12 @@ def _open(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mod
     assert isinstance(target, RemoteTarget)
     driver = agent.driver_for(target)
     whole = agent.options.cache == "whole"
+    if whole and agent.whole_cache is not None and read_only_open(flags):
+        st_remote = driver.stat(target.path)
+        if st_remote.is_reg():  # served from the copy --cache-dir keeps across runs
+            return rewrite_args(
+                call, {path_index: agent.whole_cache.copy_of(driver, target, st_remote)}
+            )
     open_flags = flags & ~os.O_PATH if flags & os.O_PATH else flags
     if whole and open_flags & os.O_ACCMODE == os.O_WRONLY and not open_flags & os.O_TRUNC:
         open_flags = (open_flags & ~os.O_ACCMODE) | os.O_RDWR  # the copy must be read first
@@ -371,8 +379,18 @@ def sys_lseek(agent: Agent, call: Call) -> Outcome:
 # -- metadata on descriptors ---------------------------------------------------------------------
 
 
+def with_block_size_hint(agent: Agent, st: StatResult) -> StatResult:
+    """``st`` with the agent's block-size hint as st_blksize, when one is set.
+
+    Why: programs such as cp size their buffers by st_blksize; the seeds tuned
+    remote throughput through this hint (their Figure 6).
+    """
+    size = agent.options.block_size
+    return st if size is None else dataclasses.replace(st, st_blksize=size)
+
+
 def fd_stat_bytes(agent: Agent, call: Call, remote: RemoteFile) -> bytes:
-    st = remote.driver.fstat(remote.handle)
+    st = with_block_size_hint(agent, remote.driver.fstat(remote.handle))
     return pack_stat(st, remote.dev)
 
 

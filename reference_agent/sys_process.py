@@ -9,6 +9,7 @@ import os
 from drivers import Driver
 from reference_agent._abi import AT_FDCWD
 from reference_agent._common import path_call, rewrite_args
+from reference_agent._exec_rewrite import exec_through_namespace
 from reference_agent._loop import Rewrite
 from reference_agent.agent import NATIVE, Agent, Call, Outcome, Resolved
 from reference_agent.namespace import LocalTarget, Refused, RemoteTarget, ServiceDirectory
@@ -20,6 +21,8 @@ def _local_copy(agent: Agent, driver: Driver, target: RemoteTarget) -> str:
     st = driver.stat(target.path)
     if not st.is_reg():
         raise OSError(errno.EACCES, "not a regular file", target.path)
+    if agent.whole_cache is not None:
+        return agent.whole_cache.copy_of(driver, target, st)  # shared with other runs
     key = hashlib.sha256(
         f"{target.url}\0{st.st_ino}\0{st.st_mtime_ns}\0{st.st_size}".encode()
     ).hexdigest()[:24]
@@ -34,6 +37,10 @@ def _local_copy(agent: Agent, driver: Driver, target: RemoteTarget) -> str:
 
 
 def _exec(agent: Agent, call: Call, dirfd: int, index: int) -> Outcome:
+    moved = exec_through_namespace(agent, call, dirfd, index)
+    if moved is not None:
+        return moved  # an interpreter the namespace moves (a package's loader)
+
     def remote(driver: Driver, target: RemoteTarget, resolved: Resolved) -> Outcome:
         return rewrite_args(call, {index: _local_copy(agent, driver, target)})
 

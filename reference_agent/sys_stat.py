@@ -11,7 +11,7 @@ from reference_agent._abi import AT_FDCWD, AT_SYMLINK_NOFOLLOW, pack_stat, pack_
 from reference_agent._common import path_call
 from reference_agent.agent import Agent, Call, Outcome, Resolved
 from reference_agent.namespace import RemoteTarget
-from reference_agent.sys_file import empty_path_fd, pack_statfs
+from reference_agent.sys_file import empty_path_fd, pack_statfs, with_block_size_hint
 
 _SERVICE_DIR_DEV = os.makedev(0xA5, 0)
 
@@ -44,7 +44,7 @@ def _stat_into(
 
     def remote(driver: Driver, target: RemoteTarget, resolved: Resolved) -> int:
         st = driver.stat(target.path) if follow else driver.lstat(target.path)
-        call.write(buffer, pack(st, agent.remote_dev(target.endpoint)))
+        call.write(buffer, pack(with_block_size_hint(agent, st), agent.remote_dev(target.endpoint)))
         return 0
 
     def service(call_: Call, resolved: Resolved) -> int:
@@ -59,7 +59,9 @@ def _fd_stat_into(agent: Agent, call: Call, fd: int, buffer: int, packer: str) -
     if remote is None:
         return None
     pack = pack_stat if packer == "stat" else pack_statx
-    call.write(buffer, pack(remote.driver.fstat(remote.handle), remote.dev))
+    call.write(
+        buffer, pack(with_block_size_hint(agent, remote.driver.fstat(remote.handle)), remote.dev)
+    )
     return 0
 
 

@@ -9,14 +9,16 @@ trapping only what the namespace needs is a property of this file.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Set
 from dataclasses import dataclass
 from typing import Literal
 
-from reference_agent import _ptrace, sys_file, sys_path, sys_process, sys_stat
+from reference_agent import _ptrace, sys_file, sys_identity, sys_path, sys_process, sys_stat
 from reference_agent.agent import Agent, Call, Outcome
+from reference_agent.identity import HOSTNAME_FEATURE, IDENTITY_FEATURE
 
-__all__ = ["SYSCALL_TABLE", "Entry", "trapped_numbers"]
+__all__ = ["SYSCALL_TABLE", "Entry", "dispatch_table", "trapped_numbers"]
 
 Support = Literal["full", "partial", "refused"]
 
@@ -29,6 +31,8 @@ class Entry:
     note: str = ""
     #: Calls on the data path that "--cache whole" leaves to the kernel.
     data_path: bool = False
+    #: A run feature this entry is trapped for ("identity", "hostname"); "" is always.
+    needs: str = ""
 
 
 def _entries() -> list[Entry]:
@@ -166,16 +170,52 @@ def _entries() -> list[Entry]:
             "refused",
             "ENOSYS: requests would bypass the agent",
         ),
+        # identity (only for runs with --uid/--gid, --hostname)
+        *_identity_entries(),
+    ]
+
+
+def _identity_entries() -> list[Entry]:
+    i, ids, host = sys_identity, IDENTITY_FEATURE, HOSTNAME_FEATURE
+    return [
+        Entry("getuid", i.sys_getuid, "full", "--uid", needs=ids),
+        Entry("geteuid", i.sys_getuid, "full", "--uid", needs=ids),
+        Entry("getgid", i.sys_getgid, "full", "--gid", needs=ids),
+        Entry("getegid", i.sys_getgid, "full", "--gid", needs=ids),
+        Entry("getresuid", i.sys_getresuid, "full", "--uid", needs=ids),
+        Entry("getresgid", i.sys_getresgid, "full", "--gid", needs=ids),
+        Entry("getgroups", i.sys_getgroups, "partial", "the fake gid is the only group", needs=ids),
+        Entry("uname", i.sys_uname, "full", "--hostname: the node name", needs=host),
     ]
 
 
 SYSCALL_TABLE: dict[str, Entry] = {entry.name: entry for entry in _entries()}
 
 
-def trapped_numbers(cache: str) -> set[int]:
+def dispatch_table(features: Set[str] = frozenset()) -> dict[str, Entry]:
+    """The entries of one run: those its ``features`` need, the stat family showing fake owners.
+
+    Args:
+        features: what the run asks for beyond the namespace ("identity", "hostname").
+    """
+    table = {
+        name: entry
+        for name, entry in SYSCALL_TABLE.items()
+        if not entry.needs or entry.needs in features
+    }
+    if IDENTITY_FEATURE in features:
+        for name in sys_identity.OWNER_CALLS:
+            entry = table[name]
+            table[name] = dataclasses.replace(
+                entry, handler=sys_identity.with_fake_owner(entry.handler)
+            )
+    return table
+
+
+def trapped_numbers(cache: str, features: Set[str] = frozenset()) -> set[int]:
     """The syscall numbers the seccomp filter sends to the agent."""
     return {
         _ptrace.syscall_number(name)
-        for name, entry in SYSCALL_TABLE.items()
+        for name, entry in dispatch_table(features).items()
         if not (cache == "whole" and entry.data_path)
     }

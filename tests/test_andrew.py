@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from harness.andrew import STAGES, generate_tree, run_andrew
+from harness.cli import main
 
 
 def test_generated_tree_is_a_buildable_project(tmp_path: Path) -> None:
@@ -18,7 +19,7 @@ def test_same_output_as_native_everywhere(tmp_path: Path) -> None:
     targets = ["native", "aviary-local", "chirp/cctools", "chirp/aviary", "mount:chirp/aviary"]
     traces = tmp_path / "traces"
     status = run_andrew(tmp_path, 40, targets, traces)
-    runs = json.loads((tmp_path / "andrew.json").read_text())
+    runs = json.loads((tmp_path / "andrew.json").read_text())["runs"]
     assert [r["target"] for r in runs] == targets
     for run in runs:
         assert run["error"] is None, run
@@ -40,5 +41,27 @@ def test_same_output_as_native_everywhere(tmp_path: Path) -> None:
     assert any(r["driver"].startswith("chirp://") for r in remote)
 
 
+def test_cache_off_and_on_repeated(tmp_path: Path) -> None:
+    argv = ["bench", "andrew", "--targets", "native,chirp/aviary", "--files", "12",
+            "--cache", "off,whole", "--repeat", "2", "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    data = json.loads((tmp_path / "andrew.json").read_text())
+    assert data["repeat"] == 2 and data["caches"] == ["off", "whole"]
+    assert {"cpu_model", "cores", "kernel", "python", "date", "packages"} <= set(data["machine"])
+    rows = data["runs"]
+    assert [(r["target"], r["cache"]) for r in rows] == [
+        ("native", None), ("chirp/aviary", "off"), ("chirp/aviary", "whole")]  # fmt: skip
+    assert [r["label"] for r in rows] == ["native", "chirp/aviary", "chirp/aviary, cache whole"]
+    for row in rows:
+        assert row["error"] is None and row["repeat"] == 2
+        for stage in row["stages"]:
+            assert len(stage["runs"]) == 2
+            assert stage["minimum"] <= stage["seconds"] <= stage["maximum"]
+            assert stage["same_as_native"] is not False
+    table = (tmp_path / "andrew.md").read_text()
+    assert "| chirp/aviary, cache whole |" in table and "median [min–max] of 2 run(s)" in table
+
+
 def test_unknown_target_is_a_usage_error(tmp_path: Path) -> None:
     assert run_andrew(tmp_path, 10, ["native", "gopher/x"]) == 2
+    assert main(["bench", "andrew", "--cache", "sometimes", "--out", str(tmp_path)]) == 2

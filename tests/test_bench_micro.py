@@ -10,6 +10,7 @@ import pytest
 
 from harness import bench_micro
 from harness.bench_micro import COLUMNS, PEERS, bandwidth_file_size, run_micro
+from harness.cli import main
 
 
 def test_run_micro(tmp_path: Path) -> None:
@@ -17,6 +18,7 @@ def test_run_micro(tmp_path: Path) -> None:
     assert status == 0
     data = json.loads((tmp_path / "figure3.json").read_text())
     assert data["columns"] == list(COLUMNS)
+    assert {"cpu_model", "cores", "kernel", "python", "date", "packages"} <= set(data["machine"])
     rows = {row["agent"]: row for row in data["rows"]}
     assert list(rows)[:3] == ["native", "aviary", "aviary --no-pin"]
     assert {"strace -f", "strace -f, pinned", "proot", "parrot_run -Q"} <= set(rows)
@@ -29,6 +31,9 @@ def test_run_micro(tmp_path: Path) -> None:
         assert row["status"] == "measured", (name, row["note"])
         assert len(row["runs"]) == 1
         assert set(row["values"]) == set(COLUMNS)
+        for column in COLUMNS:  # one run: the spread is that run
+            spread = row["spread"][column]
+            assert spread["min"] == spread["max"] == row["values"][column], (name, column)
         assert all(v > 0 for v in row["values"].values()), name
         for column in COLUMNS:
             expected = row["values"][column] / native[column]
@@ -64,6 +69,22 @@ def test_run_micro_missing_peer_is_a_row(tmp_path: Path, monkeypatch: pytest.Mon
     assert rows["proot"]["note"] == "not installed: apt-get install proot"
     assert "proot" not in rows["aviary"]["vs"]
     assert "not installed: apt-get install proot" in (tmp_path / "figure3.md").read_text()
+
+
+def test_run_micro_repeats_give_a_spread(tmp_path: Path) -> None:
+    assert (
+        main(["bench", "micro", "--iterations", "20", "--repeat", "3", "--out", str(tmp_path)]) == 0
+    )
+    rows = {r["agent"]: r for r in json.loads((tmp_path / "figure3.json").read_text())["rows"]}
+    for name in ("native", "aviary"):
+        row = rows[name]
+        assert len(row["runs"]) == 3
+        for column in COLUMNS:
+            runs = [run[column] for run in row["runs"]]
+            assert row["spread"][column]["min"] == min(runs)
+            assert row["spread"][column]["max"] == max(runs)
+            assert row["values"][column] == sorted(runs)[1]
+    assert "median [min–max] of 3 run(s)" in (tmp_path / "figure3.md").read_text()
 
 
 def test_run_micro_rejects_bad_arguments(tmp_path: Path) -> None:

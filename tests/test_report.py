@@ -11,7 +11,7 @@ from harness.report import OPERATIONS, run_report
 def test_report_writes_measured_figure7(tmp_path: Path) -> None:
     status = run_report(tmp_path, iterations=3, servers=["chirp/cctools", "chirp/aviary"])
     assert status == 0
-    data = json.loads((tmp_path / "figure7.json").read_text())
+    data = json.loads((tmp_path / "figure7.json").read_text())["targets"]
     assert [r["target"] for r in data] == ["local", "chirp/cctools", "chirp/aviary"]
     for result in data:
         assert result["error"] is None

@@ -11,6 +11,17 @@ or a driver URL (``chirp://HOST:PORT/path``). ACCESS is ``DENY`` (EACCES),
 ``ENOENT`` (the path seems not to exist), ``LOCAL`` (the local path itself,
 punching through a wider mount such as ``/ /chirp/...``) or any of ``r w x``
 (default ``rwx``).
+
+An entry may name a single file: ``/job/output.txt /job/output.7.txt`` sends
+every use of the one name to the other, so copies of a program hard-wired to
+``output.txt`` can each write their own. Parsed with a ``base`` (``aviary run``
+gives its starting directory), LOGICAL and PHYSICAL may also be relative to it:
+
+    output.txt  output.7.txt      # ./output.txt is ./output.7.txt
+
+A relative PHYSICAL made only of the letters r, w, x is read as ACCESS; write
+``./rx`` for a file of that name. Directory listings are not rewritten: ``ls``
+shows ``output.7.txt``, while ``cat output.txt`` reads it.
 """
 
 from __future__ import annotations
@@ -98,18 +109,26 @@ class Mount:
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
 
-def _logical(text: str, where: str) -> str:
+def _logical(text: str, where: str, base: str | None = None) -> str:
     if not text.startswith("/"):
-        raise MountlistError(f"{where}: logical path must be absolute: {text!r}")
+        if base is None:
+            raise MountlistError(f"{where}: logical path must be absolute: {text!r}")
+        text = posixpath.join(base, text)
     return posixpath.normpath(text).replace("//", "/")
 
 
-def _physical(text: str, where: str) -> str:
+def _physical(text: str, where: str, base: str | None = None) -> str:
     if _URL.match(text):
         return text
     if not text.startswith("/"):
-        raise MountlistError(f"{where}: physical path must be absolute or a URL: {text!r}")
+        if base is None:
+            raise MountlistError(f"{where}: physical path must be absolute or a URL: {text!r}")
+        text = posixpath.join(base, text)
     return posixpath.normpath(text).replace("//", "/")
+
+
+def _is_access(text: str) -> bool:
+    return bool(text) and not set(text.lower()) - set("rwx")
 
 
 def _access(text: str, where: str) -> Access:
@@ -121,8 +140,14 @@ def _access(text: str, where: str) -> Access:
         ) from None
 
 
-def parse_mountlist(text: str, source: str = "mountlist") -> list[Mount]:
+def parse_mountlist(text: str, source: str = "mountlist", base: str | None = None) -> list[Mount]:
     """Parse mountlist text into mounts, in file order.
+
+    Args:
+        text: the entries.
+        source: names the text in messages.
+        base: an absolute directory that relative LOGICAL and PHYSICAL paths are
+            relative to; None makes them an error.
 
     Raises:
         MountlistError: "SOURCE:LINE: what is wrong".
@@ -137,7 +162,7 @@ def parse_mountlist(text: str, source: str = "mountlist") -> list[Mount]:
         words = line.split()
         if len(words) not in (2, 3):
             raise MountlistError(f"{where}: expected LOGICAL PHYSICAL [ACCESS], got {line!r}")
-        logical = _logical(words[0], where)
+        logical = _logical(words[0], where, base)
         if logical in seen:
             raise MountlistError(f"{where}: {logical} is already mounted at {seen[logical]}")
         seen[logical] = where
@@ -146,16 +171,17 @@ def parse_mountlist(text: str, source: str = "mountlist") -> list[Mount]:
             special = Special[second.upper()]
             mounts.append(Mount(logical, None, Access(), special, where))
             continue
-        if len(words) == 2 and not second.startswith("/") and not _URL.match(second):
+        relative = not second.startswith("/") and not _URL.match(second)
+        if len(words) == 2 and relative and (base is None or _is_access(second)):
             mounts.append(Mount(logical, logical, _access(second, where), None, where))
             continue
         access = _access(words[2], where) if len(words) == 3 else Access()
-        mounts.append(Mount(logical, _physical(second, where), access, None, where))
+        mounts.append(Mount(logical, _physical(second, where, base), access, None, where))
     return mounts
 
 
-def read_mountlist(path: str | Path) -> list[Mount]:
-    """Read and parse a mountlist file.
+def read_mountlist(path: str | Path, base: str | None = None) -> list[Mount]:
+    """Read and parse a mountlist file (``base`` as for ``parse_mountlist``).
 
     Raises:
         MountlistError: unreadable or malformed.
@@ -166,4 +192,4 @@ def read_mountlist(path: str | Path) -> list[Mount]:
         raise MountlistError(f"{path}: cannot read mountlist: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise MountlistError(f"{path}: mountlist is not text") from None
-    return parse_mountlist(text, str(path))
+    return parse_mountlist(text, str(path), base)

@@ -1,0 +1,137 @@
+"""Whole-file copies of remote files, kept in a directory that runs share (``--cache-dir``).
+
+The slides' CVMFS use case: a program whose interpreter, libraries and modules
+live on a server runs many times, and each run should fetch only what it uses,
+and only once. With ``--cache whole --cache-dir DIR`` a remote file opened
+read-only (or executed) is served from a local copy in DIR:
+
+- each open asks the server for the file's metadata (one ``stat``); the copy's
+  name carries the remote size, mtime and inode, so a file changed on the
+  server gets a new name and is fetched again, and the old copy is removed;
+- a missing copy is fetched whole into a private temporary name in DIR and
+  renamed into place: ``rename`` is atomic, so concurrent runs (or processes)
+  sharing DIR never see half a file, and two that fetch the same file at once
+  just install the same bytes twice;
+- the program opens the copy itself, read-only: reads, seeks and ``mmap``
+  are the kernel's. ``fstat`` on that descriptor shows the copy (local device
+  and inode, the remote size, mode and mtime), while ``stat`` of the path
+  still asks the server.
+
+Freshness is as good as the server's metadata: a file rewritten within one
+mtime tick (Chirp keeps whole seconds) with the same size and inode is not
+noticed. Files opened for writing keep the per-run copies of ``--cache whole``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import stat as stat_module
+from dataclasses import dataclass
+from pathlib import Path
+
+from drivers import Driver, StatResult
+from reference_agent.namespace import RemoteTarget
+
+__all__ = ["CacheStats", "WholeFileCache", "read_only_open"]
+
+#: Bytes asked for per read while fetching.
+FETCH_CHUNK = 1 << 20
+#: Characters of the remote path kept in a copy's name ("/" as "%"), so one can tell what it is.
+NAME_TAIL = 80
+
+
+def read_only_open(flags: int) -> bool:
+    """Whether an open with ``flags`` can be served from a shared read-only copy."""
+    changing = os.O_CREAT | os.O_TRUNC | os.O_PATH | os.O_TMPFILE
+    return flags & os.O_ACCMODE == os.O_RDONLY and not flags & changing
+
+
+@dataclass(slots=True)
+class CacheStats:
+    """What the cache did in one run."""
+
+    hits: int = 0
+    fetched: int = 0
+    fetched_bytes: int = 0
+    replaced: int = 0  # copies dropped because the remote file changed
+
+
+class WholeFileCache:
+    """Whole local copies of remote files in ``directory``, named by URL and remote metadata.
+
+    Args:
+        directory: an existing directory; other runs may use it at the same time.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.stats = CacheStats()
+
+    def _key(self, target: RemoteTarget) -> str:
+        return hashlib.sha256(target.url.encode()).hexdigest()[:32]
+
+    def _name(self, target: RemoteTarget, st: StatResult) -> str:
+        tail = target.path.strip("/").replace("/", "%")[-NAME_TAIL:] or "file"
+        return f"{self._key(target)}-{st.st_size}-{st.st_mtime_ns}-{st.st_ino}-{tail}"
+
+    def copy_of(self, driver: Driver, target: RemoteTarget, st: StatResult) -> str:
+        """The local copy of ``target`` as ``st`` describes it, fetched if it is not there.
+
+        Args:
+            driver: the endpoint's driver.
+            target: the remote file.
+            st: its metadata, just asked of the server (``driver.stat``).
+
+        Returns:
+            The absolute path of a read-only local copy.
+
+        Raises:
+            OSError: from the driver (the file vanished, the server is gone) or the disk.
+        """
+        local = self.directory / self._name(target, st)
+        if local.exists():
+            self.stats.hits += 1
+            return str(local)
+        partial = self.directory / f".{local.name}.{os.getpid()}.{os.urandom(4).hex()}"
+        try:
+            size = self._fetch(driver, target, partial)
+            os.utime(partial, ns=(st.st_atime_ns, st.st_mtime_ns))
+            os.chmod(partial, (stat_module.S_IMODE(st.st_mode) & 0o555) | 0o444)
+            os.rename(partial, local)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            raise
+        self.stats.fetched += 1
+        self.stats.fetched_bytes += size
+        self._drop_older(target, local)
+        return str(local)
+
+    def _fetch(self, driver: Driver, target: RemoteTarget, partial: Path) -> int:
+        handle = driver.open(target.path, os.O_RDONLY)
+        offset = 0
+        try:
+            with open(partial, "xb") as copy:
+                while data := driver.pread(handle, FETCH_CHUNK, offset):
+                    copy.write(data)
+                    offset += len(data)
+        finally:
+            driver.close(handle)
+        return offset
+
+    def _drop_older(self, target: RemoteTarget, current: Path) -> None:
+        """Remove copies of earlier versions of the same remote file (held ones live on)."""
+        for older in self.directory.glob(f"{self._key(target)}-*"):
+            if older != current:
+                with contextlib.suppress(OSError):
+                    older.unlink()
+                    self.stats.replaced += 1
+
+    def summary(self) -> str:
+        s = self.stats
+        return (
+            f"whole-file cache {self.directory}: {s.hits} hits, {s.fetched} fetched "
+            f"({s.fetched_bytes} bytes), {s.replaced} replaced"
+        )
