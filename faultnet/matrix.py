@@ -294,6 +294,21 @@ def run_matrix(
     return results
 
 
+#: What a reader needs to read a column right.
+NOTES: dict[str, str] = {
+    "ftp/vsftpd": (
+        "vsftpd serves each session from a process of its own, outside the listener's "
+        "process group, so killing or stopping the listening server (server-crash, "
+        "server-freeze) leaves an established session working: 0 s is vsftpd's design, "
+        "not a missed fault."
+    ),
+    "ftp": (
+        "FTP writes reach the server at fsync or close (the get/put model): the driver "
+        "puts the whole staged file again after a reconnect."
+    ),
+}
+
+
 def render_markdown(results: list[CellResult]) -> str:
     """Faults as rows, targets as columns, outcome and seconds in each cell."""
     faults = list(dict.fromkeys(r.fault for r in results))
@@ -320,6 +335,13 @@ def render_markdown(results: list[CellResult]) -> str:
             row.append(text)
         backends = sorted({r.backend for r in results if r.fault == fault})
         lines.append(f"| {fault} ({', '.join(backends)}) | " + " | ".join(row) + " |")
+    notes = [
+        f"- {key}: {text}"
+        for key, text in NOTES.items()
+        if any(t == key or t.startswith(key + "/") for t in targets)
+    ]
+    if notes:
+        lines += ["", *notes]
     return "\n".join(lines) + "\n"
 
 
