@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,13 @@ from typing import Any
 
 from rich.console import Console
 
-from harness.bench_common import machine_description, progress_bar, summarize
+from harness.bench_common import (
+    last_line,
+    machine_description,
+    progress_bar,
+    run_bounded,
+    summarize,
+)
 
 __all__ = ["COLUMNS", "PEERS", "Row", "bandwidth_file_size", "run_micro"]
 
@@ -269,36 +274,13 @@ def _filesystem_of(path: Path) -> str:
     return kind
 
 
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
 def _run(command: list[str], timeout: float, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``command`` in its own process group; on timeout, kill the whole group.
-
-    Why a group: a killed ``strace`` or agent would leave its tracee running.
-    """
-    proc = subprocess.Popen(
-        command,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    """``run_bounded``, its timeout reported as a BenchError (a killed strace or agent would
+    leave its tracee running: the whole process group goes)."""
     try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        raise BenchError(f"no result after {timeout:.0f} s (killed)") from None
-    except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+        return run_bounded(command, timeout, cwd)
+    except TimeoutError as exc:
+        raise BenchError(str(exc).replace("no exit", "no result")) from None
 
 
 def _compile(workdir: Path) -> Path:
@@ -310,7 +292,7 @@ def _compile(workdir: Path) -> Path:
     source.write_text(MICRO_C)
     result = _run([gcc, "-O2", "-Wall", "-o", str(binary), str(source)], COMPILE_TIMEOUT, workdir)
     if result.returncode != 0:
-        raise BenchError(f"gcc failed: {_last_line(result.stderr)}")
+        raise BenchError(f"gcc failed: {last_line(result.stderr)}")
     return binary
 
 
@@ -331,14 +313,14 @@ def _measure(command: list[str], timeout: float, cwd: Path) -> dict[str, float]:
     """One run of the program; its JSON line, checked."""
     result = _run(command, timeout, cwd)
     if result.returncode != 0:
-        why = _last_line(result.stderr) or _last_line(result.stdout) or "no output"
+        why = last_line(result.stderr) or last_line(result.stdout) or "no output"
         raise BenchError(f"exit status {result.returncode}: {why}")
     try:
-        data = json.loads(_last_line(result.stdout))
+        data = json.loads(last_line(result.stdout))
         values = {column: float(data[column]) for column in COLUMNS}
     except (ValueError, KeyError, TypeError):
         raise BenchError(
-            f"no JSON result on stdout (got {_last_line(result.stdout)[:80]!r})"
+            f"no JSON result on stdout (got {last_line(result.stdout)[:80]!r})"
         ) from None
     if not all(v > 0 for v in values.values()):
         raise BenchError(f"non-positive measurement {values}")

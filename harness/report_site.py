@@ -30,6 +30,7 @@ from rich.console import Console
 
 from harness import seeds_data
 from harness.andrew import CACHE_MODES
+from harness.bench_common import loadable_servers
 from harness.bench_sp5 import Sp5Params
 from harness.servers import SERVERS
 
@@ -77,24 +78,10 @@ def _read(path: Path) -> str:
     return path.read_text() if path.exists() else f"(not produced: {path.name} is missing)\n"
 
 
-def _loadable_servers() -> list[str]:
-    from drivers import driver_for_scheme
-
-    keys = []
-    for key, spec in sorted(SERVERS.items()):
-        try:
-            driver_for_scheme(spec.protocol)
-        except LookupError:
-            continue
-        if not spec.missing_programs():
-            keys.append(key)
-    return keys
-
-
 def _figure7(out: Path, budget: Budget) -> Section:
     from harness.report import run_report
 
-    status = run_report(out, budget.latency_iterations, _loadable_servers(), budget.repeat)
+    status = run_report(out, budget.latency_iterations, loadable_servers(), budget.repeat)
     return Section("Figure 7: latency of POSIX operations per driver and server", "measured on this machine",
                    _read(out / "figure7.md"), seeds_data.FIGURE7, ["figure7.png"], status)  # fmt: skip
 
@@ -113,7 +100,7 @@ def _figure8(out: Path, budget: Budget) -> Section:
     targets = [
         "native",
         "aviary-local",
-        *[k for k in _loadable_servers() if k.startswith(("chirp/", "ftp/"))],
+        *[k for k in loadable_servers() if k.startswith(("chirp/", "ftp/"))],
     ]
     status = run_andrew(out, budget.andrew_files, targets, None, budget.repeat, CACHE_MODES)
     return Section("Figure 8: the Andrew-like benchmark", "measured on this machine",
@@ -124,7 +111,7 @@ def _figure6(out: Path, budget: Budget) -> Section:
     from harness.bench_common import TargetChoice
     from harness.bench_throughput import run_throughput
 
-    status = run_throughput(out, TargetChoice(True, _loadable_servers()), budget.throughput_size,
+    status = run_throughput(out, TargetChoice(True, loadable_servers()), budget.throughput_size,
                             list(budget.throughput_blocks), budget.repeat)  # fmt: skip
     return Section("Figure 6: throughput of a file copy per block size", "measured on this machine",
                    _read(out / "figure6.md"), seeds_data.FIGURE6, ["figure6.png"], status)  # fmt: skip
@@ -134,7 +121,7 @@ def _sp5(out: Path, budget: Budget) -> Section:
     from harness.bench_common import TargetChoice
     from harness.bench_sp5 import run_sp5
 
-    chirp = [k for k in _loadable_servers() if k.startswith("chirp/")]
+    chirp = [k for k in loadable_servers() if k.startswith("chirp/")]
     status = run_sp5(out, TargetChoice(True, chirp), budget.sp5, budget.repeat)
     return Section("SP5 measured: a synthetic SP5 under the agent (Figure 10, same host)",
                    "measured on this machine", _read(out / "sp5.md"), seeds_data.FIGURE10, [],
@@ -145,7 +132,7 @@ def _figure5(out: Path, budget: Budget) -> Section:
     from conformance.results import load_results, render_table
 
     results = out / "conformance"
-    drivers = sorted({SERVERS[k].protocol for k in _loadable_servers()} | {"local"})
+    drivers = sorted({SERVERS[k].protocol for k in loadable_servers()} | {"local"})
     names = {"dav": "webdav", "root": "xrootd"}
     status = 0
     for protocol in drivers:
