@@ -22,7 +22,7 @@ def test_report_has_throughput_and_sp5_sections(
                       big_size=2**20, big_reads=20),
     )  # fmt: skip
     monkeypatch.setitem(report_site.BUDGETS, "quick", tiny)
-    monkeypatch.setattr(report_site, "_loadable_servers", lambda: ["chirp/aviary"])
+    monkeypatch.setattr(report_site, "loadable_servers", lambda: ["chirp/aviary"])
     assert report_site.run_site(tmp_path, "quick", ["figure6", "sp5"]) == 0
     page = (tmp_path / "index.html").read_text()
     assert "Figure 6: throughput of a file copy per block size" in page
