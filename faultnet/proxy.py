@@ -42,6 +42,7 @@ T = TypeVar("T")
 LOOPBACK = "127.0.0.1"
 _CHUNK = 64 * 1024
 _CALL_TIMEOUT = 10.0  # seconds for a request to the proxy's loop to be served
+_HELD_CHUNKS = 64  # chunks one direction holds for their delay before reading waits
 
 
 @dataclass
@@ -274,12 +275,22 @@ class FaultProxy:
     async def _pump(
         self, flow: _Flow, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        """Forward one direction chunk by chunk, as the faults decide."""
+        """Forward one direction chunk by chunk, as the faults decide.
+
+        The delay is a link's, not a queue's: reading goes on while earlier
+        chunks are held, and each chunk leaves ``delay`` after it came (in
+        order, and no sooner than the bandwidth allows after the one before),
+        so a message written in two pieces is late by one delay, not two.
+        """
         loop = asyncio.get_running_loop()
+        held: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue(_HELD_CHUNKS)
+        sender = asyncio.create_task(self._send_held(flow, held, writer))
         try:
             while True:
                 data = await reader.read(_CHUNK)
                 if not data:
+                    await held.put(None)
+                    await sender
                     if not (flow.killed or flow.blackholed) and writer.can_write_eof():
                         writer.write_eof()  # pass the half-close on
                     if flow.killed or flow.blackholed:
@@ -295,14 +306,42 @@ class FaultProxy:
                 if flow.blackholed:
                     continue  # swallowed: see CANNOT_REPRODUCE
                 flow.last_activity = now
-                delay = chunk_delay(self.faults, self._rng, len(data))
-                if delay > 0:
-                    await asyncio.sleep(delay)
+                await held.put((now, data))
+        except (OSError, asyncio.IncompleteReadError):
+            for w in flow.writers():
+                w.transport.abort()
+        finally:
+            if not sender.done():
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender
+
+    async def _send_held(
+        self,
+        flow: _Flow,
+        held: asyncio.Queue[tuple[float, bytes] | None],
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        """Write each held chunk when its time comes; None ends the direction."""
+        loop = asyncio.get_running_loop()
+        last_release = 0.0
+        try:
+            while (item := await held.get()) is not None:
+                arrived, data = item
+                transmit = len(data) / self.faults.bandwidth if self.faults.bandwidth else 0.0
+                release = max(
+                    arrived + chunk_delay(self.faults, self._rng, len(data)),
+                    last_release + transmit,
+                )
+                last_release = release
+                wait = release - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
                 if flow.killed:
                     continue
                 writer.write(data)
                 await writer.drain()
-        except (OSError, asyncio.IncompleteReadError):
+        except OSError:
             for w in flow.writers():
                 w.transport.abort()
 

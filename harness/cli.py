@@ -7,7 +7,7 @@
     aviary servers                 which real servers this machine can start
     aviary bench micro|latency|throughput|andrew|sp5   the seeds' Figures 3, 7, 6, 8, 10
     aviary conformance table       Figure 5 from the conformance results
-    aviary simulate andrew|sp5|sweep   calibrated simpy models at any scale and distance
+    aviary simulate andrew|sp5|sweep|calibrate|validate   simpy models, checked against real runs
     aviary faultnet matrix|proxy|kernel    faults between client and server
     aviary gate [--update]         compare the results with the committed baseline
     aviary report [--quick|--full] regenerate the seeds' tables, measured and simulated
@@ -568,8 +568,8 @@ def _add_report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     report.add_argument(
         "--only",
-        help="comma-separated steps: figure7, figure3, figure8, figure6, sp5, figure5, simulated "
-        "(default all)",
+        help="comma-separated steps: figure7, figure3, figure8, figure6, sp5, figure5, simulated, "
+        "validation (default all)",
     )
 
 

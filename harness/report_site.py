@@ -187,6 +187,21 @@ def _simulated(out: Path, budget: Budget) -> Section:
                    markdown, seeds_data.FIGURE10, [], 0)  # fmt: skip
 
 
+def _validation(out: Path, budget: Budget) -> Section:
+    """The last ``aviary simulate validate`` (minutes, root): reused, not rerun."""
+    from harness.sim.validate import markdown_from_document
+
+    title = "Validation: the simulation against real runs at added latency"
+    document = out / "validation.json"
+    if not document.exists():
+        missing = (f"(not produced: run `aviary simulate validate --out {out}` as root; it adds "
+                   "latency with faultnet's kernel back-end and takes a few minutes)\n")  # fmt: skip
+        return Section(title, "not run", missing, None, [], 0)
+    markdown = markdown_from_document(json.loads(document.read_text()))
+    return Section(title, "measured on this machine through faultnet, beside the model's prediction",
+                   markdown, None, ["validation.png"], 0)  # fmt: skip
+
+
 STEPS: dict[str, Callable[[Path, Budget], Section]] = {
     "figure7": _figure7,
     "figure3": _figure3,
@@ -195,6 +210,7 @@ STEPS: dict[str, Callable[[Path, Budget], Section]] = {
     "sp5": _sp5,
     "figure5": _figure5,
     "simulated": _simulated,
+    "validation": _validation,
 }
 
 

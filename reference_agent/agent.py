@@ -16,7 +16,7 @@ import os
 import sys
 import time
 import zlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,6 +180,7 @@ class Agent:
         self.stats: dict[tuple[str, str], _Stats] = defaultdict(_Stats)
         self.holes_reported: set[str] = set()
         self._mount_of_call = "local"
+        self._traced_ops: Counter[str] = Counter()  # driver operations already in the trace
         self.copies = 0  # local copies made for --cache whole
         self.guard: Guard | None = None
         shared = self.options.shared_cache
@@ -328,7 +329,26 @@ class Agent:
                 "result": result,
                 "us": round(micros, 1),
             }
+            line.update(self._driver_work_since_last_record())
             self.options.trace.write(json.dumps(line) + "\n")
+
+    def _driver_work_since_last_record(self) -> dict[str, object]:
+        """The driver operations (and round trips) since the previous trace line.
+
+        Since the previous line, not within this call: a remote file is closed
+        after the close syscall returns, and that close belongs in the trace too.
+        """
+        now: Counter[str] = Counter()
+        for driver in self.drivers.values():
+            for name, counters in driver.counters.snapshot().items():
+                now[name] += counters.calls
+                now["(round trips)"] += counters.round_trips
+        new = now - self._traced_ops
+        self._traced_ops = now
+        if not new:
+            return {}
+        trips = new.pop("(round trips)", 0)
+        return {"ops": dict(new), "rt": trips}
 
     def print_summary(self) -> None:
         lines = [f"{'syscall':<16} {'mount':<32} {'calls':>8} {'errors':>7} {'agent us':>10}"]

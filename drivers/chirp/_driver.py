@@ -144,7 +144,8 @@ class ChirpDriver(ChirpShell):
         with self._op("open"):
             if flags & os.O_PATH or (_O_TMPFILE and flags & _O_TMPFILE == _O_TMPFILE):
                 raise OSError(errno.EINVAL, "chirp cannot open with O_PATH or O_TMPFILE", path)
-            if flags & os.O_NOFOLLOW and self._stat("lstat", path).is_lnk():
+            # An lstat of its own (and counted as one): Chirp's open follows links.
+            if flags & os.O_NOFOLLOW and self.lstat(path).is_lnk():
                 raise_errno(errno.ELOOP, path)
             letters = letters_from_flags(flags & ~(CLIENT_SIDE_FLAGS | _EMULATED_FLAGS))
             if flags & os.O_DSYNC and "s" not in letters:

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 
+from drivers._counters import UNATTRIBUTED
 from drivers._interface import Driver, Handle, raise_errno
 from drivers.chirp._codec import CHIRP_PORT, LINE_MAX, PATH_MAX, encode_path, errno_for_chirp_code
 from drivers.chirp._connection import BROKEN, READY, ChirpConnection
@@ -151,7 +152,9 @@ class ChirpShell(Driver):
         self._generation += 1
         self._sock, self._conn = sock, ChirpConnection()
         try:
-            self._authenticate(sock, self._conn)
+            # The login's round trips are the connection's, not the operation's that needed it.
+            with self.counters.operation(UNATTRIBUTED):
+                self._authenticate(sock, self._conn)
             self._reopen_files()
         except BaseException:
             self._disconnect()
@@ -206,6 +209,7 @@ class ChirpShell(Driver):
         for method in self.auth_methods:
             self._send(sock, conn, AuthOffer(method))
             event = self._receive(sock, conn)
+            self.counters.round_trip()  # each offer, and each challenge answer, waits for the server
             if isinstance(event, AuthRefused):
                 continue
             assert isinstance(event, AuthAgreed), event
@@ -234,7 +238,9 @@ class ChirpShell(Driver):
         os.close(fd)
         try:
             self._send(sock, conn, ChallengeAnswer(created=True))
-            return self._receive(sock, conn)
+            answer = self._receive(sock, conn)
+            self.counters.round_trip()
+            return answer
         finally:
             with suppress(OSError):
                 os.unlink(path)

@@ -1,7 +1,8 @@
 """The network, the server and one client connection, as simpy processes.
 
-Covers: per-link latency and jitter, bandwidth, TCP connection set-up (one
-round trip), a NAT that forgets connections idle longer than its timeout
+Covers: per-link latency and jitter, bandwidth, TCP connection set-up (the
+handshake and the login: measured per protocol, else one round trip and
+``AUTH_ROUND_TRIPS``), a NAT that forgets connections idle longer than its timeout
 without sending RST, a server with a bounded number of workers and a service
 time per request, and a client that fails fast after its timeout and, with
 recovery on, reconnects and reopens its files (the seeds' SP5 deployment).
@@ -94,22 +95,40 @@ class Connection:
         nat_timeout: float | None = None,
         client_timeout: float = 30.0,
         recovery: bool = True,
+        connect_cost: OpCost | None = None,
     ) -> None:
         self.env, self.link, self.server = env, link, server
+        self.connect_cost = connect_cost  # measured; else SYN and AUTH_ROUND_TRIPS
         self.nat_timeout, self.client_timeout, self.recovery = nat_timeout, client_timeout, recovery
         self.open_files = 0
         self.last_active: float | None = None  # None: not connected
         self.reconnects = 0
         self.round_trips = 0
 
-    def _connect(self) -> Process:
+    def connect(self) -> Process:
+        """Open the connection now (else the first operation does): SYN, then authentication."""
+        yield from self._connect()
+
+    def _connect(self, login: bool = True) -> Process:
+        """Open a connection: with ``login`` false, one that only shakes hands (a data connection).
+
+        A protocol without a measured connection cost (the seeds') logs in on every one.
+        """
         if (
             self.server.max_connections is not None
             and self.server.connections >= self.server.max_connections
         ):
             raise NatFailure("server refuses connections: exhausted")
         self.server.connections += 1
-        yield self.env.timeout(self.link.rtt * (1 + AUTH_ROUND_TRIPS))  # SYN, then authentication
+        cost = self.connect_cost
+        if cost is None:
+            yield self.env.timeout(self.link.rtt * (1 + AUTH_ROUND_TRIPS))  # SYN, authentication
+        elif not login:
+            yield self.env.timeout(self.link.round_trips(1, 0.0))  # SYN only
+        else:
+            count = max(1, round(cost.round_trips))
+            nbytes = cost.bytes_sent + cost.bytes_received
+            yield self.env.timeout(self.link.round_trips(count, nbytes) + cost.service_s * count)
         self.last_active = self.env.now
 
     def _spend_port(self) -> None:
@@ -148,7 +167,7 @@ class Connection:
         else:
             yield from self._check_nat()
         for _ in range(round(cost.connections * repeat)):
-            yield from self._connect()  # protocols with a connection per file or operation
+            yield from self._connect(login=False)  # a connection per file or operation
             self.server.connections -= 1  # ... which they close again, into TIME_WAIT
             self._spend_port()
         rts = cost.round_trips * repeat

@@ -3,8 +3,12 @@
 Covers: the protocol half of the simulation. For protocols with a driver here
 the costs are *measured*: ``calibrate`` runs each driver operation against a
 real server and reads the driver's own counters (round trips, bytes each way,
-connections opened) and the loopback latency, which bounds the server's
-service time. For NeST, RFIO and DCAP, whose servers no longer exist, the
+connections opened) and the latency less the path's round-trip time, which
+is the server's service time. A read or write is measured with the close that
+follows it, less a plain close (a get/put driver moves the bytes at close, a
+lazy one opens at the first read); a new connection's cost (handshake and
+login) is measured as ``connect``; what a read-only server refuses is listed
+as unsupported. For NeST, RFIO and DCAP, whose servers no longer exist, the
 costs are *parameterised from the seeds* (Figures 5 and 7): connection per
 file or per operation, multi-RPC stat, no directories for DCAP; every table
 that uses them says so.
@@ -15,6 +19,7 @@ which is committed, so the models are calibrated, not tuned.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import statistics
@@ -22,8 +27,9 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import cast
 
-from drivers import Driver, DriverCounters, OpCounters
+from drivers import Driver, DriverCounters, Handle, OpCounters
 
 __all__ = [
     "CALIBRATION_FILE",
@@ -33,12 +39,16 @@ __all__ = [
     "ProtocolModel",
     "calibrate_driver",
     "load_models",
+    "model_name",
+    "save_calibration",
 ]
 
 CALIBRATION_FILE = Path(__file__).resolve().parent.parent / "sim_data" / "calibration.json"
 #: Driver operations the workloads use, with the sizes a calibration run uses for them.
 OPERATIONS = (
     "stat",
+    "lstat",
+    "fstat",
     "open",
     "close",
     "pread",
@@ -51,6 +61,8 @@ OPERATIONS = (
 )
 CALIBRATION_IO = 8192  # bytes per pread/pwrite in a calibration run
 CALIBRATION_RUNS = 50  # timed repetitions per operation
+CONNECT_RUNS = 5  # new connections timed
+CALIBRATION_WARMUP = 5  # untimed repetitions first, where an operation can be repeated
 LOOPBACK_RTT = 30e-6  # seconds: a TCP round trip on loopback here, subtracted to get service time
 
 
@@ -101,6 +113,15 @@ class ProtocolModel:
         return cost.scaled(payload) if op in ("pread", "pwrite") and payload else cost
 
 
+#: Model names of URL schemes that name a protocol less plainly than its servers do.
+_MODEL_NAMES = {"root": "xrootd", "dav": "webdav"}
+
+
+def model_name(scheme: str) -> str:
+    """The model name of a protocol's URL scheme: ``root`` is ``xrootd``, ``dav`` is ``webdav``."""
+    return _MODEL_NAMES.get(scheme, scheme)
+
+
 def _seeds_model(
     name: str,
     origin: str,
@@ -110,6 +131,9 @@ def _seeds_model(
     unsupported: frozenset[str] = frozenset(),
     max_connections: int | None = None,
 ) -> ProtocolModel:
+    for like_stat in ("lstat", "fstat"):  # the seeds give one stat; its siblings cost the same
+        if "stat" in rts:
+            rts.setdefault(like_stat, rts["stat"])
     costs = {
         op: OpCost(rts.get(op, 1.0), 100.0 + (CALIBRATION_IO if op == "pwrite" else 0),
                    100.0 + (CALIBRATION_IO if op == "pread" else 0), conns.get(op, 0.0), service_s)
@@ -140,73 +164,227 @@ SEEDS_MODELS: dict[str, ProtocolModel] = {
 }  # fmt: skip
 
 
-def _operation_runs(driver: Driver) -> dict[str, Callable[[int], object]]:
+@dataclass(frozen=True)
+class _Step:
+    """One calibrated operation: ``setup`` (untimed) then ``timed``, for sample ``i``.
+
+    ``baseline`` names a step whose cost is subtracted: a read or write is
+    measured together with the close that follows it, since a get/put driver
+    (FTP) moves bytes only at close, or opens lazily at the first read (xrootd);
+    the close of an untouched handle is then taken away again.
+    """
+
+    setup: Callable[[int], object]
+    timed: Callable[[int, object], object]
+    baseline: str | None = None
+    #: Untimed, given what ``setup`` and ``timed`` returned (to close what they opened).
+    after: Callable[[object, object], object] | None = None
+    repeatable: bool = True  # False: each sample uses up its own file (unlink, rename, ...)
+
+
+#: Errors that say the protocol cannot do an operation at all (a read-only server).
+UNSUPPORTED_ERRNOS = frozenset({errno.EROFS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
+
+
+def _prepare(driver: Driver, runs: int, backing: Path | None, owner: str | None) -> None:
+    """The files the steps use: through the driver, or behind a read-only server's back."""
+    files = {"/cal-data": os.urandom(CALIBRATION_IO * 4), "/cal-w": b""}
+    files.update({f"/cal-dir/f{i}": b"" for i in range(10)})
+    files.update({f"/cal-u{i}": b"" for i in range(runs)})
+    files.update({f"/cal-r{i}": b"" for i in range(runs)})
+    try:
+        driver.mkdir("/cal-dir")
+        for path, data in files.items():
+            driver.write_file(path, data)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EROFS or backing is None:
+            raise
+    from harness.servers import give_to  # only a read-only server needs it
+
+    (backing / "cal-dir").mkdir(exist_ok=True)
+    for path, data in files.items():
+        (backing / path.lstrip("/")).write_bytes(data)
+    give_to(owner, backing / "cal-dir", *(backing / p.lstrip("/") for p in files))
+
+
+def _steps(driver: Driver) -> dict[str, _Step]:
     payload = os.urandom(CALIBRATION_IO)
-    driver.write_file("/cal-data", os.urandom(CALIBRATION_IO * 4))
-    driver.mkdir("/cal-dir")
-    for i in range(10):
-        driver.write_file(f"/cal-dir/f{i}", b"")
-    handle = driver.open("/cal-data", os.O_RDWR)
-    opened: list[object] = []
 
-    def open_once(i: int) -> object:
-        opened.append(driver.open("/cal-data", os.O_RDONLY))
-        return opened[-1]
-
-    def close_once(i: int) -> object:
-        return driver.close(opened.pop())  # type: ignore[arg-type]
-
-    def rename_once(i: int) -> object:
-        driver.rename(f"/cal-r{i}", f"/cal-r{i}-moved")
+    def nothing(i: int) -> None:
         return None
 
+    def reader(i: int) -> Handle:
+        return driver.open("/cal-data", os.O_RDONLY)
+
+    def writer(i: int) -> Handle:
+        return driver.open("/cal-w", os.O_WRONLY)
+
+    def read_then_close(i: int, handle: object) -> None:
+        driver.pread(cast(Handle, handle), CALIBRATION_IO, 0)
+        driver.close(cast(Handle, handle))
+
+    def write_then_close(i: int, handle: object) -> None:
+        driver.pwrite(cast(Handle, handle), payload, 0)
+        driver.close(cast(Handle, handle))
+
     return {
-        "stat": lambda i: driver.stat("/cal-data"),
-        "open": open_once,
-        "close": close_once,
-        "pread": lambda i: driver.pread(handle, CALIBRATION_IO, 0),
-        "pwrite": lambda i: driver.pwrite(handle, payload, 0),
-        "readdir": lambda i: driver.readdir("/cal-dir"),
-        "mkdir": lambda i: driver.mkdir(f"/cal-m{i}"),
-        "rmdir": lambda i: driver.rmdir(f"/cal-m{i}"),
-        "unlink": lambda i: driver.unlink(f"/cal-u{i}"),
-        "rename": rename_once,
+        "stat": _Step(nothing, lambda i, _: driver.stat("/cal-data")),
+        "lstat": _Step(nothing, lambda i, _: driver.lstat("/cal-data")),
+        "fstat": _Step(
+            reader,
+            lambda i, h: driver.fstat(cast(Handle, h)),
+            after=lambda h, _: driver.close(cast(Handle, h)),
+        ),
+        "open": _Step(
+            nothing, lambda i, _: reader(i), after=lambda _, h: driver.close(cast(Handle, h))
+        ),
+        "close": _Step(reader, lambda i, h: driver.close(cast(Handle, h))),
+        "close-written": _Step(writer, lambda i, h: driver.close(cast(Handle, h))),
+        "pread": _Step(reader, read_then_close, baseline="close"),
+        "pwrite": _Step(writer, write_then_close, baseline="close-written"),
+        "readdir": _Step(nothing, lambda i, _: driver.readdir("/cal-dir")),
+        "mkdir": _Step(nothing, lambda i, _: driver.mkdir(f"/cal-m{i}"), repeatable=False),
+        "rmdir": _Step(nothing, lambda i, _: driver.rmdir(f"/cal-m{i}"), repeatable=False),
+        "unlink": _Step(nothing, lambda i, _: driver.unlink(f"/cal-u{i}"), repeatable=False),
+        "rename": _Step(
+            nothing, lambda i, _: driver.rename(f"/cal-r{i}", f"/cal-r{i}-moved"), repeatable=False
+        ),
     }
 
 
-def calibrate_driver(driver: Driver, runs: int = CALIBRATION_RUNS) -> dict[str, OpCost]:
-    """Measure each operation's counters and latency against a real server."""
-    operations = _operation_runs(driver)
-    for i in range(runs):  # things that unlink and rename need
-        driver.write_file(f"/cal-u{i}", b"")
-        driver.write_file(f"/cal-r{i}", b"")
-    costs: dict[str, OpCost] = {}
-    for op in OPERATIONS:
+@dataclass
+class _Measured:
+    counters: OpCounters  # summed over the runs
+    seconds: float  # median of the runs
+
+
+def _measure(driver: Driver, step: _Step, runs: int) -> _Measured:
+    for i in range(CALIBRATION_WARMUP if step.repeatable else 0):  # untimed, uncounted
+        state = step.setup(i)
+        result = step.timed(i, state)
+        if step.after is not None:
+            step.after(state, result)
+    total = OpCounters()
+    samples = []
+    for i in range(runs):
+        state = step.setup(i)
         before = driver.counters.snapshot()
-        samples = []
-        for i in range(runs):
-            began = time.perf_counter()
-            operations[op](i)
-            samples.append(time.perf_counter() - began)
-        total = OpCounters()
+        began = time.perf_counter()
+        result = step.timed(i, state)
+        samples.append(time.perf_counter() - began)
         for counters in DriverCounters.difference(driver.counters.snapshot(), before).values():
             total.add(counters)
-        rts = total.round_trips / runs
-        per_rt = statistics.median(samples) / max(rts, 1.0)
+        if step.after is not None:
+            step.after(state, result)
+    return _Measured(total, statistics.median(samples))
+
+
+def _connect_cost(
+    fresh: Callable[[], Driver], stat: OpCost, stat_seconds: float, network_rtt: float, runs: int
+) -> OpCost:
+    """A new connection: its first stat, less a stat on an open connection."""
+    total = OpCounters()
+    samples = []
+    for _ in range(runs):
+        driver = fresh()
+        try:
+            began = time.perf_counter()
+            driver.stat("/cal-data")
+            samples.append(time.perf_counter() - began)
+            for counters in driver.counters.snapshot().values():
+                total.add(counters)
+        finally:
+            driver.close_driver()
+    # The TCP handshake is one more round trip, which no driver counts.
+    rts = max(0.0, total.round_trips / runs - stat.round_trips) + 1.0
+    seconds = max(0.0, statistics.median(samples) - stat_seconds)
+    return OpCost(
+        round_trips=rts,
+        bytes_sent=max(0.0, total.bytes_sent / runs - stat.bytes_sent),
+        bytes_received=max(0.0, total.bytes_received / runs - stat.bytes_received),
+        connections=total.connections / runs,
+        service_s=max(seconds / rts - network_rtt, 1e-6),
+    )
+
+
+def calibrate_driver(
+    driver: Driver,
+    name: str,
+    origin: str,
+    runs: int = CALIBRATION_RUNS,
+    *,
+    backing: Path | None = None,
+    owner: str | None = None,
+    network_rtt: float = LOOPBACK_RTT,
+    fresh: Callable[[], Driver] | None = None,
+) -> ProtocolModel:
+    """Measure each operation's counters and latency against a real server.
+
+    Args:
+        driver: a connected driver; its root gets the calibration files.
+        name: the model's name.
+        origin: where the numbers come from ("measured: chirp/cctools").
+        runs: timed repetitions of each operation.
+        backing: the server's directory, where a read-only protocol's files are put.
+        owner: the account the server runs as, to give those files to.
+        network_rtt: the round-trip time of the path to the server, taken off
+            each round trip's time to leave the server's (and client's) service time.
+        fresh: makes a new, unconnected driver for the same server: a new
+            connection's cost (TCP handshake, login) is measured as ``connect``.
+
+    Returns:
+        The protocol's model; operations the server refuses as unsupported
+        (read-only, not implemented) are listed as such.
+
+    Raises:
+        OSError: the driver failed other than by refusing an operation.
+    """
+    _prepare(driver, runs, backing, owner)
+    measured: dict[str, _Measured] = {}
+    unsupported: set[str] = set()
+    steps = _steps(driver)
+    for op, step in steps.items():
+        try:
+            measured[op] = _measure(driver, step, runs)
+        except OSError as exc:
+            if exc.errno not in UNSUPPORTED_ERRNOS:
+                raise
+            unsupported.add(op)
+    costs: dict[str, OpCost] = {}
+    for op in OPERATIONS:
+        if op not in measured:
+            continue
+        mine = measured[op]
+        base = measured.get(steps[op].baseline or "", _Measured(OpCounters(), 0.0))
+        rts = max(0.0, (mine.counters.round_trips - base.counters.round_trips) / runs)
+        seconds = max(0.0, mine.seconds - base.seconds)
+        per_rt = seconds / max(rts, 1.0)
         costs[op] = OpCost(
             round_trips=rts,
-            bytes_sent=total.bytes_sent / runs,
-            bytes_received=total.bytes_received / runs,
-            connections=total.connections / runs,
-            service_s=max(per_rt - LOOPBACK_RTT, 1e-6),
+            bytes_sent=max(0.0, (mine.counters.bytes_sent - base.counters.bytes_sent) / runs),
+            bytes_received=max(
+                0.0, (mine.counters.bytes_received - base.counters.bytes_received) / runs
+            ),
+            connections=max(0.0, (mine.counters.connections - base.counters.connections) / runs),
+            service_s=max(per_rt - (network_rtt if rts else 0.0), 1e-6),
         )
-    return costs
+    if fresh is not None and "stat" in costs:
+        costs["connect"] = _connect_cost(
+            fresh, costs["stat"], measured["stat"].seconds, network_rtt, CONNECT_RUNS
+        )
+    return ProtocolModel(name, origin, costs, frozenset(unsupported & set(OPERATIONS)))
 
 
 def save_calibration(models: dict[str, ProtocolModel], path: Path = CALIBRATION_FILE) -> None:
+    """Write the measured models (what ``load_models`` reads back)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {
-        name: {"origin": m.origin, "costs": {op: asdict(c) for op, c in m.costs.items()}}
+        name: {
+            "origin": m.origin,
+            "costs": {op: asdict(c) for op, c in m.costs.items()},
+            "unsupported": sorted(m.unsupported),
+        }
         for name, m in sorted(models.items())
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
@@ -218,5 +396,6 @@ def load_models(path: Path = CALIBRATION_FILE) -> dict[str, ProtocolModel]:
     if path.exists():
         for name, entry in json.loads(path.read_text()).items():
             costs = {op: OpCost(**values) for op, values in entry["costs"].items()}
-            models[name] = ProtocolModel(name, entry["origin"], costs)
+            unsupported = frozenset(entry.get("unsupported", ()))
+            models[name] = ProtocolModel(name, entry["origin"], costs, unsupported)
     return models

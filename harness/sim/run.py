@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 import statistics
-from collections.abc import Generator
+from collections.abc import Generator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
@@ -30,6 +30,7 @@ __all__ = [
     "break_even",
     "percentiles",
     "simulate_andrew",
+    "simulate_operations",
     "simulate_sp5",
     "sweep",
 ]
@@ -66,7 +67,7 @@ class AndrewResult:
 
 def _andrew_worker(
     env: simpy.Environment, connection: Connection, model: ProtocolModel, stages: list[AndrewStage],
-    result: AndrewResult,
+    result: AndrewResult, client_seconds: Mapping[str, float],
 ) -> Generator[simpy.Event, object, None]:  # fmt: skip
     stopped: str | None = None  # a failure that ends the run (no connection can be made)
     for stage in stages:
@@ -82,6 +83,8 @@ def _andrew_worker(
                 elif op == "pwrite" and count:
                     payload = stage.written_bytes // count
                 yield from connection.operation(model.cost(op, payload), repeat=count)
+            # The programs' own work and the agent's handling, which do not wait on the server.
+            yield env.timeout(max(0.0, client_seconds.get(stage.name, 0.0)))
         except NotImplementedError as exc:
             result.failed[stage.name] = str(exc)
             continue
@@ -98,17 +101,70 @@ def simulate_andrew(
     rtt: float,
     workers: int = 1,
     jitter: float = 0.0,
+    *,
+    bandwidth: float | None = None,
+    client_seconds: Mapping[str, float] | None = None,
 ) -> AndrewResult:
-    """Replay the Andrew-like stages for ``workers`` clients sharing one server."""
+    """Replay the Andrew-like stages for ``workers`` clients sharing one server.
+
+    Args:
+        model: the protocol's costs.
+        stages: the condensed trace.
+        rtt: the link's round-trip time in seconds.
+        workers: clients replaying the stages at once.
+        jitter: standard deviation of the round-trip time.
+        bandwidth: bytes per second of the link (default: the seeds' 100 Mb/s LAN).
+        client_seconds: per stage, the seconds the client spends not waiting on the
+            server (the programs' CPU, the agent's handling); none by default, so a
+            stage is its remote operations alone.
+
+    Returns:
+        Each stage's time per worker, and the stages the protocol cannot run.
+    """
     env = simpy.Environment()
     server = Server(env, SERVER_WORKERS, model.max_connections)
     result = AndrewResult(model.name, model.origin, rtt, workers)
     rng = random.Random(SEED)
     for _ in range(workers):
         link = Link(rtt, jitter, rng=random.Random(rng.random()))
-        env.process(_andrew_worker(env, Connection(env, link, server), model, stages, result))
+        if bandwidth is not None:
+            link.bandwidth = bandwidth
+        connection = Connection(env, link, server, connect_cost=model.costs.get("connect"))
+        env.process(_andrew_worker(env, connection, model, stages, result, client_seconds or {}))
     env.run()
     return result
+
+
+def simulate_operations(
+    model: ProtocolModel,
+    operations: Sequence[tuple[str, int]],
+    rtt: float,
+    bandwidth: float | None = None,
+) -> float:
+    """Seconds one client spends on ``operations`` ((op, payload bytes) in turn) once connected.
+
+    Raises:
+        NotImplementedError: the protocol cannot do one of them.
+    """
+    env = simpy.Environment()
+    link = Link(rtt)
+    if bandwidth is not None:
+        link.bandwidth = bandwidth
+    server = Server(env, SERVER_WORKERS, model.max_connections)
+    connection = Connection(env, link, server, connect_cost=model.costs.get("connect"))
+    costs = [model.cost(op, payload) for op, payload in operations]
+    spent: list[float] = []
+
+    def client() -> Generator[simpy.Event, object, None]:
+        yield from connection.connect()
+        began = env.now
+        for cost in costs:
+            yield from connection.operation(cost)
+        spent.append(env.now - began)
+
+    env.process(client())
+    env.run()
+    return spent[0]
 
 
 @dataclass
@@ -170,7 +226,9 @@ def simulate_sp5(
     rng = random.Random(SEED)
     for _ in range(workers):
         link = Link(rtt, rng=random.Random(rng.random()))
-        connection = Connection(env, link, server, nat_timeout, client_timeout, recovery)
+        connection = Connection(
+            env, link, server, nat_timeout, client_timeout, recovery, model.costs.get("connect")
+        )
         env.process(_sp5_worker(env, connection, model, job, result, random.Random(rng.random())))
     env.run()
     result.makespan = env.now

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-__all__ = ["ANDREW_TRACE", "AndrewStage", "Sp5Job", "condense_trace", "load_andrew"]
+__all__ = ["ANDREW_TRACE", "AndrewStage", "Sp5Job", "condense_trace", "load_andrew", "remote_time"]
 
 ANDREW_TRACE = Path(__file__).resolve().parent.parent / "sim_data" / "andrew-trace.json"
 
-#: Which driver operations a trapped syscall on a remote object costs (the agent's handlers).
+#: Which driver operations a trapped syscall on a remote object costs (the agent's handlers), for
+#: a trace made before the agent recorded them (lseek: SEEK_END's fstat is the rare case).
 SYSCALL_OPERATIONS: dict[str, tuple[str, ...]] = {
     "open": ("open", "stat"), "openat": ("open", "stat"), "creat": ("open", "stat"), "openat2": ("open", "stat"),
     "close": ("close",),
@@ -31,11 +34,24 @@ SYSCALL_OPERATIONS: dict[str, tuple[str, ...]] = {
     "access": ("stat",), "faccessat": ("stat",), "faccessat2": ("stat",), "readlink": ("stat",),
     "readlinkat": ("stat",), "getdents64": ("readdir",), "mkdir": ("mkdir",), "mkdirat": ("mkdir",),
     "rmdir": ("rmdir",), "unlink": ("unlink",), "unlinkat": ("unlink",), "rename": ("rename",),
-    "renameat": ("rename",), "renameat2": ("rename",), "lseek": ("stat",), "execve": ("stat", "pread"),
+    "renameat": ("rename",), "renameat2": ("rename",), "lseek": (), "execve": ("stat", "pread"),
+    "chdir": ("stat",), "statfs": ("stat",), "fstatfs": ("stat",),
     "ftruncate": ("pwrite",), "truncate": ("pwrite",), "fsync": ("stat",), "utimensat": ("stat",),
     "chmod": ("stat",), "fchmodat": ("stat",), "fchmod": ("stat",),
 }  # fmt: skip
 STAGES = ("copy", "list", "scan", "make", "delete")
+WRITES = ("write", "pwrite64", "writev", "pwritev")
+#: The model operation a driver operation (a counter of the drivers) is costed as; None: not
+#: an operation (a connection's set-up, which the model costs once per connection).
+DRIVER_OPERATIONS: dict[str, str | None] = {
+    "stat": "stat", "lstat": "lstat", "fstat": "fstat", "open": "open", "close": "close",
+    "pread": "pread", "pwrite": "pwrite", "readdir": "readdir", "mkdir": "mkdir",
+    "rmdir": "rmdir", "unlink": "unlink", "rename": "rename",
+    "access": "stat", "statfs": "stat", "chmod": "stat", "utimens": "stat",
+    "readlink": "lstat", "fsync": "fstat", "ftruncate": "pwrite", "truncate": "pwrite",
+    "link": "rename", "symlink": "mkdir", "getfile": "pread", "putfile": "pwrite",
+    "read_file": "pread", "write_file": "pwrite", "(connect)": None,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -63,41 +79,93 @@ class Sp5Job:
     events: int = 100
 
 
-def condense_trace(trace: Path, stamps: Path) -> list[AndrewStage]:
-    """Cut a trace into stages by its stamps; count remote driver operations per stage."""
+REMOTE_SCHEMES = ("chirp://", "ftp://", "sftp://", "root://", "dav://", "http://")
+
+
+def _stage_marks(stamps: Path) -> dict[str, list[float]]:
     marks: dict[str, list[float]] = {}
     for line in stamps.read_text().splitlines():
         stage, ns = line.split()
         marks.setdefault(stage, []).append(int(ns) / 1e9)
-    counts = {stage: Counter[str]() for stage in STAGES}
-    moved = {stage: [0, 0] for stage in STAGES}
+    return marks
+
+
+def _records(trace: Path, stamps: Path) -> Iterator[tuple[str | None, dict[str, Any]]]:
+    """(stage, record) of every traced call; the stage is None between stages."""
+    marks = _stage_marks(stamps)
     for line in trace.read_text().splitlines():
         record = json.loads(line)
-        if not str(record.get("driver", "")).startswith(
-            ("chirp://", "ftp://", "sftp://", "root://", "dav://")
-        ):
-            continue
         found = next((s for s in STAGES if marks[s][0] <= record["t"] <= marks[s][1]), None)
-        result = record["result"]
-        # "native" on a remote driver: the call went on in the kernel after the agent did its
-        # part (an open became a placeholder, a close released it): it still cost the driver.
-        if found is None or (isinstance(result, int) and result < 0):
+        yield found, record
+
+
+def _is_remote(record: dict[str, Any]) -> bool:
+    return str(record.get("driver", "")).startswith(REMOTE_SCHEMES)
+
+
+def _succeeded(record: dict[str, Any]) -> bool:
+    # "native" on a remote driver: the call went on in the kernel after the agent did its
+    # part (an open became a placeholder, a close released it): it still cost the driver.
+    result = record["result"]
+    if isinstance(result, int) and result < 0:
+        return False
+    return not (record["syscall"] == "getdents64" and result == 0)  # a listing's end
+
+
+def condense_trace(trace: Path, stamps: Path) -> list[AndrewStage]:
+    """Cut a trace into stages by its stamps; count remote driver operations per stage.
+
+    A trace that records the driver operations behind each line (``ops``, from
+    the drivers' counters) is counted exactly: failed lookups and the closes
+    made after a close returned are in it. An older trace's successful remote
+    calls are mapped through :data:`SYSCALL_OPERATIONS` instead.
+    """
+    records = list(_records(trace, stamps))
+    exact = any("ops" in record for _, record in records)
+    counts = {stage: Counter[str]() for stage in STAGES}
+    moved = {stage: [0, 0] for stage in STAGES}
+    for stage, record in records:
+        if stage is None:
             continue
-        stage = found
-        if record["syscall"] == "getdents64" and result == 0:
-            continue  # the end of a listing the agent already fetched
-        for op in SYSCALL_OPERATIONS.get(record["syscall"], ()):
-            counts[stage][op] += 1
+        if exact:
+            for name, calls in record.get("ops", {}).items():
+                op = DRIVER_OPERATIONS.get(name, "stat")
+                if op is not None:
+                    counts[stage][op] += calls
+        if not (_is_remote(record) and _succeeded(record)):
+            continue
+        if not exact:
+            for op in SYSCALL_OPERATIONS.get(record["syscall"], ()):
+                counts[stage][op] += 1
+        result = record["result"]
         if isinstance(result, int) and record["syscall"] in ("read", "pread64", "readv", "preadv"):
             moved[stage][0] += result
-        elif isinstance(result, int) and record["syscall"] in (
-            "write",
-            "pwrite64",
-            "writev",
-            "pwritev",
-        ):
+        elif isinstance(result, int) and record["syscall"] in WRITES:
             moved[stage][1] += result
     return [AndrewStage(s, dict(counts[s]), moved[s][0], moved[s][1]) for s in STAGES]
+
+
+def remote_time(trace: Path, stamps: Path, by: str = "stage") -> dict[str, tuple[int, float]]:
+    """How many traced calls reached a remote driver, and the agent's seconds in them.
+
+    Args:
+        trace: the agent's ``--trace``.
+        stamps: the stage stamps beside it.
+        by: ``stage`` (per stage), ``syscall`` (per system call, all stages) or
+            ``stage/syscall`` (keys like ``list/newfstatat``).
+    """
+    totals: dict[str, tuple[int, float]] = (
+        {stage: (0, 0.0) for stage in STAGES} if by == "stage" else {}
+    )
+    for stage, record in _records(trace, stamps):
+        if stage is None or not _is_remote(record):
+            continue
+        key = {"stage": stage, "syscall": str(record["syscall"])}.get(
+            by, f"{stage}/{record['syscall']}"
+        )
+        calls, seconds = totals.get(key, (0, 0.0))
+        totals[key] = (calls + 1, seconds + float(record.get("us", 0.0)) / 1e6)
+    return totals
 
 
 def save_andrew(stages: list[AndrewStage], source: str, path: Path = ANDREW_TRACE) -> None:

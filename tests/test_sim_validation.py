@@ -1,0 +1,81 @@
+"""The simulation's validation: real runs at added latency beside the model's predictions."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from faultnet.kernel import KernelNet
+from harness import report_site
+from harness.cli import main
+from harness.sim.validate import FIGURE7_OPERATIONS, TOLERANCE, run_validation, write_report
+from harness.sim.workloads import STAGES
+
+
+def test_validation_measures_and_predicts_every_stage_and_operation(tmp_path: Path) -> None:
+    """Ten files at RTT 0 and 5 ms, through the kernel back-end, under the real agent."""
+    if KernelNet.missing() is not None:
+        pytest.skip(str(KernelNet.missing()))
+    report = run_validation("chirp-aviary", [0.0, 0.005], files=10, figure7_runs=5)
+
+    # The network really was slower: the echo through the relay saw the added 5 ms.
+    zero, slow = report.settings
+    assert slow.network_rtt_s >= 0.005 > zero.network_rtt_s
+    # The model replays the operations the agent's trace recorded from the drivers' counters
+    # (ls -l's lstat of each name is only there, not in a syscall mapping), and a new
+    # connection costs the handshake and the login.
+    listing = {stage.name: stage for stage in report.stages}["list"].operations
+    assert listing.get("lstat", 0) >= 10
+    assert report.model.costs["connect"].round_trips >= 2
+
+    rows = {(r.setting, r.kind, r.name): r for r in report.rows}
+    items = [("andrew", s) for s in STAGES] + [("figure7", o) for o in FIGURE7_OPERATIONS]
+    assert len(rows) == len(report.rows) == 2 * len(items)
+    for kind, name in items:
+        before, after = rows[("0", kind, name)], rows[("5 ms", kind, name)]
+        for row in (before, after):
+            assert row.measured_s > 0 and row.predicted_s > 0
+            assert row.error_pct == pytest.approx(
+                (row.predicted_s - row.measured_s) / row.measured_s * 100
+            )
+            assert row.within == (abs(row.error_pct) <= TOLERANCE * 100)
+        # Every stage waits on the server tens of times; each operation at least once.
+        least = 0.1 if kind == "andrew" else 0.004
+        assert after.measured_s - before.measured_s >= least, (kind, name)
+        assert after.predicted_s > before.predicted_s, (kind, name)
+
+    md, table, document, png = write_report(report, tmp_path)
+    with table.open() as f:
+        written = list(csv.DictReader(f))
+    assert len(written) == len(report.rows)
+    assert {"measured_s", "predicted_s", "error_pct", "within"} <= set(written[0])
+    data = json.loads(document.read_text())
+    assert data["within"] == report.within and len(data["rows"]) == len(report.rows)
+    assert "| 5 ms |" in md.read_text() and png.stat().st_size > 1000
+    # aviary report shows the last validation without running it again.
+    assert report_site.run_site(tmp_path, "quick", ["validation"]) == 0
+    page = (tmp_path / "index.html").read_text()
+    assert "Validation: the simulation against real runs" in page and "validation.png" in page
+    assert page.count("<tr>") == len(report.rows) + 1
+
+
+def test_validate_command_rejects_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cases = [
+        (["--rtt", "5ms"], "two or more"),
+        (["--rtt", "0,fast"], "round-trip time"),
+        (["--rtt", "0,1s"], "too long"),
+        (["--protocol", "nest"], "no longer exists"),
+        (["--protocol", "ftp"], "one TCP connection"),
+        (["--protocol", "gopher"], "unknown protocol"),
+    ]
+    for argv, message in cases:
+        status = main(["simulate", "validate", "--out", str(tmp_path), *argv])
+        err = capsys.readouterr().err
+        assert status == 2 and message in err and "Traceback" not in err, (argv, err)
+        assert err.startswith("aviary: simulate validate: ")
+    assert not list(tmp_path.iterdir())
