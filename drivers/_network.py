@@ -31,6 +31,7 @@ __all__ = [
     "backoff_delays",
     "call_with_recovery",
     "connect_tcp",
+    "receive_some",
     "recoverable",
     "recovery_budget",
     "tune_socket",
@@ -122,6 +123,21 @@ def connect_tcp(host: str, port: int, timeout: float, what: str) -> socket.socke
         sock.close()
         raise
     return sock
+
+
+def receive_some(sock: socket.socket, size: int, timeout: float, what: str) -> bytes:
+    """One ``recv`` within the socket's timeout (b"" when the peer closed).
+
+    Raises:
+        OSError: ETIMEDOUT when nothing came within ``timeout`` seconds, or the
+            connection's own error (ECONNRESET by default), each naming ``what``.
+    """
+    try:
+        return sock.recv(size)
+    except TimeoutError:
+        raise OSError(errno.ETIMEDOUT, f"{what}: no reply within {timeout:g} s") from None
+    except OSError as exc:
+        raise OSError(exc.errno or errno.ECONNRESET, f"{what}: {exc.strerror}") from None
 
 
 def recovery_budget(explicit: float | None, env: str, default: float) -> float:

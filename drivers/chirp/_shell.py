@@ -31,6 +31,7 @@ from contextlib import contextmanager, suppress
 
 from drivers._counters import UNATTRIBUTED
 from drivers._interface import Driver, Handle, raise_errno
+from drivers._network import receive_some
 from drivers.chirp._codec import CHIRP_PORT, LINE_MAX, PATH_MAX, encode_path, errno_for_chirp_code
 from drivers.chirp._connection import BROKEN, READY, ChirpConnection
 from drivers.chirp._events import (
@@ -269,17 +270,10 @@ class ChirpShell(Driver):
             if event is not NEED_DATA:
                 return event
             try:
-                data = sock.recv(_RECV_CHUNK)
-            except TimeoutError:
-                self._disconnect()
-                raise _Broken(
-                    errno.ETIMEDOUT, f"chirp {self.describe()}: no reply within {self.timeout:g} s"
-                ) from None
+                data = receive_some(sock, _RECV_CHUNK, self.timeout, f"chirp {self.describe()}")
             except OSError as exc:
                 self._disconnect()
-                raise _Broken(
-                    exc.errno or errno.ECONNRESET, f"chirp {self.describe()}: {exc.strerror}"
-                ) from None
+                raise _Broken(exc.errno, exc.strerror) from None
             self.counters.received(len(data))
             conn.receive_data(data)
 

@@ -29,7 +29,7 @@ from typing import BinaryIO
 
 from drivers._counters import DriverCounters
 from drivers._interface import raise_errno
-from drivers._network import connect_tcp
+from drivers._network import connect_tcp, receive_some
 from drivers.ftp._connection import BROKEN, CLOSED, READY, TRANSFER, FtpConnection
 from drivers.ftp._events import NEED_DATA, ProtocolError, Reply
 from drivers.ftp._verbs import (
@@ -188,17 +188,10 @@ class FtpSession:
                     raise OSError(errno.ECONNRESET, f"{self.describe()}: {event}")
                 return event
             try:
-                data = sock.recv(_RECV_CHUNK)
-            except TimeoutError:
+                data = receive_some(sock, _RECV_CHUNK, self.timeout, self.describe())
+            except OSError:
                 self.disconnect()
-                raise OSError(
-                    errno.ETIMEDOUT, f"{self.describe()}: no reply within {self.timeout:g} s"
-                ) from None
-            except OSError as exc:
-                self.disconnect()
-                raise OSError(
-                    exc.errno or errno.ECONNRESET, f"{self.describe()}: {exc.strerror}"
-                ) from None
+                raise
             self.counters.received(len(data))
             conn.receive_data(data)
 
