@@ -150,18 +150,18 @@ static void *flipper(void *unused) {
     return NULL;
 }
 
-static int toctou(const char *allowed, const char *denied, const char *seconds) {
-    strncpy(allowed_path, allowed, sizeof allowed_path - 1);
-    strncpy(denied_path, denied, sizeof denied_path - 1);
-    memcpy(flipping, allowed_path, sizeof flipping);
+/* Open `path` over and over for `seconds` while `racer` runs in a thread; print any secret
+ * read, then a count line headed `label`. */
+static int race_opens(const char *path, const char *label, void *(*racer)(void *),
+                      const char *seconds) {
     pthread_t thread;
-    pthread_create(&thread, NULL, flipper, NULL);
+    pthread_create(&thread, NULL, racer, NULL);
     struct timespec start, now;
     clock_gettime(CLOCK_MONOTONIC, &start);
     long opened = 0, refused = 0, attempts = 0;
     char data[256];
     do {
-        int fd = open(flipping, O_RDONLY);
+        int fd = open(path, O_RDONLY);
         attempts++;
         if (fd >= 0) {
             ssize_t n = read(fd, data, sizeof data - 1);
@@ -179,8 +179,15 @@ static int toctou(const char *allowed, const char *denied, const char *seconds) 
              (now.tv_sec - start.tv_sec) + (now.tv_nsec - start.tv_nsec) / 1e9 < atof(seconds));
     atomic_store(&stop, 1);
     pthread_join(thread, NULL);
-    printf("toctou attempts=%ld opened=%ld refused=%ld\n", attempts, opened, refused);
+    printf("%s attempts=%ld opened=%ld refused=%ld\n", label, attempts, opened, refused);
     return 0;
+}
+
+static int toctou(const char *allowed, const char *denied, const char *seconds) {
+    strncpy(allowed_path, allowed, sizeof allowed_path - 1);
+    strncpy(denied_path, denied, sizeof denied_path - 1);
+    memcpy(flipping, allowed_path, sizeof flipping);
+    return race_opens(flipping, "toctou", flipper, seconds);
 }
 
 /* The same race on the file system: a thread swaps a symlink between an allowed and a
@@ -208,33 +215,7 @@ static int symlink_race(const char *link, const char *allowed, const char *denie
     strncpy(allowed_path, allowed, sizeof allowed_path - 1);
     strncpy(denied_path, denied, sizeof denied_path - 1);
     symlink(allowed_path, link_path);
-    pthread_t thread;
-    pthread_create(&thread, NULL, swapper, NULL);
-    struct timespec start, now;
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    long opened = 0, refused = 0, attempts = 0;
-    char data[256];
-    do {
-        int fd = open(link_path, O_RDONLY);
-        attempts++;
-        if (fd >= 0) {
-            ssize_t n = read(fd, data, sizeof data - 1);
-            if (n > 0) {
-                data[n] = 0;
-                if (strstr(data, "TOPSECRET")) printf("DATA:%s", data);
-            }
-            close(fd);
-            opened++;
-        } else {
-            refused++;
-        }
-        clock_gettime(CLOCK_MONOTONIC, &now);
-    } while (attempts < 1000000 &&
-             (now.tv_sec - start.tv_sec) + (now.tv_nsec - start.tv_nsec) / 1e9 < atof(seconds));
-    atomic_store(&stop, 1);
-    pthread_join(thread, NULL);
-    printf("symlink attempts=%ld opened=%ld refused=%ld\n", attempts, opened, refused);
-    return 0;
+    return race_opens(link_path, "symlink", swapper, seconds);
 }
 
 int main(int argc, char **argv) {
