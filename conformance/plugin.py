@@ -36,7 +36,7 @@ from conformance.rooted import Rooted
 from conformance.through_agent import AgentExecutor
 from drivers import Driver, UnknownDriverError, driver_names, load_driver, parse_url, service_of
 from drivers.local import LocalDriver
-from harness.servers import SERVERS, ServerHandle, ServerUnavailable, give_to, start_server
+from servers import SERVERS, ServerHandle, ServerUnavailable, give_to, start_server
 
 GAPS_FILE = Path(__file__).with_name("gaps.toml")
 DEFAULT_EXAMPLES = 25
@@ -111,7 +111,7 @@ def pytest_configure(config: pytest.Config) -> None:
         gaps = tomllib.load(f)
     backend = config.getoption("--server-backend")
     if backend == "docker":
-        from harness.containers import docker_client
+        from servers.containers import docker_client
 
         try:
             docker_client()
@@ -284,7 +284,7 @@ def _start(setup: Setup, server_name: str, through: str, tmp: Path) -> Way:
         key = f"{setup.protocol}/{server_name}"
         try:
             if setup.backend == "docker":
-                from harness.containers import start_in_container
+                from servers.containers import start_in_container
 
                 server: ServerHandle = start_in_container(key)
             else:

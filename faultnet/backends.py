@@ -4,7 +4,7 @@ Covers: :class:`FaultNet`, the calls every back-end answers (where the
 client connects, how to run code as the client, and the faults), the proxy
 back-end behind it (:class:`ProxyNet`), :func:`open_faultnet` to pick one by
 name, and the server faults (:func:`crash`, :func:`freeze`, :func:`thaw`,
-:func:`restart`) that act on a ``harness.servers.RunningServer`` by its PID.
+:func:`restart`) that act on a ``servers.RunningServer`` by its PID.
 
 Scenario::
 
@@ -162,7 +162,7 @@ def open_faultnet(
 
 
 class _Server(Protocol):
-    """The part of ``harness.servers.RunningServer`` the server faults use."""
+    """The part of ``servers.RunningServer`` the server faults use."""
 
     @property
     def pid(self) -> int: ...

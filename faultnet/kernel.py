@@ -16,7 +16,7 @@ Topology (addresses exist only inside the private namespaces)::
                                                                 127.0.0.1:server
 
 The real server stays on the host's loopback (started, crashed and restarted
-by ``harness.servers``); a relay whose listening socket was created inside
+by ``servers``); a relay whose listening socket was created inside
 the server namespace carries the flow the last hop. The relay is also where
 latency goes: this kernel has no ``netem`` (probed at start, used if present).
 

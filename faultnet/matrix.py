@@ -42,8 +42,8 @@ from drivers.ftp import FtpDriver
 from faultnet.backends import ProxyNet, crash, freeze, open_faultnet, restart, thaw
 from faultnet.faults import FaultKind
 from faultnet.kernel import KernelNet, _setns
-from harness.servers import RunningServer, start_server
-from harness.servers_ftp import passive_range
+from servers import RunningServer, start_server
+from servers.ftp import passive_range
 
 __all__ = ["CellResult", "Target", "render_markdown", "run_matrix", "write_reports"]
 

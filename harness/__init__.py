@@ -1,5 +1,4 @@
-"""The harness: the ``aviary`` CLI, real-server fixtures, benchmarks and reports.
+"""The ``aviary`` command line: one entry (``cli``) and the options of each command.
 
-It sits beside the data path (agent -> driver -> server) and drives it;
-nothing in ``drivers`` or ``reference_agent`` imports it.
+It sits on top of everything else and drives it; nothing below imports it.
 """

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_parser(sub)
     _add_conformance_parsers(sub)
     from faultnet.cli import add_faultnet_parser
-    from harness.sim.cli import add_simulate_parser
+    from simulation.cli import add_simulate_parser
 
     add_simulate_parser(sub)
     add_faultnet_parser(sub)
@@ -147,7 +147,7 @@ def _run_run(args: argparse.Namespace) -> int:
         return 2
     block_size = None
     if args.block_size is not None:
-        from harness.bench_common import UsageError, parse_size
+        from benchmarks.common import UsageError, parse_size
 
         try:
             block_size = parse_size(args.block_size)
@@ -254,7 +254,7 @@ def _drop_privileges(user: str) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from drivers.chirp import ChirpServer, ChirpServerConfig
+    from chirp_server import ChirpServer, ChirpServerConfig
 
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
@@ -314,7 +314,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def _run_servers(args: argparse.Namespace) -> int:
-    from harness.servers import SERVERS
+    from servers import SERVERS
 
     for key, spec in sorted(SERVERS.items()):
         missing = spec.missing_programs()
@@ -439,32 +439,32 @@ def _add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from harness.bench_common import UsageError, choose_targets, parse_size, parse_sizes
+    from benchmarks.common import UsageError, choose_targets, parse_size, parse_sizes
 
     kind = args.bench_kind
     try:
         if kind == "micro":
-            from harness.bench_micro import run_micro
+            from benchmarks.micro import run_micro
 
             return run_micro(args.out, args.iterations, args.repeat)
         if kind == "andrew":
-            from harness.andrew import run_andrew
+            from benchmarks.andrew import run_andrew
 
             targets = [t.strip() for t in args.targets.split(",") if t.strip()]
             caches = tuple(c.strip() for c in args.cache.split(",") if c.strip())
             return run_andrew(args.out, args.files, targets, args.trace_dir, args.repeat, caches)
         if kind == "latency":
-            from harness.bench_latency import run_latency
+            from benchmarks.latency import run_latency
 
             choice = choose_targets(args.driver, args.server)
             return run_latency(args.out, args.iterations, args.repeat, choice)
         if kind == "throughput":
-            from harness.bench_throughput import run_throughput
+            from benchmarks.throughput import run_throughput
 
             choice = choose_targets(args.driver, args.server)
             size, blocks = parse_size(args.size), parse_sizes(args.block_sizes)
             return run_throughput(args.out, choice, size, blocks, args.repeat)
-        from harness.bench_sp5 import Sp5Params, run_sp5
+        from benchmarks.sp5 import Sp5Params, run_sp5
 
         default = None if args.driver or args.server else ["local,chirp"]
         choice = choose_targets(args.driver or default, args.server)
@@ -574,7 +574,7 @@ def _add_report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from harness.report_site import STEPS, run_site
+    from report.site import STEPS, run_site
 
     only = [s.strip() for s in args.only.split(",")] if args.only else None
     unknown = [s for s in only or [] if s not in STEPS]
@@ -610,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_faultnet(args)
         if args.command == "simulate":
-            from harness.sim.cli import run_simulate
+            from simulation.cli import run_simulate
 
             return run_simulate(args)
         if args.command == "conformance":

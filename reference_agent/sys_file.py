@@ -14,7 +14,7 @@ import os
 import struct
 
 from drivers import FileType, StatResult
-from drivers.chirp._codec import MAX_BUFFER_SIZE
+from drivers.chirp.codec import MAX_BUFFER_SIZE
 from reference_agent import _ptrace
 from reference_agent._abi import AT_EMPTY_PATH, AT_FDCWD, pack_dirent64, pack_stat
 from reference_agent._common import rewrite_args

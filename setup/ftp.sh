@@ -5,7 +5,7 @@
 #  - proftpd-core and pure-ftpd, which conflict with vsftpd in apt: fetched with
 #    `apt-get download` and unpacked with `dpkg-deb -x` under /opt/aviary/servers.
 # Idempotent: downloads only what is missing. Keep FTP_USER/FTP_PASSWORD in step
-# with harness/servers_ftp.py.
+# with servers/ftp.py.
 set -euo pipefail
 
 FTP_USER=ftptest

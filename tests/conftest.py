@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.servers import RunningServer, child_pids
+from servers import RunningServer, child_pids
 from tests.helpers import start_or_skip
 
 CHIRP_SERVERS = ("chirp/cctools", "chirp/aviary")

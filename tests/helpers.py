@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.servers import RunningServer, ServerUnavailable, start_server
+from servers import RunningServer, ServerUnavailable, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 

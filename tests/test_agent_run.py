@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.servers import RunningServer
 from reference_agent import _ptrace
 from reference_agent.table import SYSCALL_TABLE, trapped_numbers
+from servers import RunningServer
 from tests.helpers import start_or_skip
 
 AVIARY = [sys.executable, "-m", "harness.cli"]

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.servers import RunningServer
 from reference_agent import _ptrace
 from reference_agent.namespace import Namespace
 from reference_agent.sandbox import OPEN_CALLS, PATH_CALLS, REFUSED, SandboxRules, guard_for
 from reference_agent.table import trapped_numbers
+from servers import RunningServer
 from tests.helpers import ROOT, served
 
 AVIARY = [sys.executable, "-m", "harness.cli", "run"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.andrew import STAGES, generate_tree, run_andrew
+from benchmarks.andrew import STAGES, generate_tree, run_andrew
 from harness.cli import main
 
 

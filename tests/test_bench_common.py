@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.bench_common import (
+from benchmarks.common import (
     Spread,
     UsageError,
     choose_targets,

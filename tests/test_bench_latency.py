@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.bench_latency import OPERATIONS
+from benchmarks.latency import OPERATIONS
 from harness.cli import main
 
 

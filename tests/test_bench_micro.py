@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import bench_micro
-from harness.bench_micro import COLUMNS, PEERS, bandwidth_file_size, run_micro
+from benchmarks import micro as bench_micro
+from benchmarks.micro import COLUMNS, PEERS, bandwidth_file_size, run_micro
 from harness.cli import main
 
 

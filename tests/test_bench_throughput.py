@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.servers import RunningServer
+from servers import RunningServer
 from tests.helpers import ROOT
 
 

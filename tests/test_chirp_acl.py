@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from drivers.chirp import _acl as acl
-from drivers.chirp._acl import ChirpAcl
-from drivers.chirp._server_fs import ServerFS
+from chirp_server import _acl as acl
+from chirp_server._acl import ChirpAcl
+from chirp_server._fs import ServerFS
 
 ALICE = "unix:alice"
 

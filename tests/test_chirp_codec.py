@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from drivers.chirp._codec import (
+from drivers.chirp.codec import (
     ChirpCode,
     chirp_code_for_errno,
     decode_path,

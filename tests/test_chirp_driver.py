@@ -12,8 +12,8 @@ from contextlib import contextmanager
 import pytest
 
 from drivers.chirp import ChirpDriver
-from drivers.chirp._codec import MAX_BUFFER_SIZE
-from harness.servers import RunningServer, free_port
+from drivers.chirp.codec import MAX_BUFFER_SIZE
+from servers import RunningServer, free_port
 
 
 def test_one_connection_and_one_round_trip_per_operation(chirp_server: RunningServer) -> None:

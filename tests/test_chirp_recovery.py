@@ -26,7 +26,7 @@ from drivers.chirp._recovery import (
     stale_reason,
 )
 from drivers.local import StatResult
-from harness.servers import RunningServer, give_to
+from servers import RunningServer, give_to
 
 TIMEOUT = 3.0  # seconds: the driver's wait for any one network event
 BUDGET = 15.0  # seconds of reconnecting before recovery gives up

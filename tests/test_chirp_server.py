@@ -1,7 +1,7 @@
 """aviary's Chirp server: exact wire answers (raw sockets) and the real cctools client.
 
 Expected bytes were checked against cctools' chirp_server (Debian coop-computing-tools)
-with the same requests; see drivers/chirp/_server.py for the few deliberate differences.
+with the same requests; see chirp_server/_server.py for the few deliberate differences.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from drivers.chirp._server import ChirpServer, ChirpServerConfig
-from drivers.chirp._server_fs import ServerFS, collapse_path, dirname, fix_path
+from chirp_server._fs import ServerFS, collapse_path, dirname, fix_path
+from chirp_server._server import ChirpServer, ChirpServerConfig
 
 ADDRESS_LOGIN = b"yes\nyes\nyes\naddress\n127.0.0.1\n"
 STAT_LINE = re.compile(rb"(-?\d+ ){12}-?\d+")

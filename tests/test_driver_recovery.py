@@ -22,7 +22,7 @@ from drivers.http import HttpDriver
 from drivers.sftp import SftpDriver
 from drivers.webdav import WebDavDriver
 from drivers.xrootd import XRootDDriver
-from harness.servers import RunningServer
+from servers import RunningServer
 from tests.helpers import served, warm_up_xrootd_bindings
 
 TIMEOUT = 3.0  # seconds: each network wait

@@ -16,7 +16,7 @@ import pytest
 
 from drivers import Driver, FileType
 from drivers.local import LocalDriver
-from harness.servers import RunningServer
+from servers import RunningServer
 from tests.helpers import start_or_skip
 
 TARGETS = ("local", "chirp/cctools", "chirp/aviary")

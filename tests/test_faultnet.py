@@ -31,7 +31,7 @@ from faultnet.kernel import KernelNet
 from faultnet.matrix import DEFAULT_TARGETS, render_markdown, run_matrix, write_reports
 from faultnet.proxy import FaultProxy
 from faultnet.pytest_plugin import MakeFaultNet, faultnet  # noqa: F401 - a fixture
-from harness.servers import RunningServer, child_pids
+from servers import RunningServer, child_pids
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.servers import RunningServer, free_port
+from servers import RunningServer, free_port
 from tests.helpers import start_or_skip
 
 

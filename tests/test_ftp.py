@@ -27,7 +27,7 @@ from drivers.ftp._events import Command, LocalProtocolError, RemoteProtocolError
 from drivers.ftp._listing import parse_list_line, parse_mlsx_line, to_stat
 from drivers.ftp._verbs import command, parse_epsv, parse_features, parse_pasv, parse_timeval
 from harness.cli import main as aviary_main
-from harness.servers import RunningServer
+from servers import RunningServer
 from tests.helpers import run_under_agent, start_or_skip
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -34,7 +34,7 @@ from drivers._http import (
 )
 from drivers.http import HttpDriver, parse_listing
 from harness.cli import main
-from harness.servers import RunningServer, give_to
+from servers import RunningServer, give_to
 from tests.helpers import errno_name, run_under_agent, start_or_skip
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.report import OPERATIONS, run_report
+from report.figure7 import OPERATIONS, run_report
 
 
 def test_report_writes_measured_figure7(tmp_path: Path) -> None:

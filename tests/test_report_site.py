@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import report_site
-from harness.bench_sp5 import Sp5Params
+from benchmarks.sp5 import Sp5Params
+from report import site as report_site
 
 
 def test_report_has_throughput_and_sp5_sections(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.servers import (
+from servers import (
     SERVERS,
     RunningServer,
     ServerContext,

@@ -11,7 +11,7 @@ import pytest
 
 from drivers import Driver, FileType, parse_url
 from drivers.sftp import KNOWN_HOSTS_ENV, SftpDriver
-from harness.servers import RunningServer
+from servers import RunningServer
 from tests.helpers import errno_name, fs_round_trip, run_under_agent, start_or_skip
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,11 +8,11 @@ import random
 import pytest
 import simpy
 
-from harness.sim.cli import figure10_break_even, parse_network
-from harness.sim.model import LAN_RTT, WAN_RTT, Connection, Link, Server
-from harness.sim.protocols import OpCost, load_models
-from harness.sim.run import saturation_point, simulate_andrew, simulate_sp5, sweep
-from harness.sim.workloads import STAGES, Sp5Job, load_andrew
+from simulation.cli import figure10_break_even, parse_network
+from simulation.model import LAN_RTT, WAN_RTT, Connection, Link, Server
+from simulation.protocols import OpCost, load_models
+from simulation.run import saturation_point, simulate_andrew, simulate_sp5, sweep
+from simulation.workloads import STAGES, Sp5Job, load_andrew
 
 
 @pytest.fixture

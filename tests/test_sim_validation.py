@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from faultnet.kernel import KernelNet
-from harness import report_site
 from harness.cli import main
-from harness.sim.validate import FIGURE7_OPERATIONS, TOLERANCE, run_validation, write_report
-from harness.sim.workloads import STAGES
+from report import site as report_site
+from simulation.validate import FIGURE7_OPERATIONS, TOLERANCE, run_validation, write_report
+from simulation.workloads import STAGES
 
 
 def test_validation_measures_and_predicts_every_stage_and_operation(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ import pytest
 from faultnet.backends import ProxyNet, crash, restart
 from faultnet.kernel import KernelNet
 from faultnet.pytest_plugin import MakeFaultNet, faultnet  # noqa: F401 - a fixture
-from harness.servers import RunningServer, give_to
+from servers import RunningServer, give_to
 from tests.helpers import start_or_skip
 
 EVENTS = 3

@@ -24,7 +24,7 @@ import pytest
 from drivers import open_url
 from drivers.webdav import WebDavDriver, parse_multistatus
 from harness.cli import main
-from harness.servers import RunningServer
+from servers import RunningServer
 from tests.helpers import errno_name, run_under_agent, start_or_skip
 
 ROOT = Path(__file__).resolve().parent.parent

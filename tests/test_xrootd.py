@@ -11,7 +11,7 @@ import pytest
 
 from drivers import Driver, FileType
 from drivers.xrootd import XRootDDriver, errno_for_status
-from harness.servers import RunningServer
+from servers import RunningServer
 from tests.helpers import (
     errno_name,
     fs_round_trip,

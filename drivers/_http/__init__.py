@@ -6,7 +6,6 @@ read-until-close), ``_client`` the blocking I/O shell with one kept-alive
 connection, deadlines and counters. The ``http`` and ``webdav`` drivers share it.
 """
 
-from drivers._http._client import HttpClient, HttpReply
 from drivers._http._connection import MAX_HEAD_BYTES, HttpConnection, State
 from drivers._http._events import (
     NEED_DATA,
@@ -24,6 +23,7 @@ from drivers._http._events import (
     header_value,
     header_values,
 )
+from drivers._http._shell import HttpClient, HttpReply
 
 __all__ = [
     "MAX_HEAD_BYTES",

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote, unquote, urlsplit
 
-from drivers._http._client import HttpClient, HttpReply
+from drivers._http._shell import HttpClient, HttpReply
 from drivers._interface import StatResult, raise_errno
 
 __all__ = [

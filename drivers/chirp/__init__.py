@@ -1,12 +1,12 @@
-"""Chirp: cctools' remote I/O protocol, client driver and server.
+"""Chirp: cctools' remote I/O protocol, the client driver.
 
-The wire vocabulary is in ``_codec``, the sans-I/O client state machine in
+The wire vocabulary is in ``codec`` (public: aviary's Chirp server in
+``chirp_server`` speaks the same words), the sans-I/O client state machine in
 ``_events``/``_connection``, the blocking I/O shell (connections, deadlines,
-recovery) in ``_shell`` with its decisions in ``_recovery``, the driver
-interface in ``_driver``, and aviary's own server in ``_server``.
+recovery) in ``_shell`` with its decisions in ``_recovery``, and the driver
+interface in ``_driver``.
 """
 
 from drivers.chirp._driver import ChirpDriver
-from drivers.chirp._server import ChirpServer, ChirpServerConfig
 
-__all__ = ["ChirpDriver", "ChirpServer", "ChirpServerConfig"]
+__all__ = ["ChirpDriver"]

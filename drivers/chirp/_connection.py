@@ -28,7 +28,6 @@ import re
 from collections import deque
 from enum import Enum
 
-from drivers.chirp._codec import parse_stat_line, parse_statfs_line
 from drivers.chirp._events import (
     NEED_DATA,
     AuthAgreed,
@@ -53,6 +52,7 @@ from drivers.chirp._events import (
     StatReply,
     UnixChallenge,
 )
+from drivers.chirp.codec import parse_stat_line, parse_statfs_line
 
 __all__ = ["ChirpConnection", "State"]
 

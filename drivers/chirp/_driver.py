@@ -31,15 +31,6 @@ from typing import Self
 
 from drivers._interface import DirEntry, FileType, Handle, StatFS, StatResult, raise_errno
 from drivers._url import Location
-from drivers.chirp._codec import (
-    CHIRP_PORT,
-    CLIENT_SIDE_FLAGS,
-    LINE_MAX,
-    MAX_BUFFER_SIZE,
-    PATH_MAX,
-    errno_for_chirp_code,
-    letters_from_flags,
-)
 from drivers.chirp._events import (
     ContinuePut,
     Data,
@@ -56,6 +47,15 @@ from drivers.chirp._events import (
 )
 from drivers.chirp._recovery import OpenFile
 from drivers.chirp._shell import DEFAULT_AUTH_METHODS, ChirpShell, _Broken
+from drivers.chirp.codec import (
+    CHIRP_PORT,
+    CLIENT_SIDE_FLAGS,
+    LINE_MAX,
+    MAX_BUFFER_SIZE,
+    PATH_MAX,
+    errno_for_chirp_code,
+    letters_from_flags,
+)
 
 __all__ = ["DEFAULT_AUTH_METHODS", "ChirpDriver"]
 

@@ -32,7 +32,6 @@ from contextlib import contextmanager, suppress
 from drivers._counters import UNATTRIBUTED
 from drivers._interface import Driver, Handle, raise_errno
 from drivers._network import receive_some
-from drivers.chirp._codec import CHIRP_PORT, LINE_MAX, PATH_MAX, encode_path, errno_for_chirp_code
 from drivers.chirp._connection import BROKEN, READY, ChirpConnection
 from drivers.chirp._events import (
     NEED_DATA,
@@ -61,6 +60,7 @@ from drivers.chirp._recovery import (
     stale_reason,
     tune_socket,
 )
+from drivers.chirp.codec import CHIRP_PORT, LINE_MAX, PATH_MAX, encode_path, errno_for_chirp_code
 
 __all__ = ["DEFAULT_AUTH_METHODS", "SUPPORTED_AUTH_METHODS", "ChirpShell"]
 

@@ -56,7 +56,7 @@ from drivers._url import Location
 from drivers.ftp import _interview as interview
 from drivers.ftp._events import Reply
 from drivers.ftp._listing import Listed, parse_list_line, parse_mlsx_line, to_stat
-from drivers.ftp._session import DataStream, FtpSession
+from drivers.ftp._shell import DataStream, FtpSession
 from drivers.ftp._verbs import FTP_PORT, format_timeval, parse_timeval
 
 __all__ = ["FtpDriver"]

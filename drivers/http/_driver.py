@@ -42,7 +42,6 @@ from dataclasses import dataclass
 from typing import Self
 from urllib.parse import urlsplit
 
-from drivers._http._client import HttpClient, HttpReply
 from drivers._http._files import (
     errno_for_status,
     http_date_ns,
@@ -51,6 +50,7 @@ from drivers._http._files import (
     synthesize_stat,
     url_path,
 )
+from drivers._http._shell import HttpClient, HttpReply
 from drivers._interface import DirEntry, Driver, Handle, StatFS, StatResult, raise_errno
 from drivers._url import Location
 from drivers.http._listing import parse_listing

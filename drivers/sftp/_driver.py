@@ -83,7 +83,7 @@ from drivers._interface import DirEntry, Driver, FileType, Handle, StatFS, StatR
 from drivers._network import call_with_recovery, recoverable, recovery_budget
 from drivers._url import Location
 from drivers.sftp._interview import Interviewer
-from drivers.sftp._session import (
+from drivers.sftp._shell import (
     SFTP_EOF,
     SFTP_NO_SUCH_FILE,
     SftpSession,

@@ -28,7 +28,7 @@ import posixpath
 from typing import TYPE_CHECKING
 
 from drivers._interface import StatResult
-from drivers.sftp._session import (
+from drivers.sftp._shell import (
     ERRNO_BY_STATUS,
     SFTP_BAD_MESSAGE,
     SFTP_FAILURE,

@@ -54,7 +54,6 @@ from base64 import b64encode
 from dataclasses import dataclass
 from typing import IO, Self
 
-from drivers._http._client import HttpClient, HttpReply
 from drivers._http._files import (
     errno_for_status,
     interview_missing,
@@ -63,6 +62,7 @@ from drivers._http._files import (
     synthesize_stat,
     url_path,
 )
+from drivers._http._shell import HttpClient, HttpReply
 from drivers._interface import DirEntry, Driver, FileType, Handle, StatFS, StatResult, raise_errno
 from drivers._url import Location
 from drivers.webdav._multistatus import PROPFIND_BODY, DavResource, parse_multistatus

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import importlib.util
 import os
 import pwd
 import shutil
@@ -297,17 +296,14 @@ def give_to(user: str | None, *paths: Path) -> None:
 # -- the catalogue ---------------------------------------------------------------------------
 
 #: Every known server, "protocol/implementation" -> spec, filled from the
-#: ``harness.servers_<protocol>`` modules (each lists its specs in ``SPECS``).
+#: ``servers.<protocol>`` modules (each lists its specs in ``SPECS``).
 SERVERS: dict[str, ServerSpec] = {}
 PROTOCOL_MODULES = ("chirp", "ftp", "http", "sftp", "xrootd")
 
 
 def _load_catalogue() -> None:
     for protocol in PROTOCOL_MODULES:
-        name = f"harness.servers_{protocol}"
-        if importlib.util.find_spec(name) is None:
-            continue  # that protocol's servers have not landed yet
-        module = importlib.import_module(name)
+        module = importlib.import_module(f"servers.{protocol}")
         for spec in module.SPECS:
             SERVERS[spec.key] = spec
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import simpy
 
-from harness.sim.protocols import OpCost
+from simulation.protocols import OpCost
 
 __all__ = ["LAN_RTT", "WAN_RTT", "Connection", "Link", "NatFailure", "Server"]
 

@@ -35,7 +35,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from harness.servers import LOOPBACK, ServerContext, ServerError, ServerSpec
+from servers._core import LOOPBACK, ServerContext, ServerError, ServerSpec
 
 __all__ = ["CHROOT_LINKS", "SPECS", "SSHD", "SSH_KEYGEN"]
 

@@ -26,20 +26,20 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Final, Protocol
 
-from drivers.chirp import _acl as acl
-from drivers.chirp._acl import ChirpAcl
-from drivers.chirp._codec import (
-    MAX_BUFFER_SIZE,
-    encode_stat,
-    encode_statfs_fields,
-    flags_from_letters,
-)
-from drivers.chirp._server_fs import (
+from chirp_server import _acl as acl
+from chirp_server._acl import ChirpAcl
+from chirp_server._fs import (
     OpenFiles,
     ServerFS,
     pread_full,
     write_all,
     xattr_names,
+)
+from drivers.chirp.codec import (
+    MAX_BUFFER_SIZE,
+    encode_stat,
+    encode_statfs_fields,
+    flags_from_letters,
 )
 
 __all__ = ["CLOSE", "Close", "Link", "Reply", "Request", "Session"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import sys
 
-from harness.servers import LOOPBACK, ServerContext, ServerError, ServerSpec, give_to
+from servers._core import LOOPBACK, ServerContext, ServerError, ServerSpec, give_to
 
 __all__ = ["CCTOOLS_CATALOG", "CHIRP_TEST_ACL", "SPECS"]
 

@@ -1,16 +1,16 @@
-"""Figure 7 for ``aviary report``: the latency table, measured by :mod:`harness.bench_latency`.
+"""Figure 7 for ``aviary report``: the latency table, measured by :mod:`benchmarks.latency`.
 
 Covers: what ``aviary report`` has always called to measure Figure 7 (the
 local driver and the given servers, one repeat); the measurement itself lives
-in :mod:`harness.bench_latency`, which ``aviary bench latency`` runs too.
+in :mod:`benchmarks.latency`, which ``aviary bench latency`` runs too.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from harness.bench_common import TargetChoice
-from harness.bench_latency import OPERATIONS, Measurement, measure_driver, run_latency
+from benchmarks.common import TargetChoice
+from benchmarks.latency import OPERATIONS, Measurement, measure_driver, run_latency
 
 __all__ = ["OPERATIONS", "Measurement", "measure_driver", "run_report"]
 

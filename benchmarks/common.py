@@ -36,7 +36,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from harness.servers import SERVERS
+from servers import SERVERS
 
 __all__ = [
     "Spread",

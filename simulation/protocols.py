@@ -13,7 +13,7 @@ costs are *parameterised from the seeds* (Figures 5 and 7): connection per
 file or per operation, multi-RPC stat, no directories for DCAP; every table
 that uses them says so.
 
-Scenario: ``aviary simulate calibrate`` writes ``harness/sim_data/calibration.json``,
+Scenario: ``aviary simulate calibrate`` writes ``simulation/data/calibration.json``,
 which is committed, so the models are calibrated, not tuned.
 """
 
@@ -43,7 +43,7 @@ __all__ = [
     "save_calibration",
 ]
 
-CALIBRATION_FILE = Path(__file__).resolve().parent.parent / "sim_data" / "calibration.json"
+CALIBRATION_FILE = Path(__file__).resolve().parent / "data" / "calibration.json"
 #: Driver operations the workloads use, with the sizes a calibration run uses for them.
 OPERATIONS = (
     "stat",
@@ -200,7 +200,7 @@ def _prepare(driver: Driver, runs: int, backing: Path | None, owner: str | None)
     except OSError as exc:
         if exc.errno != errno.EROFS or backing is None:
             raise
-    from harness.servers import give_to  # only a read-only server needs it
+    from servers import give_to  # only a read-only server needs it
 
     (backing / "cal-dir").mkdir(exist_ok=True)
     for path, data in files.items():

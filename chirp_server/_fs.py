@@ -44,8 +44,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from drivers.chirp import _posix
-from drivers.chirp._codec import PATH_MAX, decode_path
+from chirp_server import _posix
+from drivers.chirp.codec import PATH_MAX, decode_path
 
 __all__ = [
     "MAX_OPEN_FILES",

@@ -30,9 +30,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from drivers import Driver, DriverCounters, OpCounters
-from drivers.local import LocalDriver
-from harness.bench_common import (
+from benchmarks.common import (
     TargetChoice,
     error_line,
     machine_description,
@@ -40,7 +38,9 @@ from harness.bench_common import (
     summarize,
     write_json,
 )
-from harness.servers import SERVERS, ServerError, give_to, running_server
+from drivers import Driver, DriverCounters, OpCounters
+from drivers.local import LocalDriver
+from servers import SERVERS, ServerError, give_to, running_server
 
 __all__ = ["OPERATIONS", "Measurement", "TargetResult", "measure_driver", "run_latency"]
 

@@ -78,11 +78,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from drivers.chirp._acl import ChirpAcl
-from drivers.chirp._codec import LINE_MAX
-from drivers.chirp._server_fs import ServerFS
-from drivers.chirp._server_handlers import CLOSE, Session
-from drivers.chirp._server_verbs import answer_code, dispatch
+from chirp_server._acl import ChirpAcl
+from chirp_server._fs import ServerFS
+from chirp_server._handlers import CLOSE, Session
+from chirp_server._verbs import answer_code, dispatch
+from drivers.chirp.codec import LINE_MAX
 
 __all__ = ["AUTH_METHODS", "ChirpServer", "ChirpServerConfig"]
 

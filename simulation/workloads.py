@@ -7,7 +7,7 @@ write 10-100 KB.
 
 Scenario: ``condense_trace`` keeps only the calls that reached a remote driver
 and maps each syscall to the driver operations it costs; the result is stored
-in ``harness/sim_data/andrew-trace.json`` so that the model replays a real run.
+in ``simulation/data/andrew-trace.json`` so that the model replays a real run.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 __all__ = ["ANDREW_TRACE", "AndrewStage", "Sp5Job", "condense_trace", "load_andrew", "remote_time"]
 
-ANDREW_TRACE = Path(__file__).resolve().parent.parent / "sim_data" / "andrew-trace.json"
+ANDREW_TRACE = Path(__file__).resolve().parent / "data" / "andrew-trace.json"
 
 #: Which driver operations a trapped syscall on a remote object costs (the agent's handlers), for
 #: a trace made before the agent recorded them (lseek: SEEK_END's fstat is the rare case).

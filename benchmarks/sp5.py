@@ -40,10 +40,9 @@ from typing import Any
 
 from rich.console import Console
 
-from drivers import Driver
-from harness import seeds_data
-from harness.andrew import agent_prefix
-from harness.bench_common import (
+from benchmarks import seeds_data
+from benchmarks.andrew import agent_prefix
+from benchmarks.common import (
     Spread,
     TargetChoice,
     error_line,
@@ -55,7 +54,8 @@ from harness.bench_common import (
     summarize,
     write_json,
 )
-from harness.servers import SERVERS, RunningServer, ServerError, start_server
+from drivers import Driver
+from servers import SERVERS, RunningServer, ServerError, start_server
 
 __all__ = ["Sp5Params", "Sp5Row", "run_sp5"]
 

@@ -30,11 +30,11 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from drivers.chirp import _acl as acl
-from drivers.chirp import _server_handlers as h
-from drivers.chirp._codec import chirp_code_for_errno
-from drivers.chirp._server_fs import fix_path
-from drivers.chirp._server_handlers import Reply, Request, Session
+from chirp_server import _acl as acl
+from chirp_server import _handlers as h
+from chirp_server._fs import fix_path
+from chirp_server._handlers import Reply, Request, Session
+from drivers.chirp.codec import chirp_code_for_errno
 
 __all__ = ["VERBS", "Need", "Verb", "answer_code", "dispatch", "scan"]
 

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import BinaryIO
 
-from harness.servers import LOOPBACK, ServerContext, ServerError, ServerSpec, ServerUnavailable
+from servers._core import LOOPBACK, ServerContext, ServerError, ServerSpec, ServerUnavailable
 
 __all__ = ["FTP_PASSWORD", "FTP_USER", "SPECS", "passive_range"]
 

@@ -39,7 +39,7 @@ from typing import Any
 
 from rich.console import Console
 
-from harness.bench_common import (
+from benchmarks.common import (
     last_line,
     machine_description,
     progress_bar,

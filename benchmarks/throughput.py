@@ -8,7 +8,7 @@ natively to a local directory, and ``cp`` under the agent to a local directory
 (where the kernel answers stat, so the hint does not apply).
 
 Scenario: a file of ``size`` random bytes is made on local disk; for each server
-(started on loopback by the fixtures of :mod:`harness.servers`), each repeat
+(started on loopback by the fixtures of :mod:`servers`), each repeat
 and each block size, one shell under the agent stamps the time, runs
 ``cp SRC /SERVICE/HOST:PORT/copy`` and stamps again; the destination's size is
 checked through the driver. Each agent run keeps its ``--trace``, from which the
@@ -35,8 +35,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from harness.andrew import agent_prefix
-from harness.bench_common import (
+from benchmarks.andrew import agent_prefix
+from benchmarks.common import (
     TargetChoice,
     error_line,
     format_size,
@@ -47,7 +47,7 @@ from harness.bench_common import (
     summarize,
     write_json,
 )
-from harness.servers import SERVERS, RunningServer, ServerError, start_server
+from servers import SERVERS, RunningServer, ServerError, start_server
 
 __all__ = ["BLOCK_SIZES", "DEFAULT_SIZE", "Cell", "ThroughputRow", "run_throughput"]
 

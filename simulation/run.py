@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 import simpy
 
-from harness.sim.model import Connection, Link, NatFailure, Server
-from harness.sim.protocols import ProtocolModel
-from harness.sim.workloads import AndrewStage, Sp5Job
+from simulation.model import Connection, Link, NatFailure, Server
+from simulation.protocols import ProtocolModel
+from simulation.workloads import AndrewStage, Sp5Job
 
 __all__ = [
     "AndrewResult",

@@ -29,7 +29,7 @@ import sysconfig
 from base64 import b64encode
 from pathlib import Path
 
-from harness.servers import (
+from servers._core import (
     LOOPBACK,
     ServerContext,
     ServerError,

@@ -1,6 +1,6 @@
 """Real servers in containers, for machines that have a Docker engine (hosted CI runners).
 
-The same :class:`~harness.servers.ServerSpec` command line runs inside a
+The same :class:`~servers.ServerSpec` command line runs inside a
 container of the spec's ``image`` (its ``image_setup`` installs the server
 first), with host networking so that it listens on 127.0.0.1 as a native one
 does, and with the server's private directory bind-mounted at the same path.
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.servers import (
+from servers._core import (
     LOOPBACK,
     SERVERS,
     START_TIMEOUT,

@@ -28,11 +28,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from harness import seeds_data
-from harness.andrew import CACHE_MODES
-from harness.bench_common import loadable_servers
-from harness.bench_sp5 import Sp5Params
-from harness.servers import SERVERS
+from benchmarks import seeds_data
+from benchmarks.andrew import CACHE_MODES
+from benchmarks.common import loadable_servers
+from benchmarks.sp5 import Sp5Params
+from servers import SERVERS
 
 __all__ = ["BUDGETS", "run_site"]
 
@@ -79,7 +79,7 @@ def _read(path: Path) -> str:
 
 
 def _figure7(out: Path, budget: Budget) -> Section:
-    from harness.report import run_report
+    from report.figure7 import run_report
 
     status = run_report(out, budget.latency_iterations, loadable_servers(), budget.repeat)
     return Section("Figure 7: latency of POSIX operations per driver and server", "measured on this machine",
@@ -87,7 +87,7 @@ def _figure7(out: Path, budget: Budget) -> Section:
 
 
 def _figure3(out: Path, budget: Budget) -> Section:
-    from harness.bench_micro import run_micro
+    from benchmarks.micro import run_micro
 
     status = run_micro(out, budget.micro_iterations, budget.micro_repeat)
     return Section("Figure 3: the cost of interposition", "measured on this machine",
@@ -95,7 +95,7 @@ def _figure3(out: Path, budget: Budget) -> Section:
 
 
 def _figure8(out: Path, budget: Budget) -> Section:
-    from harness.andrew import run_andrew
+    from benchmarks.andrew import run_andrew
 
     targets = [
         "native",
@@ -108,8 +108,8 @@ def _figure8(out: Path, budget: Budget) -> Section:
 
 
 def _figure6(out: Path, budget: Budget) -> Section:
-    from harness.bench_common import TargetChoice
-    from harness.bench_throughput import run_throughput
+    from benchmarks.common import TargetChoice
+    from benchmarks.throughput import run_throughput
 
     status = run_throughput(out, TargetChoice(True, loadable_servers()), budget.throughput_size,
                             list(budget.throughput_blocks), budget.repeat)  # fmt: skip
@@ -118,8 +118,8 @@ def _figure6(out: Path, budget: Budget) -> Section:
 
 
 def _sp5(out: Path, budget: Budget) -> Section:
-    from harness.bench_common import TargetChoice
-    from harness.bench_sp5 import run_sp5
+    from benchmarks.common import TargetChoice
+    from benchmarks.sp5 import run_sp5
 
     chirp = [k for k in loadable_servers() if k.startswith("chirp/")]
     status = run_sp5(out, TargetChoice(True, chirp), budget.sp5, budget.repeat)
@@ -166,10 +166,10 @@ def _figure5(out: Path, budget: Budget) -> Section:
 
 
 def _simulated(out: Path, budget: Budget) -> Section:
-    from harness.sim.model import LAN_RTT, WAN_RTT
-    from harness.sim.protocols import load_models
-    from harness.sim.run import simulate_andrew, simulate_sp5
-    from harness.sim.workloads import STAGES, Sp5Job, load_andrew
+    from simulation.model import LAN_RTT, WAN_RTT
+    from simulation.protocols import load_models
+    from simulation.run import simulate_andrew, simulate_sp5
+    from simulation.workloads import STAGES, Sp5Job, load_andrew
 
     stages, source = load_andrew()
     models = load_models()
@@ -198,7 +198,7 @@ def _simulated(out: Path, budget: Budget) -> Section:
 
 def _validation(out: Path, budget: Budget) -> Section:
     """The last ``aviary simulate validate`` (minutes, root): reused, not rerun."""
-    from harness.sim.validate import markdown_from_document
+    from simulation.validate import markdown_from_document
 
     title = "Validation: the simulation against real runs at added latency"
     document = out / "validation.json"

@@ -40,7 +40,7 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
-from drivers.chirp._server_fs import collapse_path, dirname
+from chirp_server._fs import collapse_path, dirname
 
 __all__ = [
     "ACL_BASE_NAME",

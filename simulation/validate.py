@@ -45,15 +45,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from benchmarks.andrew import TargetRun, agent_prefix, generate_tree, run_stages
 from drivers import Driver, Handle, driver_for_scheme, parse_url
-from harness.andrew import TargetRun, agent_prefix, generate_tree, run_stages
-from harness.sim.protocols import ProtocolModel, calibrate_driver, load_models
-from harness.sim.run import simulate_andrew, simulate_operations
-from harness.sim.workloads import STAGES, AndrewStage, condense_trace, remote_time
+from simulation.protocols import ProtocolModel, calibrate_driver, load_models
+from simulation.run import simulate_andrew, simulate_operations
+from simulation.workloads import STAGES, AndrewStage, condense_trace, remote_time
 
 if TYPE_CHECKING:
     from faultnet.kernel import KernelNet
-    from harness.servers import RunningServer
+    from servers import RunningServer
 
 __all__ = [
     "FIGURE7_OPERATIONS",
@@ -170,7 +170,7 @@ def parse_rtts(text: str) -> list[float]:
     Raises:
         ValueError: the message says what is wrong.
     """
-    from harness.sim.cli import parse_network  # the one parser of a round-trip time
+    from simulation.cli import parse_network  # the one parser of a round-trip time
 
     values: list[float] = []
     for item in (part.strip() for part in text.split(",")):
@@ -258,7 +258,7 @@ class ValidationReport:
 
 def _server_key(protocol: str) -> str:
     """The server to measure for ``protocol``: a model name (``chirp``) or a key (``chirp/aviary``)."""
-    from harness.servers import SERVERS
+    from servers import SERVERS
 
     if "/" in protocol:
         if protocol not in SERVERS:
@@ -358,7 +358,7 @@ def run_validation(
         ValidationError: the kernel back-end or the server is unavailable, or a run failed.
     """
     from faultnet.kernel import KernelNet, KernelUnavailable
-    from harness.servers import ServerError, running_server
+    from servers import ServerError, running_server
 
     key = _server_key(protocol)
     reason = KernelNet.missing()
@@ -625,7 +625,7 @@ def _markdown(report: ValidationReport) -> str:
 
 
 def _document(report: ValidationReport) -> dict[str, Any]:
-    from harness.bench_common import machine_description
+    from benchmarks.common import machine_description
 
     return {
         "benchmark": "validation",

@@ -15,16 +15,16 @@ import statistics
 import sys
 from pathlib import Path
 
-from harness.sim.model import LAN_RTT, WAN_RTT
-from harness.sim.protocols import ProtocolModel, load_models
-from harness.sim.run import (
+from simulation.model import LAN_RTT, WAN_RTT
+from simulation.protocols import ProtocolModel, load_models
+from simulation.run import (
     break_even,
     saturation_point,
     simulate_andrew,
     simulate_sp5,
     sweep,
 )
-from harness.sim.workloads import STAGES, Sp5Job, load_andrew
+from simulation.workloads import STAGES, Sp5Job, load_andrew
 
 __all__ = ["add_simulate_parser", "parse_network", "run_simulate"]
 
@@ -243,15 +243,15 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     """Every server that starts here: per-operation costs from its driver; then the Andrew trace."""
     import tempfile
 
-    from harness.andrew import run_andrew
-    from harness.servers import SERVERS, ServerError, running_server
-    from harness.sim.protocols import (
+    from benchmarks.andrew import run_andrew
+    from servers import SERVERS, ServerError, running_server
+    from simulation.protocols import (
         SEEDS_MODELS,
         calibrate_driver,
         model_name,
         save_calibration,
     )
-    from harness.sim.workloads import condense_trace, save_andrew
+    from simulation.workloads import condense_trace, save_andrew
 
     measured: dict[str, ProtocolModel] = {}
     # The catalogue's first server of a protocol gives the protocol's model its plain name
@@ -289,7 +289,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         if args.sim_kind == "calibrate":
             return _run_calibrate(args)
         if args.sim_kind == "validate":
-            from harness.sim.validate import run_validate_command
+            from simulation.validate import run_validate_command
 
             return run_validate_command(args.protocol, args.rtt, args.files, args.repeat, args.out)
         if args.sim_kind == "andrew":

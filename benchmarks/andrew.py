@@ -31,15 +31,15 @@ from urllib.parse import quote
 
 from rich.console import Console
 
-from drivers import driver_for_scheme, service_of
-from harness.bench_common import (
+from benchmarks.common import (
     error_line,
     machine_description,
     progress_bar,
     summarize,
     write_json,
 )
-from harness.servers import SERVERS, RunningServer, ServerError, start_server
+from drivers import driver_for_scheme, service_of
+from servers import SERVERS, RunningServer, ServerError, start_server
 
 __all__ = [
     "CACHE_MODES",

@@ -22,7 +22,7 @@ from __future__ import annotations
 import socket
 import struct
 
-from harness.servers import ServerContext, ServerError, ServerSpec, give_to
+from servers._core import ServerContext, ServerError, ServerSpec, give_to
 
 __all__ = ["SPECS", "XROOTD"]
 
