@@ -118,8 +118,9 @@ def _run_run(args: argparse.Namespace) -> int:
     import tempfile
 
     from harness.run_environment import RunOptionError, merge_mounts, prepare_environment
-    from reference_agent.agent import Agent, AgentOptions
+    from reference_agent.agent import AgentOptions
     from reference_agent.namespace import MountlistError, Namespace, parse_mountlist, read_mountlist
+    from reference_agent.program import run_program
 
     program = args.program[1:] if args.program[:1] == ["--"] else args.program
     if not program:
@@ -185,7 +186,7 @@ def _run_run(args: argparse.Namespace) -> int:
             shared_cache=shared_cache,
         )
         try:
-            return Agent(namespace, options).run(program, env=environment.env, cwd=start_cwd)
+            return run_program(namespace, options, program, env=environment.env, cwd=start_cwd)
         except OSError as exc:
             print(f"aviary: run: {program[0]}: {exc.strerror or exc}", file=sys.stderr)
             return 127 if exc.errno == 2 else 126

@@ -307,8 +307,9 @@ def run_package(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from reference_agent.agent import Agent, AgentOptions
+    from reference_agent.agent import AgentOptions
     from reference_agent.namespace import Namespace
+    from reference_agent.program import run_program
 
     program = args.program[1:] if args.program[:1] == ["--"] else args.program
     if not program:
@@ -334,7 +335,7 @@ def _run(args: argparse.Namespace) -> int:
             cache_dir=cache_dir,
         )
         try:
-            return Agent(namespace, options).run(program, env=env, cwd=cwd)
+            return run_program(namespace, options, program, env=env, cwd=cwd)
         except OSError as exc:
             print(
                 f"aviary: package run: {program[0]}: {exc.strerror or exc} in {args.package}",

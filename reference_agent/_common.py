@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 from drivers import Driver
 from reference_agent._loop import Rewrite
-from reference_agent.agent import NATIVE, Agent, Call, Outcome, Resolved
+from reference_agent.agent import Agent
+from reference_agent.call import NATIVE, Call, Outcome, Resolved
 from reference_agent.namespace import LocalTarget, Refused, RemoteTarget, ServiceDirectory
 
 __all__ = ["RemoteOp", "path_call", "rewrite_args", "service_directory_answer"]

@@ -15,7 +15,8 @@ import struct
 from reference_agent import _ptrace
 from reference_agent._abi import AT_FDCWD
 from reference_agent._loop import Rewrite
-from reference_agent.agent import NATIVE, Agent, Call, Outcome
+from reference_agent.agent import Agent
+from reference_agent.call import NATIVE, Call, Outcome
 from reference_agent.interpreters import ExecPlan, plan_exec
 from reference_agent.namespace import LocalTarget
 

@@ -17,26 +17,25 @@ import sys
 import time
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Protocol
 from urllib.parse import quote
 
 from drivers import Driver, driver_for_service, parse_url
-from reference_agent import _memory, _ptrace
+from reference_agent import _ptrace
 from reference_agent._abi import AT_FDCWD
 from reference_agent._loop import Rewrite, TracerLoop
 from reference_agent._ptrace import Event, ExecEvent, Exited, ForkEvent, ForkKind, Killed, Registers
+from reference_agent.call import NATIVE, Call, Native, Outcome, Resolved
 from reference_agent.files import RemoteFile, RemoteFileTable
 from reference_agent.identity import Identity
 from reference_agent.interpreters import plan_exec
 from reference_agent.namespace import (
     LocalTarget,
     Namespace,
-    Refused,
     RemoteTarget,
-    ServiceDirectory,
     logical_path,
 )
 from reference_agent.recording import NameList
@@ -47,14 +46,25 @@ from reference_agent.whole_cache import WholeFileCache
 if TYPE_CHECKING:
     from reference_agent.table import Entry
 
-__all__ = ["Agent", "AgentOptions", "Call", "Native", "Outcome", "Resolved"]
 
-#: What a handler answers: None (run natively), an int (the emulated result,
-#: -errno on failure) or a Rewrite of the call.
-Outcome = int | Rewrite | None
-#: Bytes kept clear below the stack pointer before the agent's scratch strings,
-#: so that a signal frame pushed during a restarted syscall cannot reach them.
-SCRATCH_GAP = 16 * 1024
+class SyscallTable(Protocol):
+    """What the agent needs of the syscall table; ``reference_agent.table`` is the one."""
+
+    def dispatch_table(self, features: Set[str], /) -> Mapping[str, Entry]: ...
+
+    def trapped_numbers(self, cache: str, features: Set[str], /) -> set[int]: ...
+
+
+__all__ = [
+    "NATIVE",
+    "Agent",
+    "AgentOptions",
+    "Call",
+    "Native",
+    "Outcome",
+    "Resolved",
+]
+
 #: Fake device numbers for remote endpoints: major 0xA5, minor from the endpoint.
 REMOTE_DEV_MAJOR = 0xA5
 
@@ -86,75 +96,6 @@ class Cwd:
     """A working directory, shared by the threads of one process (CLONE_FS)."""
 
     logical: str
-
-
-class Native:
-    """Marker: the path needs no help from the agent; let the kernel resolve it."""
-
-
-NATIVE = Native()
-
-
-@dataclass(frozen=True, slots=True)
-class Resolved:
-    """Where a path argument leads: a remote target, a local path, or a refusal."""
-
-    logical: str
-    target: RemoteTarget | LocalTarget | ServiceDirectory | Refused | Native
-    rewrite: str | None = None  # a local path to put in place of the argument
-
-
-class Call:
-    """One trapped syscall at its seccomp stop, with helpers to read its arguments."""
-
-    __slots__ = ("_scratch", "name", "nr", "pid", "registers")
-
-    def __init__(self, pid: int, nr: int, name: str, registers: Registers) -> None:
-        self.pid = pid
-        self.nr = nr
-        self.name = name
-        self.registers = registers
-        self._scratch = registers.sp - SCRATCH_GAP
-
-    def arg(self, index: int) -> int:
-        return self.registers.arg(index)
-
-    def sarg(self, index: int) -> int:
-        """Argument ``index`` as a signed 64-bit value (an fd, AT_FDCWD, an offset)."""
-        value = self.registers.arg(index)
-        return value - (1 << 64) if value >> 63 else value
-
-    def fd(self, index: int) -> int:
-        """Argument ``index`` as a C int (descriptors are ints, upper bits ignored)."""
-        value = self.registers.arg(index) & 0xFFFFFFFF
-        return value - (1 << 32) if value >> 31 else value
-
-    def string(self, index: int) -> str:
-        """The NUL-terminated string argument ``index``."""
-        return os.fsdecode(self.raw_string(index))
-
-    def raw_string(self, index: int) -> bytes:
-        """The NUL-terminated string argument ``index``, as bytes without the NUL."""
-        address = self.registers.arg(index)
-        if address == 0:
-            raise OSError(errno.EFAULT, "NULL path")
-        return _memory.read_c_string(self.pid, address)
-
-    def read(self, address: int, length: int) -> bytes:
-        return _memory.read_bytes(self.pid, address, length)
-
-    def write(self, address: int, data: bytes) -> None:
-        _memory.write_bytes(self.pid, address, data)
-
-    def scratch_string(self, text: str) -> int:
-        """Write ``text`` below the stack (clear of signal frames); return its address."""
-        return self.scratch_bytes(os.fsencode(text) + b"\0")
-
-    def scratch_bytes(self, data: bytes) -> int:
-        """Write ``data`` below the stack, 16-byte aligned (an argv array); return its address."""
-        self._scratch = (self._scratch - len(data)) & ~15
-        _memory.write_bytes(self.pid, self._scratch, data)
-        return self._scratch
 
 
 @dataclass
@@ -189,27 +130,31 @@ class Agent:
     # -- running ----------------------------------------------------------------------------
 
     def run(
-        self, argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: str | None = None
+        self,
+        argv: Sequence[str],
+        table: SyscallTable,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
     ) -> int:
         """Run ``argv`` to the end of its last descendant; return its exit status.
 
         Args:
             argv: the program, looked up in ``env``'s PATH through the namespace.
+            table: the syscalls to trap and their handlers (``reference_agent.table``).
             env: its environment (None: this process's).
             cwd: its logical starting directory (None: this process's).
 
         Raises:
             OSError: the program could not be started (ENOENT, EACCES...), naming it.
         """
-        from reference_agent.table import dispatch_table, trapped_numbers
-
         features = self.options.identity.features if self.options.identity else frozenset()
         self._table: dict[int, Entry] = {
-            _ptrace.syscall_number(name): entry for name, entry in dispatch_table(features).items()
+            _ptrace.syscall_number(name): entry
+            for name, entry in table.dispatch_table(features).items()
         }
         agent_dirs = [str(d) for d in (self.options.cache_dir, self.options.shared_cache) if d]
         self.guard = guard_for(self.options.sandbox, self.namespace, agent_dirs)
-        trapped = trapped_numbers(self.options.cache, features)
+        trapped = table.trapped_numbers(self.options.cache, features)
         if self.guard is not None:
             trapped |= self.guard.trapped_numbers()
         self.loop = TracerLoop(trapped, self._on_syscall, self._on_event)

@@ -58,7 +58,8 @@ from reference_agent.namespace import (
 from reference_agent.real_path import Walk, walk
 
 if TYPE_CHECKING:
-    from reference_agent.agent import Agent, Call
+    from reference_agent.agent import Agent
+    from reference_agent.call import Call
 
 __all__ = [
     "ALLOWED_DEVICES",

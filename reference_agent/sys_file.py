@@ -19,7 +19,8 @@ from reference_agent import _ptrace
 from reference_agent._abi import AT_EMPTY_PATH, AT_FDCWD, pack_dirent64, pack_stat
 from reference_agent._common import rewrite_args
 from reference_agent._loop import Rewrite
-from reference_agent.agent import NATIVE, Agent, Call, Outcome
+from reference_agent.agent import Agent
+from reference_agent.call import NATIVE, Call, Outcome
 from reference_agent.files import RemoteFile
 from reference_agent.namespace import LocalTarget, Refused, RemoteTarget, ServiceDirectory
 from reference_agent.whole_cache import read_only_open

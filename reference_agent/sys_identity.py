@@ -11,7 +11,8 @@ import struct
 from collections.abc import Callable
 
 from reference_agent._loop import Rewrite
-from reference_agent.agent import Agent, Call, Outcome
+from reference_agent.agent import Agent
+from reference_agent.call import Call, Outcome
 from reference_agent.identity import UTS_FIELD, Identity
 
 __all__ = [

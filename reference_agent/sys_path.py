@@ -10,7 +10,8 @@ import time
 from drivers import Driver, StatResult
 from reference_agent._abi import AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, UTIME_NOW, UTIME_OMIT
 from reference_agent._common import path_call, rewrite_args
-from reference_agent.agent import NATIVE, Agent, Call, Outcome, Resolved
+from reference_agent.agent import Agent
+from reference_agent.call import NATIVE, Call, Outcome, Resolved
 from reference_agent.namespace import LocalTarget, Refused, RemoteTarget
 
 RENAME_NOREPLACE = 1

@@ -11,7 +11,8 @@ from reference_agent._abi import AT_FDCWD
 from reference_agent._common import path_call, rewrite_args
 from reference_agent._exec_rewrite import exec_through_namespace
 from reference_agent._loop import Rewrite
-from reference_agent.agent import NATIVE, Agent, Call, Outcome, Resolved
+from reference_agent.agent import Agent
+from reference_agent.call import NATIVE, Call, Outcome, Resolved
 from reference_agent.namespace import LocalTarget, Refused, RemoteTarget, ServiceDirectory
 
 

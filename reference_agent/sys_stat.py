@@ -9,7 +9,8 @@ import stat as stat_module
 from drivers import Driver, StatResult
 from reference_agent._abi import AT_FDCWD, AT_SYMLINK_NOFOLLOW, pack_stat, pack_statx
 from reference_agent._common import path_call
-from reference_agent.agent import Agent, Call, Outcome, Resolved
+from reference_agent.agent import Agent
+from reference_agent.call import Call, Outcome, Resolved
 from reference_agent.namespace import RemoteTarget
 from reference_agent.sys_file import empty_path_fd, pack_statfs, with_block_size_hint
 

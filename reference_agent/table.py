@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from reference_agent import _ptrace, sys_file, sys_identity, sys_path, sys_process, sys_stat
-from reference_agent.agent import Agent, Call, Outcome
+from reference_agent.agent import Agent
+from reference_agent.call import Call, Outcome
 from reference_agent.identity import HOSTNAME_FEATURE, IDENTITY_FEATURE
 
 __all__ = ["SYSCALL_TABLE", "Entry", "dispatch_table", "trapped_numbers"]

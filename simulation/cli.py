@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import re
 import statistics
 import sys
 from pathlib import Path
 
-from simulation.model import LAN_RTT, WAN_RTT
+from simulation.model import LAN_RTT
+from simulation.network import parse_network
 from simulation.protocols import ProtocolModel, load_models
 from simulation.run import (
     break_even,
@@ -29,26 +29,6 @@ from simulation.workloads import STAGES, Sp5Job, load_andrew
 __all__ = ["add_simulate_parser", "parse_network", "run_simulate"]
 
 MAX_WORKERS = 10_000
-
-
-def parse_network(text: str) -> float:
-    """``lan`` (130 us), ``wan`` (654 us) or a round-trip time such as ``50ms`` or ``0.2`` (ms)."""
-    presets = {"lan": LAN_RTT, "wan": WAN_RTT}
-    if text.lower() in presets:
-        return presets[text.lower()]
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(us|ms|s)?", text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(
-            f"network must be lan, wan or a round-trip time like 50ms, not {text!r}"
-        )
-    value = float(match.group(1))
-    unit = match.group(2) or "ms"
-    seconds = value * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[unit]
-    if not 0 < seconds <= 10:
-        raise argparse.ArgumentTypeError(
-            f"round-trip time must be above 0 and at most 10 s, not {text!r}"
-        )
-    return seconds
 
 
 def _workers(text: str) -> int:

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmarks.andrew import TargetRun, agent_prefix, generate_tree, run_stages
 from drivers import Driver, Handle, driver_for_scheme, parse_url
+from simulation.network import parse_network
 from simulation.protocols import ProtocolModel, calibrate_driver, load_models
 from simulation.run import simulate_andrew, simulate_operations
 from simulation.workloads import STAGES, AndrewStage, condense_trace, remote_time
@@ -170,7 +171,6 @@ def parse_rtts(text: str) -> list[float]:
     Raises:
         ValueError: the message says what is wrong.
     """
-    from simulation.cli import parse_network  # the one parser of a round-trip time
 
     values: list[float] = []
     for item in (part.strip() for part in text.split(",")):

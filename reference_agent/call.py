@@ -1,0 +1,96 @@
+"""One trapped syscall as the handlers see it, and what a handler answers.
+
+A :class:`Call` is read at its seccomp stop: its number, registers and helpers
+to read the program's memory; a handler answers an :data:`Outcome`. Paths are
+:class:`Resolved` by the namespace into remote targets, local paths or
+refusals; :data:`NATIVE` means the kernel can do it alone.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+
+from reference_agent import _memory
+from reference_agent._loop import Rewrite
+from reference_agent._ptrace import Registers
+from reference_agent.namespace import LocalTarget, Refused, RemoteTarget, ServiceDirectory
+
+__all__ = ["NATIVE", "SCRATCH_GAP", "Call", "Native", "Outcome", "Resolved"]
+
+#: What a handler answers: None (run natively), an int (the emulated result,
+#: -errno on failure) or a Rewrite of the call.
+Outcome = int | Rewrite | None
+#: Bytes kept clear below the stack pointer before the agent's scratch strings,
+#: so that a signal frame pushed during a restarted syscall cannot reach them.
+SCRATCH_GAP = 16 * 1024
+
+
+class Native:
+    """Marker: the path needs no help from the agent; let the kernel resolve it."""
+
+
+NATIVE = Native()
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """Where a path argument leads: a remote target, a local path, or a refusal."""
+
+    logical: str
+    target: RemoteTarget | LocalTarget | ServiceDirectory | Refused | Native
+    rewrite: str | None = None  # a local path to put in place of the argument
+
+
+class Call:
+    """One trapped syscall at its seccomp stop, with helpers to read its arguments."""
+
+    __slots__ = ("_scratch", "name", "nr", "pid", "registers")
+
+    def __init__(self, pid: int, nr: int, name: str, registers: Registers) -> None:
+        self.pid = pid
+        self.nr = nr
+        self.name = name
+        self.registers = registers
+        self._scratch = registers.sp - SCRATCH_GAP
+
+    def arg(self, index: int) -> int:
+        return self.registers.arg(index)
+
+    def sarg(self, index: int) -> int:
+        """Argument ``index`` as a signed 64-bit value (an fd, AT_FDCWD, an offset)."""
+        value = self.registers.arg(index)
+        return value - (1 << 64) if value >> 63 else value
+
+    def fd(self, index: int) -> int:
+        """Argument ``index`` as a C int (descriptors are ints, upper bits ignored)."""
+        value = self.registers.arg(index) & 0xFFFFFFFF
+        return value - (1 << 32) if value >> 31 else value
+
+    def string(self, index: int) -> str:
+        """The NUL-terminated string argument ``index``."""
+        return os.fsdecode(self.raw_string(index))
+
+    def raw_string(self, index: int) -> bytes:
+        """The NUL-terminated string argument ``index``, as bytes without the NUL."""
+        address = self.registers.arg(index)
+        if address == 0:
+            raise OSError(errno.EFAULT, "NULL path")
+        return _memory.read_c_string(self.pid, address)
+
+    def read(self, address: int, length: int) -> bytes:
+        return _memory.read_bytes(self.pid, address, length)
+
+    def write(self, address: int, data: bytes) -> None:
+        _memory.write_bytes(self.pid, address, data)
+
+    def scratch_string(self, text: str) -> int:
+        """Write ``text`` below the stack (clear of signal frames); return its address."""
+        return self.scratch_bytes(os.fsencode(text) + b"\0")
+
+    def scratch_bytes(self, data: bytes) -> int:
+        """Write ``data`` below the stack, 16-byte aligned (an argv array); return its address."""
+        self._scratch = (self._scratch - len(data)) & ~15
+        _memory.write_bytes(self.pid, self._scratch, data)
+        return self._scratch
