@@ -17,10 +17,15 @@ driver should report (``errno_hint``).
 
 from __future__ import annotations
 
-import errno
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Literal
+
+from drivers._sansio import (
+    NEED_DATA,
+    LocalProtocolError,
+    NeedData,
+    ProtocolError,
+    RemoteProtocolError,
+)
 
 __all__ = [
     "NEED_DATA",
@@ -42,36 +47,12 @@ __all__ = [
 ]
 
 
-class _Sentinel(Enum):
-    NEED_DATA = "NEED_DATA"
-
-
-#: Returned by ``next_event`` when the buffered bytes do not hold a whole event.
-NEED_DATA: Literal[_Sentinel.NEED_DATA] = _Sentinel.NEED_DATA
-NeedData = Literal[_Sentinel.NEED_DATA]
-
 #: (lower-case name, value) pairs in the order they were sent.
 Headers = tuple[tuple[str, str], ...]
 
 #: Characters that may not appear in a header name or value we send (CR, LF, NUL):
 #: letting them through would let a file name inject headers.
 _FORBIDDEN_IN_HEADERS = ("\r", "\n", "\0")
-
-
-class ProtocolError(Exception):
-    """The conversation cannot go on; ``errno_hint`` is what to report."""
-
-    def __init__(self, message: str, errno_hint: int = errno.EPROTO) -> None:
-        super().__init__(message)
-        self.errno_hint = errno_hint
-
-
-class LocalProtocolError(ProtocolError):
-    """We tried something HTTP does not allow in this state."""
-
-
-class RemoteProtocolError(ProtocolError):
-    """The server sent something HTTP does not allow."""
 
 
 def normalize_headers(headers: object) -> Headers:

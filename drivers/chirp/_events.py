@@ -13,12 +13,17 @@ errno the driver should report.
 
 from __future__ import annotations
 
-import errno
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Literal
 
 from drivers._interface import StatFS, StatResult
+from drivers._sansio import (
+    NEED_DATA,
+    LocalProtocolError,
+    NeedData,
+    ProtocolError,
+    RemoteProtocolError,
+)
 
 __all__ = [
     "NEED_DATA",
@@ -47,15 +52,6 @@ __all__ = [
 ]
 
 
-class _Sentinel(Enum):
-    NEED_DATA = "NEED_DATA"
-
-
-#: Returned by ``next_event`` when the buffered bytes do not hold a whole event.
-NEED_DATA: Literal[_Sentinel.NEED_DATA] = _Sentinel.NEED_DATA
-NeedData = Literal[_Sentinel.NEED_DATA]
-
-
 class Reply(Enum):
     """What follows the result line of a request, when the result is >= 0."""
 
@@ -66,22 +62,6 @@ class Reply(Enum):
     LINES = "LINES"  # lines up to an empty line (getdir, getacl)
     LONGDIR = "LONGDIR"  # name line + stat line pairs up to an empty line
     PUT = "PUT"  # go-ahead, then our payload, then a second result line
-
-
-class ProtocolError(Exception):
-    """The conversation cannot go on; ``errno_hint`` is what to report."""
-
-    def __init__(self, message: str, errno_hint: int = errno.EPROTO) -> None:
-        super().__init__(message)
-        self.errno_hint = errno_hint
-
-
-class LocalProtocolError(ProtocolError):
-    """We tried something the protocol does not allow in this state."""
-
-
-class RemoteProtocolError(ProtocolError):
-    """The server sent something the protocol does not allow."""
 
 
 # -- sent by the client -----------------------------------------------------------------

@@ -13,10 +13,16 @@ hang-up mid-reply); both carry the errno the driver should report.
 
 from __future__ import annotations
 
-import errno
 from dataclasses import dataclass
 from enum import Enum
-from typing import Literal
+
+from drivers._sansio import (
+    NEED_DATA,
+    LocalProtocolError,
+    NeedData,
+    ProtocolError,
+    RemoteProtocolError,
+)
 
 __all__ = [
     "NEED_DATA",
@@ -29,31 +35,6 @@ __all__ = [
     "Reply",
     "ReplyKind",
 ]
-
-
-class _Sentinel(Enum):
-    NEED_DATA = "NEED_DATA"
-
-
-#: Returned by ``next_event`` when the buffered bytes do not hold a whole reply.
-NEED_DATA: Literal[_Sentinel.NEED_DATA] = _Sentinel.NEED_DATA
-NeedData = Literal[_Sentinel.NEED_DATA]
-
-
-class ProtocolError(Exception):
-    """The conversation cannot go on; ``errno_hint`` is what to report."""
-
-    def __init__(self, message: str, errno_hint: int = errno.EPROTO) -> None:
-        super().__init__(message)
-        self.errno_hint = errno_hint
-
-
-class LocalProtocolError(ProtocolError):
-    """We tried something the protocol does not allow (now, or at all)."""
-
-
-class RemoteProtocolError(ProtocolError):
-    """The server broke the protocol, or hung up in the middle of a reply."""
 
 
 class ReplyKind(Enum):
