@@ -228,3 +228,29 @@ def test_longdir_without_stat_lines_is_a_lie() -> None:
     conn.receive_data(b"0\n" + b"garbage\n" * 1000)
     with pytest.raises(RemoteProtocolError):
         events(conn)
+
+
+def test_send_follows_the_transition_table_and_nothing_else() -> None:
+    """Every (state, event) the table names leads where it says; every other pair is refused."""
+    from drivers.chirp._connection import SEND_TRANSITIONS, State, send_kind
+    from drivers.chirp._events import AuthOffer, ChallengeAnswer, PutData
+
+    samples = [
+        AuthOffer("address"),
+        ChallengeAnswer(created=True),
+        ChallengeAnswer(created=False),
+        Request("stat /x", Reply.STAT),
+        Request("putfile /x 0644 1", Reply.PUT, payload=b""),
+        PutData(b"x"),
+    ]
+    for state in State:
+        for event in samples:
+            conn = ChirpConnection()
+            conn.state = state
+            expected = SEND_TRANSITIONS.get((state, send_kind(event)))
+            if expected is None:
+                with pytest.raises(LocalProtocolError):
+                    conn.send(event)
+            else:
+                conn.send(event)
+                assert conn.state is expected, (state, event)

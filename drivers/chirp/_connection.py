@@ -83,14 +83,32 @@ PUT_SEND = State.PUT_SEND
 PUT_WAIT_FINAL = State.PUT_WAIT_FINAL
 BROKEN = State.BROKEN
 
-# Which client events are legal in which state, and where they lead.
-# (Requests other than putfile keep the connection READY; see send().)
-SEND_TRANSITIONS: dict[tuple[State, type], State] = {
-    (CONNECTED, AuthOffer): AWAIT_AGREEMENT,
-    (CHALLENGED, ChallengeAnswer): AWAIT_VERDICT,
-    (READY, Request): READY,
-    (PUT_SEND, PutData): PUT_WAIT_FINAL,
+# Which client events are legal in which state, and where they lead. ``send``
+# follows this table and nothing else: an answer to a challenge that the server
+# did not create goes back to CONNECTED (the next method is offered), and a
+# putfile request waits for the server's go-ahead before its payload.
+SEND_TRANSITIONS: dict[tuple[State, str], State] = {
+    (CONNECTED, "auth-offer"): AWAIT_AGREEMENT,
+    (CHALLENGED, "challenge-created"): AWAIT_VERDICT,
+    (CHALLENGED, "challenge-missing"): CONNECTED,
+    (READY, "request"): READY,
+    (READY, "put-request"): PUT_WAIT_GO,
+    (PUT_SEND, "put-data"): PUT_WAIT_FINAL,
 }
+
+
+def send_kind(event: Event) -> str:
+    """The name :data:`SEND_TRANSITIONS` knows ``event`` by."""
+    if isinstance(event, AuthOffer):
+        return "auth-offer"
+    if isinstance(event, ChallengeAnswer):
+        return "challenge-created" if event.created else "challenge-missing"
+    if isinstance(event, PutData):
+        return "put-data"
+    if isinstance(event, Request):
+        return "put-request" if event.reply is Reply.PUT else "request"
+    return type(event).__name__  # a reply: never sent, so never in the table
+
 
 _RESULT = re.compile(rb"\s*([-+]?\d+)")
 #: A reply line longer than this is a lying or broken server, not a file name.
@@ -136,26 +154,22 @@ class ChirpConnection:
         Raises:
             LocalProtocolError: ``event`` is not legal now, or too long a line.
         """
-        key = (self.state, type(event))
+        key = (self.state, send_kind(event))
         if key not in SEND_TRANSITIONS:
             raise LocalProtocolError(
                 f"cannot send {type(event).__name__} in state {self.state.name}"
             )
+        if isinstance(event, Request) and event.reply is Reply.PUT and self._pending:
+            raise LocalProtocolError("putfile cannot be pipelined behind other requests")
+        self.state = SEND_TRANSITIONS[key]
         if isinstance(event, AuthOffer):
             self.method = event.method
-            self.state = AWAIT_AGREEMENT
             return event.method.encode() + b"\n"
         if isinstance(event, ChallengeAnswer):
-            self.state = AWAIT_VERDICT if event.created else CONNECTED
             return b"yes\n" if event.created else b"no\n"
         if isinstance(event, PutData):
-            self.state = PUT_WAIT_FINAL
             return event.data
-        assert isinstance(event, Request)
-        if event.reply is Reply.PUT:
-            if self._pending:
-                raise LocalProtocolError("putfile cannot be pipelined behind other requests")
-            self.state = PUT_WAIT_GO
+        assert isinstance(event, Request)  # the table admits nothing else
         self._pending.append(event)
         return event.line.encode("ascii") + b"\n" + event.payload
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from drivers._interface import StatResult
 from drivers.sftp._shell import (
@@ -37,10 +37,22 @@ from drivers.sftp._shell import (
     SftpStatus,
 )
 
-if TYPE_CHECKING:
-    from drivers.sftp._driver import SftpDriver
 
-__all__ = ["Interviewer"]
+class Witness(Protocol):
+    """What the interviewer may ask the server: plain questions that are never interviewed."""
+
+    def try_lstat(self, path: str) -> StatResult | None: ...
+
+    def try_stat(self, path: str) -> StatResult | None: ...
+
+    def try_readlink(self, path: str) -> str | None: ...
+
+    def is_empty_dir(self, path: str) -> bool: ...
+
+    def parent_of(self, path: str) -> str: ...
+
+
+__all__ = ["Interviewer", "Witness"]
 
 #: Linux gives up resolving after this many symlinks (MAXSYMLINKS).
 MAX_SYMLINKS = 40
@@ -55,7 +67,7 @@ _NEED_DIRECTORY = frozenset({"opendir", "rmdir"})
 class Interviewer:
     """Follow-up questions for one driver; see the module docstring."""
 
-    def __init__(self, driver: SftpDriver) -> None:
+    def __init__(self, driver: Witness) -> None:
         self.driver = driver
 
     def explain(
