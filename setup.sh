@@ -5,6 +5,7 @@
 #
 #   ./setup.sh            install what is missing
 #   ./setup.sh --check    only report what is missing (exit 1 if anything is)
+#   ./setup.sh --lock     re-resolve pyproject.toml's Python packages into setup/python.lock
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -14,6 +15,9 @@ mapfile -t DEBIAN_PACKAGES < <(cat setup/*.packages | sed 's/#.*//' | tr -s ' \t
 SERVICE_USER=aviary
 VENV=.venv
 PYTHON=${PYTHON:-python3}
+# The exact Python packages installed: pyproject.toml says what we need, the lock
+# what we install, so two machines set up a month apart run the same code.
+LOCK=setup/python.lock
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -24,7 +28,22 @@ missing_packages() {
   done
 }
 
-stamp_of_project() { sha256sum pyproject.toml | cut -d' ' -f1; }
+stamp_of_project() { cat pyproject.toml "$LOCK" | sha256sum | cut -d' ' -f1; }
+
+if [[ "${1:-}" == "--lock" ]]; then
+  scratch=$(mktemp -d)
+  trap 'rm -rf "$scratch"' EXIT
+  say "resolving pyproject.toml's packages in a scratch environment"
+  "$PYTHON" -m venv "$scratch/venv"
+  "$scratch/venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+  "$scratch/venv/bin/python" -m pip install -q --disable-pip-version-check '.[dev]'
+  {
+    echo "# Python packages installed by ./setup.sh; regenerate with ./setup.sh --lock"
+    "$scratch/venv/bin/python" -m pip freeze --disable-pip-version-check --exclude aviary
+  } > "$LOCK"
+  say "wrote $LOCK ($(grep -vc '^#' "$LOCK") packages)"
+  exit 0
+fi
 
 if [[ "${1:-}" == "--check" ]]; then
   rc=0
@@ -63,7 +82,13 @@ fi
 if [[ ! -f "$VENV/.aviary-stamp" || "$(cat "$VENV/.aviary-stamp")" != "$(stamp_of_project)" ]]; then
   say "installing Python packages into $VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$LOCK"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e '.[dev]'
+  if ! "$VENV/bin/python" -m pip check --disable-pip-version-check >/dev/null; then
+    say "$LOCK lacks packages pyproject.toml asks for; run ./setup.sh --lock"
+    "$VENV/bin/python" -m pip check --disable-pip-version-check >&2 || true
+    exit 1
+  fi
   stamp_of_project > "$VENV/.aviary-stamp"
 fi
 # 4. What apt cannot do alone (servers unpacked privately, keys, configs): setup/<part>.sh,

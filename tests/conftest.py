@@ -21,6 +21,26 @@ from tests.helpers import start_or_skip
 
 CHIRP_SERVERS = ("chirp/cctools", "chirp/aviary")
 
+#: Modules whose tests start no server, no traced program and no network: they run in
+#: seconds with ``pytest -m unit``; the rest (``-m "not unit"``) are the integration tests.
+UNIT_MODULES = frozenset(
+    {
+        "test_agent_namespace",
+        "test_bench_common",
+        "test_chirp_codec",
+        "test_chirp_connection",
+        "test_drivers_core",
+        "test_import_graph",
+        "test_sim",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem in UNIT_MODULES:
+            item.add_marker(pytest.mark.unit)
+
 
 @pytest.fixture(params=CHIRP_SERVERS)
 def chirp_server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -55,12 +56,12 @@ def test_run_micro(tmp_path: Path) -> None:
 
 
 def test_run_micro_missing_peer_is_a_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_which = bench_micro.shutil.which
+    real_which = shutil.which
 
     def which(name: str) -> str | None:
         return None if name == "proot" else real_which(name)
 
-    monkeypatch.setattr(bench_micro.shutil, "which", which)
+    monkeypatch.setattr("benchmarks.micro.shutil.which", which)
     assert run_micro(tmp_path, iterations=20, repeat=1) == 0
     rows = {
         row["agent"]: row for row in json.loads((tmp_path / "figure3.json").read_text())["rows"]

@@ -34,7 +34,7 @@ STAT_LINE = b"65024 2146401 33152 1 1001 1001 0 5 4096 8 1795379218 1795379219 1
 
 
 def events(conn: ChirpConnection) -> list[object]:
-    found = []
+    found: list[object] = []
     while (event := conn.next_event()) is not NEED_DATA:
         found.append(event)
     return found
@@ -233,9 +233,9 @@ def test_longdir_without_stat_lines_is_a_lie() -> None:
 def test_send_follows_the_transition_table_and_nothing_else() -> None:
     """Every (state, event) the table names leads where it says; every other pair is refused."""
     from drivers.chirp._connection import SEND_TRANSITIONS, State, send_kind
-    from drivers.chirp._events import AuthOffer, ChallengeAnswer, PutData
+    from drivers.chirp._events import AuthOffer, ChallengeAnswer, Event, PutData
 
-    samples = [
+    samples: list[Event] = [
         AuthOffer("address"),
         ChallengeAnswer(created=True),
         ChallengeAnswer(created=False),

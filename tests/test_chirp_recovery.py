@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from drivers import StatResult
 from drivers.chirp import ChirpDriver
 from drivers.chirp._recovery import (
     RECOVERY_ENV,
@@ -25,7 +26,6 @@ from drivers.chirp._recovery import (
     reopen_flags,
     stale_reason,
 )
-from drivers.local import StatResult
 from servers import RunningServer, give_to
 
 TIMEOUT = 3.0  # seconds: the driver's wait for any one network event

@@ -6,9 +6,11 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from drivers.chirp import ChirpDriver
 from harness.cli import main
 from servers import RunningServer, free_port
 from tests.helpers import start_or_skip
@@ -76,7 +78,7 @@ def test_both_servers_give_identical_results(
     for ours, theirs in zip(aviary, cctools, strict=True):
         assert ours == theirs
     # And the transcript says what it should, so that agreeing on nonsense fails.
-    by_step = {i: entry for i, entry in enumerate(cctools)}
+    by_step: dict[int, Any] = dict(enumerate(cctools))
     assert by_step[4] == ("ls", 0, "a\nhello.txt\n", "")
     assert "st_size: 13" in by_step[6][2] and "type: regular" in by_step[6][2]
     assert by_step[8][2] == "hello, chirp\n"
@@ -89,7 +91,7 @@ def test_both_servers_give_identical_results(
         14: "EISDIR",
     }
     for index, name in expected_errors.items():
-        verb, status, _, err = by_step[index]  # type: ignore[misc]
+        verb, status, _, err = by_step[index]
         assert status == 1 and err.startswith(f"aviary: {verb} ") and f": {name} (" in err
         assert err.count("\n") == 1
     assert by_step[17] == ("ls", 0, "", "")
@@ -100,6 +102,7 @@ def test_permission_denied_is_eacces(
     chirp_server: RunningServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with chirp_server.driver() as driver:
+        assert isinstance(driver, ChirpDriver)
         driver.mkdir("/ro")
         driver.setacl("/ro", "address:127.0.0.1", "rl")
     status, _, err = run(capsys, "mkdir", chirp_server.url("/ro/sub"))

@@ -309,6 +309,7 @@ def test_program_under_the_agent_reads_what_was_written(
     login = f"{ftp_server.spec.user}:{ftp_server.spec.password}@"
     remote = f"/ftp/{login}127.0.0.1:{ftp_server.port}/dir/file with space.txt"
     done = run_under_agent("cat", remote, text=False)
+    assert isinstance(done.stderr, bytes)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     assert done.stdout == b"written over ftp\n" * 3000
 

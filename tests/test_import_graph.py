@@ -11,6 +11,7 @@ cycle. A private module (``_name``) is imported only inside its own package.
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,6 +98,7 @@ def imported_names(path: Path, name: str) -> Iterator[str]:
                 yield f"{prefix}.{alias.name}"
 
 
+@functools.cache
 def graph() -> dict[str, set[str]]:
     modules = product_modules()
     edges: dict[str, set[str]] = {}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import random
+from collections.abc import Generator
+from typing import Any
 
 import pytest
 import simpy
@@ -27,7 +29,7 @@ def test_Connection_timeline(env: simpy.Environment) -> None:
     connection = Connection(env, link, Server(env, 1), nat_timeout=10.0, client_timeout=5.0)
     cost = OpCost(round_trips=1, bytes_sent=0, bytes_received=0, connections=0, service_s=0.5)
 
-    def client() -> object:
+    def client() -> Generator[Any, Any, None]:
         yield from connection.operation(cost)
         log.append(("first", env.now))
         yield from connection.operation(cost)
