@@ -4,7 +4,7 @@ Covers: the cost of interposition on single system calls and on bandwidth, for
 aviary's ptrace agent and its peers, as ratios to the same program run natively.
 The seeds' Figure 3 rows are getpid, open/close, read 1 B, read 8 KB and
 sequential bandwidth; ``stat`` is added because it is the call a namespace agent
-must trap most often. Targets for a local tree (issue 3): getpid and local read
+must trap most often. Targets for a local tree: getpid and local read
 bandwidth within 1.5x of native; stat and open/close at most 0.7x of
 ``strace -f``'s time.
 
@@ -64,7 +64,7 @@ COLUMNS = ("getpid", "stat", "open/close", "read 1B", "read 8KB", "bandwidth")
 TIME_COLUMNS = COLUMNS[:-1]
 #: Rows that every aviary row is also compared with.
 PEERS = ("strace -f", "strace -f, pinned", "proot")
-#: Issue 3's targets for aviary's default row.
+#: The targets for aviary's default row.
 GETPID_LIMIT = 1.5  # x native time
 BANDWIDTH_LIMIT = 1.5  # native MB/s divided by aviary's at most this
 STRACE_LIMIT = 0.7  # x strace -f's time, for stat and open/close
@@ -350,7 +350,7 @@ def _finish(rows: list[Row]) -> None:
 
 @dataclass
 class Target:
-    """One of issue 3's targets, evaluated on aviary's default row."""
+    """One of the targets, evaluated on aviary's default row."""
 
     target: str
     column: str
@@ -458,7 +458,7 @@ def _markdown(rows: list[Row], targets: list[Target], meta: dict[str, Any]) -> s
             lines.append(f"| {row.agent} | {row.note} |" + " |" * (len(COLUMNS) - 1))
             continue
         lines.append(f"| {row.agent} | " + " | ".join(_cell(row, c) for c in COLUMNS) + " |")
-    lines += ["", "Targets (issue 3), for `aviary` (the default, pinned):", ""]
+    lines += ["", "Targets for `aviary` (the default, pinned):", ""]
     lines += [f"- {t.line()}" for t in targets]
     compared = [r for r in rows if r.vs]
     if compared:

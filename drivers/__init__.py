@@ -2,7 +2,7 @@
 
 Each protocol lives in its own module (``drivers.local``, ``drivers.chirp``)
 and is registered under the ``aviary.drivers`` entry-point group. Nothing here
-imports ``conformance``, ``faultnet`` or ``harness``: data flows one way, from a
+imports a package above it (the agent, fixtures, tests, the CLI): data flows one way, from a
 program's syscall through the agent and a driver to a real server.
 """
 

@@ -1,4 +1,4 @@
-"""Fault injection between client and server (issue 6).
+"""Fault injection between client and server.
 
 ``faults`` holds the decisions as data and pure functions; ``proxy`` (an asyncio
 TCP proxy on 127.0.0.1) and ``kernel`` (client, NAT router and server in private

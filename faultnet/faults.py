@@ -59,7 +59,7 @@ class FaultKind(enum.Enum):
 
 FAULT_KINDS: tuple[FaultKind, ...] = tuple(FaultKind)
 
-#: What a userspace proxy cannot reproduce, said plainly (issue 6).
+#: What a userspace proxy cannot reproduce, said plainly.
 CANNOT_REPRODUCE = (
     "the proxy terminates TCP on both sides: its own kernel acknowledges what the client "
     "sends into a blackhole, so the client's kernel never retransmits, TCP_USER_TIMEOUT "

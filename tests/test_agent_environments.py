@@ -1,4 +1,4 @@
-"""The agent's environments: private directories, identity, portable packages (issue 9).
+"""The agent's environments: private directories, identity, portable packages.
 
 Real programs (sh, id, whoami, hostname, ls, python3) under the real agent,
 through the real ``aviary`` command line.

@@ -1,4 +1,4 @@
-"""Chirp recovery against real servers restarted under a session (issue 6).
+"""Chirp recovery against real servers restarted under a session.
 
 Each test restarts the real server on the same port over the same data
 directory (``RunningServer.restart``) while a driver holds open files, and

@@ -9,7 +9,7 @@ the network has a deadline: ``timeout`` bounds each ``recv``/``send``, and
 the socket's ``TCP_USER_TIMEOUT`` and keepalive (``_recovery.tune_socket``)
 make the kernel give up on a blackholed connection in about the same time.
 
-Recovery (issue 6, the seeds' SP5 NAT story): when a call finds its
+Recovery (the seeds' SP5 NAT story): when a call finds its
 connection broken (ECONNRESET, EPIPE, ETIMEDOUT, EPROTO), the shell
 reconnects with bounded backoff for up to ``recovery`` seconds, reopens every
 open file by path without O_CREAT/O_TRUNC/O_EXCL, checks that the path still
