@@ -30,6 +30,7 @@ UNIT_MODULES = frozenset(
         "test_chirp_codec",
         "test_chirp_connection",
         "test_drivers_core",
+        "test_hot_paths",
         "test_import_graph",
         "test_sim",
     }
