@@ -28,7 +28,7 @@ def add_sandbox_options(run: argparse.ArgumentParser) -> None:
         "sandbox",
         "Refused paths answer EACCES (ENOENT with --hide) to every path-taking syscall, "
         "through symlinks, '..', directory descriptors, /proc/self/root and /dev/fd. "
-        "See the README for what the sandbox does not guarantee.",
+        "See docs/sandbox.md for what the sandbox does not guarantee.",
     )
     sandbox.add_argument(
         "--deny", action="append", default=[], metavar="PATH", help="refuse PATH (repeatable)"
