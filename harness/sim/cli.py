@@ -17,18 +17,13 @@ from pathlib import Path
 
 from harness.sim.model import LAN_RTT, WAN_RTT
 from harness.sim.protocols import ProtocolModel, load_models
-from harness.sim.run import (
-    break_even,
-    saturation_point,
-    simulate_andrew,
-    simulate_sp5,
-    sweep,
-)
+from harness.sim.run import simulate_andrew
+from harness.sim.distributed import IN_PROCESS, LOCAL_CLUSTER_WORKERS
 from harness.sim.workloads import STAGES, Sp5Job, load_andrew
 
 __all__ = ["add_simulate_parser", "parse_network", "run_simulate"]
 
-MAX_WORKERS = 10_000
+MAX_WORKERS = 1_000_000  # the fleet engine runs a million workers in minutes
 
 
 def parse_network(text: str) -> float:
@@ -98,11 +93,25 @@ def add_simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     sp5.add_argument(
         "--no-recovery", action="store_true", help="a dropped connection ends the worker"
     )
+    sp5.add_argument("--ghz", type=float, default=1.0, help="the nodes' clock (the seeds: 1 or 2.5)")
+    sp5.add_argument(
+        "--engine", choices=("auto", "fleet", "simpy"), default="auto",
+        help="fleet (fast, default where the protocol allows) or simpy (one process per worker)",
+    )
+    sp5.add_argument(
+        "--scheduler", default=IN_PROCESS,
+        help="run as a task on this Dask scheduler's address (default: here; 'cluster': a "
+        "LocalCluster)",
+    )
     calibrate = kinds.add_parser(
         "calibrate", help="measure the real drivers and record the Andrew-like trace"
     )
     calibrate.add_argument(
         "--files", type=_positive, default=60, help="files in the recorded Andrew-like tree"
+    )
+    calibrate.add_argument(
+        "--repeat", type=_positive, default=5,
+        help="calibrations per server; each cost is the median of the repeats",
     )
     validate = kinds.add_parser(
         "validate",
@@ -127,13 +136,23 @@ def add_simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "--out", type=Path, default=Path("reports"), help="where validation.{md,csv,json,png} go"
     )
     sweep_parser = kinds.add_parser(
-        "sweep", parents=[common], help="SP5 throughput from 1 to 10,000 workers"
+        "sweep", parents=[common], help="SP5 throughput against worker count (on Dask)"
     )
     sweep_parser.add_argument(
         "--protocol", default="chirp", help="a protocol model (default chirp)"
     )
     sweep_parser.add_argument("--points", default="1,10,100,1000,10000", help="worker counts")
     sweep_parser.add_argument("--events", type=_positive, default=20, help="events per worker")
+    sweep_parser.add_argument(
+        "--scheduler", default=None,
+        help="a Dask scheduler's address (tcp://host:8786); default: a LocalCluster; "
+        "'local': no Dask, in this process",
+    )
+    sweep_parser.add_argument(
+        "--cluster-workers", type=_positive, default=LOCAL_CLUSTER_WORKERS,
+        help="processes of the default LocalCluster",
+    )
+    kinds.add_parser("figure10", help="Figure 10 from first principles beside the seeds' numbers")
 
 
 def _model(name: str) -> ProtocolModel:
@@ -185,26 +204,40 @@ def _run_andrew(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mean(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def _cell(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def _run_sp5(args: argparse.Namespace) -> int:
+    from functools import partial
+
+    from harness.sim.distributed import run_sp5, submit_sp5
+
     model = _model(args.protocol)
-    job = Sp5Job(events=args.events)
-    result = simulate_sp5(
-        model,
-        job,
-        args.network,
-        args.workers,
-        args.nat_timeout,
-        not args.no_recovery,
-        args.client_timeout,
-    )
-    init = statistics.fmean(result.init_seconds) if result.init_seconds else float("nan")
-    event = statistics.fmean(result.event_seconds) if result.event_seconds else float("nan")
+    job = Sp5Job(events=args.events, cpu_ghz=args.ghz)
+    call = partial(run_sp5, model, job, args.network, args.workers, args.nat_timeout,
+                   not args.no_recovery, args.client_timeout, engine=args.engine)  # fmt: skip
+    try:
+        if args.scheduler == IN_PROCESS:
+            result = call()
+        else:
+            result = submit_sp5(None if args.scheduler == "cluster" else args.scheduler, call)
+    except ValueError as exc:
+        raise SystemExit(f"aviary: simulate sp5: {exc}") from None
+    except OSError as exc:
+        raise SystemExit(f"aviary: simulate sp5: Dask scheduler {args.scheduler}: {exc}") from None
+    init, event = _mean(result.init_seconds), _mean(result.event_seconds)
     print(
         f"SP5 on {args.protocol} ({model.origin}), RTT {args.network * 1e6:.0f} us, "
-        f"{args.workers} worker(s)"
+        f"{args.workers} worker(s) at {args.ghz} GHz"
     )
     print(
-        f"  initialisation mean {init:.0f} s; per event mean {event:.1f} s; events done {result.completed_events}"
+        f"  initialisation mean {_cell(init, 0)} s; per event mean {_cell(event, 1)} s; "
+        f"events done {result.completed_events}"
     )
     print(
         f"  reconnects {result.reconnects}; failures {len(result.failures)}; "
@@ -220,22 +253,38 @@ def _run_sp5(args: argparse.Namespace) -> int:
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
+    from harness.sim.distributed import sweep
+    from harness.sim.run import saturation_point
+
     model = _model(args.protocol)
     try:
         points = [_workers(p) for p in args.points.split(",") if p.strip()]
     except (ValueError, argparse.ArgumentTypeError) as exc:
         raise SystemExit(f"aviary: simulate sweep: --points: {exc}") from None
-    curve = sweep(model, Sp5Job(events=args.events), args.network, points)
+    try:
+        curve = sweep(model, Sp5Job(events=args.events), args.network, points, args.scheduler,
+                      cluster_workers=args.cluster_workers)  # fmt: skip
+    except (OSError, RuntimeError) as exc:
+        where = args.scheduler or "a LocalCluster"
+        raise SystemExit(f"aviary: simulate sweep: Dask on {where}: {exc}") from None
     print(f"{'workers':>8} {'events/hour':>12} {'init mean s':>12}")
     rows: list[dict[str, object]] = []
-    for workers, throughput, init in curve:
-        print(f"{workers:>8} {throughput:>12.0f} {init:>12.0f}")
-        rows.append({"workers": workers, "events_per_hour": throughput, "init_mean_s": init})
-    saturated = saturation_point(curve)
+    for point in curve:
+        print(f"{point.workers:>8} {point.events_per_hour:>12.0f} {point.init_mean_s:>12.0f}")
+        rows.append({"workers": point.workers, "events_per_hour": point.events_per_hour,
+                     "init_mean_s": point.init_mean_s})  # fmt: skip
+    saturated = saturation_point([(p.workers, p.events_per_hour, p.init_mean_s) for p in curve])
     print(
         f"server saturates at {saturated} workers" if saturated else "no saturation in this range"
     )
     _write(args.out, "sweep", rows, {"curve": rows, "saturates_at": saturated})
+    return 0
+
+
+def _run_figure10(args: argparse.Namespace) -> int:
+    from harness.sim.figure10 import figure10_markdown
+
+    print(figure10_markdown(), end="")
     return 0
 
 
@@ -296,6 +345,8 @@ def run_simulate(args: argparse.Namespace) -> int:
             return _run_andrew(args)
         if args.sim_kind == "sp5":
             return _run_sp5(args)
+        if args.sim_kind == "figure10":
+            return _run_figure10(args)
         return _run_sweep(args)
     except SystemExit as exc:
         print(exc, file=sys.stderr)
@@ -306,13 +357,3 @@ def run_simulate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-
-
-#: Figure 10's LAN and WAN rows (the WAN node's CPU is 2.5 times faster): (init s, event s).
-FIGURE10_LAN = (4505.0, 113.0)
-FIGURE10_WAN = (6275.0, 88.0)
-
-
-def figure10_break_even() -> float | None:
-    """Events after which the far, fast node beats the near, slow one in the seeds' numbers."""
-    return break_even(FIGURE10_LAN[0], FIGURE10_LAN[1], FIGURE10_WAN[0], FIGURE10_WAN[1])
