@@ -15,10 +15,10 @@ import statistics
 import sys
 from pathlib import Path
 
+from harness.sim.distributed import IN_PROCESS, LOCAL_CLUSTER_WORKERS
 from harness.sim.model import LAN_RTT, WAN_RTT
 from harness.sim.protocols import ProtocolModel, load_models
 from harness.sim.run import simulate_andrew
-from harness.sim.distributed import IN_PROCESS, LOCAL_CLUSTER_WORKERS
 from harness.sim.workloads import STAGES, Sp5Job, load_andrew
 
 __all__ = ["add_simulate_parser", "parse_network", "run_simulate"]
@@ -93,13 +93,18 @@ def add_simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     sp5.add_argument(
         "--no-recovery", action="store_true", help="a dropped connection ends the worker"
     )
-    sp5.add_argument("--ghz", type=float, default=1.0, help="the nodes' clock (the seeds: 1 or 2.5)")
     sp5.add_argument(
-        "--engine", choices=("auto", "fleet", "simpy"), default="auto",
+        "--ghz", type=float, default=1.0, help="the nodes' clock (the seeds: 1 or 2.5)"
+    )
+    sp5.add_argument(
+        "--engine",
+        choices=("auto", "fleet", "simpy"),
+        default="auto",
         help="fleet (fast, default where the protocol allows) or simpy (one process per worker)",
     )
     sp5.add_argument(
-        "--scheduler", default=IN_PROCESS,
+        "--scheduler",
+        default=IN_PROCESS,
         help="run as a task on this Dask scheduler's address (default: here; 'cluster': a "
         "LocalCluster)",
     )
@@ -110,7 +115,9 @@ def add_simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "--files", type=_positive, default=60, help="files in the recorded Andrew-like tree"
     )
     calibrate.add_argument(
-        "--repeat", type=_positive, default=5,
+        "--repeat",
+        type=_positive,
+        default=5,
         help="calibrations per server; each cost is the median of the repeats",
     )
     validate = kinds.add_parser(
@@ -144,12 +151,15 @@ def add_simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     sweep_parser.add_argument("--points", default="1,10,100,1000,10000", help="worker counts")
     sweep_parser.add_argument("--events", type=_positive, default=20, help="events per worker")
     sweep_parser.add_argument(
-        "--scheduler", default=None,
+        "--scheduler",
+        default=None,
         help="a Dask scheduler's address (tcp://host:8786); default: a LocalCluster; "
         "'local': no Dask, in this process",
     )
     sweep_parser.add_argument(
-        "--cluster-workers", type=_positive, default=LOCAL_CLUSTER_WORKERS,
+        "--cluster-workers",
+        type=_positive,
+        default=LOCAL_CLUSTER_WORKERS,
         help="processes of the default LocalCluster",
     )
     kinds.add_parser("figure10", help="Figure 10 from first principles beside the seeds' numbers")
@@ -296,13 +306,15 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     from harness.servers import SERVERS, ServerError, running_server
     from harness.sim.protocols import (
         SEEDS_MODELS,
-        calibrate_driver,
+        calibrate_repeated,
+        calibration_metadata,
         model_name,
         save_calibration,
     )
     from harness.sim.workloads import condense_trace, save_andrew
 
     measured: dict[str, ProtocolModel] = {}
+    spreads: dict[str, dict[str, tuple[float, float]]] = {}
     # The catalogue's first server of a protocol gives the protocol's model its plain name
     # ("chirp" is cctools', the seeds' server); the others are "chirp-aviary" and so on.
     for key, spec in SERVERS.items():
@@ -311,15 +323,16 @@ def _run_calibrate(args: argparse.Namespace) -> int:
             name = f"{name}-{spec.implementation}"
         try:
             with running_server(key) as server, server.driver() as driver:
-                measured[name] = calibrate_driver(
-                    driver, name, f"measured: {key}", backing=server.data_dir,
+                measured[name], spreads[name] = calibrate_repeated(
+                    driver, name, f"measured: {key}", args.repeat, backing=server.data_dir,
                     owner=server.as_user, fresh=server.driver,
                 )  # fmt: skip
             unsupported = ", ".join(sorted(measured[name].unsupported)) or "none"
             print(f"calibrated {name} from {key} (unsupported: {unsupported})")
         except (ServerError, OSError, LookupError) as exc:
             print(f"not calibrated from {key}: {exc}", file=sys.stderr)
-    save_calibration({k: v for k, v in measured.items() if k not in SEEDS_MODELS})
+    save_calibration({k: v for k, v in measured.items() if k not in SEEDS_MODELS},
+                     metadata=calibration_metadata(args.repeat, spreads))  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="aviary-calibrate-") as tmp:
         traces = Path(tmp)
         run_andrew(traces / "out", args.files, ["native", "chirp/aviary"], traces)

@@ -69,7 +69,9 @@ def _point(model: ProtocolModel, job: Sp5Job, rtt: float, workers: int, seed: in
 
 
 @contextmanager
-def dask_client(scheduler: str | None, cluster_workers: int = LOCAL_CLUSTER_WORKERS) -> Iterator[Any]:
+def dask_client(
+    scheduler: str | None, cluster_workers: int = LOCAL_CLUSTER_WORKERS
+) -> Iterator[Any]:
     """A Dask client: to ``scheduler``'s address, or to a LocalCluster started (and stopped) here.
 
     Raises:
@@ -78,11 +80,13 @@ def dask_client(scheduler: str | None, cluster_workers: int = LOCAL_CLUSTER_WORK
     from dask.distributed import Client, LocalCluster
 
     if scheduler is not None:
-        with Client(scheduler, timeout="20s") as client:
+        with Client(scheduler, timeout="20s") as client:  # type: ignore[no-untyped-call]
             yield client
         return
-    with LocalCluster(n_workers=cluster_workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:  # fmt: skip
+    cluster = LocalCluster(  # type: ignore[no-untyped-call]
+        n_workers=cluster_workers, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    with cluster, Client(cluster) as client:  # type: ignore[no-untyped-call]
         yield client
 
 
@@ -118,7 +122,9 @@ def _gather(client: Any, model: ProtocolModel, job: Sp5Job, rtt: float, points: 
             seed: int) -> list[SweepPoint]:  # fmt: skip
     # The biggest points first, so that the cluster is not left waiting on one at the end.
     order = sorted(range(len(points)), key=lambda i: -points[i])
-    futures = {i: client.submit(_point, model, job, rtt, points[i], seed, pure=False) for i in order}
+    futures = {
+        i: client.submit(_point, model, job, rtt, points[i], seed, pure=False) for i in order
+    }
     done: list[SweepPoint] = [futures[i].result() for i in range(len(points))]
     return done
 

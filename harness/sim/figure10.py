@@ -139,7 +139,9 @@ def _remote(rtt: float | None, pages: float, server_s: float) -> float:
     return server_s + (pages * _network_per_page(rtt) if rtt is not None else 0.0)
 
 
-def model_row(ghz: float, rtt: float | None, nat_timeout: float | None = None) -> tuple[float, float]:
+def model_row(
+    ghz: float, rtt: float | None, nat_timeout: float | None = None
+) -> tuple[float, float]:
     """(init seconds, seconds per event) of SP5 under the agent over Chirp.
 
     Args:
@@ -221,14 +223,20 @@ def simulated_rows(events: int = 5) -> dict[str, tuple[float, float]]:
     from harness.sim.workloads import Sp5Job
 
     rows = {}
-    for label, ghz, rtt, nat in (("lan", 1.0, LAN_RTT, None), ("wan", WAN_GHZ, WAN_RTT, NAT_TIMEOUT)):
+    for label, ghz, rtt, nat in (
+        ("lan", 1.0, LAN_RTT, None),
+        ("wan", WAN_GHZ, WAN_RTT, NAT_TIMEOUT),
+    ):
         fields = seeds_job_fields()
         job = Sp5Job(init_cpu_s=float(fields["init_cpu_s"]), init_rpcs=int(fields["init_rpcs"]),
                      event_cpu_s=float(fields["event_cpu_s"]), event_reads=int(fields["event_reads"]),
                      events=events, cpu_ghz=ghz)  # fmt: skip
         result = simulate_fleet(seeds_chirp(), job, rtt, 1, nat, client_timeout=CLIENT_TIMEOUT,
                                 bandwidth=BANDWIDTH)  # fmt: skip
-        rows[label] = (result.init_seconds[0], sum(result.event_seconds) / len(result.event_seconds))
+        rows[label] = (
+            result.init_seconds[0],
+            sum(result.event_seconds) / len(result.event_seconds),
+        )
     return rows
 
 
@@ -291,7 +299,7 @@ def figure10_markdown() -> str:
         f"- Over the WAN, the events have cost as much as the initialisation after "
         f"{amortisation_events(*wan):.0f} events (the seeds say 70; with their own numbers "
         f"{6275 / 88:.0f}).",
-        f"- The far, fast WAN node overtakes the near, slow LAN node after "
+        "- The far, fast WAN node overtakes the near, slow LAN node after "
         + (f"{crossover:.0f} events." if crossover is not None else "no number of events (never)."),
     ]
     return "\n".join(lines) + "\n"
@@ -309,8 +317,15 @@ def figure10_plot(path: object) -> None:
     figure, (init_axis, event_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
     positions = range(len(rows))
     width = 0.38
-    init_axis.bar([p - width / 2 for p in positions], [r.seeds_init[0] for r in rows], width,
-                  yerr=[r.seeds_init[1] for r in rows], capsize=3, color="#4c72b0", label="seeds")
+    init_axis.bar(
+        [p - width / 2 for p in positions],
+        [r.seeds_init[0] for r in rows],
+        width,
+        yerr=[r.seeds_init[1] for r in rows],
+        capsize=3,
+        color="#4c72b0",
+        label="seeds",
+    )
     init_axis.bar([p + width / 2 for p in positions], [r.init_s for r in rows], width,
                   color="#dd8452", label="model")  # fmt: skip
     event_axis.bar([p - width / 2 for p in positions], [r.seeds_event for r in rows], width,

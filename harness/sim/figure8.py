@@ -81,7 +81,7 @@ def figure8_rows(models: dict[str, ProtocolModel], stages: list[AndrewStage],
                 values[stage] = None
                 notes[stage] = near.failed.get(stage, "no seeds' baseline")
                 continue
-            network = (near.stage_summary()[stage]["p50"] - here.stage_summary()[stage]["p50"])
+            network = near.stage_summary()[stage]["p50"] - here.stage_summary()[stage]["p50"]
             value = agent[0] + network * scale
             values[stage] = value
             expected = seeds[stage]
@@ -141,13 +141,22 @@ def figure8_plot(rows: list[Figure8Row], path: Path) -> None:
     for axis, stage in zip(axes, STAGES, strict=True):
         positions = list(range(len(rows)))
         seeds = [r.seeds[stage] for r in rows]
-        axis.bar([p - width / 2 for p in positions], [s[0] if s else 0 for s in seeds], width,
-                 yerr=[s[1] if s else 0 for s in seeds], capsize=2, color="#4c72b0", label="seeds")
+        axis.bar(
+            [p - width / 2 for p in positions],
+            [s[0] if s else 0 for s in seeds],
+            width,
+            yerr=[s[1] if s else 0 for s in seeds],
+            capsize=2,
+            color="#4c72b0",
+            label="seeds",
+        )
         axis.bar([p + width / 2 for p in positions], [r.model[stage] or 0 for r in rows], width,
                  color="#dd8452", label="model")  # fmt: skip
         for p, row in enumerate(rows):
             if row.model[stage] is None:
-                axis.annotate("cannot run", (p, 0), rotation=90, ha="center", va="bottom", fontsize=7)
+                axis.annotate(
+                    "cannot run", (p, 0), rotation=90, ha="center", va="bottom", fontsize=7
+                )
         axis.set_xticks(positions, [r.protocol for r in rows], rotation=30, fontsize=8)
         axis.set_title(f"{stage} (s)")
         axis.set_ylim(bottom=0)

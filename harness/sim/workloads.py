@@ -95,7 +95,9 @@ def event_size(seed: int, worker: int, event: int, low: int, high: int) -> int:
 
     The same on any engine, process or machine, in any order: no generator state to carry.
     """
-    z = (seed * 0x9E3779B97F4A7C15 + worker * 0xBF58476D1CE4E5B9 + event * 0x94D049BB133111EB) & _MASK
+    z = (
+        seed * 0x9E3779B97F4A7C15 + worker * 0xBF58476D1CE4E5B9 + event * 0x94D049BB133111EB
+    ) & _MASK
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
     z ^= z >> 31
