@@ -19,6 +19,7 @@ from __future__ import annotations
 import html
 import json
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from markdown_it import MarkdownIt
 from rich.console import Console
 
 from harness import seeds_data
@@ -34,7 +36,15 @@ from harness.bench_common import loadable_servers
 from harness.bench_sp5 import Sp5Params
 from harness.servers import SERVERS
 
-__all__ = ["BUDGETS", "run_site"]
+__all__ = ["BUDGETS", "REPO_ROOT", "ReportError", "run_site"]
+
+#: The checkout the report runs from: the conformance suite and the benchmarks' data live here,
+#: whatever the current directory.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ReportError(Exception):
+    """A section cannot be produced; its message goes in a red box and on stderr."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,8 @@ class Section:
     seeds: Mapping[str, object] | None
     images: list[str]
     status: int
+    notes: list[str] = field(default_factory=list)  # where a protocol's semantics explain a number
+    error: str = ""  # why the section failed (shown in a red box)
 
 
 def _read(path: Path) -> str:
@@ -83,7 +95,22 @@ def _figure7(out: Path, budget: Budget) -> Section:
 
     status = run_report(out, budget.latency_iterations, loadable_servers(), budget.repeat)
     return Section("Figure 7: latency of POSIX operations per driver and server", "measured on this machine",
-                   _read(out / "figure7.md"), seeds_data.FIGURE7, ["figure7.png"], status)  # fmt: skip
+                   _read(out / "figure7.md"), seeds_data.FIGURE7, ["figure7.png"], status,
+                   FIGURE7_NOTES)  # fmt: skip
+
+
+#: What a protocol's semantics do to Figure 7's numbers, printed beside it.
+FIGURE7_NOTES = [
+    "FTP and WebDAV: `write 8KB` costs no round trip and looks as fast as local. These are "
+    "get/put protocols: the driver keeps the written bytes and uploads the whole file at close "
+    "(STOR or PUT), so the write's cost is in the close that follows it (open/close), not in "
+    "the write.",
+    "FTP: `read 1B` and `read 8KB` fetch the file on the first read (RETR), one transfer per "
+    "open; there is no random access (the seeds' Figure 7 has no FTP read row).",
+    "HTTP: read-only; write and mkdir+rmdir are refused (n/a), not slow.",
+    "Chirp: every operation is one request and one reply, the same round trip for stat, read "
+    'and write: the seeds\' Figure 5 "direct" stat.',
+]
 
 
 def _figure3(out: Path, budget: Budget) -> Section:
@@ -103,8 +130,53 @@ def _figure8(out: Path, budget: Budget) -> Section:
         *[k for k in loadable_servers() if k.startswith(("chirp/", "ftp/"))],
     ]
     status = run_andrew(out, budget.andrew_files, targets, None, budget.repeat, CACHE_MODES)
+    images = []
+    if (out / "andrew.json").exists():
+        _andrew_plot(json.loads((out / "andrew.json").read_text()), out / "figure8.png")
+        images.append("figure8.png")
     return Section("Figure 8: the Andrew-like benchmark", "measured on this machine",
-                   _read(out / "andrew.md"), seeds_data.FIGURE8, [], status)  # fmt: skip
+                   _read(out / "andrew.md"), seeds_data.FIGURE8, images, status,
+                   ["The seeds' tree is 296 files and its make stage compiled Parrot on a 2004 "
+                    "CPU (65 s locally); ours is a generated project (see its file count above) on "
+                    "loopback: compare the ratios to native, not the seconds. The simulated "
+                    "Figure 8 below sets the seeds' tree and LAN against their numbers."])  # fmt: skip
+
+
+#: Distinct colours for up to 20 series (matplotlib's tab20), so no two targets share one.
+def _colours(count: int) -> list[object]:
+    import matplotlib
+
+    palette = matplotlib.colormaps["tab20"]
+    return [palette(i % 20) for i in range(count)]
+
+
+def _andrew_plot(document: dict[str, object], path: Path) -> None:
+    """Small multiples: one panel per stage, its own linear axis from 0, a bar per target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    runs = document["runs"]
+    assert isinstance(runs, list)
+    stages = [s["stage"] for s in runs[0]["stages"]]
+    labels = [str(r["target"]) + (f", cache {r['cache']}" if r.get("cache", "off") != "off" else "")
+              for r in runs]  # fmt: skip
+    colours = _colours(len(runs))
+    figure, axes = plt.subplots(1, len(stages), figsize=(16, 4.5))
+    for axis, stage in zip(axes, stages, strict=True):
+        values = [next(s["seconds"] for s in r["stages"] if s["stage"] == stage) for r in runs]
+        axis.bar(range(len(runs)), values, color=colours)
+        axis.set_title(f"{stage} (s)")
+        axis.set_xticks([])
+        axis.set_ylim(bottom=0)
+    handles = [Rectangle((0, 0), 1, 1, color=c) for c in colours]
+    figure.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    figure.suptitle("Figure 8 measured: seconds per stage (each panel its own scale)")
+    figure.tight_layout()
+    figure.savefig(str(path), dpi=110, bbox_inches="tight")
+    plt.close(figure)
 
 
 def _figure6(out: Path, budget: Budget) -> Section:
@@ -131,6 +203,10 @@ def _sp5(out: Path, budget: Budget) -> Section:
 def _figure5(out: Path, budget: Budget) -> Section:
     from conformance.results import load_results, render_table
 
+    if not (REPO_ROOT / "conformance" / "conftest.py").exists():
+        raise ReportError(f"the conformance suite is not at {REPO_ROOT / 'conformance'}: "
+                          "Figure 5 needs a checkout of aviary")  # fmt: skip
+    out = out.resolve()
     quick = budget.conformance_examples < 50
     # A quick run leaves out the random comparison of most drivers: its results go beside the
     # full ones (what the nightly job writes and the gate reads), never over them.
@@ -138,6 +214,7 @@ def _figure5(out: Path, budget: Budget) -> Section:
     drivers = sorted({SERVERS[k].protocol for k in loadable_servers()} | {"local"})
     names = {"dav": "webdav", "root": "xrootd"}
     status = 0
+    errors: list[str] = []
     for protocol in drivers:
         command = [sys.executable, "-m", "pytest", "conformance", "-q", "-p", "no:cacheprovider",
                    "--driver", names.get(protocol, protocol), "--examples", str(budget.conformance_examples),
@@ -148,10 +225,11 @@ def _figure5(out: Path, budget: Budget) -> Section:
             # The quick budget: every probe, but the random comparison only where it is fast
             # (shrinking a declared-gap failure can take minutes on get/put protocols).
             command += ["-k", "not oracle_comparison"]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
-        status |= (
-            0 if done.returncode in (0, 1) else done.returncode
-        )  # 1: properties failed, recorded
+        done = subprocess.run(command, capture_output=True, text=True, timeout=1800, cwd=REPO_ROOT)
+        if done.returncode not in (0, 1):  # 1: properties failed, recorded in the table
+            status |= done.returncode
+            tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
+            errors.append(f"{protocol}: pytest exited {done.returncode}: " + " / ".join(tail))
     markdown, table_csv = render_table(load_results(results))
     (out / "figure5.md").write_text(markdown)
     (out / "figure5.csv").write_text(table_csv)
@@ -162,18 +240,23 @@ def _figure5(out: Path, budget: Budget) -> Section:
         else ""
     )
     return Section("Figure 5: compatibility with POSIX", provenance,
-                   markdown, seeds_data.FIGURE5, [], status)  # fmt: skip
+                   markdown, seeds_data.FIGURE5, [], status, error="\n".join(errors))  # fmt: skip
 
 
 def _simulated(out: Path, budget: Budget) -> Section:
+    from harness.sim.figure8 import figure8_markdown, figure8_plot, figure8_rows
     from harness.sim.model import LAN_RTT, WAN_RTT
     from harness.sim.protocols import load_models
-    from harness.sim.run import simulate_andrew, simulate_sp5
-    from harness.sim.workloads import STAGES, Sp5Job, load_andrew
+    from harness.sim.run import simulate_andrew
+    from harness.sim.workloads import STAGES, load_andrew
 
     stages, source = load_andrew()
     models = load_models()
-    lines = [f"Replay of {source}; median seconds per stage for one client.", "",
+    rows = figure8_rows(models, stages, source)
+    figure8_plot(rows, out / "figure8-simulated.png")
+    lines = [figure8_markdown(rows, source), "",
+             f"Every protocol model, replaying {source} as recorded (remote operations only, no "
+             "compiling): median seconds per stage for one client.", "",
              "| protocol | network | " + " | ".join(STAGES) + " | provenance |",
              "|---|---|" + "---|" * len(STAGES) + "---|"]  # fmt: skip
     for name, model in sorted(models.items()):
@@ -184,16 +267,22 @@ def _simulated(out: Path, budget: Budget) -> Section:
             lines.append(
                 f"| {name} | {label} | " + " | ".join(cells) + f" | simulated; {model.origin} |"
             )
-    lines += ["", "SP5 (Figure 10), simulated with the seeds' job and the measured chirp costs:", "",
-              "| distance | init (s) | per event (s) |", "|---|---|---|"]  # fmt: skip
-    for label, rtt in (("lan (130 us)", LAN_RTT), ("wan (654 us)", WAN_RTT), ("50 ms", 0.05)):
-        sp5 = simulate_sp5(models["chirp"], Sp5Job(events=budget.sim_events), rtt)
-        event = sum(sp5.event_seconds) / len(sp5.event_seconds)
-        lines.append(f"| {label} | {sp5.init_seconds[0]:.0f} | {event:.1f} |")
     markdown = "\n".join(lines) + "\n"
     (out / "simulated.md").write_text(markdown)
-    return Section("Simulated: Figure 8 at LAN and WAN, Figure 10", "simulated from calibrated inputs",
-                   markdown, seeds_data.FIGURE10, [], 0)  # fmt: skip
+    return Section("Simulated Figure 8: the Andrew-like benchmark over the seeds' LAN",
+                   "simulated from calibrated inputs and the seeds' same-host rows", markdown,
+                   seeds_data.FIGURE8, ["figure8-simulated.png"], 0)  # fmt: skip
+
+
+def _figure10(out: Path, budget: Budget) -> Section:
+    from harness.sim.figure10 import figure10_markdown, figure10_plot
+
+    markdown = figure10_markdown()
+    (out / "figure10.md").write_text(markdown)
+    figure10_plot(out / "figure10.png")
+    return Section("Simulated Figure 10: SP5 over LAN and WAN, from first principles",
+                   "simulated; parameters from the seeds' same-host and LAN rows, the WAN row "
+                   "predicted", markdown, seeds_data.FIGURE10, ["figure10.png"], 0)  # fmt: skip
 
 
 def _validation(out: Path, budget: Budget) -> Section:
@@ -219,33 +308,24 @@ STEPS: dict[str, Callable[[Path, Budget], Section]] = {
     "sp5": _sp5,
     "figure5": _figure5,
     "simulated": _simulated,
+    "figure10": _figure10,
     "validation": _validation,
 }
 
 
-def _markdown_to_html(text: str) -> str:
-    """Headings, paragraphs and pipe tables: all our Markdown uses."""
-    out, table = [], False
-    for line in text.splitlines():
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if all(set(c) <= {"-", ":"} for c in cells):
-                continue
-            if not table:
-                out.append("<table>")
-                table = True
-            out.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-            continue
-        if table:
-            out.append("</table>")
-            table = False
-        if line.startswith("#"):
-            out.append(f"<h3>{html.escape(line.lstrip('#').strip())}</h3>")
-        elif line.strip():
-            out.append(f"<p>{html.escape(line)}</p>")
-    if table:
-        out.append("</table>")
-    return "\n".join(out)
+_MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
+#: A float that is not a number, as Python prints it, standing alone in a cell or sentence.
+_NAN = re.compile(r"(?<![\w.])[-+]?nan(?![\w])", re.IGNORECASE)
+
+
+def no_nan(text: str) -> str:
+    """``nan`` (a missing measurement printed as a float) shown as ``n/a``."""
+    return _NAN.sub("n/a", text)
+
+
+def markdown_to_html(text: str) -> str:
+    """The sections' Markdown (tables, lists, code, emphasis) as HTML; raw HTML is escaped."""
+    return str(_MARKDOWN.render(no_nan(text)))
 
 
 def _seeds_table(seeds: Mapping[str, object]) -> str:
@@ -270,7 +350,9 @@ def _index(out: Path, sections: list[Section], mode: str, seconds: float) -> Non
     parts = [
         "<!doctype html><meta charset=utf-8><title>aviary report</title>",
         "<style>body{font-family:sans-serif;max-width:1400px;margin:auto}table{border-collapse:collapse;"
-        "font-size:90%}td{border:1px solid #ccc;padding:2px 6px}.pair{display:flex;gap:2em}</style>",
+        "font-size:90%}td,th{border:1px solid #ccc;padding:2px 6px}.pair{display:flex;gap:2em}"
+        ".failed{border:3px solid #c00;background:#fee;padding:0.5em 1em;color:#600}"
+        ".notes{background:#f4f4f8;padding:0.3em 1em}</style>",
         f"<h1>aviary report</h1><p>{html.escape(platform.platform())}, {html.escape(platform.processor() or '')}"
         f" — {mode} budget, {seconds:.0f} s, {time.strftime('%Y-%m-%d %H:%M')}</p>",
     ]
@@ -281,19 +363,37 @@ def _index(out: Path, sections: list[Section], mode: str, seconds: float) -> Non
         seeds = (
             f"<div><h3>The seeds</h3>{_seeds_table(section.seeds)}</div>" if section.seeds else ""
         )
+        if section.error or section.status:
+            why = section.error or f"the step exited with status {section.status}"
+            parts.append(f"<div class=failed><b>This section failed.</b><pre>{html.escape(why)}</pre>"
+                         "</div>")  # fmt: skip
         parts.append(
-            f"<div class=pair><div><h3>Here</h3>{_markdown_to_html(section.ours)}</div>{seeds}</div>"
+            f"<div class=pair><div><h3>Here</h3>{markdown_to_html(section.ours)}</div>{seeds}</div>"
         )
+        if section.notes:
+            items = "".join(f"<li>{markdown_to_html(note)}</li>" for note in section.notes)
+            parts.append(f"<div class=notes><b>Notes</b><ul>{items}</ul></div>")
         parts += [f'<img src="{html.escape(image)}" style="max-width:100%">' for image in section.images
                   if (out / image).exists()]  # fmt: skip
     (out / "index.html").write_text("\n".join(parts) + "\n")
 
 
 def run_site(out: Path, mode: str = "quick", only: list[str] | None = None) -> int:
-    """Run the report's steps and write ``index.html``; the exit status is 1 if a step failed."""
+    """Run the report's steps and write ``index.html``, from any current directory.
+
+    A step that fails (an exception, or a non-zero status) becomes a red box in the
+    page with its error, and a line on stderr; the others still run.
+
+    Returns:
+        0 when every step succeeded, 1 when one failed, 2 when ``out`` cannot be written.
+    """
     console = Console(stderr=True)
     budget = BUDGETS[mode]
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"aviary: report: cannot write to {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     began = time.monotonic()
     sections: list[Section] = []
     step_seconds: dict[str, float] = {}
@@ -302,12 +402,24 @@ def run_site(out: Path, mode: str = "quick", only: list[str] | None = None) -> i
             continue
         console.print(f"[bold]report: {name}[/bold]")
         step_began = time.monotonic()
-        sections.append(step(out, budget))
+        try:
+            sections.append(step(out, budget))
+        except Exception as exc:  # one section's failure must not hide the others
+            why = f"{type(exc).__name__}: {exc}"
+            sections.append(Section(f"{name} (failed)", "not produced", "", None, [], 1, error=why))
+        if sections[-1].status or sections[-1].error:
+            why = sections[-1].error or f"exited with status {sections[-1].status}"
+            print(f"aviary: report: {name} failed: {why}", file=sys.stderr)
         step_seconds[sections[-1].title] = time.monotonic() - step_began
     elapsed = time.monotonic() - began
     _index(out, sections, mode, elapsed)
     summary = {
-        s.title: {"provenance": s.provenance, "status": s.status, "seconds": step_seconds[s.title]}
+        s.title: {
+            "provenance": s.provenance,
+            "status": s.status,
+            "error": s.error,
+            "seconds": step_seconds[s.title],
+        }
         for s in sections
     }
     (out / "report.json").write_text(
