@@ -270,7 +270,8 @@ def _simulated(out: Path, budget: Budget) -> Section:
     markdown = "\n".join(lines) + "\n"
     (out / "simulated.md").write_text(markdown)
     return Section("Simulated Figure 8: the Andrew-like benchmark over the seeds' LAN",
-                   "simulated from calibrated inputs and the seeds' same-host rows", markdown,
+                   "modelled: the seeds' local row and Figure 7 costs, the recorded trace's operations",
+                   markdown,
                    seeds_data.FIGURE8, ["figure8-simulated.png"], 0)  # fmt: skip
 
 
