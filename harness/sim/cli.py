@@ -162,6 +162,7 @@ def add_simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         default=LOCAL_CLUSTER_WORKERS,
         help="processes of the default LocalCluster",
     )
+    sweep_parser.add_argument("--seed", type=int, default=1, help="seed of the event sizes")
     kinds.add_parser("figure10", help="Figure 10 from first principles beside the seeds' numbers")
 
 
@@ -273,7 +274,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
         raise SystemExit(f"aviary: simulate sweep: --points: {exc}") from None
     try:
         curve = sweep(model, Sp5Job(events=args.events), args.network, points, args.scheduler,
-                      cluster_workers=args.cluster_workers)  # fmt: skip
+                      cluster_workers=args.cluster_workers, seed=args.seed)  # fmt: skip
     except (OSError, RuntimeError) as exc:
         where = args.scheduler or "a LocalCluster"
         raise SystemExit(f"aviary: simulate sweep: Dask on {where}: {exc}") from None

@@ -42,6 +42,7 @@ __all__ = [
     "calibrate_repeated",
     "calibration_metadata",
     "load_models",
+    "median_cost",
     "model_name",
     "save_calibration",
 ]
@@ -381,6 +382,13 @@ def calibrate_driver(
     return ProtocolModel(name, origin, costs, frozenset(unsupported & set(OPERATIONS)))
 
 
+def median_cost(costs: list[OpCost]) -> OpCost:
+    """Each field the median over ``costs``: up to half of them can be off without moving it."""
+    return OpCost(**{
+        f: statistics.median(getattr(c, f) for c in costs) for f in OpCost.__dataclass_fields__
+    })  # fmt: skip
+
+
 def calibrate_repeated(
     driver: Driver, name: str, origin: str, repeat: int = CALIBRATION_REPEATS,
     **options: Any,
@@ -403,9 +411,7 @@ def calibrate_repeated(
         seen = [run.costs[op] for run in runs if op in run.costs]
         if 2 * len(seen) <= len(runs) - sum(op in run.unsupported for run in runs):
             continue
-        costs[op] = OpCost(**{
-            f: statistics.median(getattr(c, f) for c in seen) for f in OpCost.__dataclass_fields__
-        })  # fmt: skip
+        costs[op] = median_cost(seen)
         spread[op] = (min(c.service_s for c in seen), max(c.service_s for c in seen))
     unsupported = frozenset(
         op for op in OPERATIONS if 2 * sum(op in run.unsupported for run in runs) > len(runs)
