@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from markdown_it import MarkdownIt
 from rich.console import Console
@@ -94,9 +95,19 @@ def _figure7(out: Path, budget: Budget) -> Section:
     from harness.report import run_report
 
     status = run_report(out, budget.latency_iterations, loadable_servers(), budget.repeat)
+    images = _replot(out, "figure7", _figure7_plot)
     return Section("Figure 7: latency of POSIX operations per driver and server", "measured on this machine",
-                   _read(out / "figure7.md"), seeds_data.FIGURE7, ["figure7.png"], status,
+                   _read(out / "figure7.md"), seeds_data.FIGURE7, images, status,
                    FIGURE7_NOTES)  # fmt: skip
+
+
+def _replot(out: Path, stem: str, plot: Callable[[dict[str, Any], Path], None]) -> list[str]:
+    """The report's own plot of a benchmark's JSON (small multiples, linear axes from 0)."""
+    document = out / f"{stem}.json"
+    if not document.exists():
+        return []
+    plot(json.loads(document.read_text()), out / f"{stem}-report.png")
+    return [f"{stem}-report.png"]
 
 
 #: What a protocol's semantics do to Figure 7's numbers, printed beside it.
@@ -105,8 +116,11 @@ FIGURE7_NOTES = [
     "get/put protocols: the driver keeps the written bytes and uploads the whole file at close "
     "(STOR or PUT), so the write's cost is in the close that follows it (open/close), not in "
     "the write.",
-    "FTP: `read 1B` and `read 8KB` fetch the file on the first read (RETR), one transfer per "
-    "open; there is no random access (the seeds' Figure 7 has no FTP read row).",
+    "FTP: each read opens a data connection and asks for the bytes from an offset (REST and "
+    "RETR: 2 round trips and 1 connection per read in the counters), which is why a 1-byte "
+    "read costs as much as an 8 KB one and more than a stat.",
+    "XRootD: open/close costs no round trip: the driver opens the file on the server lazily, "
+    "at the first read or write, which then carries the open's cost.",
     "HTTP: read-only; write and mkdir+rmdir are refused (n/a), not slow.",
     "Chirp: every operation is one request and one reply, the same round trip for stat, read "
     'and write: the seeds\' Figure 5 "direct" stat.',
@@ -118,7 +132,8 @@ def _figure3(out: Path, budget: Budget) -> Section:
 
     status = run_micro(out, budget.micro_iterations, budget.micro_repeat)
     return Section("Figure 3: the cost of interposition", "measured on this machine",
-                   _read(out / "figure3.md"), seeds_data.FIGURE3, ["figure3.png"], status)  # fmt: skip
+                   _read(out / "figure3.md"), seeds_data.FIGURE3, _replot(out, "figure3", _figure3_plot),
+                   status)  # fmt: skip
 
 
 def _figure8(out: Path, budget: Budget) -> Section:
@@ -130,10 +145,7 @@ def _figure8(out: Path, budget: Budget) -> Section:
         *[k for k in loadable_servers() if k.startswith(("chirp/", "ftp/"))],
     ]
     status = run_andrew(out, budget.andrew_files, targets, None, budget.repeat, CACHE_MODES)
-    images = []
-    if (out / "andrew.json").exists():
-        _andrew_plot(json.loads((out / "andrew.json").read_text()), out / "figure8.png")
-        images.append("figure8.png")
+    images = _replot(out, "andrew", _andrew_plot)
     return Section("Figure 8: the Andrew-like benchmark", "measured on this machine",
                    _read(out / "andrew.md"), seeds_data.FIGURE8, images, status,
                    ["The seeds' tree is 296 files and its make stage compiled Parrot on a 2004 "
@@ -142,41 +154,87 @@ def _figure8(out: Path, budget: Budget) -> Section:
                     "Figure 8 below sets the seeds' tree and LAN against their numbers."])  # fmt: skip
 
 
-#: Distinct colours for up to 20 series (matplotlib's tab20), so no two targets share one.
-def _colours(count: int) -> list[object]:
-    import matplotlib
-
-    palette = matplotlib.colormaps["tab20"]
-    return [palette(i % 20) for i in range(count)]
+Panel = dict[str, float | None]  # label -> value (None: not measured, shown as n/a)
 
 
-def _andrew_plot(document: dict[str, object], path: Path) -> None:
-    """Small multiples: one panel per stage, its own linear axis from 0, a bar per target."""
+def small_multiples(title: str, unit: str, panels: dict[str, Panel], path: Path) -> None:
+    """One panel per quantity, each with its own linear axis from 0 and a labelled bar per target.
+
+    Readable by construction: a target keeps its colour in every panel (20 distinct colours,
+    then hatching), labels sit on the axis rather than in a legend over the data, each bar
+    carries its value, and a missing value reads ``n/a`` instead of looking like zero.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
+    from matplotlib.ticker import MaxNLocator
 
-    runs = document["runs"]
-    assert isinstance(runs, list)
-    stages = [s["stage"] for s in runs[0]["stages"]]
-    labels = [str(r["target"]) + (f", cache {r['cache']}" if r.get("cache", "off") != "off" else "")
-              for r in runs]  # fmt: skip
-    colours = _colours(len(runs))
-    figure, axes = plt.subplots(1, len(stages), figsize=(16, 4.5))
-    for axis, stage in zip(axes, stages, strict=True):
-        values = [next(s["seconds"] for s in r["stages"] if s["stage"] == stage) for r in runs]
-        axis.bar(range(len(runs)), values, color=colours)
-        axis.set_title(f"{stage} (s)")
-        axis.set_xticks([])
-        axis.set_ylim(bottom=0)
-    handles = [Rectangle((0, 0), 1, 1, color=c) for c in colours]
-    figure.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    figure.suptitle("Figure 8 measured: seconds per stage (each panel its own scale)")
+    labels = list(dict.fromkeys(label for panel in panels.values() for label in panel))
+    palette = matplotlib.colormaps["tab20"]
+    colours = {label: palette(i % 20) for i, label in enumerate(labels)}
+    hatches = {label: "" if i < 20 else "//" for i, label in enumerate(labels)}
+    columns = min(4, len(panels))
+    rows = -(-len(panels) // columns)
+    height = max(2.5, 0.28 * len(labels) + 1.0)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(4.6 * columns, height * rows), squeeze=False
+    )
+    for axis, (name, panel) in zip(axes.flat, panels.items(), strict=False):
+        positions = range(len(labels))
+        values = [panel.get(label) for label in labels]
+        axis.barh(list(positions), [v or 0.0 for v in values],
+                  color=[colours[label] for label in labels],
+                  hatch=None, edgecolor="white")  # fmt: skip
+        for bar, label in zip(axis.patches, labels, strict=True):
+            bar.set_hatch(hatches[label])
+        top = max([v for v in values if v is not None] or [1.0])
+        for position, value in zip(positions, values, strict=True):
+            text = "n/a" if value is None else f"{value:.3g}" if value < 1000 else f"{value:,.0f}"
+            axis.text((value or 0.0) + top * 0.01, position, text, va="center", fontsize=7)
+        axis.set_yticks(list(positions), labels, fontsize=7)
+        axis.invert_yaxis()
+        axis.set_xlim(0, top * 1.25)
+        axis.xaxis.set_major_locator(MaxNLocator(4))
+        axis.tick_params(axis="x", labelsize=7)
+        axis.set_title(f"{name} ({unit})" if unit else name, fontsize=9)
+    for axis in list(axes.flat)[len(panels) :]:
+        axis.set_visible(False)
+    figure.suptitle(title + " (each panel its own linear scale from 0)")
     figure.tight_layout()
-    figure.savefig(str(path), dpi=110, bbox_inches="tight")
+    figure.savefig(str(path), dpi=100)
     plt.close(figure)
+
+
+def _andrew_plot(document: dict[str, Any], path: Path) -> None:
+    """Figure 8 measured: one panel per stage."""
+    panels: dict[str, Panel] = {}
+    for run in document["runs"]:
+        label = str(run["target"]) + (
+            f", cache {run['cache']}" if run.get("cache", "off") != "off" else ""
+        )
+        for stage in run["stages"]:
+            panels.setdefault(str(stage["stage"]), {})[label] = stage.get("seconds")
+    small_multiples("Figure 8 measured: seconds per stage", "s", panels, path)
+
+
+def _figure7_plot(document: dict[str, Any], path: Path) -> None:
+    panels: dict[str, Panel] = {}
+    for target in document["targets"]:
+        for measurement in target.get("measurements", []):
+            panel = panels.setdefault(str(measurement["operation"]), {})
+            panel[str(target["target"])] = measurement.get("median_us")
+    small_multiples("Figure 7 measured: median latency per call", "us", panels, path)
+
+
+def _figure3_plot(document: dict[str, Any], path: Path) -> None:
+    units = document.get("units", {})
+    panels: dict[str, Panel] = {}
+    for row in document["rows"]:
+        for column, value in (row.get("values") or {}).items():
+            unit = units.get(column, "")
+            panels.setdefault(f"{column}, {unit}", {})[str(row["agent"])] = value
+    small_multiples("Figure 3 measured: the cost of interposition", "", panels, path)
 
 
 def _figure6(out: Path, budget: Budget) -> Section:
