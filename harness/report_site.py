@@ -244,7 +244,32 @@ def _figure6(out: Path, budget: Budget) -> Section:
     status = run_throughput(out, TargetChoice(True, loadable_servers()), budget.throughput_size,
                             list(budget.throughput_blocks), budget.repeat)  # fmt: skip
     return Section("Figure 6: throughput of a file copy per block size", "measured on this machine",
-                   _read(out / "figure6.md"), seeds_data.FIGURE6, ["figure6.png"], status)  # fmt: skip
+                   _read(out / "figure6.md"), seeds_data.FIGURE6, _replot(out, "figure6", _figure6_plot),
+                   status)  # fmt: skip
+
+
+def _figure6_plot(document: dict[str, Any], path: Path) -> None:
+    """One panel per block size hint; the baselines (no hint) appear in every panel."""
+    baselines: Panel = {}
+    panels: dict[str, Panel] = {}
+    for row in document["rows"]:
+        for cell in row.get("cells", []):
+            value = (cell.get("mb_s_spread") or {}).get("median")
+            if cell.get("block_size") is None:
+                baselines[str(row["target"])] = value
+            else:
+                hint = f"hint {int(cell['block_size']) // 1024}K"
+                panels.setdefault(hint, {})[str(row["target"])] = value
+    panels = {hint: {**baselines, **panel} for hint, panel in panels.items()} or {"copy": baselines}
+    small_multiples("Figure 6 measured: cp throughput", "MB/s", panels, path)
+
+
+def _sp5_plot(document: dict[str, Any], path: Path) -> None:
+    panels: dict[str, Panel] = {"initialisation": {}, "per event": {}}
+    for row in document["rows"]:
+        panels["initialisation"][str(row["target"])] = (row.get("init_spread") or {}).get("median")
+        panels["per event"][str(row["target"])] = (row.get("event_spread") or {}).get("median")
+    small_multiples("SP5 measured: a synthetic SP5 under the agent", "s", panels, path)
 
 
 def _sp5(out: Path, budget: Budget) -> Section:
@@ -254,8 +279,8 @@ def _sp5(out: Path, budget: Budget) -> Section:
     chirp = [k for k in loadable_servers() if k.startswith("chirp/")]
     status = run_sp5(out, TargetChoice(True, chirp), budget.sp5, budget.repeat)
     return Section("SP5 measured: a synthetic SP5 under the agent (Figure 10, same host)",
-                   "measured on this machine", _read(out / "sp5.md"), seeds_data.FIGURE10, [],
-                   status)  # fmt: skip
+                   "measured on this machine", _read(out / "sp5.md"), seeds_data.FIGURE10,
+                   _replot(out, "sp5", _sp5_plot), status)  # fmt: skip
 
 
 def _figure5(out: Path, budget: Budget) -> Section:

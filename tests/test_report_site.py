@@ -28,7 +28,8 @@ def test_report_has_throughput_and_sp5_sections(
     assert report_site.run_site(tmp_path, "quick", ["figure6", "sp5"]) == 0
     page = (tmp_path / "index.html").read_text()
     assert "Figure 6: throughput of a file copy per block size" in page
-    assert '<img src="figure6.png"' in page and (tmp_path / "figure6.png").exists()
+    assert '<img src="figure6-report.png"' in page and (tmp_path / "figure6-report.png").exists()
+    assert '<img src="sp5-report.png"' in page
     assert "bandwidth, 100 Mb/s LAN (MB/s)" in page  # the seeds' side of Figure 6
     assert "SP5 measured" in page and "4505 ± 155 s" in page  # the seeds' Figure 10 beside ours
     assert "cp wrote 256K)" in page
