@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import re
 import statistics
 import sys
@@ -314,6 +315,11 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     )
     from harness.sim.workloads import condense_trace, save_andrew
 
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load > cores:
+        print(f"aviary: simulate calibrate: the machine is busy (load {load:.1f} on {cores} "
+              "cores): service times will come out slow; the file records the load",
+              file=sys.stderr)  # fmt: skip
     measured: dict[str, ProtocolModel] = {}
     spreads: dict[str, dict[str, tuple[float, float]]] = {}
     # The catalogue's first server of a protocol gives the protocol's model its plain name

@@ -434,6 +434,8 @@ def calibration_metadata(
             "the median of the repeats"
         ),
         "repeats": repeat,
+        # A busy machine slows every service time: the load says how far to trust them.
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "service_s_spread": {
             name: {op: list(r) for op, r in ops.items()} for name, ops in spreads.items()
         },
