@@ -570,7 +570,7 @@ def _add_report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     report.add_argument(
         "--only",
         help="comma-separated steps: figure7, figure3, figure8, figure6, sp5, figure5, simulated, "
-        "validation (default all)",
+        "figure10, validation (default all)",
     )
 
 

@@ -10,25 +10,21 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
 
+from simulation.distributed import IN_PROCESS, LOCAL_CLUSTER_WORKERS
 from simulation.model import LAN_RTT
 from simulation.network import parse_network
 from simulation.protocols import ProtocolModel, load_models
-from simulation.run import (
-    break_even,
-    saturation_point,
-    simulate_andrew,
-    simulate_sp5,
-    sweep,
-)
+from simulation.run import simulate_andrew
 from simulation.workloads import STAGES, Sp5Job, load_andrew
 
 __all__ = ["add_simulate_parser", "parse_network", "run_simulate"]
 
-MAX_WORKERS = 10_000
+MAX_WORKERS = 1_000_000  # the fleet engine runs a million workers in minutes
 
 
 def _workers(text: str) -> int:
@@ -78,11 +74,32 @@ def add_simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     sp5.add_argument(
         "--no-recovery", action="store_true", help="a dropped connection ends the worker"
     )
+    sp5.add_argument(
+        "--ghz", type=float, default=1.0, help="the nodes' clock (the seeds: 1 or 2.5)"
+    )
+    sp5.add_argument(
+        "--engine",
+        choices=("auto", "fleet", "simpy"),
+        default="auto",
+        help="fleet (fast, default where the protocol allows) or simpy (one process per worker)",
+    )
+    sp5.add_argument(
+        "--scheduler",
+        default=IN_PROCESS,
+        help="run as a task on this Dask scheduler's address (default: here; 'cluster': a "
+        "LocalCluster)",
+    )
     calibrate = kinds.add_parser(
         "calibrate", help="measure the real drivers and record the Andrew-like trace"
     )
     calibrate.add_argument(
         "--files", type=_positive, default=60, help="files in the recorded Andrew-like tree"
+    )
+    calibrate.add_argument(
+        "--repeat",
+        type=_positive,
+        default=5,
+        help="calibrations per server; each cost is the median of the repeats",
     )
     validate = kinds.add_parser(
         "validate",
@@ -107,13 +124,27 @@ def add_simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "--out", type=Path, default=Path("reports"), help="where validation.{md,csv,json,png} go"
     )
     sweep_parser = kinds.add_parser(
-        "sweep", parents=[common], help="SP5 throughput from 1 to 10,000 workers"
+        "sweep", parents=[common], help="SP5 throughput against worker count (on Dask)"
     )
     sweep_parser.add_argument(
         "--protocol", default="chirp", help="a protocol model (default chirp)"
     )
     sweep_parser.add_argument("--points", default="1,10,100,1000,10000", help="worker counts")
     sweep_parser.add_argument("--events", type=_positive, default=20, help="events per worker")
+    sweep_parser.add_argument(
+        "--scheduler",
+        default=None,
+        help="a Dask scheduler's address (tcp://host:8786); default: a LocalCluster; "
+        "'local': no Dask, in this process",
+    )
+    sweep_parser.add_argument(
+        "--cluster-workers",
+        type=_positive,
+        default=LOCAL_CLUSTER_WORKERS,
+        help="processes of the default LocalCluster",
+    )
+    sweep_parser.add_argument("--seed", type=int, default=1, help="seed of the event sizes")
+    kinds.add_parser("figure10", help="Figure 10 from first principles beside the seeds' numbers")
 
 
 def _model(name: str) -> ProtocolModel:
@@ -165,26 +196,40 @@ def _run_andrew(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mean(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def _cell(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def _run_sp5(args: argparse.Namespace) -> int:
+    from functools import partial
+
+    from simulation.distributed import run_sp5, submit_sp5
+
     model = _model(args.protocol)
-    job = Sp5Job(events=args.events)
-    result = simulate_sp5(
-        model,
-        job,
-        args.network,
-        args.workers,
-        args.nat_timeout,
-        not args.no_recovery,
-        args.client_timeout,
-    )
-    init = statistics.fmean(result.init_seconds) if result.init_seconds else float("nan")
-    event = statistics.fmean(result.event_seconds) if result.event_seconds else float("nan")
+    job = Sp5Job(events=args.events, cpu_ghz=args.ghz)
+    call = partial(run_sp5, model, job, args.network, args.workers, args.nat_timeout,
+                   not args.no_recovery, args.client_timeout, engine=args.engine)  # fmt: skip
+    try:
+        if args.scheduler == IN_PROCESS:
+            result = call()
+        else:
+            result = submit_sp5(None if args.scheduler == "cluster" else args.scheduler, call)
+    except ValueError as exc:
+        raise SystemExit(f"aviary: simulate sp5: {exc}") from None
+    except OSError as exc:
+        raise SystemExit(f"aviary: simulate sp5: Dask scheduler {args.scheduler}: {exc}") from None
+    init, event = _mean(result.init_seconds), _mean(result.event_seconds)
     print(
         f"SP5 on {args.protocol} ({model.origin}), RTT {args.network * 1e6:.0f} us, "
-        f"{args.workers} worker(s)"
+        f"{args.workers} worker(s) at {args.ghz} GHz"
     )
     print(
-        f"  initialisation mean {init:.0f} s; per event mean {event:.1f} s; events done {result.completed_events}"
+        f"  initialisation mean {_cell(init, 0)} s; per event mean {_cell(event, 1)} s; "
+        f"events done {result.completed_events}"
     )
     print(
         f"  reconnects {result.reconnects}; failures {len(result.failures)}; "
@@ -200,22 +245,38 @@ def _run_sp5(args: argparse.Namespace) -> int:
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
+    from simulation.distributed import sweep
+    from simulation.run import saturation_point
+
     model = _model(args.protocol)
     try:
         points = [_workers(p) for p in args.points.split(",") if p.strip()]
     except (ValueError, argparse.ArgumentTypeError) as exc:
         raise SystemExit(f"aviary: simulate sweep: --points: {exc}") from None
-    curve = sweep(model, Sp5Job(events=args.events), args.network, points)
+    try:
+        curve = sweep(model, Sp5Job(events=args.events), args.network, points, args.scheduler,
+                      cluster_workers=args.cluster_workers, seed=args.seed)  # fmt: skip
+    except (OSError, RuntimeError) as exc:
+        where = args.scheduler or "a LocalCluster"
+        raise SystemExit(f"aviary: simulate sweep: Dask on {where}: {exc}") from None
     print(f"{'workers':>8} {'events/hour':>12} {'init mean s':>12}")
     rows: list[dict[str, object]] = []
-    for workers, throughput, init in curve:
-        print(f"{workers:>8} {throughput:>12.0f} {init:>12.0f}")
-        rows.append({"workers": workers, "events_per_hour": throughput, "init_mean_s": init})
-    saturated = saturation_point(curve)
+    for point in curve:
+        print(f"{point.workers:>8} {point.events_per_hour:>12.0f} {point.init_mean_s:>12.0f}")
+        rows.append({"workers": point.workers, "events_per_hour": point.events_per_hour,
+                     "init_mean_s": point.init_mean_s})  # fmt: skip
+    saturated = saturation_point([(p.workers, p.events_per_hour, p.init_mean_s) for p in curve])
     print(
         f"server saturates at {saturated} workers" if saturated else "no saturation in this range"
     )
     _write(args.out, "sweep", rows, {"curve": rows, "saturates_at": saturated})
+    return 0
+
+
+def _run_figure10(args: argparse.Namespace) -> int:
+    from simulation.figure10 import figure10_markdown
+
+    print(figure10_markdown(), end="")
     return 0
 
 
@@ -227,13 +288,20 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     from servers import SERVERS, ServerError, running_server
     from simulation.protocols import (
         SEEDS_MODELS,
-        calibrate_driver,
+        calibrate_repeated,
+        calibration_metadata,
         model_name,
         save_calibration,
     )
     from simulation.workloads import condense_trace, save_andrew
 
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load > cores:
+        print(f"aviary: simulate calibrate: the machine is busy (load {load:.1f} on {cores} "
+              "cores): service times will come out slow; the file records the load",
+              file=sys.stderr)  # fmt: skip
     measured: dict[str, ProtocolModel] = {}
+    spreads: dict[str, dict[str, tuple[float, float]]] = {}
     # The catalogue's first server of a protocol gives the protocol's model its plain name
     # ("chirp" is cctools', the seeds' server); the others are "chirp-aviary" and so on.
     for key, spec in SERVERS.items():
@@ -242,15 +310,16 @@ def _run_calibrate(args: argparse.Namespace) -> int:
             name = f"{name}-{spec.implementation}"
         try:
             with running_server(key) as server, server.driver() as driver:
-                measured[name] = calibrate_driver(
-                    driver, name, f"measured: {key}", backing=server.data_dir,
+                measured[name], spreads[name] = calibrate_repeated(
+                    driver, name, f"measured: {key}", args.repeat, backing=server.data_dir,
                     owner=server.as_user, fresh=server.driver,
                 )  # fmt: skip
             unsupported = ", ".join(sorted(measured[name].unsupported)) or "none"
             print(f"calibrated {name} from {key} (unsupported: {unsupported})")
         except (ServerError, OSError, LookupError) as exc:
             print(f"not calibrated from {key}: {exc}", file=sys.stderr)
-    save_calibration({k: v for k, v in measured.items() if k not in SEEDS_MODELS})
+    save_calibration({k: v for k, v in measured.items() if k not in SEEDS_MODELS},
+                     metadata=calibration_metadata(args.repeat, spreads))  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="aviary-calibrate-") as tmp:
         traces = Path(tmp)
         run_andrew(traces / "out", args.files, ["native", "chirp/aviary"], traces)
@@ -276,6 +345,8 @@ def run_simulate(args: argparse.Namespace) -> int:
             return _run_andrew(args)
         if args.sim_kind == "sp5":
             return _run_sp5(args)
+        if args.sim_kind == "figure10":
+            return _run_figure10(args)
         return _run_sweep(args)
     except SystemExit as exc:
         print(exc, file=sys.stderr)
@@ -286,13 +357,3 @@ def run_simulate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-
-
-#: Figure 10's LAN and WAN rows (the WAN node's CPU is 2.5 times faster): (init s, event s).
-FIGURE10_LAN = (4505.0, 113.0)
-FIGURE10_WAN = (6275.0, 88.0)
-
-
-def figure10_break_even() -> float | None:
-    """Events after which the far, fast node beats the near, slow one in the seeds' numbers."""
-    return break_even(FIGURE10_LAN[0], FIGURE10_LAN[1], FIGURE10_WAN[0], FIGURE10_WAN[1])

@@ -19,6 +19,7 @@ which is committed, so the models are calibrated, not tuned.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -27,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from drivers import Driver, DriverCounters, Handle, OpCounters
 
@@ -38,7 +39,10 @@ __all__ = [
     "OpCost",
     "ProtocolModel",
     "calibrate_driver",
+    "calibrate_repeated",
+    "calibration_metadata",
     "load_models",
+    "median_cost",
     "model_name",
     "save_calibration",
 ]
@@ -61,6 +65,7 @@ OPERATIONS = (
 )
 CALIBRATION_IO = 8192  # bytes per pread/pwrite in a calibration run
 CALIBRATION_RUNS = 50  # timed repetitions per operation
+CALIBRATION_REPEATS = 5  # whole calibrations per server, summarised by their median
 CONNECT_RUNS = 5  # new connections timed
 CALIBRATION_WARMUP = 5  # untimed repetitions first, where an operation can be repeated
 LOOPBACK_RTT = 30e-6  # seconds: a TCP round trip on loopback here, subtracted to get service time
@@ -193,7 +198,8 @@ def _prepare(driver: Driver, runs: int, backing: Path | None, owner: str | None)
     files.update({f"/cal-u{i}": b"" for i in range(runs)})
     files.update({f"/cal-r{i}": b"" for i in range(runs)})
     try:
-        driver.mkdir("/cal-dir")
+        with contextlib.suppress(FileExistsError):  # a repeated calibration finds it there
+            driver.mkdir("/cal-dir")
         for path, data in files.items():
             driver.write_file(path, data)
         return
@@ -376,10 +382,74 @@ def calibrate_driver(
     return ProtocolModel(name, origin, costs, frozenset(unsupported & set(OPERATIONS)))
 
 
-def save_calibration(models: dict[str, ProtocolModel], path: Path = CALIBRATION_FILE) -> None:
-    """Write the measured models (what ``load_models`` reads back)."""
+def median_cost(costs: list[OpCost]) -> OpCost:
+    """Each field the median over ``costs``: up to half of them can be off without moving it."""
+    return OpCost(**{
+        f: statistics.median(getattr(c, f) for c in costs) for f in OpCost.__dataclass_fields__
+    })  # fmt: skip
+
+
+def calibrate_repeated(
+    driver: Driver, name: str, origin: str, repeat: int = CALIBRATION_REPEATS,
+    **options: Any,
+) -> tuple[ProtocolModel, dict[str, tuple[float, float]]]:  # fmt: skip
+    """:func:`calibrate_driver` ``repeat`` times; every field of every cost is the median.
+
+    One calibration can catch a transient (a page-cache miss, another process's burst:
+    one run measured pwrite at 2489 us where the others saw 169 us); the median of the
+    repeats ignores up to half of them being off. An operation is unsupported when most
+    repeats found it so.
+
+    Returns:
+        The model, and per operation the (lowest, highest) seconds per round trip seen
+        across the repeats, to show how far apart the repeats were.
+    """
+    runs = [calibrate_driver(driver, name, origin, **options) for _ in range(repeat)]
+    costs: dict[str, OpCost] = {}
+    spread: dict[str, tuple[float, float]] = {}
+    for op in sorted({op for run in runs for op in run.costs}):
+        seen = [run.costs[op] for run in runs if op in run.costs]
+        if 2 * len(seen) <= len(runs) - sum(op in run.unsupported for run in runs):
+            continue
+        costs[op] = median_cost(seen)
+        spread[op] = (min(c.service_s for c in seen), max(c.service_s for c in seen))
+    unsupported = frozenset(
+        op for op in OPERATIONS if 2 * sum(op in run.unsupported for run in runs) > len(runs)
+    )
+    return ProtocolModel(name, origin, costs, unsupported), spread
+
+
+def calibration_metadata(
+    repeat: int, spreads: dict[str, dict[str, tuple[float, float]]]
+) -> dict[str, Any]:
+    """When, where and how the calibration was made: the file's ``_calibration`` entry."""
+    from benchmarks.common import machine_description
+
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine_description(),
+        "method": (
+            f"each operation timed {CALIBRATION_RUNS} times after {CALIBRATION_WARMUP} untimed "
+            f"(median); the whole calibration repeated {repeat} times per server and each field "
+            "the median of the repeats"
+        ),
+        "repeats": repeat,
+        # A busy machine slows every service time: the load says how far to trust them.
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "service_s_spread": {
+            name: {op: list(r) for op, r in ops.items()} for name, ops in spreads.items()
+        },
+    }
+
+
+def save_calibration(
+    models: dict[str, ProtocolModel], path: Path = CALIBRATION_FILE,
+    metadata: dict[str, Any] | None = None,
+) -> None:  # fmt: skip
+    """Write the measured models (what ``load_models`` reads back), with how they were made."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    document = {
+    document: dict[str, Any] = {"_calibration": metadata} if metadata else {}
+    document |= {
         name: {
             "origin": m.origin,
             "costs": {op: asdict(c) for op, c in m.costs.items()},
@@ -395,6 +465,8 @@ def load_models(path: Path = CALIBRATION_FILE) -> dict[str, ProtocolModel]:
     models = dict(SEEDS_MODELS)
     if path.exists():
         for name, entry in json.loads(path.read_text()).items():
+            if name.startswith("_"):  # the calibration's date, machine and method
+                continue
             costs = {op: OpCost(**values) for op, values in entry["costs"].items()}
             unsupported = frozenset(entry.get("unsupported", ()))
             models[name] = ProtocolModel(name, entry["origin"], costs, unsupported)

@@ -22,7 +22,7 @@ import simpy
 
 from simulation.model import Connection, Link, NatFailure, Server
 from simulation.protocols import ProtocolModel
-from simulation.workloads import AndrewStage, Sp5Job
+from simulation.workloads import AndrewStage, Sp5Job, event_size
 
 __all__ = [
     "AndrewResult",
@@ -183,24 +183,33 @@ class Sp5Result:
     server_utilisation: float = 0.0
 
 
+def _chunk_reads(job: Sp5Job, chunk: int) -> int:
+    """Reads in initialisation batch ``chunk``: the total split evenly, the remainder first."""
+    base, extra = divmod(job.init_rpcs, job.init_chunks)
+    return base + (1 if chunk < extra else 0)
+
+
 def _sp5_worker(
     env: simpy.Environment, connection: Connection, model: ProtocolModel, job: Sp5Job, result: Sp5Result,
-    rng: random.Random,
+    worker: int, seed: int,
 ) -> Generator[simpy.Event, object, None]:  # fmt: skip
     try:
         began = env.now
         connection.open_files = 4  # the database files SP5 keeps open
-        per_chunk = job.init_rpcs // job.init_chunks
-        for _ in range(job.init_chunks):
-            yield env.timeout(job.init_cpu_s / job.init_chunks)
+        for chunk in range(job.init_chunks):
+            yield env.timeout(job.init_cpu_s / job.cpu_ghz / job.init_chunks)
             yield from connection.operation(
-                model.cost("pread", job.init_read_bytes), repeat=per_chunk
+                model.cost("pread", job.init_read_bytes), repeat=_chunk_reads(job, chunk)
             )
         result.init_seconds.append(env.now - began)
-        for _ in range(job.events):
+        for event in range(job.events):
             began = env.now
-            yield env.timeout(job.event_cpu_s)  # the CPU-bound event: the connection idles
-            size = rng.randint(*job.event_bytes)
+            if job.event_reads:  # the event's inputs, read first
+                yield from connection.operation(
+                    model.cost("pread", job.init_read_bytes), repeat=job.event_reads
+                )
+            yield env.timeout(job.event_cpu_s / job.cpu_ghz)  # CPU-bound: the connection idles
+            size = event_size(seed, worker, event, *job.event_bytes)
             yield from connection.operation(model.cost("pwrite", size))
             result.event_seconds.append(env.now - began)
             result.completed_events += 1
@@ -218,18 +227,22 @@ def simulate_sp5(
     nat_timeout: float | None = None,
     recovery: bool = True,
     client_timeout: float = 30.0,
+    seed: int = SEED,
 ) -> Sp5Result:
-    """SP5 on ``workers`` nodes sharing one server, behind a NAT that forgets idle flows."""
+    """SP5 on ``workers`` nodes sharing one server, behind a NAT that forgets idle flows.
+
+    One simpy process per worker: the reference engine. :func:`simulation.fleet.simulate_fleet`
+    gives the same results without simpy, fast enough for a million workers.
+    """
     env = simpy.Environment()
     server = Server(env, SERVER_WORKERS, model.max_connections)
     result = Sp5Result(model.name, rtt, workers, nat_timeout, recovery)
-    rng = random.Random(SEED)
-    for _ in range(workers):
-        link = Link(rtt, rng=random.Random(rng.random()))
+    for worker in range(workers):
+        link = Link(rtt, rng=random.Random(worker))  # no jitter: the generator is never drawn
         connection = Connection(
             env, link, server, nat_timeout, client_timeout, recovery, model.costs.get("connect")
         )
-        env.process(_sp5_worker(env, connection, model, job, result, random.Random(rng.random())))
+        env.process(_sp5_worker(env, connection, model, job, result, worker, seed))
     env.run()
     result.makespan = env.now
     result.server_utilisation = server.busy_seconds / (env.now * SERVER_WORKERS) if env.now else 0.0

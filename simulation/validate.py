@@ -14,7 +14,7 @@ setting's measured times):
 1. the network: at each setting a TCP echo through the same relay, before and
    after the runs, measures the round-trip time (the namespaces, the relay and
    its timer add to the nominal latency); their mean is the model's link RTT;
-2. the protocol: at RTT 0, ``calibrate_driver`` measures each operation's round
+2. the protocol: at RTT 0, ``calibrate_repeated`` measures (the median of repeats) each operation's round
    trips (the driver's counters) and, less the echo's RTT, its service time,
    and what a new connection costs, with the driver in the client namespace;
 3. the workload: at RTT 0, after a warm-up run, traced runs of the benchmark
@@ -48,7 +48,12 @@ from typing import TYPE_CHECKING, Any
 from benchmarks.andrew import TargetRun, agent_prefix, generate_tree, run_stages
 from drivers import Driver, Handle, driver_for_scheme, parse_url
 from simulation.network import parse_network
-from simulation.protocols import ProtocolModel, calibrate_driver, load_models
+from simulation.protocols import (
+    CALIBRATION_REPEATS,
+    ProtocolModel,
+    calibrate_repeated,
+    load_models,
+)
 from simulation.run import simulate_andrew, simulate_operations
 from simulation.workloads import STAGES, AndrewStage, condense_trace, remote_time
 
@@ -422,9 +427,14 @@ def _validate(
             )
             name = protocol if "/" not in protocol else key
             model = net.in_client(
-                lambda: calibrate_driver(
-                    driver, name, f"measured here: {key}", network_rtt=base, fresh=new_driver
-                )
+                lambda: calibrate_repeated(
+                    driver,
+                    name,
+                    f"measured here: {key}",
+                    CALIBRATION_REPEATS,
+                    network_rtt=base,
+                    fresh=new_driver,
+                )[0]
             )
             trace = work / "trace.jsonl"
             # A first run warms what a first run pays for (imports, page cache); it is not used.

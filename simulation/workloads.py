@@ -19,7 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ANDREW_TRACE", "AndrewStage", "Sp5Job", "condense_trace", "load_andrew", "remote_time"]
+from simulation.seeds_sp5 import seeds_job_fields
+
+__all__ = [
+    "ANDREW_TRACE", "AndrewStage", "Sp5Job", "condense_trace", "event_size", "load_andrew",
+    "remote_time",
+]  # fmt: skip
 
 ANDREW_TRACE = Path(__file__).resolve().parent / "data" / "andrew-trace.json"
 
@@ -39,6 +44,8 @@ SYSCALL_OPERATIONS: dict[str, tuple[str, ...]] = {
     "ftruncate": ("pwrite",), "truncate": ("pwrite",), "fsync": ("stat",), "utimensat": ("stat",),
     "chmod": ("stat",), "fchmodat": ("stat",), "fchmod": ("stat",),
 }  # fmt: skip
+_SEEDS = seeds_job_fields()
+_MASK = 2**64 - 1
 STAGES = ("copy", "list", "scan", "make", "delete")
 WRITES = ("write", "pwrite64", "writev", "pwritev")
 #: The model operation a driver operation (a counter of the drivers) is costed as; None: not
@@ -66,17 +73,35 @@ class AndrewStage:
 
 @dataclass(frozen=True)
 class Sp5Job:
-    """SP5 with the seeds' numbers as defaults (Figure 10, LAN parrot+chirp row)."""
+    """SP5 under the agent, with the seeds' numbers as defaults (see :mod:`simulation.figure10`).
 
-    init_cpu_s: float = 446.0  # seconds of initialisation with local data (same host, os files)
-    #: Remote reads in the initialisation, parameterised from Figure 10: the LAN row's extra
-    #: 4059 s (4505 s - 446 s) over a LAN request of ~330 us (130 us RTT + a 2004 server's ~200 us).
-    init_rpcs: int = 12_000_000
-    init_read_bytes: int = 512  # bytes per initialisation read (small pieces of large databases)
+    CPU seconds are at 1 GHz and divided by ``cpu_ghz``; the page counts are what
+    Figure 10's LAN row implies for reads of one 8 KB Objectivity page each.
+    """
+
+    init_cpu_s: float = float(_SEEDS["init_cpu_s"])  # seconds: SP5 and the agent, 1 GHz
+    init_rpcs: int = int(_SEEDS["init_rpcs"])  # remote page reads during initialisation
+    init_read_bytes: int = int(_SEEDS["init_read_bytes"])  # bytes per initialisation read
     init_chunks: int = 50  # the initialisation simulated in this many batches
-    event_cpu_s: float = 64.0  # seconds of CPU per event (1 GHz)
+    event_cpu_s: float = float(_SEEDS["event_cpu_s"])  # seconds of CPU per event, 1 GHz
+    event_reads: int = int(_SEEDS["event_reads"])  # remote page reads at the start of each event
     event_bytes: tuple[int, int] = (10_000, 100_000)  # each event writes this many bytes
     events: int = 100
+    cpu_ghz: float = 1.0  # the node's clock: CPU seconds are divided by it
+
+
+def event_size(seed: int, worker: int, event: int, low: int, high: int) -> int:
+    """Bytes event ``event`` of worker ``worker`` writes: a counter-based draw (splitmix64).
+
+    The same on any engine, process or machine, in any order: no generator state to carry.
+    """
+    z = (
+        seed * 0x9E3779B97F4A7C15 + worker * 0xBF58476D1CE4E5B9 + event * 0x94D049BB133111EB
+    ) & _MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    z ^= z >> 31
+    return low + z % (high - low + 1)
 
 
 REMOTE_SCHEMES = ("chirp://", "ftp://", "sftp://", "root://", "dav://", "http://")
