@@ -13,6 +13,7 @@ import contextlib
 import errno
 import json
 import os
+import signal
 import sys
 import time
 import zlib
@@ -270,10 +271,24 @@ class Agent:
         elif isinstance(event, ExecEvent):
             if event.former_pid != event.pid and event.former_pid in self.cwds:
                 self.cwds[event.pid] = self.cwds.pop(event.former_pid)
+            if self.guard is not None:
+                self._refuse_loaded(event.pid, self.guard)
             self.collect_files()
         elif isinstance(event, Exited | Killed):
             self.cwds.pop(event.pid, None)
             self.collect_files()
+
+    def _refuse_loaded(self, pid: int, guard: Guard) -> None:
+        """Kill a process whose exec loaded a file the sandbox refuses, before it runs."""
+        refusal = guard.check_exec(pid)
+        if refusal is not None:
+            guard.refusals += 1
+            self.report(
+                f"aviary: sandbox: pid {pid} loaded a refused file "
+                f"({errno.errorcode.get(refusal, refusal)}); killed"
+            )
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def live_pids(self) -> list[int]:
         return list(self.loop._live) if self.loop is not None else []
