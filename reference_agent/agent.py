@@ -226,6 +226,7 @@ class Agent:
             if refusal is not None:
                 raise OSError(refusal, os.strerror(refusal), argv[0])
         argv, executable = self._through_interpreters(argv, program)
+        ruleset = self.guard.landlock_ruleset(self.report) if self.guard is not None else None
         try:
             return self.loop.run(
                 argv,
@@ -233,8 +234,11 @@ class Agent:
                 cwd=physical_directory(self.namespace, start_cwd),
                 cpu=self.options.cpu,
                 executable=executable,
+                before_exec=ruleset.restrict_self if ruleset is not None else None,
             )
         finally:
+            if ruleset is not None:
+                ruleset.close()
             self.files.close_all()
             for driver in self.drivers.values():
                 driver.close_driver()

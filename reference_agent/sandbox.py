@@ -41,13 +41,14 @@ import posixpath
 import re
 import stat
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from reference_agent import _ptrace
 from reference_agent._abi import AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_FOLLOW, AT_SYMLINK_NOFOLLOW
 from reference_agent._loop import Rewrite
+from reference_agent.landlock import Ruleset, ruleset_for
 from reference_agent.namespace import (
     LocalTarget,
     Namespace,
@@ -434,6 +435,16 @@ class Guard:
             allowed += _forms(self.agent_dirs)
             self._allowed = tuple(allowed)
 
+    def landlock_ruleset(self, report: Callable[[str], None]) -> Ruleset | None:
+        """The part of the rules the kernel enforces (``landlock.py``); None: the agent's alone.
+
+        Raises:
+            OSError: the kernel has Landlock and refused the ruleset.
+        """
+        if not self.rules.landlock:
+            return None
+        return ruleset_for(self._allowed, self.rules.read_only, ALLOWED_DEVICES, report)
+
     # -- the filter --------------------------------------------------------------------------
 
     def trapped_names(self) -> set[str]:
@@ -706,6 +717,8 @@ class Guard:
     def _check_path(self, agent: Agent, call: Call, arg: _Arg) -> tuple[int | None, str | None]:
         """(the refusal or None, the pinned path of an allowed local file or None)."""
         if arg.itself:
+            if arg.use == Use.LOOK:
+                return None, None  # fstat and the like: the program holds the descriptor
             return self._check_descriptor(call.pid, arg.dirfd, arg.use), None
         if arg.text == "":
             return None, None  # ENOENT from the kernel
