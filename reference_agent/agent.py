@@ -32,6 +32,8 @@ from reference_agent._ptrace import Event, ExecEvent, Exited, ForkEvent, ForkKin
 from reference_agent.files import RemoteFile, RemoteFileTable
 from reference_agent.identity import Identity
 from reference_agent.interpreters import plan_exec
+from reference_agent.landlock import Ruleset
+from reference_agent.mount_rules import MountPlan
 from reference_agent.namespace import (
     LocalTarget,
     Namespace,
@@ -227,6 +229,7 @@ class Agent:
                 raise OSError(refusal, os.strerror(refusal), argv[0])
         argv, executable = self._through_interpreters(argv, program)
         ruleset = self.guard.landlock_ruleset(self.report) if self.guard is not None else None
+        mounts = self.guard.mount_plan() if self.guard is not None else None
         try:
             return self.loop.run(
                 argv,
@@ -234,7 +237,7 @@ class Agent:
                 cwd=physical_directory(self.namespace, start_cwd),
                 cpu=self.options.cpu,
                 executable=executable,
-                before_exec=ruleset.restrict_self if ruleset is not None else None,
+                before_exec=_kernel_rules(mounts, ruleset),
             )
         finally:
             if ruleset is not None:
@@ -460,6 +463,20 @@ class Agent:
     def _is_plain_local(self, logical: str) -> bool:
         target = self.namespace.resolve(logical)
         return isinstance(target, LocalTarget) and target.path == logical
+
+
+def _kernel_rules(mounts: MountPlan | None, ruleset: Ruleset | None) -> Callable[[], None] | None:
+    """What the program's child applies before its exec: the mounts first (Landlock forbids them)."""
+    if mounts is None and ruleset is None:
+        return None
+
+    def apply() -> None:
+        if mounts is not None:
+            mounts.apply()
+        if ruleset is not None:
+            ruleset.restrict_self()
+
+    return apply
 
 
 def _same_thread_group(parent: int, child: int) -> bool:

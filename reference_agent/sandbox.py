@@ -49,6 +49,7 @@ from reference_agent import _ptrace
 from reference_agent._abi import AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_FOLLOW, AT_SYMLINK_NOFOLLOW
 from reference_agent._loop import Rewrite
 from reference_agent.landlock import Ruleset, ruleset_for
+from reference_agent.mount_rules import MountPlan, mount_plan
 from reference_agent.namespace import (
     LocalTarget,
     Namespace,
@@ -434,6 +435,12 @@ class Guard:
                     allowed += _forms([physical])
             allowed += _forms(self.agent_dirs)
             self._allowed = tuple(allowed)
+
+    def mount_plan(self) -> MountPlan | None:
+        """The kernel's backing of --deny and --read-only (``mount_rules.py``); None: none."""
+        if not self.rules.landlock:
+            return None
+        return mount_plan(self.rules.deny, self.rules.read_only)
 
     def landlock_ruleset(self, report: Callable[[str], None]) -> Ruleset | None:
         """The part of the rules the kernel enforces (``landlock.py``); None: the agent's alone.
