@@ -60,8 +60,8 @@ def add_sandbox_options(run: argparse.ArgumentParser) -> None:
     sandbox.add_argument(
         "--no-landlock",
         action="store_true",
-        help="do not have the kernel (Landlock) enforce --allow-only and --read-only under "
-        "the agent's checks; see docs/sandbox.md",
+        help="the agent's checks alone: no Landlock ruleset and (as root) no private mount "
+        "namespace under them; see docs/sandbox.md",
     )
     run.add_argument(
         "--cache-dir",

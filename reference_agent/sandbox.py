@@ -153,8 +153,8 @@ class SandboxRules:
     allow_only: tuple[str, ...] | None = None
     read_only: tuple[str, ...] = ()
     hide: bool = False
-    #: Also have the kernel enforce what Landlock can express (``landlock.py``); False
-    #: leaves the agent's checks alone (``--no-landlock``, to measure them).
+    #: Also have the kernel enforce what it can (``landlock.py``, ``mount_rules.py``);
+    #: False leaves the agent's checks alone (``--no-landlock``, to measure them).
     landlock: bool = True
 
     @classmethod
