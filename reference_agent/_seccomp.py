@@ -291,7 +291,7 @@ def _child(
         for number in _IGNORED_BY_PYTHON:
             _signal(number, _SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
-        step = b"landlock"
+        step = b"kernel rules"
         if before_exec is not None:
             before_exec()
         step = b"seccomp"

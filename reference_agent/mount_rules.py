@@ -46,6 +46,7 @@ _MS_REMOUNT: Final = 32
 _MS_BIND: Final = 4096
 _MS_REC: Final = 16384
 _MS_PRIVATE: Final = 1 << 18
+_CAP_SYS_ADMIN: Final = 21
 
 _LIBC: Final = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 _mount: Final = _LIBC.mount
@@ -116,9 +117,26 @@ def _read_only(target: bytes, source: bytes) -> list[_Mount]:
     ]
 
 
+def _may_mount() -> bool:
+    """Whether this process has CAP_SYS_ADMIN (root in a container may not)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> _CAP_SYS_ADMIN & 1)
+    except (OSError, ValueError):
+        pass
+    return False
+
+
 def mount_plan(deny: Sequence[str], read_only: Sequence[str]) -> MountPlan | None:
-    """The mounts that back ``deny`` and ``read_only`` with the kernel; None if not root or none."""
-    if os.geteuid() != 0 or not (deny or read_only):
+    """The mounts that back ``deny`` and ``read_only`` with the kernel.
+
+    Returns:
+        None when there are none, or this process may not mount (not root, or root
+        without CAP_SYS_ADMIN): the agent's checks then stand alone.
+    """
+    if not (deny or read_only) or os.geteuid() != 0 or not _may_mount():
         return None
     mounts: list[_Mount] = []
     for path in _real_forms(read_only):
