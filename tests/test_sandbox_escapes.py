@@ -239,6 +239,10 @@ SABOTAGED = textwrap.dedent(
 )
 
 
+#: The agent's checks alone: no Landlock, no mount rules.
+NO_KERNEL = ("--no-landlock",)
+
+
 def sabotaged(what: str) -> tuple[str, ...]:
     return (sys.executable, "-c", SABOTAGED, what)
 
@@ -267,8 +271,12 @@ def test_landlock_holds_allow_only_when_the_agent_checks_no_path(
 def test_descriptor_checks_are_what_stops_fd_calls_under_read_only(
     trees: list[Tree], catalogue_binary: Path
 ) -> None:
+    """Without the descriptor check: as root the read-only mount holds; without it, escapes."""
+    agent = sabotaged("descriptors")
+    held = attempt(trees, catalogue_binary, "read-only", "fdcalls", None, agent=agent)
+    assert held == []
     escaped = attempt(
-        trees, catalogue_binary, "read-only", "fdcalls", None, agent=sabotaged("descriptors")
+        trees, catalogue_binary, "read-only", "fdcalls", None, agent=agent, extra=NO_KERNEL
     )
     assert any("changed secret/" in what for what in escaped), escaped
 
@@ -276,8 +284,11 @@ def test_descriptor_checks_are_what_stops_fd_calls_under_read_only(
 def test_exec_checks_are_what_stops_a_memfd_interpreter(
     trees: list[Tree], catalogue_binary: Path
 ) -> None:
+    """Without the exec checks: as root the denied tree's mount holds; without it, escapes."""
+    agent = sabotaged("exec")
+    assert attempt(trees, catalogue_binary, "deny", "memfd_execveat", None, agent=agent) == []
     escaped = attempt(
-        trees, catalogue_binary, "deny", "memfd_execveat", None, agent=sabotaged("exec")
+        trees, catalogue_binary, "deny", "memfd_execveat", None, agent=agent, extra=NO_KERNEL
     )
     assert escaped == ["ran the denied program"]
 
