@@ -5,6 +5,7 @@
 --allow-system              with --allow-only: also what programs need to start (/usr, /lib...)
 --read-only PATH            refuse changes below PATH with EROFS (repeatable)
 --hide                      refused paths seem not to exist (ENOENT instead of EACCES)
+--no-landlock               the agent's checks alone, without the kernel's (to measure them)
 --cache-dir DIR             keep --cache whole copies of read-only files in DIR across runs
 """
 
@@ -28,7 +29,7 @@ def add_sandbox_options(run: argparse.ArgumentParser) -> None:
         "sandbox",
         "Refused paths answer EACCES (ENOENT with --hide) to every path-taking syscall, "
         "through symlinks, '..', directory descriptors, /proc/self/root and /dev/fd. "
-        "See docs/sandbox.md for what the sandbox does not guarantee.",
+        "See docs/sandbox.md for what the kernel enforces and what is not guaranteed.",
     )
     sandbox.add_argument(
         "--deny", action="append", default=[], metavar="PATH", help="refuse PATH (repeatable)"
@@ -56,6 +57,12 @@ def add_sandbox_options(run: argparse.ArgumentParser) -> None:
     sandbox.add_argument(
         "--hide", action="store_true", help="refused paths answer ENOENT instead of EACCES"
     )
+    sandbox.add_argument(
+        "--no-landlock",
+        action="store_true",
+        help="the agent's checks alone: no Landlock ruleset and (as root) no private mount "
+        "namespace under them; see docs/sandbox.md",
+    )
     run.add_argument(
         "--cache-dir",
         type=Path,
@@ -80,6 +87,7 @@ def sandbox_rules(args: argparse.Namespace) -> SandboxRules | None:
             allow_system=args.allow_system,
             read_only=args.read_only,
             hide=args.hide,
+            landlock=not args.no_landlock,
         )
     except SandboxError as exc:
         raise SandboxOptionError(str(exc)) from None

@@ -131,11 +131,13 @@ class TracerLoop:
         stdout: int | None = None,
         stderr: int | None = None,
         executable: str | None = None,
+        before_exec: Callable[[], None] | None = None,
     ) -> int:
         """Run ``argv`` to the end of its last descendant.
 
         Args:
-            argv, env, cwd, stdin, stdout, stderr, executable: as for ``spawn_traced``.
+            argv, env, cwd, stdin, stdout, stderr, executable, before_exec: as for
+                ``spawn_traced``.
             cpu: run the tracer thread and every tracee on this one CPU (restored after).
 
         Returns:
@@ -159,6 +161,7 @@ class TracerLoop:
                 stdout=stdout,
                 stderr=stderr,
                 executable=executable,
+                before_exec=before_exec,
             )
             self._live.add(root)
             self.counters.tracees += 1

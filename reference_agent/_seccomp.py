@@ -43,7 +43,7 @@ import errno
 import os
 import signal
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -266,6 +266,7 @@ def _child(
     cpu: int | None,
     stdio: Sequence[int | None],
     prepared: PreparedFilter,
+    before_exec: Callable[[], None] | None,
 ) -> None:
     """Runs in the forked child and never returns; failures go to ``report`` as an errno."""
     step = b"fork"
@@ -290,6 +291,9 @@ def _child(
         for number in _IGNORED_BY_PYTHON:
             _signal(number, _SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        step = b"kernel rules"
+        if before_exec is not None:
+            before_exec()
         step = b"seccomp"
         prepared.install()
         step = b"exec"
@@ -323,6 +327,7 @@ def spawn_traced(
     stderr: int | None = None,
     options: TraceOption = _ptrace.DEFAULT_OPTIONS,
     executable: str | None = None,
+    before_exec: Callable[[], None] | None = None,
 ) -> int:
     """Start ``argv`` traced, with the seccomp filter for ``trapped`` installed before its exec.
 
@@ -336,6 +341,8 @@ def spawn_traced(
         options: ptrace options; ``DEFAULT_OPTIONS`` follows forks, clones and execs.
         executable: the file to execute, when it is not ``argv[0]`` looked up in PATH
             (an agent that found the program through its namespace).
+        before_exec: called in the child just before the seccomp filter and the exec
+            (a Landlock ``restrict_self``); it must not allocate or import.
 
     Returns:
         The pid, stopped at its ``PTRACE_EVENT_EXEC`` stop: the caller resumes it
@@ -360,7 +367,18 @@ def spawn_traced(
         if pid == 0:  # pragma: no cover - the child; it execs or _exits
             os.close(go_write)
             os.close(report_read)
-            _child(go_read, report_write, paths, argv_bytes, env_bytes, cwd, cpu, stdio, prepared)
+            _child(
+                go_read,
+                report_write,
+                paths,
+                argv_bytes,
+                env_bytes,
+                cwd,
+                cpu,
+                stdio,
+                prepared,
+                before_exec,
+            )
         os.close(go_read)
         os.close(report_write)
         go_read = report_write = -1

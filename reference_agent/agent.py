@@ -13,6 +13,7 @@ import contextlib
 import errno
 import json
 import os
+import signal
 import sys
 import time
 import zlib
@@ -32,6 +33,8 @@ from reference_agent.call import NATIVE, Call, Native, Outcome, Resolved
 from reference_agent.files import RemoteFile, RemoteFileTable
 from reference_agent.identity import Identity
 from reference_agent.interpreters import plan_exec
+from reference_agent.landlock import Ruleset
+from reference_agent.mount_rules import MountPlan
 from reference_agent.namespace import (
     LocalTarget,
     Namespace,
@@ -170,6 +173,8 @@ class Agent:
             if refusal is not None:
                 raise OSError(refusal, os.strerror(refusal), argv[0])
         argv, executable = self._through_interpreters(argv, program)
+        ruleset = self.guard.landlock_ruleset(self.report) if self.guard is not None else None
+        mounts = self.guard.mount_plan() if self.guard is not None else None
         try:
             return self.loop.run(
                 argv,
@@ -177,8 +182,11 @@ class Agent:
                 cwd=physical_directory(self.namespace, start_cwd),
                 cpu=self.options.cpu,
                 executable=executable,
+                before_exec=_kernel_rules(mounts, ruleset),
             )
         finally:
+            if ruleset is not None:
+                ruleset.close()
             self.files.close_all()
             for driver in self.drivers.values():
                 driver.close_driver()
@@ -215,10 +223,24 @@ class Agent:
         elif isinstance(event, ExecEvent):
             if event.former_pid != event.pid and event.former_pid in self.cwds:
                 self.cwds[event.pid] = self.cwds.pop(event.former_pid)
+            if self.guard is not None:
+                self._refuse_loaded(event.pid, self.guard)
             self.collect_files()
         elif isinstance(event, Exited | Killed):
             self.cwds.pop(event.pid, None)
             self.collect_files()
+
+    def _refuse_loaded(self, pid: int, guard: Guard) -> None:
+        """Kill a process whose exec loaded a file the sandbox refuses, before it runs."""
+        refusal = guard.check_exec(pid)
+        if refusal is not None:
+            guard.refusals += 1
+            self.report(
+                f"aviary: sandbox: pid {pid} loaded a refused file "
+                f"({errno.errorcode.get(refusal, refusal)}); killed"
+            )
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def live_pids(self) -> list[int]:
         return list(self.loop._live) if self.loop is not None else []
@@ -386,6 +408,20 @@ class Agent:
     def _is_plain_local(self, logical: str) -> bool:
         target = self.namespace.resolve(logical)
         return isinstance(target, LocalTarget) and target.path == logical
+
+
+def _kernel_rules(mounts: MountPlan | None, ruleset: Ruleset | None) -> Callable[[], None] | None:
+    """What the program's child applies before its exec: the mounts first (Landlock forbids them)."""
+    if mounts is None and ruleset is None:
+        return None
+
+    def apply() -> None:
+        if mounts is not None:
+            mounts.apply()
+        if ruleset is not None:
+            ruleset.restrict_self()
+
+    return apply
 
 
 def _same_thread_group(parent: int, child: int) -> bool:

@@ -17,7 +17,10 @@ with ``lstat``/``readlink`` in the agent, in the program's view:
   prefix walked so far has no symlinks left, so removing its last component
   is the physical parent);
 - a component that does not exist ends the resolution: the rest is joined
-  lexically (the kernel would fail there, or create the last component).
+  lexically (the kernel would fail there, or create the last component);
+- any other failure to look a component up (ENAMETOOLONG for a path longer
+  than the agent can name, EACCES, a magic link that cannot be read) ends the
+  walk with that errno: what the agent cannot see, it cannot allow.
 
 The walk assumes the program has the agent's root directory and mount
 namespace, which holds while the sandbox refuses ``chroot``, ``setns`` and
@@ -43,6 +46,8 @@ MAX_SYMLINKS: Final = 40
 _OBJECT_LINK: Final = re.compile(r"^(?:[a-z_]+:\[[^\]]*\]|anon_inode:.*|/memfd:.*)$")
 _DELETED: Final = " (deleted)"
 _PROC_PID: Final = re.compile(r"^/proc/\d+(?:/task/\d+)?/")
+#: lstat errors that mean "not there" (the kernel fails or creates there); any other is refused.
+_ABSENT: Final = (errno.ENOENT, errno.ENOTDIR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +59,10 @@ class Walk:
     (a pipe, a socket, a memfd). ``visited`` lists every path looked up on the
     way, in order: each directory passed through, each symlink read, and the
     end. ``error`` is ELOOP when the symlinks loop, as the kernel would answer.
+
+    ``object_link`` is the ``/proc/PID/fd/N`` (or ``exe``, ``cwd``...) link the
+    walk ended at when it names an object with no path, so that the agent can
+    still open the object itself (to read a memfd's ``#!`` line).
 
     ``pinned`` is a path the kernel may be given instead, to open the same file
     with no symlink left to follow (``openat2`` with ``RESOLVE_NO_SYMLINKS``):
@@ -67,6 +76,7 @@ class Walk:
     visited: tuple[str, ...]
     error: int | None = None
     pinned: str | None = None
+    object_link: str | None = None
 
 
 def thread_group(tid: int) -> int:
@@ -133,7 +143,9 @@ def walk(
             continue
         try:
             mode = os.lstat(candidate).st_mode
-        except OSError:
+        except OSError as exc:
+            if exc.errno not in _ABSENT:
+                return Walk(None, tuple(visited), exc.errno or errno.EACCES)
             exists = False  # the kernel fails here, or creates the last component
             pinned = posixpath.join(candidate, *pending)
             current = candidate
@@ -146,15 +158,18 @@ def walk(
             return Walk(None, tuple(visited), errno.ELOOP)
         try:
             target = os.readlink(candidate)
-        except OSError:
-            exists = False
+        except OSError as exc:
+            if exc.errno not in _ABSENT:
+                return Walk(None, tuple(visited), exc.errno or errno.EACCES)
+            exists = False  # gone since the lstat
             current = candidate
             continue
         if _PROC_PID.match(candidate + "/"):
             if _OBJECT_LINK.match(target):
-                return Walk(None, tuple(visited))
-            target = target.removesuffix(_DELETED)
-            magic = True
+                return Walk(None, tuple(visited), object_link=candidate)
+            if target.endswith(_DELETED):
+                target = target.removesuffix(_DELETED)
+                magic = True  # the name may now belong to another file: no pin
         pending.extendleft(reversed(_components(target)))
         if target.startswith("/"):
             current = root

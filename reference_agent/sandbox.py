@@ -41,13 +41,15 @@ import posixpath
 import re
 import stat
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from reference_agent import _ptrace
 from reference_agent._abi import AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_FOLLOW, AT_SYMLINK_NOFOLLOW
 from reference_agent._loop import Rewrite
+from reference_agent.landlock import Ruleset, ruleset_for
+from reference_agent.mount_rules import MountPlan, mount_plan
 from reference_agent.namespace import (
     LocalTarget,
     Namespace,
@@ -152,6 +154,9 @@ class SandboxRules:
     allow_only: tuple[str, ...] | None = None
     read_only: tuple[str, ...] = ()
     hide: bool = False
+    #: Also have the kernel enforce what it can (``landlock.py``, ``mount_rules.py``);
+    #: False leaves the agent's checks alone (``--no-landlock``, to measure them).
+    landlock: bool = True
 
     @classmethod
     def build(
@@ -162,6 +167,7 @@ class SandboxRules:
         allow_system: bool = False,
         read_only: Sequence[str] = (),
         hide: bool = False,
+        landlock: bool = True,
     ) -> SandboxRules:
         """Rules from command-line paths (relative ones are taken from the current directory).
 
@@ -176,7 +182,7 @@ class SandboxRules:
         allowed: tuple[str, ...] | None = None
         if allow_only is not None:
             allowed = _forms([*allow_only, *(SYSTEM_PATHS if allow_system else ())])
-        return cls(_forms(deny), allowed, _forms(read_only), hide)
+        return cls(_forms(deny), allowed, _forms(read_only), hide, landlock)
 
     @property
     def active(self) -> bool:
@@ -306,6 +312,19 @@ PATH_CALLS: Final[Mapping[str, tuple[PathArg, ...]]] = {
     "quotactl": (PathArg(1, None, _L, optional=True),),
     "acct": (PathArg(0, None, _W, optional=True),),
 }
+#: Calls that change the file behind a descriptor: (descriptor argument, use). The
+#: descriptor's object is checked as its path would be (``/proc/PID/fd/N``), so that a
+#: descriptor opened only to look (``O_PATH``) cannot be used to change a read-only file.
+FD_CALLS: Final[Mapping[str, tuple[int, Use]]] = {
+    "fchmod": (0, _W),
+    "fchown": (0, _W),
+    "fsetxattr": (0, _W),
+    "fremovexattr": (0, _W),
+    "ftruncate": (0, _W),
+}
+#: Path calls whose checked path replaces the program's argument (see ``Guard.check``); not
+#: exec (a script's ``$0`` is the path as given) nor chdir (the agent keeps its logical name).
+_UNPINNED: Final = frozenset({"execve", "execveat", "chdir", "acct", "quotactl"})
 #: The open family: (path argument, descriptor argument, flags argument or None for openat2's struct).
 OPEN_CALLS: Final[Mapping[str, tuple[int, int | None, int | None]]] = {
     "open": (0, None, 1),
@@ -378,6 +397,8 @@ class _Arg:
     resolve: int = 0  # openat2's RESOLVE_* flags
     flags: int = 0  # the open flags, for the open family
     mode: int = 0
+    itself: bool = False  # AT_EMPTY_PATH, a NULL path or an fd call: the descriptor's object
+    index: int = -1  # the argument that holds the path, for pinning it
 
     @property
     def in_root(self) -> bool:
@@ -416,11 +437,27 @@ class Guard:
             allowed += _forms(self.agent_dirs)
             self._allowed = tuple(allowed)
 
+    def mount_plan(self) -> MountPlan | None:
+        """The kernel's backing of --deny and --read-only (``mount_rules.py``); None: none."""
+        if not self.rules.landlock:
+            return None
+        return mount_plan(self.rules.deny, self.rules.read_only)
+
+    def landlock_ruleset(self, report: Callable[[str], None]) -> Ruleset | None:
+        """The part of the rules the kernel enforces (``landlock.py``); None: the agent's alone.
+
+        Raises:
+            OSError: the kernel has Landlock and refused the ruleset.
+        """
+        if not self.rules.landlock:
+            return None
+        return ruleset_for(self._allowed, self.rules.read_only, ALLOWED_DEVICES, report)
+
     # -- the filter --------------------------------------------------------------------------
 
     def trapped_names(self) -> set[str]:
         """Syscalls the filter must trap for the sandbox, besides the namespace's."""
-        return {*PATH_CALLS, *OPEN_CALLS, *SOCKET_CALLS, *REFUSED, *CONDITIONAL}
+        return {*PATH_CALLS, *OPEN_CALLS, *SOCKET_CALLS, *FD_CALLS, *REFUSED, *CONDITIONAL}
 
     def trapped_numbers(self) -> set[int]:
         return {
@@ -515,13 +552,27 @@ class Guard:
         if name in CONDITIONAL:
             return self._conditional(agent, call)
         pinned: str | None = None
+        pins: dict[int, str] = {}
         for arg in self._arguments(call):
             verdict, pinned = self._check_path(agent, call, arg)
             if verdict is not None:
                 self.refusals += 1
                 return -verdict
+            if pinned is not None and arg.index >= 0:
+                pins[arg.index] = pinned
         if name in OPEN_CALLS and pinned is not None:
             return self._open_pinned(call, arg, pinned)
+        if pins and name not in _UNPINNED and name in PATH_CALLS:
+            # The real path that was checked, not the program's (relative, through
+            # /proc/self/cwd or a dirfd): a chdir or dup2 racing the check changes nothing.
+            addresses = {index: call.scratch_string(path) for index, path in pins.items()}
+            registers = call.registers.replace(args=[addresses.get(i) for i in range(6)])
+            dirfds = {spec.dirfd for spec in PATH_CALLS[name] if spec.path in pins}
+            if dirfds - {None}:
+                registers = registers.replace(
+                    args=[AT_FDCWD if i in dirfds else None for i in range(6)]
+                )
+            call.registers = registers
         return None
 
     def _open_pinned(self, call: Call, arg: _Arg, pinned: str) -> Rewrite:
@@ -575,19 +626,25 @@ class Guard:
         if name in SOCKET_CALLS:
             socket_path = self._socket_argument(call, *SOCKET_CALLS[name])
             return [socket_path] if socket_path is not None else []
+        if name in FD_CALLS:
+            at, use = FD_CALLS[name]
+            return [_Arg("", call.fd(at), use, True, itself=True)]
         found = []
         for spec in PATH_CALLS.get(name, ()):
+            dirfd = call.fd(spec.dirfd) if spec.dirfd is not None else AT_FDCWD
             if spec.optional and call.arg(spec.path) == 0:
-                continue  # the descriptor itself, opened under the rules
+                if spec.dirfd is not None:  # the descriptor itself: check its object
+                    found.append(_Arg("", dirfd, spec.use, True, itself=True))
+                continue
             flags = call.arg(spec.flags) if spec.flags is not None else 0
             text = self._pin(call, spec.path)
             if text == "" and flags & spec.empty_bit:
-                continue  # AT_EMPTY_PATH: the descriptor itself
+                found.append(_Arg("", dirfd, spec.use, True, itself=True))
+                continue
             follow = (spec.follow and not flags & spec.nofollow_bit) or bool(
                 flags & spec.follow_bit
             )
-            dirfd = call.fd(spec.dirfd) if spec.dirfd is not None else AT_FDCWD
-            found.append(_Arg(text, dirfd, spec.use, follow))
+            found.append(_Arg(text, dirfd, spec.use, follow, index=spec.path))
         return found
 
     def _socket_argument(
@@ -646,19 +703,31 @@ class Guard:
         fd = call.fd(dirfd) if dirfd is not None else AT_FDCWD
         return _Arg(text, fd, use, follow, resolve, flags, mode)
 
-    def _base(self, call: Call, arg: _Arg) -> str | None:
-        """The real directory a relative path starts from; None if it is not a directory."""
-        where = (
-            f"/proc/{call.pid}/cwd" if arg.dirfd == AT_FDCWD else f"/proc/{call.pid}/fd/{arg.dirfd}"
-        )
+    @staticmethod
+    def _descriptor_link(pid: int, dirfd: int) -> str:
+        return f"/proc/{pid}/cwd" if dirfd == AT_FDCWD else f"/proc/{pid}/fd/{dirfd}"
+
+    def _base(self, call: Call, arg: _Arg) -> str | int:
+        """The real directory a relative path starts from, or the errno that refuses the call.
+
+        A descriptor that is not there is EBADF, one that is not a directory ENOTDIR, as
+        the kernel would say; a directory the agent cannot name (deeper than PATH_MAX:
+        ENAMETOOLONG) is refused with that errno rather than left unchecked.
+        """
         try:
-            base = os.readlink(where)
-        except OSError:
-            return None  # EBADF: the kernel says so
-        return base if base.startswith("/") else None
+            base = os.readlink(self._descriptor_link(call.pid, arg.dirfd))
+        except OSError as exc:
+            if exc.errno == errno.ENOENT and arg.dirfd != AT_FDCWD:
+                return errno.EBADF
+            return exc.errno or errno.EACCES
+        return base if base.startswith("/") else errno.ENOTDIR
 
     def _check_path(self, agent: Agent, call: Call, arg: _Arg) -> tuple[int | None, str | None]:
         """(the refusal or None, the pinned path of an allowed local file or None)."""
+        if arg.itself:
+            if arg.use == Use.LOOK:
+                return None, None  # fstat and the like: the program holds the descriptor
+            return self._check_descriptor(call.pid, arg.dirfd, arg.use), None
         if arg.text == "":
             return None, None  # ENOENT from the kernel
         resolved = agent.resolve(call, arg.dirfd, arg.text)
@@ -677,13 +746,24 @@ class Guard:
         else:
             start = arg.text
             found = "/" if arg.text.startswith("/") and not arg.in_root else self._base(call, arg)
-            if found is None:
-                return None, None
+            if isinstance(found, int):
+                return found, None
             base = found
         root = base if arg.in_root else "/"
         verdict, walked = self._check_walk(start, base, arg.use, arg.follow, call.pid, root)
         pinned = walked.pinned if walked is not None and not arg.in_root else None
+        if arg.index >= 0 and isinstance(target, LocalTarget):
+            pinned = None  # a mount's path: the handler reads the program's name
         return verdict, pinned
+
+    def _check_descriptor(self, pid: int, fd: int, use: Use) -> int | None:
+        """The refusal for the object descriptor ``fd`` (AT_FDCWD: the cwd) of ``pid`` holds."""
+        link = self._descriptor_link(pid, fd)
+        try:
+            os.readlink(link)
+        except OSError as exc:
+            return errno.EBADF if exc.errno == errno.ENOENT else exc.errno or errno.EACCES
+        return self._check_walk(link, "/", use, True, pid, "/")[0]
 
     def check_local(
         self, path: str, base: str, use: Use, follow: bool, tid: int, root: str = "/"
@@ -702,7 +782,10 @@ class Guard:
             if verdict is not None:
                 return verdict, None
         if found.real is None:
-            return None, None  # a pipe, a socket, a memfd: no path to deny
+            # A pipe, a socket, a memfd: no path to deny; but what a memfd runs can be.
+            if use & Use.EXEC and found.object_link is not None:
+                return self._check_interpreters(found.object_link, base, tid, 0), found
+            return None, None
         verdict = self.decide_real(found.real, use)
         if verdict is None and use & Use.EXEC:
             verdict = self._check_interpreters(found.real, base, tid, 0)
@@ -710,7 +793,10 @@ class Guard:
 
     def _check_interpreters(self, real: str, base: str, tid: int, depth: int) -> int | None:
         """The ``#!`` interpreter or ELF ``PT_INTERP`` the kernel will load for ``real``."""
-        interpreter = _interpreter(real)
+        try:
+            interpreter = _interpreter(real)
+        except OSError as exc:
+            return exc.errno or errno.EACCES  # a file the agent cannot read is not run unread
         if interpreter is None:
             return None
         if depth >= _MAX_SCRIPTS:
@@ -723,10 +809,36 @@ class Guard:
             if verdict is not None:
                 return verdict
         if found.real is None:
-            return None
+            return errno.EACCES  # an interpreter with no path: nothing the kernel would run
         return self.decide_real(found.real, Use.EXEC) or self._check_interpreters(
             found.real, base, tid, depth + 1
         )
+
+    def check_exec(self, pid: int) -> int | None:
+        """The refusal for what ``pid`` runs, at its exec stop (None: allowed).
+
+        At this stop the new program has not run an instruction, and the kernel has
+        already opened the program, its ``#!`` interpreter and its ELF interpreter:
+        what is checked here is what was loaded, whatever raced the check at
+        ``execve`` (a memfd rewritten, a symlink swapped). A file the program maps
+        that has no path (a memfd) is its own code and is not refused.
+        """
+        try:
+            loaded = {os.readlink(f"/proc/{pid}/exe")}
+            with open(f"/proc/{pid}/maps") as maps:
+                for line in maps:
+                    fields = line.rstrip("\n").split(maxsplit=5)
+                    if len(fields) == 6 and fields[5].startswith("/"):
+                        loaded.add(fields[5])
+        except OSError as exc:
+            return exc.errno or errno.EACCES
+        for path in sorted(loaded):
+            if path.startswith("/memfd:"):
+                continue
+            verdict = self.decide_real(path.removesuffix(" (deleted)"), Use.EXEC)
+            if verdict is not None:
+                return verdict
+        return None
 
     def check_program(self, logical: str, local: str) -> int | None:
         """The refusal for the first program, which is exec'd before anything is trapped.
@@ -739,13 +851,20 @@ class Guard:
 
 
 def _interpreter(real: str) -> str | None:
-    """What the kernel loads to run the file at ``real``: a ``#!`` line's program or PT_INTERP."""
+    """What the kernel loads to run the file at ``real``: a ``#!`` line's program or PT_INTERP.
+
+    ``real`` may be a ``/proc/PID/fd/N`` link to a memfd: it is opened through the link.
+
+    Raises:
+        OSError: a regular file the agent cannot open (the caller refuses it).
+    """
     try:
         if not stat.S_ISREG(os.stat(real).st_mode):
             return None
-        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
-        return None
+        return None  # gone: the kernel answers ENOENT
+    nofollow = 0 if real.startswith("/proc/") else os.O_NOFOLLOW
+    fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | nofollow)
     try:
         head = os.pread(fd, 256, 0)
         if head.startswith(b"#!"):
@@ -753,8 +872,8 @@ def _interpreter(real: str) -> str | None:
             return os.fsdecode(words[0]) if words else None
         if head.startswith(_ELF_MAGIC) and len(head) >= 64:
             return _elf_interpreter(fd, head)
-    except (OSError, struct.error):
-        return None
+    except struct.error:
+        return None  # a truncated ELF header: the kernel refuses it (ENOEXEC)
     finally:
         os.close(fd)
     return None
