@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Self
 from urllib.parse import urlsplit
 
-from drivers._http._client import HttpClient, HttpReply
+from drivers._http._client import MAX_LISTING_BYTES, HttpClient, HttpReply
 from drivers._http._files import (
     errno_for_status,
     http_date_ns,
@@ -115,8 +115,11 @@ class HttpDriver(Driver):
         target: str,
         headers: list[tuple[str, str]] | None = None,
         stop_after: int | None = None,
+        limit: int | None = None,
     ) -> HttpReply:
-        return self._client.request(method, target, headers or [], stop_after=stop_after)
+        return self._client.request(
+            method, target, headers or [], stop_after=stop_after, limit=limit
+        )
 
     def _kind(self, path: str) -> bool | None:
         """True for a directory, False for a file, None when missing (one HEAD)."""
@@ -305,7 +308,7 @@ class HttpDriver(Driver):
 
     def readdir(self, path: str) -> list[DirEntry]:
         with self.counters.operation("readdir"):
-            reply = self._request("GET", url_path(path, directory=True))
+            reply = self._request("GET", url_path(path, directory=True), limit=MAX_LISTING_BYTES)
             if reply.status != 200:
                 if reply.status in (404, 410) and self._kind(path) is False:
                     raise_errno(errno.ENOTDIR, path)
