@@ -1,7 +1,7 @@
 """Lying servers: every network driver against a loopback listener that breaks its protocol.
 
-Covers: chirp, ftp, http, webdav, sftp (the banner; a lying SSH server past the
-banner would need an SSH implementation of our own) and xrootd, each against
+Covers: chirp, ftp, http, webdav, sftp (the banner, and a good banner with no key
+exchange after it; lies deeper in SSH would need an SSH server of our own) and xrootd, each against
 the lies of a hostile or broken server:
 
 - garbage: a reply that is not the protocol (after a good login where there is one);
@@ -369,6 +369,8 @@ SFTP: dict[str, Script] = {
     "overlong": on_connect(flood(b"S")),
     "trickle": on_connect(trickle(b"S")),
     "silent": Peer.hold,
+    # A good banner, then a key exchange that never comes.
+    "wrong": on_connect(say(b"SSH-2.0-OpenSSH_9.2 liar\r\n")),
 }
 
 XROOTD: dict[str, Script] = {
@@ -403,6 +405,8 @@ _XROOTD_LIE = frozenset({errno.EPROTO, errno.ETIMEDOUT})
 EXPECTED: dict[tuple[str, str], frozenset[int]] = {
     ("sftp", "silent"): frozenset({errno.EPROTO, errno.ETIMEDOUT}),
     ("sftp", "trickle"): frozenset({errno.EPROTO, errno.ETIMEDOUT}),
+    ("sftp", "overlong"): frozenset({errno.EPROTO, errno.ETIMEDOUT}),
+    ("sftp", "wrong"): frozenset({errno.EPROTO, errno.ETIMEDOUT}),
     **{("root", lie): _XROOTD_LIE for lie in XROOTD},
 }
 
