@@ -9,7 +9,8 @@ the lies of a hostile or broken server:
 - trickle: a reply that comes a byte at a time, each byte within the timeout;
 - silent: a server that accepts and never answers;
 - wrong: a well-formed reply that makes no sense where it comes;
-- huge listing: a directory listing without end.
+- huge listing: a directory listing without end (and for FTP, whose listings
+  come on a connection of their own, a listing that trickles).
 
 Each case asserts the error's kind (EPROTO for a lie, ETIMEDOUT for silence) and
 that the call ended within the configured ``timeout`` plus the recovery budget
@@ -126,10 +127,15 @@ class Peer:
                 return
             sent += len(chunk)
 
-    def trickle(self, byte: bytes = b"1") -> None:
+    def trickle(self, byte: bytes = b"1", sock: socket.socket | None = None) -> None:
         """One byte every TRICKLE_GAP seconds, TRICKLE_BYTES at most, never a line end."""
+        target = sock or self.sock
         for _ in range(TRICKLE_BYTES):
-            if self.stop.wait(TRICKLE_GAP) or not self.send(byte):
+            if self.stop.wait(TRICKLE_GAP):
+                return
+            try:
+                target.sendall(byte)
+            except OSError:
                 return
 
     def hold(self) -> None:
@@ -301,7 +307,16 @@ def ftp_trickle(peer: Peer, line: bytes) -> bool:
     return False
 
 
-def ftp_huge_listing(peer: Peer, line: bytes) -> bool:
+def ftp_listing(send: Callable[[Peer, socket.socket], None]) -> Callable[[Peer, bytes], bool]:
+    """A passive-mode listing whose data connection gets ``send``."""
+
+    def answer(peer: Peer, line: bytes) -> bool:
+        return ftp_data(peer, line, send)
+
+    return answer
+
+
+def ftp_data(peer: Peer, line: bytes, send: Callable[[Peer, socket.socket], None]) -> bool:
     verb = line.split(b" ", 1)[0].upper()
     if verb == b"EPSV":
         data = socket.create_server(("127.0.0.1", 0))
@@ -315,7 +330,7 @@ def ftp_huge_listing(peer: Peer, line: bytes) -> bool:
         listener.close()
         peer.send(b"150 here it comes\r\n")
         with data_sock:
-            peer.flood(b"-rw-r--r-- 1 u g 1 Jan  1 00:00 " + b"n" * 200 + b"\r\n", data_sock)
+            send(peer, data_sock)
         return False
     if verb == b"STAT":
         return peer.send(b"213-status\r\n-rw-r--r-- 1 u g 1 Jan  1 00:00 x\r\n213 end\r\n")
@@ -330,7 +345,12 @@ FTP: dict[str, Script] = {
     "trickle": ftp_session(ftp_type_then(ftp_trickle)),
     "silent": Peer.hold,
     "wrong": ftp_session(ftp_answer(b"500 TYPE? never heard of it\r\n")),
-    "huge listing": ftp_session(ftp_type_then(ftp_huge_listing)),
+    "huge listing": ftp_session(
+        ftp_type_then(ftp_listing(lambda peer, data: peer.flood(b"type=file; n" * 20, data)))
+    ),
+    "trickle listing": ftp_session(
+        ftp_type_then(ftp_listing(lambda peer, data: peer.trickle(b"n", data)))
+    ),
 }
 
 
@@ -421,7 +441,7 @@ def _cases() -> Iterator[Case]:
         ("root", XROOTD),
     ):
         for lie, script in scripts.items():
-            default = SILENCE if lie in ("silent", "trickle") else LIE
+            default = SILENCE if lie.startswith(("silent", "trickle")) else LIE
             yield Case(scheme, lie, script, EXPECTED.get((scheme, lie), default))
 
 
@@ -461,7 +481,7 @@ def _xrootd_call(url: str) -> tuple[OSError | None, float]:
 
 
 def _operation(case: Case) -> Callable[[Driver, str], object]:
-    if case.lie == "huge listing":
+    if case.lie.endswith("listing"):
         return lambda driver, path: driver.readdir(path)
     return lambda driver, path: driver.stat(path)
 
@@ -470,7 +490,7 @@ def _call_in_process(case: Case, url: str) -> tuple[OSError | None, float]:
     driver, inner = open_url(url, timeout=TIMEOUT)
     start = time.monotonic()
     try:
-        _operation(case)(driver, inner if case.lie != "huge listing" else "/")
+        _operation(case)(driver, "/" if case.lie.endswith("listing") else inner)
     except OSError as exc:
         return exc, time.monotonic() - start
     finally:

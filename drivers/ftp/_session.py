@@ -268,16 +268,22 @@ class FtpSession:
         return self._receive()
 
     def read_all(self, sock: socket.socket) -> Iterator[bytes]:
-        """The bytes of a download until the server closes the data connection."""
+        """The bytes of a download until the server closes the data connection.
+
+        The download is held to a :class:`ReplyDeadline`: a trickle ends in ETIMEDOUT.
+        """
+        deadline = ReplyDeadline(self.timeout, f"{self.describe()}: data")
         while True:
-            chunk = self._recv_data(sock, _RECV_CHUNK)
+            chunk = self._recv_data(sock, _RECV_CHUNK, deadline)
             if not chunk:
                 return
             yield chunk
 
-    def _recv_data(self, sock: socket.socket, size: int) -> bytes:
+    def _recv_data(
+        self, sock: socket.socket, size: int, deadline: ReplyDeadline | None = None
+    ) -> bytes:
         try:
-            chunk = sock.recv(size)
+            chunk = deadline.receive(sock, size) if deadline is not None else sock.recv(size)
         except TimeoutError:
             sock.close()
             self.disconnect()
