@@ -153,7 +153,8 @@ def run_argv(draw: st.DrawFn) -> list[str]:
 
 
 def _run_in_process(argv: list[str]) -> tuple[int, str]:
-    err, out = io.StringIO(), io.StringIO()
+    err = io.StringIO()
+    out = io.TextIOWrapper(io.BytesIO())  # cat and get write bytes to sys.stdout.buffer
     saved = os.environ.get(COMMON_RECOVERY_ENV)
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
