@@ -17,6 +17,7 @@ from drivers._interface import (
     StatResult,
     raise_errno,
 )
+from drivers._network import COMMON_RECOVERY_ENV
 from drivers._registry import (
     ENTRY_POINT_GROUP,
     UnknownDriverError,
@@ -33,6 +34,7 @@ from drivers._registry import (
 from drivers._url import Location, normalize_path, parse_url
 
 __all__ = [
+    "COMMON_RECOVERY_ENV",
     "ENTRY_POINT_GROUP",
     "STAT_FIELDS",
     "DirEntry",

@@ -12,6 +12,12 @@ errors mean "the connection broke" (recovery may begin) and with
 :data:`RECONNECTABLE` which failures to reconnect are worth another try.
 :func:`recovery_budget` reads how long a driver may keep trying, and
 :func:`backoff_delays` is the schedule of those tries.
+
+A malformed reply (EPROTO) is not a broken connection: a server that lies
+once lies again, so reconnecting would only repeat the lie (or loop for
+ever); the call fails at once. A reply that trickles in, a byte now and
+then, is held to :class:`ReplyDeadline`: ``timeout`` seconds, renewed only
+by :data:`PROGRESS_BYTES` of progress, so every wait ends.
 """
 
 from __future__ import annotations
@@ -27,7 +33,10 @@ from typing import Concatenate, ParamSpec, Protocol, TypeVar
 __all__ = [
     "APPLIED_IF_REPLAYED",
     "BROKEN_CONNECTION",
+    "COMMON_RECOVERY_ENV",
+    "PROGRESS_BYTES",
     "RECONNECTABLE",
+    "ReplyDeadline",
     "backoff_delays",
     "call_with_recovery",
     "connect_tcp",
@@ -41,10 +50,15 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 #: Errors on an established connection that mean it is gone; the request in
-#: flight may or may not have reached the server.
-BROKEN_CONNECTION = frozenset(
-    {errno.ECONNRESET, errno.EPIPE, errno.ETIMEDOUT, errno.EPROTO, errno.ECONNABORTED}
-)
+#: flight may or may not have reached the server. EPROTO is absent on purpose:
+#: a server that broke the protocol is answered with the error, not a reconnect.
+BROKEN_CONNECTION = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ETIMEDOUT, errno.ECONNABORTED})
+#: The recovery budget for every driver at once (``aviary --recovery-budget``
+#: sets it); a driver's own variable (``AVIARY_CHIRP_RECOVERY``...) wins.
+COMMON_RECOVERY_ENV = "AVIARY_RECOVERY"
+#: Bytes a reply must deliver within each ``timeout`` seconds to keep its
+#: deadline: a trickle slower than this (PROGRESS_BYTES / timeout) is ETIMEDOUT.
+PROGRESS_BYTES = 64 * 1024
 #: Errors while reconnecting that are worth another attempt (the server is
 #: restarting, the path is healing); anything else (EACCES at login) is final.
 RECONNECTABLE = BROKEN_CONNECTION | {
@@ -140,8 +154,52 @@ def receive_some(sock: socket.socket, size: int, timeout: float, what: str) -> b
         raise OSError(exc.errno or errno.ECONNRESET, f"{what}: {exc.strerror}") from None
 
 
+class ReplyDeadline:
+    """The deadline of one reply: ``timeout`` seconds, renewed by each :data:`PROGRESS_BYTES`.
+
+    A server that sends a byte every few seconds satisfies every single
+    ``recv`` timeout and would hold the caller for ever; this bounds the
+    whole reply instead, while a large transfer that keeps moving goes on.
+    ``limit`` (a ``time.monotonic()`` value) is a hard end no progress renews:
+    the end of a recovery budget.
+    """
+
+    def __init__(self, timeout: float, what: str, limit: float | None = None) -> None:
+        self.timeout = timeout
+        self.what = what
+        self.limit = limit
+        self._progress = 0
+        self._ends = time.monotonic() + timeout
+
+    def receive(self, sock: socket.socket, size: int) -> bytes:
+        """One ``recv`` within what is left of the deadline (b"" when the peer closed).
+
+        Raises:
+            OSError: ETIMEDOUT when the deadline passed, or the connection's own error.
+        """
+        ends = self._ends if self.limit is None else min(self._ends, self.limit)
+        remaining = ends - time.monotonic()
+        if remaining <= 0:
+            why = (
+                "recovery budget spent"
+                if ends != self._ends
+                else f"reply too slow (under {PROGRESS_BYTES} bytes in {self.timeout:g} s)"
+            )
+            raise OSError(errno.ETIMEDOUT, f"{self.what}: {why}")
+        sock.settimeout(min(self.timeout, remaining))
+        data = receive_some(sock, size, self.timeout, self.what)
+        sock.settimeout(self.timeout)
+        self._progress += len(data)
+        if self._progress >= PROGRESS_BYTES:
+            self._progress = 0
+            self._ends = time.monotonic() + self.timeout
+        return data
+
+
 def recovery_budget(explicit: float | None, env: str, default: float) -> float:
-    """Seconds a driver may spend reconnecting: the argument, else ``$env``, else ``default``.
+    """Seconds a driver may spend reconnecting.
+
+    The argument, else ``$env``, else ``$AVIARY_RECOVERY``, else ``default``.
 
     Raises:
         ValueError: the environment holds something that is not a number >= 0.
@@ -149,13 +207,18 @@ def recovery_budget(explicit: float | None, env: str, default: float) -> float:
     if explicit is not None:
         budget = float(explicit)
     else:
-        text = os.environ.get(env, "").strip()
-        try:
-            budget = float(text) if text else default
-        except ValueError:
-            raise ValueError(f"{env} must be a number of seconds, not {text!r}") from None
-    if budget < 0 or budget != budget:
-        raise ValueError(f"recovery budget must be >= 0 seconds, not {budget}")
+        budget = default
+        for name in (env, COMMON_RECOVERY_ENV):
+            text = os.environ.get(name, "").strip()
+            if not text:
+                continue
+            try:
+                budget = float(text)
+            except ValueError:
+                raise ValueError(f"{name} must be a number of seconds, not {text!r}") from None
+            break
+    if not 0 <= budget < float("inf"):
+        raise ValueError(f"recovery budget must be a finite number >= 0 seconds, not {budget}")
     return budget
 
 
@@ -174,6 +237,7 @@ def call_with_recovery(
     budget: float,
     reset: Callable[[], None],
     sleep: Callable[[float], None] = time.sleep,
+    attempt_time: float = 0.0,
 ) -> T | None:
     """Run ``attempt``; after a broken connection, ``reset`` and run it again within ``budget``.
 
@@ -186,6 +250,9 @@ def call_with_recovery(
         budget: seconds allowed for retries after the first failure (0: none).
         reset: drops the broken connection, so that the next try makes a new one.
         sleep: how to wait between tries (tests pass a fake clock's).
+        attempt_time: the longest one try can take (the driver's timeout): a
+            retry starts only if it can end within the budget, so the whole
+            call ends within the first try's time plus ``budget``.
 
     Raises:
         OSError: the first error that is not a broken connection, or the last
@@ -205,7 +272,7 @@ def call_with_recovery(
             now = time.monotonic()
             deadline = deadline if deadline is not None else now + budget
             delay = next(delays)
-            if now + delay > deadline:
+            if now + delay + attempt_time > deadline:
                 raise
         reset()
         sleep(delay)

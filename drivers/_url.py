@@ -48,8 +48,10 @@ def parse_url(url: str) -> Location:
     """Split a driver URL into a :class:`Location`.
 
     Raises:
-        ValueError: no scheme, a bad port, or a relative path.
+        ValueError: no scheme, a bad port (0 included), or a NUL byte.
     """
+    if "\0" in url or "%00" in url:
+        raise ValueError(f"URL holds a NUL byte, which no path can: {url!r}")
     if "://" not in url:
         raise ValueError(f"not a URL (expected SCHEME://HOST[:PORT]/PATH): {url!r}")
     parts = urlsplit(url)
@@ -59,6 +61,8 @@ def parse_url(url: str) -> Location:
         port = parts.port
     except ValueError as exc:
         raise ValueError(f"bad port in URL {url!r}: {exc}") from None
+    if port == 0:
+        raise ValueError(f"bad port in URL {url!r}: port 0 names no server")
     # urlsplit stops the path at "?" and "#", which are legal in file names.
     rest = url.split("://", 1)[1]
     slash = rest.find("/")

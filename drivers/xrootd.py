@@ -596,7 +596,12 @@ class XRootDDriver(Driver):
 
 def _client() -> Any:
     """The bindings' client module, imported on first use (it starts threads on import)."""
-    return importlib.import_module("XRootD.client")
+    client = importlib.import_module("XRootD.client")
+    if client.EnvGetInt("TimeoutResolution") != 1:
+        # XrdCl checks request deadlines every 15 s by default, so a 3 s timeout
+        # expired after up to 15 s (31 s against a closed port): check every second.
+        client.EnvPutInt("TimeoutResolution", 1)
+    return client
 
 
 def _id_of(lookup: Callable[[str], Any], name: str) -> int | None:

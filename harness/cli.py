@@ -24,20 +24,40 @@ import os
 import pwd
 import signal
 import sys
+import typing
 from pathlib import Path
 from types import FrameType
 
-from harness.fs_command import add_fs_parser, run_fs
+from harness.fs_command import add_fs_parser, add_wait_options, apply_recovery_budget, run_fs
 
-__all__ = ["build_parser", "main"]
+if typing.TYPE_CHECKING:
+    from reference_agent.namespace import Mount
+
+__all__ = ["MAX_MOUNTLIST_BYTES", "build_parser", "main"]
+
+#: A mountlist larger than this is refused: a real one is a few lines (``-m /dev/zero``).
+MAX_MOUNTLIST_BYTES = 1024 * 1024
+#: The --block-size range the help promises.
+BLOCK_SIZE_RANGE = (4 * 1024, 1024 * 1024)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (exit 2), as every other error of aviary."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="aviary",
         description="Conformance and simulation harness for interposition agents and remote I/O protocols.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Every subparser is a _Parser too (argparse makes them of the parent's class).
+    sub = typing.cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", required=True, metavar="COMMAND"),
+    )
     add_fs_parser(sub)
     _add_run_parser(sub)
     from harness.package import add_package_parser
@@ -101,9 +121,7 @@ def _add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="let the agent and the program run on any CPU (default: one CPU, which makes each stop 4x cheaper)",
     )
-    run.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds to wait for a server (default 30)"
-    )
+    add_wait_options(run, "a server")
     from harness.run_environment import add_environment_options
 
     add_environment_options(run)
@@ -119,7 +137,7 @@ def _run_run(args: argparse.Namespace) -> int:
 
     from harness.run_environment import RunOptionError, merge_mounts, prepare_environment
     from reference_agent.agent import AgentOptions
-    from reference_agent.namespace import MountlistError, Namespace, parse_mountlist, read_mountlist
+    from reference_agent.namespace import MountlistError, Namespace, parse_mountlist
     from reference_agent.program import run_program
 
     program = args.program[1:] if args.program[:1] == ["--"] else args.program
@@ -139,9 +157,13 @@ def _run_run(args: argparse.Namespace) -> int:
         print(f"aviary: run: {exc}", file=sys.stderr)
         return 2
     try:
-        mounts = read_mountlist(args.mountlist, start_cwd) if args.mountlist else []
-        extra = "\n".join(m.replace("=", " ", 1) for m in args.mount)
-        mounts += parse_mountlist(extra, "-M", start_cwd)
+        mounts = (
+            parse_mountlist(_read_mountlist_text(args.mountlist), str(args.mountlist), start_cwd)
+            if args.mountlist
+            else []
+        )
+        mounts += parse_mountlist(_mount_options(args.mount), "-M", start_cwd)
+        _check_hosts(mounts)
         Namespace(mounts)  # unknown protocols and bad addresses fail before anything is made
     except MountlistError as exc:
         print(f"aviary: run: {exc}", file=sys.stderr)
@@ -152,15 +174,25 @@ def _run_run(args: argparse.Namespace) -> int:
 
         try:
             block_size = parse_size(args.block_size)
+            low, high = BLOCK_SIZE_RANGE
+            if not low <= block_size <= high:
+                raise UsageError(f"{args.block_size!r} is outside 4K .. 1M")
         except UsageError as exc:
             print(f"aviary: run: --block-size: {exc}", file=sys.stderr)
             return 2
+    try:
+        trace = open(args.trace, "w") if args.trace else None  # noqa: SIM115 - closed below
+    except OSError as exc:
+        print(f"aviary: run: --trace {args.trace}: {exc.strerror}", file=sys.stderr)
+        return 2
     cache_dir = Path(tempfile.mkdtemp(prefix="aviary-run-"))
     try:
         environment = prepare_environment(args, cache_dir, start_cwd, os.environ)
     except RunOptionError as exc:
         print(f"aviary: run: {exc}", file=sys.stderr)
         shutil.rmtree(cache_dir, ignore_errors=True)
+        if trace is not None:
+            trace.close()
         return 2
     try:
         namespace = Namespace(merge_mounts(mounts, environment.mounts))
@@ -168,8 +200,10 @@ def _run_run(args: argparse.Namespace) -> int:
         print(f"aviary: run: {exc}", file=sys.stderr)
         environment.finish()
         shutil.rmtree(cache_dir, ignore_errors=True)
+        if trace is not None:
+            trace.close()
         return 2
-    trace = open(args.trace, "w") if args.trace else None  # noqa: SIM115 - closed below
+    apply_recovery_budget(args.recovery_budget)
     try:
         cpu = None if args.no_pin else min(os.sched_getaffinity(0))
         options = AgentOptions(
@@ -197,6 +231,70 @@ def _run_run(args: argparse.Namespace) -> int:
         if where:
             print(where, file=sys.stderr)
         shutil.rmtree(cache_dir, ignore_errors=True)
+
+
+def _read_mountlist_text(path: Path) -> str:
+    """A mountlist file's text, read no further than :data:`MAX_MOUNTLIST_BYTES`.
+
+    Raises:
+        MountlistError: unreadable, too large, not text, or holding a NUL byte.
+    """
+    from reference_agent.namespace import MountlistError
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_MOUNTLIST_BYTES + 1)
+    except OSError as exc:
+        raise MountlistError(f"{path}: cannot read mountlist: {exc.strerror}") from None
+    if len(data) > MAX_MOUNTLIST_BYTES:
+        raise MountlistError(f"{path}: mountlist larger than {MAX_MOUNTLIST_BYTES} bytes")
+    if b"\0" in data:
+        raise MountlistError(f"{path}: mountlist holds a NUL byte (not text)")
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise MountlistError(f"{path}: mountlist is not text") from None
+
+
+def _check_hosts(mounts: list[Mount]) -> None:
+    """Refuse a mount whose URL names no server (``chirp:///x``, ``ftp://:21/x``).
+
+    Raises:
+        MountlistError: naming the entry.
+    """
+    from drivers import parse_url
+    from reference_agent.namespace import MountlistError
+
+    for mount in mounts:
+        if mount.physical is None or "://" not in mount.physical:
+            continue
+        try:
+            location = parse_url(mount.physical)
+        except ValueError as exc:
+            raise MountlistError(f"{mount.source or mount.logical}: {exc}") from None
+        if location.scheme != "file" and not location.host:
+            raise MountlistError(
+                f"{mount.source or mount.logical}: {mount.physical!r} names no server"
+            )
+
+
+def _mount_options(entries: list[str]) -> str:
+    """The ``-M LOGICAL=PHYSICAL`` options as mountlist text.
+
+    Raises:
+        MountlistError: an entry without ``=``, with an empty side, or spanning lines.
+    """
+    from reference_agent.namespace import MountlistError
+
+    lines = []
+    for entry in entries:
+        logical, equals, physical = entry.partition("=")
+        if not equals or not logical.strip() or not physical.strip():
+            raise MountlistError(f"-M {entry!r}: expected LOGICAL=PHYSICAL, both non-empty")
+        if any(c in entry for c in "\n\r\0"):
+            raise MountlistError(f"-M {entry!r}: a line break or NUL has no place in a path")
+        lines.append(f"{logical} {physical}")
+    return "\n".join(lines)
 
 
 # -- serve -------------------------------------------------------------------------------

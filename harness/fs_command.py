@@ -2,7 +2,7 @@
 
 Every subcommand takes driver URLs (``chirp://127.0.0.1:9094/dir/file``,
 ``file:///tmp/x``). A failure prints one line, ``aviary: VERB URL: ENAME
-(message)``, and exits 1.
+(message)``, and exits 1; a malformed URL or an unknown scheme exits 2.
 """
 
 from __future__ import annotations
@@ -16,9 +16,78 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from drivers import STAT_FIELDS, Driver, FileType, StatResult, open_url
+from drivers import COMMON_RECOVERY_ENV, STAT_FIELDS, Driver, FileType, StatResult, open_url
 
-__all__ = ["add_fs_parser", "format_stat", "run_fs"]
+__all__ = [
+    "DEFAULT_RECOVERY_BUDGET",
+    "add_fs_parser",
+    "add_wait_options",
+    "apply_recovery_budget",
+    "budget_seconds",
+    "format_stat",
+    "run_fs",
+    "timeout_seconds",
+]
+
+#: Seconds every driver keeps reconnecting after a connection that worked broke.
+DEFAULT_RECOVERY_BUDGET = 60.0
+#: The longest --timeout or --recovery-budget taken: a day (longer is a typo, not a plan).
+_MAX_SECONDS = 86400.0
+
+
+def timeout_seconds(text: str) -> float:
+    """An argparse type: seconds > 0, finite (``inf`` and ``nan`` are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= _MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"seconds must be > 0 and at most {_MAX_SECONDS:g}, not {text!r}"
+        )
+    return value
+
+
+def budget_seconds(text: str) -> float:
+    """An argparse type: seconds >= 0, finite (0 turns recovery off)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value <= _MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"seconds must be >= 0 and at most {_MAX_SECONDS:g}, not {text!r}"
+        )
+    return value
+
+
+def add_wait_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--timeout`` and ``--recovery-budget``: together they bound every network wait."""
+    parser.add_argument(
+        "--timeout",
+        type=timeout_seconds,
+        default=30.0,
+        help=f"seconds to wait for {what} in any one wait (default 30)",
+    )
+    parser.add_argument(
+        "--recovery-budget",
+        type=budget_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="seconds to keep reconnecting after a connection that worked broke; a call "
+        f"ends within --timeout plus this (default {DEFAULT_RECOVERY_BUDGET:g}, or "
+        f"${COMMON_RECOVERY_ENV}; 0: fail at once)",
+    )
+
+
+def apply_recovery_budget(budget: float | None) -> None:
+    """Give every driver made from now on ``budget`` (None: leave the environment's)."""
+    # The drivers read their budget when made, from the agent as from ``fs``;
+    # the environment is the one channel that reaches all of them, third-party
+    # drivers included, without a new constructor argument.
+    if budget is not None:
+        os.environ[COMMON_RECOVERY_ENV] = f"{budget:g}"
+
 
 _TYPE_CHAR = {
     FileType.DIRECTORY: "d",
@@ -31,7 +100,11 @@ _TYPE_CHAR = {
 
 
 class FsCommandError(Exception):
-    """One line for the user; the exit status is 1."""
+    """One line for the user; the exit status is 1 (2 for bad usage)."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def errno_name(code: int | None) -> str:
@@ -45,9 +118,7 @@ def describe_oserror(verb: str, target: str, exc: OSError) -> str:
 
 def add_fs_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     fs = subparsers.add_parser("fs", help="run one file operation through a driver URL")
-    fs.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds to wait for the server (default 30)"
-    )
+    add_wait_options(fs, "the server")
     fs.add_argument(
         "--counters", action="store_true", help="print the driver's traffic counters to stderr"
     )
@@ -85,7 +156,7 @@ def _driver(url: str, timeout: float, counters: bool) -> Iterator[tuple[Driver, 
     try:
         driver, path = open_url(url, timeout=timeout)
     except (ValueError, LookupError) as exc:
-        raise FsCommandError(str(exc)) from None
+        raise FsCommandError(str(exc), status=2) from None
     try:
         yield driver, path
     finally:
@@ -256,11 +327,12 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
 
 def run_fs(args: argparse.Namespace) -> int:
     """Run one ``aviary fs`` subcommand; returns the exit status."""
+    apply_recovery_budget(args.recovery_budget)
     try:
         _COMMANDS[args.fs_command](args)
     except FsCommandError as exc:
         print(f"aviary: {exc}", file=sys.stderr)
-        return 1
+        return exc.status
     except OSError as exc:  # from ls, whose URL is a single argument
         target = getattr(args, "url", "") or ""
         print(f"aviary: {describe_oserror(args.fs_command, target, exc)}", file=sys.stderr)

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from drivers import DirEntry, Driver, Handle
+from reference_agent.whole_cache import write_back
 
 __all__ = ["RemoteFile", "RemoteFileTable"]
 
@@ -56,11 +57,16 @@ class RemoteFile:
             return
         with open(self.local_copy, "rb") as copy:
             data = copy.read()
-        self.driver.ftruncate(self.handle, len(data))
-        offset = 0
-        while offset < len(data):
-            offset += self.driver.pwrite(self.handle, data[offset : offset + (16 << 20)], offset)
+        # A temporary name renamed over the file: a failure leaves the old contents.
+        mode = self.driver.fstat(self.handle).st_mode
+        write_back(self.driver, self.remote_path, data, mode)
         self.synced = state
+        with contextlib.suppress(OSError):  # the handle named the replaced file: follow the name
+            keep = self.flags & ~(os.O_CREAT | os.O_TRUNC | os.O_EXCL)
+            fresh = self.driver.open(self.remote_path, keep)
+            with contextlib.suppress(OSError):
+                self.driver.close(self.handle)
+            self.handle = fresh
 
 
 class RemoteFileTable:

@@ -20,26 +20,45 @@ read-only (or executed) is served from a local copy in DIR:
 Freshness is as good as the server's metadata: a file rewritten within one
 mtime tick (Chirp keeps whole seconds) with the same size and inode is not
 noticed. Files opened for writing keep the per-run copies of ``--cache whole``.
+
+Writing back (:func:`write_back`) never puts bad data in place of good: the new
+contents go to a temporary name beside the file and are renamed over it only
+once every byte was acknowledged (and fsync'ed, where the server can), so a
+server that dies or a disk that fills during the upload leaves the old file
+as it was. Only where no temporary file can be made (the directory refuses
+new names) is the file rewritten in place, and a failure then truncates it
+to the bytes the server acknowledged; the error says which happened.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import posixpath
 import stat as stat_module
 from dataclasses import dataclass
 from pathlib import Path
 
-from drivers import Driver, StatResult
+from drivers import Driver, Handle, StatResult
 from reference_agent.namespace import RemoteTarget
 
-__all__ = ["CacheStats", "WholeFileCache", "read_only_open"]
+__all__ = ["CacheStats", "WholeFileCache", "WriteBackError", "read_only_open", "write_back"]
 
 #: Bytes asked for per read while fetching.
 FETCH_CHUNK = 1 << 20
 #: Characters of the remote path kept in a copy's name ("/" as "%"), so one can tell what it is.
 NAME_TAIL = 80
+#: Bytes sent per write while writing back (within every driver's largest write).
+WRITE_CHUNK = 1 << 20
+#: Errors creating the temporary name that mean "not here" rather than "failed":
+#: the directory refuses new names, so the file is rewritten in place instead.
+_NO_TEMPORARY = frozenset(
+    {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTSUP, errno.ENOSYS, errno.EXDEV}
+)
+#: Errors of a rename over an existing file that mean the protocol cannot do it.
+_NO_RENAME_OVER = frozenset({errno.EEXIST, errno.ENOTSUP, errno.ENOSYS, errno.ENOTEMPTY})
 
 
 def read_only_open(flags: int) -> bool:
@@ -135,3 +154,94 @@ class WholeFileCache:
             f"whole-file cache {self.directory}: {s.hits} hits, {s.fetched} fetched "
             f"({s.fetched_bytes} bytes), {s.replaced} replaced"
         )
+
+
+class WriteBackError(OSError):
+    """A write-back failed; the message says what the server's file holds now."""
+
+
+def write_back(driver: Driver, path: str, data: bytes, mode: int) -> None:
+    """Make the server's ``path`` hold ``data``, or leave it as it was.
+
+    Args:
+        driver: the endpoint's driver.
+        path: the file inside the endpoint.
+        data: the whole new contents.
+        mode: permission bits for the new file (the old file's).
+
+    Raises:
+        WriteBackError: the upload failed, with the errno of the failure and a
+            message naming how far it got and what ``path`` holds now.
+    """
+    directory, name = posixpath.split(path)
+    temporary = posixpath.join(directory, f".{name}.aviary-{os.getpid()}-{os.urandom(4).hex()}")
+    try:
+        handle = driver.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode & 0o7777)
+    except OSError as exc:
+        if exc.errno not in _NO_TEMPORARY:
+            raise _failed(exc, path, 0, len(data), f"{path} is unchanged") from None
+        _rewrite_in_place(driver, path, data)
+        return
+    progress = _Progress()
+    open_handle: Handle | None = handle
+    try:
+        _upload(driver, handle, data, progress)
+        with contextlib.suppress(OSError):  # not every protocol can fsync; rename still orders
+            driver.fsync(handle)
+        open_handle = None
+        driver.close(handle)
+        driver.rename(temporary, path)
+    except OSError as exc:
+        if open_handle is not None:
+            with contextlib.suppress(OSError):
+                driver.close(open_handle)
+        with contextlib.suppress(OSError):
+            driver.unlink(temporary)
+        if progress.sent == len(data) and exc.errno in _NO_RENAME_OVER:
+            _rewrite_in_place(driver, path, data)  # the protocol cannot replace a file
+            return
+        raise _failed(exc, path, progress.sent, len(data), f"{path} is unchanged") from None
+
+
+@dataclass(slots=True)
+class _Progress:
+    sent: int = 0  # bytes the server acknowledged
+
+
+def _upload(driver: Driver, handle: Handle, data: bytes, progress: _Progress) -> None:
+    """Write ``data`` from offset 0, counting in ``progress`` what the server acknowledged."""
+    while progress.sent < len(data):
+        chunk = data[progress.sent : progress.sent + WRITE_CHUNK]
+        wrote = driver.pwrite(handle, chunk, progress.sent)
+        if wrote <= 0:
+            raise OSError(errno.EIO, "the server accepted no bytes")
+        progress.sent += wrote
+
+
+def _rewrite_in_place(driver: Driver, path: str, data: bytes) -> None:
+    """Rewrite ``path`` itself; on failure keep only what the server acknowledged."""
+    handle = driver.open(path, os.O_WRONLY)
+    progress = _Progress()
+    try:
+        _upload(driver, handle, data, progress)
+        driver.ftruncate(handle, len(data))
+    except OSError as exc:
+        try:
+            driver.ftruncate(handle, progress.sent)
+            holds = f"{path} holds the first {progress.sent} bytes of the new contents"
+        except OSError:
+            holds = f"{path} may hold a mix of old and new contents"
+        raise _failed(exc, path, progress.sent, len(data), holds) from None
+    finally:
+        with contextlib.suppress(OSError):
+            driver.close(handle)
+
+
+def _failed(exc: OSError, path: str, sent: int, total: int, holds: str) -> WriteBackError:
+    code = exc.errno or errno.EIO
+    reason = exc.strerror or str(exc)
+    return WriteBackError(
+        code,
+        f"writing back {path} failed after {sent} of {total} bytes "
+        f"({errno.errorcode.get(code, code)}: {reason}); {holds}",
+    )

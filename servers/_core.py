@@ -13,7 +13,13 @@ server. Each kind of server is a :class:`ServerSpec` in :data:`SERVERS`, keyed
    tail of its log if the process died or the deadline passed;
 4. on stop, sends SIGTERM to the server's PID and to the PIDs of its children
    (a forking server leaves one per connection), SIGKILL after a grace
-   period, and removes the base directory.
+   period, and removes the base directory;
+5. if the run that started it dies first, even by SIGKILL, a watchdog
+   (:class:`Watchdog`: a small process of its own, holding the read end of a
+   pipe whose write end only the run holds) sees the pipe close and ends the
+   server's process group, so no server outlives its run. A parent-death
+   signal alone would not do: the kernel forgets it when a server drops to
+   its service user, and forking servers' children never had it.
 
 Nothing here reaches anything but 127.0.0.1.
 """
@@ -28,6 +34,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -46,6 +53,7 @@ __all__ = [
     "ServerHandle",
     "ServerSpec",
     "ServerUnavailable",
+    "Watchdog",
     "child_pids",
     "free_port",
     "give_to",
@@ -130,6 +138,86 @@ class ServerHandle(Protocol):
     def stop(self) -> None: ...
 
 
+# The watchdog's program: wait for the run's end of the pipe to close; a
+# message first ("q") means the run stopped the server itself.
+_WATCHDOG_PROGRAM = """
+import os, shutil, signal, sys, time
+group, grace, base = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+try:
+    said = os.read(0, 1)
+except OSError:
+    said = b""
+if said:
+    sys.exit(0)
+for sig in (signal.SIGTERM, signal.SIGCONT):
+    try:
+        os.killpg(group, sig)
+    except OSError:
+        pass
+ends = time.monotonic() + grace
+while time.monotonic() < ends:
+    try:
+        os.killpg(group, 0)
+    except OSError:
+        break
+    time.sleep(0.05)
+else:
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except OSError:
+        pass
+if base:
+    shutil.rmtree(base, ignore_errors=True)
+"""
+
+
+class Watchdog:
+    """Ends a server's process group when the process that started it dies.
+
+    It also removes the server's base directory ``base``. The watchdog runs in
+    a session of its own (a Ctrl-C or a killed process group of the run does
+    not reach it) and is released by :meth:`release` when the run stops the
+    server itself.
+    """
+
+    def __init__(self, group: int, base: Path | None = None) -> None:
+        read_end, self._write_end = os.pipe()  # not inherited by later children (O_CLOEXEC)
+        try:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    _WATCHDOG_PROGRAM,
+                    str(group),
+                    str(STOP_GRACE),
+                    str(base or ""),
+                ],
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except BaseException:
+            os.close(self._write_end)
+            raise
+        finally:
+            os.close(read_end)
+
+    def release(self) -> None:
+        """The server was stopped by its run: let the watchdog go without acting."""
+        if self._write_end < 0:
+            return
+        with contextlib.suppress(OSError):
+            os.write(self._write_end, b"q")
+        os.close(self._write_end)
+        self._write_end = -1
+        try:
+            self.process.wait(timeout=STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
 @dataclass
 class RunningServer:
     """A started server; use as a context manager or call :meth:`stop`."""
@@ -144,6 +232,10 @@ class RunningServer:
     as_user: str | None = None
     client_env: dict[str, str] = field(default_factory=dict)
     _stopped: bool = field(default=False, repr=False)
+    _watchdog: Watchdog | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self._watchdog = Watchdog(self.process.pid, self.base)
 
     @property
     def pid(self) -> int:
@@ -193,6 +285,9 @@ class RunningServer:
         deadline = time.monotonic() + timeout
         while True:  # the old process's listening socket may linger a moment
             self.process = _launch(self.spec, ctx)
+            if self._watchdog is not None:  # the last try's process died at once
+                self._watchdog.release()
+            self._watchdog = Watchdog(self.process.pid, self.base)
             try:
                 _wait_until_ready(self, deadline)
                 return
@@ -233,6 +328,9 @@ class RunningServer:
             if pid_alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+        if self._watchdog is not None:
+            self._watchdog.release()
+            self._watchdog = None
 
     def __enter__(self) -> RunningServer:
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -56,3 +57,52 @@ def test_data_path_packages_do_not_import_the_harness(package: str) -> None:
                 if n.split(".")[0] in FORBIDDEN[package]
             ]
     assert not offenders, offenders
+
+
+#: A program name that means "whichever Python is first on PATH".
+_BARE_PYTHON = re.compile(r"^python(3(\.\d+)?)?$")
+_BARE_PYTHON_COMMAND = re.compile(r"^python(3(\.\d+)?)?\s")
+
+
+def bare_python_calls(source: str, filename: str = "<source>") -> list[str]:
+    """Where ``source`` starts a bare ``python``/``python3`` (an argv list or a shell string).
+
+    The project's interpreter is ``sys.executable`` (the venv's): a bare name finds
+    another Python, without the project's packages, on a fresh machine.
+    """
+    found = []
+    for node in ast.walk(ast.parse(source, filename=filename)):
+        if isinstance(node, ast.List | ast.Tuple) and node.elts:
+            first = node.elts[0]
+            if isinstance(first, ast.Constant) and _BARE_PYTHON.match(str(first.value)):
+                found.append(f"{filename}:{node.lineno}: [{first.value!r}, ...]")
+        elif isinstance(node, ast.Call):
+            for arg in node.args:
+                if isinstance(arg, ast.Constant) and _BARE_PYTHON_COMMAND.match(str(arg.value)):
+                    found.append(f"{filename}:{node.lineno}: {str(arg.value)[:40]!r}")
+    return found
+
+
+def test_no_bare_python_in_subprocesses() -> None:
+    offenders = []
+    for package in (*PACKAGES, "tests"):
+        for source in sorted((ROOT / package).rglob("*.py")):
+            offenders += bare_python_calls(source.read_text(), str(source.relative_to(ROOT)))
+    assert not offenders, offenders
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        'subprocess.run(["python", "-c", "1"])',
+        'subprocess.Popen(("python3", "x.py"))',
+        'subprocess.run("python3 -m pytest", shell=True)',
+        'os.system("python x.py")',
+    ],
+)
+def test_bare_python_check_catches(call: str) -> None:
+    assert bare_python_calls(call)
+
+
+def test_bare_python_check_lets_the_project_interpreter_pass() -> None:
+    assert not bare_python_calls('subprocess.run([sys.executable, "-c", "print(\'python\')"])')

@@ -8,6 +8,7 @@ import os
 import random
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -306,7 +307,7 @@ def test_cli_runs_a_program_as_the_client() -> None:
     if KernelNet.missing():
         pytest.skip(str(KernelNet.missing()))
     result = subprocess.run(
-        ["python", "-c", "import sys; from harness.cli import main; sys.exit(main(sys.argv[1:]))",
+        [sys.executable, "-c", "import sys; from harness.cli import main; sys.exit(main(sys.argv[1:]))",
          "faultnet", "kernel", "--target", "127.0.0.1:1", "--", "ip", "-br", "addr"],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip

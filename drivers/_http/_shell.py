@@ -45,7 +45,7 @@ from drivers._http._events import (
 )
 from drivers._network import call_with_recovery, connect_tcp, recovery_budget
 
-__all__ = ["HttpClient", "HttpReply"]
+__all__ = ["MAX_LISTING_BYTES", "HttpClient", "HttpReply"]
 
 _RECV_CHUNK = 256 * 1024
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PROPFIND", "OPTIONS", "PUT", "DELETE", "MKCOL"})
@@ -56,6 +56,8 @@ _REPLAYABLE = frozenset({"GET", "HEAD", "PROPFIND", "OPTIONS", "PUT"})
 #: Seconds of reconnecting after a connection that worked broke (HTTP and WebDAV).
 DEFAULT_RECOVERY = 60.0
 RECOVERY_ENV = "AVIARY_HTTP_RECOVERY"
+#: A directory listing (an index page, a PROPFIND) larger than this is refused (EPROTO).
+MAX_LISTING_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +131,7 @@ class HttpClient:
         body: bytes = b"",
         *,
         stop_after: int | None = None,
+        limit: int | None = None,
     ) -> HttpReply:
         """Send one request and read its whole response.
 
@@ -139,6 +142,7 @@ class HttpClient:
             body: the request body (sent with Content-Length).
             stop_after: the body bytes wanted; once more than this arrived, the
                 connection is dropped instead of reading the rest (``truncated``).
+            limit: the most body bytes a sane reply has (a listing): more is EPROTO.
 
         Raises:
             OSError: ECONNREFUSED, ECONNRESET, ETIMEDOUT, EHOSTUNREACH, or EPROTO when
@@ -152,23 +156,27 @@ class HttpClient:
         def once() -> HttpReply:
             reused = self._sock is not None
             try:
-                return self._cycle(request, body, stop_after)
+                return self._cycle(request, body, stop_after, limit)
             except _StaleConnection:
                 self.close()
                 if not reused or method not in _IDEMPOTENT:
                     raise OSError(
                         errno.ECONNRESET, f"{self.label}: server closed the connection"
                     ) from None
-                return self._cycle(request, body, stop_after)
+                return self._cycle(request, body, stop_after, limit)
 
         # Only a server that once answered is waited for: one never reached is an answer.
         if method not in _REPLAYABLE or not self._cycles_done:
             return once()
-        reply = call_with_recovery(method, once, budget=self.recovery, reset=self.close)
+        reply = call_with_recovery(
+            method, once, budget=self.recovery, reset=self.close, attempt_time=self.timeout
+        )
         assert reply is not None  # replayable requests are never "applied by the first copy"
         return reply
 
-    def _cycle(self, request: Request, body: bytes, stop_after: int | None) -> HttpReply:
+    def _cycle(
+        self, request: Request, body: bytes, stop_after: int | None, limit: int | None = None
+    ) -> HttpReply:
         sock, conn = self._connection()
         deadline = time.monotonic() + self.timeout
         payload = conn.send(request) + conn.send(Data(body)) + conn.send(EndOfMessage())
@@ -202,6 +210,11 @@ class HttpClient:
             elif isinstance(event, Data):
                 parts.append(event.data)
                 received += len(event.data)
+                if limit is not None and received > limit:
+                    self.close()
+                    raise OSError(
+                        errno.EPROTO, f"{self.label}: {request.method} reply over {limit} bytes"
+                    )
                 if stop_after is not None and received > stop_after:
                     # The rest of a long body is not worth reading: drop the connection.
                     self.counters.round_trip()

@@ -115,6 +115,8 @@ _RESULT = re.compile(rb"\s*([-+]?\d+)")
 MAX_REPLY_LINE = 64 * 1024
 #: A listed name (NAME_MAX is 255 bytes) longer than this means the server lies.
 MAX_LISTED_NAME = 4096
+#: A listing larger than this (about a million names) is refused, not held in memory.
+MAX_LISTING_BYTES = 64 * 1024 * 1024
 
 
 class ChirpConnection:
@@ -131,6 +133,7 @@ class ChirpConnection:
         self._lines: list[str] | None = None
         self._entry_name: str | None = None
         self._entries: list[tuple[str, object]] = []
+        self._listed_bytes = 0
 
     # -- input ------------------------------------------------------------------------
 
@@ -303,6 +306,7 @@ class ChirpConnection:
         self._lines = []
         self._entries = []
         self._entry_name = None
+        self._listed_bytes = 0
         return self._continue_list(request)
 
     def _continue_list(self, request: Request) -> Event | NeedData:
@@ -311,6 +315,11 @@ class ChirpConnection:
             line = self._take_line()
             if line is None:
                 return NEED_DATA
+            self._listed_bytes += len(line) + 1
+            if self._listed_bytes > MAX_LISTING_BYTES:
+                raise RemoteProtocolError(
+                    f"{request.verb}: listing longer than {MAX_LISTING_BYTES} bytes"
+                )
             if request.reply is Reply.LINES:
                 if line == "":
                     lines, self._lines = tuple(self._lines), None

@@ -9,8 +9,8 @@ the network has a deadline: ``timeout`` bounds each ``recv``/``send``, and
 the socket's ``TCP_USER_TIMEOUT`` and keepalive (``_recovery.tune_socket``)
 make the kernel give up on a blackholed connection in about the same time.
 
-Recovery (the seeds' SP5 NAT story): when a call finds its
-connection broken (ECONNRESET, EPIPE, ETIMEDOUT, EPROTO), the shell
+Recovery (the seeds' SP5 NAT story): when a call finds a connection that
+once logged in broken (ECONNRESET, EPIPE, ETIMEDOUT), the shell
 reconnects with bounded backoff for up to ``recovery`` seconds, reopens every
 open file by path without O_CREAT/O_TRUNC/O_EXCL, checks that the path still
 names the same inode (and size, where it cannot have changed), and sends the
@@ -18,6 +18,12 @@ call again, rebuilt so that it names the handle's descriptor on the new
 connection. A handle whose file changed answers ESTALE from then on; the
 others go on. The decisions (which errors, which flags, same file or not,
 what a replayed error means) are the pure functions of ``_recovery.py``.
+
+Bounds: a call ends within ``timeout`` plus ``recovery`` seconds. The budget
+starts when the connection breaks and also bounds every wait of the
+reconnects and of the replay (``_limit``). A server never logged in to is
+not recovered (it never answered: that is the answer), and a malformed reply
+is EPROTO at once: a lying server is not asked again.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from contextlib import contextmanager, suppress
 
 from drivers._counters import UNATTRIBUTED
 from drivers._interface import Driver, Handle, raise_errno
-from drivers._network import receive_some
+from drivers._network import ReplyDeadline
 from drivers.chirp._connection import BROKEN, READY, ChirpConnection
 from drivers.chirp._events import (
     NEED_DATA,
@@ -105,6 +111,9 @@ class ChirpShell(Driver):
         self._next_handle = 3  # handles are ours, not the server's fds, so they survive reopens
         #: How many times a broken connection was recovered (for tests and reports).
         self.recoveries = 0
+        self._logins = 0
+        # The monotonic time at which a recovery's budget ends; every wait stops there.
+        self._limit: float | None = None
 
     def describe(self) -> str:
         return f"chirp://{self.host}:{self.port}"
@@ -156,6 +165,7 @@ class ChirpShell(Driver):
             # The login's round trips are the connection's, not the operation's that needed it.
             with self.counters.operation(UNATTRIBUTED):
                 self._authenticate(sock, self._conn)
+            self._logins += 1
             self._reopen_files()
         except BaseException:
             self._disconnect()
@@ -184,7 +194,8 @@ class ChirpShell(Driver):
 
     def _recover(self, broken: _Broken) -> None:
         """Reconnect with backoff until the budget is spent; reraise ``broken`` if it is."""
-        deadline = time.monotonic() + self.recovery
+        assert self._limit is not None
+        deadline = self._limit
         last: OSError = broken
         for delay in backoff_delays():
             remaining = deadline - time.monotonic()
@@ -248,6 +259,8 @@ class ChirpShell(Driver):
 
     def _send(self, sock: socket.socket, conn: ChirpConnection, event: Event) -> None:
         data = conn.send(event)
+        if self._limit is not None:
+            sock.settimeout(max(0.001, min(self.timeout, self._limit - time.monotonic())))
         try:
             sock.sendall(data)
         except TimeoutError:
@@ -258,9 +271,11 @@ class ChirpShell(Driver):
             raise _Broken(
                 exc.errno or errno.ECONNRESET, f"chirp {self.describe()}: {exc.strerror}"
             ) from None
+        sock.settimeout(self.timeout)
         self.counters.sent(len(data))
 
     def _receive(self, sock: socket.socket, conn: ChirpConnection) -> Event:
+        deadline = ReplyDeadline(self.timeout, f"chirp {self.describe()}", self._limit)
         while True:
             try:
                 event = conn.next_event()
@@ -270,7 +285,7 @@ class ChirpShell(Driver):
             if event is not NEED_DATA:
                 return event
             try:
-                data = receive_some(sock, _RECV_CHUNK, self.timeout, f"chirp {self.describe()}")
+                data = deadline.receive(sock, _RECV_CHUNK)
             except OSError as exc:
                 self._disconnect()
                 raise _Broken(exc.errno, exc.strerror) from None
@@ -293,17 +308,21 @@ class ChirpShell(Driver):
         try:
             return attempt(False)
         except _Broken as broken:
-            if not self.recovery or broken.errno not in BROKEN_CONNECTION:
+            if not self.recovery or not self._logins or broken.errno not in BROKEN_CONNECTION:
                 raise OSError(broken.errno, broken.strerror) from None
             failure = broken
-        while True:
-            self._recover(failure)
-            try:
-                return attempt(True)
-            except _Broken as broken:
-                if broken.errno not in BROKEN_CONNECTION:
-                    raise OSError(broken.errno, broken.strerror) from None
-                failure = broken
+        self._limit = time.monotonic() + self.recovery
+        try:
+            while True:
+                self._recover(failure)
+                try:
+                    return attempt(True)
+                except _Broken as broken:
+                    if broken.errno not in BROKEN_CONNECTION or time.monotonic() >= self._limit:
+                        raise OSError(broken.errno, broken.strerror) from None
+                    failure = broken
+        finally:
+            self._limit = None
 
     def _call(
         self,

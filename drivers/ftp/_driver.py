@@ -67,6 +67,8 @@ _O_TMPFILE = getattr(os, "O_TMPFILE", 0)
 #: Seconds of reconnecting after a broken connection (overridden by the environment).
 DEFAULT_RECOVERY = 60.0
 RECOVERY_ENV = "AVIARY_FTP_RECOVERY"
+#: A directory listing larger than this (about a million names) is refused (EPROTO).
+MAX_LISTING_BYTES = 64 * 1024 * 1024
 
 T = TypeVar("T")
 
@@ -183,7 +185,14 @@ class FtpDriver(Driver):
         if self.session.stream is not None or budget <= 0:
             return attempt()  # a download is streaming: a retry would lose its place
         return cast(
-            T, call_with_recovery(operation, attempt, budget=budget, reset=self.session.disconnect)
+            T,
+            call_with_recovery(
+                operation,
+                attempt,
+                budget=budget,
+                reset=self.session.disconnect,
+                attempt_time=self.session.timeout,
+            ),
         )
 
     def _lookup(self, path: str) -> Listed | None:
@@ -584,7 +593,7 @@ class FtpDriver(Driver):
     def _list(self, path: str) -> list[Listed]:
         """The entries of a directory (never "." or ".."); a refusal raises the interviewed errno."""
         if self.listing_method == "MLSD":
-            data, reply = self.session.download("MLSD", path)
+            data, reply = self.session.download("MLSD", path, MAX_LISTING_BYTES)
             parse = parse_mlsx_line
         else:
             # LIST of a file or of a missing name "succeeds" on vsftpd: ask first. (Not
@@ -592,7 +601,7 @@ class FtpDriver(Driver):
             found = self._lookup(path)
             if found is None or found.type is not FileType.DIRECTORY:
                 self._fail(self._diagnose(interview.after_failed_listing, path), path)
-            data, reply = self.session.download("LIST", f"-a {path}")
+            data, reply = self.session.download("LIST", f"-a {path}", MAX_LISTING_BYTES)
             parse = parse_list_line
         if data is None or not reply.ok:
             self._fail(self._diagnose(interview.after_failed_listing, path), path)

@@ -29,7 +29,7 @@ from typing import BinaryIO
 
 from drivers._counters import DriverCounters
 from drivers._interface import raise_errno
-from drivers._network import connect_tcp, receive_some
+from drivers._network import ReplyDeadline, connect_tcp
 from drivers.ftp._connection import BROKEN, CLOSED, READY, TRANSFER, FtpConnection
 from drivers.ftp._events import NEED_DATA, ProtocolError, Reply
 from drivers.ftp._verbs import (
@@ -176,6 +176,7 @@ class FtpSession:
     def _receive(self) -> Reply:
         assert self._sock is not None and self._conn is not None
         conn, sock = self._conn, self._sock
+        deadline = ReplyDeadline(self.timeout, self.describe())
         while True:
             try:
                 event = conn.next_event()
@@ -188,7 +189,7 @@ class FtpSession:
                     raise OSError(errno.ECONNRESET, f"{self.describe()}: {event}")
                 return event
             try:
-                data = receive_some(sock, _RECV_CHUNK, self.timeout, self.describe())
+                data = deadline.receive(sock, _RECV_CHUNK)
             except OSError:
                 self.disconnect()
                 raise
@@ -267,16 +268,22 @@ class FtpSession:
         return self._receive()
 
     def read_all(self, sock: socket.socket) -> Iterator[bytes]:
-        """The bytes of a download until the server closes the data connection."""
+        """The bytes of a download until the server closes the data connection.
+
+        The download is held to a :class:`ReplyDeadline`: a trickle ends in ETIMEDOUT.
+        """
+        deadline = ReplyDeadline(self.timeout, f"{self.describe()}: data")
         while True:
-            chunk = self._recv_data(sock, _RECV_CHUNK)
+            chunk = self._recv_data(sock, _RECV_CHUNK, deadline)
             if not chunk:
                 return
             yield chunk
 
-    def _recv_data(self, sock: socket.socket, size: int) -> bytes:
+    def _recv_data(
+        self, sock: socket.socket, size: int, deadline: ReplyDeadline | None = None
+    ) -> bytes:
         try:
-            chunk = sock.recv(size)
+            chunk = deadline.receive(sock, size) if deadline is not None else sock.recv(size)
         except TimeoutError:
             sock.close()
             self.disconnect()
@@ -336,13 +343,29 @@ class FtpSession:
             ) from None
         return self.finish(sock)
 
-    def download(self, verb: str, argument: str | None) -> tuple[bytes | None, Reply]:
-        """A whole download: (bytes, final reply), or (None, the failure reply)."""
+    def download(
+        self, verb: str, argument: str | None, limit: int | None = None
+    ) -> tuple[bytes | None, Reply]:
+        """A whole download: (bytes, final reply), or (None, the failure reply).
+
+        Raises:
+            OSError: EPROTO when more than ``limit`` bytes arrive (a listing without end).
+        """
         sock, reply = self.start(verb, argument)
         if sock is None:
             return None, reply
-        data = b"".join(self.read_all(sock))
-        return data, self.finish(sock)
+        parts: list[bytes] = []
+        size = 0
+        for chunk in self.read_all(sock):
+            size += len(chunk)
+            if limit is not None and size > limit:
+                sock.close()
+                self.disconnect()
+                raise OSError(
+                    errno.EPROTO, f"{self.describe()}: {verb} sent more than {limit} bytes"
+                )
+            parts.append(chunk)
+        return b"".join(parts), self.finish(sock)
 
     # -- streams -------------------------------------------------------------------------------
 

@@ -50,7 +50,7 @@ from drivers._http._files import (
     synthesize_stat,
     url_path,
 )
-from drivers._http._shell import HttpClient, HttpReply
+from drivers._http._shell import MAX_LISTING_BYTES, HttpClient, HttpReply
 from drivers._interface import DirEntry, Driver, Handle, StatFS, StatResult, raise_errno
 from drivers._url import Location
 from drivers.http._listing import parse_listing
@@ -115,8 +115,11 @@ class HttpDriver(Driver):
         target: str,
         headers: list[tuple[str, str]] | None = None,
         stop_after: int | None = None,
+        limit: int | None = None,
     ) -> HttpReply:
-        return self._client.request(method, target, headers or [], stop_after=stop_after)
+        return self._client.request(
+            method, target, headers or [], stop_after=stop_after, limit=limit
+        )
 
     def _kind(self, path: str) -> bool | None:
         """True for a directory, False for a file, None when missing (one HEAD)."""
@@ -305,7 +308,7 @@ class HttpDriver(Driver):
 
     def readdir(self, path: str) -> list[DirEntry]:
         with self.counters.operation("readdir"):
-            reply = self._request("GET", url_path(path, directory=True))
+            reply = self._request("GET", url_path(path, directory=True), limit=MAX_LISTING_BYTES)
             if reply.status != 200:
                 if reply.status in (404, 410) and self._kind(path) is False:
                     raise_errno(errno.ENOTDIR, path)

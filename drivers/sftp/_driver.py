@@ -304,7 +304,14 @@ class SftpDriver(Driver):
         # Path operations only, and only once a connection worked (see the class docstring).
         budget = self.recovery if self._generation else 0.0
         return cast(
-            T, call_with_recovery(operation, attempt, budget=budget, reset=self._disconnect)
+            T,
+            call_with_recovery(
+                operation,
+                attempt,
+                budget=budget,
+                reset=self._disconnect,
+                attempt_time=self.timeout,
+            ),
         )
 
     # -- metadata -------------------------------------------------------------------------

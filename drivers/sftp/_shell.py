@@ -28,6 +28,7 @@ import errno
 import os
 import socket
 import struct
+import threading
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,6 +254,18 @@ def open_session(host: str, port: int, user: str, timeout: float) -> SftpSession
     transport.handshake_timeout = timeout
     transport.auth_timeout = timeout
     transport.channel_timeout = timeout
+    # Banner, key exchange, login and channel each wait up to ``timeout``; a
+    # server that answers each just in time would hold us four times as long.
+    # The whole opening gets one ``timeout``: then the socket is shut under it.
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        with suppress(OSError):
+            raw.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(timeout, expire)
+    timer.start()
     try:
         transport.start_client(timeout=timeout)
         _check_host_key(transport, host, port)
@@ -261,12 +274,26 @@ def open_session(host: str, port: int, user: str, timeout: float) -> SftpSession
         channel.settimeout(timeout)
         channel.invoke_subsystem("sftp")
         client = StatusClient(channel)
-    except OSError:
+        timer.cancel()
+        if expired.is_set():
+            raise EOFError("the session opened as its time ran out")
+    except OSError as exc:
         transport.close()
         raw.close()
-        raise
+        if expired.is_set():
+            raise _expired(host, port, timeout) from None
+        raise exc from None
     except (paramiko.SSHException, EOFError) as exc:
         transport.close()
         raw.close()
+        if expired.is_set():
+            raise _expired(host, port, timeout) from None
         raise OSError(errno.EPROTO, f"sftp {host}:{port}: {exc}") from None
+    finally:
+        timer.cancel()
+        timer.join()
     return SftpSession(sock, transport, client)
+
+
+def _expired(host: str, port: int, timeout: float) -> OSError:
+    return OSError(errno.ETIMEDOUT, f"sftp {host}:{port}: no SSH session within {timeout:g} s")

@@ -62,7 +62,7 @@ from drivers._http._files import (
     synthesize_stat,
     url_path,
 )
-from drivers._http._shell import HttpClient, HttpReply
+from drivers._http._shell import MAX_LISTING_BYTES, HttpClient, HttpReply
 from drivers._interface import DirEntry, Driver, FileType, Handle, StatFS, StatResult, raise_errno
 from drivers._url import Location
 from drivers.webdav._multistatus import PROPFIND_BODY, DavResource, parse_multistatus
@@ -150,8 +150,11 @@ class WebDavDriver(Driver):
         target: str,
         headers: list[tuple[str, str]] | None = None,
         body: bytes = b"",
+        limit: int | None = None,
     ) -> HttpReply:
-        reply = self._client.request(method, target, [*self._auth, *(headers or [])], body)
+        reply = self._client.request(
+            method, target, [*self._auth, *(headers or [])], body, limit=limit
+        )
         if reply.status == 401:
             raise OSError(errno.EACCES, f"{self.describe()} refused the login (401)")
         return reply
@@ -159,7 +162,9 @@ class WebDavDriver(Driver):
     def _propfind(self, path: str, depth: int) -> list[DavResource] | None:
         """The resources of a PROPFIND, or None when the path does not exist (404)."""
         headers = [("Depth", str(depth)), ("Content-Type", 'application/xml; charset="utf-8"')]
-        reply = self._request("PROPFIND", url_path(path), headers, PROPFIND_BODY)
+        reply = self._request(
+            "PROPFIND", url_path(path), headers, PROPFIND_BODY, limit=MAX_LISTING_BYTES
+        )
         if reply.status in (404, 410):
             return None
         if reply.status != 207:
