@@ -26,11 +26,12 @@ from urllib.parse import quote
 from drivers import Driver, driver_for_service, parse_url
 from reference_agent import _memory, _ptrace
 from reference_agent._abi import AT_FDCWD
-from reference_agent._loop import Rewrite, TracerLoop
+from reference_agent._loop import Park, Rewrite, TracerLoop
 from reference_agent._ptrace import Event, ExecEvent, Exited, ForkEvent, ForkKind, Killed, Registers
 from reference_agent.files import RemoteFile, RemoteFileTable
 from reference_agent.identity import Identity
 from reference_agent.interpreters import plan_exec
+from reference_agent.locks import LockTable, Owner, Waiter
 from reference_agent.namespace import (
     LocalTarget,
     Namespace,
@@ -50,8 +51,8 @@ if TYPE_CHECKING:
 __all__ = ["Agent", "AgentOptions", "Call", "Native", "Outcome", "Resolved"]
 
 #: What a handler answers: None (run natively), an int (the emulated result,
-#: -errno on failure) or a Rewrite of the call.
-Outcome = int | Rewrite | None
+#: -errno on failure), a Rewrite of the call, or Park (wait for a lock).
+Outcome = int | Rewrite | Park | None
 #: Bytes kept clear below the stack pointer before the agent's scratch strings,
 #: so that a signal frame pushed during a restarted syscall cannot reach them.
 SCRATCH_GAP = 16 * 1024
@@ -183,6 +184,7 @@ class Agent:
         self._traced_ops: Counter[str] = Counter()  # driver operations already in the trace
         self.copies = 0  # local copies made for --cache whole
         self.guard: Guard | None = None
+        self.locks = LockTable()  # record locks on remote files, between this run's processes
         shared = self.options.shared_cache
         self.whole_cache = WholeFileCache(shared) if shared is not None else None
 
@@ -273,6 +275,8 @@ class Agent:
             self.collect_files()
         elif isinstance(event, Exited | Killed):
             self.cwds.pop(event.pid, None)
+            self.locks.cancel(event.pid)
+            self.wake_lock_waiters(self.locks.release(Owner("process", event.pid)))
             self.collect_files()
 
     def live_pids(self) -> list[int]:
@@ -281,7 +285,14 @@ class Agent:
     def collect_files(self) -> None:
         """Release remote files whose last descriptor is gone."""
         if len(self.files):
-            self.files.collect(self.live_pids())
+            for remote in self.files.collect(self.live_pids()):
+                self.wake_lock_waiters(self.locks.release(Owner("description", remote.key)))
+
+    def wake_lock_waiters(self, granted: list[Waiter]) -> None:
+        """Let callers parked on a lock return: their locks are now theirs."""
+        for waiter in granted:
+            if self.loop is not None:
+                self.loop.wake(waiter.token, 0)
 
     def _on_syscall(self, pid: int, nr: int, registers: Registers) -> Outcome:
         entry = self._table.get(nr)
@@ -313,7 +324,13 @@ class Agent:
         return outcome
 
     def _record(self, call: Call, outcome: Outcome, micros: float) -> None:
-        result: int | str = outcome if isinstance(outcome, int) else "native"
+        result: int | str = (
+            outcome
+            if isinstance(outcome, int)
+            else "parked"
+            if isinstance(outcome, Park)
+            else "native"
+        )
         stats = self.stats[(call.name, self._mount_of_call)]
         stats.calls += 1
         stats.micros += micros

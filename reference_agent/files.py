@@ -45,6 +45,8 @@ class RemoteFile:
     key: tuple[int, int] = field(default=(0, 0))
     local_copy: str | None = None  # --cache whole: the local file the program works on
     synced: tuple[int, int] | None = None  # (mtime_ns, size) of local_copy when last sent
+    #: A shared writable mapping of the placeholder exists: its bytes go back at close and fsync.
+    shared_map: bool = False
 
     def sync(self) -> None:
         """--cache whole: send the local copy to the server if it changed since last time."""

@@ -14,7 +14,15 @@ from collections.abc import Callable, Set
 from dataclasses import dataclass
 from typing import Literal
 
-from reference_agent import _ptrace, sys_file, sys_identity, sys_path, sys_process, sys_stat
+from reference_agent import (
+    _ptrace,
+    sys_file,
+    sys_identity,
+    sys_lock,
+    sys_path,
+    sys_process,
+    sys_stat,
+)
 from reference_agent.agent import Agent, Call, Outcome
 from reference_agent.identity import HOSTNAME_FEATURE, IDENTITY_FEATURE
 
@@ -67,13 +75,23 @@ def _entries() -> list[Entry]:
         Entry("fdatasync", f.sys_fsync, "full"),
         Entry("ftruncate", f.sys_ftruncate, "full"),
         Entry("fchmod", f.sys_fchmod, "full"),
-        Entry("fcntl", f.sys_fcntl, "partial", "record locks on remote files: ENOLCK"),
-        Entry("flock", f.sys_flock, "refused", "ENOLCK on remote files"),
+        Entry(
+            "fcntl",
+            f.sys_fcntl,
+            "partial",
+            "record locks on remote files are the agent's: other clients do not see them",
+        ),
+        Entry(
+            "flock",
+            sys_lock.sys_flock,
+            "partial",
+            "locks on remote files are the agent's: other clients do not see them",
+        ),
         Entry(
             "mmap",
             f.sys_mmap,
             "partial",
-            "remote files are copied whole; shared writable maps need --cache whole",
+            "remote files are copied whole; a shared writable map goes back at close and fsync",
         ),
         Entry("fallocate", f.sys_fd_hole, "refused", "ENOSYS on remote files"),
         Entry(
