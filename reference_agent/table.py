@@ -16,6 +16,7 @@ from typing import Literal
 
 from reference_agent import (
     _ptrace,
+    sys_copy,
     sys_file,
     sys_identity,
     sys_lock,
@@ -95,12 +96,14 @@ def _entries() -> list[Entry]:
         ),
         Entry("fallocate", f.sys_fd_hole, "refused", "ENOSYS on remote files"),
         Entry(
-            "sendfile",
-            f.sys_fd_hole,
-            "refused",
-            "ENOSYS on remote files (programs fall back to read/write)",
+            "sendfile", sys_copy.sys_sendfile, "partial", "moves at most 1 MiB per call when remote"
         ),
-        Entry("copy_file_range", f.sys_fd_hole, "refused", "ENOSYS on remote files"),
+        Entry(
+            "copy_file_range",
+            sys_copy.sys_copy_file_range,
+            "partial",
+            "moves at most 1 MiB per call when remote",
+        ),
         Entry("splice", f.sys_fd_hole, "refused", "ENOSYS on remote files"),
         Entry("fchown", p.sys_fchown, "partial", "EPERM unless the owner stays the same"),
         Entry(
