@@ -80,6 +80,8 @@ class AgentOptions:
     sandbox: SandboxRules | None = None
     #: --cache-dir: whole-file copies of read-only remote files kept across runs.
     shared_cache: Path | None = None
+    #: --chown: "fail" (EPERM) or "ignore" (success, the change dropped) for remote owners.
+    chown: str = "fail"
 
 
 @dataclass(slots=True)
@@ -421,6 +423,10 @@ class Agent:
         if remote is not None:
             self._mount_of_call = remote.driver.describe()
         return remote
+
+    def on_remote_mount(self) -> bool:
+        """Whether the call being answered has reached a remote endpoint."""
+        return self._mount_of_call != "local"
 
     def cwd_of(self, pid: int) -> str:
         return self._cwd(pid).logical

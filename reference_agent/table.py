@@ -20,6 +20,7 @@ from reference_agent import (
     sys_file,
     sys_identity,
     sys_lock,
+    sys_owner,
     sys_path,
     sys_process,
     sys_stat,
@@ -105,7 +106,7 @@ def _entries() -> list[Entry]:
             "moves at most 1 MiB per call when remote",
         ),
         Entry("splice", f.sys_fd_hole, "refused", "ENOSYS on remote files"),
-        Entry("fchown", p.sys_fchown, "partial", "EPERM unless the owner stays the same"),
+        Entry("fchown", sys_owner.sys_fchown, "partial", "EPERM (--chown ignore: dropped)"),
         Entry(
             "getdents",
             f.sys_fd_hole,
@@ -150,10 +151,13 @@ def _entries() -> list[Entry]:
         Entry("chmod", p.sys_chmod, "full"),
         Entry("fchmodat", p.sys_fchmodat, "full"),
         Entry(
-            "chown", p.sys_chown, "refused", "EPERM on remote paths: servers keep their own owners"
+            "chown",
+            sys_owner.sys_chown,
+            "partial",
+            "EPERM on remote paths: servers keep their own owners (--chown ignore: dropped)",
         ),
-        Entry("lchown", p.sys_chown, "refused", "EPERM on remote paths"),
-        Entry("fchownat", p.sys_chown, "refused", "EPERM on remote paths"),
+        Entry("lchown", sys_owner.sys_chown, "partial", "EPERM (--chown ignore: dropped)"),
+        Entry("fchownat", sys_owner.sys_chown, "partial", "EPERM (--chown ignore: dropped)"),
         Entry("utimensat", p.sys_utimensat, "partial", "Chirp stores whole seconds"),
         Entry("utime", p.sys_utimes, "full"),
         Entry("utimes", p.sys_utimes, "full"),
