@@ -328,6 +328,20 @@ def test_cp_a_as_root_fails_on_ownership_by_default(place: Place, tmp_path: Path
         assert outcome.traced.returncode == 0, outcome.traced.stderr
 
 
+def test_chown_ignore_lets_cp_a_and_tar_finish(place: Place, tmp_path: Path) -> None:
+    # No symlinks here: what this checks is the ownership option alone.
+    script = f"""
+mkdir -p "$L/t/sub" "$B"; echo a > "$L/t/a"; echo b > "$L/t/sub/b"; chmod 640 "$L/t/a"
+touch -d '2020-01-02 03:04:05' "$L/t/a" "$L/t/sub/b"; tar cf "$L/t.tar" -C "$L" t
+cp -a "$L/t" "$B/copy"; cd "$B"; mkdir x; tar xf "$L/t.tar" -C x
+cd copy; {LIST_TREE}; {TIMES}; cd ../x/t; {LIST_TREE}; {TIMES}
+"""
+    outcome = run_check(place, tmp_path, script, "--chown", "ignore")
+    assert_same(outcome)
+    said = "ownership changes of remote files are dropped"
+    assert outcome.traced.stderr.count(said) == (1 if place.remote else 0)
+
+
 def test_rsync_a_copies_a_local_tree_to_the_mount(
     place: Place, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -384,3 +398,14 @@ mkdir "$B"; cd "$B"; cat > p.py <<'EOF'
 {sys.executable} p.py out
 """
     assert_same(run_check(place, tmp_path, script))
+
+
+def test_every_limit_names_trapped_calls_and_is_documented() -> None:
+    from reference_agent.limits import LIMITS
+    from reference_agent.table import SYSCALL_TABLE
+
+    document = (ROOT / "docs" / "agent-programs.md").read_text()
+    assert len({limit.topic for limit in LIMITS}) == len(LIMITS)
+    for limit in LIMITS:
+        assert set(limit.calls) <= set(SYSCALL_TABLE), limit.topic
+        assert f"**{limit.topic}**" in document, f"docs/agent-programs.md lacks {limit.topic}"
