@@ -202,6 +202,10 @@ def sys_dup_onto(agent: Agent, call: Call) -> Outcome:
     """Dup2/dup3/close_range: native, then release remote files left without a descriptor."""
     if not len(agent.files):
         return None
+    if call.name != "close_range":  # dup2 onto a remote descriptor closes it
+        replaced = agent.remote_file(call, call.fd(1))
+        if replaced is not None and call.fd(0) != call.fd(1):
+            sys_lock.release_on_close(agent, call, replaced)
 
     def done(result: int) -> int | None:
         agent.collect_files()

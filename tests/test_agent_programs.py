@@ -409,3 +409,22 @@ def test_every_limit_names_trapped_calls_and_is_documented() -> None:
     for limit in LIMITS:
         assert set(limit.calls) <= set(SYSCALL_TABLE), limit.topic
         assert f"**{limit.topic}**" in document, f"docs/agent-programs.md lacks {limit.topic}"
+
+
+@pytest.mark.parametrize(
+    "seeded",
+    [
+        'mkdir "$B"; case "$L" in *traced*) echo stray > misplaced;; esac',
+        'mkdir "$B"; case "$L" in *traced*) echo 1 > "$B/f";; *) echo 2 > "$B/f";; esac',
+        'mkdir "$B"; echo x > "$B/f"; case "$L" in *traced*) chmod 644 "$B/f";; esac',
+        'mkdir "$B"; case "$L" in *traced*) echo one;; *) echo two;; esac',
+    ],
+    ids=["write-in-cwd", "bytes", "mode", "output"],
+)
+def test_the_comparison_catches_seeded_differences(tmp_path: Path, seeded: str) -> None:
+    # The traced run (its $L is "traced-local") misbehaves on purpose; the check must see it.
+    directory = tmp_path / "place"
+    directory.mkdir()
+    outcome = run_check(Place("local", str(directory), directory), tmp_path, seeded)
+    with pytest.raises(AssertionError):
+        assert_same(outcome)
