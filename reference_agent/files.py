@@ -89,6 +89,18 @@ class RemoteFileTable:
             return None
         return self._files.get((st.st_dev, st.st_ino))
 
+    def mapped_elsewhere(self, remote: RemoteFile) -> RemoteFile | None:
+        """Another open of the same remote file with a shared writable mapping, if any."""
+        for other in self._files.values():
+            if (
+                other is not remote
+                and other.shared_map
+                and other.driver is remote.driver
+                and other.remote_path == remote.remote_path
+            ):
+                return other
+        return None
+
     def collect(self, live_pids: Iterable[int]) -> list[RemoteFile]:
         """Release every RemoteFile no live process holds a placeholder of; return them."""
         if not self._files:

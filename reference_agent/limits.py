@@ -70,7 +70,9 @@ LIMITS: tuple[Limit, ...] = (
         "shared writable mappings",
         "a shared writable map of a remote file is seen by the open file description that "
         "made it (its dups and forks); the server gets the bytes at fsync and close, and "
-        "changes made after the last descriptor is closed are not sent",
+        "changes made after the last descriptor is closed are not sent; while one open has "
+        "such a map, a shared writable map by another open of the file is EOPNOTSUPP (two "
+        "sqlite3 processes in WAL mode: the second gets an I/O error, never a torn index)",
         "the protocol moves bytes by request: there is no shared page cache",
         ("mmap",),
     ),

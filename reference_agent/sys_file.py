@@ -492,6 +492,12 @@ def sys_mmap(agent: Agent, call: Call) -> Outcome:
     shared_write = call.arg(3) & MAP_SHARED and call.arg(2) & PROT_WRITE
     if shared_write and remote.flags & os.O_ACCMODE != os.O_RDWR:
         return -errno.EACCES  # as the kernel answers for a descriptor not open for both
+    if shared_write and agent.files.mapped_elsewhere(remote) is not None:
+        # Two placeholders would hold two diverging copies (sqlite's WAL index in two
+        # processes): refuse the second rather than let one overwrite the other.
+        return agent.hole(
+            call, f"remote file {remote.logical} (a second shared writable open)", errno.EOPNOTSUPP
+        )
     _materialize(call.pid, fd, remote)
     if shared_write and remote.local_copy is None:
         # The placeholder holds the bytes the mapping changes; close and fsync send them back.

@@ -219,3 +219,48 @@ def test_locks_between_processes_match_native(server: RunningServer, tmp_path: P
     assert "not supported" not in traced.stderr
     assert (server.data_dir / "locked").stat().st_size == 100
     assert not os.path.exists("locked")
+
+
+MAPPER = textwrap.dedent(
+    """
+    import errno, mmap, os, sys
+    path = sys.argv[1]
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.write(fd, b"." * 8192)
+    shared = mmap.mmap(fd, 8192, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    shared[0:5] = b"hello"
+    os.pwrite(fd, b"write", 4096)  # through the descriptor: the map sees it
+    print(shared[4096:4101])
+    other = os.open(path, os.O_RDWR)
+    try:
+        mmap.mmap(other, 8192, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        print("second map")
+    except OSError as exc:
+        print("second map", errno.errorcode[exc.errno])
+    shared.close()
+    os.close(fd)
+    print(os.pread(other, 5, 0), os.pread(other, 5, 4096))
+    """
+)
+
+
+def test_shared_writable_map_goes_back_at_close(server: RunningServer) -> None:
+    path = f"/chirp/127.0.0.1:{server.port}/mapped"
+    traced = _locker_like(MAPPER, path)
+    assert traced.returncode == 0, traced.stderr
+    assert traced.stdout.splitlines() == [
+        "b'write'",
+        "second map ENOTSUP",  # EOPNOTSUPP, failing closed: two opens would hold two diverging copies
+        "b'hello' b'write'",
+    ]
+    data = (server.data_dir / "mapped").read_bytes()
+    assert data[:5] == b"hello" and data[4096:4101] == b"write" and len(data) == 8192
+
+
+def _locker_like(program: str, path: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", "--", sys.executable, "-c", program, path],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

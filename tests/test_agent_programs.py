@@ -263,6 +263,17 @@ sqlite3 db "insert into t values (2); select sum(x) from t; pragma journal_mode;
     assert_same(run_check(place, tmp_path, script), skip_bytes=("db",))
 
 
+def test_sqlite3_wal_index_mapped_shared(place: Place, tmp_path: Path) -> None:
+    # The WAL files exist first (creating them is checked above); the -shm file is mapped
+    # shared and writable, and one process uses it through a whole session.
+    script = """
+mkdir "$B"; cd "$B"; : > db; : > db-journal; : > db-wal; : > db-shm
+sqlite3 db "pragma journal_mode=wal; create table t(x); insert into t values (1);
+insert into t values (2); select sum(x) from t; pragma wal_checkpoint; select count(*) from t;"
+"""
+    assert_same(run_check(place, tmp_path, script), skip_bytes=("db",))
+
+
 def test_sqlite3_two_writers_under_locks(place: Place, tmp_path: Path) -> None:
     # Two sqlite3 processes write at once: only the agent's locks keep the database whole.
     # The files exist first and the journal is kept: creating them is checked above.
