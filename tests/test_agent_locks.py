@@ -248,11 +248,14 @@ def test_shared_writable_map_goes_back_at_close(server: RunningServer) -> None:
     path = f"/chirp/127.0.0.1:{server.port}/mapped"
     traced = _locker_like(MAPPER, path)
     assert traced.returncode == 0, traced.stderr
-    assert traced.stdout.splitlines() == [
-        "b'write'",
-        "second map ENOTSUP",  # EOPNOTSUPP, failing closed: two opens would hold two diverging copies
-        "b'hello' b'write'",
-    ]
+    assert (
+        traced.stdout.splitlines()
+        == [
+            "b'write'",
+            "second map ENOTSUP",  # EOPNOTSUPP, failing closed: two opens would hold two diverging copies
+            "b'hello' b'write'",
+        ]
+    )
     data = (server.data_dir / "mapped").read_bytes()
     assert data[:5] == b"hello" and data[4096:4101] == b"write" and len(data) == 8192
 
@@ -264,3 +267,33 @@ def _locker_like(program: str, path: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
     )
+
+
+# A waiter killed while it waits, and one that waits for a process that then exits.
+KILLED_WAITER = textwrap.dedent(
+    """
+    import fcntl, os, signal, sys, time
+    path = sys.argv[1]
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.lockf(fd, fcntl.LOCK_EX)
+    waiters = []
+    for _ in range(2):
+        child = os.fork()
+        if child == 0:
+            mine = os.open(path, os.O_RDWR)
+            fcntl.lockf(mine, fcntl.LOCK_EX)
+            os._exit(7)
+        waiters.append(child)
+    time.sleep(0.3)
+    os.kill(waiters[0], signal.SIGKILL)
+    print("killed", os.waitpid(waiters[0], 0)[1] == signal.SIGKILL)
+    os.close(fd)  # the lock goes: the other waiter gets it and exits
+    print("second", os.waitstatus_to_exitcode(os.waitpid(waiters[1], 0)[1]))
+    """
+)
+
+
+def test_a_killed_waiter_is_forgotten_and_the_next_one_served(server: RunningServer) -> None:
+    traced = _locker_like(KILLED_WAITER, f"/chirp/127.0.0.1:{server.port}/waited")
+    assert traced.returncode == 0, traced.stderr
+    assert traced.stdout.splitlines() == ["killed True", "second 7"]
