@@ -280,9 +280,8 @@ def test_sqlite3_two_writers_under_locks(place: Place, tmp_path: Path) -> None:
     script = """
 mkdir "$B"; cd "$B"; : > db; : > db-journal
 sqlite3 db "pragma journal_mode=persist; create table t(x);" > /dev/null
-w() { i=0; echo ".timeout 30000"; echo "pragma journal_mode=persist;"
-  while [ $i -lt 20 ]; do echo "begin immediate; insert into t values ($1); commit;"
-  i=$((i+1)); done | sqlite3 db > /dev/null; }
+w() { i=0; while [ $i -lt 20 ]; do echo "begin immediate; insert into t values ($1); commit;"
+  i=$((i+1)); done | sqlite3 -cmd ".timeout 30000" -cmd "pragma journal_mode=persist" db >/dev/null; }
 w 1 & w 2; wait
 sqlite3 db "select count(*), sum(x) from t; pragma integrity_check;"
 """
