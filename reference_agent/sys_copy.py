@@ -1,7 +1,11 @@
 """Handlers for in-kernel copies touching remote files: copy_file_range and sendfile.
 
-A copy between two descriptors the agent does not serve runs natively. When one
-side (or both) is a remote file, the agent moves the bytes itself, one bounded
+A copy between two descriptors the agent does not serve runs natively. A remote
+file is on a file system of its own (its endpoint), so copy_file_range between
+it and a local file, or a file of another endpoint, answers EXDEV, as Linux does
+between file systems since 5.19; cp then moves the bytes with read and write
+(which is also what the block-size hint acts on). Within one endpoint, and for
+sendfile in either direction, the agent moves the bytes itself, one bounded
 chunk per call (a short count, which Linux also allows and every caller loops
 over), and keeps offsets as Linux does: an offset pointer is read and advanced,
 and without one the descriptor's own offset moves. A local descriptor's offset
@@ -140,6 +144,12 @@ def sys_copy_file_range(agent: Agent, call: Call) -> Outcome:
     refusal = _check(source, target)
     if refusal is not None:
         return -refusal
+    if (
+        source.remote is None
+        or target.remote is None
+        or (source.remote.driver is not target.remote.driver)
+    ):
+        return -errno.EXDEV  # two file systems, as Linux answers them
     start_in, start_out = _start(call, source), _start(call, target)
     count = min(call.arg(4), CHUNK)
     same_file = (

@@ -103,7 +103,7 @@ def _entries() -> list[Entry]:
             "copy_file_range",
             sys_copy.sys_copy_file_range,
             "partial",
-            "moves at most 1 MiB per call when remote",
+            "within one endpoint, at most 1 MiB per call; EXDEV across file systems, as Linux",
         ),
         Entry("splice", f.sys_fd_hole, "refused", "ENOSYS on remote files"),
         Entry("fchown", sys_owner.sys_fchown, "partial", "EPERM (--chown ignore: dropped)"),
