@@ -196,27 +196,16 @@ GIT = "git() { command git -c safe.directory='*' \"$@\"; }\n"
 
 
 def test_git_init_add_commit_log(place: Place, tmp_path: Path) -> None:
+    # Blobs and trees are listed before the commits, which carry their time in their names.
     script = (
         GIT
         + """
 mkdir "$B"; cd "$B"; git init -q r; cd r
-echo hello > f; git add f
+echo hello > f; mkdir d; echo x > d/y; git add f d
+git write-tree; git ls-files -s; find .git/objects -type f | sort
 git -c user.name=A -c user.email=a@b commit -q -m first
 echo more >> f; git -c user.name=A -c user.email=a@b commit -q -am second
-git log --format=%s; git status --porcelain; git cat-file -p HEAD:f
-"""
-    )
-    assert_same(run_check(place, tmp_path, script), ignore=(".git/",))
-
-
-def test_git_objects_are_the_same_files(place: Place, tmp_path: Path) -> None:
-    # Commits carry their time; blobs and trees do not: the same names, the same bytes.
-    script = (
-        GIT
-        + """
-mkdir "$B"; cd "$B"; git init -q r; cd r; echo hello > f; mkdir d; echo x > d/y
-git add f d; git write-tree; git ls-files -s; git fsck --no-dangling 2>&1
-find .git/objects -type f | sort; cat .git/objects/ce/* | od -c | head -3
+git log --format=%s; git status --porcelain; git cat-file -p HEAD:f; git fsck 2>&1
 """
     )
     # Object files are made mode 0444; a Chirp server makes every new file 0600 (a limit).
