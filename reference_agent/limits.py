@@ -59,6 +59,13 @@ LIMITS: tuple[Limit, ...] = (
         ("utimensat", "statx"),
     ),
     Limit(
+        "times of a symlink itself",
+        "setting a remote symlink's own times (utimensat with AT_SYMLINK_NOFOLLOW, touch -h) "
+        "is ENOTSUP; cp -a says it could not preserve them and exits 1",
+        "Chirp sets times through the link, never on it",
+        ("utimensat",),
+    ),
+    Limit(
         "locks seen by other clients",
         "fcntl, OFD and flock locks hold between the processes of one aviary run only; other "
         "clients of the server do not see them; a waiting F_SETLKW or flock ends early on "

@@ -136,11 +136,23 @@ def tree(
 
 
 def assert_same(
-    outcome: Outcome, skip_bytes: tuple[str, ...] = (), ignore: tuple[str, ...] = ()
+    outcome: Outcome,
+    skip_bytes: tuple[str, ...] = (),
+    ignore: tuple[str, ...] = (),
+    limit: str | None = None,
 ) -> None:
+    """The same output and tree, nothing in the cwd; ``limit``: the one complaint allowed.
+
+    ``limit`` is a declared protocol limit's message (reference_agent.limits): the traced
+    program may exit non-zero only if every complaint it printed is that one.
+    """
     native, traced = outcome.native, outcome.traced
     assert native.returncode == 0, native.stderr
-    assert traced.returncode == 0, traced.stderr
+    complaints = [line for line in traced.stderr.splitlines() if not line.startswith("aviary:")]
+    if limit is not None and traced.returncode != 0:
+        assert complaints and all(limit in line for line in complaints), traced.stderr
+    else:
+        assert traced.returncode == 0, traced.stderr
     assert traced.stdout == native.stdout
     traced_tree = tree(outcome.traced_tree, skip_bytes, ignore)
     assert traced_tree == tree(outcome.native_tree, skip_bytes, ignore)
@@ -306,10 +318,13 @@ def test_cp_a_keeps_symlinks_modes_and_times(
     script = (
         MAKE_TREE.replace("$B/t", "$L/t")
         + f"""
-mkdir "$B"; cp -a "$L/t" "$B/copy"; cd "$B"; cp -a copy again; cd again; {LIST_TREE}; {TIMES}
+mkdir "$B"; status=0; cp -a "$L/t" "$B/copy" || status=$?; cd "$B"; cp -a copy again || status=$?
+cd again; {LIST_TREE}; {TIMES}; exit $status
 """
     )
-    assert_same(run_check(place, tmp_path, script, "--chown", "ignore"))
+    # A symlink's own times cannot be set on Chirp (a declared limit): cp -a says so.
+    limit = "preserving times for" if place.remote else None
+    assert_same(run_check(place, tmp_path, script, "--chown", "ignore"), limit=limit)
 
 
 def test_cp_a_as_root_fails_on_ownership_by_default(place: Place, tmp_path: Path) -> None:
