@@ -174,6 +174,8 @@ def sys_sendfile(agent: Agent, call: Call) -> Outcome:
         return None
     source = _side(agent, call, fd_in, call.arg(2))
     target = _side(agent, call, fd_out, 0)
+    if source.flags & os.O_PATH or target.flags & os.O_PATH:
+        return -errno.EBADF
     if source.flags & os.O_ACCMODE == os.O_WRONLY or target.flags & os.O_ACCMODE == os.O_RDONLY:
         return -errno.EBADF
     if target.flags & os.O_APPEND:
