@@ -105,6 +105,13 @@ def _add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "write it back on close",
     )
     run.add_argument(
+        "--chown",
+        choices=("fail", "ignore"),
+        default="fail",
+        help="changing the owner of a remote file (servers keep their own owners): fail with "
+        "EPERM (default), or ignore: report success and drop the change (tar, cp -a as root)",
+    )
+    run.add_argument(
         "--block-size",
         metavar="SIZE",
         help="st_blksize reported for remote files (4K .. 1M), the hint cp and others size their "
@@ -218,6 +225,7 @@ def _run_run(args: argparse.Namespace) -> int:
             name_list=environment.name_list,
             sandbox=rules,
             shared_cache=shared_cache,
+            chown=args.chown,
         )
         try:
             return run_program(namespace, options, program, env=environment.env, cwd=start_cwd)

@@ -43,6 +43,7 @@ from reference_agent._seccomp import FOREIGN_ABI, spawn_traced
 __all__ = [
     "EventHandler",
     "LoopCounters",
+    "Park",
     "Rewrite",
     "SyscallHandler",
     "TracerLoop",
@@ -63,10 +64,20 @@ class Rewrite:
     on_exit: Callable[[int], int | None] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Park:
+    """Leave the caller stopped at its seccomp stop until ``TracerLoop.wake`` answers it.
+
+    Why: a call that must wait (a lock held by another tracee) cannot block the
+    loop, which serves every tracee; the caller stays stopped, the others run.
+    Only SIGKILL ends a parked caller early: other signals wait until it is woken.
+    """
+
+
 #: ``on_syscall(pid, nr, registers)``: None runs the syscall natively; an int skips
 #: it and becomes its return value (``-errno.ENOENT`` for a failure); a Rewrite
-#: changes it before it runs.
-SyscallHandler = Callable[[int, int, Registers], "int | Rewrite | None"]
+#: changes it before it runs; Park leaves it stopped for a later ``wake``.
+SyscallHandler = Callable[[int, int, Registers], "int | Rewrite | Park | None"]
 #: ``on_event(event)``: told of forks, execs and ends before the loop resumes anyone.
 EventHandler = Callable[[Event], None]
 
@@ -119,6 +130,8 @@ class TracerLoop:
         self.counters = LoopCounters()
         #: tids seen and not yet reported gone: what to kill if the loop has to give up.
         self._live: set[int] = set()
+        #: Parked callers, by tid: their registers at the seccomp stop.
+        self._parked: dict[int, Registers] = {}
 
     def run(
         self,
@@ -186,6 +199,7 @@ class TracerLoop:
             if isinstance(event, Exited | Killed):
                 self._live.discard(event.pid)
                 self._at_exit.pop(event.pid, None)
+                self._parked.pop(event.pid, None)
                 if self.on_event is not None:
                     self.on_event(event)
                 if event.pid == root:
@@ -249,6 +263,9 @@ class TracerLoop:
         result = self.on_syscall(pid, nr, registers)
         if result is None:
             _ptrace.resume(pid)
+        elif isinstance(result, Park):
+            self.counters.emulated += 1
+            self._parked[pid] = registers
         elif isinstance(result, Rewrite):
             _ptrace.set_registers(pid, result.registers)
             if result.on_exit is None:
@@ -268,6 +285,17 @@ class TracerLoop:
             if replaced is not None:
                 _ptrace.set_registers(pid, registers.replace(result=replaced))
         _ptrace.resume(pid)
+
+    def wake(self, pid: int, result: int) -> None:
+        """Answer a parked caller: its call returns ``result``; a tracee gone meanwhile is skipped."""
+        registers = self._parked.pop(pid, None)
+        if registers is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._skip(pid, registers, result)
+
+    def parked(self) -> frozenset[int]:
+        """The tids stopped until a ``wake``."""
+        return frozenset(self._parked)
 
     @staticmethod
     def _skip(pid: int, registers: Registers, result: int) -> None:

@@ -27,13 +27,14 @@ from urllib.parse import quote
 from drivers import Driver, driver_for_service, parse_url
 from reference_agent import _ptrace
 from reference_agent._abi import AT_FDCWD
-from reference_agent._loop import Rewrite, TracerLoop
+from reference_agent._loop import Park, Rewrite, TracerLoop
 from reference_agent._ptrace import Event, ExecEvent, Exited, ForkEvent, ForkKind, Killed, Registers
 from reference_agent.call import NATIVE, Call, Native, Outcome, Resolved
 from reference_agent.files import RemoteFile, RemoteFileTable
 from reference_agent.identity import Identity
 from reference_agent.interpreters import plan_exec
 from reference_agent.landlock import Ruleset
+from reference_agent.locks import LockTable, Owner, Waiter
 from reference_agent.mount_rules import MountPlan
 from reference_agent.namespace import (
     LocalTarget,
@@ -92,6 +93,8 @@ class AgentOptions:
     sandbox: SandboxRules | None = None
     #: --cache-dir: whole-file copies of read-only remote files kept across runs.
     shared_cache: Path | None = None
+    #: --chown: "fail" (EPERM) or "ignore" (success, the change dropped) for remote owners.
+    chown: str = "fail"
 
 
 @dataclass(slots=True)
@@ -127,6 +130,7 @@ class Agent:
         self._traced_ops: Counter[str] = Counter()  # driver operations already in the trace
         self.copies = 0  # local copies made for --cache whole
         self.guard: Guard | None = None
+        self.locks = LockTable()  # record locks on remote files, between this run's processes
         shared = self.options.shared_cache
         self.whole_cache = WholeFileCache(shared) if shared is not None else None
 
@@ -228,6 +232,8 @@ class Agent:
             self.collect_files()
         elif isinstance(event, Exited | Killed):
             self.cwds.pop(event.pid, None)
+            self.locks.cancel(event.pid)
+            self.wake_lock_waiters(self.locks.release(Owner("process", event.pid)))
             self.collect_files()
 
     def _refuse_loaded(self, pid: int, guard: Guard) -> None:
@@ -248,7 +254,14 @@ class Agent:
     def collect_files(self) -> None:
         """Release remote files whose last descriptor is gone."""
         if len(self.files):
-            self.files.collect(self.live_pids())
+            for remote in self.files.collect(self.live_pids()):
+                self.wake_lock_waiters(self.locks.release(Owner("description", remote.key)))
+
+    def wake_lock_waiters(self, granted: list[Waiter]) -> None:
+        """Let callers parked on a lock return: their locks are now theirs."""
+        for waiter in granted:
+            if self.loop is not None:
+                self.loop.wake(waiter.token, 0)
 
     def _on_syscall(self, pid: int, nr: int, registers: Registers) -> Outcome:
         entry = self._table.get(nr)
@@ -280,7 +293,13 @@ class Agent:
         return outcome
 
     def _record(self, call: Call, outcome: Outcome, micros: float) -> None:
-        result: int | str = outcome if isinstance(outcome, int) else "native"
+        result: int | str = (
+            outcome
+            if isinstance(outcome, int)
+            else "parked"
+            if isinstance(outcome, Park)
+            else "native"
+        )
         stats = self.stats[(call.name, self._mount_of_call)]
         stats.calls += 1
         stats.micros += micros
@@ -371,6 +390,10 @@ class Agent:
         if remote is not None:
             self._mount_of_call = remote.driver.describe()
         return remote
+
+    def on_remote_mount(self) -> bool:
+        """Whether the call being answered has reached a remote endpoint."""
+        return self._mount_of_call != "local"
 
     def cwd_of(self, pid: int) -> str:
         return self._cwd(pid).logical

@@ -13,15 +13,15 @@ import os
 from dataclasses import dataclass
 
 from reference_agent import _memory
-from reference_agent._loop import Rewrite
+from reference_agent._loop import Park, Rewrite
 from reference_agent._ptrace import Registers
 from reference_agent.namespace import LocalTarget, Refused, RemoteTarget, ServiceDirectory
 
 __all__ = ["NATIVE", "SCRATCH_GAP", "Call", "Native", "Outcome", "Resolved"]
 
 #: What a handler answers: None (run natively), an int (the emulated result,
-#: -errno on failure) or a Rewrite of the call.
-Outcome = int | Rewrite | None
+#: -errno on failure), a Rewrite of the call, or Park (wait for a lock).
+Outcome = int | Rewrite | Park | None
 #: Bytes kept clear below the stack pointer before the agent's scratch strings,
 #: so that a signal frame pushed during a restarted syscall cannot reach them.
 SCRATCH_GAP = 16 * 1024

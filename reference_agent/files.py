@@ -46,6 +46,8 @@ class RemoteFile:
     key: tuple[int, int] = field(default=(0, 0))
     local_copy: str | None = None  # --cache whole: the local file the program works on
     synced: tuple[int, int] | None = None  # (mtime_ns, size) of local_copy when last sent
+    #: A shared writable mapping of the placeholder exists: its bytes go back at close and fsync.
+    shared_map: bool = False
 
     def sync(self) -> None:
         """--cache whole: send the local copy to the server if it changed since last time."""
@@ -92,6 +94,18 @@ class RemoteFileTable:
         except OSError:
             return None
         return self._files.get((st.st_dev, st.st_ino))
+
+    def mapped_elsewhere(self, remote: RemoteFile) -> RemoteFile | None:
+        """Another open of the same remote file with a shared writable mapping, if any."""
+        for other in self._files.values():
+            if (
+                other is not remote
+                and other.shared_map
+                and other.driver is remote.driver
+                and other.remote_path == remote.remote_path
+            ):
+                return other
+        return None
 
     def collect(self, live_pids: Iterable[int]) -> list[RemoteFile]:
         """Release every RemoteFile no live process holds a placeholder of; return them."""

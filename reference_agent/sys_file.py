@@ -15,7 +15,7 @@ import struct
 
 from drivers import FileType, StatResult
 from drivers.chirp.codec import MAX_BUFFER_SIZE
-from reference_agent import _ptrace
+from reference_agent import _ptrace, sys_lock
 from reference_agent._abi import AT_EMPTY_PATH, AT_FDCWD, pack_dirent64, pack_stat
 from reference_agent._common import rewrite_args
 from reference_agent._loop import Rewrite
@@ -32,14 +32,6 @@ PROT_WRITE = 0x2
 _SYS_MEMFD_CREATE = _ptrace.syscall_number("memfd_create")
 _SYS_OPENAT = _ptrace.syscall_number("openat")
 _IOVEC = struct.Struct("<QQ")
-_LOCK_COMMANDS = {
-    5,
-    6,
-    7,
-    36,
-    37,
-    38,
-}  # F_GETLK F_SETLK F_SETLKW F_OFD_GETLK F_OFD_SETLK F_OFD_SETLKW
 _F_GETFL, _F_SETFL = 3, 4
 _SETFL_BITS = (
     os.O_APPEND | os.O_NONBLOCK | os.O_DIRECT | os.O_NOATIME | getattr(os, "O_ASYNC", 0o20000)
@@ -193,7 +185,9 @@ def sys_close(agent: Agent, call: Call) -> Outcome:
     if remote is None:
         return None
     failure: int | None = None
+    sys_lock.release_on_close(agent, call, remote)
     try:
+        _write_back_mapping(call.pid, fd, remote)
         remote.sync()  # --cache whole: close reports whether the data reached the server
     except OSError as exc:
         failure = -(exc.errno or errno.EIO)  # the descriptor still closes, as POSIX says
@@ -209,6 +203,10 @@ def sys_dup_onto(agent: Agent, call: Call) -> Outcome:
     """Dup2/dup3/close_range: native, then release remote files left without a descriptor."""
     if not len(agent.files):
         return None
+    if call.name != "close_range":  # dup2 onto a remote descriptor closes it
+        replaced = agent.remote_file(call, call.fd(1))
+        if replaced is not None and call.fd(0) != call.fd(1):
+            sys_lock.release_on_close(agent, call, replaced)
 
     def done(result: int) -> int | None:
         agent.collect_files()
@@ -251,7 +249,11 @@ def _write_from(call: Call, remote: RemoteFile, buffers: list[tuple[int, int]], 
     data = b"".join(call.read(address, length) for address, length in buffers if length)
     if not data:
         return 0
-    return remote.driver.pwrite(remote.handle, data[:MAX_IO], offset)
+    written = remote.driver.pwrite(remote.handle, data[:MAX_IO], offset)
+    if remote.shared_map:  # the mapping must see it too, or the write-back would undo it
+        with open(f"/proc/{call.pid}/fd/{call.fd(0)}", "r+b", buffering=0) as placeholder:
+            os.pwrite(placeholder.fileno(), data[:written], offset)
+    return written
 
 
 def _iovecs(call: Call, address: int, count: int) -> list[tuple[int, int]]:
@@ -438,6 +440,7 @@ def sys_fsync(agent: Agent, call: Call) -> Outcome:
     remote = agent.remote_file(call, call.fd(0))
     if remote is None:
         return None
+    _write_back_mapping(call.pid, call.fd(0), remote)
     remote.driver.fsync(remote.handle)
     return 0
 
@@ -466,7 +469,7 @@ def sys_fchmod(agent: Agent, call: Call) -> Outcome:
 def sys_fcntl(agent: Agent, call: Call) -> Outcome:
     """Fcntl implements Linux syscall fcntl(2): flags and locks of remote files."""
     command = call.fd(1)
-    if command not in _LOCK_COMMANDS and command not in (_F_GETFL, _F_SETFL):
+    if command not in sys_lock.LOCK_COMMANDS and command not in (_F_GETFL, _F_SETFL):
         return None  # F_DUPFD, F_GETFD, F_SETFD ...: the kernel's descriptor table
     remote = agent.remote_file(call, call.fd(0))
     if remote is None:
@@ -476,15 +479,7 @@ def sys_fcntl(agent: Agent, call: Call) -> Outcome:
     if command == _F_SETFL:
         remote.flags = (remote.flags & ~_SETFL_BITS) | (call.arg(2) & _SETFL_BITS)
         return 0
-    return agent.hole(call, f"remote file {remote.logical} (locks)", errno.ENOLCK)
-
-
-def sys_flock(agent: Agent, call: Call) -> Outcome:
-    """Flock implements Linux syscall flock(2): refused on remote files."""
-    remote = agent.remote_file(call, call.fd(0))
-    if remote is None:
-        return None
-    return agent.hole(call, f"remote file {remote.logical}", errno.ENOLCK)
+    return sys_lock.fcntl_lock(agent, call, remote, command)
 
 
 def sys_mmap(agent: Agent, call: Call) -> Outcome:
@@ -496,12 +491,36 @@ def sys_mmap(agent: Agent, call: Call) -> Outcome:
     if remote.is_dir:
         return -errno.ENODEV
     shared_write = call.arg(3) & MAP_SHARED and call.arg(2) & PROT_WRITE
-    if shared_write and agent.options.cache != "whole":
+    if shared_write and remote.flags & os.O_ACCMODE != os.O_RDWR:
+        return -errno.EACCES  # as the kernel answers for a descriptor not open for both
+    if shared_write and agent.files.mapped_elsewhere(remote) is not None:
+        # Two placeholders would hold two diverging copies (sqlite's WAL index in two
+        # processes): refuse the second rather than let one overwrite the other.
         return agent.hole(
-            call, f"remote file {remote.logical} (shared writable mapping)", errno.EOPNOTSUPP
+            call, f"remote file {remote.logical} (a second shared writable open)", errno.EOPNOTSUPP
         )
     _materialize(call.pid, fd, remote)
+    if shared_write and remote.local_copy is None:
+        # The placeholder holds the bytes the mapping changes; close and fsync send them back.
+        remote.shared_map = True
+        size = remote.driver.fstat(remote.handle).st_size
+        with open(f"/proc/{call.pid}/fd/{fd}", "r+b", buffering=0) as placeholder:
+            if os.fstat(placeholder.fileno()).st_size < size:  # grown by writes since the copy
+                placeholder.truncate(size)
     return None
+
+
+def _write_back_mapping(pid: int, fd: int, remote: RemoteFile) -> None:
+    """Send the bytes of a shared writable mapping's placeholder to the server."""
+    if not remote.shared_map:
+        return
+    with open(f"/proc/{pid}/fd/{fd}", "rb", buffering=0) as placeholder:
+        data = placeholder.read()
+    offset = 0
+    while offset < len(data):
+        offset += remote.driver.pwrite(remote.handle, data[offset : offset + MAX_IO], offset)
+    if remote.driver.fstat(remote.handle).st_size != len(data):
+        remote.driver.ftruncate(remote.handle, len(data))
 
 
 def sys_fd_hole(agent: Agent, call: Call) -> Outcome:

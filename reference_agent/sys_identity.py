@@ -10,7 +10,7 @@ import errno
 import struct
 from collections.abc import Callable
 
-from reference_agent._loop import Rewrite
+from reference_agent._loop import Park, Rewrite
 from reference_agent.agent import Agent
 from reference_agent.call import Call, Outcome
 from reference_agent.identity import UTS_FIELD, Identity
@@ -128,6 +128,8 @@ def with_fake_owner(handler: Handler) -> Handler:
                 call.write(owner_at, _OWNER.pack(*shown))
 
         outcome = handler(agent, call)
+        if isinstance(outcome, Park):  # the stat family never waits; nothing to show yet
+            return outcome
         if isinstance(outcome, int):
             if outcome == 0:
                 patch(remote=agent._mount_of_call != "local")

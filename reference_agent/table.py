@@ -14,7 +14,17 @@ from collections.abc import Callable, Set
 from dataclasses import dataclass
 from typing import Literal
 
-from reference_agent import _ptrace, sys_file, sys_identity, sys_path, sys_process, sys_stat
+from reference_agent import (
+    _ptrace,
+    sys_copy,
+    sys_file,
+    sys_identity,
+    sys_lock,
+    sys_owner,
+    sys_path,
+    sys_process,
+    sys_stat,
+)
 from reference_agent.agent import Agent
 from reference_agent.call import Call, Outcome
 from reference_agent.identity import HOSTNAME_FEATURE, IDENTITY_FEATURE
@@ -68,24 +78,36 @@ def _entries() -> list[Entry]:
         Entry("fdatasync", f.sys_fsync, "full"),
         Entry("ftruncate", f.sys_ftruncate, "full"),
         Entry("fchmod", f.sys_fchmod, "full"),
-        Entry("fcntl", f.sys_fcntl, "partial", "record locks on remote files: ENOLCK"),
-        Entry("flock", f.sys_flock, "refused", "ENOLCK on remote files"),
+        Entry(
+            "fcntl",
+            f.sys_fcntl,
+            "partial",
+            "record locks on remote files are the agent's: other clients do not see them",
+        ),
+        Entry(
+            "flock",
+            sys_lock.sys_flock,
+            "partial",
+            "locks on remote files are the agent's: other clients do not see them",
+        ),
         Entry(
             "mmap",
             f.sys_mmap,
             "partial",
-            "remote files are copied whole; shared writable maps need --cache whole",
+            "remote files are copied whole; a shared writable map goes back at close and fsync",
         ),
         Entry("fallocate", f.sys_fd_hole, "refused", "ENOSYS on remote files"),
         Entry(
-            "sendfile",
-            f.sys_fd_hole,
-            "refused",
-            "ENOSYS on remote files (programs fall back to read/write)",
+            "sendfile", sys_copy.sys_sendfile, "partial", "moves at most 1 MiB per call when remote"
         ),
-        Entry("copy_file_range", f.sys_fd_hole, "refused", "ENOSYS on remote files"),
+        Entry(
+            "copy_file_range",
+            sys_copy.sys_copy_file_range,
+            "partial",
+            "within one endpoint, at most 1 MiB per call; EXDEV across file systems, as Linux",
+        ),
         Entry("splice", f.sys_fd_hole, "refused", "ENOSYS on remote files"),
-        Entry("fchown", p.sys_fchown, "partial", "EPERM unless the owner stays the same"),
+        Entry("fchown", sys_owner.sys_fchown, "partial", "EPERM (--chown ignore: dropped)"),
         Entry(
             "getdents",
             f.sys_fd_hole,
@@ -130,10 +152,13 @@ def _entries() -> list[Entry]:
         Entry("chmod", p.sys_chmod, "full"),
         Entry("fchmodat", p.sys_fchmodat, "full"),
         Entry(
-            "chown", p.sys_chown, "refused", "EPERM on remote paths: servers keep their own owners"
+            "chown",
+            sys_owner.sys_chown,
+            "partial",
+            "EPERM on remote paths: servers keep their own owners (--chown ignore: dropped)",
         ),
-        Entry("lchown", p.sys_chown, "refused", "EPERM on remote paths"),
-        Entry("fchownat", p.sys_chown, "refused", "EPERM on remote paths"),
+        Entry("lchown", sys_owner.sys_chown, "partial", "EPERM (--chown ignore: dropped)"),
+        Entry("fchownat", sys_owner.sys_chown, "partial", "EPERM (--chown ignore: dropped)"),
         Entry("utimensat", p.sys_utimensat, "partial", "Chirp stores whole seconds"),
         Entry("utime", p.sys_utimes, "full"),
         Entry("utimes", p.sys_utimes, "full"),
