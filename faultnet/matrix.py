@@ -39,13 +39,25 @@ from pathlib import Path
 from drivers import Driver, Handle
 from drivers.chirp import ChirpDriver
 from drivers.ftp import FtpDriver
+from drivers.sftp import SftpDriver
+from drivers.webdav import WebDavDriver
+from drivers.xrootd import XRootDDriver
 from faultnet.backends import ProxyNet, crash, freeze, open_faultnet, restart, thaw
 from faultnet.faults import FaultKind
 from faultnet.kernel import KernelNet, _setns
 from harness.servers import RunningServer, start_server
 from harness.servers_ftp import passive_range
 
-__all__ = ["CellResult", "Target", "render_markdown", "run_matrix", "write_reports"]
+__all__ = [
+    "DEFAULT_TARGETS",
+    "QUICK_FAULTS",
+    "QUICK_TARGETS",
+    "CellResult",
+    "Target",
+    "render_markdown",
+    "run_matrix",
+    "write_reports",
+]
 
 TIMEOUT = 2.0  # seconds: the driver's deadline for one network wait
 BUDGET = 12.0  # seconds of recovery a driver may spend
@@ -91,27 +103,67 @@ DEFAULT_TARGETS = (
     Target("chirp/cctools", recovery=0),
     Target("ftp/vsftpd"),
     Target("ftp/pyftpdlib"),
+    Target("sftp/openssh"),
+    Target("dav/wsgidav"),
+    Target("dav/nginx"),
+    Target("root/xrootd"),
 )
+#: The README's test command runs these: one server per network driver, the two faults
+#: that break a connection in the two ways a driver must tell apart (a reset it hears
+#: at once, a crash whose server comes back on the same port).
+QUICK_TARGETS = (
+    Target("chirp/aviary"),
+    Target("ftp/pyftpdlib"),
+    Target("sftp/openssh"),
+    Target("dav/wsgidav"),
+    Target("root/xrootd"),
+)
+QUICK_FAULTS = (FaultKind.RST_KILL.value, FaultKind.SERVER_CRASH.value)
 #: Protocols whose cells all need the kernel back-end (more than one port).
 KERNEL_ONLY = frozenset({"ftp"})
+#: Protocols whose cells all run on the proxy: the XRootD bindings connect from threads
+#: of their own, which stay in the process's network namespace, never the client's.
+PROXY_ONLY = frozenset({"root"})
 
 
 def backend_for(fault: str, target: Target) -> str:
     """The back-end that carries ``fault`` for ``target``."""
+    if target.protocol in PROXY_ONLY:
+        return "proxy"
     if fault in EXTRA_ROWS or target.protocol in KERNEL_ONLY:
         return "kernel"
     return BACKEND_FOR.get(FaultKind(fault), "kernel")
 
 
+def _known_hosts_for(server: RunningServer, address: tuple[str, int]) -> str:
+    """The server's host key line, for the address the client reaches it at through faultnet."""
+    host, port = address
+    line = Path(server.client_env["AVIARY_SFTP_KNOWN_HOSTS"]).read_text().split(None, 1)[1]
+    path = server.state_dir / "known_hosts.faultnet"
+    path.write_text(f"[{host}]:{port} {line}")
+    return str(path)
+
+
 def _driver_for(target: Target, server: RunningServer, address: tuple[str, int]) -> Driver:
     host, port = address
+    user, password = server.spec.user, server.spec.password
     if target.protocol == "chirp":
         return ChirpDriver(
             host, port, auth_methods=("address",), timeout=TIMEOUT, recovery=target.recovery
         )
     if target.protocol == "ftp":
-        user, password = server.spec.user, server.spec.password
         return FtpDriver(host, port, user, password, timeout=TIMEOUT, recovery=target.recovery)
+    if target.protocol == "sftp":
+        # The driver reads its key and known hosts from the environment when it connects.
+        os.environ.update(server.client_env)
+        os.environ["AVIARY_SFTP_KNOWN_HOSTS"] = _known_hosts_for(server, address)
+        return SftpDriver(host, port, user, timeout=TIMEOUT, recovery=target.recovery)
+    if target.protocol == "dav":
+        return WebDavDriver(
+            host, port, user=user, password=password, timeout=TIMEOUT, recovery=target.recovery
+        )
+    if target.protocol == "root":
+        return XRootDDriver(host, port, timeout=TIMEOUT)
     raise ValueError(f"the fault matrix has no driver for {target.server}")
 
 
@@ -181,8 +233,17 @@ def _apply(fault: str, net: ProxyNet | KernelNet, server: RunningServer) -> Call
     if fault == "partition-3s":
         net.partition(silent=True)
         return net.heal
-    if fault == "host-crash":
-        assert isinstance(net, KernelNet)
+    if fault == "host-crash" and isinstance(net, ProxyNet):
+        # The nearest the proxy comes: flows die silently, new ones hang, the server dies.
+        net.partition(silent=True)
+        crash(server)
+
+        def back() -> None:
+            restart(server)
+            net.heal()
+
+        return back
+    if fault == "host-crash" and isinstance(net, KernelNet):
         net.crash_server_host()
         crash(server)
 
