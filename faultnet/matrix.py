@@ -163,7 +163,7 @@ def _driver_for(target: Target, server: RunningServer, address: tuple[str, int])
             host, port, user=user, password=password, timeout=TIMEOUT, recovery=target.recovery
         )
     if target.protocol == "root":
-        return XRootDDriver(host, port, timeout=TIMEOUT)
+        return XRootDDriver(host, port, timeout=TIMEOUT, recovery=target.recovery)
     raise ValueError(f"the fault matrix has no driver for {target.server}")
 
 

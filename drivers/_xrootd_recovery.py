@@ -1,0 +1,82 @@
+"""Recovery for the XRootD driver: the bindings' reconnect settings, and reopening files.
+
+Strategy: the bindings (XrdCl) reconnect by themselves, but with settings
+meant for a batch system: a broken stream is retried at the start of each
+120 s connection window, a stream that failed its retries is declared dead
+for 30 minutes, a silent stream is declared broken after 60 s, and timeouts
+are checked every 15 s. :func:`configure_bindings`
+sets them from the driver's timeout and recovery budget, so a reconnect is
+tried about every ``timeout`` seconds for no longer than the budget; the
+settings are the process's (the bindings have one environment), the last
+driver made sets them.
+
+A file the bindings had open does not come back with the connection: the
+request that broke fails (ETIMEDOUT, ECONNRESET) and so would every later
+one. :func:`reopen` opens the path again, for update when the handle writes,
+never with create or truncate, and compares the file's id (the server's
+inode and device) with the one it had when first opened: the same id, the
+handle carries on and the broken request is sent again (reads and writes at
+explicit offsets do the same thing twice); another id or none, ESTALE.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+from typing import Any
+
+__all__ = ["configure_bindings", "file_id", "reopen"]
+
+
+def configure_bindings(client: Any, timeout: float, budget: float) -> None:
+    """Reconnect about every ``timeout`` seconds, for at most ``budget`` seconds."""
+    window = max(1, math.ceil(timeout))
+    client.EnvPutInt("TimeoutResolution", 1)
+    client.EnvPutInt("ConnectionWindow", window)
+    client.EnvPutInt("ConnectionRetry", max(1, math.ceil(budget / window)))
+    client.EnvPutInt("StreamErrorWindow", window)
+    # A stream with requests outstanding and nothing received this long is broken (a
+    # silent drop): without it a blackholed stream is never replaced.
+    client.EnvPutInt("StreamTimeout", window)
+
+
+def file_id(file: Any) -> str | None:
+    """The server's id of an open file, from what the open returned (no round trip)."""
+    status, info = file.stat(False)
+    return str(info.id) if status.ok and info is not None else None
+
+
+def reopen(
+    client: Any, old: Any, url: str, update: bool, expected: str | None, seconds: int
+) -> Any:
+    """A new open file at ``url``, checked to be the file whose id was ``expected``.
+
+    ``old`` is closed first: the bindings may have reopened it by themselves after
+    reconnecting, and the server lets one handle at a time write a file.
+
+    Raises:
+        OSError: ESTALE when the path is gone or names another file; a broken
+            connection's error while the server cannot be reached.
+    """
+    from XRootD.client.flags import OpenFlags
+
+    from drivers.xrootd import errno_for_status
+
+    if old.is_open():
+        old.close(timeout=seconds)  # its own failure changes nothing: a new handle follows
+    file = client.File()
+    status, _ = file.open(url, OpenFlags.UPDATE if update else OpenFlags.READ, timeout=seconds)
+    if not status.ok:
+        code = errno_for_status(status)
+        if code in (errno.ENOENT, errno.EISDIR, errno.ENOTDIR):
+            raise OSError(errno.ESTALE, f"{url} is gone since the connection was lost", url)
+        raise OSError(code or errno.EIO, str(status.message).strip(), url)
+    found = file_id(file)
+    if expected is None or found != expected:
+        file.close(timeout=seconds)
+        raise OSError(
+            errno.ESTALE,
+            f"{url} names another file (id {found}, not {expected}) since the connection was lost",
+            url,
+        )
+    return file
