@@ -10,9 +10,10 @@ tried about every ``timeout`` seconds for no longer than the budget; the
 settings are the process's (the bindings have one environment), the last
 driver made sets them.
 
-A file the bindings had open does not come back with the connection: the
-request that broke fails (ETIMEDOUT, ECONNRESET) and so would every later
-one. :func:`reopen` opens the path again, for update when the handle writes,
+The bindings would also reopen a file by path after a reconnect, silently,
+whatever file the path names by then; :func:`without_own_recovery` turns that
+off for every file the driver opens, so the request that broke fails
+(ETIMEDOUT, ECONNRESET) and the driver decides. :func:`reopen` opens the path again, for update when the handle writes,
 never with create or truncate, and compares the file's id (the server's
 inode and device) with the one it had when first opened: the same id, the
 handle carries on and the broken request is sent again (reads and writes at
@@ -21,11 +22,12 @@ explicit offsets do the same thing twice); another id or none, ESTALE.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import math
 from typing import Any
 
-__all__ = ["configure_bindings", "file_id", "reopen"]
+__all__ = ["configure_bindings", "file_id", "reopen", "without_own_recovery"]
 
 
 def configure_bindings(client: Any, timeout: float, budget: float) -> None:
@@ -38,6 +40,16 @@ def configure_bindings(client: Any, timeout: float, budget: float) -> None:
     # A stream with requests outstanding and nothing received this long is broken (a
     # silent drop): without it a blackholed stream is never replaced.
     client.EnvPutInt("StreamTimeout", window)
+
+
+def without_own_recovery(file: Any) -> Any:
+    """``file`` (an unopened ``XRootD.client.File``), never reopened by the bindings."""
+    for name in ("ReadRecovery", "WriteRecovery"):
+        result = file.set_property(name, "false")
+        # The bindings return the bool without taking a reference for it: give it the one
+        # it will lose, or each call brings True nearer to being freed (a crash at exit).
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(result))
+    return file
 
 
 def file_id(file: Any) -> str | None:
@@ -64,7 +76,7 @@ def reopen(
 
     if old.is_open():
         old.close(timeout=seconds)  # its own failure changes nothing: a new handle follows
-    file = client.File()
+    file = without_own_recovery(client.File())
     status, _ = file.open(url, OpenFlags.UPDATE if update else OpenFlags.READ, timeout=seconds)
     if not status.ok:
         code = errno_for_status(status)

@@ -123,6 +123,7 @@ ERRNO_BY_CLIENT_CODE: dict[int, int] = {
     104: errno.ETIMEDOUT,  # errSocketTimeout
     105: errno.ECONNRESET,  # errSocketDisconnected
     108: errno.ECONNRESET,  # errStreamDisconnect
+    109: errno.ECONNRESET,  # errInvalidSession: the handle's session died with its connection
     206: errno.ETIMEDOUT,  # errOperationExpired
     207: errno.EINTR,  # errOperationInterrupted
 }
@@ -440,7 +441,7 @@ class XRootDDriver(Driver):
             except FileNotFoundError:
                 base |= OpenFlags.NEW
         self._filesystem()
-        file = _client().File()
+        file = recovery.without_own_recovery(_client().File())
         try:
             self._call(file.open, self._url(path), base, mode, path=path)
         except IsADirectoryError:
