@@ -118,11 +118,12 @@ ERRNO_BY_KXR: dict[int, int] = {
 }
 #: Client-side status codes of the bindings (XrdClStatus.hh) -> errno.
 ERRNO_BY_CLIENT_CODE: dict[int, int] = {
-    101: errno.ECONNREFUSED,  # errConnectionError... (and 10x socket errors)
-    103: errno.ECONNRESET,  # errSocketError
-    104: errno.ETIMEDOUT,  # errSocketTimeout
-    105: errno.ECONNRESET,  # errSocketDisconnected
-    108: errno.ECONNRESET,  # errStreamDisconnect
+    101: errno.EHOSTUNREACH,  # errInvalidAddr: the host does not resolve
+    102: errno.ECONNRESET,  # errSocketError
+    103: errno.ETIMEDOUT,  # errSocketTimeout
+    104: errno.ECONNRESET,  # errSocketDisconnected
+    107: errno.ECONNRESET,  # errStreamDisconnect
+    108: errno.ECONNREFUSED,  # errConnectionError: no connection could be made
     109: errno.ECONNRESET,  # errInvalidSession: the handle's session died with its connection
     206: errno.ETIMEDOUT,  # errOperationExpired
     207: errno.EINTR,  # errOperationInterrupted
