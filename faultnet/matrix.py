@@ -53,8 +53,10 @@ __all__ = [
     "QUICK_FAULTS",
     "QUICK_TARGETS",
     "CellResult",
+    "MakeDriver",
     "Target",
     "render_markdown",
+    "run_cell",
     "run_matrix",
     "write_reports",
 ]
@@ -255,8 +257,22 @@ def _apply(fault: str, net: ProxyNet | KernelNet, server: RunningServer) -> Call
     raise ValueError(f"unknown fault {fault!r}")
 
 
-def run_cell(fault: str, backend: str, target: Target) -> CellResult:
-    """One session through one fault; see the module's scenario."""
+MakeDriver = Callable[[Target, RunningServer, tuple[str, int]], Driver]
+
+
+def run_cell(
+    fault: str,
+    backend: str,
+    target: Target,
+    *,
+    make_driver: MakeDriver | None = None,
+    hang_limit: float = HANG_LIMIT,
+) -> CellResult:
+    """One session through one fault; see the module's scenario.
+
+    ``make_driver`` replaces the target's own driver (the tests seed broken ones);
+    ``hang_limit`` is how long the write after the fault may take before it "hung".
+    """
     server = start_server(target.server)
     net = open_faultnet(
         backend, (server.host, server.port), extra_ports=_extra_ports(target, server)
@@ -264,8 +280,8 @@ def run_cell(fault: str, backend: str, target: Target) -> CellResult:
     heal: Callable[[], None] = lambda: None  # noqa: E731
     try:
         net.up()
-        driver = _driver_for(target, server, net.address)
-        box = _in_client(net, lambda: _prepare(driver), HANG_LIMIT)
+        driver = (make_driver or _driver_for)(target, server, net.address)
+        box = _in_client(net, lambda: _prepare(driver), hang_limit)
         if not box or isinstance(box[0], BaseException):
             raise RuntimeError(f"the session did not start: {box}")
         handle = box[0]
@@ -274,12 +290,12 @@ def run_cell(fault: str, backend: str, target: Target) -> CellResult:
         healer = threading.Timer(HEAL_AFTER, heal)
         healer.start()
         started = time.monotonic()
-        box = _in_client(net, lambda: _write_after(driver, Handle(handle)), HANG_LIMIT)
+        box = _in_client(net, lambda: _write_after(driver, Handle(handle)), hang_limit)
         seconds = time.monotonic() - started
         healer.join()
         heal = lambda: None  # noqa: E731 - healed
         result = _judge(fault, backend, target, box, seconds, server)
-        _in_client(net, driver.close_driver, HANG_LIMIT)
+        _in_client(net, driver.close_driver, hang_limit)
         return result
     except Exception as exc:  # a cell that could not run says why, the matrix goes on
         return CellResult(fault, target.label, backend, "error", None, 0.0, None, str(exc))
