@@ -13,8 +13,11 @@ driver made sets them.
 The bindings would also reopen a file by path after a reconnect, silently,
 whatever file the path names by then; :func:`without_own_recovery` turns that
 off for every file the driver opens, so the request that broke fails
-(ETIMEDOUT, ECONNRESET) and the driver decides. :func:`reopen` opens the path again, for update when the handle writes,
-never with create or truncate, and compares the file's id (the server's
+(ETIMEDOUT, ECONNRESET) and the driver decides. :func:`reopen` opens the
+path again, for update when the handle writes, never with create or truncate
+(and with kXR_force when the server still holds the lost session's handle
+open for writing, as it does until it notices that connection died, which
+after a silent drop can take long), and compares the file's id (the server's
 inode and device) with the one it had when first opened: the same id, the
 handle carries on and the broken request is sent again (reads and writes at
 explicit offsets do the same thing twice); another id or none, ESTALE.
@@ -37,9 +40,10 @@ def configure_bindings(client: Any, timeout: float, budget: float) -> None:
     client.EnvPutInt("ConnectionWindow", window)
     client.EnvPutInt("ConnectionRetry", max(1, math.ceil(budget / window)))
     client.EnvPutInt("StreamErrorWindow", window)
-    # A stream with requests outstanding and nothing received this long is broken (a
-    # silent drop): without it a blackholed stream is never replaced.
-    client.EnvPutInt("StreamTimeout", window)
+    # A stream with a request outstanding and nothing received for half the timeout is
+    # broken (a silent drop) and replaced: were it the whole timeout, the request would
+    # expire first, no request would be outstanding, and a blackholed stream would stay.
+    client.EnvPutInt("StreamTimeout", max(1, window // 2))
 
 
 def without_own_recovery(file: Any) -> Any:
@@ -76,8 +80,14 @@ def reopen(
 
     if old.is_open():
         old.close(timeout=seconds)  # its own failure changes nothing: a new handle follows
+    mode = OpenFlags.UPDATE if update else OpenFlags.READ
     file = without_own_recovery(client.File())
-    status, _ = file.open(url, OpenFlags.UPDATE if update else OpenFlags.READ, timeout=seconds)
+    status, _ = file.open(url, mode, timeout=seconds)
+    if not status.ok and errno_for_status(status) == errno.EBUSY:
+        # The server still holds the lost session's handle open for writing (it has not
+        # noticed that connection die) and refuses a second writer: that writer is us.
+        file = without_own_recovery(client.File())
+        status, _ = file.open(url, mode | OpenFlags.FORCE, timeout=seconds)
     if not status.ok:
         code = errno_for_status(status)
         if code in (errno.ENOENT, errno.EISDIR, errno.ENOTDIR):
