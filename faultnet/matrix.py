@@ -381,7 +381,23 @@ NOTES: dict[str, str] = {
     ),
     "ftp": (
         "FTP writes reach the server at fsync or close (the get/put model): the driver "
-        "puts the whole staged file again after a reconnect."
+        "puts the whole staged file again after a reconnect; every cell runs on the kernel "
+        "back-end, which relays the server's passive data ports, so faults hit the data "
+        "connections too."
+    ),
+    "sftp/openssh": (
+        "sshd serves each session from a process of its own, in a session of its own, so "
+        "server-crash and server-freeze leave an established session working (0 s), as for "
+        "vsftpd; after the other faults the driver reconnects and reopens its handle."
+    ),
+    "dav": (
+        "WebDAV writes reach the server at fsync or close (the get/put model): the staged "
+        "file's whole-file PUT is sent again after a reconnect."
+    ),
+    "root/xrootd": (
+        "every xrootd cell runs on the proxy back-end (the bindings connect from threads of "
+        "their own, outside the client's namespace); its host-crash is the proxy's nearest: "
+        "a silent partition and the server killed, both healed after 3 s."
     ),
 }
 
