@@ -12,8 +12,10 @@ Scenario of one cell (times in seconds)::
 
     t=0       open /cell, write "before" at 0, fsync: acknowledged
     t=0       the fault: kernel NAT forgets flows (idle or now), RST, partition,
-              server SIGKILL or SIGSTOP, 100 ms latency each way, or the server's
-              whole host gone (its namespace ended, the server killed)
+              server SIGKILL or SIGSTOP (to every process it started: sessions
+              served by processes of their own meet it too), 100 ms latency each
+              way, or the server's whole host gone (its namespace ended, the
+              server killed)
     t=0       write "after" at 6 and fsync, in a thread acting as the client
     t=HEAL    the fault heals where it does (restart, SIGCONT, partition lifted)
     t<=LIMIT  the fsync returns (completed / failed) or the cell is "hung"
@@ -373,12 +375,6 @@ def run_matrix(
 
 #: What a reader needs to read a column right.
 NOTES: dict[str, str] = {
-    "ftp/vsftpd": (
-        "vsftpd serves each session from a process of its own, outside the listener's "
-        "process group, so killing or stopping the listening server (server-crash, "
-        "server-freeze) leaves an established session working: 0 s is vsftpd's design, "
-        "not a missed fault."
-    ),
     "ftp": (
         "FTP writes reach the server at fsync or close (the get/put model): the driver "
         "puts the whole staged file again after a reconnect; every cell runs on the kernel "
@@ -386,9 +382,8 @@ NOTES: dict[str, str] = {
         "connections too."
     ),
     "sftp/openssh": (
-        "sshd serves each session from a process of its own, in a session of its own, so "
-        "server-crash and server-freeze leave an established session working (0 s), as for "
-        "vsftpd; after the other faults the driver reconnects and reopens its handle."
+        "the driver reconnects, reopens its handle by path and checks the bytes it last "
+        "wrote there before sending the broken write again."
     ),
     "dav": (
         "WebDAV writes reach the server at fsync or close (the get/put model): the staged "
