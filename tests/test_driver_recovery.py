@@ -143,12 +143,17 @@ def test_open_handles_carry_on_after_a_restart_when_the_file_is_the_same(
         driver = connect(server, BUDGET, environment)
         try:
             handle = driver.open("/f", os.O_RDWR)
+            writer = driver.open("/w", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             assert driver.pread(handle, 4, 0) == b"cont"
+            assert driver.pwrite(writer, b"one", 0) == 3
             reboot(server)
             assert driver.pread(handle, 4, 4) == b"ents"
             assert driver.pwrite(handle, b"C", 0) == 1
+            assert driver.pwrite(writer, b" two", 3) == 4  # reopened, neither truncated
             driver.close(handle)
+            driver.close(writer)
             assert (server.data_dir / "f").read_bytes() == b"Contents"
+            assert (server.data_dir / "w").read_bytes() == b"one two"
         finally:
             driver.close_driver()
 

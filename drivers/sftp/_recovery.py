@@ -17,7 +17,9 @@ must already be there and must not be emptied) and the witness is read back:
 A handle that has seen no data has nothing to compare and is reopened by
 path. The check is a content check, not an identity check: another file with
 the same bytes at that offset passes it, and another writer that rewrote
-those bytes during the outage fails it (ESTALE, the safe side). Appending
+those bytes during the outage fails it (ESTALE, the safe side). A write-only
+handle reads its witness through a second, read-only handle (one more open
+and close); a file it cannot read is not recognised: ESTALE. Appending
 handles are reopened but their write in flight is not replayed (the server
 chooses an append's offset: a replay could append twice).
 """
@@ -77,18 +79,38 @@ def reopen(
         raise _stale(entry, where, f"it cannot be opened again ({status.strerror})") from None
     assert reply == CMD_HANDLE, reply
     remote: bytes = message.get_binary()
-    if entry.witness is not None:
-        offset, expected = entry.witness
-        try:
-            _, data = call(CMD_READ, remote, int64(offset), len(expected), path=entry.path)
-            seen = data.get_string() if _ == CMD_DATA else b""
-        except SftpStatus:
-            seen = b""  # EOF: shorter than what was acknowledged there
-        if seen != expected:
-            with suppress(SftpStatus):  # the handle is abandoned either way
-                call(CMD_CLOSE, remote, path=entry.path)
-            raise _stale(entry, where, f"it no longer holds what was read or written at {offset}")
+    if entry.witness is not None and not _holds(entry, remote, call, sftp_flags):
+        with suppress(SftpStatus):  # the handle is abandoned either way
+            call(CMD_CLOSE, remote, path=entry.path)
+        offset = entry.witness[0]
+        raise _stale(entry, where, f"it no longer holds what was read or written at {offset}")
     entry.remote, entry.generation = remote, generation
+
+
+def _holds(entry: Reopenable, remote: bytes, call: Call, sftp_flags: Callable[[int], int]) -> bool:
+    """Whether the reopened file holds the witness's bytes at the witness's offset."""
+    assert entry.witness is not None
+    offset, expected = entry.witness
+    reader = remote
+    if entry.flags & os.O_ACCMODE == os.O_WRONLY:  # a write-only handle cannot read: ask another
+        try:
+            _, message = call(
+                CMD_OPEN, os.fsencode(entry.path), sftp_flags(os.O_RDONLY), SFTPAttributes(),
+                path=entry.path,
+            )  # fmt: skip
+        except SftpStatus:
+            return False  # unreadable: the file cannot be recognised, so it is not kept
+        reader = message.get_binary()
+    try:
+        kind, data = call(CMD_READ, reader, int64(offset), len(expected), path=entry.path)
+        seen = data.get_string() if kind == CMD_DATA else b""
+    except SftpStatus:
+        seen = b""  # EOF: shorter than what was acknowledged there
+    finally:
+        if reader != remote:
+            with suppress(SftpStatus):
+                call(CMD_CLOSE, reader, path=entry.path)
+    return bool(seen == expected)
 
 
 def witness_after_truncate(
