@@ -172,12 +172,19 @@ class _Server(Protocol):
 
 def _descendants(pid: int, depth: int = 4) -> list[int]:
     """The processes ``pid`` started, and theirs, ``depth`` generations down (from /proc)."""
-    from harness.servers import child_pids
-
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+            parents.setdefault(parent, []).append(int(entry))
     found: list[int] = []
     generation = [pid]
     for _ in range(depth):
-        generation = [child for parent in generation for child in child_pids(parent)]
+        generation = [child for one in generation for child in parents.get(one, [])]
         found += generation
     return found
 

@@ -35,8 +35,6 @@ from typing import Any, Protocol
 from paramiko.sftp import CMD_CLOSE, CMD_DATA, CMD_HANDLE, CMD_OPEN, CMD_READ, int64
 from paramiko.sftp_attr import SFTPAttributes
 
-from drivers.sftp._session import SftpStatus
-
 __all__ = ["WITNESS", "Reopenable", "reopen", "witness_after_truncate"]
 
 #: Bytes of the last read or write kept to recognise the file after a reconnect.
@@ -71,6 +69,8 @@ def reopen(
         OSError: ESTALE when the path no longer names the file; a broken connection's
             error (ECONNRESET, ETIMEDOUT...) when the reopen itself could not be sent.
     """
+    from drivers.sftp import SftpStatus  # the package's name for it, whichever module holds it
+
     flags = entry.flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC)
     path = os.fsencode(entry.path)
     try:
@@ -89,6 +89,8 @@ def reopen(
 
 def _holds(entry: Reopenable, remote: bytes, call: Call, sftp_flags: Callable[[int], int]) -> bool:
     """Whether the reopened file holds the witness's bytes at the witness's offset."""
+    from drivers.sftp import SftpStatus
+
     assert entry.witness is not None
     offset, expected = entry.witness
     reader = remote
