@@ -24,7 +24,9 @@ FTP's cells all run on the kernel back-end: its server has an address of its
 own there, so the relay also carries the server's passive data ports (the
 driver connects to the port EPSV names, on the control connection's peer).
 A write reaches an FTP server only at fsync or close (the get/put model), so
-"acknowledged" means the fsync returned.
+"acknowledged" means the fsync returned. Every other small file under the
+server's data directory is compared before the fault and after the write: a
+byte that landed anywhere but /cell is "misplaced", and the cell lost it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -288,6 +291,7 @@ def run_cell(
             raise RuntimeError(f"the session did not start: {box}")
         handle = box[0]
         assert isinstance(handle, int)
+        others = _other_files(server.data_dir)
         heal = _apply(fault, net, server)
         healer = threading.Timer(HEAL_AFTER, heal)
         healer.start()
@@ -297,6 +301,10 @@ def run_cell(
         healer.join()
         heal = lambda: None  # noqa: E731 - healed
         result = _judge(fault, backend, target, box, seconds, server)
+        moved = _changed(others, _other_files(server.data_dir))
+        if moved:  # bytes that landed anywhere but /cell: misplaced
+            result.acknowledged_bytes_kept = False
+            result.detail = f"misplaced: other files changed: {', '.join(moved)}"
         _in_client(net, driver.close_driver, hang_limit)
         return result
     except Exception as exc:  # a cell that could not run says why, the matrix goes on
@@ -319,6 +327,35 @@ def _prepare(driver: Driver) -> int:
 def _write_after(driver: Driver, handle: Handle) -> None:
     driver.pwrite(handle, b"after", 6)
     driver.fsync(handle)
+
+
+MAX_WATCHED = 1 << 20  # bytes: larger files beside /cell are not the cell's business
+
+
+def _other_files(root: Path) -> dict[str, bytes]:
+    """Every small regular file under ``root`` but /cell, by relative path (no symlinks)."""
+    found: dict[str, bytes] = {}
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
+        for name in files:
+            path = Path(folder, name)
+            relative = str(path.relative_to(root))
+            with _quietly():
+                info = path.lstat()
+                if (
+                    relative != "cell"
+                    and stat.S_ISREG(info.st_mode)
+                    and info.st_size <= MAX_WATCHED
+                ):
+                    found[relative] = path.read_bytes()
+    return found
+
+
+def _changed(before: dict[str, bytes], after: dict[str, bytes]) -> list[str]:
+    """Names of files that appeared, vanished or changed between two looks."""
+    return sorted(
+        name for name in before.keys() | after.keys() if before.get(name) != after.get(name)
+    )
 
 
 def _judge(

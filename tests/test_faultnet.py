@@ -305,6 +305,16 @@ class SwallowsWriteErrors(ChirpDriver):
             super().fsync(handle)
 
 
+class AlsoWritesElsewhere(ChirpDriver):
+    """A seeded bug: the write lands where it should, and also in a file it was never for
+    (a handle sent on the wrong connection, a temporary name never cleaned up)."""
+
+    def pwrite(self, handle: Handle, data: bytes, offset: int) -> int:
+        if data == b"after":
+            self.write_file("/stray", data)
+        return super().pwrite(handle, data, offset)
+
+
 class HangsOnWrite(ChirpDriver):
     """A seeded bug: a write after the fault waits for an answer that never comes."""
 
@@ -332,6 +342,15 @@ def test_the_matrix_catches_a_driver_that_swallows_a_write_error() -> None:
     assert "LOST ACKNOWLEDGED BYTES" in render_markdown([cell])
     honest = run_cell("rst-kill", "kernel", target, make_driver=_seeded(ChirpDriver))
     assert honest.outcome == "failed fast" and honest.acknowledged_bytes_kept, honest
+
+
+def test_the_matrix_catches_a_driver_that_misplaces_a_write() -> None:
+    target = Target("chirp/aviary", recovery=0)
+    cell = run_cell("delay", "proxy", target, make_driver=_seeded(AlsoWritesElsewhere))
+    assert cell.outcome == "completed" and cell.acknowledged_bytes_kept is False, cell
+    assert cell.detail == "misplaced: other files changed: stray"
+    honest = run_cell("delay", "proxy", target, make_driver=_seeded(ChirpDriver))
+    assert honest.outcome == "completed" and honest.acknowledged_bytes_kept, honest
 
 
 def test_the_matrix_catches_a_driver_that_hangs() -> None:
