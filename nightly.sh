@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The nightly job on this machine: the full conformance matrix with a large
-# hypothesis budget and JUnit XML, Figure 5, then the gate. EXAMPLES=N to change.
+# hypothesis budget and JUnit XML, Figure 5, the full fault matrix, then the gate. EXAMPLES=N to change.
 set -uo pipefail
 cd "$(dirname "$0")"
 ./setup.sh || exit 1
@@ -11,5 +11,6 @@ for driver in local chirp ftp http webdav sftp xrootd; do
     --junitxml "reports/junit-$driver.xml" || status=1
 done
 .venv/bin/aviary conformance table >/dev/null || status=1
+.venv/bin/aviary faultnet matrix >/dev/null || status=1  # the full fault matrix: reports/faults
 .venv/bin/aviary gate || status=1
 exit $status

@@ -5,10 +5,12 @@ agent's prefix is ``/xrootd/HOST:PORT/path``, because ``/root`` is the home
 directory. Login is anonymous (whatever the server's security config allows).
 
 Every call passes a timeout to the bindings (whole seconds, rounded up), so
-nothing waits forever; an expired request is ETIMEDOUT. Recovery is the
-bindings' own: after a broken connection XrdCl reconnects and resends by
-itself (tests/test_driver_recovery.py restarts the server under it), out of
-the driver's sight, so the connection counter does not show the reconnect. The bindings keep one
+nothing waits forever; an expired request is ETIMEDOUT. Reconnecting is the
+bindings' own: after a broken connection XrdCl reconnects and resends path
+requests by itself, out of the driver's sight, so the connection counter does
+not show the reconnect; the driver sets how often and how long it tries, and
+reopens open files itself, checking the file's id
+(``drivers._xrootd_recovery``). The bindings keep one
 pooled connection per server for the whole process; the driver counts one
 connection when it first uses its server. They expose no socket counters, so
 bytes are counted from the protocol's framing: a 24-byte request header plus
@@ -68,9 +70,11 @@ import stat as stat_module
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Self, TypeVar, cast
 
+from drivers import _xrootd_recovery as recovery
 from drivers._interface import DirEntry, Driver, FileType, Handle, StatFS, StatResult, raise_errno
+from drivers._network import BROKEN_CONNECTION, call_with_recovery, recovery_budget
 from drivers._url import Location
 
 __all__ = ["XROOTD_PORT", "XRootDDriver", "errno_for_status"]
@@ -81,6 +85,7 @@ RESPONSE_HEADER = 8  # bytes: ServerResponseHeader
 MAX_WRITE = 8 << 20  # bytes per kXR_write request
 _BLOCK = 4096
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0)
+T = TypeVar("T")
 
 # StatInfo flags (XProtocol kXR_* stat flags).
 X_BIT_SET, IS_DIR, OTHER, OFFLINE, IS_READABLE, IS_WRITABLE = 1, 2, 4, 8, 16, 32
@@ -113,11 +118,13 @@ ERRNO_BY_KXR: dict[int, int] = {
 }
 #: Client-side status codes of the bindings (XrdClStatus.hh) -> errno.
 ERRNO_BY_CLIENT_CODE: dict[int, int] = {
-    101: errno.ECONNREFUSED,  # errConnectionError... (and 10x socket errors)
-    103: errno.ECONNRESET,  # errSocketError
-    104: errno.ETIMEDOUT,  # errSocketTimeout
-    105: errno.ECONNRESET,  # errSocketDisconnected
-    108: errno.ECONNRESET,  # errStreamDisconnect
+    101: errno.EHOSTUNREACH,  # errInvalidAddr: the host does not resolve
+    102: errno.ECONNRESET,  # errSocketError
+    103: errno.ETIMEDOUT,  # errSocketTimeout
+    104: errno.ECONNRESET,  # errSocketDisconnected
+    107: errno.ECONNRESET,  # errStreamDisconnect
+    108: errno.ECONNREFUSED,  # errConnectionError: no connection could be made
+    109: errno.ECONNRESET,  # errInvalidSession: the handle's session died with its connection
     206: errno.ETIMEDOUT,  # errOperationExpired
     207: errno.EINTR,  # errOperationInterrupted
 }
@@ -162,6 +169,8 @@ class _Shared:
     path: str  # the name it has now (renames through this driver move it)
     writable: bool
     refs: int = 1
+    identity: str | None = None  # the server's id of the file, to recognise it when reopening
+    broken: bool = False  # its connection broke: reopen before the next request
 
 
 @dataclass(slots=True)
@@ -171,6 +180,11 @@ class _OpenFile:
     shared: _Shared | None  # None: a directory opened read-only (fstat and close only)
 
 
+#: Seconds of reconnecting after a connection broke (overridden by the environment).
+DEFAULT_RECOVERY = 60.0
+RECOVERY_ENV = "AVIARY_XROOTD_RECOVERY"
+
+
 class XRootDDriver(Driver):
     """A client of the XRootD protocol through the ``XRootD`` bindings (PyPI ``xrootd``).
 
@@ -178,6 +192,9 @@ class XRootDDriver(Driver):
         host: server address.
         port: server port (1094 by default).
         timeout: seconds to wait for any one request (rounded up to whole seconds).
+        recovery: seconds spent reconnecting after a connection broke (None:
+            ``$AVIARY_XROOTD_RECOVERY``, else 60; 0: fail at once). Open files are
+            reopened and kept when the path still names the same file, else ESTALE.
     """
 
     name = "xrootd"
@@ -185,8 +202,16 @@ class XRootDDriver(Driver):
     service = "xrootd"
     default_port = XROOTD_PORT
 
-    def __init__(self, host: str, port: int = XROOTD_PORT, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int = XROOTD_PORT,
+        *,
+        timeout: float = 30.0,
+        recovery: float | None = None,
+    ) -> None:
         super().__init__()
+        self.recovery = recovery_budget(recovery, RECOVERY_ENV, DEFAULT_RECOVERY)
         self.host = host
         self.port = port
         self.timeout = timeout
@@ -218,6 +243,7 @@ class XRootDDriver(Driver):
 
     def _filesystem(self) -> Any:
         if self._fs is None:
+            recovery.configure_bindings(_client(), self.timeout, self.recovery)
             self.counters.connection_opened()
             self._fs = _client().FileSystem(f"root://{self.host}:{self.port}")
         return self._fs
@@ -383,7 +409,7 @@ class XRootDDriver(Driver):
                 # Readers hold it: the server would refuse a writer, so reopen for update.
                 self._call(shared.file.close, path=path)
                 shared.file = self._open_file(path, flags & ~os.O_EXCL, 0o600, True)
-                shared.writable = True
+                shared.writable, shared.identity = True, recovery.file_id(shared.file)
                 shared.refs += 1
                 return self._remember(path, flags, shared)
             if shared is not None:
@@ -396,7 +422,7 @@ class XRootDDriver(Driver):
             file = self._open_file(path, flags, mode & ~self._umask & 0o777, writing)
             if file is None:
                 return self._remember(path, flags, None)
-            shared = self._shared[path] = _Shared(file, path, updating)
+            shared = self._shared[path] = _Shared(file, path, updating, 1, recovery.file_id(file))
             return self._remember(path, flags, shared)
 
     def _open_file(self, path: str, flags: int, mode: int, writing: bool) -> Any:
@@ -416,7 +442,7 @@ class XRootDDriver(Driver):
             except FileNotFoundError:
                 base |= OpenFlags.NEW
         self._filesystem()
-        file = _client().File()
+        file = recovery.without_own_recovery(_client().File())
         try:
             self._call(file.open, self._url(path), base, mode, path=path)
         except IsADirectoryError:
@@ -460,10 +486,41 @@ class XRootDDriver(Driver):
 
     def _file_of(self, handle: Handle) -> tuple[_OpenFile, Any]:
         entry = self._entry(handle)
-        if entry.shared is None:
+        shared = entry.shared
+        if shared is None:
             raise_errno(errno.EISDIR, entry.path)
             raise AssertionError  # unreachable
-        return entry, entry.shared.file
+        if shared.broken:
+            shared.file = recovery.reopen(
+                _client(),
+                shared.file,
+                self._url(shared.path),
+                shared.writable,
+                shared.identity,
+                self._seconds,
+                errno_for_status,
+            )
+            shared.broken = False
+        return entry, shared.file
+
+    def _on_file(
+        self, operation: str, handle: Handle, attempt: Callable[[_OpenFile, Any], T],
+        *, replay: bool = True,
+    ) -> T:  # fmt: skip
+        """A request on an open file; after a broken connection, reopened and sent again."""
+
+        def broke() -> None:
+            shared = self._entry(handle).shared
+            if shared is not None:
+                shared.broken = True
+
+        budget = self.recovery if replay else 0.0
+        return cast(
+            T,
+            call_with_recovery(
+                operation, lambda: attempt(*self._file_of(handle)), budget=budget, reset=broke
+            ),
+        )
 
     def close(self, handle: Handle) -> None:
         with self._op("close"):
@@ -476,47 +533,67 @@ class XRootDDriver(Driver):
                     return  # another handle still uses the server's handle
                 if self._shared.get(shared.path) is shared:
                     del self._shared[shared.path]
-                self._call(shared.file.close, path=entry.path)
+                try:
+                    self._call(shared.file.close, path=entry.path)
+                except OSError as exc:
+                    # Each write was acknowledged when it returned: a close that cannot
+                    # reach the server leaves nothing unsent.
+                    if not self.recovery or exc.errno not in BROKEN_CONNECTION:
+                        raise
 
     def pread(self, handle: Handle, size: int, offset: int) -> bytes:
         with self._op("pread"):
             if size < 0 or offset < 0:
                 raise_errno(errno.EINVAL)
-            entry, file = self._file_of(handle)
+            entry, _ = self._file_of(handle)
             if entry.flags & os.O_ACCMODE == os.O_WRONLY:
                 raise_errno(errno.EBADF)
-            data: bytes = self._call(file.read, offset, size, path=entry.path) or b""
-            return data
+
+            def attempt(entry: _OpenFile, file: Any) -> bytes:
+                data: bytes = self._call(file.read, offset, size, path=entry.path) or b""
+                return data
+
+            return self._on_file("pread", handle, attempt)
 
     def pwrite(self, handle: Handle, data: bytes, offset: int) -> int:
         with self._op("pwrite"):
             if offset < 0:
                 raise_errno(errno.EINVAL)
-            entry, file = self._file_of(handle)
+            entry, _ = self._file_of(handle)
             if entry.flags & os.O_ACCMODE == os.O_RDONLY:
                 raise_errno(errno.EBADF)
-            if entry.flags & os.O_APPEND:  # no append mode in the protocol: write at the end
-                offset = int(self._call(file.stat, True, path=entry.path).size)
-            view = memoryview(data)
-            total = 0
-            while True:  # a zero-byte write still asks the server
-                piece = bytes(view[total : total + MAX_WRITE])
-                self._call(file.write, piece, offset + total, path=entry.path, sent=len(piece))
-                total += len(piece)
-                if total >= len(data):
-                    return total
+            appending = bool(entry.flags & os.O_APPEND)
+
+            def attempt(entry: _OpenFile, file: Any) -> int:
+                at = offset
+                if appending:  # no append mode in the protocol: write at the end
+                    at = int(self._call(file.stat, True, path=entry.path).size)
+                view = memoryview(data)
+                total = 0
+                while True:  # a zero-byte write still asks the server
+                    piece = bytes(view[total : total + MAX_WRITE])
+                    self._call(file.write, piece, at + total, path=entry.path, sent=len(piece))
+                    total += len(piece)
+                    if total >= len(data):
+                        return total
+
+            # An append in flight is not sent again: its first copy may have landed.
+            return self._on_file("pwrite", handle, attempt, replay=not appending)
 
     def fsync(self, handle: Handle) -> None:
         with self._op("fsync"):
-            entry, file = self._file_of(handle)
-            self._call(file.sync, path=entry.path)
+            self._on_file(
+                "fsync", handle, lambda entry, file: self._call(file.sync, path=entry.path)
+            )
 
     def ftruncate(self, handle: Handle, length: int) -> None:
         with self._op("ftruncate"):
             if length < 0:
                 raise_errno(errno.EINVAL)
-            entry, file = self._file_of(handle)
-            self._call(file.truncate, length, path=entry.path)
+            self._on_file(
+                "ftruncate", handle,
+                lambda entry, file: self._call(file.truncate, length, path=entry.path),
+            )  # fmt: skip
 
     def truncate(self, path: str, length: int) -> None:
         with self._op("truncate"):

@@ -170,20 +170,46 @@ class _Server(Protocol):
     def restart(self, *, kill_signal: int = ..., timeout: float = ...) -> None: ...
 
 
+def _descendants(pid: int, depth: int = 4) -> list[int]:
+    """The processes ``pid`` started, and theirs, ``depth`` generations down (from /proc)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+            parents.setdefault(parent, []).append(int(entry))
+    found: list[int] = []
+    generation = [pid]
+    for _ in range(depth):
+        generation = [child for one in generation for child in parents.get(one, [])]
+        found += generation
+    return found
+
+
 def _signal_group(server: _Server, sig: int) -> None:
     # The server leads its own process group: a forking server's per-connection
-    # children are in it too, and a crash takes them all, as a real one would.
+    # children are in it too, and a crash takes them all, as a real one would. Some
+    # servers serve each session from a process in a session of its own (sshd, vsftpd):
+    # those are found as descendants, so a crash or a freeze reaches them too.
+    targets = _descendants(server.pid)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(server.pid, sig)
+    for pid in targets:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
 
 
 def crash(server: _Server) -> None:
-    """SIGKILL the server and its children: connections die, the port closes."""
+    """SIGKILL the server and every process it started: connections die, the port closes."""
     _signal_group(server, signal.SIGKILL)
 
 
 def freeze(server: _Server) -> None:
-    """SIGSTOP the server: connections stay open, nothing answers."""
+    """SIGSTOP the server and every process it started: connections stay open, nothing
+    answers."""
     _signal_group(server, signal.SIGSTOP)
 
 

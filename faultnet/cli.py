@@ -3,8 +3,9 @@
 Covers three commands, wired into ``harness/cli.py`` with
 :func:`add_faultnet_parser` and :func:`run_faultnet`:
 
-* ``aviary faultnet matrix [--out reports/faults]``: the fault matrix, as
-  JSON and Markdown;
+* ``aviary faultnet matrix [--quick] [--fault F] [--out reports/faults]``:
+  the fault matrix, as JSON and Markdown (``--quick``: a few cells, one
+  server per network driver);
 * ``aviary faultnet proxy --target HOST:PORT [--idle S] [--delay S] ...``:
   a fault proxy on 127.0.0.1 until Ctrl-C, reading fault commands on stdin;
 * ``aviary faultnet kernel --target HOST:PORT [--idle S] [-- PROGRAM ...]``:
@@ -64,6 +65,9 @@ def add_faultnet_parser(subparsers: argparse._SubParsersAction[argparse.Argument
     matrix.add_argument("--out", type=Path, default=Path("reports/faults"),
                         help="write OUT.json and OUT.md (default reports/faults)")  # fmt: skip
     matrix.add_argument("--fault", action="append", help="only this fault (repeatable)")
+    matrix.add_argument("--quick", action="store_true",
+                        help="two faults, one server per network driver (the full matrix "
+                             "is the nightly one)")  # fmt: skip
     for backend in BACKENDS:
         sub = commands.add_parser(backend, help=f"bring the {backend} back-end up by hand")
         sub.add_argument("--target", type=_endpoint, required=True, help="the server, HOST:PORT")
@@ -157,13 +161,21 @@ def _run_by_hand(args: argparse.Namespace) -> int:
 def run_faultnet(args: argparse.Namespace) -> int:
     """Run the ``faultnet`` command parsed by :func:`add_faultnet_parser`; exit status."""
     if args.faultnet_command == "matrix":
-        from faultnet.matrix import render_markdown, run_matrix, write_reports
+        from faultnet.matrix import (
+            DEFAULT_TARGETS,
+            QUICK_FAULTS,
+            QUICK_TARGETS,
+            render_markdown,
+            run_matrix,
+            write_reports,
+        )
 
         def show(cell: object) -> None:
             print(f"faultnet: {cell}", file=sys.stderr)
 
-        faults = tuple(args.fault) if args.fault else None
-        results = run_matrix(faults=faults, progress=show)
+        faults = tuple(args.fault) if args.fault else (QUICK_FAULTS if args.quick else None)
+        targets = QUICK_TARGETS if args.quick else DEFAULT_TARGETS
+        results = run_matrix(targets, faults=faults, progress=show)
         json_path, md_path = write_reports(results, args.out)
         print(render_markdown(results))
         print(f"faultnet: wrote {json_path} and {md_path}", file=sys.stderr)

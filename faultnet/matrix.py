@@ -12,8 +12,10 @@ Scenario of one cell (times in seconds)::
 
     t=0       open /cell, write "before" at 0, fsync: acknowledged
     t=0       the fault: kernel NAT forgets flows (idle or now), RST, partition,
-              server SIGKILL or SIGSTOP, 100 ms latency each way, or the server's
-              whole host gone (its namespace ended, the server killed)
+              server SIGKILL or SIGSTOP (to every process it started: sessions
+              served by processes of their own meet it too), 100 ms latency each
+              way, or the server's whole host gone (its namespace ended, the
+              server killed)
     t=0       write "after" at 6 and fsync, in a thread acting as the client
     t=HEAL    the fault heals where it does (restart, SIGCONT, partition lifted)
     t<=LIMIT  the fsync returns (completed / failed) or the cell is "hung"
@@ -22,7 +24,9 @@ FTP's cells all run on the kernel back-end: its server has an address of its
 own there, so the relay also carries the server's passive data ports (the
 driver connects to the port EPSV names, on the control connection's peer).
 A write reaches an FTP server only at fsync or close (the get/put model), so
-"acknowledged" means the fsync returned.
+"acknowledged" means the fsync returned. Every other small file under the
+server's data directory is compared before the fault and after the write: a
+byte that landed anywhere but /cell is "misplaced", and the cell lost it.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -39,13 +44,27 @@ from pathlib import Path
 from drivers import Driver, Handle
 from drivers.chirp import ChirpDriver
 from drivers.ftp import FtpDriver
+from drivers.sftp import SftpDriver
+from drivers.webdav import WebDavDriver
+from drivers.xrootd import XRootDDriver
 from faultnet.backends import ProxyNet, crash, freeze, open_faultnet, restart, thaw
 from faultnet.faults import FaultKind
 from faultnet.kernel import KernelNet, _setns
 from servers import RunningServer, start_server
 from servers.ftp import passive_range
 
-__all__ = ["CellResult", "Target", "render_markdown", "run_matrix", "write_reports"]
+__all__ = [
+    "DEFAULT_TARGETS",
+    "QUICK_FAULTS",
+    "QUICK_TARGETS",
+    "CellResult",
+    "MakeDriver",
+    "Target",
+    "render_markdown",
+    "run_cell",
+    "run_matrix",
+    "write_reports",
+]
 
 TIMEOUT = 2.0  # seconds: the driver's deadline for one network wait
 BUDGET = 12.0  # seconds of recovery a driver may spend
@@ -91,27 +110,67 @@ DEFAULT_TARGETS = (
     Target("chirp/cctools", recovery=0),
     Target("ftp/vsftpd"),
     Target("ftp/pyftpdlib"),
+    Target("sftp/openssh"),
+    Target("dav/wsgidav"),
+    Target("dav/nginx"),
+    Target("root/xrootd"),
 )
+#: The README's test command runs these: one server per network driver, the two faults
+#: that break a connection in the two ways a driver must tell apart (a reset it hears
+#: at once, a crash whose server comes back on the same port).
+QUICK_TARGETS = (
+    Target("chirp/aviary"),
+    Target("ftp/pyftpdlib"),
+    Target("sftp/openssh"),
+    Target("dav/wsgidav"),
+    Target("root/xrootd"),
+)
+QUICK_FAULTS = (FaultKind.RST_KILL.value, FaultKind.SERVER_CRASH.value)
 #: Protocols whose cells all need the kernel back-end (more than one port).
 KERNEL_ONLY = frozenset({"ftp"})
+#: Protocols whose cells all run on the proxy: the XRootD bindings connect from threads
+#: of their own, which stay in the process's network namespace, never the client's.
+PROXY_ONLY = frozenset({"root"})
 
 
 def backend_for(fault: str, target: Target) -> str:
     """The back-end that carries ``fault`` for ``target``."""
+    if target.protocol in PROXY_ONLY:
+        return "proxy"
     if fault in EXTRA_ROWS or target.protocol in KERNEL_ONLY:
         return "kernel"
     return BACKEND_FOR.get(FaultKind(fault), "kernel")
 
 
+def _known_hosts_for(server: RunningServer, address: tuple[str, int]) -> str:
+    """The server's host key line, for the address the client reaches it at through faultnet."""
+    host, port = address
+    line = Path(server.client_env["AVIARY_SFTP_KNOWN_HOSTS"]).read_text().split(None, 1)[1]
+    path = server.state_dir / "known_hosts.faultnet"
+    path.write_text(f"[{host}]:{port} {line}")
+    return str(path)
+
+
 def _driver_for(target: Target, server: RunningServer, address: tuple[str, int]) -> Driver:
     host, port = address
+    user, password = server.spec.user, server.spec.password
     if target.protocol == "chirp":
         return ChirpDriver(
             host, port, auth_methods=("address",), timeout=TIMEOUT, recovery=target.recovery
         )
     if target.protocol == "ftp":
-        user, password = server.spec.user, server.spec.password
         return FtpDriver(host, port, user, password, timeout=TIMEOUT, recovery=target.recovery)
+    if target.protocol == "sftp":
+        # The driver reads its key and known hosts from the environment when it connects.
+        os.environ.update(server.client_env)
+        os.environ["AVIARY_SFTP_KNOWN_HOSTS"] = _known_hosts_for(server, address)
+        return SftpDriver(host, port, user, timeout=TIMEOUT, recovery=target.recovery)
+    if target.protocol == "dav":
+        return WebDavDriver(
+            host, port, user=user, password=password, timeout=TIMEOUT, recovery=target.recovery
+        )
+    if target.protocol == "root":
+        return XRootDDriver(host, port, timeout=TIMEOUT, recovery=target.recovery)
     raise ValueError(f"the fault matrix has no driver for {target.server}")
 
 
@@ -181,8 +240,17 @@ def _apply(fault: str, net: ProxyNet | KernelNet, server: RunningServer) -> Call
     if fault == "partition-3s":
         net.partition(silent=True)
         return net.heal
-    if fault == "host-crash":
-        assert isinstance(net, KernelNet)
+    if fault == "host-crash" and isinstance(net, ProxyNet):
+        # The nearest the proxy comes: flows die silently, new ones hang, the server dies.
+        net.partition(silent=True)
+        crash(server)
+
+        def back() -> None:
+            restart(server)
+            net.heal()
+
+        return back
+    if fault == "host-crash" and isinstance(net, KernelNet):
         net.crash_server_host()
         crash(server)
 
@@ -194,8 +262,22 @@ def _apply(fault: str, net: ProxyNet | KernelNet, server: RunningServer) -> Call
     raise ValueError(f"unknown fault {fault!r}")
 
 
-def run_cell(fault: str, backend: str, target: Target) -> CellResult:
-    """One session through one fault; see the module's scenario."""
+MakeDriver = Callable[[Target, RunningServer, tuple[str, int]], Driver]
+
+
+def run_cell(
+    fault: str,
+    backend: str,
+    target: Target,
+    *,
+    make_driver: MakeDriver | None = None,
+    hang_limit: float = HANG_LIMIT,
+) -> CellResult:
+    """One session through one fault; see the module's scenario.
+
+    ``make_driver`` replaces the target's own driver (the tests seed broken ones);
+    ``hang_limit`` is how long the write after the fault may take before it "hung".
+    """
     server = start_server(target.server)
     net = open_faultnet(
         backend, (server.host, server.port), extra_ports=_extra_ports(target, server)
@@ -203,22 +285,27 @@ def run_cell(fault: str, backend: str, target: Target) -> CellResult:
     heal: Callable[[], None] = lambda: None  # noqa: E731
     try:
         net.up()
-        driver = _driver_for(target, server, net.address)
-        box = _in_client(net, lambda: _prepare(driver), HANG_LIMIT)
+        driver = (make_driver or _driver_for)(target, server, net.address)
+        box = _in_client(net, lambda: _prepare(driver), hang_limit)
         if not box or isinstance(box[0], BaseException):
             raise RuntimeError(f"the session did not start: {box}")
         handle = box[0]
         assert isinstance(handle, int)
+        others = _other_files(server.data_dir)
         heal = _apply(fault, net, server)
         healer = threading.Timer(HEAL_AFTER, heal)
         healer.start()
         started = time.monotonic()
-        box = _in_client(net, lambda: _write_after(driver, Handle(handle)), HANG_LIMIT)
+        box = _in_client(net, lambda: _write_after(driver, Handle(handle)), hang_limit)
         seconds = time.monotonic() - started
         healer.join()
         heal = lambda: None  # noqa: E731 - healed
         result = _judge(fault, backend, target, box, seconds, server)
-        _in_client(net, driver.close_driver, HANG_LIMIT)
+        moved = _changed(others, _other_files(server.data_dir))
+        if moved:  # bytes that landed anywhere but /cell: misplaced
+            result.acknowledged_bytes_kept = False
+            result.detail = f"misplaced: other files changed: {', '.join(moved)}"
+        _in_client(net, driver.close_driver, hang_limit)
         return result
     except Exception as exc:  # a cell that could not run says why, the matrix goes on
         return CellResult(fault, target.label, backend, "error", None, 0.0, None, str(exc))
@@ -240,6 +327,35 @@ def _prepare(driver: Driver) -> int:
 def _write_after(driver: Driver, handle: Handle) -> None:
     driver.pwrite(handle, b"after", 6)
     driver.fsync(handle)
+
+
+MAX_WATCHED = 1 << 20  # bytes: larger files beside /cell are not the cell's business
+
+
+def _other_files(root: Path) -> dict[str, bytes]:
+    """Every small regular file under ``root`` but /cell, by relative path (no symlinks)."""
+    found: dict[str, bytes] = {}
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
+        for name in files:
+            path = Path(folder, name)
+            relative = str(path.relative_to(root))
+            with _quietly():
+                info = path.lstat()
+                if (
+                    relative != "cell"
+                    and stat.S_ISREG(info.st_mode)
+                    and info.st_size <= MAX_WATCHED
+                ):
+                    found[relative] = path.read_bytes()
+    return found
+
+
+def _changed(before: dict[str, bytes], after: dict[str, bytes]) -> list[str]:
+    """Names of files that appeared, vanished or changed between two looks."""
+    return sorted(
+        name for name in before.keys() | after.keys() if before.get(name) != after.get(name)
+    )
 
 
 def _judge(
@@ -296,15 +412,24 @@ def run_matrix(
 
 #: What a reader needs to read a column right.
 NOTES: dict[str, str] = {
-    "ftp/vsftpd": (
-        "vsftpd serves each session from a process of its own, outside the listener's "
-        "process group, so killing or stopping the listening server (server-crash, "
-        "server-freeze) leaves an established session working: 0 s is vsftpd's design, "
-        "not a missed fault."
-    ),
     "ftp": (
         "FTP writes reach the server at fsync or close (the get/put model): the driver "
-        "puts the whole staged file again after a reconnect."
+        "puts the whole staged file again after a reconnect; every cell runs on the kernel "
+        "back-end, which relays the server's passive data ports, so faults hit the data "
+        "connections too."
+    ),
+    "sftp/openssh": (
+        "the driver reconnects, reopens its handle by path and checks the bytes it last "
+        "wrote there before sending the broken write again."
+    ),
+    "dav": (
+        "WebDAV writes reach the server at fsync or close (the get/put model): the staged "
+        "file's whole-file PUT is sent again after a reconnect."
+    ),
+    "root/xrootd": (
+        "every xrootd cell runs on the proxy back-end (the bindings connect from threads of "
+        "their own, outside the client's namespace); its host-crash is the proxy's nearest: "
+        "a silent partition and the server killed, both healed after 3 s."
     ),
 }
 

@@ -38,7 +38,12 @@ DRIVERS: dict[str, type[Driver]] = {
 }
 
 
-RECOVERY_ENVS = ("AVIARY_FTP_RECOVERY", "AVIARY_SFTP_RECOVERY", "AVIARY_HTTP_RECOVERY")
+RECOVERY_ENVS = (
+    "AVIARY_FTP_RECOVERY",
+    "AVIARY_SFTP_RECOVERY",
+    "AVIARY_HTTP_RECOVERY",
+    "AVIARY_XROOTD_RECOVERY",
+)
 
 
 @pytest.fixture
@@ -126,12 +131,67 @@ def test_ftp_writes_staged_before_a_restart_arrive_at_close(
             driver.close_driver()
 
 
-def test_sftp_handles_from_before_a_restart_are_stale(environment: pytest.MonkeyPatch) -> None:
-    """SFTP v3 cannot check that a path still names the open file: ESTALE, never a guess."""
+@pytest.mark.parametrize("key", ["sftp/openssh", "root/xrootd"])
+def test_open_handles_carry_on_after_a_restart_when_the_file_is_the_same(
+    key: str, environment: pytest.MonkeyPatch
+) -> None:
+    """The handle is reopened by path and recognised (sftp: the bytes it last saw, xrootd:
+    the server's file id); the request that broke is sent again."""
+    with served(key) as server:
+        (server.data_dir / "f").write_bytes(b"contents")
+        os.chmod(server.data_dir / "f", 0o666)
+        driver = connect(server, BUDGET, environment)
+        try:
+            handle = driver.open("/f", os.O_RDWR)
+            writer = driver.open("/w", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            assert driver.pread(handle, 4, 0) == b"cont"
+            assert driver.pwrite(writer, b"one", 0) == 3
+            reboot(server)
+            assert driver.pread(handle, 4, 4) == b"ents"
+            assert driver.pwrite(handle, b"C", 0) == 1
+            assert driver.pwrite(writer, b" two", 3) == 4  # reopened, neither truncated
+            driver.close(handle)
+            driver.close(writer)
+            assert (server.data_dir / "f").read_bytes() == b"Contents"
+            assert (server.data_dir / "w").read_bytes() == b"one two"
+        finally:
+            driver.close_driver()
+
+
+@pytest.mark.parametrize("key", ["sftp/openssh", "root/xrootd"])
+def test_a_handle_whose_file_was_replaced_is_stale_after_a_restart(
+    key: str, environment: pytest.MonkeyPatch
+) -> None:
+    """Another file under the handle's name when it is reopened: ESTALE, never that file."""
+    with served(key) as server:
+        (server.data_dir / "f").write_bytes(b"contents")
+        os.chmod(server.data_dir / "f", 0o666)
+        driver = connect(server, BUDGET, environment)
+        try:
+            handle = driver.open("/f", os.O_RDWR)
+            assert driver.pread(handle, 4, 0) == b"cont"
+            (server.data_dir / "g").write_bytes(b"CONTENTS")
+            os.chmod(server.data_dir / "g", 0o666)
+            os.replace(server.data_dir / "g", server.data_dir / "f")
+            reboot(server)
+            for call in (
+                lambda: driver.pread(handle, 4, 0),
+                lambda: driver.pwrite(handle, b"x", 0),
+            ):
+                with pytest.raises(OSError) as stale:
+                    call()
+                assert stale.value.errno == errno.ESTALE
+            assert (server.data_dir / "f").read_bytes() == b"CONTENTS"  # nothing misplaced
+        finally:
+            driver.close_driver()
+
+
+def test_sftp_handles_without_recovery_are_stale(environment: pytest.MonkeyPatch) -> None:
+    """Without recovery SFTP cannot check that a path still names the open file: ESTALE."""
     with served("sftp/openssh") as server:
         (server.data_dir / "f").write_bytes(b"contents")
         os.chmod(server.data_dir / "f", 0o644)
-        driver = connect(server, BUDGET, environment)
+        driver = connect(server, 0, environment)
         try:
             handle = driver.open("/f", os.O_RDONLY)
             assert driver.pread(handle, 4, 0) == b"cont"

@@ -80,11 +80,18 @@ from paramiko.sftp import (
 from paramiko.sftp_attr import SFTPAttributes
 
 from drivers._interface import DirEntry, Driver, FileType, Handle, StatFS, StatResult, raise_errno
-from drivers._network import call_with_recovery, recoverable, recovery_budget
+from drivers._network import (
+    BROKEN_CONNECTION,
+    call_with_recovery,
+    recoverable,
+    recovery_budget,
+)
 from drivers._url import Location
 from drivers.sftp._interview import Interviewer
+from drivers.sftp._recovery import WITNESS, reopen, witness_after_truncate
 from drivers.sftp._shell import (
     SFTP_EOF,
+    SFTP_FAILURE,
     SFTP_NO_SUCH_FILE,
     SftpSession,
     SftpStatus,
@@ -109,6 +116,7 @@ class _OpenFile:
     flags: int
     remote: bytes  # the server's handle string
     generation: int
+    witness: tuple[int, bytes] | None = None  # see drivers.sftp._recovery
 
 
 def _sftp_flags(flags: int) -> int:
@@ -147,9 +155,10 @@ class SftpDriver(Driver):
             operations are sent again on the new connection (the non-idempotent
             ones treat the error their replay gets when the first copy did the
             work as success: ``drivers._network.APPLIED_IF_REPLAYED``); exclusive
-            creates are not replayed. Open handles are not reopened: SFTP v3 has
-            no inode to check that a path still names the file that was open, so
-            they answer ESTALE until closed.
+            creates are not replayed. Open handles are reopened by path and kept
+            only when the file still holds what they last read or wrote
+            (``drivers.sftp._recovery``), else they answer ESTALE until closed;
+            with recovery 0 they answer ESTALE after any reconnect.
     """
 
     name = "sftp"
@@ -222,19 +231,32 @@ class SftpDriver(Driver):
         """The SFTP extensions the server announced (connects if needed)."""
         return frozenset(self._connect().client.extensions)
 
-    def call(self, command: int, *args: Any, path: str | None = None) -> tuple[int, Any]:
+    def call(
+        self, command: int, *args: Any, path: str | None = None, handle_of: int | None = None
+    ) -> tuple[int, Any]:
         """One request and its reply: one round trip.
+
+        ``handle_of`` is the connection number a server handle in ``args`` belongs to:
+        such a request is never sent on another connection, where the same handle
+        string may name another file or none.
 
         Raises:
             SftpStatus: the server answered with a STATUS other than OK.
             OSError: ETIMEDOUT or ECONNRESET when the connection failed.
         """
         session = self._connect()
+        if handle_of is not None and handle_of != self._generation:
+            raise OSError(errno.ECONNRESET, f"{self.describe()}: connection lost", path)
         try:
             reply_type, message = session.client._request(command, *args)
-        except SftpStatus:
+        except SftpStatus as status:
             self.counters.round_trip()
             self._settle(session)
+            if status.code == SFTP_FAILURE and not session.transport.is_active():
+                # A session dying under the request answers FAILURE on its way out (its
+                # subsystem lost the channel): that is the broken connection, not the file.
+                self._disconnect()
+                raise OSError(errno.ECONNRESET, f"{self.describe()}: session lost", path) from None
             raise
         except TimeoutError:
             self._disconnect()
@@ -262,6 +284,7 @@ class SftpDriver(Driver):
         why: str,
         other: str | None = None,
         flags: int = 0,
+        handle_of: int | None = None,
     ) -> tuple[int, Any]:
         """A request whose failure is interviewed into a precise errno.
 
@@ -270,7 +293,7 @@ class SftpDriver(Driver):
         the open(2) flags.
         """
         try:
-            return self.call(command, *args, path=path)
+            return self.call(command, *args, path=path, handle_of=handle_of)
         except SftpStatus as status:
             code = self._interview.explain(why, path, status, other=other, flags=flags)
             raise OSError(code, os.strerror(code), path, None, other) from None
@@ -289,9 +312,13 @@ class SftpDriver(Driver):
         if entry is None:
             raise_errno(errno.EBADF)
             raise AssertionError  # unreachable
+        if (entry.generation != self._generation or self._session is None) and self.recovery:
+            self._connect()
+            if entry.generation != self._generation:
+                reopen(entry, self.call, _sftp_flags, self._generation, self.describe())
         if entry.generation != self._generation or self._session is None:
-            # SFTP v3 stat has no inode: a file reopened by path after a reconnect could
-            # be another file under the same name, so the handle is stale, not reopened.
+            # SFTP v3 stat has no inode: without recovery a file reopened by path could be
+            # another file under the same name, so the handle is stale, not reopened.
             raise OSError(
                 errno.ESTALE,
                 f"{self.describe()}: the connection was lost; SFTP cannot tell whether "
@@ -299,6 +326,24 @@ class SftpDriver(Driver):
                 entry.path,
             )
         return entry
+
+    def _on_handle(
+        self,
+        operation: str,
+        handle: Handle,
+        attempt: Callable[[_OpenFile], T],
+        *,
+        replay: bool = True,
+    ) -> T:
+        # A request on an open file, sent again after a reconnect on the reopened handle.
+        budget = self.recovery if self._generation and replay else 0.0
+        return cast(
+            T,
+            call_with_recovery(
+                operation, lambda: attempt(self._file(handle)), budget=budget,
+                reset=self._disconnect,
+            ),
+        )  # fmt: skip
 
     def _recovering(self, operation: str, attempt: Callable[[], T]) -> T:
         # Path operations only, and only once a connection worked (see the class docstring).
@@ -357,9 +402,14 @@ class SftpDriver(Driver):
 
     def fstat(self, handle: Handle) -> StatResult:
         with self._op("fstat"):
-            entry = self._file(handle)
-            _, message = self._checked(entry.path, CMD_FSTAT, entry.remote, why="fstat")
-            return self.to_stat(SFTPAttributes._from_msg(message), entry.path)
+
+            def attempt(entry: _OpenFile) -> StatResult:
+                _, message = self._checked(
+                    entry.path, CMD_FSTAT, entry.remote, why="fstat", handle_of=entry.generation
+                )
+                return self.to_stat(SFTPAttributes._from_msg(message), entry.path)
+
+            return self._on_handle("fstat", handle, attempt)
 
     @recoverable
     def access(self, path: str, mode: int) -> None:
@@ -453,62 +503,101 @@ class SftpDriver(Driver):
             entry = self._files.get(int(handle))
             if entry is not None and entry.generation != self._generation:
                 del self._files[int(handle)]  # stale: its server handle died with the connection
+                if self.recovery:
+                    return  # every write was acknowledged one by one: nothing is left to send
                 raise OSError(errno.ESTALE, "the connection was lost under this handle", entry.path)
             entry = self._file(handle)
             del self._files[int(handle)]
-            self._checked(entry.path, CMD_CLOSE, entry.remote, why="close")
+            try:
+                self._checked(
+                    entry.path, CMD_CLOSE, entry.remote, why="close", handle_of=entry.generation
+                )
+            except OSError as exc:
+                # The connection broke under the close: the server's handle is gone with it,
+                # and every write was acknowledged one by one, so nothing is left to send.
+                if not self.recovery or exc.errno not in BROKEN_CONNECTION:
+                    raise
 
     def pread(self, handle: Handle, size: int, offset: int) -> bytes:
         with self._op("pread"):
             if size < 0 or offset < 0:
                 raise_errno(errno.EINVAL)
-            entry = self._file(handle)
-            if size == 0:
+            return self._on_handle("pread", handle, lambda entry: self._pread(entry, size, offset))
+
+    def _pread(self, entry: _OpenFile, size: int, offset: int) -> bytes:
+        if size == 0:
+            return b""
+        try:
+            reply, message = self.call(
+                CMD_READ, entry.remote, int64(offset), min(size, MAX_CHUNK), path=entry.path,
+                handle_of=entry.generation,
+            )  # fmt: skip
+        except SftpStatus as status:
+            if status.code == SFTP_EOF:
                 return b""
-            try:
-                reply, message = self.call(
-                    CMD_READ, entry.remote, int64(offset), min(size, MAX_CHUNK), path=entry.path
-                )
-            except SftpStatus as status:
-                if status.code == SFTP_EOF:
-                    return b""
-                code = self._interview.explain("read", entry.path, status)
-                raise OSError(code, os.strerror(code), entry.path) from None
-            assert reply == CMD_DATA, reply
-            data: bytes = message.get_string()
-            return data
+            code = self._interview.explain("read", entry.path, status)
+            raise OSError(code, os.strerror(code), entry.path) from None
+        assert reply == CMD_DATA, reply
+        data: bytes = message.get_string()
+        if data:
+            entry.witness = (offset, data[:WITNESS])
+        return data
 
     def pwrite(self, handle: Handle, data: bytes, offset: int) -> int:
         with self._op("pwrite"):
             if offset < 0:
                 raise_errno(errno.EINVAL)
-            entry = self._file(handle)
-            view = memoryview(data)
-            total = 0
-            while True:  # one request per chunk; a zero-byte write still asks the server
-                piece = bytes(view[total : total + MAX_CHUNK])
-                self._checked(
-                    entry.path, CMD_WRITE, entry.remote, int64(offset + total), piece, why="write"
-                )
-                total += len(piece)
-                if total >= len(data):
-                    return total
+            known = self._files.get(int(handle))
+            appending = known is not None and bool(known.flags & os.O_APPEND)
+            return self._on_handle(
+                "pwrite", handle, lambda entry: self._pwrite(entry, data, offset),
+                replay=not appending,
+            )  # fmt: skip
+
+    def _pwrite(self, entry: _OpenFile, data: bytes, offset: int) -> int:
+        view = memoryview(data)
+        total = 0
+        while True:  # one request per chunk; a zero-byte write still asks the server
+            piece = bytes(view[total : total + MAX_CHUNK])
+            self._checked(
+                entry.path, CMD_WRITE, entry.remote, int64(offset + total), piece, why="write",
+                handle_of=entry.generation,
+            )  # fmt: skip
+            total += len(piece)
+            if total >= len(data):
+                # An append's offset is the server's choice: nothing to recognise it by.
+                appended = bool(entry.flags & os.O_APPEND)
+                entry.witness = entry.witness if appended or not data else (offset, data[:WITNESS])
+                return total
 
     def fsync(self, handle: Handle) -> None:
         with self._op("fsync"):
-            entry = self._file(handle)
-            if not self._connect().has_extension("fsync@openssh.com"):
-                raise OSError(errno.ENOTSUP, "server lacks fsync@openssh.com", entry.path)
-            self._checked(entry.path, CMD_EXTENDED, "fsync@openssh.com", entry.remote, why="write")
+
+            def attempt(entry: _OpenFile) -> None:
+                if not self._connect().has_extension("fsync@openssh.com"):
+                    raise OSError(errno.ENOTSUP, "server lacks fsync@openssh.com", entry.path)
+                self._checked(
+                    entry.path, CMD_EXTENDED, "fsync@openssh.com", entry.remote, why="write",
+                    handle_of=entry.generation,
+                )  # fmt: skip
+
+            self._on_handle("fsync", handle, attempt)
 
     def ftruncate(self, handle: Handle, length: int) -> None:
         with self._op("ftruncate"):
             if length < 0:
                 raise_errno(errno.EINVAL)
-            entry = self._file(handle)
             attrs = SFTPAttributes()
             attrs.st_size = length
-            self._checked(entry.path, CMD_FSETSTAT, entry.remote, attrs, why="write")
+
+            def attempt(entry: _OpenFile) -> None:
+                self._checked(
+                    entry.path, CMD_FSETSTAT, entry.remote, attrs, why="write",
+                    handle_of=entry.generation,
+                )  # fmt: skip
+                entry.witness = witness_after_truncate(entry.witness, length)
+
+            self._on_handle("ftruncate", handle, attempt)
 
     @recoverable
     def truncate(self, path: str, length: int) -> None:

@@ -93,6 +93,9 @@ class WebDavDriver(Driver):
         port: server port (80 by default).
         user, password: the Basic login, or None for none.
         timeout: seconds to wait for any one network event.
+        recovery: seconds spent reconnecting after a connection that worked broke
+            (None: ``$AVIARY_HTTP_RECOVERY``, else 60; 0: fail at once); GET,
+            PROPFIND and the whole-file PUT of a staged handle are sent again.
     """
 
     name = "webdav"
@@ -108,10 +111,13 @@ class WebDavDriver(Driver):
         user: str | None = None,
         password: str | None = None,
         timeout: float = 30.0,
+        recovery: float | None = None,
     ) -> None:
         super().__init__()
         self.host, self.port, self.user, self.timeout = host, port, user, timeout
-        self._client = HttpClient(host, port, self.counters, timeout=timeout, label=self.describe())
+        self._client = HttpClient(
+            host, port, self.counters, timeout=timeout, label=self.describe(), recovery=recovery
+        )
         self._auth: list[tuple[str, str]] = []
         if user is not None:
             token = b64encode(f"{user}:{password or ''}".encode()).decode("ascii")
