@@ -14,7 +14,15 @@ from collections.abc import Callable, Set
 from dataclasses import dataclass
 from typing import Literal
 
-from reference_agent import _ptrace, sys_file, sys_identity, sys_path, sys_process, sys_stat
+from reference_agent import (
+    _ptrace,
+    sys_file,
+    sys_identity,
+    sys_path,
+    sys_process,
+    sys_socket,
+    sys_stat,
+)
 from reference_agent.agent import Agent, Call, Outcome
 from reference_agent.identity import HOSTNAME_FEATURE, IDENTITY_FEATURE
 
@@ -129,6 +137,12 @@ def _entries() -> list[Entry]:
         Entry("chmod", p.sys_chmod, "full"),
         Entry("fchmodat", p.sys_fchmodat, "full"),
         Entry(
+            "fchmodat2",
+            p.sys_fchmodat,
+            "partial",
+            "AT_SYMLINK_NOFOLLOW on a remote symlink: EOPNOTSUPP, as Linux",
+        ),
+        Entry(
             "chown", p.sys_chown, "refused", "EPERM on remote paths: servers keep their own owners"
         ),
         Entry("lchown", p.sys_chown, "refused", "EPERM on remote paths"),
@@ -169,6 +183,14 @@ def _entries() -> list[Entry]:
             x.sys_refuse_enosys,
             "refused",
             "ENOSYS: requests would bypass the agent",
+        ),
+        # unix socket names
+        Entry("bind", sys_socket.sys_bind, "refused", "EOPNOTSUPP for names on remote mounts"),
+        Entry(
+            "connect",
+            sys_socket.sys_connect,
+            "refused",
+            "names on remote mounts: ENOENT, or ECONNREFUSED if the name exists",
         ),
         # identity (only for runs with --uid/--gid, --hostname)
         *_identity_entries(),

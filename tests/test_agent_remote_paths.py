@@ -1,0 +1,310 @@
+"""``aviary run`` on remote mounts: every write lands where the program named it.
+
+Each test runs a real program under the real agent against both Chirp servers
+(cctools' and aviary's), and where the question is the kernel's own semantics,
+the same probe runs natively on a local directory and its answers are the
+expected ones.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.servers import RunningServer
+from tests.helpers import ROOT, start_or_skip
+
+SERVERS = ("chirp/cctools", "chirp/aviary")
+#: EOPNOTSUPP and ENOTSUP are one number on Linux; errno.errorcode names it so.
+NOT_SUPPORTED = errno.errorcode[errno.EOPNOTSUPP]
+
+
+@pytest.fixture(params=SERVERS)
+def server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
+    running = start_or_skip(request.param)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def remote_root(server: RunningServer) -> str:
+    return f"/chirp/127.0.0.1:{server.port}"
+
+
+def aviary(
+    *argv: str, cwd: Path, options: tuple[str, ...] = (), timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """``aviary run [OPTIONS] -- ARGV`` started in the local directory ``cwd``."""
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", *options, "--", *argv],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def remote_dir(server: RunningServer, tmp_path: Path, name: str) -> str:
+    """A fresh directory on the server (made through the agent, so the server's ACLs apply)."""
+    path = f"{remote_root(server)}/{name}"
+    made = aviary("mkdir", path, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    return path
+
+
+def listing(directory: Path) -> list[str]:
+    return sorted(name for name in os.listdir(directory) if not name.startswith(".__"))
+
+
+# -- 1. the working directory follows every process --------------------------------------------
+
+#: A root shell that stays in the local start directory runs a second shell that cds
+#: to the server and makes files from command substitutions (a fork whose child forks
+#: at once): a child that runs before its creator's fork event is handled must still
+#: see the remote directory. Unpinned, so that tracer and tracees race on two CPUs.
+ROUNDS = 150
+SUBSTITUTIONS = (
+    "for n in $(seq {rounds}); do cd {d} && "
+    "for i in 1 2 3 4 5 6; do x=$(echo data$i > f$i | cat); done; done"
+)
+
+
+def test_command_substitutions_write_into_the_remote_cwd(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    start = tmp_path / "start"
+    start.mkdir()
+    d = remote_dir(server, start, "d")
+    inner = SUBSTITUTIONS.format(rounds=ROUNDS, d=d)
+    run = aviary("dash", "-c", f"dash -c '{inner}'; echo done", cwd=start, options=("--no-pin",))
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "done\n"
+    assert run.stderr == ""
+    assert listing(start) == [], "files written into the local start directory"
+    assert listing(server.data_dir / "d") == [f"f{i}" for i in range(1, 7)]
+    assert (server.data_dir / "d" / "f6").read_text() == "data6\n"
+
+
+#: Threads share one working directory (CLONE_FS); a forked child and a spawned one
+#: (vfork) get a copy; exec keeps it.
+THREADS_AND_CHILDREN = r"""
+import os, subprocess, sys, threading
+base = sys.argv[1]
+os.chdir(base)
+os.mkdir("sub")
+t = threading.Thread(target=os.chdir, args=("sub",))
+t.start(); t.join()
+print("thread moved main:", os.getcwd() == base + "/sub")
+pid = os.fork()
+if pid == 0:
+    os.chdir("..")
+    with open("from-fork", "w") as f:
+        f.write("fork")
+    os._exit(0)
+os.waitpid(pid, 0)
+print("fork kept its own:", os.getcwd() == base + "/sub")
+subprocess.run(["sh", "-c", "echo spawn > from-spawn; cd .. && echo up > from-spawn-up"], check=True)
+print("spawn kept its own:", os.getcwd() == base + "/sub")
+"""
+
+
+def test_threads_share_the_cwd_children_copy_it(server: RunningServer, tmp_path: Path) -> None:
+    d = remote_dir(server, tmp_path, "t")
+    run = aviary(sys.executable, "-c", THREADS_AND_CHILDREN, d, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [
+        "thread moved main: True",
+        "fork kept its own: True",
+        "spawn kept its own: True",
+    ]
+    assert listing(server.data_dir / "t") == ["from-fork", "from-spawn-up", "sub"]
+    assert listing(server.data_dir / "t" / "sub") == ["from-spawn"]
+    assert listing(tmp_path) == []
+
+
+def test_a_removed_remote_cwd_never_falls_back_to_local(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    d = remote_dir(server, tmp_path, "gone")
+    script = f"cd {d} && rmdir {d} && {{ echo x > f; echo rc=$?; pwd; }}"
+    run = aviary("sh", "-c", script, cwd=tmp_path)
+    assert "rc=1" in run.stdout, run.stdout + run.stderr
+    assert listing(tmp_path) == []
+    assert not (server.data_dir / "gone").exists()
+
+
+# -- 2. unix socket names ------------------------------------------------------------------------
+
+SOCKETS = r"""
+import errno, os, socket, sys
+os.chdir(sys.argv[1])
+for name in ("rel.sock", sys.argv[1] + "/abs.sock"):
+    for op in ("bind", "connect"):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            getattr(s, op)(name)
+            print(op, "ok")
+        except OSError as e:
+            print(op, errno.errorcode[e.errno])
+        s.close()
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind("\0aviary-abstract-%d" % os.getpid())
+print("abstract ok")
+"""
+
+
+def test_unix_socket_names_never_reach_the_local_directory(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    d = remote_dir(server, tmp_path, "s")
+    run = aviary(sys.executable, "-c", SOCKETS, d, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [
+        f"bind {NOT_SUPPORTED}",
+        "connect ENOENT",
+        f"bind {NOT_SUPPORTED}",
+        "connect ENOENT",
+        "abstract ok",
+    ]
+    assert listing(tmp_path) == [], "a socket was made in the local directory"
+    assert listing(server.data_dir / "s") == []
+
+
+def test_unix_socket_names_under_a_local_mount_are_rewritten(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    script = (
+        "import socket; s = socket.socket(socket.AF_UNIX); s.bind('/logical/x.sock'); "
+        "c = socket.socket(socket.AF_UNIX); s.listen(); c.connect('/logical/x.sock'); print('ok')"
+    )
+    run = aviary(sys.executable, "-c", script, cwd=tmp_path, options=("-M", f"/logical={real}"))
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "ok\n"
+    assert listing(real) == ["x.sock"]
+
+
+# -- 3-4, 6. the kernel's answers for names, links and open flags ------------------------------
+
+PROBE = r"""
+import ctypes, errno, json, os, stat, sys
+base = sys.argv[1]
+out = {}
+libc = ctypes.CDLL(None, use_errno=True)
+def attempt(name, fn):
+    try:
+        value = fn()
+        out[name] = "ok" if value is None else value
+    except OSError as e:
+        out[name] = errno.errorcode[e.errno]
+def put(path, data):
+    with open(path, "w") as f:
+        f.write(data)
+def fchmodat2(path, mode, flags):
+    if libc.syscall(452, -100, os.fsencode(path), mode, flags) != 0:
+        raise OSError(ctypes.get_errno(), "fchmodat2")
+os.mkdir(f"{base}/a"); os.mkdir(f"{base}/a/b"); put(f"{base}/f", "file")
+attempt("rename_dot", lambda: os.rename(f"{base}/a/b/.", f"{base}/c"))
+attempt("rename_dotdot", lambda: os.rename(f"{base}/a/b/..", f"{base}/c"))
+attempt("rename_onto_dot", lambda: os.rename(f"{base}/f", f"{base}/a/."))
+attempt("b_still_there", lambda: os.path.isdir(f"{base}/a/b") and not os.path.exists(f"{base}/c"))
+attempt("rmdir_dot", lambda: os.rmdir(f"{base}/a/b/."))
+attempt("rmdir_dotdot", lambda: os.rmdir(f"{base}/a/b/.."))
+attempt("mkdir_dot", lambda: os.mkdir(f"{base}/a/b/."))
+attempt("unlink_dot", lambda: os.unlink(f"{base}/a/."))
+attempt("stat_file_slash", lambda: os.stat(f"{base}/f/") and None)
+attempt("open_file_slash", lambda: os.close(os.open(f"{base}/f/", os.O_RDONLY)))
+attempt("rename_file_slash", lambda: os.rename(f"{base}/f/", f"{base}/g"))
+attempt("unlink_file_slash", lambda: os.unlink(f"{base}/f/"))
+attempt("mkdir_new_slash", lambda: os.mkdir(f"{base}/n/"))
+attempt("rename_dir_slash", lambda: os.rename(f"{base}/n/", f"{base}/m/"))
+os.symlink("missing", f"{base}/dangling")
+attempt("excl_on_dangling", lambda: os.close(os.open(f"{base}/dangling", os.O_CREAT | os.O_EXCL | os.O_WRONLY)))
+attempt("dangling_target_made", lambda: os.path.lexists(f"{base}/missing"))
+put(f"{base}/target", "t")
+os.utime(f"{base}/target", (1000000000, 1000000000))
+os.symlink("target", f"{base}/link")
+attempt("utime_nofollow", lambda: os.utime(f"{base}/link", (1500000000, 1500000000), follow_symlinks=False))
+attempt("target_mtime", lambda: int(os.stat(f"{base}/target").st_mtime))
+os.chmod(f"{base}/target", 0o640)
+attempt("fchmodat2_nofollow", lambda: fchmodat2(f"{base}/link", 0o600, 0x100))
+attempt("target_mode", lambda: oct(stat.S_IMODE(os.stat(f"{base}/target").st_mode)))
+attempt("creat_nofollow", lambda: os.close(os.open(f"{base}/new", os.O_CREAT | os.O_NOFOLLOW | os.O_RDWR, 0o644)))
+attempt("creat_nofollow_made", lambda: os.path.isfile(f"{base}/new"))
+attempt("open_nofollow_link", lambda: os.close(os.open(f"{base}/link", os.O_RDONLY | os.O_NOFOLLOW)))
+def o_path_link():
+    fd = os.open(f"{base}/link", os.O_PATH | os.O_NOFOLLOW)
+    try:
+        kind = "link" if stat.S_ISLNK(os.fstat(fd).st_mode) else "other"
+        buf = ctypes.create_string_buffer(64)
+        n = libc.readlinkat(fd, b"", buf, 64)
+        return [kind, buf.raw[:n].decode() if n >= 0 else errno.errorcode[ctypes.get_errno()]]
+    finally:
+        os.close(fd)
+attempt("o_path_nofollow", o_path_link)
+print(json.dumps(out))
+"""
+
+
+def probe(run_dir: Path, base: str, *, traced: bool) -> dict[str, object]:
+    argv = [sys.executable, "-c", PROBE, base]
+    run = (
+        aviary(*argv, cwd=run_dir)
+        if traced
+        else subprocess.run(argv, cwd=run_dir, capture_output=True, text=True, timeout=60)
+    )
+    assert run.returncode == 0, run.stderr
+    answers: dict[str, object] = json.loads(run.stdout)
+    return answers
+
+
+@pytest.fixture(scope="module")
+def native_answers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    base = tmp_path_factory.mktemp("native")
+    return probe(base, str(base), traced=False)
+
+
+#: Where a remote server cannot give the native answer, the agent's documented one.
+REMOTE_LIMITS = {
+    # Chirp sets times and modes only through a link: refused rather than change the target.
+    "utime_nofollow": NOT_SUPPORTED,
+}
+
+
+def test_native_answers_are_the_kernels(native_answers: dict[str, object]) -> None:
+    """The reference itself, so that a change of kernel shows up here and not as a mystery."""
+    assert native_answers["rename_dot"] == "EBUSY"
+    assert native_answers["excl_on_dangling"] == "EEXIST"
+    assert native_answers["fchmodat2_nofollow"] == NOT_SUPPORTED
+    assert native_answers["o_path_nofollow"] == ["link", "target"]
+
+
+def test_local_directory_gives_the_native_answers(
+    native_answers: dict[str, object], tmp_path: Path
+) -> None:
+    base = tmp_path / "base"
+    base.mkdir()
+    assert probe(tmp_path, str(base), traced=True) == native_answers
+
+
+def test_remote_directory_gives_the_native_answers(
+    server: RunningServer, native_answers: dict[str, object], tmp_path: Path
+) -> None:
+    base = remote_dir(server, tmp_path, "probe")
+    answers = probe(tmp_path, base, traced=True)
+    expected = {**native_answers, **REMOTE_LIMITS}
+    differences = {
+        key: (answers.get(key), value)
+        for key, value in expected.items()
+        if answers.get(key) != value
+    }
+    assert not differences, f"(agent, expected) per probe: {differences}"
+    assert listing(tmp_path) == []
