@@ -186,6 +186,9 @@ class Agent:
         self._root_seen = False
         self._placeholders = 0
         self._scratch_dir: Path | None = None
+        #: Local stand-ins for logical directories (an empty one per service, /chirp), by
+        #: real path: an *at call relative to a descriptor of one resolves from the logical.
+        self._stand_ins: dict[str, str] = {}
         self.loop: TracerLoop | None = None
         self.stats: dict[tuple[str, str], _Stats] = defaultdict(_Stats)
         self.holes_reported: set[str] = set()
@@ -449,6 +452,13 @@ class Agent:
             self._scratch_dir = Path(tempfile.mkdtemp(prefix="aviary-agent-"))
         return self._scratch_dir
 
+    def service_placeholder(self, service: str) -> str:
+        """The empty local directory a descriptor of ``/service`` (``/chirp``) is opened on."""
+        path = self.scratch_dir() / "services" / service
+        path.mkdir(parents=True, exist_ok=True)
+        self._stand_ins[str(path)] = "/" + service
+        return str(path)
+
     def cwd_placeholder(self) -> str:
         """A fresh empty local directory for the kernel's working directory of a task whose
         logical one is remote; the caller removes it once the task is in it, so that a
@@ -466,11 +476,18 @@ class Agent:
             base = self.cwd_of(call.pid)
         else:
             remote_dir = self.remote_file(call, dirfd)
-            if remote_dir is None:
-                if self.options.name_list is not None:
-                    self.options.name_list.record_at(call.pid, dirfd, path, call.name)
-                return Resolved(path, NATIVE)  # relative to a local directory descriptor
-            base = remote_dir.logical
+            if remote_dir is not None:
+                base = remote_dir.logical
+            else:
+                # A local directory descriptor: its name plus ``path`` may still lead into
+                # a mount (rsync walks down from "/" with *at calls).
+                local_base = _directory_of(call.pid, dirfd)
+                local_base = self._stand_ins.get(local_base or "", local_base)
+                if local_base is None or self._is_plain_local(logical_path(path, local_base)):
+                    if self.options.name_list is not None:
+                        self.options.name_list.record_at(call.pid, dirfd, path, call.name)
+                    return Resolved(path, NATIVE)
+                base = local_base
         logical = logical_path(path, base) if path else base
         self._subject_of_call = logical
         if self.options.name_list is not None:
@@ -488,6 +505,17 @@ class Agent:
     def _is_plain_local(self, logical: str) -> bool:
         target = self.namespace.resolve(logical)
         return isinstance(target, LocalTarget) and target.path == logical
+
+
+def _directory_of(pid: int, fd: int) -> str | None:
+    """The local path descriptor ``fd`` of ``pid`` names, or None if it has none."""
+    try:
+        name = os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return None  # EBADF and the like: the kernel answers the call itself
+    if not name.startswith("/") or name.endswith(" (deleted)"):
+        return None  # a pipe, a socket, a removed directory
+    return name
 
 
 #: clone(2)'s flag for one shared working directory (and root, and umask).

@@ -64,7 +64,7 @@ def _open(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mod
     if isinstance(target, ServiceDirectory):
         if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_CREAT:
             return -errno.EROFS
-        return rewrite_args(call, {path_index: _empty_directory(agent)})
+        return rewrite_args(call, {path_index: agent.service_placeholder(target.service)})
     assert isinstance(target, RemoteTarget)
     driver = agent.driver_for(target)
     refusal = _kernel_checks(driver, target, path, flags)
@@ -206,13 +206,6 @@ def _whole_copy(agent: Agent, remote: RemoteFile, truncate: bool) -> str:
             copy.write(data)
             offset += len(data)
     return str(local)
-
-
-def _empty_directory(agent: Agent) -> str:
-    assert agent.options.cache_dir is not None
-    empty = agent.options.cache_dir / "empty"
-    empty.mkdir(exist_ok=True)
-    return str(empty)
 
 
 def _materialize(pid: int, fd: int, remote: RemoteFile) -> None:
