@@ -177,6 +177,30 @@ def test_a_removed_remote_cwd_never_falls_back_to_local(
     assert not (server.data_dir / "gone").exists()
 
 
+#: futimesat(2) is a path call the agent does not trap: with a remote working directory its
+#: relative name must not reach the local directory the kernel last had.
+UNTRAPPED = r"""
+import ctypes, errno, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+os.chdir(sys.argv[1])
+result = libc.syscall(261, -100, b"victim", None)
+print("ok" if result == 0 else errno.errorcode[ctypes.get_errno()])
+"""
+
+
+def test_an_untrapped_relative_call_fails_in_a_remote_cwd(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    d = remote_dir(server, tmp_path, "u")
+    victim = tmp_path / "victim"
+    victim.write_text("local")
+    os.utime(victim, (1_000_000_000, 1_000_000_000))
+    run = aviary(sys.executable, "-c", UNTRAPPED, d, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "ENOENT\n"
+    assert victim.stat().st_mtime == 1_000_000_000
+
+
 # -- 2. unix socket names ------------------------------------------------------------------------
 
 SOCKETS = r"""
