@@ -459,6 +459,12 @@ class Agent:
         self._stand_ins[str(path)] = "/" + service
         return str(path)
 
+    def stand_in_of(self, pid: int, fd: int) -> str | None:
+        """The logical directory (``/chirp``) a local stand-in descriptor stands for."""
+        if not self._stand_ins:
+            return None
+        return self._stand_ins.get(_directory_of(pid, fd) or "")
+
     def cwd_placeholder(self) -> str:
         """A fresh empty local directory for the kernel's working directory of a task whose
         logical one is remote; the caller removes it once the task is in it, so that a
@@ -499,12 +505,21 @@ class Agent:
                 or (dirfd == AT_FDCWD and self._is_plain_local(self.cwd_of(call.pid)))
             ):
                 return Resolved(logical, NATIVE)
-            return Resolved(logical, target, rewrite=target.path)
+            return Resolved(logical, target, rewrite=target.path + _kept_ending(path))
         return Resolved(logical, target)
 
     def _is_plain_local(self, logical: str) -> bool:
         target = self.namespace.resolve(logical)
         return isinstance(target, LocalTarget) and target.path == logical
+
+
+def _kept_ending(path: str) -> str:
+    """The "/." or "/" a rewritten local path must keep: the kernel answers differently for
+    "d/." (rename: EBUSY) and "file/" (ENOTDIR) than for the collapsed name."""
+    stripped = path.rstrip("/")
+    if stripped.rpartition("/")[2] == ".":
+        return "/."
+    return "/" if path.endswith("/") and stripped else ""
 
 
 def _directory_of(pid: int, fd: int) -> str | None:

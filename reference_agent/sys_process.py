@@ -118,6 +118,9 @@ def sys_fchdir(agent: Agent, call: Call) -> Outcome:
         if not remote.is_dir:
             return -errno.ENOTDIR
         return _enter_remote(agent, call, remote.logical)
+    stand_in = agent.stand_in_of(pid, call.fd(0))
+    if stand_in is not None:
+        return _enter_remote(agent, call, stand_in)  # a descriptor of /chirp
 
     def moved(result: int) -> int | None:
         if result == 0:

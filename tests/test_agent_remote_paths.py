@@ -201,6 +201,19 @@ def test_an_untrapped_relative_call_fails_in_a_remote_cwd(
     assert victim.stat().st_mtime == 1_000_000_000
 
 
+def test_fchdir_to_a_descriptor_of_the_service_directory(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    remote_dir(server, tmp_path, "v")
+    script = (
+        "import os; os.fchdir(os.open('/chirp', os.O_RDONLY)); print(os.getcwd()); "
+        f"os.chdir('127.0.0.1:{server.port}'); print(os.listdir('.'))"
+    )
+    run = aviary(sys.executable, "-c", script, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == f"/chirp\n{['v']}\n"
+
+
 # -- 2. unix socket names ------------------------------------------------------------------------
 
 SOCKETS = r"""
@@ -343,14 +356,23 @@ def o_path_link():
     finally:
         os.close(fd)
 attempt("o_path_nofollow", o_path_link)
+def proc_fd_name():
+    fd = os.open(f"{base}/target", os.O_RDONLY)
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}") == f"{base}/target"
+    finally:
+        os.close(fd)
+attempt("proc_fd_names_the_file", proc_fd_name)
 print(json.dumps(out))
 """
 
 
-def probe(run_dir: Path, base: str, *, traced: bool) -> dict[str, object]:
+def probe(
+    run_dir: Path, base: str, *, traced: bool, options: tuple[str, ...] = ()
+) -> dict[str, object]:
     argv = [sys.executable, "-c", PROBE, base]
     run = (
-        aviary(*argv, cwd=run_dir)
+        aviary(*argv, cwd=run_dir, options=options)
         if traced
         else subprocess.run(argv, cwd=run_dir, capture_output=True, text=True, timeout=60)
     )
@@ -378,6 +400,7 @@ def test_native_answers_are_the_kernels(native_answers: dict[str, object]) -> No
     assert native_answers["excl_on_dangling"] == "EEXIST"
     assert native_answers["fchmodat2_nofollow"] == NOT_SUPPORTED
     assert native_answers["o_path_nofollow"] == ["link", "target"]
+    assert native_answers["proc_fd_names_the_file"] is True
 
 
 def test_local_directory_gives_the_native_answers(
@@ -386,6 +409,17 @@ def test_local_directory_gives_the_native_answers(
     base = tmp_path / "base"
     base.mkdir()
     assert probe(tmp_path, str(base), traced=True) == native_answers
+
+
+def test_local_mount_gives_the_native_answers(
+    native_answers: dict[str, object], tmp_path: Path
+) -> None:
+    """Names rewritten onto a mounted local directory keep their "/." and "/" endings."""
+    real = tmp_path / "real"
+    real.mkdir()
+    answers = probe(tmp_path, "/logical", traced=True, options=("-M", f"/logical={real}"))
+    # /proc shows the real path of a local file, as the kernel does.
+    assert answers == {**native_answers, "proc_fd_names_the_file": False}
 
 
 def test_remote_directory_gives_the_native_answers(
