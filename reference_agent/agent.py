@@ -486,14 +486,23 @@ class Agent:
                 base = remote_dir.logical
             else:
                 # A local directory descriptor: its name plus ``path`` may still lead into
-                # a mount (rsync walks down from "/" with *at calls).
+                # a mount (rsync walks down from "/" with *at calls). Its name is a real
+                # path, and a logical one only where the namespace maps it onto itself
+                # (a directory opened through a mount stays the kernel's business).
                 local_base = _directory_of(call.pid, dirfd)
-                local_base = self._stand_ins.get(local_base or "", local_base)
-                if local_base is None or self._is_plain_local(logical_path(path, local_base)):
+                stand_in = self._stand_ins.get(local_base or "")
+                if stand_in is not None:
+                    base = stand_in
+                elif (
+                    local_base is None
+                    or not self._is_plain_local(local_base)
+                    or self._is_plain_local(logical_path(path, local_base))
+                ):
                     if self.options.name_list is not None:
                         self.options.name_list.record_at(call.pid, dirfd, path, call.name)
                     return Resolved(path, NATIVE)
-                base = local_base
+                else:
+                    base = local_base
         logical = logical_path(path, base) if path else base
         self._subject_of_call = logical
         if self.options.name_list is not None:
@@ -505,8 +514,19 @@ class Agent:
                 or (dirfd == AT_FDCWD and self._is_plain_local(self.cwd_of(call.pid)))
             ):
                 return Resolved(logical, NATIVE)
-            return Resolved(logical, target, rewrite=target.path + _kept_ending(path))
+            return Resolved(logical, target, rewrite=self._local_rewrite(target, path, base))
         return Resolved(logical, target)
+
+    def _local_rewrite(self, target: LocalTarget, path: str, base: str) -> str:
+        """The local path put in place of ``path``, keeping what ends it for the kernel:
+        "d/." (rename: EBUSY), "file/" (ENOTDIR) and "d/.." (rename: EBUSY, never the
+        rename of the collapsed name)."""
+        stripped = path.rstrip("/")
+        if stripped.rpartition("/")[2] == "..":
+            inner = self.namespace.resolve(logical_path(stripped[:-2] or ".", base))
+            if isinstance(inner, LocalTarget):
+                return inner.path.rstrip("/") + "/.."
+        return target.path + _kept_ending(path)
 
     def _is_plain_local(self, logical: str) -> bool:
         target = self.namespace.resolve(logical)
