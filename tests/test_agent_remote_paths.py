@@ -67,14 +67,16 @@ def listing(directory: Path) -> list[str]:
 
 # -- 1. the working directory follows every process --------------------------------------------
 
-#: A root shell that stays in the local start directory runs a second shell that cds
-#: to the server and makes files from command substitutions (a fork whose child forks
-#: at once): a child that runs before its creator's fork event is handled must still
-#: see the remote directory. Unpinned, so that tracer and tracees race on two CPUs.
-ROUNDS = 50
+#: The issue's reproduction: a root shell that stays in the local start directory runs a
+#: second shell whose four background jobs cd to the server and make files from command
+#: substitutions (a fork whose child forks at once). With the tracer kept busy, a child
+#: often runs before its creator's fork event is handled; it must still see the remote
+#: directory. (Without the hold, every run here put files into the start directory.)
+ROUNDS = 10
+JOBS = 4
 SUBSTITUTIONS = (
-    "for n in $(seq {rounds}); do cd {d} && "
-    "for i in 1 2 3 4 5 6; do x=$(echo data$i > f$i | cat); done; done"
+    "for j in $(seq {jobs}); do ( for n in $(seq {rounds}); do cd {d} && "
+    "for i in 1 2 3 4 5 6; do x=$(echo data$i > f$j$i | cat); done; done ) & done; wait"
 )
 
 
@@ -84,14 +86,15 @@ def test_command_substitutions_write_into_the_remote_cwd(
     start = tmp_path / "start"
     start.mkdir()
     d = remote_dir(server, start, "d")
-    inner = SUBSTITUTIONS.format(rounds=ROUNDS, d=d)
-    run = aviary("dash", "-c", f"dash -c '{inner}'; echo done", cwd=start, options=("--no-pin",))
+    inner = SUBSTITUTIONS.format(jobs=JOBS, rounds=ROUNDS, d=d)
+    run = aviary("dash", "-c", f"dash -c '{inner}'; echo done", cwd=start)
     assert run.returncode == 0, run.stderr
     assert run.stdout == "done\n"
     assert run.stderr == ""
     assert listing(start) == [], "files written into the local start directory"
-    assert listing(server.data_dir / "d") == [f"f{i}" for i in range(1, 7)]
-    assert (server.data_dir / "d" / "f6").read_text() == "data6\n"
+    names = sorted(f"f{j}{i}" for j in range(1, JOBS + 1) for i in range(1, 7))
+    assert listing(server.data_dir / "d") == names
+    assert (server.data_dir / "d" / "f46").read_text() == "data6\n"
 
 
 #: Batches of children forked without waiting, each opening a relative name at once: with
