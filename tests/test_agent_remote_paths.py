@@ -151,6 +151,16 @@ os.waitpid(pid, 0)
 print("fork kept its own:", os.getcwd() == base + "/sub")
 subprocess.run(["sh", "-c", "echo spawn > from-spawn; cd .. && echo up > from-spawn-up"], check=True)
 print("spawn kept its own:", os.getcwd() == base + "/sub")
+import ctypes, signal
+libc = ctypes.CDLL(None, use_errno=True)
+for flags in (0x200, 0):  # the raw clone call, with and without CLONE_FS
+    pid = libc.syscall(56, flags | signal.SIGCHLD, 0, 0, 0, 0)
+    if pid == 0:
+        os.chdir(base)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    print("clone", hex(flags), "moved its creator:", os.getcwd() == base)
+    os.chdir(base + "/sub")
 """
 
 
@@ -162,6 +172,8 @@ def test_threads_share_the_cwd_children_copy_it(server: RunningServer, tmp_path:
         "thread moved main: True",
         "fork kept its own: True",
         "spawn kept its own: True",
+        "clone 0x200 moved its creator: True",
+        "clone 0x0 moved its creator: False",
     ]
     assert listing(server.data_dir / "t") == ["from-fork", "from-spawn-up", "sub"]
     assert listing(server.data_dir / "t" / "sub") == ["from-spawn"]
