@@ -147,7 +147,12 @@ def _entries() -> list[Entry]:
         ),
         Entry("lchown", p.sys_chown, "refused", "EPERM on remote paths"),
         Entry("fchownat", p.sys_chown, "refused", "EPERM on remote paths"),
-        Entry("utimensat", p.sys_utimensat, "partial", "Chirp stores whole seconds"),
+        Entry(
+            "utimensat",
+            p.sys_utimensat,
+            "partial",
+            "Chirp stores whole seconds; a remote symlink's own times: EOPNOTSUPP",
+        ),
         Entry("utime", p.sys_utimes, "full"),
         Entry("utimes", p.sys_utimes, "full"),
         Entry("getxattr", p.sys_xattr_path, "partial", "remote files have no attributes: ENODATA"),
