@@ -11,10 +11,40 @@ from reference_agent.agent import Agent
 from reference_agent.call import NATIVE, Call, Outcome, Resolved
 from reference_agent.namespace import LocalTarget, Refused, RemoteTarget, ServiceDirectory
 
-__all__ = ["RemoteOp", "path_call", "rewrite_args", "service_directory_answer"]
+__all__ = [
+    "RemoteOp",
+    "last_component",
+    "must_be_directory",
+    "path_call",
+    "rewrite_args",
+    "service_directory_answer",
+]
 
 #: The emulation of a path call on a remote target: (driver, target, resolved) -> result.
 RemoteOp = Callable[[Driver, RemoteTarget, Resolved], Outcome]
+
+
+def last_component(path: str) -> str:
+    """What ends ``path`` as the kernel sees it: ".", "..", "/" (a trailing slash) or "".
+
+    Logical paths are collapsed ("a/b/." is "a/b"), so the calls that the kernel
+    treats differently for these endings look at the path as the program gave it.
+    """
+    stripped = path.rstrip("/")
+    last = stripped.rpartition("/")[2]
+    if last in (".", "..") or (not stripped and path):
+        return last or "."  # "/" alone ends like "/."
+    return "/" if path.endswith("/") else ""
+
+
+def must_be_directory(driver: Driver, target: RemoteTarget, path: str) -> int | None:
+    """ENOTDIR for "file/" (a trailing slash names a directory, as the kernel insists)."""
+    if last_component(path) != "/":
+        return None
+    try:
+        return None if driver.stat(target.path).is_dir() else -errno.ENOTDIR
+    except FileNotFoundError:
+        return None  # a name to be made ("newdir/"): the call itself decides
 
 
 def rewrite_args(call: Call, replacements: dict[int, str]) -> Rewrite:
@@ -56,4 +86,8 @@ def path_call(
     if isinstance(target, ServiceDirectory):
         return service(call, resolved) if service is not None else service_directory_answer(call)
     assert isinstance(target, RemoteTarget)
-    return remote(agent.driver_for(target), target, resolved)
+    driver = agent.driver_for(target)
+    refusal = must_be_directory(driver, target, text)
+    if refusal is not None:
+        return refusal
+    return remote(driver, target, resolved)

@@ -132,6 +132,10 @@ class TracerLoop:
         self._live: set[int] = set()
         #: Parked callers, by tid: their registers at the seccomp stop.
         self._parked: dict[int, Registers] = {}
+        #: New tracees stopped before their creator's fork event, held (not resumed) until
+        #: it arrives, so that ``on_event`` has set up their state before they run a syscall;
+        #: with the tid whose death releases them if that event never comes.
+        self._held: dict[int, tuple[Event, int | None]] = {}
 
     def run(
         self,
@@ -200,10 +204,12 @@ class TracerLoop:
                 self._live.discard(event.pid)
                 self._at_exit.pop(event.pid, None)
                 self._parked.pop(event.pid, None)
+                self._held.pop(event.pid, None)
                 if self.on_event is not None:
                     self.on_event(event)
                 if event.pid == root:
                     status = exit_status(event)
+                self._release_orphans()
                 continue
             # ESRCH: killed while stopped (another thread's exit_group, a SIGKILL);
             # its death is still to be reported.
@@ -215,10 +221,11 @@ class TracerLoop:
 
     def _handle_stop(self, event: Event) -> None:
         pid = event.pid
-        if pid not in self._live:
-            # A new tracee's first stop can arrive before its parent's fork event.
-            self._live.add(pid)
-            self.counters.tracees += 1
+        if pid not in self._live and not isinstance(event, ExecEvent):
+            # A new tracee's first stop can arrive before its creator's fork event: hold it
+            # until that event has been handled (or its creator is gone).
+            self._held[pid] = (event, _creator_of(pid))
+            return
         match event:
             case SeccompStop(nr=nr):
                 self.counters.seccomp_stops += 1
@@ -231,6 +238,10 @@ class TracerLoop:
                     self._live.add(child)
                     self.counters.tracees += 1
                 _ptrace.resume(pid)
+                held = self._held.pop(child, None)
+                if held is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        self._handle_stop(held[0])
             case ExecEvent(former_pid=former):
                 self.counters.execs += 1
                 # A thread that execs takes over the leader's tid and its old tid
@@ -250,6 +261,17 @@ class TracerLoop:
                 self._syscall_exit(pid)
             case InterruptStop() | ExitEvent():
                 _ptrace.resume(pid)
+
+    def _release_orphans(self) -> None:
+        """Run held tracees whose creator died before its fork event could be reported."""
+        for pid, (event, creator) in list(self._held.items()):
+            if creator is not None and _alive(creator):
+                continue
+            del self._held[pid]
+            self._live.add(pid)
+            self.counters.tracees += 1
+            with contextlib.suppress(ProcessLookupError):
+                self._handle_stop(event)
 
     def _syscall(self, pid: int, nr: int) -> None:
         if nr == FOREIGN_ABI:
@@ -304,7 +326,7 @@ class TracerLoop:
         _ptrace.resume(pid)
 
     def _kill_all(self) -> None:
-        for pid in self._live:
+        for pid in [*self._live, *self._held]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         while True:
@@ -317,6 +339,29 @@ class TracerLoop:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(event.pid, signal.SIGKILL)
                     _ptrace.resume(event.pid)
+
+
+def _status_fields(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return dict(line.rstrip("\n").split(":\t", 1) for line in status if ":\t" in line)
+    except OSError:
+        return {}
+
+
+def _creator_of(pid: int) -> int | None:
+    """The process that made new tracee ``pid``: its thread group's leader, else its parent."""
+    fields = _status_fields(pid)
+    with contextlib.suppress(KeyError, ValueError):
+        group = int(fields["Tgid"])
+        return group if group != pid else int(fields["PPid"])
+    return None
+
+
+def _alive(pid: int) -> bool:
+    """``pid`` exists and is not a zombie (a dead creator will never report its fork)."""
+    state = _status_fields(pid).get("State", "")
+    return bool(state) and not state.startswith(("Z", "X"))
 
 
 def run_traced(

@@ -13,8 +13,11 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import signal
+import struct
 import sys
+import tempfile
 import time
 import zlib
 from collections import Counter, defaultdict
@@ -25,7 +28,7 @@ from typing import IO, TYPE_CHECKING, Protocol
 from urllib.parse import quote
 
 from drivers import Driver, driver_for_service, parse_url
-from reference_agent import _ptrace
+from reference_agent import _memory, _ptrace
 from reference_agent._abi import AT_FDCWD
 from reference_agent._loop import Park, Rewrite, TracerLoop
 from reference_agent._ptrace import Event, ExecEvent, Exited, ForkEvent, ForkKind, Killed, Registers
@@ -99,9 +102,13 @@ class AgentOptions:
 
 @dataclass(slots=True)
 class Cwd:
-    """A working directory, shared by the threads of one process (CLONE_FS)."""
+    """A working directory, one object shared by the tasks made with CLONE_FS.
 
-    logical: str
+    ``logical`` is None for a task whose creation the agent did not see (its creator
+    died before the fork event): its relative paths fail rather than guess.
+    """
+
+    logical: str | None
 
 
 @dataclass
@@ -123,6 +130,12 @@ class Agent:
         self.files = RemoteFileTable()
         self.drivers: dict[str, Driver] = {}
         self.cwds: dict[int, Cwd] = {}
+        self._root_seen = False
+        self._placeholders = 0
+        self._scratch_dir: Path | None = None
+        #: Local stand-ins for logical directories (an empty one per service, /chirp), by
+        #: real path: an *at call relative to a descriptor of one resolves from the logical.
+        self._stand_ins: dict[str, str] = {}
         self.loop: TracerLoop | None = None
         self.stats: dict[tuple[str, str], _Stats] = defaultdict(_Stats)
         self.holes_reported: set[str] = set()
@@ -196,6 +209,8 @@ class Agent:
                 driver.close_driver()
             if self.options.summary:
                 self.print_summary()
+            if self._scratch_dir is not None:
+                shutil.rmtree(self._scratch_dir, ignore_errors=True)
 
     def _through_interpreters(
         self, argv: Sequence[str], program: tuple[str, str] | None
@@ -214,14 +229,19 @@ class Agent:
     def _cwd(self, pid: int) -> Cwd:
         cwd = self.cwds.get(pid)
         if cwd is None:
-            cwd = self.cwds[pid] = self._root_cwd
+            # The first task is the program; any other one unknown here was made by a
+            # creator that died before its fork event: its directory is not known.
+            cwd = self.cwds[pid] = self._root_cwd if not self._root_seen else Cwd(None)
+            self._root_seen = True
         return cwd
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, ForkEvent):
+            # The child is held by the loop until this returns: its directory is in place
+            # before it can run a single syscall.
             parent = self._cwd(event.pid)
-            if event.kind is ForkKind.CLONE and _same_thread_group(event.pid, event.child):
-                self.cwds[event.child] = parent  # threads share a working directory
+            if _shares_fs(event):
+                self.cwds[event.child] = parent  # CLONE_FS: one directory for both
             else:
                 self.cwds[event.child] = Cwd(parent.logical)
         elif isinstance(event, ExecEvent):
@@ -396,10 +416,53 @@ class Agent:
         return self._mount_of_call != "local"
 
     def cwd_of(self, pid: int) -> str:
-        return self._cwd(pid).logical
+        """The logical working directory of ``pid``.
+
+        Raises:
+            OSError: ENOENT when the agent does not know it; a relative path then fails
+                instead of reaching whatever local directory the kernel holds.
+        """
+        logical = self._cwd(pid).logical
+        if logical is None:
+            self.report_once(
+                f"cwd:{pid}",
+                f"aviary: pid {pid}: working directory unknown; its relative paths fail (ENOENT)",
+            )
+            raise OSError(errno.ENOENT, "working directory unknown")
+        return logical
 
     def set_cwd(self, pid: int, logical: str) -> None:
         self._cwd(pid).logical = logical
+
+    def scratch_dir(self) -> Path:
+        """A private local directory of this run for the agent's own files."""
+        if self.options.cache_dir is not None:
+            return self.options.cache_dir
+        if self._scratch_dir is None:
+            self._scratch_dir = Path(tempfile.mkdtemp(prefix="aviary-agent-"))
+        return self._scratch_dir
+
+    def service_placeholder(self, service: str) -> str:
+        """The empty local directory a descriptor of ``/service`` (``/chirp``) is opened on."""
+        path = self.scratch_dir() / "services" / service
+        path.mkdir(parents=True, exist_ok=True)
+        self._stand_ins[str(path)] = "/" + service
+        return str(path)
+
+    def stand_in_of(self, pid: int, fd: int) -> str | None:
+        """The logical directory (``/chirp``) a local stand-in descriptor stands for."""
+        if not self._stand_ins:
+            return None
+        return self._stand_ins.get(_directory_of(pid, fd) or "")
+
+    def cwd_placeholder(self) -> str:
+        """A fresh empty local directory for the kernel's working directory of a task whose
+        logical one is remote; the caller removes it once the task is in it, so that a
+        relative path the agent does not see fails (ENOENT) instead of creating anything."""
+        self._placeholders += 1
+        path = self.scratch_dir() / f"remote-cwd-{self._placeholders}"
+        path.mkdir(mode=0o700)
+        return str(path)
 
     def resolve(self, call: Call, dirfd: int, path: str) -> Resolved:
         """Resolve a path argument relative to ``dirfd`` (AT_FDCWD or a descriptor)."""
@@ -409,24 +472,51 @@ class Agent:
             base = self.cwd_of(call.pid)
         else:
             remote_dir = self.remote_file(call, dirfd)
-            if remote_dir is None:
-                if self.options.name_list is not None:
-                    self.options.name_list.record_at(call.pid, dirfd, path, call.name)
-                return Resolved(path, NATIVE)  # relative to a local directory descriptor
-            base = remote_dir.logical
+            if remote_dir is not None:
+                base = remote_dir.logical
+            else:
+                # A local directory descriptor: its name plus ``path`` may still lead into
+                # a mount (rsync walks down from "/" with *at calls). Its name is a real
+                # path, and a logical one only where the namespace maps it onto itself
+                # (a directory opened through a mount stays the kernel's business).
+                local_base = _directory_of(call.pid, dirfd)
+                stand_in = self._stand_ins.get(local_base or "")
+                if stand_in is not None:
+                    base = stand_in
+                elif (
+                    local_base is None
+                    or not self._is_plain_local(local_base)
+                    or self._is_plain_local(logical_path(path, local_base))
+                ):
+                    if self.options.name_list is not None:
+                        self.options.name_list.record_at(call.pid, dirfd, path, call.name)
+                    return Resolved(path, NATIVE)
+                else:
+                    base = local_base
         logical = logical_path(path, base) if path else base
         self._subject_of_call = logical
         if self.options.name_list is not None:
             self.options.name_list.record(logical, call.name)
         target = self.namespace.resolve(logical)
         if isinstance(target, LocalTarget):
-            cwd_is_native = self._is_plain_local(self.cwd_of(call.pid))
             if target.path == logical and (
-                path.startswith("/") or (dirfd == AT_FDCWD and cwd_is_native)
+                path.startswith("/")
+                or (dirfd == AT_FDCWD and self._is_plain_local(self.cwd_of(call.pid)))
             ):
                 return Resolved(logical, NATIVE)
-            return Resolved(logical, target, rewrite=target.path)
+            return Resolved(logical, target, rewrite=self._local_rewrite(target, path, base))
         return Resolved(logical, target)
+
+    def _local_rewrite(self, target: LocalTarget, path: str, base: str) -> str:
+        """The local path put in place of ``path``, keeping what ends it for the kernel:
+        "d/." (rename: EBUSY), "file/" (ENOTDIR) and "d/.." (rename: EBUSY, never the
+        rename of the collapsed name)."""
+        stripped = path.rstrip("/")
+        if stripped.rpartition("/")[2] == "..":
+            inner = self.namespace.resolve(logical_path(stripped[:-2] or ".", base))
+            if isinstance(inner, LocalTarget):
+                return inner.path.rstrip("/") + "/.."
+        return target.path + _kept_ending(path)
 
     def _is_plain_local(self, logical: str) -> bool:
         target = self.namespace.resolve(logical)
@@ -445,6 +535,52 @@ def _kernel_rules(mounts: MountPlan | None, ruleset: Ruleset | None) -> Callable
             ruleset.restrict_self()
 
     return apply
+
+
+def _kept_ending(path: str) -> str:
+    """The "/." or "/" a rewritten local path must keep: the kernel answers differently for
+    "d/." (rename: EBUSY) and "file/" (ENOTDIR) than for the collapsed name."""
+    stripped = path.rstrip("/")
+    if stripped.rpartition("/")[2] == ".":
+        return "/."
+    return "/" if path.endswith("/") and stripped else ""
+
+
+def _directory_of(pid: int, fd: int) -> str | None:
+    """The local path descriptor ``fd`` of ``pid`` names, or None if it has none."""
+    try:
+        name = os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return None  # EBADF and the like: the kernel answers the call itself
+    if not name.startswith("/") or name.endswith(" (deleted)"):
+        return None  # a pipe, a socket, a removed directory
+    return name
+
+
+#: clone(2)'s flag for one shared working directory (and root, and umask).
+CLONE_FS = 0x200
+_CLONE = _ptrace.syscall_number("clone")
+_CLONE3 = _ptrace.syscall_number("clone3")
+
+
+def _shares_fs(event: ForkEvent) -> bool:
+    """Whether ``event``'s child shares its creator's working directory (CLONE_FS).
+
+    The creator is stopped at the event, still inside its clone call: its flags are its
+    first argument (clone) or the first field of the structure it points to (clone3).
+    fork and vfork never share it.
+    """
+    try:
+        registers = _ptrace.get_registers(event.pid)
+        if registers.nr == _CLONE:
+            return bool(registers.arg(0) & CLONE_FS)
+        if registers.nr == _CLONE3:
+            (flags,) = struct.unpack("<Q", _memory.read_bytes(event.pid, registers.arg(0), 8))
+            return bool(flags & CLONE_FS)
+        return False
+    except OSError:
+        # Unreadable (the creator was killed meanwhile): threads do share it in practice.
+        return event.kind is ForkKind.CLONE and _same_thread_group(event.pid, event.child)
 
 
 def _same_thread_group(parent: int, child: int) -> bool:

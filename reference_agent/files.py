@@ -23,7 +23,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from drivers import DirEntry, Driver, Handle
+from drivers import DirEntry, Driver, Handle, StatResult
 from reference_agent.whole_cache import write_back
 
 __all__ = ["RemoteFile", "RemoteFileTable"]
@@ -48,6 +48,14 @@ class RemoteFile:
     synced: tuple[int, int] | None = None  # (mtime_ns, size) of local_copy when last sent
     #: A shared writable mapping of the placeholder exists: its bytes go back at close and fsync.
     shared_map: bool = False
+    #: O_PATH|O_NOFOLLOW on a symlink: the descriptor names the link; no handle is open.
+    is_link: bool = False
+
+    def stat(self) -> StatResult:
+        """fstat(2) of the descriptor: the open file's, or the link's own."""
+        if self.is_link:
+            return self.driver.lstat(self.remote_path)
+        return self.driver.fstat(self.handle)
 
     def sync(self) -> None:
         """--cache whole: send the local copy to the server if it changed since last time."""
@@ -140,8 +148,9 @@ def _release(remote: RemoteFile) -> None:
             f"aviary: writing back {remote.logical} failed: {exc.strerror or exc}", file=sys.stderr
         )
     finally:
-        with contextlib.suppress(OSError):
-            remote.driver.close(remote.handle)
+        if not remote.is_link:
+            with contextlib.suppress(OSError):
+                remote.driver.close(remote.handle)
         if remote.local_copy is not None:
             with contextlib.suppress(OSError):
                 os.unlink(remote.local_copy)

@@ -13,14 +13,14 @@ import errno
 import os
 import struct
 
-from drivers import FileType, StatResult
+from drivers import Driver, FileType, Handle, StatResult
 from drivers.chirp.codec import MAX_BUFFER_SIZE
 from reference_agent import _ptrace, sys_lock
 from reference_agent._abi import AT_EMPTY_PATH, AT_FDCWD, pack_dirent64, pack_stat
-from reference_agent._common import rewrite_args
+from reference_agent._common import last_component, must_be_directory, rewrite_args
 from reference_agent._loop import Rewrite
 from reference_agent.agent import Agent
-from reference_agent.call import NATIVE, Call, Outcome
+from reference_agent.call import NATIVE, Call, Outcome, Resolved
 from reference_agent.files import RemoteFile
 from reference_agent.namespace import LocalTarget, Refused, RemoteTarget, ServiceDirectory
 from reference_agent.whole_cache import read_only_open
@@ -57,9 +57,22 @@ def _open(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mod
     if isinstance(target, ServiceDirectory):
         if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_CREAT:
             return -errno.EROFS
-        return rewrite_args(call, {path_index: _empty_directory(agent)})
+        return rewrite_args(call, {path_index: agent.service_placeholder(target.service)})
     assert isinstance(target, RemoteTarget)
     driver = agent.driver_for(target)
+    refusal = _kernel_checks(driver, target, path, flags)
+    if refusal is not None:
+        return refusal
+    if flags & os.O_NOFOLLOW:
+        try:
+            if driver.lstat(target.path).is_lnk():
+                if not flags & os.O_PATH:
+                    return -errno.ELOOP
+                return _link_descriptor(agent, call, path_index, path, flags, resolved, target)
+        except FileNotFoundError:
+            pass  # a new file (made below with O_CREAT, else the open's own ENOENT)
+        # Checked above; the protocol is not asked to apply it (some servers refuse it).
+        flags &= ~os.O_NOFOLLOW
     whole = agent.options.cache == "whole"
     if whole and agent.whole_cache is not None and read_only_open(flags):
         st_remote = driver.stat(target.path)
@@ -121,6 +134,60 @@ def _open(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mod
     return Rewrite(registers, placed)
 
 
+def _kernel_checks(driver: Driver, target: RemoteTarget, path: str, flags: int) -> int | None:
+    """The kernel's answers a remote open must give before the server is asked to open.
+
+    "dir/." or "x/" with O_CREAT is EISDIR, "file/" is ENOTDIR, and O_CREAT|O_EXCL
+    fails on any existing name, a dangling symlink included (servers follow it).
+    """
+    ending = last_component(path)
+    if flags & os.O_CREAT and ending:
+        return -errno.EISDIR
+    if ending == "/":
+        return must_be_directory(driver, target, path)
+    if flags & os.O_CREAT and flags & os.O_EXCL:
+        try:
+            driver.lstat(target.path)
+            return -errno.EEXIST
+        except FileNotFoundError:
+            pass
+    return None
+
+
+def _link_descriptor(
+    agent: Agent,
+    call: Call,
+    path_index: int,
+    path: str,
+    flags: int,
+    resolved: Resolved,
+    target: RemoteTarget,
+) -> Outcome:
+    """O_PATH|O_NOFOLLOW on a remote symlink: a descriptor that names the link itself."""
+    driver = agent.driver_for(target)
+    remote = RemoteFile(
+        driver,
+        Handle(-1),
+        resolved.logical,
+        target.path,
+        os.O_PATH | os.O_NOFOLLOW,
+        False,
+        agent.remote_dev(target.endpoint),
+        is_link=True,
+    )
+    pid = call.pid
+
+    def placed(result: int) -> int | None:
+        if result >= 0:
+            agent.files.add(pid, result, remote)
+        return None
+
+    name_address = call.arg(path_index) + max(0, len(os.fsencode(path)) - MEMFD_NAME_MAX)
+    memfd_flags = MFD_CLOEXEC if flags & os.O_CLOEXEC else 0
+    registers = call.registers.replace(nr=_SYS_MEMFD_CREATE, args=(name_address, memfd_flags))
+    return Rewrite(registers, placed)
+
+
 def _whole_copy(agent: Agent, remote: RemoteFile, truncate: bool) -> str:
     """A fresh local copy of a remote file for ``--cache whole``."""
     assert agent.options.cache_dir is not None
@@ -132,13 +199,6 @@ def _whole_copy(agent: Agent, remote: RemoteFile, truncate: bool) -> str:
             copy.write(data)
             offset += len(data)
     return str(local)
-
-
-def _empty_directory(agent: Agent) -> str:
-    assert agent.options.cache_dir is not None
-    empty = agent.options.cache_dir / "empty"
-    empty.mkdir(exist_ok=True)
-    return str(empty)
 
 
 def _materialize(pid: int, fd: int, remote: RemoteFile) -> None:
@@ -393,7 +453,7 @@ def with_block_size_hint(agent: Agent, st: StatResult) -> StatResult:
 
 
 def fd_stat_bytes(agent: Agent, call: Call, remote: RemoteFile) -> bytes:
-    st = with_block_size_hint(agent, remote.driver.fstat(remote.handle))
+    st = with_block_size_hint(agent, remote.stat())
     return pack_stat(st, remote.dev)
 
 

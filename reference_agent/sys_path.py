@@ -9,7 +9,7 @@ import time
 
 from drivers import Driver, StatResult
 from reference_agent._abi import AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, UTIME_NOW, UTIME_OMIT
-from reference_agent._common import path_call, rewrite_args
+from reference_agent._common import last_component, path_call, rewrite_args
 from reference_agent.agent import Agent
 from reference_agent.call import NATIVE, Call, Outcome, Resolved
 from reference_agent.namespace import LocalTarget, Refused, RemoteTarget
@@ -20,8 +20,14 @@ _TIMESPEC_PAIR = struct.Struct("<qqqq")
 _TIMEVAL_PAIR = struct.Struct("<qqqq")
 
 
+#: What the kernel answers for a name ending in "." or ".." where a new name is made.
+_NEW_NAME_IS_DOT = errno.EEXIST
+
+
 def _mkdir(agent: Agent, call: Call, dirfd: int, index: int, mode: int) -> Outcome:
     def remote(driver: Driver, target: RemoteTarget, resolved: Resolved) -> int:
+        if last_component(call.string(index)) in (".", ".."):
+            return -_NEW_NAME_IS_DOT
         driver.mkdir(target.path, mode & 0o7777)
         return 0
 
@@ -40,9 +46,16 @@ def sys_mkdirat(agent: Agent, call: Call) -> Outcome:
 
 def _remove(agent: Agent, call: Call, dirfd: int, index: int, directory: bool) -> Outcome:
     def remote(driver: Driver, target: RemoteTarget, resolved: Resolved) -> int:
+        ending = last_component(call.string(index))
         if directory:
+            if ending in (".", ".."):  # as the kernel: "." is in use, ".." is not empty
+                return -errno.EINVAL if ending == "." else -errno.ENOTEMPTY
             driver.rmdir(target.path)
         else:
+            if ending in (".", ".."):
+                return -errno.EISDIR
+            if ending == "/":
+                return -errno.EISDIR  # "dir/" got past path_call's ENOTDIR for "file/"
             driver.unlink(target.path)
         return 0
 
@@ -73,11 +86,18 @@ def _two_paths(
     flags: int = 0,
 ) -> Outcome:
     """rename and link: both paths on one endpoint, both local, or EXDEV."""
-    resolved = [agent.resolve(call, dirfd, call.string(index)) for dirfd, index in (old, new)]
+    texts = [call.string(index) for _, index in (old, new)]
+    resolved = [agent.resolve(call, old[0], texts[0]), agent.resolve(call, new[0], texts[1])]
     targets = [r.target for r in resolved]
     for target in targets:
         if isinstance(target, Refused):
             return -target.errno
+    endings = [last_component(text) for text in texts]
+    if any(isinstance(t, RemoteTarget) for t in targets):
+        if remote_op == "rename" and {".", ".."} & set(endings):
+            return -errno.EBUSY  # the kernel never renames "." or ".."
+        if remote_op == "link" and endings[1] in (".", ".."):
+            return -errno.EEXIST
     if all(t is NATIVE or isinstance(t, LocalTarget) for t in targets):
         rewrites = {
             index: r.rewrite
@@ -93,6 +113,9 @@ def _two_paths(
     ):
         return -errno.EXDEV
     driver = agent.driver_for(first)
+    source = driver.lstat(first.path)
+    if "/" in endings and not source.is_dir():
+        return -errno.ENOTDIR  # "file/" names a directory
     if remote_op == "link":
         driver.link(first.path, second.path)
         return 0
@@ -133,6 +156,8 @@ def sys_linkat(agent: Agent, call: Call) -> Outcome:
 
 def _symlink(agent: Agent, call: Call, dirfd: int, index: int) -> Outcome:
     def remote(driver: Driver, target: RemoteTarget, resolved: Resolved) -> int:
+        if last_component(call.string(index)) in (".", ".."):
+            return -_NEW_NAME_IS_DOT
         driver.symlink(call.string(0), target.path)
         return 0
 
@@ -159,8 +184,12 @@ def sys_truncate(agent: Agent, call: Call) -> Outcome:
     return path_call(agent, call, AT_FDCWD, 0, remote)
 
 
-def _chmod(agent: Agent, call: Call, dirfd: int, index: int, mode: int) -> Outcome:
+def _chmod(
+    agent: Agent, call: Call, dirfd: int, index: int, mode: int, follow: bool = True
+) -> Outcome:
     def remote(driver: Driver, target: RemoteTarget, resolved: Resolved) -> int:
+        if not follow and driver.lstat(target.path).is_lnk():
+            return -errno.EOPNOTSUPP  # as Linux: a symlink's mode cannot be changed
         driver.chmod(target.path, mode & 0o7777)
         return 0
 
@@ -174,7 +203,8 @@ def sys_chmod(agent: Agent, call: Call) -> Outcome:
 
 def sys_fchmodat(agent: Agent, call: Call) -> Outcome:
     """Fchmodat implements Linux syscalls fchmodat(2) and fchmodat2(2)."""
-    return _chmod(agent, call, call.fd(0), 1, call.arg(2))
+    follow = call.name != "fchmodat2" or not call.fd(3) & AT_SYMLINK_NOFOLLOW
+    return _chmod(agent, call, call.fd(0), 1, call.arg(2), follow)
 
 
 def _owner_unchanged(st: StatResult, uid: int, gid: int) -> bool:
@@ -244,6 +274,11 @@ def sys_utimensat(agent: Agent, call: Call) -> Outcome:
         return 0
 
     def remote(driver: Driver, target: RemoteTarget, resolved: Resolved) -> int:
+        if call.fd(3) & AT_SYMLINK_NOFOLLOW and driver.lstat(target.path).is_lnk():
+            # The protocol sets times only through the link: the target's would change.
+            return agent.hole(
+                call, f"remote symlink {resolved.logical} (its own times)", errno.EOPNOTSUPP
+            )
         driver.utimens(target.path, _times(call, call.arg(2), driver, target.path))
         return 0
 

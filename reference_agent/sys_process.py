@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
 
 from drivers import Driver
+from reference_agent import _ptrace
 from reference_agent._abi import AT_FDCWD
 from reference_agent._common import path_call, rewrite_args
 from reference_agent._exec_rewrite import exec_through_namespace
@@ -14,6 +16,8 @@ from reference_agent._loop import Rewrite
 from reference_agent.agent import Agent
 from reference_agent.call import NATIVE, Call, Outcome, Resolved
 from reference_agent.namespace import LocalTarget, Refused, RemoteTarget, ServiceDirectory
+
+_SYS_CHDIR = _ptrace.syscall_number("chdir")
 
 
 def _local_copy(agent: Agent, driver: Driver, target: RemoteTarget) -> str:
@@ -58,6 +62,28 @@ def sys_execveat(agent: Agent, call: Call) -> Outcome:
     return _exec(agent, call, call.fd(0), 1)
 
 
+def _enter_remote(agent: Agent, call: Call, logical: str) -> Outcome:
+    """Make ``logical`` (a remote directory) the task's working directory.
+
+    The agent resolves relative paths against ``logical``; the kernel's working
+    directory moves into a directory removed right after, so that a relative path
+    the agent does not see (an untrapped call) fails with ENOENT instead of
+    reaching the previous local directory.
+    """
+    placeholder = agent.cwd_placeholder()
+    pid = call.pid
+
+    def entered(result: int) -> int | None:
+        with contextlib.suppress(OSError):
+            os.rmdir(placeholder)
+        if result == 0:
+            agent.set_cwd(pid, logical)
+        return None
+
+    registers = call.registers.replace(nr=_SYS_CHDIR, args=(call.scratch_string(placeholder),))
+    return Rewrite(registers, entered)
+
+
 def sys_chdir(agent: Agent, call: Call) -> Outcome:
     """Chdir implements Linux syscall chdir(2); the agent keeps the logical directory."""
     resolved = agent.resolve(call, AT_FDCWD, call.string(0))
@@ -69,11 +95,9 @@ def sys_chdir(agent: Agent, call: Call) -> Outcome:
         st = agent.driver_for(target).stat(target.path)
         if not st.is_dir():
             return -errno.ENOTDIR
-        agent.set_cwd(pid, resolved.logical)
-        return 0  # the kernel's own cwd stays local; the agent resolves relative paths
+        return _enter_remote(agent, call, resolved.logical)
     if isinstance(target, ServiceDirectory):
-        agent.set_cwd(pid, resolved.logical)
-        return 0
+        return _enter_remote(agent, call, resolved.logical)
 
     def moved(result: int) -> int | None:
         if result == 0:
@@ -94,8 +118,10 @@ def sys_fchdir(agent: Agent, call: Call) -> Outcome:
     if remote is not None:
         if not remote.is_dir:
             return -errno.ENOTDIR
-        agent.set_cwd(pid, remote.logical)
-        return 0
+        return _enter_remote(agent, call, remote.logical)
+    stand_in = agent.stand_in_of(pid, call.fd(0))
+    if stand_in is not None:
+        return _enter_remote(agent, call, stand_in)  # a descriptor of /chirp
 
     def moved(result: int) -> int | None:
         if result == 0:
@@ -107,7 +133,7 @@ def sys_fchdir(agent: Agent, call: Call) -> Outcome:
 
 def sys_getcwd(agent: Agent, call: Call) -> Outcome:
     """Getcwd implements Linux syscall getcwd(2) from the logical working directory."""
-    text = os.fsencode(agent.cwd_of(call.pid)) + b"\0"
+    text = os.fsencode(agent.cwd_of(call.pid)) + b"\0"  # ENOENT when unknown, as Linux
     if len(text) > call.arg(1):
         return -errno.ERANGE
     call.write(call.arg(0), text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat as stat_module
 
 from drivers import Driver, StatResult
@@ -60,9 +61,7 @@ def _fd_stat_into(agent: Agent, call: Call, fd: int, buffer: int, packer: str) -
     if remote is None:
         return None
     pack = pack_stat if packer == "stat" else pack_statx
-    call.write(
-        buffer, pack(with_block_size_hint(agent, remote.driver.fstat(remote.handle)), remote.dev)
-    )
+    call.write(buffer, pack(with_block_size_hint(agent, remote.stat()), remote.dev))
     return 0
 
 
@@ -113,9 +112,45 @@ def sys_faccessat(agent: Agent, call: Call) -> Outcome:
     return _access(agent, call, call.fd(0), 1, call.fd(2))
 
 
+#: /proc/self/fd/N, /proc/thread-self/fd/N, /proc/PID/fd/N (and task/TID/fd/N).
+_PROC_FD = re.compile(r"^/proc/(self|thread-self|\d+)(?:/task/(\d+))?/fd/(\d+)$")
+
+
+def _answer_link(call: Call, text: str, buffer: int, size: int) -> int:
+    if size <= 0:
+        return -errno.EINVAL
+    data = os.fsencode(text)[:size]
+    call.write(buffer, data)
+    return len(data)
+
+
+def _remote_descriptor_link(agent: Agent, call: Call, path: str) -> str | None:
+    """The path a /proc/.../fd/N link of a remote descriptor shows: the program's own name
+    (the kernel would show the placeholder's "/memfd:..." name)."""
+    match = _PROC_FD.match(path)
+    if match is None:
+        return None
+    who, task, fd = match.groups()
+    pid = int(task) if task else call.pid if who in ("self", "thread-self") else int(who)
+    remote = agent.files.lookup(pid, int(fd))
+    return remote.logical if remote is not None else None
+
+
 def _readlink(
     agent: Agent, call: Call, dirfd: int, path_index: int, buffer: int, size: int
 ) -> Outcome:
+    path = call.string(path_index)
+    if path == "" and dirfd >= 0:
+        link = agent.remote_file(call, dirfd)
+        if link is not None:  # readlinkat(fd, "") on O_PATH|O_NOFOLLOW of a remote link
+            if not link.is_link:
+                return -errno.EINVAL
+            return _answer_link(call, link.driver.readlink(link.remote_path), buffer, size)
+    if path.startswith("/proc/"):
+        shown = _remote_descriptor_link(agent, call, path)
+        if shown is not None:
+            return _answer_link(call, shown, buffer, size)
+
     def remote(driver: Driver, target: RemoteTarget, resolved: Resolved) -> int:
         if size <= 0:
             return -errno.EINVAL
@@ -123,7 +158,9 @@ def _readlink(
         call.write(buffer, text)
         return len(text)
 
-    return path_call(agent, call, dirfd, path_index, remote, service=lambda c, r: -errno.EINVAL)
+    return path_call(
+        agent, call, dirfd, path_index, remote, service=lambda c, r: -errno.EINVAL, path=path
+    )
 
 
 def sys_readlink(agent: Agent, call: Call) -> Outcome:

@@ -23,6 +23,7 @@ from reference_agent import (
     sys_owner,
     sys_path,
     sys_process,
+    sys_socket,
     sys_stat,
 )
 from reference_agent.agent import Agent
@@ -152,6 +153,12 @@ def _entries() -> list[Entry]:
         Entry("chmod", p.sys_chmod, "full"),
         Entry("fchmodat", p.sys_fchmodat, "full"),
         Entry(
+            "fchmodat2",
+            p.sys_fchmodat,
+            "partial",
+            "AT_SYMLINK_NOFOLLOW on a remote symlink: EOPNOTSUPP, as Linux",
+        ),
+        Entry(
             "chown",
             sys_owner.sys_chown,
             "partial",
@@ -159,7 +166,12 @@ def _entries() -> list[Entry]:
         ),
         Entry("lchown", sys_owner.sys_chown, "partial", "EPERM (--chown ignore: dropped)"),
         Entry("fchownat", sys_owner.sys_chown, "partial", "EPERM (--chown ignore: dropped)"),
-        Entry("utimensat", p.sys_utimensat, "partial", "Chirp stores whole seconds"),
+        Entry(
+            "utimensat",
+            p.sys_utimensat,
+            "partial",
+            "Chirp stores whole seconds; a remote symlink's own times: EOPNOTSUPP",
+        ),
         Entry("utime", p.sys_utimes, "full"),
         Entry("utimes", p.sys_utimes, "full"),
         Entry("getxattr", p.sys_xattr_path, "partial", "remote files have no attributes: ENODATA"),
@@ -195,6 +207,14 @@ def _entries() -> list[Entry]:
             x.sys_refuse_enosys,
             "refused",
             "ENOSYS: requests would bypass the agent",
+        ),
+        # unix socket names
+        Entry("bind", sys_socket.sys_bind, "refused", "EOPNOTSUPP for names on remote mounts"),
+        Entry(
+            "connect",
+            sys_socket.sys_connect,
+            "refused",
+            "names on remote mounts: ENOENT, or ECONNREFUSED if the name exists",
         ),
         # identity (only for runs with --uid/--gid, --hostname)
         *_identity_entries(),
