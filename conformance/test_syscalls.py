@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conformance.plugin import SETUP_KEY, Evidence, Way, _gap_reason
-from conformance.syscall_runs import MASKABLE_FIELDS, compare, compile_program, run_both
+from conformance.syscall_runs import MASKABLE_FIELDS, compare, run_both
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -34,14 +34,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize(
             "way", combos, ids=[f"{s}-{t}" for s, t in combos], scope="session", indirect=True
         )
-
-
-@pytest.fixture(scope="session")
-def syscall_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    try:
-        return compile_program(tmp_path_factory.mktemp("syscall-program"))
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
 
 
 @pytest.fixture
@@ -73,112 +65,273 @@ def check(
             for difference in differences[:3]:
                 evidence.add(str(difference))
         shown = "\n  ".join(str(d) for d in differences[:8])
-        pytest.fail(f"{len(differences)} lines differ from Linux:\n  {shown}\nreplay: {runs.replay}")
+        pytest.fail(
+            f"{len(differences)} lines differ from Linux:\n  {shown}\nreplay: {runs.replay}"
+        )
 
 
 #: Fixed sequences, one per family of syscalls whose bookkeeping an agent keeps itself.
 FAMILIES: dict[str, list[str]] = {
     # Offsets after reads at and past end of file, pread/pwrite leave the offset alone.
     "offsets": [
-        "open 0 f RDWR|CREAT 644", "write 0 10 1", "read 0 4", "lseek 0 0 SET", "read 0 4",
-        "read 0 100", "read 0 100", "write 0 3 2", "lseek 0 0 CUR", "pread 0 5 8",
-        "pwrite 0 4 20 3", "lseek 0 0 CUR", "read 0 100", "fstat 0",
+        "open 0 f RDWR|CREAT 644",
+        "write 0 10 1",
+        "read 0 4",
+        "lseek 0 0 SET",
+        "read 0 4",
+        "read 0 100",
+        "read 0 100",
+        "write 0 3 2",
+        "lseek 0 0 CUR",
+        "pread 0 5 8",
+        "pwrite 0 4 20 3",
+        "lseek 0 0 CUR",
+        "read 0 100",
+        "fstat 0",
     ],
     # O_APPEND: every write goes to the end, wherever the offset was put.
     "append": [
-        "open 0 f WRONLY|CREAT 644", "write 0 8 1", "open 1 f WRONLY|APPEND 0", "lseek 1 0 SET",
-        "write 1 3 2", "write 0 2 3", "write 1 4 4", "pwrite 0 2 0 5", "fstat 1",
-        "open 2 f RDONLY 0", "read 2 100",
+        "open 0 f WRONLY|CREAT 644",
+        "write 0 8 1",
+        "open 1 f WRONLY|APPEND 0",
+        "lseek 1 0 SET",
+        "write 1 3 2",
+        "write 0 2 3",
+        "write 1 4 4",
+        "pwrite 0 2 0 5",
+        "fstat 1",
+        "open 2 f RDONLY 0",
+        "read 2 100",
     ],
     # SEEK_END sees writes made through another descriptor; seeks before 0 fail; holes read 0.
     "seek_end": [
-        "open 0 f RDWR|CREAT 644", "open 1 f RDWR 0", "write 0 10 1", "lseek 1 0 END",
-        "lseek 1 -3 END", "read 1 100", "lseek 1 -20 END", "lseek 1 -1 SET", "lseek 1 5 CUR",
-        "lseek 0 100 END", "write 0 1 2", "lseek 1 0 END", "pread 1 5 105", "pread 1 10 50",
+        "open 0 f RDWR|CREAT 644",
+        "open 1 f RDWR 0",
+        "write 0 10 1",
+        "lseek 1 0 END",
+        "lseek 1 -3 END",
+        "read 1 100",
+        "lseek 1 -20 END",
+        "lseek 1 -1 SET",
+        "lseek 1 5 CUR",
+        "lseek 0 100 END",
+        "write 0 1 2",
+        "lseek 1 0 END",
+        "pread 1 5 105",
+        "pread 1 10 50",
         "lseek 1 3 CUR",
     ],
     # readv/writev across two buffers, short at end of file.
     "vectored": [
-        "open 0 f RDWR|CREAT 644", "writev 0 3 5 1", "writev 0 0 4 2", "lseek 0 2 SET",
-        "readv 0 4 100", "readv 0 1 1", "lseek 0 0 SET", "readv 0 0 6",
+        "open 0 f RDWR|CREAT 644",
+        "writev 0 3 5 1",
+        "writev 0 0 4 2",
+        "lseek 0 2 SET",
+        "readv 0 4 100",
+        "readv 0 1 1",
+        "lseek 0 0 SET",
+        "readv 0 0 6",
     ],
     # Transfers across block and message boundaries, up to just over 1 MiB.
     "large_transfer": [
-        "open 0 f RDWR|CREAT 644", "write 0 1048577 3", "lseek 0 0 SET", "read 0 1048577",
-        "pread 0 65537 4095", "pwrite 0 70000 1000000 4", "fstat 0", "lseek 0 -10 END",
+        "open 0 f RDWR|CREAT 644",
+        "write 0 1048577 3",
+        "lseek 0 0 SET",
+        "read 0 1048577",
+        "pread 0 65537 4095",
+        "pwrite 0 70000 1000000 4",
+        "fstat 0",
+        "lseek 0 -10 END",
         "read 0 100",
     ],
     # stat, lstat, fstat, fstatat (NOFOLLOW, empty path) and statx on every kind of file.
     "stat_calls": [
-        "mkdirat cwd d 755", "open 0 d/f WRONLY|CREAT 644", "write 0 7 1", "symlinkat f cwd d/l",
-        "symlinkat missing cwd dangling", "stat d/f", "lstat d/l", "stat d/l", "stat dangling",
-        "lstat dangling", "fstat 0", "open 1 d RDONLY|DIRECTORY 0", "fstatat 1 f 0",
-        "fstatat 1 l NOFOLLOW", "fstatat 1 l 0", "fstatat 0 '' EMPTY", "statx 1 l NOFOLLOW",
-        "statx cwd d/l 0", "statx 1 missing 0", "fstatat 1 f/x 0",
+        "mkdirat cwd d 755",
+        "open 0 d/f WRONLY|CREAT 644",
+        "write 0 7 1",
+        "symlinkat f cwd d/l",
+        "symlinkat missing cwd dangling",
+        "stat d/f",
+        "lstat d/l",
+        "stat d/l",
+        "stat dangling",
+        "lstat dangling",
+        "fstat 0",
+        "open 1 d RDONLY|DIRECTORY 0",
+        "fstatat 1 f 0",
+        "fstatat 1 l NOFOLLOW",
+        "fstatat 1 l 0",
+        "fstatat 0 '' EMPTY",
+        "statx 1 l NOFOLLOW",
+        "statx cwd d/l 0",
+        "statx 1 missing 0",
+        "fstatat 1 f/x 0",
     ],
     # getdents64: names and types, dot files, on a file (ENOTDIR), each on a fresh descriptor.
     "getdents": [
-        "mkdirat cwd d 755", "open 0 d/.hidden WRONLY|CREAT 644", "open 1 d/a WRONLY|CREAT 644",
-        "mkdirat cwd d/sub 755", "symlinkat a cwd d/ln", "open 2 d RDONLY|DIRECTORY 0",
-        "getdents 2", "open 3 d/b WRONLY|CREAT 644", "open 4 d RDONLY|DIRECTORY 0", "getdents 4",
-        "open 5 d/a RDONLY 0", "getdents 5", "open 6 d/sub RDONLY|DIRECTORY 0", "getdents 6",
+        "mkdirat cwd d 755",
+        "open 0 d/.hidden WRONLY|CREAT 644",
+        "open 1 d/a WRONLY|CREAT 644",
+        "mkdirat cwd d/sub 755",
+        "symlinkat a cwd d/ln",
+        "open 2 d RDONLY|DIRECTORY 0",
+        "getdents 2",
+        "open 3 d/b WRONLY|CREAT 644",
+        "open 4 d RDONLY|DIRECTORY 0",
+        "getdents 4",
+        "open 5 d/a RDONLY 0",
+        "getdents 5",
+        "open 6 d/sub RDONLY|DIRECTORY 0",
+        "getdents 6",
     ],
     # rewinddir: getdents64 after lseek(fd, 0, SEEK_SET) sees names created since.
     "getdents_rewind": [
-        "mkdirat cwd d 755", "open 0 d/a WRONLY|CREAT 644", "open 1 d RDONLY|DIRECTORY 0",
-        "getdents 1", "open 2 d/b WRONLY|CREAT 644", "unlinkat cwd d/a 0", "getdents 1",
+        "mkdirat cwd d 755",
+        "open 0 d/a WRONLY|CREAT 644",
+        "open 1 d RDONLY|DIRECTORY 0",
+        "getdents 1",
+        "open 2 d/b WRONLY|CREAT 644",
+        "unlinkat cwd d/a 0",
+        "getdents 1",
     ],
     # chdir/fchdir and relative paths; getcwd after each move.
     "cwd": [
-        "mkdirat cwd d 755", "mkdirat cwd d/e 755", "chdir d", "getcwd", "open 0 f WRONLY|CREAT 644",
-        "write 0 3 1", "stat ../d/f", "chdir e", "getcwd", "stat ../f", "open 1 .. RDONLY|DIRECTORY 0",
-        "chdir /", "getcwd", "fchdir 1", "getcwd", "stat f", "chdir missing", "chdir d/f", "getcwd",
+        "mkdirat cwd d 755",
+        "mkdirat cwd d/e 755",
+        "chdir d",
+        "getcwd",
+        "open 0 f WRONLY|CREAT 644",
+        "write 0 3 1",
+        "stat ../d/f",
+        "chdir e",
+        "getcwd",
+        "stat ../f",
+        "open 1 .. RDONLY|DIRECTORY 0",
+        "chdir /",
+        "getcwd",
+        "fchdir 1",
+        "getcwd",
+        "stat f",
+        "chdir missing",
+        "chdir d/f",
+        "getcwd",
     ],
     # *at calls relative to a directory descriptor that is not the current directory.
     "at_calls": [
-        "mkdirat cwd d 755", "open 0 d RDONLY|DIRECTORY 0", "mkdirat 0 sub 755",
-        "openat 1 0 sub/f RDWR|CREAT 644", "write 1 5 1", "renameat 0 sub/f 0 g", "linkat 0 g 0 h",
-        "symlinkat g 0 s", "readlinkat 0 s", "fstatat 0 h 0", "unlinkat 0 sub REMOVEDIR",
-        "unlinkat 0 g 0", "openat 2 0 h RDONLY 0", "read 2 100", "openat 3 cwd d/s RDONLY 0",
-        "read 3 10", "mkdirat 0 sub 755", "openat 4 0 sub RDONLY|DIRECTORY 0", "openat 5 4 ../h RDONLY 0",
+        "mkdirat cwd d 755",
+        "open 0 d RDONLY|DIRECTORY 0",
+        "mkdirat 0 sub 755",
+        "openat 1 0 sub/f RDWR|CREAT 644",
+        "write 1 5 1",
+        "renameat 0 sub/f 0 g",
+        "linkat 0 g 0 h",
+        "symlinkat g 0 s",
+        "readlinkat 0 s",
+        "fstatat 0 h 0",
+        "unlinkat 0 sub REMOVEDIR",
+        "unlinkat 0 g 0",
+        "openat 2 0 h RDONLY 0",
+        "read 2 100",
+        "openat 3 cwd d/s RDONLY 0",
+        "read 3 10",
+        "mkdirat 0 sub 755",
+        "openat 4 0 sub RDONLY|DIRECTORY 0",
+        "openat 5 4 ../h RDONLY 0",
         "read 5 2",
     ],
     # O_NOFOLLOW and AT_SYMLINK_NOFOLLOW never go through a final symlink.
     "nofollow": [
-        "open 0 f WRONLY|CREAT 644", "write 0 4 1", "symlinkat f cwd l", "symlinkat nowhere cwd d",
-        "open 1 l RDONLY|NOFOLLOW 0", "open 2 l RDONLY 0", "read 2 10", "open 3 l PATH|NOFOLLOW 0",
-        "fstatat 3 '' EMPTY", "open 4 d WRONLY|CREAT|NOFOLLOW 644", "lstat nowhere",
-        "open 5 d WRONLY|CREAT|EXCL 644", "lstat nowhere", "fstatat cwd l NOFOLLOW",
-        "open 6 d WRONLY|CREAT 644", "lstat nowhere",
+        "open 0 f WRONLY|CREAT 644",
+        "write 0 4 1",
+        "symlinkat f cwd l",
+        "symlinkat nowhere cwd d",
+        "open 1 l RDONLY|NOFOLLOW 0",
+        "open 2 l RDONLY 0",
+        "read 2 10",
+        "open 3 l PATH|NOFOLLOW 0",
+        "fstatat 3 '' EMPTY",
+        "open 4 d WRONLY|CREAT|NOFOLLOW 644",
+        "lstat nowhere",
+        "open 5 d WRONLY|CREAT|EXCL 644",
+        "lstat nowhere",
+        "fstatat cwd l NOFOLLOW",
+        "open 6 d WRONLY|CREAT 644",
+        "lstat nowhere",
     ],
     # dup and fork share one open file description, so one offset.
     "dup_fork": [
-        "open 0 f RDWR|CREAT 644", "write 0 20 1", "lseek 0 0 SET", "dup 0 1", "read 1 5",
-        "lseek 0 0 CUR", "forkread 0 4", "lseek 1 0 CUR", "forkwrite 1 3 2", "read 0 100",
-        "lseek 1 0 END", "close 0", "read 1 5", "lseek 1 2 SET", "forkread 1 100", "lseek 1 0 CUR",
+        "open 0 f RDWR|CREAT 644",
+        "write 0 20 1",
+        "lseek 0 0 SET",
+        "dup 0 1",
+        "read 1 5",
+        "lseek 0 0 CUR",
+        "forkread 0 4",
+        "lseek 1 0 CUR",
+        "forkwrite 1 3 2",
+        "read 0 100",
+        "lseek 1 0 END",
+        "close 0",
+        "read 1 5",
+        "lseek 1 2 SET",
+        "forkread 1 100",
+        "lseek 1 0 CUR",
     ],
     # A unix socket bound by a relative name appears in the current directory.
     "bind_relative": [
-        "mkdirat cwd d 755", "chdir d", "bind sock", "lstat sock", "lstat /d/sock", "bind sock",
-        "unlinkat cwd sock 0", "lstat sock",
+        "mkdirat cwd d 755",
+        "chdir d",
+        "bind sock",
+        "lstat sock",
+        "lstat /d/sock",
+        "bind sock",
+        "unlinkat cwd sock 0",
+        "lstat sock",
     ],
     # Descriptors that are not open: EBADF, whatever the call.
     "bad_descriptors": [
-        "open 0 a WRONLY|CREAT 644", "renameat 5 a cwd b", "renameat cwd a 5 b", "openat 1 7 a RDONLY 0",
-        "fstatat 9 a 0", "mkdirat 9 x 755", "unlinkat 9 a 0", "read 9 1", "fstat 9", "fchdir 9",
+        "open 0 a WRONLY|CREAT 644",
+        "renameat 5 a cwd b",
+        "renameat cwd a 5 b",
+        "openat 1 7 a RDONLY 0",
+        "fstatat 9 a 0",
+        "mkdirat 9 x 755",
+        "unlinkat 9 a 0",
+        "read 9 1",
+        "fstat 9",
+        "fchdir 9",
     ],
     # chmod reaches the file: modes come back as set.
     "chmod": [
-        "open 0 f WRONLY|CREAT 600", "fchmodat cwd f 640", "stat f", "fchmodat cwd f 604",
-        "fstat 0", "mkdirat cwd d 700", "fchmodat cwd d 751", "stat d",
+        "open 0 f WRONLY|CREAT 600",
+        "fchmodat cwd f 640",
+        "stat f",
+        "fchmodat cwd f 604",
+        "fstat 0",
+        "mkdirat cwd d 700",
+        "fchmodat cwd d 751",
+        "stat d",
     ],
     # Errors of the common calls (the matrix covers every operation and condition).
     "errno": [
-        "open 0 missing RDONLY 0", "open 0 missing/f WRONLY|CREAT 644", "mkdirat cwd d 755",
-        "open 1 d WRONLY 0", "open 2 d/f WRONLY|CREAT 644", "open 3 d/f WRONLY|CREAT|EXCL 644",
-        "open 4 d/f/x RDONLY 0", "unlinkat cwd d 0", "unlinkat cwd d REMOVEDIR", "mkdirat cwd d 755",
-        "read 9 1", "lseek 9 0 SET", "open 5 d RDONLY|DIRECTORY 0", "read 5 10", "write 5 1 1",
-        "open 6 d/f RDONLY|DIRECTORY 0", "renameat cwd d cwd d/sub", "stat /%300",
+        "open 0 missing RDONLY 0",
+        "open 0 missing/f WRONLY|CREAT 644",
+        "mkdirat cwd d 755",
+        "open 1 d WRONLY 0",
+        "open 2 d/f WRONLY|CREAT 644",
+        "open 3 d/f WRONLY|CREAT|EXCL 644",
+        "open 4 d/f/x RDONLY 0",
+        "unlinkat cwd d 0",
+        "unlinkat cwd d REMOVEDIR",
+        "mkdirat cwd d 755",
+        "read 9 1",
+        "lseek 9 0 SET",
+        "open 5 d RDONLY|DIRECTORY 0",
+        "read 5 10",
+        "write 5 1 1",
+        "open 6 d/f RDONLY|DIRECTORY 0",
+        "renameat cwd d cwd d/sub",
+        "stat /%300",
     ],
 }
 
@@ -189,11 +342,24 @@ ALWAYS_COMPARED: dict[str, set[str]] = {"chmod": {"perm"}}
 #: One sequence per field that can be masked, so that each gap names what it hides.
 STAT_FIELDS: dict[str, list[str]] = {
     "perm": [
-        "open 0 f WRONLY|CREAT 640", "fstat 0", "open 1 g WRONLY|CREAT 604", "stat g",
-        "mkdirat cwd d 751", "stat d", "mkdirat cwd e 700", "stat e",
+        "open 0 f WRONLY|CREAT 640",
+        "fstat 0",
+        "open 1 g WRONLY|CREAT 604",
+        "stat g",
+        "mkdirat cwd d 751",
+        "stat d",
+        "mkdirat cwd e 700",
+        "stat e",
     ],
     "owner": ["open 0 f WRONLY|CREAT 644", "fstat 0", "mkdirat cwd d 755", "stat d"],
-    "nlink": ["open 0 f WRONLY|CREAT 644", "linkat cwd f cwd g", "fstat 0", "stat g", "unlinkat cwd f 0", "fstat 0"],
+    "nlink": [
+        "open 0 f WRONLY|CREAT 644",
+        "linkat cwd f cwd g",
+        "fstat 0",
+        "stat g",
+        "unlinkat cwd f 0",
+        "fstat 0",
+    ],
 }
 
 
@@ -268,7 +434,12 @@ OPERATIONS = st.one_of(
     _op("forkwrite", SLOTS, SIZES, SEED),
 )
 #: Every sequence starts from a small tree, so that most operations meet something.
-PRELUDE = ["mkdirat cwd d 755", "open 0 a RDWR|CREAT 644", "write 0 10 1", "open 1 d RDONLY|DIRECTORY 0"]
+PRELUDE = [
+    "mkdirat cwd d 755",
+    "open 0 a RDWR|CREAT 644",
+    "write 0 10 1",
+    "open 1 d RDONLY|DIRECTORY 0",
+]
 
 
 #: What a declared gap of a family takes out of the random sequences: operations holding
@@ -294,9 +465,7 @@ def narrowing(request: pytest.FixtureRequest, way: Way) -> tuple[tuple[str, ...]
     for family, family_words in NARROWED_BY.items():
         if _gap_reason(setup, way.through, f"syscall_family[{family}]", way.server_name):
             words += family_words
-    ebadf = not _gap_reason(
-        setup, way.through, "syscall_family[bad_descriptors]", way.server_name
-    )
+    ebadf = not _gap_reason(setup, way.through, "syscall_family[bad_descriptors]", way.server_name)
     return words, ebadf
 
 
