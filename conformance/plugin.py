@@ -181,6 +181,9 @@ def _gap_reason(setup: Setup, way_through: str, prop: str, server: str = "") -> 
     # ["DRIVER/SERVER/THROUGH"] those of one server one way through only.
     sections = (setup.driver_name, f"{setup.driver_name}/{way_through}")
     specific = (f"{setup.driver_name}/{server}", f"{setup.driver_name}/{server}/{way_through}")
+    if way_through not in ("direct", "agent"):
+        # A mount (["DRIVER/rclone"]) does not use the driver: only its own gaps hold.
+        sections, specific = (f"{setup.driver_name}/{way_through}",), (specific[1],)
     for section in (*sections, *specific):
         reason = setup.gaps.get(section, {}).get(prop)
         if reason:

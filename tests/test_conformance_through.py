@@ -72,3 +72,56 @@ def test_broken_agent_refuses_an_unknown_bug() -> None:
     )
     assert done.returncode == 2
     assert "usage" in done.stderr
+
+
+def run_mount(tmp_path: Path, *options: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    results = tmp_path / "results"
+    command = [
+        sys.executable, "-m", "pytest", "conformance/test_syscalls.py",
+        "conformance/test_errno_matrix.py", "-q", "-p", "no:cacheprovider",
+        "--results-dir", str(results), "--examples", "5", "--hypothesis-seed", "20261203",
+        "--basetemp", str(tmp_path / "base"), "--through", "mount", *options,
+    ]  # fmt: skip
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600), results
+
+
+def test_a_mounted_directory_is_a_way_through(tmp_path: Path) -> None:
+    # A local directory stands for any mount: the program runs natively on both sides.
+    mounted = tmp_path / "mounted"
+    mounted.mkdir()
+    done, results = run_mount(tmp_path, "--driver", "local", "--mount", str(mounted))
+    assert done.returncode == 0, done.stdout[-3000:]
+    document = json.loads((results / "local-none-mount.json").read_text())
+    outcomes = {p["property"]: p["outcome"] for p in document["properties"]}
+    assert outcomes["syscall_family[offsets]"] == "passed"
+    assert outcomes["errno_matrix[rename_from-missing_parent]"] == "passed"
+    assert set(outcomes.values()) == {"passed"}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (("--driver", "local"), "--through mount needs --mount"),
+        (("--driver", "chirp", "--mount", "rclone"), "speaks ftp, sftp, dav, not chirp"),
+        (("--driver", "local", "--mount", "/nonexistent/dir"), "not a directory"),
+    ],
+)
+def test_mount_options_fail_closed(tmp_path: Path, options: tuple[str, ...], message: str) -> None:
+    done, _ = run_mount(tmp_path, *options)
+    assert done.returncode != 0
+    assert message in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_rclone_mount_comes_and_goes(tmp_path: Path) -> None:
+    done, results = run_mount(
+        tmp_path, "--driver", "ftp", "--server", "pyftpdlib", "--mount", "rclone",
+        "-k", "offsets or append or seek_end",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:]
+    document = json.loads((results / "ftp-pyftpdlib-rclone.json").read_text())
+    outcomes = {p["property"]: p["outcome"] for p in document["properties"]}
+    assert outcomes["syscall_family[offsets]"] == "passed"
+    # Unmounted by path when the session ended: no mount is left below the run's temp dirs.
+    with open("/proc/self/mounts") as mounts:
+        assert str(tmp_path) not in mounts.read()
