@@ -167,6 +167,9 @@ def start_mount(
             "sshfs", "-f", "-p", str(server.port),
             "-o", f"IdentityFile={key},UserKnownHostsFile={known},StrictHostKeyChecking=yes",
             "-o", "BatchMode=yes",
+            # sshfs's own cache keeps attributes and listings 20 s, also across its own
+            # link and unlink (stale link counts), which makes results depend on timing.
+            "-o", "cache=no",
             f"{server.spec.user}@127.0.0.1:/", str(point),
         ]  # fmt: skip
     with log.open("ab") as log_file:

@@ -67,7 +67,10 @@ static const char *errno_name(int e) {
         E(EADDRINUSE) E(EADDRNOTAVAIL) E(ECONNREFUSED) E(EAGAIN) E(EFAULT) E(ENXIO) E(ESTALE)
         E(ENODATA) E(EOVERFLOW) E(ENOMEM)
 #undef E
-    default: return "E?";
+    default: {
+        const char *name = strerrorname_np(e);
+        return name ? name : "E?";
+    }
     }
 }
 
@@ -141,7 +144,17 @@ static void print_bytes(const unsigned char *data, long size) {
     printf(" data=%.*s~%016llx", (int)(size < 12 ? size : 12), data, (unsigned long long)hash);
 }
 
+static int is_directory(int fd) {
+    struct stat st;
+    return fstat(fd, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* A directory's offsets are cookies of the file system's own (hashes on ext4): not compared. */
 static void print_offset(int fd) {
+    if (fd >= 0 && is_directory(fd)) {
+        printf(" off=dir");
+        return;
+    }
     off_t offset = lseek(fd, 0, SEEK_CUR);
     if (offset < 0)
         printf(" off=%s", errno_name(errno));
@@ -304,7 +317,12 @@ static void run(char **t, int n) {
     } else if (strcmp(op, "lseek") == 0) {
         NEED(3);
         int whence = strcmp(t[3], "CUR") == 0 ? SEEK_CUR : strcmp(t[3], "END") == 0 ? SEEK_END : SEEK_SET;
-        result(lseek(slots[slot_of(t[1])], atol(t[2]), whence));
+        int fd = slots[slot_of(t[1])];
+        ret = lseek(fd, atol(t[2]), whence);
+        if (ret >= 0 && is_directory(fd))
+            printf(" ret=dir");
+        else
+            result(ret);
     } else if (strcmp(op, "ftruncate") == 0) {
         NEED(2);
         int fd = slots[slot_of(t[1])];

@@ -451,7 +451,8 @@ NARROWED_BY: dict[str, tuple[str, ...]] = {
     "nofollow": ("NOFOLLOW", "PATH", "EXCL"),
     "bind_relative": ("bind",),
     "cwd": ("chdir", "fchdir", "getcwd"),
-    "at_calls": ("at ",),
+    "at_calls": ("linkat", "symlinkat", "readlinkat"),
+    "stat_calls": ("symlinkat", "readlinkat"),
     "dup_fork": ("dup", "fork"),
     "append": ("APPEND",),
 }
