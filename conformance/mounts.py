@@ -129,7 +129,7 @@ def _rclone_remote(protocol: str, server: ServerHandle, work: Path) -> list[str]
     obscured = subprocess.run(
         ["rclone", "obscure", password], capture_output=True, text=True, check=True, timeout=30
     ).stdout.strip()
-    return [f":webdav,url=http://{host}:{port}/,vendor=other,user={user},pass={obscured}:"]
+    return [f":webdav,url='http://{host}:{port}/',vendor=other,user={user},pass={obscured}:"]
 
 
 def start_mount(
