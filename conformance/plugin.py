@@ -179,8 +179,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def _gap_reason(setup: Setup, way_through: str, prop: str, server: str = "") -> str | None:
     # ["DRIVER/SERVER"] holds one server's own gaps (nginx's PROPFIND hides dotfiles);
     # ["DRIVER/SERVER/THROUGH"] those of one server one way through only.
-    sections = (setup.driver_name, f"{setup.driver_name}/{way_through}")
-    specific = (f"{setup.driver_name}/{server}", f"{setup.driver_name}/{server}/{way_through}")
+    sections: tuple[str, ...] = (setup.driver_name, f"{setup.driver_name}/{way_through}")
+    specific: tuple[str, ...] = (
+        f"{setup.driver_name}/{server}",
+        f"{setup.driver_name}/{server}/{way_through}",
+    )
     if way_through not in ("direct", "agent"):
         # A mount (["DRIVER/rclone"]) does not use the driver: only its own gaps hold.
         sections, specific = (f"{setup.driver_name}/{way_through}",), (specific[1],)

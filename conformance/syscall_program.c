@@ -29,7 +29,7 @@
  *   symlinkat TARGET DIR PATH           readlinkat DIR PATH
  *   fchmodat DIR PATH MODE              truncate PATH LENGTH
  *   forkread SLOT N                     forkwrite SLOT N SEED
- *   bind PATH
+ *   bind PATH                           root DIRECTORY (close every slot, start afresh there)
  * A name in PATH may be written %N: N bytes of 'n' (names too long, 255-byte components).
  */
 #define _GNU_SOURCE
@@ -429,6 +429,16 @@ static void run(char **t, int n) {
         int sock = socket(AF_UNIX, SOCK_STREAM, 0);
         result(bind(sock, (struct sockaddr *)&address, sizeof address));
         close(sock);
+    } else if (strcmp(op, "root") == 0) {
+        /* A fresh start in another directory: several sequences share one process. */
+        NEED(1);
+        for (int i = 0; i < SLOTS; i++)
+            if (slots[i] >= 0) {
+                close(slots[i]);
+                slots[i] = -1;
+            }
+        snprintf(root, sizeof root, "%s", t[1]);
+        result(chdir(root));
     } else {
         printf(" unknown-operation");
     }

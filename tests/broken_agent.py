@@ -24,7 +24,9 @@ def _offset_past_eof() -> None:
     # Offsets: a read advances the offset by what was asked, not by what was read.
     original = sys_file._read_into
 
-    def read_into(call: Call, remote: RemoteFile, buffers: list[tuple[int, int]], offset: int) -> int:
+    def read_into(
+        call: Call, remote: RemoteFile, buffers: list[tuple[int, int]], offset: int
+    ) -> int:
         count = original(call, remote, buffers, offset)
         asked = sum(length for _, length in buffers)
         remote.offset += asked - count  # _sequential adds count: the total is what was asked
@@ -37,7 +39,9 @@ def _append_ignored() -> None:
     # Append: O_APPEND is forgotten, writes go to the current offset.
     original = sys_file._sequential
 
-    def sequential(agent: Agent, call: Call, buffers: list[tuple[int, int]], writing: bool) -> Outcome:
+    def sequential(
+        agent: Agent, call: Call, buffers: list[tuple[int, int]], writing: bool
+    ) -> Outcome:
         remote = agent.remote_file(call, call.fd(0))
         if remote is not None:
             remote.flags &= ~os.O_APPEND
@@ -53,7 +57,12 @@ def _seek_end_ignores_offset() -> None:
     def lseek(agent: Agent, call: Call) -> Outcome:
         result = original(agent, call)
         remote = agent.remote_file(call, call.fd(0))
-        if remote is not None and call.fd(2) == os.SEEK_END and isinstance(result, int) and result >= 0:
+        if (
+            remote is not None
+            and call.fd(2) == os.SEEK_END
+            and isinstance(result, int)
+            and result >= 0
+        ):
             remote.offset = remote.driver.fstat(remote.handle).st_size
             return remote.offset
         return result
@@ -65,7 +74,9 @@ def _missing_is_eio() -> None:
     # Errno: a missing file is reported as an I/O error.
     original = sys_file._open
 
-    def open_(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mode: int) -> Outcome:
+    def open_(
+        agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mode: int
+    ) -> Outcome:
         try:
             return original(agent, call, dirfd, path_index, flags, mode)
         except OSError as exc:
