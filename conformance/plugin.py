@@ -3,8 +3,11 @@
 Options: ``--driver`` (a registered name or ``package.module:Class``; default
 ``local``), ``--server`` (which real server of the driver's protocol, e.g.
 ``cctools`` or ``aviary`` for chirp; ``all`` for every one), ``--through``
-(``direct``, ``agent`` or ``both``), ``--examples`` (the hypothesis budget of
-the state machine) and ``--results-dir``.
+(``direct``, ``agent``, ``both`` or ``mount``), ``--mount`` (with ``--through
+mount``: a directory where a file system is mounted, or a FUSE client that the
+suite mounts over the driver's real server: ``rclone``, ``sshfs``),
+``--agent-command`` (what runs a program under the agent), ``--examples`` (the
+hypothesis budget of the state machine) and ``--results-dir``.
 
 Fixtures: ``system`` is the system under test, seen from a fresh directory of
 its own (a :class:`~conformance.rooted.Rooted` driver, directly or through the
@@ -23,6 +26,8 @@ import errno
 import itertools
 import json
 import os
+import shlex
+import sys
 import tempfile
 import tomllib
 from collections.abc import Iterator
@@ -32,6 +37,7 @@ from urllib.parse import quote
 
 import pytest
 
+from conformance.mounts import MOUNTERS, Mounted, mount_way_name, start_mount
 from conformance.rooted import Rooted
 from conformance.through_agent import AgentExecutor
 from drivers import Driver, UnknownDriverError, driver_names, load_driver, parse_url, service_of
@@ -39,6 +45,8 @@ from drivers.local import LocalDriver
 from servers import SERVERS, ServerHandle, ServerUnavailable, give_to, start_server
 
 GAPS_FILE = Path(__file__).with_name("gaps.toml")
+#: The gaps of the ways through (the agent's syscalls, FUSE mounts), merged into GAPS_FILE's.
+THROUGH_GAPS_FILE = Path(__file__).with_name("gaps_through.toml")
 DEFAULT_EXAMPLES = 25
 LOCAL_SCHEMES = ("file", "local")
 
@@ -52,7 +60,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--server", default=None, help="server implementation (e.g. cctools, aviary; 'all')"
     )
     group.addoption(
-        "--through", default="both", choices=("direct", "agent", "both"), help="default both"
+        "--through",
+        default="both",
+        choices=("direct", "agent", "both", "mount"),
+        help="default both; mount: through a mounted file system (see --mount)",
+    )
+    group.addoption(
+        "--mount",
+        default=None,
+        help="with --through mount: a directory where a file system is mounted, or a FUSE "
+        f"client to mount over the driver's server ({', '.join(MOUNTERS)})",
+    )
+    group.addoption(
+        "--agent-command",
+        default=None,
+        help="the command that runs a program under the agent (default: aviary run)",
     )
     group.addoption(
         "--examples", type=int, default=DEFAULT_EXAMPLES, help="hypothesis examples per machine"
@@ -78,6 +100,8 @@ class Setup:
     throughs: list[str]
     gaps: dict[str, dict[str, str]]
     backend: str = "native"
+    mount: str | None = None  # --mount: a mounter's name or a directory
+    agent_command: list[str] = field(default_factory=list)
     outcomes: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
 
@@ -107,8 +131,26 @@ def pytest_configure(config: pytest.Config) -> None:
     servers = _servers_for(protocol, config.getoption("--server")) if protocol else ["none"]
     through = config.getoption("--through")
     throughs = ["direct", "agent"] if through == "both" else [through]
+    mount = config.getoption("--mount")
+    if through == "mount":
+        throughs = [mount_way_name(protocol, mount)]
+    elif mount is not None:
+        raise pytest.UsageError("--mount is for --through mount")
     with GAPS_FILE.open("rb") as f:
         gaps = tomllib.load(f)
+    with THROUGH_GAPS_FILE.open("rb") as f:
+        for section, entries in tomllib.load(f).items():
+            # ["remote/THROUGH"]: every driver that reaches a server, one way through.
+            if section.startswith("remote/"):
+                if protocol is None:
+                    continue
+                section = cls.name + section.removeprefix("remote")
+            gaps.setdefault(section, {}).update(entries)
+    agent_command = (
+        shlex.split(config.getoption("--agent-command"))
+        if config.getoption("--agent-command")
+        else [sys.executable, "-m", "harness.cli", "run"]
+    )
     backend = config.getoption("--server-backend")
     if backend == "docker":
         from servers.containers import docker_client
@@ -117,7 +159,9 @@ def pytest_configure(config: pytest.Config) -> None:
             docker_client()
         except ServerUnavailable as exc:
             raise pytest.UsageError(f"--server-backend docker: {exc}") from None
-    config.stash[SETUP_KEY] = Setup(spec, cls.name, cls, protocol, servers, throughs, gaps, backend)
+    config.stash[SETUP_KEY] = Setup(
+        spec, cls.name, cls, protocol, servers, throughs, gaps, backend, mount, agent_command
+    )
 
 
 SETUP_KEY = pytest.StashKey[Setup]()
@@ -135,8 +179,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def _gap_reason(setup: Setup, way_through: str, prop: str, server: str = "") -> str | None:
     # ["DRIVER/SERVER"] holds one server's own gaps (nginx's PROPFIND hides dotfiles);
     # ["DRIVER/SERVER/THROUGH"] those of one server one way through only.
-    sections = (setup.driver_name, f"{setup.driver_name}/{way_through}")
-    specific = (f"{setup.driver_name}/{server}", f"{setup.driver_name}/{server}/{way_through}")
+    sections: tuple[str, ...] = (setup.driver_name, f"{setup.driver_name}/{way_through}")
+    specific: tuple[str, ...] = (
+        f"{setup.driver_name}/{server}",
+        f"{setup.driver_name}/{server}/{way_through}",
+    )
+    if way_through not in ("direct", "agent"):
+        # A mount (["DRIVER/rclone"]) does not use the driver: only its own gaps hold.
+        sections, specific = (f"{setup.driver_name}/{way_through}",), (specific[1],)
     for section in (*sections, *specific):
         reason = setup.gaps.get(section, {}).get(prop)
         if reason:
@@ -240,6 +290,8 @@ class Way:
     direct: Driver
     base: str = ""  # where test directories go in the direct driver's namespace
     executor: AgentExecutor | None = None
+    #: --through mount: the mounted file system (its directory, and who mounted it).
+    mounted: Mounted | None = None
     #: The protocol cannot write (http): probes make their scenario behind the server's back.
     read_only: bool = False
     _counter: itertools.count[int] = field(default_factory=itertools.count)
@@ -250,6 +302,9 @@ class Way:
         base = self.server.data_dir if self.server else self.local_root
         assert base is not None
         backing = base / name
+        if self.mounted is not None:
+            self.mounted.driver.mkdir(f"{self.mounted.path}/{name}", 0o777)
+            return Rooted(self.mounted.driver, f"{self.mounted.path}/{name}"), backing, name
         try:
             self.direct.mkdir(f"{self.base}/{name}", 0o777)
         except OSError as exc:
@@ -267,12 +322,15 @@ class Way:
     def close(self) -> None:
         if self.executor is not None:
             self.executor.close_driver()
+        if self.mounted is not None:
+            self.mounted.close()
         self.direct.close_driver()
         if self.server is not None:
             self.server.stop()
 
 
 def _start(setup: Setup, server_name: str, through: str, tmp: Path) -> Way:
+    server: ServerHandle | None = None
     if setup.protocol is None:
         root = tmp / "local-root"
         root.mkdir()
@@ -286,7 +344,7 @@ def _start(setup: Setup, server_name: str, through: str, tmp: Path) -> Way:
             if setup.backend == "docker":
                 from servers.containers import start_in_container
 
-                server: ServerHandle = start_in_container(key)
+                server = start_in_container(key)
             else:
                 server = start_server(key)
         except ServerUnavailable as exc:
@@ -301,7 +359,13 @@ def _start(setup: Setup, server_name: str, through: str, tmp: Path) -> Way:
             login = f"{quote(server.spec.user, safe='')}:{quote(server.spec.password, safe='')}@"
         prefix = f"/{service_of(setup.driver_class)}/{login}127.0.0.1:{server.port}"
     if through == "agent":
-        way.executor = AgentExecutor(prefix)
+        way.executor = AgentExecutor(prefix, command=setup.agent_command)
+    elif through not in ("direct", "agent"):
+        try:
+            way.mounted = start_mount(setup.mount or "", setup.protocol, server, tmp)
+        except ServerUnavailable as exc:
+            way.close()
+            pytest.fail(f"{through}: {exc}")
     return way
 
 

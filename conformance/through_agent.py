@@ -33,19 +33,19 @@ class AgentExecutor(Driver):
         prefix: where paths start in the program's namespace (``/chirp/127.0.0.1:9094``
             or a local directory).
         agent_args: extra ``aviary run`` options (``-m MOUNTLIST``, ``--cache whole``).
+        command: what runs a program under the agent (default ``aviary run``).
     """
 
     name = "agent"
     url_schemes = ()
 
-    def __init__(self, prefix: str, agent_args: list[str] | None = None) -> None:
+    def __init__(
+        self, prefix: str, agent_args: list[str] | None = None, command: list[str] | None = None
+    ) -> None:
         super().__init__()
         self.prefix = prefix.rstrip("/")
         command = [
-            sys.executable,
-            "-m",
-            "harness.cli",
-            "run",
+            *(command or [sys.executable, "-m", "harness.cli", "run"]),
             *(agent_args or []),
             "--",
             sys.executable,
