@@ -25,7 +25,7 @@ from pathlib import Path
 
 from drivers import Driver
 from drivers.local import LocalDriver
-from harness.servers import ServerHandle, ServerUnavailable
+from servers import ServerHandle, ServerUnavailable
 
 __all__ = ["MOUNTERS", "Mounted", "mount_way_name", "start_mount"]
 
