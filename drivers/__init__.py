@@ -9,6 +9,7 @@ program's syscall through the agent and a driver to a real server.
 from drivers._counters import DriverCounters, OpCounters
 from drivers._interface import (
     STAT_FIELDS,
+    Capabilities,
     DirEntry,
     Driver,
     FileType,
@@ -35,6 +36,7 @@ from drivers._url import Location, normalize_path, parse_url
 __all__ = [
     "ENTRY_POINT_GROUP",
     "STAT_FIELDS",
+    "Capabilities",
     "DirEntry",
     "Driver",
     "DriverCounters",

@@ -70,7 +70,16 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Self
 
-from drivers._interface import DirEntry, Driver, FileType, Handle, StatFS, StatResult, raise_errno
+from drivers._interface import (
+    Capabilities,
+    DirEntry,
+    Driver,
+    FileType,
+    Handle,
+    StatFS,
+    StatResult,
+    raise_errno,
+)
 from drivers._url import Location
 
 __all__ = ["XROOTD_PORT", "XRootDDriver", "errno_for_status"]
@@ -182,6 +191,13 @@ class XRootDDriver(Driver):
 
     name = "xrootd"
     url_schemes = ("root", "xroot")
+    capabilities = Capabilities(
+        symlinks=False,
+        hard_links=False,
+        utimens=False,
+        time_resolution_ns=1_000_000_000,
+        link_counts=False,
+    )
     service = "xrootd"
     default_port = XROOTD_PORT
 

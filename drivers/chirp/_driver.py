@@ -29,7 +29,15 @@ import time
 from contextlib import suppress
 from typing import Self
 
-from drivers._interface import DirEntry, FileType, Handle, StatFS, StatResult, raise_errno
+from drivers._interface import (
+    Capabilities,
+    DirEntry,
+    FileType,
+    Handle,
+    StatFS,
+    StatResult,
+    raise_errno,
+)
 from drivers._url import Location
 from drivers.chirp._codec import (
     CHIRP_PORT,
@@ -78,6 +86,14 @@ class ChirpDriver(ChirpShell):
 
     name = "chirp"
     url_schemes = ("chirp",)
+    capabilities = Capabilities(
+        create_modes=False,
+        forced_create_modes=(0o600, 0o700),  # both servers create under umask 077
+        time_resolution_ns=1_000_000_000,
+        rename_over_directory=False,  # the server's .__acl file keeps every directory non-empty
+        reports_eloop=False,  # no Chirp code for ELOOP: UNKNOWN, reported as EIO
+        errno_precedence=False,  # the new name's directory is checked before the old name
+    )
     default_port = CHIRP_PORT
 
     @classmethod

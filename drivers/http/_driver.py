@@ -38,8 +38,8 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass
-from typing import Self
+from dataclasses import dataclass, replace
+from typing import ClassVar, Self
 from urllib.parse import urlsplit
 
 from drivers._http._client import HttpClient, HttpReply
@@ -51,7 +51,15 @@ from drivers._http._files import (
     synthesize_stat,
     url_path,
 )
-from drivers._interface import DirEntry, Driver, Handle, StatFS, StatResult, raise_errno
+from drivers._interface import (
+    Capabilities,
+    DirEntry,
+    Driver,
+    Handle,
+    StatFS,
+    StatResult,
+    raise_errno,
+)
 from drivers._url import Location
 from drivers.http._listing import parse_listing
 
@@ -83,6 +91,19 @@ class HttpDriver(Driver):
 
     name = "http"
     url_schemes = ("http",)
+    capabilities = Capabilities(
+        writable=False,
+        symlinks=False,  # the server follows them on its disk
+        hard_links=False,
+        chmod=False,
+        create_modes=False,
+        utimens=False,
+        time_resolution_ns=1_000_000_000,
+        link_counts=False,
+    )
+    server_capabilities: ClassVar[dict[str, Capabilities]] = {
+        "nginx": replace(capabilities, lists_dotfiles=False)
+    }
     default_port = HTTP_PORT
 
     def __init__(self, host: str, port: int = HTTP_PORT, *, timeout: float = 30.0) -> None:
