@@ -73,6 +73,12 @@ def allowed_errnos(
     allowed = {expected}
     if expected == errno.ELOOP and not caps.reports_eloop:
         allowed.add(errno.EIO)
+    call = name.split("[", 1)[0]
+    allowed.update(
+        theirs
+        for on, linux, theirs in caps.errno_aliases
+        if on in ("*", call) and linux == expected
+    )
     if not caps.errno_precedence and name in TWO_NAME_CALLS:
         # Each error that applies to one name alone: the missing old name, the new
         # name's missing or non-directory parent, an existing new name.
@@ -130,7 +136,8 @@ class Model:
             self.local.chmod(path, forced[1] if is_dir else forced[0])
 
     def _exists(self, path: str) -> bool:
-        return attempt(self.local.lstat, path).error is None
+        """Whether ``path`` names a file (through a symlink: whether its target exists)."""
+        return attempt(self.local.stat, path).error is None
 
     def mkdir(self, path: str, mode: int = 0o777) -> None:
         self.local.mkdir(path, mode)

@@ -155,6 +155,9 @@ class Capabilities:
     #: close-to-open: O_TRUNC empties the file at close (the stage is stored), not at open.
     truncate_at_close: bool = False
     symlinks: bool = True
+    #: A symlink's target is stored as the protocol escapes it (Chirp: a space becomes %20),
+    #: so only targets without such bytes keep their text.
+    symlink_targets_escaped: bool = False
     hard_links: bool = True
     #: chmod changes the mode (and stat reports the real mode bits).
     chmod: bool = True
@@ -173,6 +176,9 @@ class Capabilities:
     reports_eloop: bool = True
     #: When several errors apply, the one Linux checks first is reported (False: any of them).
     errno_precedence: bool = True
+    #: (call, Linux's errno, the protocol's): where a protocol has no code for an error or its
+    #: server checks another error first ("open", EEXIST, EISDIR). The call "*" is every call.
+    errno_aliases: tuple[tuple[str, int, int], ...] = ()
     #: Names that start with a dot are listed (nginx hides them).
     lists_dotfiles: bool = True
     #: A name may end with a space (pure-ftpd stores it as '_').

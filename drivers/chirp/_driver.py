@@ -88,11 +88,16 @@ class ChirpDriver(ChirpShell):
     url_schemes = ("chirp",)
     capabilities = Capabilities(
         create_modes=False,
+        symlink_targets_escaped=True,  # both servers store the URL-encoded target verbatim
         forced_create_modes=(0o600, 0o700),  # both servers create under umask 077
         time_resolution_ns=1_000_000_000,
         rename_over_directory=False,  # the server's .__acl file keeps every directory non-empty
         reports_eloop=False,  # no Chirp code for ELOOP: UNKNOWN, reported as EIO
         errno_precedence=False,  # the new name's directory is checked before the old name
+        errno_aliases=(
+            ("*", errno.EPERM, errno.EACCES),  # no Chirp code for EPERM: NOT_AUTHORIZED
+            ("open", errno.EEXIST, errno.EISDIR),  # a directory is refused before O_EXCL
+        ),
     )
     default_port = CHIRP_PORT
 
