@@ -200,9 +200,9 @@ class Model:
         handle = self.local.open(path, flags & ~deferred, mode)
         try:
             st = self.local.fstat(handle)
-            data = b"" if st.is_dir() else self._read_all(handle)
         finally:
             self.local.close(handle)
+        data = b"" if st.is_dir() else self.local.read_file(path)
         if new:
             self._force(path, is_dir=False)
         elif flags & os.O_TRUNC and not deferred:
@@ -214,13 +214,6 @@ class Model:
         self._next += 1
         self.staged[self._next] = entry
         return Handle(self._next)
-
-    def _read_all(self, handle: Handle) -> bytes:
-        parts, offset = [], 0
-        while chunk := self.local.pread(handle, 1 << 20, offset):
-            parts.append(chunk)
-            offset += len(chunk)
-        return b"".join(parts)
 
     def _entry(self, handle: Handle) -> _Staged:
         entry = self.staged.get(int(handle))

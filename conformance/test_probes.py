@@ -299,6 +299,13 @@ ERRNO_CASES = {
     "rmdir_file": (lambda d: d.rmdir("/file"), errno.ENOTDIR),
     "component_not_a_directory": (lambda d: d.stat("/file/child"), errno.ENOTDIR),
     "symlink_loop": (lambda d: d.stat("/loop"), errno.ELOOP),
+    "missing_parent_create": (
+        lambda d: d.open("/nodir/f", os.O_WRONLY | os.O_CREAT, 0o644),
+        errno.ENOENT,
+    ),
+    "missing_parent_mkdir": (lambda d: d.mkdir("/nodir/d"), errno.ENOENT),
+    "missing_parent_rename": (lambda d: d.rename("/file", "/nodir/f"), errno.ENOENT),
+    "rename_into_own_subtree": (lambda d: d.rename("/dir", "/dir/sub"), errno.EINVAL),
 }
 
 
@@ -308,6 +315,7 @@ READ_ONLY_ERRNOS = {
     "not_empty": errno.EROFS,
     "unlink_directory": errno.EROFS,
     "rmdir_file": errno.EROFS,
+    "rename_into_own_subtree": errno.EROFS,
 }
 
 
