@@ -84,7 +84,7 @@ DATA = st.one_of(
 
 def paths_for(caps: Capabilities) -> tuple[str, ...]:
     """The names a driver can keep: no leading dots where they are hidden, and so on."""
-    paths = ALL_PATHS
+    paths: tuple[str, ...] = ALL_PATHS
     if not caps.lists_dotfiles:
         paths = tuple(p for p in paths if not p.rsplit("/", 1)[1].startswith("."))
     if not caps.trailing_spaces:
