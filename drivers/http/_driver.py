@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import errno
 import os
+import posixpath
 from dataclasses import dataclass, replace
 from typing import ClassVar, Self
 from urllib.parse import urlsplit
@@ -233,9 +234,20 @@ class HttpDriver(Driver):
         """Fail as Linux does on a read-only mount: lookup errors first, then EROFS."""
         if must_exist:
             self._stat(path)
-        elif new and self._kind(path) is not None:
-            raise_errno(errno.EEXIST, path)
+        elif new:
+            self._parent_lookup(path)
+            if self._kind(path) is not None:
+                raise_errno(errno.EEXIST, path)
         raise_errno(errno.EROFS, path)
+
+    def _parent_lookup(self, path: str) -> None:
+        """The lookup Linux makes of a new name's directory before it asks for write access."""
+        parent = posixpath.dirname(path.rstrip("/")) or "/"
+        kind = self._kind(parent)
+        if kind is None:
+            raise_errno(errno.ENOENT, path)
+        if kind is False:
+            raise_errno(errno.ENOTDIR, path)
 
     # -- open files -------------------------------------------------------------------
 
@@ -247,6 +259,8 @@ class HttpDriver(Driver):
                     raise_errno(errno.EEXIST, path)
                 if kind is True:
                     raise_errno(errno.EISDIR, path)
+                if kind is None:
+                    self._parent_lookup(path)
                 raise_errno(errno.EROFS, path)
             st = self._stat(path)
             if st.is_dir() and flags & (os.O_WRONLY | os.O_RDWR):
@@ -350,6 +364,8 @@ class HttpDriver(Driver):
 
     def rename(self, old: str, new: str) -> None:
         with self.counters.operation("rename"):
+            self._parent_lookup(old)
+            self._parent_lookup(new)
             raise_errno(errno.EROFS, old, new)
 
     def link(self, old: str, new: str) -> None:
