@@ -231,6 +231,9 @@ class ChirpDriver(ChirpShell):
             if offset < 0:
                 raise_errno(errno.EINVAL)
             entry = self._entry(handle)
+            if entry.flags & os.O_ACCMODE == os.O_RDONLY:
+                # cctools' server writes zero bytes to a read-only descriptor without an error.
+                raise_errno(errno.EBADF)
             total = 0
             view = memoryview(data)
             while True:  # one request per 16 MiB; a zero-byte write still asks the server

@@ -136,6 +136,7 @@ class FtpDriver(Driver):
         symlinks=False,
         hard_links=False,
         time_resolution_ns=1_000_000_000,
+        errno_precedence=False,  # rename: RNFR's missing old name before the new name's directory
         link_counts=False,  # MLST has none (vsftpd's LIST has, but it is not claimed)
     )
     server_capabilities: ClassVar[dict[str, Capabilities]] = {
