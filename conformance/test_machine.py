@@ -239,7 +239,8 @@ def make_machine(
             path=paths, file_mode=st.sampled_from(FILE_MODES), dir_mode=st.sampled_from(DIR_MODES)
         )
         def chmod(self, path: str, file_mode: int, dir_mode: int) -> None:
-            self.both("chmod", path, dir_mode if _is_dir(oracle, path) else file_mode)
+            target_is_dir = bool(attempt(lambda p: oracle.stat(p).is_dir(), path).value)
+            self.both("chmod", path, dir_mode if target_is_dir else file_mode)
 
         @precondition(lambda self: caps.utimens)
         @rule(path=paths, times=TIMES)
@@ -286,7 +287,9 @@ def make_machine(
         )
         def open(self, path: str, access: int, extra: int, mode: int) -> HandlePair:
             if access == os.O_RDONLY:
-                extra &= ~os.O_TRUNC  # O_RDONLY|O_TRUNC: undefined by POSIX
+                # O_RDONLY|O_TRUNC is undefined by POSIX; O_RDONLY|O_APPEND changes no read
+                # (and Chirp servers refuse it on a directory).
+                extra &= ~(os.O_TRUNC | os.O_APPEND)
             flags = access | extra
             if not writable and (access != os.O_RDONLY or extra & (os.O_CREAT | os.O_TRUNC)):
                 self._refused_open(path, flags, mode)
