@@ -69,13 +69,13 @@ class NotADriver:
     """Not a driver at all: the suite refuses it with a usage error."""
 
 
-class PreadIgnoresOffset(LocalDriver):
-    """pread reads from the start whatever the offset (a lost REST or Range)."""
+class PreadOffByOne(LocalDriver):
+    """pread at a non-zero offset starts one byte early (an off-by-one in a seek)."""
 
-    name = "pread-ignores-offset"
+    name = "pread-off-by-one"
 
     def pread(self, handle: Handle, size: int, offset: int) -> bytes:
-        return super().pread(handle, size, 0)
+        return super().pread(handle, size, max(offset - 1, 0))
 
 
 class AppendIgnored(LocalDriver):

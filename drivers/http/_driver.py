@@ -245,7 +245,7 @@ class HttpDriver(Driver):
         parent = posixpath.dirname(path.rstrip("/")) or "/"
         kind = self._kind(parent)
         if kind is None:
-            raise_errno(errno.ENOENT, path)
+            interview_missing(parent, self._kind, filename=path)  # ENOENT, or ENOTDIR above
         if kind is False:
             raise_errno(errno.ENOTDIR, path)
 
