@@ -58,6 +58,7 @@ ALL_PATHS = (
     "/.dot",
     "/trailing ",
     f"/d/{LONG_NAME}",
+    f"/{LONG_NAME}",
 )
 #: Sizes either side of block (512, 4096), buffer (65536) and 1 MiB boundaries.
 BIG_SIZES = (0, 511, 512, 4095, 4096, 4097, 65535, 65537, (1 << 20) + 1)
