@@ -27,8 +27,7 @@ import errno
 import os
 import time
 from contextlib import suppress
-from dataclasses import replace
-from typing import ClassVar, Self
+from typing import Self
 
 from drivers._interface import (
     Capabilities,
@@ -98,16 +97,10 @@ class ChirpDriver(ChirpShell):
         errno_aliases=(
             ("*", errno.EPERM, errno.EACCES),  # no Chirp code for EPERM: NOT_AUTHORIZED
             ("open", errno.EEXIST, errno.EISDIR),  # a directory is refused before O_EXCL
+            # O_EXCL on a symlink loop: the servers meet ELOOP (sent as UNKNOWN) before EEXIST.
+            ("open", errno.EEXIST, errno.EIO),
         ),
     )
-    server_capabilities: ClassVar[dict[str, Capabilities]] = {
-        # aviary's server resolves a path below its root before it opens it, so O_EXCL on a
-        # symlink loop meets ELOOP (sent as UNKNOWN: EIO) before the name is found to exist.
-        "aviary": replace(
-            capabilities,
-            errno_aliases=(*capabilities.errno_aliases, ("open", errno.EEXIST, errno.EIO)),
-        ),
-    }
     default_port = CHIRP_PORT
 
     @classmethod
