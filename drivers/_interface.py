@@ -166,6 +166,8 @@ class Capabilities:
     #: The server's own modes for new (files, directories) whatever was asked (Chirp: 0600/0700).
     forced_create_modes: tuple[int, int] | None = None
     utimens: bool = True
+    #: utimens works on directories too (pyftpdlib's MFMT takes files only: EPERM).
+    utimens_directories: bool = True
     #: The granularity of the times utimens sets and stat reports, in nanoseconds.
     time_resolution_ns: int = 1
     #: stat reports the real link count of files.

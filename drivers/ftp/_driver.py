@@ -142,6 +142,7 @@ class FtpDriver(Driver):
     server_capabilities: ClassVar[dict[str, Capabilities]] = {
         "vsftpd": replace(capabilities, utimens=False),  # no MFMT
         "pure-ftpd": replace(capabilities, trailing_spaces=False),  # stores 'a ' as 'a_'
+        "pyftpdlib": replace(capabilities, utimens_directories=False),  # MFMT on files only
     }
     default_port = FTP_PORT
 
