@@ -71,14 +71,6 @@ def allowed_errnos(
 ) -> frozenset[int]:
     """The errnos a system with ``caps`` may answer where Linux answers ``expected``."""
     allowed = {expected}
-    if expected == errno.ELOOP and not caps.reports_eloop:
-        allowed.add(errno.EIO)
-    call = name.split("[", 1)[0]
-    allowed.update(
-        theirs
-        for on, linux, theirs in caps.errno_aliases
-        if on in ("*", call) and linux == expected
-    )
     if not caps.errno_precedence and name in TWO_NAME_CALLS:
         # Each error that applies to one name alone: the missing old name, the new
         # name's missing or non-directory parent, an existing new name.
@@ -89,6 +81,13 @@ def allowed_errnos(
                     allowed.add(found.error)
         if name == "link" and attempt(oracle.lstat, args[1]).error is None:
             allowed.add(errno.EEXIST)
+    # Then what the protocol says for each of them.
+    if errno.ELOOP in allowed and not caps.reports_eloop:
+        allowed.add(errno.EIO)
+    call = name.split("[", 1)[0]
+    allowed.update(
+        theirs for on, linux, theirs in caps.errno_aliases if on in ("*", call) and linux in allowed
+    )
     return frozenset(allowed)
 
 
