@@ -263,7 +263,7 @@ class Model:
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
         if entry.flags & os.O_APPEND:
             offset = len(entry.data)
-        if offset > len(entry.data):
+        if offset > len(entry.data) and data:  # writing nothing extends nothing
             entry.data.extend(bytes(offset - len(entry.data)))
         entry.data[offset : offset + len(data)] = data
         entry.dirty = True
