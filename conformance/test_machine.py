@@ -37,7 +37,7 @@ from hypothesis.stateful import (
 )
 
 from conformance.model import ANY, Model, Outcome, allowed_errnos, attempt
-from conformance.plugin import Way
+from conformance.plugin import Way, _gap_reason
 from conformance.rooted import Rooted
 from drivers import Capabilities, Driver, FileType, Handle
 from drivers.local import LocalDriver
@@ -114,7 +114,11 @@ def _flag_names(flags: int) -> str:
 
 
 def make_machine(
-    connect: Callable[[], tuple[Driver, Driver | None]], oracle: LocalDriver, caps: Capabilities
+    connect: Callable[[], tuple[Driver, Driver | None]],
+    oracle: LocalDriver,
+    caps: Capabilities,
+    *,
+    close_errors: bool = True,
 ) -> type[RuleBasedStateMachine]:
     """The state machine for one system: its paths, and the rules its capabilities allow.
 
@@ -365,6 +369,8 @@ def make_machine(
             ours = attempt(self.system.close, handle.system)
             theirs = attempt(self.model.close, handle.oracle)
             handle.system = handle.oracle = None
+            if not close_errors and theirs.error is not None and ours.error is None:
+                return  # a known difference of this way through, declared in gaps.toml
             self.agree(f"close[{handle}]", (), ours, theirs)
 
         # -- after every step ----------------------------------------------------------------
@@ -518,7 +524,14 @@ def test_oracle_comparison(oracle: LocalDriver, way: Way, request: pytest.Fixtur
     example = Example(way, oracle)
     try:
         run_state_machine_as_test(
-            make_machine(example, oracle, way.capabilities),
+            make_machine(
+                example,
+                oracle,
+                way.capabilities,
+                # "close_errors" (gaps.toml): close succeeds where the store at close failed.
+                close_errors=_gap_reason(way.setup, way.through, "close_errors", way.server_name)
+                is None,
+            ),
             settings=settings(
                 max_examples=request.config.getoption("--examples"),
                 stateful_step_count=25,
