@@ -298,6 +298,12 @@ def make_machine(
                 # (and Chirp servers refuse it on a directory).
                 extra &= ~(os.O_TRUNC | os.O_APPEND)
             flags = access | extra
+            if (
+                not caps.exclusive_create_on_symlinks
+                and flags & os.O_EXCL
+                and attempt(lambda p: oracle.lstat(p).is_lnk(), path).value
+            ):
+                return HandlePair(path, flags, None, None)  # declared: not drawn
             if not writable and (access != os.O_RDONLY or extra & (os.O_CREAT | os.O_TRUNC)):
                 self._refused_open(path, flags, mode)
                 return HandlePair(path, flags, None, None)

@@ -155,6 +155,9 @@ class Capabilities:
     #: close-to-open: O_TRUNC empties the file at close (the stage is stored), not at open.
     truncate_at_close: bool = False
     symlinks: bool = True
+    #: O_CREAT|O_EXCL fails on any existing name, a dangling symlink too (Chirp servers
+    #: create the link's target instead).
+    exclusive_create_on_symlinks: bool = True
     #: A symlink's target is stored as the protocol escapes it (Chirp: a space becomes %20),
     #: so only targets without such bytes keep their text.
     symlink_targets_escaped: bool = False

@@ -89,6 +89,7 @@ class ChirpDriver(ChirpShell):
     capabilities = Capabilities(
         create_modes=False,
         symlink_targets_escaped=True,  # both servers store the URL-encoded target verbatim
+        exclusive_create_on_symlinks=False,  # O_EXCL on a dangling link creates its target
         forced_create_modes=(0o600, 0o700),  # both servers create under umask 077
         time_resolution_ns=1_000_000_000,
         rename_over_directory=False,  # the server's .__acl file keeps every directory non-empty

@@ -509,6 +509,8 @@ class WebDavDriver(Driver):
             if old == new:
                 return
             if new.startswith(old.rstrip("/") + "/") or old == "/":
+                if not source.is_dir:  # a file as the new name's directory: Linux says ENOTDIR
+                    raise_errno(errno.ENOTDIR, old, new)
                 raise_errno(errno.EINVAL, old, new)
             target = self._resource(new)
             if target is not None:
