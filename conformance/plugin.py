@@ -40,7 +40,15 @@ import pytest
 from conformance.mounts import MOUNTERS, Mounted, mount_way_name, start_mount
 from conformance.rooted import Rooted
 from conformance.through_agent import AgentExecutor
-from drivers import Driver, UnknownDriverError, driver_names, load_driver, parse_url, service_of
+from drivers import (
+    Capabilities,
+    Driver,
+    UnknownDriverError,
+    driver_names,
+    load_driver,
+    parse_url,
+    service_of,
+)
 from drivers.local import LocalDriver
 from servers import SERVERS, ServerHandle, ServerUnavailable, give_to, start_server
 
@@ -48,6 +56,9 @@ GAPS_FILE = Path(__file__).with_name("gaps.toml")
 #: The gaps of the ways through (the agent's syscalls, FUSE mounts), merged into GAPS_FILE's.
 THROUGH_GAPS_FILE = Path(__file__).with_name("gaps_through.toml")
 DEFAULT_EXAMPLES = 25
+#: Results go here unless told otherwise: never over tracked files (the baseline is
+#: reports/baseline, changed only by ``aviary gate --update-baseline``).
+DEFAULT_RESULTS_DIR = "results/conformance"
 LOCAL_SCHEMES = ("file", "local")
 
 
@@ -79,7 +90,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--examples", type=int, default=DEFAULT_EXAMPLES, help="hypothesis examples per machine"
     )
-    group.addoption("--results-dir", default="reports/conformance", help="where results JSON goes")
+    group.addoption(
+        "--results-dir",
+        default=DEFAULT_RESULTS_DIR,
+        help=f"where results JSON goes (default {DEFAULT_RESULTS_DIR}, not tracked by git)",
+    )
     group.addoption(
         "--server-backend",
         default="native",
@@ -169,7 +184,7 @@ SETUP_KEY = pytest.StashKey[Setup]()
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     setup = metafunc.config.stash[SETUP_KEY]
-    if "system" in metafunc.fixturenames:
+    if "way" in metafunc.fixturenames:
         combos = list(itertools.product(setup.servers, setup.throughs))
         metafunc.parametrize(
             "way", combos, ids=[f"{s}-{t}" for s, t in combos], scope="session", indirect=True
@@ -318,6 +333,17 @@ class Way:
             return Rooted(self.direct, f"{self.base}/{name}"), backing, name
         assert self.executor is not None
         return Rooted(self.executor, name), backing, name
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the driver promises on this server: the model the random comparison applies."""
+        return self.setup.driver_class.capabilities_on(self.server_name)
+
+    def new_connection(self) -> Driver | None:
+        """A connection of its own to the same server (the direct way; None otherwise)."""
+        if self.through != "direct" or self.server is None:
+            return None
+        return self.setup.driver_class.from_location(parse_url(self.server.url()), timeout=30)
 
     def close(self) -> None:
         if self.executor is not None:

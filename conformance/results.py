@@ -1,7 +1,7 @@
 """Conformance results: the Figure 5 table, and the gate against the committed baseline.
 
-A results file (``reports/conformance/<driver>-<server>-<through>.json``) lists,
-for one driver, server and way through, each property with its outcome:
+A results file (``results/conformance/<driver>-<server>-<through>.json`` unless told
+otherwise) lists, for one driver, server and way through, each property with its outcome:
 ``passed``, ``failed``, ``gap`` (a declared gap, still failing), ``xpass`` (a
 declared gap that passed: the declaration is stale), ``skipped`` or ``error``.
 """

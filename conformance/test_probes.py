@@ -13,8 +13,11 @@ import stat as stat_module
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conformance.plugin import Evidence, Way
+from conformance.test_machine import paths_for
 from drivers import STAT_FIELDS, Driver, FileType
 from drivers.local import LocalDriver
 
@@ -32,36 +35,92 @@ def names(driver: Driver, path: str) -> list[str]:
     return sorted(e.name for e in driver.readdir(path))
 
 
+def _payload(size: int) -> bytes:
+    block = bytes((i * 7 + size) % 256 for i in range(251))
+    return (block * (size // 251 + 1))[:size]
+
+
 # -- open files and names ---------------------------------------------------------------------
 
 
-def test_rename_while_open(system: Driver, evidence: Evidence) -> None:
-    system.write_file("/f", b"contents")
-    h = system.open("/f", os.O_RDONLY)
-    try:
-        system.rename("/f", "/g")
-        data = system.pread(h, 100, 0)
-        evidence.add(f"read through the handle after rename: {data!r}")
-        assert data == b"contents"
-    finally:
-        system.close(h)
-    assert system.read_file("/g") == b"contents"
-    assert errno_of(system.stat, "/f") == errno.ENOENT
+#: The named probes over generated names and sizes: a few examples each, as properties.
+PROPERTY_SETTINGS = settings(
+    max_examples=6,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+    print_blob=True,
+)
+PAYLOADS = st.builds(_payload, st.sampled_from((1, 511, 4096, 4097, 65537, (1 << 20) + 1)))
 
 
-def test_unlink_while_open(system: Driver, evidence: Evidence) -> None:
-    system.write_file("/f", b"still here")
-    h = system.open("/f", os.O_RDWR)
+def _names(way: Way) -> st.SearchStrategy[str]:
+    """Top-level names the driver can keep: spaces, unicode, dots, 255 bytes where claimed."""
+    return st.sampled_from(sorted({p.rsplit("/", 1)[1] for p in paths_for(way.capabilities)}))
+
+
+def _two_names(data: st.DataObject, way: Way) -> tuple[str, str]:
+    first = data.draw(_names(way), label="name")
+    second = data.draw(_names(way).filter(lambda n: n != first), label="new name")
+    return f"/{first}", f"/{second}"
+
+
+def _remove(driver: Driver, *paths: str) -> None:
+    for path in paths:
+        errno_of(driver.unlink, path)
+
+
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_rename_while_open(
+    system: Driver, way: Way, evidence: Evidence, data: st.DataObject
+) -> None:
+    old, new = _two_names(data, way)
+    contents = data.draw(PAYLOADS, label="contents")
     try:
-        system.unlink("/f")
-        assert errno_of(system.stat, "/f") == errno.ENOENT
-        system.pwrite(h, b"STILL", 0)
-        data = system.pread(h, 100, 0)
-        evidence.add(f"read through the handle after unlink: {data!r}")
-        assert data == b"STILL here"
+        system.write_file(old, contents)
+        h = system.open(old, os.O_RDONLY)
+        try:
+            system.rename(old, new)
+            got = system.pread(h, len(contents) + 1, 0)
+            if got != contents:
+                evidence.add(
+                    f"{old!r} renamed while open: read {len(got)} of {len(contents)} bytes"
+                )
+            assert got == contents
+        finally:
+            system.close(h)
+        assert system.read_file(new) == contents
+        assert errno_of(system.stat, old) == errno.ENOENT
     finally:
-        system.close(h)
-    assert "f" not in names(system, "/")
+        _remove(system, old, new)
+
+
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_unlink_while_open(
+    system: Driver, way: Way, evidence: Evidence, data: st.DataObject
+) -> None:
+    name = "/" + data.draw(_names(way), label="name")
+    contents = data.draw(PAYLOADS, label="contents")
+    offset = data.draw(st.sampled_from((0, 1, len(contents) // 2, len(contents))), label="offset")
+    expected = contents[:offset] + b"STILL" + contents[offset + 5 :]
+    try:
+        system.write_file(name, contents)
+        h = system.open(name, os.O_RDWR)
+        try:
+            system.unlink(name)
+            assert errno_of(system.stat, name) == errno.ENOENT
+            system.pwrite(h, b"STILL", offset)
+            got = system.pread(h, len(expected) + 1, 0)
+            if got != expected:
+                evidence.add(f"{name!r} unlinked while open: read {got[:20]!r}...")
+            assert got == expected
+        finally:
+            system.close(h)
+        assert name[1:] not in names(system, "/")
+    finally:
+        _remove(system, name)
 
 
 def test_open_close_name_binding(system: Driver, evidence: Evidence) -> None:
@@ -299,6 +358,13 @@ ERRNO_CASES = {
     "rmdir_file": (lambda d: d.rmdir("/file"), errno.ENOTDIR),
     "component_not_a_directory": (lambda d: d.stat("/file/child"), errno.ENOTDIR),
     "symlink_loop": (lambda d: d.stat("/loop"), errno.ELOOP),
+    "missing_parent_create": (
+        lambda d: d.open("/nodir/f", os.O_WRONLY | os.O_CREAT, 0o644),
+        errno.ENOENT,
+    ),
+    "missing_parent_mkdir": (lambda d: d.mkdir("/nodir/d"), errno.ENOENT),
+    "missing_parent_rename": (lambda d: d.rename("/file", "/nodir/f"), errno.ENOENT),
+    "rename_into_own_subtree": (lambda d: d.rename("/dir", "/dir/sub"), errno.EINVAL),
 }
 
 
@@ -308,6 +374,7 @@ READ_ONLY_ERRNOS = {
     "not_empty": errno.EROFS,
     "unlink_directory": errno.EROFS,
     "rmdir_file": errno.EROFS,
+    "rename_into_own_subtree": errno.EROFS,
 }
 
 

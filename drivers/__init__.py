@@ -9,6 +9,7 @@ program's syscall through the agent and a driver to a real server.
 from drivers._counters import DriverCounters, OpCounters
 from drivers._interface import (
     STAT_FIELDS,
+    Capabilities,
     DirEntry,
     Driver,
     FileType,
@@ -37,6 +38,7 @@ __all__ = [
     "COMMON_RECOVERY_ENV",
     "ENTRY_POINT_GROUP",
     "STAT_FIELDS",
+    "Capabilities",
     "DirEntry",
     "Driver",
     "DriverCounters",

@@ -28,13 +28,14 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import Enum
 from types import TracebackType
-from typing import ClassVar, NewType, Self
+from typing import ClassVar, Literal, NewType, Self
 
 from drivers._counters import DriverCounters
 from drivers._url import Location
 
 __all__ = [
     "STAT_FIELDS",
+    "Capabilities",
     "DirEntry",
     "Driver",
     "FileType",
@@ -133,6 +134,63 @@ class StatResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a driver's protocol promises, as the conformance suite's model of it.
+
+    The suite's state machine draws only the operations a driver claims and
+    compares the results with an oracle that keeps the protocol's consistency:
+    ``"posix"`` (every write visible at once, to every handle and name) or
+    ``"close-to-open"`` (a handle's writes reach the server at close or fsync; a
+    reader opened before a writer's close may see either content). A driver
+    that cannot write at all (``writable=False``) is compared on a tree made
+    behind its server's back.
+    """
+
+    #: The protocol can change the server (False: every change fails, EROFS).
+    writable: bool = True
+    consistency: Literal["posix", "close-to-open"] = "posix"
+    #: What an open handle names: the file object ("inode", as POSIX), its path as
+    #: renames through this driver move it ("renames"), or the path it was opened with.
+    handle_binding: Literal["inode", "renames", "path"] = "inode"
+    #: close-to-open: O_TRUNC empties the file at close (the stage is stored), not at open.
+    truncate_at_close: bool = False
+    symlinks: bool = True
+    #: O_CREAT|O_EXCL fails on any existing name, a dangling symlink too (Chirp servers
+    #: create the link's target instead).
+    exclusive_create_on_symlinks: bool = True
+    #: A symlink's target is stored as the protocol escapes it (Chirp: a space becomes %20),
+    #: so only targets without such bytes keep their text.
+    symlink_targets_escaped: bool = False
+    hard_links: bool = True
+    #: chmod changes the mode (and stat reports the real mode bits).
+    chmod: bool = True
+    #: New files and directories get the mode asked for (less the umask 022).
+    create_modes: bool = True
+    #: The server's own modes for new (files, directories) whatever was asked (Chirp: 0600/0700).
+    forced_create_modes: tuple[int, int] | None = None
+    utimens: bool = True
+    #: utimens works on directories too (pyftpdlib's MFMT takes files only: EPERM).
+    utimens_directories: bool = True
+    #: The granularity of the times utimens sets and stat reports, in nanoseconds.
+    time_resolution_ns: int = 1
+    #: stat reports the real link count of files.
+    link_counts: bool = True
+    #: rename may replace an empty directory.
+    rename_over_directory: bool = True
+    #: ELOOP is reported as such (False: the protocol has no code for it, EIO comes back).
+    reports_eloop: bool = True
+    #: When several errors apply, the one Linux checks first is reported (False: any of them).
+    errno_precedence: bool = True
+    #: (call, Linux's errno, the protocol's): where a protocol has no code for an error or its
+    #: server checks another error first ("open", EEXIST, EISDIR). The call "*" is every call.
+    errno_aliases: tuple[tuple[str, int, int], ...] = ()
+    #: Names that start with a dot are listed (nginx hides them).
+    lists_dotfiles: bool = True
+    #: A name may end with a space (pure-ftpd stores it as '_').
+    trailing_spaces: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class StatFS:
     """The fields of statfs(2) that remote protocols carry."""
 
@@ -199,6 +257,15 @@ class Driver(ABC):
     #: The agent's path prefix for this protocol (/SERVICE/HOST:PORT/...); the first URL
     #: scheme when unset (xrootd's scheme is "root", a name /root already has).
     service: ClassVar[str | None] = None
+    #: What the protocol promises (the conformance suite's model); see :class:`Capabilities`.
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    #: Where one server implementation differs ("vsftpd": no MFMT), keyed by the server's name.
+    server_capabilities: ClassVar[dict[str, Capabilities]] = {}
+
+    @classmethod
+    def capabilities_on(cls, server: str) -> Capabilities:
+        """The capabilities on one server implementation (the driver's own when it names none)."""
+        return cls.server_capabilities.get(server, cls.capabilities)
 
     def __init__(self) -> None:
         self.counters = DriverCounters()

@@ -73,7 +73,16 @@ from dataclasses import dataclass
 from typing import Any, Self, TypeVar, cast
 
 from drivers import _xrootd_recovery as recovery
-from drivers._interface import DirEntry, Driver, FileType, Handle, StatFS, StatResult, raise_errno
+from drivers._interface import (
+    Capabilities,
+    DirEntry,
+    Driver,
+    FileType,
+    Handle,
+    StatFS,
+    StatResult,
+    raise_errno,
+)
 from drivers._network import BROKEN_CONNECTION, call_with_recovery, recovery_budget
 from drivers._url import Location
 
@@ -199,6 +208,13 @@ class XRootDDriver(Driver):
 
     name = "xrootd"
     url_schemes = ("root", "xroot")
+    capabilities = Capabilities(
+        symlinks=False,
+        hard_links=False,
+        utimens=False,
+        time_resolution_ns=1_000_000_000,
+        link_counts=False,
+    )
     service = "xrootd"
     default_port = XROOTD_PORT
 

@@ -9,7 +9,7 @@
     aviary conformance table       Figure 5 from the conformance results
     aviary simulate andrew|sp5|sweep|calibrate|validate   simpy models, checked against real runs
     aviary faultnet matrix|proxy|kernel    faults between client and server
-    aviary gate [--update]         compare the results with the committed baseline
+    aviary gate [--update-baseline] compare the results with the committed baseline
     aviary report [--quick|--full] regenerate the seeds' tables, measured and simulated
 
 Errors are one line on stderr and a non-zero exit status, never a traceback:
@@ -597,7 +597,7 @@ def _add_conformance_parsers(sub: argparse._SubParsersAction[argparse.ArgumentPa
     actions = conformance.add_subparsers(dest="conformance_action", required=True, metavar="ACTION")
     table = actions.add_parser("table", help="render Figure 5 as Markdown and CSV from the results")
     table.add_argument(
-        "--results", type=Path, default=Path("reports/conformance"), help="results directory"
+        "--results", type=Path, default=Path("results/conformance"), help="results directory"
     )
     table.add_argument(
         "--out", type=Path, default=Path("reports"), help="where figure5.md and .csv go"
@@ -606,13 +606,17 @@ def _add_conformance_parsers(sub: argparse._SubParsersAction[argparse.ArgumentPa
         "gate", help="fail, naming each regression, when a property that passed now fails"
     )
     gate.add_argument(
-        "--results", type=Path, default=Path("reports/conformance"), help="latest results"
+        "--results", type=Path, default=Path("results/conformance"), help="latest results"
     )
     gate.add_argument(
         "--baseline", type=Path, default=Path("reports/baseline"), help="committed baseline"
     )
     gate.add_argument(
-        "--update", action="store_true", help="make the latest results the new baseline"
+        "--update-baseline",
+        "--update",
+        dest="update",
+        action="store_true",
+        help="make the latest results the new baseline (the only way the baseline changes)",
     )
 
 
@@ -651,7 +655,7 @@ def _run_gate(args: argparse.Namespace) -> int:
         return 0
     regressions, new_columns = compare_to_baseline(latest, load_results(args.baseline))
     for column in new_columns:
-        print(f"gate: {column} has no baseline yet (aviary gate --update to record one)")
+        print(f"gate: {column} has no baseline yet (aviary gate --update-baseline to record one)")
     for regression in regressions:
         print(f"REGRESSION {regression}")
     print(f"gate: {len(regressions)} regression(s) across {len(latest)} result file(s)")

@@ -67,3 +67,67 @@ class WrongErrno(LocalDriver):
 
 class NotADriver:
     """Not a driver at all: the suite refuses it with a usage error."""
+
+
+class PreadOffByOne(LocalDriver):
+    """pread at a non-zero offset starts one byte early (an off-by-one in a seek)."""
+
+    name = "pread-off-by-one"
+
+    def pread(self, handle: Handle, size: int, offset: int) -> bytes:
+        return super().pread(handle, size, max(offset - 1, 0))
+
+
+class AppendIgnored(LocalDriver):
+    """O_APPEND is dropped at open: appends overwrite at the offset asked."""
+
+    name = "append-ignored"
+
+    def open(self, path: str, flags: int, mode: int = 0o666) -> Handle:
+        return super().open(path, flags & ~os.O_APPEND, mode)
+
+
+class ReadPastEndFails(LocalDriver):
+    """pread past the end of the file fails (an HTTP 416 taken for an error)."""
+
+    name = "read-past-end-fails"
+
+    def pread(self, handle: Handle, size: int, offset: int) -> bytes:
+        if offset > self.fstat(handle).st_size:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        return super().pread(handle, size, offset)
+
+
+class CreateModeIgnored(LocalDriver):
+    """The mode asked at create is not sent: files 0644, directories 0755."""
+
+    name = "create-mode-ignored"
+
+    def open(self, path: str, flags: int, mode: int = 0o666) -> Handle:
+        return super().open(path, flags, 0o644)
+
+    def mkdir(self, path: str, mode: int = 0o777) -> None:
+        super().mkdir(path, 0o755)
+
+
+class MissingParentWrongErrno(LocalDriver):
+    """Creating in a missing directory says EACCES (a bare 550), not ENOENT."""
+
+    name = "missing-parent-wrong-errno"
+
+    def open(self, path: str, flags: int, mode: int = 0o666) -> Handle:
+        try:
+            return super().open(path, flags, mode)
+        except FileNotFoundError:
+            if flags & os.O_CREAT:
+                raise OSError(errno.EACCES, os.strerror(errno.EACCES), path) from None
+            raise
+
+
+class ListingDropsLongNames(LocalDriver):
+    """readdir leaves out names longer than 200 bytes (a fixed-size listing buffer)."""
+
+    name = "listing-drops-long-names"
+
+    def readdir(self, path: str) -> list[DirEntry]:
+        return [e for e in super().readdir(path) if len(os.fsencode(e.name)) <= 200]

@@ -29,7 +29,15 @@ import time
 from contextlib import suppress
 from typing import Self
 
-from drivers._interface import DirEntry, FileType, Handle, StatFS, StatResult, raise_errno
+from drivers._interface import (
+    Capabilities,
+    DirEntry,
+    FileType,
+    Handle,
+    StatFS,
+    StatResult,
+    raise_errno,
+)
 from drivers._url import Location
 from drivers.chirp._events import (
     ContinuePut,
@@ -78,6 +86,22 @@ class ChirpDriver(ChirpShell):
 
     name = "chirp"
     url_schemes = ("chirp",)
+    capabilities = Capabilities(
+        create_modes=False,
+        symlink_targets_escaped=True,  # both servers store the URL-encoded target verbatim
+        exclusive_create_on_symlinks=False,  # O_EXCL on a dangling link creates its target
+        forced_create_modes=(0o600, 0o700),  # both servers create under umask 077
+        time_resolution_ns=1_000_000_000,
+        rename_over_directory=False,  # the server's .__acl file keeps every directory non-empty
+        reports_eloop=False,  # no Chirp code for ELOOP: UNKNOWN, reported as EIO
+        errno_precedence=False,  # the new name's directory is checked before the old name
+        errno_aliases=(
+            ("*", errno.EPERM, errno.EACCES),  # no Chirp code for EPERM: NOT_AUTHORIZED
+            ("open", errno.EEXIST, errno.EISDIR),  # a directory is refused before O_EXCL
+            # O_EXCL on a symlink loop: the servers meet ELOOP (sent as UNKNOWN) before EEXIST.
+            ("open", errno.EEXIST, errno.EIO),
+        ),
+    )
     default_port = CHIRP_PORT
 
     @classmethod
@@ -210,6 +234,9 @@ class ChirpDriver(ChirpShell):
             if offset < 0:
                 raise_errno(errno.EINVAL)
             entry = self._entry(handle)
+            if entry.flags & os.O_ACCMODE == os.O_RDONLY:
+                # cctools' server writes zero bytes to a read-only descriptor without an error.
+                raise_errno(errno.EBADF)
             total = 0
             view = memoryview(data)
             while True:  # one request per 16 MiB; a zero-byte write still asks the server

@@ -48,9 +48,18 @@ import zlib
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, replace
-from typing import BinaryIO, Self, TypeVar, cast
+from typing import BinaryIO, ClassVar, Self, TypeVar, cast
 
-from drivers._interface import DirEntry, Driver, FileType, Handle, StatFS, StatResult, raise_errno
+from drivers._interface import (
+    Capabilities,
+    DirEntry,
+    Driver,
+    FileType,
+    Handle,
+    StatFS,
+    StatResult,
+    raise_errno,
+)
 from drivers._network import call_with_recovery, recoverable, recovery_budget
 from drivers._url import Location
 from drivers.ftp import _interview as interview
@@ -122,6 +131,21 @@ class FtpDriver(Driver):
 
     name = "ftp"
     url_schemes = ("ftp",)
+    capabilities = Capabilities(
+        consistency="close-to-open",  # get/put: STOR at close or fsync
+        handle_binding="renames",
+        truncate_at_close=True,
+        symlinks=False,
+        hard_links=False,
+        time_resolution_ns=1_000_000_000,
+        errno_precedence=False,  # rename: RNFR's missing old name before the new name's directory
+        link_counts=False,  # MLST has none (vsftpd's LIST has, but it is not claimed)
+    )
+    server_capabilities: ClassVar[dict[str, Capabilities]] = {
+        "vsftpd": replace(capabilities, utimens=False),  # no MFMT
+        "pure-ftpd": replace(capabilities, trailing_spaces=False),  # stores 'a ' as 'a_'
+        "pyftpdlib": replace(capabilities, utimens_directories=False),  # MFMT on files only
+    }
     default_port = FTP_PORT
 
     def __init__(

@@ -38,8 +38,9 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass
-from typing import Self
+import posixpath
+from dataclasses import dataclass, replace
+from typing import ClassVar, Self
 from urllib.parse import urlsplit
 
 from drivers._http._files import (
@@ -51,7 +52,15 @@ from drivers._http._files import (
     url_path,
 )
 from drivers._http._shell import MAX_LISTING_BYTES, HttpClient, HttpReply
-from drivers._interface import DirEntry, Driver, Handle, StatFS, StatResult, raise_errno
+from drivers._interface import (
+    Capabilities,
+    DirEntry,
+    Driver,
+    Handle,
+    StatFS,
+    StatResult,
+    raise_errno,
+)
 from drivers._url import Location
 from drivers.http._listing import parse_listing
 
@@ -83,6 +92,19 @@ class HttpDriver(Driver):
 
     name = "http"
     url_schemes = ("http",)
+    capabilities = Capabilities(
+        writable=False,
+        symlinks=False,  # the server follows them on its disk
+        hard_links=False,
+        chmod=False,
+        create_modes=False,
+        utimens=False,
+        time_resolution_ns=1_000_000_000,
+        link_counts=False,
+    )
+    server_capabilities: ClassVar[dict[str, Capabilities]] = {
+        "nginx": replace(capabilities, lists_dotfiles=False)
+    }
     default_port = HTTP_PORT
 
     def __init__(self, host: str, port: int = HTTP_PORT, *, timeout: float = 30.0) -> None:
@@ -215,9 +237,20 @@ class HttpDriver(Driver):
         """Fail as Linux does on a read-only mount: lookup errors first, then EROFS."""
         if must_exist:
             self._stat(path)
-        elif new and self._kind(path) is not None:
-            raise_errno(errno.EEXIST, path)
+        elif new:
+            self._parent_lookup(path)
+            if self._kind(path) is not None:
+                raise_errno(errno.EEXIST, path)
         raise_errno(errno.EROFS, path)
+
+    def _parent_lookup(self, path: str) -> None:
+        """The lookup Linux makes of a new name's directory before it asks for write access."""
+        parent = posixpath.dirname(path.rstrip("/")) or "/"
+        kind = self._kind(parent)
+        if kind is None:
+            interview_missing(parent, self._kind, filename=path)  # ENOENT, or ENOTDIR above
+        if kind is False:
+            raise_errno(errno.ENOTDIR, path)
 
     # -- open files -------------------------------------------------------------------
 
@@ -229,6 +262,8 @@ class HttpDriver(Driver):
                     raise_errno(errno.EEXIST, path)
                 if kind is True:
                     raise_errno(errno.EISDIR, path)
+                if kind is None:
+                    self._parent_lookup(path)
                 raise_errno(errno.EROFS, path)
             st = self._stat(path)
             if st.is_dir() and flags & (os.O_WRONLY | os.O_RDWR):
@@ -332,6 +367,8 @@ class HttpDriver(Driver):
 
     def rename(self, old: str, new: str) -> None:
         with self.counters.operation("rename"):
+            self._parent_lookup(old)
+            self._parent_lookup(new)
             raise_errno(errno.EROFS, old, new)
 
     def link(self, old: str, new: str) -> None:

@@ -79,7 +79,16 @@ from paramiko.sftp import (
 )
 from paramiko.sftp_attr import SFTPAttributes
 
-from drivers._interface import DirEntry, Driver, FileType, Handle, StatFS, StatResult, raise_errno
+from drivers._interface import (
+    Capabilities,
+    DirEntry,
+    Driver,
+    FileType,
+    Handle,
+    StatFS,
+    StatResult,
+    raise_errno,
+)
 from drivers._network import (
     BROKEN_CONNECTION,
     call_with_recovery,
@@ -163,6 +172,7 @@ class SftpDriver(Driver):
 
     name = "sftp"
     url_schemes = ("sftp",)
+    capabilities = Capabilities(time_resolution_ns=1_000_000_000, link_counts=False)
     default_port = SFTP_PORT
 
     def __init__(

@@ -51,8 +51,8 @@ import errno
 import os
 import tempfile
 from base64 import b64encode
-from dataclasses import dataclass
-from typing import IO, Self
+from dataclasses import dataclass, replace
+from typing import IO, ClassVar, Self
 
 from drivers._http._files import (
     errno_for_status,
@@ -63,7 +63,16 @@ from drivers._http._files import (
     url_path,
 )
 from drivers._http._shell import MAX_LISTING_BYTES, HttpClient, HttpReply
-from drivers._interface import DirEntry, Driver, FileType, Handle, StatFS, StatResult, raise_errno
+from drivers._interface import (
+    Capabilities,
+    DirEntry,
+    Driver,
+    FileType,
+    Handle,
+    StatFS,
+    StatResult,
+    raise_errno,
+)
 from drivers._url import Location
 from drivers.webdav._multistatus import PROPFIND_BODY, DavResource, parse_multistatus
 
@@ -100,6 +109,20 @@ class WebDavDriver(Driver):
 
     name = "webdav"
     url_schemes = ("dav",)
+    capabilities = Capabilities(
+        consistency="close-to-open",  # get/put: PUT at close or fsync
+        handle_binding="path",
+        symlinks=False,
+        hard_links=False,
+        chmod=False,
+        create_modes=False,
+        utimens=False,  # getlastmodified is protected
+        time_resolution_ns=1_000_000_000,
+        link_counts=False,
+    )
+    server_capabilities: ClassVar[dict[str, Capabilities]] = {
+        "nginx": replace(capabilities, lists_dotfiles=False)
+    }
     service = "dav"
     default_port = DAV_PORT
 
@@ -497,6 +520,8 @@ class WebDavDriver(Driver):
             if old == new:
                 return
             if new.startswith(old.rstrip("/") + "/") or old == "/":
+                if not source.is_dir:  # a file as the new name's directory: Linux says ENOTDIR
+                    raise_errno(errno.ENOTDIR, old, new)
                 raise_errno(errno.EINVAL, old, new)
             target = self._resource(new)
             if target is not None:

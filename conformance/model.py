@@ -1,0 +1,294 @@
+"""The oracle of the random comparison: local POSIX, shaped by what a protocol promises.
+
+:class:`Model` answers every call the state machine makes as a system with the
+driver's :class:`~drivers.Capabilities` would, using the local driver on a
+temporary directory for the files themselves:
+
+- ``posix`` consistency: handles are the local driver's own descriptors;
+- ``close-to-open``: a handle opened for writing holds a stage (the file's
+  bytes at open), reads and writes work on it, and close or fsync stores it
+  to the name the handle is bound to (``renames``: its name as renames through
+  the driver moved it, dropped when the name is unlinked; ``path``: the name
+  it was opened with, whatever is there now). A read-only handle reads the
+  bytes the file had at open; once another write changes the file, what it
+  reads is not defined by close-to-open, and the model answers :data:`ANY`;
+- forced create modes (Chirp's 0600/0700) are applied to whatever is created.
+
+:func:`allowed_errnos` is the set of errnos a system may give where the model
+gives one: the errno itself, EIO for ELOOP where the protocol cannot say
+ELOOP, and, where the driver does not keep Linux's precedence between errors,
+every error that applies to one of the names of a two-name call.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+from dataclasses import dataclass
+from typing import Any
+
+from drivers import Capabilities, Handle, StatResult
+from drivers.local import LocalDriver
+
+__all__ = ["ANY", "Model", "Outcome", "allowed_errnos", "attempt"]
+
+
+class _Any:
+    """A result the model leaves open: every answer agrees with it."""
+
+    def __repr__(self) -> str:
+        return "<anything: not defined by the protocol's consistency>"
+
+
+ANY: Any = _Any()
+
+
+class Outcome:
+    """A result or an errno."""
+
+    def __init__(self, value: Any = None, error: int | None = None) -> None:
+        self.value, self.error = value, error
+
+    def __repr__(self) -> str:
+        if self.error is not None:
+            return f"error {errno.errorcode.get(self.error, self.error)}"
+        return repr(self.value)
+
+
+def attempt(call: Any, *args: Any) -> Outcome:
+    try:
+        return Outcome(call(*args))
+    except OSError as exc:
+        return Outcome(error=exc.errno)
+
+
+TWO_NAME_CALLS = ("rename", "link")
+
+
+def allowed_errnos(
+    caps: Capabilities, oracle: LocalDriver, name: str, args: tuple[Any, ...], expected: int
+) -> frozenset[int]:
+    """The errnos a system with ``caps`` may answer where Linux answers ``expected``."""
+    allowed = {expected}
+    if not caps.errno_precedence and name in TWO_NAME_CALLS:
+        # Each error that applies to one name alone: the missing old name, the new
+        # name's missing or non-directory parent, an existing new name.
+        for path in args[:2]:
+            for probe in (path, posixpath.dirname(path) or "/"):
+                found = attempt(oracle.lstat if probe == path else oracle.stat, probe)
+                if found.error is not None:
+                    allowed.add(found.error)
+        if name == "link" and attempt(oracle.lstat, args[1]).error is None:
+            allowed.add(errno.EEXIST)
+    # Then what the protocol says for each of them.
+    if errno.ELOOP in allowed and not caps.reports_eloop:
+        allowed.add(errno.EIO)
+    call = name.split("[", 1)[0]
+    allowed.update(
+        theirs for on, linux, theirs in caps.errno_aliases if on in ("*", call) and linux in allowed
+    )
+    return frozenset(allowed)
+
+
+@dataclass
+class _Staged:
+    """One open handle of a close-to-open system."""
+
+    path: str
+    flags: int
+    data: bytearray  # writable: the stage; read-only: the bytes at open
+    is_dir: bool = False
+    dirty: bool = False
+    stale: bool = False  # read-only: the file changed since open
+    orphan: bool = False  # its name was unlinked through the driver ("renames" binding)
+
+    @property
+    def writable(self) -> bool:
+        return self.flags & os.O_ACCMODE != os.O_RDONLY
+
+    @property
+    def readable(self) -> bool:
+        return self.flags & os.O_ACCMODE != os.O_WRONLY
+
+
+class Model:
+    """The oracle: the local driver below ``local``'s root, answering as ``caps`` promise."""
+
+    def __init__(self, local: LocalDriver, caps: Capabilities) -> None:
+        self.local, self.caps = local, caps
+        self.staged: dict[int, _Staged] = {}
+        self._next = 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.local, name)  # calls that change nothing a handle holds
+
+    @property
+    def close_to_open(self) -> bool:
+        return self.caps.consistency == "close-to-open"
+
+    # -- what is created ------------------------------------------------------------------------
+
+    def _force(self, path: str, is_dir: bool) -> None:
+        forced = self.caps.forced_create_modes
+        if forced is not None:
+            self.local.chmod(path, forced[1] if is_dir else forced[0])
+
+    def _exists(self, path: str) -> bool:
+        """Whether ``path`` names a file (through a symlink: whether its target exists)."""
+        return attempt(self.local.stat, path).error is None
+
+    def mkdir(self, path: str, mode: int = 0o777) -> None:
+        self.local.mkdir(path, mode)
+        self._force(path, is_dir=True)
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o666, chunk: int = 1 << 20) -> None:
+        new = not self._exists(path)
+        self.local.write_file(path, data, mode, chunk)
+        if new:
+            self._force(path, is_dir=False)
+        self._changed()
+
+    # -- names ------------------------------------------------------------------------------------
+
+    def rename(self, old: str, new: str) -> None:
+        self.local.rename(old, new)
+        if self.caps.handle_binding == "renames":
+            for entry in self.staged.values():
+                if entry.path == old:
+                    entry.path = new
+                elif entry.path.startswith(old.rstrip("/") + "/"):
+                    entry.path = new.rstrip("/") + entry.path[len(old.rstrip("/")) :]
+        self._changed()
+
+    def unlink(self, path: str) -> None:
+        self.local.unlink(path)
+        if self.caps.handle_binding == "renames":
+            for entry in self.staged.values():
+                if entry.path == path:
+                    entry.orphan = True
+        self._changed()
+
+    def rmdir(self, path: str) -> None:
+        self.local.rmdir(path)
+        self._changed()
+
+    def truncate(self, path: str, length: int) -> None:
+        self.local.truncate(path, length)
+        self._changed()
+
+    def _changed(self) -> None:
+        """A read-only handle whose file no longer holds its bytes at open reads anything."""
+        for entry in self.staged.values():
+            if entry.writable or entry.stale or entry.is_dir:
+                continue
+            now = attempt(self.local.read_file, entry.path)
+            if entry.orphan or now.error is not None or now.value != bytes(entry.data):
+                entry.stale = True
+
+    # -- open files -------------------------------------------------------------------------------
+
+    def open(self, path: str, flags: int, mode: int = 0o666) -> Handle:
+        new = flags & os.O_CREAT and not self._exists(path)
+        if not self.close_to_open:
+            handle = self.local.open(path, flags, mode)
+            if new:
+                self._force(path, is_dir=False)
+            return handle
+        deferred = flags & os.O_TRUNC if self.caps.truncate_at_close else 0
+        handle = self.local.open(path, flags & ~deferred, mode)
+        try:
+            st = self.local.fstat(handle)
+        finally:
+            self.local.close(handle)
+        data = b"" if st.is_dir() else self.local.read_file(path)
+        if new:
+            self._force(path, is_dir=False)
+        elif flags & os.O_TRUNC and not deferred:
+            self._changed()
+        entry = _Staged(path, flags, bytearray(data), is_dir=st.is_dir())
+        if deferred:
+            entry.data = bytearray()
+            entry.dirty = bool(data)
+        self._next += 1
+        self.staged[self._next] = entry
+        return Handle(self._next)
+
+    def _entry(self, handle: Handle) -> _Staged:
+        entry = self.staged.get(int(handle))
+        if entry is None:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        return entry
+
+    def close(self, handle: Handle) -> None:
+        if not self.close_to_open:
+            self.local.close(handle)
+            return
+        entry = self.staged.pop(int(handle))
+        self._store(entry)
+
+    def fsync(self, handle: Handle) -> None:
+        if not self.close_to_open:
+            self.local.fsync(handle)
+            return
+        self._store(self._entry(handle))
+
+    def _store(self, entry: _Staged) -> None:
+        if not entry.dirty or entry.orphan:
+            return
+        entry.dirty = False
+        new = not self._exists(entry.path)
+        self.local.write_file(entry.path, bytes(entry.data))
+        if new:
+            self._force(entry.path, is_dir=False)
+        self._changed()
+
+    def pread(self, handle: Handle, size: int, offset: int) -> bytes | Any:
+        if not self.close_to_open:
+            return self.local.pread(handle, size, offset)
+        entry = self._entry(handle)
+        if not entry.readable:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        if entry.is_dir:
+            raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
+        if entry.stale:
+            return ANY
+        return bytes(entry.data[offset : offset + size])
+
+    def pwrite(self, handle: Handle, data: bytes, offset: int) -> int:
+        if not self.close_to_open:
+            return self.local.pwrite(handle, data, offset)
+        entry = self._entry(handle)
+        if not entry.writable or entry.is_dir:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        if entry.flags & os.O_APPEND:
+            offset = len(entry.data)
+        if offset > len(entry.data) and data:  # writing nothing extends nothing
+            entry.data.extend(bytes(offset - len(entry.data)))
+        entry.data[offset : offset + len(data)] = data
+        entry.dirty = True
+        return len(data)
+
+    def ftruncate(self, handle: Handle, length: int) -> None:
+        if not self.close_to_open:
+            self.local.ftruncate(handle, length)
+            return
+        entry = self._entry(handle)
+        if not entry.writable:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        del entry.data[length:]
+        entry.data.extend(bytes(length - len(entry.data)))
+        entry.dirty = True
+
+    def fstat_size(self, handle: Handle) -> int | Any | None:
+        """A regular file's size through its handle (None for a directory: the server's)."""
+        if not self.close_to_open:
+            st = self.local.fstat(handle)
+            return st.st_size if st.is_reg() else None
+        entry = self._entry(handle)
+        if entry.is_dir:
+            return None
+        return ANY if entry.stale else len(entry.data)
+
+    def fstat(self, handle: Handle) -> StatResult:
+        return self.local.fstat(handle)
