@@ -75,7 +75,7 @@ def test_cctools_server_never_reports_to_internet_catalogs() -> None:
 # A run that starts a server, says its PID, and waits to be killed.
 _RUN_THAT_STARTS_A_SERVER = """
 import sys, time
-import servers as servers
+import servers._core as servers
 if sys.argv[1] == "without-watchdog":
     servers.Watchdog.__init__ = lambda self, group, base=None: None  # the seeded bug
     servers.Watchdog.release = lambda self: None
