@@ -378,6 +378,11 @@ SECCOMP_MODE_FILTER: Final = 2
 SECCOMP_SET_MODE_FILTER: Final = 1
 #: Calls refused only with some arguments: a seccomp filter of the program's own, device nodes.
 CONDITIONAL: Final = ("seccomp", "prctl", "mknod", "mknodat")
+#: Every call the filter traps for the sandbox, besides the namespace's: each is also an
+#: entry of the syscall table (``reference_agent.table``), where the report reads it.
+SANDBOX_CALLS: Final = frozenset(
+    {*PATH_CALLS, *OPEN_CALLS, *SOCKET_CALLS, *FD_CALLS, *REFUSED, *CONDITIONAL}
+)
 
 # ELF header fields the interpreter check reads.
 _ELF_MAGIC: Final = b"\x7fELF"
@@ -457,7 +462,7 @@ class Guard:
 
     def trapped_names(self) -> set[str]:
         """Syscalls the filter must trap for the sandbox, besides the namespace's."""
-        return {*PATH_CALLS, *OPEN_CALLS, *SOCKET_CALLS, *FD_CALLS, *REFUSED, *CONDITIONAL}
+        return set(SANDBOX_CALLS)
 
     def trapped_numbers(self) -> set[int]:
         return {

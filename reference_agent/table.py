@@ -16,6 +16,7 @@ from typing import Literal
 
 from reference_agent import (
     _ptrace,
+    sandbox,
     sys_copy,
     sys_file,
     sys_identity,
@@ -235,7 +236,39 @@ def _identity_entries() -> list[Entry]:
     ]
 
 
-SYSCALL_TABLE: dict[str, Entry] = {entry.name: entry for entry in _entries()}
+def sys_sandbox_only(agent: Agent, call: Call) -> Outcome:
+    """A call trapped for the sandbox alone: the guard has checked it; the kernel runs it."""
+    return None
+
+
+def _sandbox_entries(known: Set[str]) -> list[Entry]:
+    """The calls only the sandbox traps (``--deny``, ``--allow-only``, ``--read-only``),
+    so that the report lists every call the filter can stop, with what happens to it."""
+    entries = []
+    for name in sorted(sandbox.SANDBOX_CALLS - known):
+        if name not in _ptrace.SYSCALL_NUMBERS:
+            continue  # not a call of this architecture: nothing to trap
+        if name in sandbox.REFUSED:
+            support: Support = "refused"
+            note = f"sandbox: EPERM ({sandbox.REFUSED[name]})"
+        elif name in sandbox.CONDITIONAL:
+            support, note = "partial", "sandbox: refused with some arguments, else native"
+        else:
+            support, note = "full", "sandbox: its paths or descriptor checked, then native"
+        entries.append(Entry(name, sys_sandbox_only, support, note, needs=SANDBOX_FEATURE))
+    return entries
+
+
+#: The feature of a run with a sandbox: its entries are in the report, the guard answers them.
+SANDBOX_FEATURE = "sandbox"
+_NAMESPACE_ENTRIES = _entries()
+SYSCALL_TABLE: dict[str, Entry] = {
+    entry.name: entry
+    for entry in [
+        *_NAMESPACE_ENTRIES,
+        *_sandbox_entries({entry.name for entry in _NAMESPACE_ENTRIES}),
+    ]
+}
 
 
 def dispatch_table(features: Set[str] = frozenset()) -> dict[str, Entry]:
