@@ -1,11 +1,10 @@
-"""``pytest conformance --driver NAME``: the plugin lives in conformance/plugin.py."""
+"""Fixtures of the suite's own test files; its hooks are ``conformance.plugin``, loaded by the
+installed pytest plugin ``conformance.entry`` (pyproject.toml, group ``pytest11``)."""
 
 from pathlib import Path
 
 import pytest
 
-from conformance.plugin import *  # noqa: F403 - hooks and fixtures are found by name
-from conformance.plugin import _record_property  # noqa: F401 - an autouse fixture
 from conformance.syscall_runs import compile_program
 
 

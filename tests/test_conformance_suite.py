@@ -107,3 +107,32 @@ def test_table_and_gate(tmp_path: Path) -> None:
     assert compare_to_baseline([good], [good]) == ([], [])
     assert compare_to_baseline([good], []) == ([], ["chirp/cctools/direct"])
     assert load_results(tmp_path) == []
+
+
+def test_the_suite_runs_from_any_directory(tmp_path: Path) -> None:
+    """The installed plugin (entry point pytest11) makes ``--pyargs conformance`` work outside
+    the checkout, and writes results where it runs, not into the checkout."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--pyargs", "conformance", "--driver", "local",
+         "--through", "direct", "-q", "-p", "no:cacheprovider", "-k", "append or random_access"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout
+    assert list((tmp_path / "results" / "conformance").glob("*.json"))
+
+
+def test_other_test_runs_do_not_load_the_suite(tmp_path: Path) -> None:
+    from conformance.entry import SUITE
+
+    test = tmp_path / "test_x.py"
+    test.write_text(
+        "def test_x(request):\n    assert request.config.getoption('driver') == 'local'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert not (tmp_path / "results").exists()
+    assert SUITE.name == "conformance"
