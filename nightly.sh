@@ -10,6 +10,12 @@ for driver in local chirp ftp http webdav sftp xrootd; do
   .venv/bin/python -m pytest conformance --driver "$driver" --server all --examples "$examples" \
     --junitxml "reports/junit-$driver.xml" || status=1
 done
+# The FUSE file systems users pick instead, on the same servers: Figure 5's mount columns.
+for way in "ftp rclone" "sftp rclone" "webdav rclone" "sftp sshfs"; do
+  set -- $way
+  .venv/bin/python -m pytest conformance --driver "$1" --server all --through mount --mount "$2" \
+    --examples "$examples" --junitxml "reports/junit-$1-$2.xml" || status=1
+done
 .venv/bin/aviary conformance table >/dev/null || status=1
 .venv/bin/aviary faultnet matrix >/dev/null || status=1  # the full fault matrix: reports/faults
 .venv/bin/aviary gate || status=1
