@@ -134,6 +134,7 @@ ERRNO_BY_CLIENT_CODE: dict[int, int] = {
     107: errno.ECONNRESET,  # errStreamDisconnect
     108: errno.ECONNREFUSED,  # errConnectionError: no connection could be made
     109: errno.ECONNRESET,  # errInvalidSession: the handle's session died with its connection
+    201: errno.EPROTO,  # errInvalidMessage: the server broke the protocol (a lying server)
     206: errno.ETIMEDOUT,  # errOperationExpired
     207: errno.EINTR,  # errOperationInterrupted
 }
