@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import socket
 import struct
 import threading
@@ -240,6 +241,10 @@ def _authenticate(transport: paramiko.Transport, user: str, host: str, port: int
     )
 
 
+_BROKEN_CODES = (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED)
+_BROKEN_IN_TEXT = re.compile(r"\[Errno ({})\]".format("|".join(map(str, _BROKEN_CODES))))
+
+
 def open_session(host: str, port: int, user: str, timeout: float) -> SftpSession:
     """Connect, verify the host key, log in and start the sftp subsystem.
 
@@ -288,7 +293,14 @@ def open_session(host: str, port: int, user: str, timeout: float) -> SftpSession
         raw.close()
         if expired.is_set():
             raise _expired(host, port, timeout) from None
-        raise OSError(errno.EPROTO, f"sftp {host}:{port}: {exc}") from None
+        # paramiko wraps a connection the peer reset (a server restarting) in an SSH error:
+        # that is a broken connection to recover from, not a server that broke the protocol.
+        # The same for a connection closed before a word was said (EOF).
+        broken = _BROKEN_IN_TEXT.search(str(exc))
+        code = errno.ECONNRESET if isinstance(exc, EOFError) else errno.EPROTO
+        if broken:
+            code = int(broken.group(1))
+        raise OSError(code, f"sftp {host}:{port}: {exc}") from None
     finally:
         timer.cancel()
         timer.join()
