@@ -36,6 +36,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from hypothesis import Phase, settings
 
 from conformance.mounts import MOUNTERS, Mounted, mount_way_name, start_mount
 from conformance.rooted import Rooted
@@ -59,6 +60,11 @@ DEFAULT_EXAMPLES = 25
 #: Results go here unless told otherwise: never over tracked files (the baseline is
 #: reports/baseline, changed only by ``aviary gate --update-baseline``).
 DEFAULT_RESULTS_DIR = "results/conformance"
+#: ``--hypothesis-profile aviary-verdict``: find a failure, do not shrink it, remember nothing.
+#: For runs that only ask whether a seeded bug is caught (the suite's own tests): shrinking a
+#: megabyte-sized counterexample costs minutes, and a shared example database would make the
+#: verdict depend on earlier runs.
+settings.register_profile("aviary-verdict", phases=(Phase.explicit, Phase.generate), database=None)
 LOCAL_SCHEMES = ("file", "local")
 
 

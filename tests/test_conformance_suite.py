@@ -21,7 +21,7 @@ def run_suite(
     command = [
         sys.executable, "-m", "pytest", "conformance", "-q", "-p", "no:cacheprovider",
         "--results-dir", str(results), "--examples", str(examples), "--hypothesis-seed", "20261122",
-        *options,
+        "--hypothesis-profile", "aviary-verdict", *options,
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     outcomes = {}

@@ -25,7 +25,8 @@ def run_through(
     command = [
         sys.executable, "-m", "pytest", "conformance/test_syscalls.py", "-q",
         "-p", "no:cacheprovider", "--results-dir", str(results), "--examples", "5",
-        "--hypothesis-seed", "20261203", "--driver", "chirp", "--server", "aviary",
+        "--hypothesis-seed", "20261203", "--hypothesis-profile", "aviary-verdict",
+        "--driver", "chirp", "--server", "aviary",
         "--through", "agent", "-k", select, *options,
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -80,6 +81,7 @@ def run_mount(tmp_path: Path, *options: str) -> tuple[subprocess.CompletedProces
         sys.executable, "-m", "pytest", "conformance/test_syscalls.py",
         "conformance/test_errno_matrix.py", "-q", "-p", "no:cacheprovider",
         "--results-dir", str(results), "--examples", "5", "--hypothesis-seed", "20261203",
+        "--hypothesis-profile", "aviary-verdict",
         "--basetemp", str(tmp_path / "base"), "--through", "mount", *options,
     ]  # fmt: skip
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600), results
