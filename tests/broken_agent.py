@@ -1,6 +1,6 @@
 """A broken agent: ``aviary run`` with one seeded bug, to show the agent way catches it.
 
-    python tests/broken_agent.py BUG run [OPTIONS] -- PROGRAM ARGS...
+    .venv/bin/python tests/broken_agent.py BUG run [OPTIONS] -- PROGRAM ARGS...
 
 BUG is one of :data:`BUGS`. The conformance suite runs it through
 ``--agent-command "python tests/broken_agent.py BUG run"``; each bug must fail the

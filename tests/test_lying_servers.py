@@ -419,8 +419,8 @@ class Case:
 LIE = frozenset({errno.EPROTO})
 SILENCE = frozenset({errno.ETIMEDOUT})
 #: What each lie must give, where the protocol's client library decides the word:
-#: paramiko reports a banner it never got as an SSH error (EPROTO), and XrdCl
-#: any handshake that went wrong as an expired request (ETIMEDOUT).
+#: paramiko reports a banner it never got as an SSH error (EPROTO), and XrdCl a
+#: handshake that went wrong as an invalid message (EPROTO) or an expired request (ETIMEDOUT).
 _XROOTD_LIE = frozenset({errno.EPROTO, errno.ETIMEDOUT})
 EXPECTED: dict[tuple[str, str], frozenset[int]] = {
     ("sftp", "silent"): frozenset({errno.EPROTO, errno.ETIMEDOUT}),
