@@ -63,7 +63,7 @@ OPERATIONS: dict[str, str] = {
     "chmod": "fchmodat cwd {X} 644",
     "chdir": "chdir {X}",
 }
-#: Two conditions at once: Linux checks the old name before the new name's directory.
+#: Two conditions at once: Linux resolves both parent directories before the old name itself.
 PRECEDENCE: dict[str, str] = {
     "precedence-rename_missing_into_file": "renameat cwd missing cwd f/x",
     "precedence-link_missing_into_file": "linkat cwd missing cwd f/x",

@@ -131,3 +131,16 @@ class ListingDropsLongNames(LocalDriver):
 
     def readdir(self, path: str) -> list[DirEntry]:
         return [e for e in super().readdir(path) if len(os.fsencode(e.name)) <= 200]
+
+
+class RenameIntoFileWrongErrno(LocalDriver):
+    """rename onto a path below a file says ENOENT (a server that reports only "not
+    found"), where Linux says ENOTDIR."""
+
+    name = "rename-into-file-wrong-errno"
+
+    def rename(self, old: str, new: str) -> None:
+        try:
+            super().rename(old, new)
+        except NotADirectoryError:
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), new) from None

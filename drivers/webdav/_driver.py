@@ -119,6 +119,9 @@ class WebDavDriver(Driver):
         utimens=False,  # getlastmodified is protected
         time_resolution_ns=1_000_000_000,
         link_counts=False,
+        # MOVE answers a missing source (404) before the destination's parent (Linux
+        # reports a parent that is a file, ENOTDIR, first).
+        errno_precedence=False,
     )
     server_capabilities: ClassVar[dict[str, Capabilities]] = {
         "nginx": replace(capabilities, lists_dotfiles=False)
