@@ -61,6 +61,8 @@ class SyscallTable(Protocol):
 
     def trapped_numbers(self, cache: str, features: Set[str], /) -> set[int]: ...
 
+    def guarded_calls(self) -> Mapping[str, Entry]: ...
+
 
 __all__ = [
     "NATIVE",
@@ -173,7 +175,9 @@ class Agent:
             for name, entry in table.dispatch_table(features).items()
         }
         agent_dirs = [str(d) for d in (self.options.cache_dir, self.options.shared_cache) if d]
-        self.guard = guard_for(self.options.sandbox, self.namespace, agent_dirs)
+        self.guard = guard_for(
+            self.options.sandbox, self.namespace, table.guarded_calls(), agent_dirs
+        )
         trapped = table.trapped_numbers(self.options.cache, features)
         if self.guard is not None:
             trapped |= self.guard.trapped_numbers()

@@ -22,19 +22,20 @@ The ``Guard`` runs before a trapped call's handler. For each path argument it:
    is EACCES. An ``execve`` also checks the script interpreter (``#!``) and
    the ELF program interpreter, which the kernel opens without a syscall.
 
-In sandbox mode the filter also traps the path calls the namespace does not
-need, and refuses the calls that would let a program get around the agent:
-mounting and ``chroot``/``setns`` (another view of the files), opening by file
-handle, writing other processes' memory, stealing their descriptors, loading
-kernel code, making device nodes, and installing a seccomp filter of its own
-(a ``SECCOMP_RET_USER_NOTIF`` or ``RET_TRACE`` filter outranks or impersonates
-the agent's). ``ptrace``, ``io_uring_setup`` and 32-bit or x32 syscalls are
-refused in every mode (``table.py``, ``_loop.py``).
+What each call does with its arguments is written in its entry of the
+syscall table (``table.py``). In sandbox mode the filter also traps the path
+calls the namespace does not need, and refuses the calls that would let a
+program get around the agent: mounting and ``chroot``/``setns`` (another view
+of the files), opening by file handle, writing other processes' memory,
+stealing their descriptors, loading kernel code, making device nodes, and
+installing a seccomp filter of its own (a ``SECCOMP_RET_USER_NOTIF`` or
+``RET_TRACE`` filter outranks or impersonates the agent's). ``ptrace``,
+``io_uring_setup`` and 32-bit or x32 syscalls are refused in every mode
+(``table.py``, ``_loop.py``).
 """
 
 from __future__ import annotations
 
-import enum
 import errno
 import os
 import posixpath
@@ -46,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from reference_agent import _ptrace
-from reference_agent._abi import AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_FOLLOW, AT_SYMLINK_NOFOLLOW
+from reference_agent._abi import AT_FDCWD
 from reference_agent._loop import Rewrite
 from reference_agent.landlock import Ruleset, ruleset_for
 from reference_agent.mount_rules import MountPlan, mount_plan
@@ -58,10 +59,12 @@ from reference_agent.namespace import (
     ServiceDirectory,
 )
 from reference_agent.real_path import Walk, walk
+from reference_agent.syscall_args import OpenArgs, SocketArg, Use
 
 if TYPE_CHECKING:
     from reference_agent.agent import Agent
     from reference_agent.call import Call
+    from reference_agent.table import Entry
 
 __all__ = [
     "ALLOWED_DEVICES",
@@ -76,17 +79,6 @@ __all__ = [
 
 class SandboxError(ValueError):
     """Sandbox options that cannot be used; the message says which and why."""
-
-
-class Use(enum.IntFlag):
-    """What a call does with a path: only look at it (0), read, write, execute, move it."""
-
-    LOOK = 0
-    READ = 1
-    WRITE = 2
-    EXEC = 4
-    #: rename's paths: moving a directory that holds a rule's path would move it out of the rule.
-    MOVE = 8
 
 
 #: Devices every program may open under ``allow_only``: they hold nothing of anyone's.
@@ -189,46 +181,9 @@ class SandboxRules:
         return bool(self.deny or self.allow_only is not None or self.read_only)
 
 
-# -- which arguments are paths ------------------------------------------------------------------
+# -- reading the arguments the table names ----------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class PathArg:
-    """One path argument of a syscall and what the call does with it."""
-
-    path: int  # argument index of the path
-    dirfd: int | None  # argument index of its directory descriptor; None: relative to the cwd
-    use: Use
-    follow: bool = True  # a symlink as the last component is followed
-    flags: int | None = None  # argument index of the flags below
-    nofollow_bit: int = 0  # flag that stops following (AT_SYMLINK_NOFOLLOW...)
-    follow_bit: int = 0  # flag that starts following (AT_SYMLINK_FOLLOW)
-    empty_bit: int = 0  # flag that makes "" mean the descriptor itself (AT_EMPTY_PATH)
-    optional: bool = False  # NULL means the descriptor itself (utimensat, fanotify_mark)
-
-
-def _at(
-    path: int,
-    use: Use,
-    follow: bool = True,
-    *,
-    flags: int | None = None,
-    nofollow_bit: int = 0,
-    follow_bit: int = 0,
-    empty_bit: int = 0,
-) -> PathArg:
-    """A ``*at`` call's path: the descriptor is the argument before it."""
-    return PathArg(path, path - 1, use, follow, flags, nofollow_bit, follow_bit, empty_bit)
-
-
-def _plain(path: int, use: Use, follow: bool = True) -> PathArg:
-    return PathArg(path, None, use, follow)
-
-
-_L, _W, _X, _MV = Use.LOOK, Use.WRITE, Use.EXEC, Use.WRITE | Use.MOVE
-_NOFOLLOW, _FOLLOW, _EMPTY = AT_SYMLINK_NOFOLLOW, AT_SYMLINK_FOLLOW, AT_EMPTY_PATH
-IN_DONT_FOLLOW: Final = 0x02000000
-FAN_MARK_DONT_FOLLOW: Final = 0x04
 RESOLVE_NO_MAGICLINKS: Final = 0x02
 RESOLVE_NO_SYMLINKS: Final = 0x04
 RESOLVE_IN_ROOT: Final = 0x10
@@ -244,145 +199,13 @@ _VALID_OPEN_FLAGS: Final = (
 #: The only flags openat2 takes with O_PATH.
 _O_PATH_FLAGS: Final = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
-#: Path-taking syscalls other than the open family, and their path arguments.
-PATH_CALLS: Final[Mapping[str, tuple[PathArg, ...]]] = {
-    "creat": (_plain(0, _W),),
-    "stat": (_plain(0, _L),),
-    "lstat": (_plain(0, _L, False),),
-    "newfstatat": (_at(1, _L, flags=3, nofollow_bit=_NOFOLLOW, empty_bit=_EMPTY),),
-    "statx": (_at(1, _L, flags=2, nofollow_bit=_NOFOLLOW, empty_bit=_EMPTY),),
-    "access": (_plain(0, _L),),
-    "faccessat": (_at(1, _L),),
-    "faccessat2": (_at(1, _L, flags=3, nofollow_bit=_NOFOLLOW, empty_bit=_EMPTY),),
-    "readlink": (_plain(0, _L, False),),
-    "readlinkat": (_at(1, _L, False),),
-    "statfs": (_plain(0, _L),),
-    "chdir": (_plain(0, _L),),
-    "execve": (_plain(0, _X),),
-    "execveat": (_at(1, _X, flags=4, nofollow_bit=_NOFOLLOW, empty_bit=_EMPTY),),
-    "mkdir": (_plain(0, _W, False),),
-    "mkdirat": (_at(1, _W, False),),
-    "rmdir": (_plain(0, _W, False),),
-    "unlink": (_plain(0, _W, False),),
-    "unlinkat": (_at(1, _W, False),),
-    "rename": (_plain(0, _MV, False), _plain(1, _MV, False)),
-    "renameat": (_at(1, _MV, False), _at(3, _MV, False)),
-    "renameat2": (_at(1, _MV, False), _at(3, _MV, False)),  # RENAME_EXCHANGE moves both
-    "link": (_plain(0, _L, False), _plain(1, _W, False)),
-    "linkat": (
-        _at(1, _L, False, flags=4, follow_bit=_FOLLOW, empty_bit=_EMPTY),
-        _at(3, _W, False),
-    ),
-    "symlink": (_plain(1, _W, False),),
-    "symlinkat": (_at(2, _W, False),),
-    "mknod": (_plain(0, _W, False),),
-    "mknodat": (_at(1, _W, False),),
-    "truncate": (_plain(0, _W),),
-    "chmod": (_plain(0, _W),),
-    "fchmodat": (_at(1, _W),),
-    "fchmodat2": (_at(1, _W, flags=3, nofollow_bit=_NOFOLLOW, empty_bit=_EMPTY),),
-    "chown": (_plain(0, _W),),
-    "lchown": (_plain(0, _W, False),),
-    "fchownat": (_at(1, _W, flags=4, nofollow_bit=_NOFOLLOW, empty_bit=_EMPTY),),
-    "utime": (_plain(0, _W),),
-    "utimes": (_plain(0, _W),),
-    "futimesat": (_at(1, _W),),
-    "utimensat": (
-        PathArg(1, 0, _W, True, 3, nofollow_bit=_NOFOLLOW, empty_bit=_EMPTY, optional=True),
-    ),
-    "getxattr": (_plain(0, _L),),
-    "lgetxattr": (_plain(0, _L, False),),
-    "listxattr": (_plain(0, _L),),
-    "llistxattr": (_plain(0, _L, False),),
-    "setxattr": (_plain(0, _W),),
-    "lsetxattr": (_plain(0, _W, False),),
-    "removexattr": (_plain(0, _W),),
-    "lremovexattr": (_plain(0, _W, False),),
-    "getxattrat": (_at(1, _L, flags=2, nofollow_bit=_NOFOLLOW, empty_bit=_EMPTY),),
-    "listxattrat": (_at(1, _L, flags=2, nofollow_bit=_NOFOLLOW, empty_bit=_EMPTY),),
-    "setxattrat": (_at(1, _W, flags=2, nofollow_bit=_NOFOLLOW, empty_bit=_EMPTY),),
-    "removexattrat": (_at(1, _W, flags=2, nofollow_bit=_NOFOLLOW, empty_bit=_EMPTY),),
-    "file_getattr": (_at(1, _L, flags=4, nofollow_bit=_NOFOLLOW, empty_bit=_EMPTY),),
-    "file_setattr": (_at(1, _W, flags=4, nofollow_bit=_NOFOLLOW, empty_bit=_EMPTY),),
-    "inotify_add_watch": (PathArg(1, None, _L, True, 2, nofollow_bit=IN_DONT_FOLLOW),),
-    "fanotify_mark": (
-        PathArg(4, 3, _L, True, 1, nofollow_bit=FAN_MARK_DONT_FOLLOW, optional=True),
-    ),
-    "name_to_handle_at": (_at(1, _L, False, flags=4, follow_bit=_FOLLOW, empty_bit=_EMPTY),),
-    "quotactl": (PathArg(1, None, _L, optional=True),),
-    "acct": (PathArg(0, None, _W, optional=True),),
-}
-#: Calls that change the file behind a descriptor: (descriptor argument, use). The
-#: descriptor's object is checked as its path would be (``/proc/PID/fd/N``), so that a
-#: descriptor opened only to look (``O_PATH``) cannot be used to change a read-only file.
-FD_CALLS: Final[Mapping[str, tuple[int, Use]]] = {
-    "fchmod": (0, _W),
-    "fchown": (0, _W),
-    "fsetxattr": (0, _W),
-    "fremovexattr": (0, _W),
-    "ftruncate": (0, _W),
-}
-#: Path calls whose checked path replaces the program's argument (see ``Guard.check``); not
-#: exec (a script's ``$0`` is the path as given) nor chdir (the agent keeps its logical name).
-_UNPINNED: Final = frozenset({"execve", "execveat", "chdir", "acct", "quotactl"})
-#: The open family: (path argument, descriptor argument, flags argument or None for openat2's struct).
-OPEN_CALLS: Final[Mapping[str, tuple[int, int | None, int | None]]] = {
-    "open": (0, None, 1),
-    "openat": (1, 0, 2),
-    "openat2": (1, 0, None),
-}
-#: Calls that name an AF_UNIX socket by path: (address argument, its length argument or None
-#: for sendmsg's struct msghdr, use). bind creates the socket file.
-SOCKET_CALLS: Final[Mapping[str, tuple[int, int | None, Use]]] = {
-    "connect": (1, 2, Use.READ),
-    "sendto": (4, 5, Use.READ),
-    "sendmsg": (1, None, Use.READ),
-    "bind": (1, 2, Use.WRITE),
-}
 AF_UNIX: Final = 1
 SOCKADDR_UN_SIZE: Final = 110
 MSGHDR: Final = struct.Struct("<QIxxxxQQQQi4x")
-#: Calls a sandboxed program may not make at all: each gives another way to the files.
-REFUSED: Final[Mapping[str, str]] = {
-    "chroot": "another root directory",
-    "pivot_root": "another root directory",
-    "mount": "another view of the files",
-    "umount2": "another view of the files",
-    "setns": "another mount namespace",
-    "open_tree": "another view of the files",
-    "open_tree_attr": "another view of the files",
-    "move_mount": "another view of the files",
-    "fsopen": "another view of the files",
-    "fsconfig": "another view of the files",
-    "fsmount": "another view of the files",
-    "fspick": "another view of the files",
-    "mount_setattr": "another view of the files",
-    "open_by_handle_at": "opening a file without its path",
-    "process_vm_writev": "writing another process's memory",
-    "pidfd_getfd": "taking another process's descriptor",
-    "uselib": "loading a library without its path",
-    "swapon": "kernel control",
-    "swapoff": "kernel control",
-    "bpf": "kernel control",
-    "init_module": "kernel control",
-    "finit_module": "kernel control",
-    "delete_module": "kernel control",
-    "kexec_load": "kernel control",
-    "kexec_file_load": "kernel control",
-    "iopl": "raw port access",
-    "ioperm": "raw port access",
-}
 _SYS_OPENAT2: Final = _ptrace.syscall_number("openat2")
 PR_SET_SECCOMP: Final = 22
 SECCOMP_MODE_FILTER: Final = 2
 SECCOMP_SET_MODE_FILTER: Final = 1
-#: Calls refused only with some arguments: a seccomp filter of the program's own, device nodes.
-CONDITIONAL: Final = ("seccomp", "prctl", "mknod", "mknodat")
-#: Every call the filter traps for the sandbox, besides the namespace's: each is also an
-#: entry of the syscall table (``reference_agent.table``), where the report reads it.
-SANDBOX_CALLS: Final = frozenset(
-    {*PATH_CALLS, *OPEN_CALLS, *SOCKET_CALLS, *FD_CALLS, *REFUSED, *CONDITIONAL}
-)
 
 # ELF header fields the interpreter check reads.
 _ELF_MAGIC: Final = b"\x7fELF"
@@ -417,11 +240,14 @@ class Guard:
     Args:
         rules: the sandbox rules; may be inactive when only the mountlist restricts access.
         namespace: the run's namespace, for mounts and their access letters.
+        calls: the syscall table's entries the sandbox checks or refuses, by name
+            (``table.guarded_calls``): what each call does with its arguments.
         agent_dirs: the agent's own directories (local copies), allowed under ``allow_only``.
     """
 
     rules: SandboxRules
     namespace: Namespace
+    calls: Mapping[str, Entry]
     agent_dirs: Sequence[str] = ()
     refusals: int = 0
     _allowed: tuple[str, ...] | None = field(init=False, default=None)
@@ -462,7 +288,7 @@ class Guard:
 
     def trapped_names(self) -> set[str]:
         """Syscalls the filter must trap for the sandbox, besides the namespace's."""
-        return set(SANDBOX_CALLS)
+        return set(self.calls)
 
     def trapped_numbers(self) -> set[int]:
         return {
@@ -547,14 +373,17 @@ class Guard:
             OSError: a path argument cannot be read (EFAULT, ENAMETOOLONG).
         """
         name = call.name
-        if name in REFUSED:
+        entry = self.calls.get(name)
+        if entry is None:
+            return None  # a call of the namespace's alone: nothing of the sandbox's in it
+        if entry.refused_because:
             self.refusals += 1
             agent.report_once(
                 f"sandbox:{name}",
-                f"aviary: sandbox: {name} refused ({REFUSED[name]}; EPERM)",
+                f"aviary: sandbox: {name} refused ({entry.refused_because}; EPERM)",
             )
             return -errno.EPERM
-        if name in CONDITIONAL:
+        if entry.conditional:
             return self._conditional(agent, call)
         pinned: str | None = None
         pins: dict[int, str] = {}
@@ -565,14 +394,14 @@ class Guard:
                 return -verdict
             if pinned is not None and arg.index >= 0:
                 pins[arg.index] = pinned
-        if name in OPEN_CALLS and pinned is not None:
+        if entry.opens is not None and pinned is not None:
             return self._open_pinned(call, arg, pinned)
-        if pins and name not in _UNPINNED and name in PATH_CALLS:
+        if pins and entry.pin_paths and entry.paths:
             # The real path that was checked, not the program's (relative, through
             # /proc/self/cwd or a dirfd): a chdir or dup2 racing the check changes nothing.
             addresses = {index: call.scratch_string(path) for index, path in pins.items()}
             registers = call.registers.replace(args=[addresses.get(i) for i in range(6)])
-            dirfds = {spec.dirfd for spec in PATH_CALLS[name] if spec.path in pins}
+            dirfds = {spec.dirfd for spec in entry.paths if spec.path in pins}
             if dirfds - {None}:
                 registers = registers.replace(
                     args=[AT_FDCWD if i in dirfds else None for i in range(6)]
@@ -625,17 +454,18 @@ class Guard:
         return os.fsdecode(raw)
 
     def _arguments(self, call: Call) -> list[_Arg]:
-        name = call.name
-        if name in OPEN_CALLS:
-            return [self._open_argument(call, *OPEN_CALLS[name])]
-        if name in SOCKET_CALLS:
-            socket_path = self._socket_argument(call, *SOCKET_CALLS[name])
+        entry = self.calls.get(call.name)
+        if entry is None:
+            return []
+        if entry.opens is not None:
+            return [self._open_argument(call, entry.opens)]
+        if entry.socket is not None:
+            socket_path = self._socket_argument(call, entry.socket)
             return [socket_path] if socket_path is not None else []
-        if name in FD_CALLS:
-            at, use = FD_CALLS[name]
-            return [_Arg("", call.fd(at), use, True, itself=True)]
+        if entry.fd is not None:
+            return [_Arg("", call.fd(entry.fd.fd), entry.fd.use, True, itself=True)]
         found = []
-        for spec in PATH_CALLS.get(name, ()):
+        for spec in entry.paths:
             dirfd = call.fd(spec.dirfd) if spec.dirfd is not None else AT_FDCWD
             if spec.optional and call.arg(spec.path) == 0:
                 if spec.dirfd is not None:  # the descriptor itself: check its object
@@ -652,10 +482,9 @@ class Guard:
             found.append(_Arg(text, dirfd, spec.use, follow, index=spec.path))
         return found
 
-    def _socket_argument(
-        self, call: Call, address_at: int, length_at: int | None, use: Use
-    ) -> _Arg | None:
+    def _socket_argument(self, call: Call, socket: SocketArg) -> _Arg | None:
         """The path of an AF_UNIX socket address, pinned like a path (None: no path in it)."""
+        address_at, length_at, use = socket.address, socket.length, socket.use
         if length_at is None:  # sendmsg: the address is msg_name of a struct msghdr
             header = call.read(call.arg(address_at), MSGHDR.size)
             name_address, name_length = struct.unpack_from("<QI", header)
@@ -678,9 +507,8 @@ class Guard:
         text = os.fsdecode(address[2:].split(b"\0", 1)[0])
         return _Arg(text, AT_FDCWD, use, follow=use != Use.WRITE)
 
-    def _open_argument(
-        self, call: Call, path: int, dirfd: int | None, flags_at: int | None
-    ) -> _Arg:
+    def _open_argument(self, call: Call, opens: OpenArgs) -> _Arg:
+        path, dirfd, flags_at = opens.path, opens.dirfd, opens.flags
         resolve = 0
         if flags_at is None:  # openat2: flags in a struct open_how, pinned like the path
             size = call.arg(3)
@@ -909,13 +737,21 @@ def _elf_interpreter(fd: int, head: bytes) -> str | None:
 
 
 def guard_for(
-    rules: SandboxRules | None, namespace: Namespace, agent_dirs: Sequence[str] = ()
+    rules: SandboxRules | None,
+    namespace: Namespace,
+    calls: Mapping[str, Entry],
+    agent_dirs: Sequence[str] = (),
 ) -> Guard | None:
-    """A guard when the rules or the mountlist's access letters restrict anything, else None."""
+    """A guard when the rules or the mountlist's access letters restrict anything, else None.
+
+    Args:
+        calls: the syscall table's entries the sandbox checks or refuses
+            (``table.guarded_calls()``).
+    """
     restricted_mounts = any(
         m.special is None and not (m.access.read and m.access.write and m.access.execute)
         for m in namespace.mounts
     )
     if (rules is None or not rules.active) and not restricted_mounts:
         return None
-    return Guard(rules or SandboxRules(), namespace, tuple(agent_dirs))
+    return Guard(rules or SandboxRules(), namespace, calls, tuple(agent_dirs))
