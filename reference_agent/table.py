@@ -27,6 +27,7 @@ from reference_agent import (
     sys_owner,
     sys_path,
     sys_process,
+    sys_read_write,
     sys_socket,
     sys_stat,
 )
@@ -106,7 +107,7 @@ pp, at, atf = plain_path, at_path, at_path_flagged
 
 
 def _entries() -> list[Entry]:
-    f, s, p, x = sys_file, sys_stat, sys_path, sys_process
+    f, rw, s, p, x = sys_file, sys_read_write, sys_stat, sys_path, sys_process
     return [
         # open files
         Entry("open", f.sys_open, "full", opens=OpenArgs(0, None, 1)),
@@ -123,17 +124,17 @@ def _entries() -> list[Entry]:
         Entry("dup2", f.sys_dup_onto, "full"),
         Entry("dup3", f.sys_dup_onto, "full"),
         Entry("close_range", f.sys_dup_onto, "full"),
-        Entry("read", f.sys_read, "full", data_path=True),
-        Entry("write", f.sys_write, "full", data_path=True),
-        Entry("readv", f.sys_readv, "full", data_path=True),
-        Entry("writev", f.sys_writev, "full", data_path=True),
-        Entry("pread64", f.sys_pread64, "full", data_path=True),
-        Entry("pwrite64", f.sys_pwrite64, "full", data_path=True),
-        Entry("preadv", f.sys_preadv, "full", data_path=True),
-        Entry("pwritev", f.sys_pwritev, "full", data_path=True),
-        Entry("preadv2", f.sys_preadv, "partial", "RWF_* flags are ignored", data_path=True),
-        Entry("pwritev2", f.sys_pwritev, "partial", "RWF_* flags are ignored", data_path=True),
-        Entry("lseek", f.sys_lseek, "full", data_path=True),
+        Entry("read", rw.sys_read, "full", data_path=True),
+        Entry("write", rw.sys_write, "full", data_path=True),
+        Entry("readv", rw.sys_readv, "full", data_path=True),
+        Entry("writev", rw.sys_writev, "full", data_path=True),
+        Entry("pread64", rw.sys_pread64, "full", data_path=True),
+        Entry("pwrite64", rw.sys_pwrite64, "full", data_path=True),
+        Entry("preadv", rw.sys_preadv, "full", data_path=True),
+        Entry("pwritev", rw.sys_pwritev, "full", data_path=True),
+        Entry("preadv2", rw.sys_preadv, "partial", "RWF_* flags are ignored", data_path=True),
+        Entry("pwritev2", rw.sys_pwritev, "partial", "RWF_* flags are ignored", data_path=True),
+        Entry("lseek", rw.sys_lseek, "full", data_path=True),
         Entry("fstat", f.sys_fstat, "full"),
         Entry("fstatfs", f.sys_fstatfs, "full"),
         Entry("getdents64", f.sys_getdents64, "full"),
