@@ -57,7 +57,7 @@ def _open(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mod
             return -errno.EROFS
         return rewrite_args(call, {path_index: agent.service_placeholder(target.service)})
     assert isinstance(target, RemoteTarget)
-    driver = agent.driver_for(target)
+    driver = agent.driver_for(call, target)
     refusal = _kernel_checks(driver, target, path, flags)
     if refusal is not None:
         return refusal
@@ -162,7 +162,7 @@ def _link_descriptor(
     target: RemoteTarget,
 ) -> Outcome:
     """O_PATH|O_NOFOLLOW on a remote symlink: a descriptor that names the link itself."""
-    driver = agent.driver_for(target)
+    driver = agent.driver_for(call, target)
     remote = RemoteFile(
         driver,
         Handle(-1),
