@@ -161,6 +161,8 @@ def _open_argument(call: Call, opens: OpenArgs) -> Argument:
 
 
 def open_pinned(call: Call, arg: Argument, pinned: str) -> Rewrite:
+    """The checked open as an ``openat2`` of ``pinned``, the symlink-free path that was
+    checked, with ``RESOLVE_NO_SYMLINKS``: a symlink swapped in after the check fails it."""
     flags = arg.flags & _VALID_OPEN_FLAGS
     if flags & os.O_PATH:
         flags &= _O_PATH_FLAGS
