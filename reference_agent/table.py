@@ -63,6 +63,8 @@ Support = Literal["full", "partial", "refused"]
 
 @dataclass(frozen=True, slots=True)
 class Entry:
+    """One syscall: who answers it, its support as the report shows it, what the sandbox checks."""
+
     name: str
     handler: Callable[[Agent, Call], Outcome]
     support: Support
