@@ -86,7 +86,7 @@ def path_call(
     if isinstance(target, ServiceDirectory):
         return service(call, resolved) if service is not None else service_directory_answer(call)
     assert isinstance(target, RemoteTarget)
-    driver = agent.driver_for(target)
+    driver = agent.driver_for(call, target)
     refusal = must_be_directory(driver, target, text)
     if refusal is not None:
         return refusal

@@ -61,6 +61,8 @@ class SyscallTable(Protocol):
 
     def trapped_numbers(self, cache: str, features: Set[str], /) -> set[int]: ...
 
+    def guarded_calls(self) -> Mapping[str, Entry]: ...
+
 
 __all__ = [
     "NATIVE",
@@ -139,7 +141,6 @@ class Agent:
         self.loop: TracerLoop | None = None
         self.stats: dict[tuple[str, str], _Stats] = defaultdict(_Stats)
         self.holes_reported: set[str] = set()
-        self._mount_of_call = "local"
         self._traced_ops: Counter[str] = Counter()  # driver operations already in the trace
         self.copies = 0  # local copies made for --cache whole
         self.guard: Guard | None = None
@@ -173,7 +174,9 @@ class Agent:
             for name, entry in table.dispatch_table(features).items()
         }
         agent_dirs = [str(d) for d in (self.options.cache_dir, self.options.shared_cache) if d]
-        self.guard = guard_for(self.options.sandbox, self.namespace, agent_dirs)
+        self.guard = guard_for(
+            self.options.sandbox, self.namespace, table.guarded_calls(), agent_dirs
+        )
         trapped = table.trapped_numbers(self.options.cache, features)
         if self.guard is not None:
             trapped |= self.guard.trapped_numbers()
@@ -289,8 +292,6 @@ class Agent:
         if entry is None and guard is None:
             return None
         call = Call(pid, nr, entry.name if entry else _ptrace.syscall_name(nr), registers)
-        self._mount_of_call = "local"
-        self._subject_of_call: str | None = None
         began = time.perf_counter()
         try:
             # The sandbox first: it refuses, or pins the path arguments the handler then reads.
@@ -302,7 +303,7 @@ class Agent:
         except OSError as exc:
             outcome = -(exc.errno or errno.EIO)
         except Exception as exc:  # a bug in a handler must not take the program down
-            about = f" on {self._subject_of_call}" if self._subject_of_call else ""
+            about = f" on {call.subject}" if call.subject else ""
             self.report(
                 f"aviary: internal error in {call.name}{about}: {type(exc).__name__}: {exc}"
             )
@@ -320,7 +321,7 @@ class Agent:
             if isinstance(outcome, Park)
             else "native"
         )
-        stats = self.stats[(call.name, self._mount_of_call)]
+        stats = self.stats[(call.name, call.mount)]
         stats.calls += 1
         stats.micros += micros
         if isinstance(outcome, int) and outcome < 0:
@@ -330,8 +331,8 @@ class Agent:
                 "t": round(time.time(), 6),
                 "pid": call.pid,
                 "syscall": call.name,
-                "driver": self._mount_of_call,
-                "path": self._subject_of_call,
+                "driver": call.mount,
+                "path": call.subject,
                 "result": result,
                 "us": round(micros, 1),
             }
@@ -384,8 +385,9 @@ class Agent:
             )
         return -code
 
-    def driver_for(self, target: RemoteTarget) -> Driver:
-        self._mount_of_call = target.endpoint
+    def driver_for(self, call: Call, target: RemoteTarget) -> Driver:
+        """The driver of ``target``'s endpoint (connected on first use), which ``call`` reaches."""
+        call.mount = target.endpoint
         driver = self.drivers.get(target.endpoint)
         if driver is None:
             cls = driver_for_service(target.scheme)
@@ -406,14 +408,10 @@ class Agent:
 
     def remote_file(self, call: Call, fd: int) -> RemoteFile | None:
         remote = self.files.lookup(call.pid, fd)
-        self._subject_of_call = f"fd {fd}" if remote is None else f"fd {fd} ({remote.logical})"
+        call.subject = f"fd {fd}" if remote is None else f"fd {fd} ({remote.logical})"
         if remote is not None:
-            self._mount_of_call = remote.driver.describe()
+            call.mount = remote.driver.describe()
         return remote
-
-    def on_remote_mount(self) -> bool:
-        """Whether the call being answered has reached a remote endpoint."""
-        return self._mount_of_call != "local"
 
     def cwd_of(self, pid: int) -> str:
         """The logical working directory of ``pid``.
@@ -494,7 +492,7 @@ class Agent:
                 else:
                     base = local_base
         logical = logical_path(path, base) if path else base
-        self._subject_of_call = logical
+        call.subject = logical
         if self.options.name_list is not None:
             self.options.name_list.record(logical, call.name)
         target = self.namespace.resolve(logical)

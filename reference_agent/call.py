@@ -44,9 +44,15 @@ class Resolved:
 
 
 class Call:
-    """One trapped syscall at its seccomp stop, with helpers to read its arguments."""
+    """One trapped syscall at its seccomp stop, with helpers to read its arguments.
 
-    __slots__ = ("_scratch", "name", "nr", "pid", "registers")
+    Besides its arguments a call carries what answering it reached, for the
+    trace, the summary and error messages: ``mount``, the endpoint of the
+    remote mount it used ("local" until it reaches one), and ``subject``, what
+    it acted on (a logical path, ``fd N (path)``; None before it names one).
+    """
+
+    __slots__ = ("_scratch", "mount", "name", "nr", "pid", "registers", "subject")
 
     def __init__(self, pid: int, nr: int, name: str, registers: Registers) -> None:
         self.pid = pid
@@ -54,6 +60,13 @@ class Call:
         self.name = name
         self.registers = registers
         self._scratch = registers.sp - SCRATCH_GAP
+        self.mount = "local"
+        self.subject: str | None = None
+
+    @property
+    def on_remote_mount(self) -> bool:
+        """Whether answering this call has reached a remote endpoint."""
+        return self.mount != "local"
 
     def arg(self, index: int) -> int:
         return self.registers.arg(index)

@@ -1,4 +1,5 @@
-"""Handlers for open files: open, close, read/write, seek, fstat, getdents, mmap, fcntl.
+"""Handlers for open files: open, close, fstat, getdents, mmap, fcntl (read/write and seek:
+``sys_read_write.py``).
 
 Remote files are held in the tracee by memfd placeholders (see ``files.py``),
 so descriptor numbering, dup and fork are the kernel's; these handlers answer
@@ -14,7 +15,6 @@ import os
 import struct
 
 from drivers import Driver, FileType, Handle, StatResult
-from drivers.chirp.codec import MAX_BUFFER_SIZE
 from reference_agent import _ptrace, sys_lock
 from reference_agent._abi import AT_EMPTY_PATH, AT_FDCWD, pack_dirent64, pack_stat
 from reference_agent._common import last_component, must_be_directory, rewrite_args
@@ -23,6 +23,7 @@ from reference_agent.agent import Agent
 from reference_agent.call import NATIVE, Call, Outcome, Resolved
 from reference_agent.files import RemoteFile
 from reference_agent.namespace import LocalTarget, Refused, RemoteTarget, ServiceDirectory
+from reference_agent.sys_read_write import MAX_IO, write_refusal
 from reference_agent.whole_cache import read_only_open
 
 MFD_CLOEXEC = 0x0001
@@ -31,13 +32,10 @@ MAP_SHARED = 0x01
 PROT_WRITE = 0x2
 _SYS_MEMFD_CREATE = _ptrace.syscall_number("memfd_create")
 _SYS_OPENAT = _ptrace.syscall_number("openat")
-_IOVEC = struct.Struct("<QQ")
 _F_GETFL, _F_SETFL = 3, 4
 _SETFL_BITS = (
     os.O_APPEND | os.O_NONBLOCK | os.O_DIRECT | os.O_NOATIME | getattr(os, "O_ASYNC", 0o20000)
 )
-#: Agent-side bound on one emulated read, like a kernel's MAX_RW_COUNT.
-MAX_IO = MAX_BUFFER_SIZE
 
 
 # -- open ------------------------------------------------------------------------------------
@@ -59,7 +57,7 @@ def _open(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mod
             return -errno.EROFS
         return rewrite_args(call, {path_index: agent.service_placeholder(target.service)})
     assert isinstance(target, RemoteTarget)
-    driver = agent.driver_for(target)
+    driver = agent.driver_for(call, target)
     refusal = _kernel_checks(driver, target, path, flags)
     if refusal is not None:
         return refusal
@@ -164,7 +162,7 @@ def _link_descriptor(
     target: RemoteTarget,
 ) -> Outcome:
     """O_PATH|O_NOFOLLOW on a remote symlink: a descriptor that names the link itself."""
-    driver = agent.driver_for(target)
+    driver = agent.driver_for(call, target)
     remote = RemoteFile(
         driver,
         Handle(-1),
@@ -275,170 +273,6 @@ def sys_dup_onto(agent: Agent, call: Call) -> Outcome:
     return Rewrite(call.registers, done)
 
 
-# -- data ---------------------------------------------------------------------------------------
-
-
-def _readable(remote: RemoteFile) -> int | None:
-    if remote.is_dir:
-        return -errno.EISDIR
-    if remote.flags & os.O_ACCMODE == os.O_WRONLY or remote.flags & os.O_PATH:
-        return -errno.EBADF
-    return None
-
-
-def _writable(remote: RemoteFile) -> int | None:
-    if remote.flags & os.O_ACCMODE == os.O_RDONLY or remote.flags & os.O_PATH:
-        return -errno.EBADF
-    return None
-
-
-def _read_into(call: Call, remote: RemoteFile, buffers: list[tuple[int, int]], offset: int) -> int:
-    total = min(sum(length for _, length in buffers), MAX_IO)
-    data = remote.driver.pread(remote.handle, total, offset)
-    position = 0
-    for address, length in buffers:
-        piece = data[position : position + length]
-        if not piece:
-            break
-        call.write(address, piece)
-        position += len(piece)
-    return len(data)
-
-
-def _write_from(call: Call, remote: RemoteFile, buffers: list[tuple[int, int]], offset: int) -> int:
-    data = b"".join(call.read(address, length) for address, length in buffers if length)
-    if not data:
-        return 0
-    written = remote.driver.pwrite(remote.handle, data[:MAX_IO], offset)
-    if remote.shared_map:  # the mapping must see it too, or the write-back would undo it
-        with open(f"/proc/{call.pid}/fd/{call.fd(0)}", "r+b", buffering=0) as placeholder:
-            os.pwrite(placeholder.fileno(), data[:written], offset)
-    return written
-
-
-def _iovecs(call: Call, address: int, count: int) -> list[tuple[int, int]]:
-    if count < 0 or count > 1024:
-        raise OSError(errno.EINVAL, "iovcnt")
-    raw = call.read(address, count * _IOVEC.size) if count else b""
-    return [_IOVEC.unpack_from(raw, i * _IOVEC.size) for i in range(count)]
-
-
-def _sequential(agent: Agent, call: Call, buffers: list[tuple[int, int]], writing: bool) -> Outcome:
-    remote = agent.remote_file(call, call.fd(0))
-    if remote is None:
-        return None
-    refusal = _writable(remote) if writing else _readable(remote)
-    if refusal is not None:
-        return refusal
-    if writing:
-        if remote.flags & os.O_APPEND:
-            remote.offset = remote.driver.fstat(remote.handle).st_size
-        count = _write_from(call, remote, buffers, remote.offset)
-    else:
-        count = _read_into(call, remote, buffers, remote.offset)
-    remote.offset += count
-    return count
-
-
-def _positioned(
-    agent: Agent, call: Call, buffers: list[tuple[int, int]], offset: int, writing: bool
-) -> Outcome:
-    remote = agent.remote_file(call, call.fd(0))
-    if remote is None:
-        return None
-    refusal = _writable(remote) if writing else _readable(remote)
-    if refusal is not None:
-        return refusal
-    if offset < 0:
-        return -errno.EINVAL
-    return (
-        _write_from(call, remote, buffers, offset)
-        if writing
-        else _read_into(call, remote, buffers, offset)
-    )
-
-
-def sys_read(agent: Agent, call: Call) -> Outcome:
-    """Read implements Linux syscall read(2)."""
-    return _sequential(agent, call, [(call.arg(1), call.arg(2))], writing=False)
-
-
-def sys_write(agent: Agent, call: Call) -> Outcome:
-    """Write implements Linux syscall write(2)."""
-    return _sequential(agent, call, [(call.arg(1), call.arg(2))], writing=True)
-
-
-def sys_readv(agent: Agent, call: Call) -> Outcome:
-    """Readv implements Linux syscall readv(2)."""
-    if agent.remote_file(call, call.fd(0)) is None:
-        return None
-    return _sequential(agent, call, _iovecs(call, call.arg(1), call.fd(2)), writing=False)
-
-
-def sys_writev(agent: Agent, call: Call) -> Outcome:
-    """Writev implements Linux syscall writev(2)."""
-    if agent.remote_file(call, call.fd(0)) is None:
-        return None
-    return _sequential(agent, call, _iovecs(call, call.arg(1), call.fd(2)), writing=True)
-
-
-def sys_pread64(agent: Agent, call: Call) -> Outcome:
-    """Pread64 implements Linux syscall pread64(2)."""
-    return _positioned(agent, call, [(call.arg(1), call.arg(2))], call.sarg(3), writing=False)
-
-
-def sys_pwrite64(agent: Agent, call: Call) -> Outcome:
-    """Pwrite64 implements Linux syscall pwrite64(2)."""
-    return _positioned(agent, call, [(call.arg(1), call.arg(2))], call.sarg(3), writing=True)
-
-
-def _vectored_at(agent: Agent, call: Call, writing: bool) -> Outcome:
-    remote = agent.remote_file(call, call.fd(0))
-    if remote is None:
-        return None
-    buffers = _iovecs(call, call.arg(1), call.fd(2))
-    offset = call.sarg(3)
-    if call.name.endswith("2") and offset == -1:
-        return _sequential(agent, call, buffers, writing)
-    return _positioned(agent, call, buffers, offset, writing)
-
-
-def sys_preadv(agent: Agent, call: Call) -> Outcome:
-    """Preadv implements Linux syscalls preadv(2) and preadv2(2)."""
-    return _vectored_at(agent, call, writing=False)
-
-
-def sys_pwritev(agent: Agent, call: Call) -> Outcome:
-    """Pwritev implements Linux syscalls pwritev(2) and pwritev2(2)."""
-    return _vectored_at(agent, call, writing=True)
-
-
-def sys_lseek(agent: Agent, call: Call) -> Outcome:
-    """Lseek implements Linux syscall lseek(2)."""
-    remote = agent.remote_file(call, call.fd(0))
-    if remote is None:
-        return None
-    offset, whence = call.sarg(1), call.fd(2)
-    if whence == os.SEEK_SET:
-        position = offset
-    elif whence == os.SEEK_CUR:
-        position = remote.offset + offset
-    elif whence in (os.SEEK_END, os.SEEK_DATA, os.SEEK_HOLE):
-        size = remote.driver.fstat(remote.handle).st_size
-        if whence == os.SEEK_END:
-            position = size + offset
-        elif offset >= size:
-            return -errno.ENXIO
-        else:  # no holes are visible through the protocol: all data, one hole at the end
-            position = offset if whence == os.SEEK_DATA else size
-    else:
-        return -errno.EINVAL
-    if position < 0:
-        return -errno.EINVAL
-    remote.offset = position
-    return position
-
-
 # -- metadata on descriptors ---------------------------------------------------------------------
 
 
@@ -510,7 +344,7 @@ def sys_ftruncate(agent: Agent, call: Call) -> Outcome:
     remote = agent.remote_file(call, call.fd(0))
     if remote is None:
         return None
-    refusal = _writable(remote)
+    refusal = write_refusal(remote)
     if refusal is not None:
         return -errno.EINVAL if refusal == -errno.EBADF else refusal
     remote.driver.ftruncate(remote.handle, call.sarg(1))

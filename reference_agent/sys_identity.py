@@ -132,7 +132,7 @@ def with_fake_owner(handler: Handler) -> Handler:
             return outcome
         if isinstance(outcome, int):
             if outcome == 0:
-                patch(remote=agent._mount_of_call != "local")
+                patch(remote=call.on_remote_mount)
             return outcome
         registers = call.registers if outcome is None else outcome.registers
         earlier = None if outcome is None else outcome.on_exit

@@ -35,7 +35,7 @@ def _as_chosen(agent: Agent, outcome: Outcome, remote: bool) -> Outcome:
 def sys_chown(agent: Agent, call: Call) -> Outcome:
     """Chown implements Linux syscalls chown(2), lchown(2) and fchownat(2), as --chown says."""
     outcome = sys_path.sys_chown(agent, call)
-    return _as_chosen(agent, outcome, agent.on_remote_mount())
+    return _as_chosen(agent, outcome, call.on_remote_mount)
 
 
 def sys_fchown(agent: Agent, call: Call) -> Outcome:

@@ -112,7 +112,7 @@ def _two_paths(
         and first.endpoint == second.endpoint
     ):
         return -errno.EXDEV
-    driver = agent.driver_for(first)
+    driver = agent.driver_for(call, first)
     source = driver.lstat(first.path)
     if "/" in endings and not source.is_dir():
         return -errno.ENOTDIR  # "file/" names a directory

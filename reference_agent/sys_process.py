@@ -92,7 +92,7 @@ def sys_chdir(agent: Agent, call: Call) -> Outcome:
     if isinstance(target, Refused):
         return -target.errno
     if isinstance(target, RemoteTarget):
-        st = agent.driver_for(target).stat(target.path)
+        st = agent.driver_for(call, target).stat(target.path)
         if not st.is_dir():
             return -errno.ENOTDIR
         return _enter_remote(agent, call, resolved.logical)

@@ -60,13 +60,13 @@ def _named(agent: Agent, call: Call, binding: bool) -> Outcome:
     if binding:
         if isinstance(target, RemoteTarget):
             try:
-                agent.driver_for(target).lstat(target.path)
+                agent.driver_for(call, target).lstat(target.path)
                 return -errno.EADDRINUSE  # as Linux: the name is taken
             except FileNotFoundError:
                 pass
         return agent.hole(call, f"remote path {resolved.logical} (a socket name)", errno.EOPNOTSUPP)
     if isinstance(target, RemoteTarget):
-        agent.driver_for(target).lstat(target.path)  # ENOENT when nothing has that name
+        agent.driver_for(call, target).lstat(target.path)  # ENOENT when nothing has that name
     return -errno.ECONNREFUSED
 
 

@@ -15,14 +15,14 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from reference_agent import sys_file, sys_path
+from reference_agent import sys_file, sys_path, sys_read_write
 from reference_agent.agent import Agent, Call, Outcome
 from reference_agent.files import RemoteFile
 
 
 def _offset_past_eof() -> None:
     # Offsets: a read advances the offset by what was asked, not by what was read.
-    original = sys_file._read_into
+    original = sys_read_write._read_into
 
     def read_into(
         call: Call, remote: RemoteFile, buffers: list[tuple[int, int]], offset: int
@@ -32,12 +32,12 @@ def _offset_past_eof() -> None:
         remote.offset += asked - count  # _sequential adds count: the total is what was asked
         return count
 
-    sys_file._read_into = read_into
+    sys_read_write._read_into = read_into
 
 
 def _append_ignored() -> None:
     # Append: O_APPEND is forgotten, writes go to the current offset.
-    original = sys_file._sequential
+    original = sys_read_write._sequential
 
     def sequential(
         agent: Agent, call: Call, buffers: list[tuple[int, int]], writing: bool
@@ -47,12 +47,12 @@ def _append_ignored() -> None:
             remote.flags &= ~os.O_APPEND
         return original(agent, call, buffers, writing)
 
-    sys_file._sequential = sequential
+    sys_read_write._sequential = sequential
 
 
 def _seek_end_ignores_offset() -> None:
     # Seek: SEEK_END lands on the end whatever the offset given.
-    original = sys_file.sys_lseek
+    original = sys_read_write.sys_lseek
 
     def lseek(agent: Agent, call: Call) -> Outcome:
         result = original(agent, call)
@@ -67,7 +67,7 @@ def _seek_end_ignores_offset() -> None:
             return remote.offset
         return result
 
-    sys_file.sys_lseek = lseek
+    sys_read_write.sys_lseek = lseek
 
 
 def _missing_is_eio() -> None:

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
 from reference_agent import _ptrace
-from reference_agent.table import SYSCALL_TABLE, trapped_numbers
+from reference_agent.identity import HOSTNAME_FEATURE, IDENTITY_FEATURE
+from reference_agent.namespace import Namespace
+from reference_agent.sandbox import SandboxRules, guard_for
+from reference_agent.table import (
+    SANDBOX_FEATURE,
+    SYSCALL_TABLE,
+    Entry,
+    guarded_calls,
+    sys_sandbox_only,
+    trapped_numbers,
+)
 from servers import RunningServer
 from tests.helpers import start_or_skip
 
@@ -311,11 +322,46 @@ def test_root_mounted_remotely_with_local_exceptions(server: RunningServer, tmp_
         assert driver.read_file("/data/f") == b"remote\n"
 
 
-def test_every_call_the_filter_can_trap_is_in_the_report() -> None:
-    """The namespace's calls and the sandbox's: one table lists them all, each with a note
-    where its support is not full."""
-    from reference_agent import sandbox
+def unreported(trapped: Iterable[int], report: Mapping[str, Entry]) -> list[str]:
+    """The trapped syscalls the report does not list, or lists without a note where its
+    support is not full (or where only the sandbox traps it: the note says what it checks)."""
+    found = []
+    for nr in sorted(trapped):
+        name = _ptrace.syscall_name(nr)
+        entry = report.get(name)
+        if entry is None:
+            found.append(f"{name}: not in the report")
+        elif not entry.note and (entry.support != "full" or entry.needs == SANDBOX_FEATURE):
+            found.append(f"{name}: {entry.support} without a note")
+    return found
 
-    trappable = {name for name in sandbox.SANDBOX_CALLS if name in _ptrace.SYSCALL_NUMBERS}
-    assert trappable <= set(SYSCALL_TABLE)
-    assert all(SYSCALL_TABLE[name].note for name in sandbox.REFUSED if name in trappable)
+
+def everything_trapped(calls: Mapping[str, Entry]) -> set[int]:
+    """What the filter can trap: the namespace's calls with every feature, and a sandbox's."""
+    guard = guard_for(SandboxRules.build(deny=["/nowhere"]), Namespace([]), calls)
+    assert guard is not None
+    features = {IDENTITY_FEATURE, HOSTNAME_FEATURE}
+    return trapped_numbers("off", features) | trapped_numbers("whole") | guard.trapped_numbers()
+
+
+def test_every_call_the_filter_can_trap_is_in_the_report() -> None:
+    """The namespace's calls and the sandbox's: one table lists them all, each with its
+    support and a note where that is not full."""
+    trapped = everything_trapped(guarded_calls())
+    assert _ptrace.syscall_number("chroot") in trapped  # the sandbox's view is in it
+    assert unreported(trapped, SYSCALL_TABLE) == []
+
+
+def test_the_report_check_finds_a_call_left_out() -> None:
+    """Seeded omissions: a call the report lost, a note dropped, and a call the sandbox
+    checks that the report never heard of."""
+    lost = {name: entry for name, entry in SYSCALL_TABLE.items() if name != "chroot"}
+    assert unreported(everything_trapped(guarded_calls()), lost) == ["chroot: not in the report"]
+    silent = dict(SYSCALL_TABLE)
+    silent["futimesat"] = dataclasses.replace(SYSCALL_TABLE["futimesat"], note="")
+    assert unreported(everything_trapped(guarded_calls()), silent) == [
+        "futimesat: full without a note"
+    ]
+    extra = Entry("syslog", sys_sandbox_only, "refused", "", refused_because="kernel control")
+    wider = {**guarded_calls(), "syslog": extra}
+    assert unreported(everything_trapped(wider), SYSCALL_TABLE) == ["syslog: not in the report"]

@@ -1,0 +1,187 @@
+"""Handlers for the data on remote files: read and write, vectored and positioned, and lseek.
+
+A descriptor of a remote file is a placeholder in the tracee (``files.py``);
+these handlers move its bytes through the driver, at most ``MAX_IO`` per call,
+and keep its offset in the agent.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+
+from drivers.chirp.codec import MAX_BUFFER_SIZE
+from reference_agent.agent import Agent
+from reference_agent.call import Call, Outcome
+from reference_agent.files import RemoteFile
+
+_IOVEC = struct.Struct("<QQ")
+#: Agent-side bound on one emulated read, like a kernel's MAX_RW_COUNT.
+MAX_IO = MAX_BUFFER_SIZE
+
+
+# -- reads and writes ---------------------------------------------------------------------------------------
+
+
+def read_refusal(remote: RemoteFile) -> int | None:
+    """The negative errno a read of ``remote`` gets before any I/O (None: it may read)."""
+    if remote.is_dir:
+        return -errno.EISDIR
+    if remote.flags & os.O_ACCMODE == os.O_WRONLY or remote.flags & os.O_PATH:
+        return -errno.EBADF
+    return None
+
+
+def write_refusal(remote: RemoteFile) -> int | None:
+    """The negative errno a write to ``remote`` gets before any I/O (None: it may write)."""
+    if remote.flags & os.O_ACCMODE == os.O_RDONLY or remote.flags & os.O_PATH:
+        return -errno.EBADF
+    return None
+
+
+def _read_into(call: Call, remote: RemoteFile, buffers: list[tuple[int, int]], offset: int) -> int:
+    total = min(sum(length for _, length in buffers), MAX_IO)
+    data = remote.driver.pread(remote.handle, total, offset)
+    position = 0
+    for address, length in buffers:
+        piece = data[position : position + length]
+        if not piece:
+            break
+        call.write(address, piece)
+        position += len(piece)
+    return len(data)
+
+
+def _write_from(call: Call, remote: RemoteFile, buffers: list[tuple[int, int]], offset: int) -> int:
+    data = b"".join(call.read(address, length) for address, length in buffers if length)
+    if not data:
+        return 0
+    written = remote.driver.pwrite(remote.handle, data[:MAX_IO], offset)
+    if remote.shared_map:  # the mapping must see it too, or the write-back would undo it
+        with open(f"/proc/{call.pid}/fd/{call.fd(0)}", "r+b", buffering=0) as placeholder:
+            os.pwrite(placeholder.fileno(), data[:written], offset)
+    return written
+
+
+def _iovecs(call: Call, address: int, count: int) -> list[tuple[int, int]]:
+    if count < 0 or count > 1024:
+        raise OSError(errno.EINVAL, "iovcnt")
+    raw = call.read(address, count * _IOVEC.size) if count else b""
+    return [_IOVEC.unpack_from(raw, i * _IOVEC.size) for i in range(count)]
+
+
+def _sequential(agent: Agent, call: Call, buffers: list[tuple[int, int]], writing: bool) -> Outcome:
+    remote = agent.remote_file(call, call.fd(0))
+    if remote is None:
+        return None
+    refusal = write_refusal(remote) if writing else read_refusal(remote)
+    if refusal is not None:
+        return refusal
+    if writing:
+        if remote.flags & os.O_APPEND:
+            remote.offset = remote.driver.fstat(remote.handle).st_size
+        count = _write_from(call, remote, buffers, remote.offset)
+    else:
+        count = _read_into(call, remote, buffers, remote.offset)
+    remote.offset += count
+    return count
+
+
+def _positioned(
+    agent: Agent, call: Call, buffers: list[tuple[int, int]], offset: int, writing: bool
+) -> Outcome:
+    remote = agent.remote_file(call, call.fd(0))
+    if remote is None:
+        return None
+    refusal = write_refusal(remote) if writing else read_refusal(remote)
+    if refusal is not None:
+        return refusal
+    if offset < 0:
+        return -errno.EINVAL
+    return (
+        _write_from(call, remote, buffers, offset)
+        if writing
+        else _read_into(call, remote, buffers, offset)
+    )
+
+
+def sys_read(agent: Agent, call: Call) -> Outcome:
+    """Read implements Linux syscall read(2)."""
+    return _sequential(agent, call, [(call.arg(1), call.arg(2))], writing=False)
+
+
+def sys_write(agent: Agent, call: Call) -> Outcome:
+    """Write implements Linux syscall write(2)."""
+    return _sequential(agent, call, [(call.arg(1), call.arg(2))], writing=True)
+
+
+def sys_readv(agent: Agent, call: Call) -> Outcome:
+    """Readv implements Linux syscall readv(2)."""
+    if agent.remote_file(call, call.fd(0)) is None:
+        return None
+    return _sequential(agent, call, _iovecs(call, call.arg(1), call.fd(2)), writing=False)
+
+
+def sys_writev(agent: Agent, call: Call) -> Outcome:
+    """Writev implements Linux syscall writev(2)."""
+    if agent.remote_file(call, call.fd(0)) is None:
+        return None
+    return _sequential(agent, call, _iovecs(call, call.arg(1), call.fd(2)), writing=True)
+
+
+def sys_pread64(agent: Agent, call: Call) -> Outcome:
+    """Pread64 implements Linux syscall pread64(2)."""
+    return _positioned(agent, call, [(call.arg(1), call.arg(2))], call.sarg(3), writing=False)
+
+
+def sys_pwrite64(agent: Agent, call: Call) -> Outcome:
+    """Pwrite64 implements Linux syscall pwrite64(2)."""
+    return _positioned(agent, call, [(call.arg(1), call.arg(2))], call.sarg(3), writing=True)
+
+
+def _vectored_at(agent: Agent, call: Call, writing: bool) -> Outcome:
+    remote = agent.remote_file(call, call.fd(0))
+    if remote is None:
+        return None
+    buffers = _iovecs(call, call.arg(1), call.fd(2))
+    offset = call.sarg(3)
+    if call.name.endswith("2") and offset == -1:
+        return _sequential(agent, call, buffers, writing)
+    return _positioned(agent, call, buffers, offset, writing)
+
+
+def sys_preadv(agent: Agent, call: Call) -> Outcome:
+    """Preadv implements Linux syscalls preadv(2) and preadv2(2)."""
+    return _vectored_at(agent, call, writing=False)
+
+
+def sys_pwritev(agent: Agent, call: Call) -> Outcome:
+    """Pwritev implements Linux syscalls pwritev(2) and pwritev2(2)."""
+    return _vectored_at(agent, call, writing=True)
+
+
+def sys_lseek(agent: Agent, call: Call) -> Outcome:
+    """Lseek implements Linux syscall lseek(2)."""
+    remote = agent.remote_file(call, call.fd(0))
+    if remote is None:
+        return None
+    offset, whence = call.sarg(1), call.fd(2)
+    if whence == os.SEEK_SET:
+        position = offset
+    elif whence == os.SEEK_CUR:
+        position = remote.offset + offset
+    elif whence in (os.SEEK_END, os.SEEK_DATA, os.SEEK_HOLE):
+        size = remote.driver.fstat(remote.handle).st_size
+        if whence == os.SEEK_END:
+            position = size + offset
+        elif offset >= size:
+            return -errno.ENXIO
+        else:  # no holes are visible through the protocol: all data, one hole at the end
+            position = offset if whence == os.SEEK_DATA else size
+    else:
+        return -errno.EINVAL
+    if position < 0:
+        return -errno.EINVAL
+    remote.offset = position
+    return position
