@@ -1,8 +1,8 @@
 """Lying servers: every network driver against a loopback listener that breaks its protocol.
 
-Covers: chirp, ftp, http, webdav, sftp (the banner, and a good banner with no key
-exchange after it; lies deeper in SSH would need an SSH server of our own) and xrootd, each against
-the lies of a hostile or broken server:
+Covers: chirp, ftp, http, webdav, sftp (at the banner, a good banner with no key
+exchange after it, and inside an SFTP session behind a real SSH server of our own:
+``tests/lying_sessions.py``) and xrootd, each against the lies of a hostile or broken server:
 
 - garbage: a reply that is not the protocol (after a good login where there is one);
 - overlong: a reply line that never ends;
@@ -10,7 +10,9 @@ the lies of a hostile or broken server:
 - silent: a server that accepts and never answers;
 - wrong: a well-formed reply that makes no sense where it comes;
 - huge listing: a directory listing without end (and for FTP, whose listings
-  come on a connection of their own, a listing that trickles).
+  come on a connection of their own, and SFTP, whose listings take a request per
+  batch of names, a listing that trickles; for SFTP also a reply that announces
+  four billion names in a few bytes).
 
 Each case asserts the error's kind (EPROTO for a lie, ETIMEDOUT for silence) and
 that the call ended within the configured ``timeout`` plus the recovery budget
@@ -38,6 +40,7 @@ import pytest
 
 from drivers import Driver, open_url
 from drivers.chirp.codec import encode_stat
+from tests import lying_sessions as sftp_liar
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 1.0  # seconds: the drivers' --timeout in every case
@@ -391,6 +394,14 @@ SFTP: dict[str, Script] = {
     "silent": Peer.hold,
     # A good banner, then a key exchange that never comes.
     "wrong": on_connect(say(b"SSH-2.0-OpenSSH_9.2 liar\r\n")),
+    # Behind a real SSH session: lies in the replies to SFTP requests.
+    "wrong reply": sftp_liar.SftpLiar(sftp_liar.answer_stat_with(sftp_liar.wrong_kind)),
+    "wrong id": sftp_liar.SftpLiar(sftp_liar.endless_wrong_ids(200)),
+    "huge listing": sftp_liar.SftpLiar(sftp_liar.huge_listing(FLOOD_LIMIT)),
+    "overcounted listing": sftp_liar.SftpLiar(sftp_liar.huge_count),
+    "trickle listing": sftp_liar.SftpLiar(
+        sftp_liar.trickled_listing(TRICKLE_BYTES * 64, TRICKLE_GAP)
+    ),
 }
 
 XROOTD: dict[str, Script] = {
@@ -499,11 +510,14 @@ def _call_in_process(case: Case, url: str) -> tuple[OSError | None, float]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_lying_server(case: Case, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lying_server(case: Case, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The call fails with the lie's error kind within timeout + budget + 1 s, without a loop."""
     monkeypatch.setenv("AVIARY_RECOVERY", str(BUDGET))
     monkeypatch.setenv("AVIARY_CHIRP_AUTH", "address")
     server = LyingServer(case.script)
+    if isinstance(case.script, sftp_liar.SftpLiar):  # an SSH server the client must trust
+        for name, value in case.script.client_env(tmp_path, server.port).items():
+            monkeypatch.setenv(name, value)
     try:
         user = "nobody@" if case.scheme == "sftp" else ""
         url = f"{case.scheme}://{user}127.0.0.1:{server.port}/x"

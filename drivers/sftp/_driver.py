@@ -85,6 +85,7 @@ from drivers._network import (
     recoverable,
 )
 from drivers.sftp._recovery import WITNESS, witness_after_truncate
+from drivers.sftp._replies import ReplyReader
 from drivers.sftp._requests import (
     _FLAG_READ,
     _FLAG_WRITE,
@@ -144,7 +145,8 @@ class SftpDriver(SftpRequests):
                 _, message = self._checked(
                     entry.path, CMD_FSTAT, entry.remote, why="fstat", handle_of=entry.generation
                 )
-                return self.to_stat(SFTPAttributes._from_msg(message), entry.path)
+                reader = ReplyReader(message, f"{self.describe()}: fstat {entry.path}")
+                return self.to_stat(reader.attrs(), entry.path)
 
             return self._on_handle("fstat", handle, attempt)
 
@@ -165,7 +167,7 @@ class SftpDriver(SftpRequests):
                     path, CMD_OPEN, self._wire(path), sftp_flags, SFTPAttributes(), why="open"
                 )
                 with suppress(SftpStatus):
-                    self.call(CMD_CLOSE, message.get_binary())
+                    self.call(CMD_CLOSE, ReplyReader(message, path).string())
             elif (wanted & os.R_OK and not perms & 0o444) or (
                 wanted & os.W_OK and not perms & 0o222
             ):
@@ -232,7 +234,8 @@ class SftpDriver(SftpRequests):
             assert reply == CMD_HANDLE, reply
             number = self._next_handle
             self._next_handle += 1
-            self._files[number] = _OpenFile(path, flags, message.get_binary(), self._generation)
+            remote = ReplyReader(message, f"{self.describe()}: open {path}").string()
+            self._files[number] = _OpenFile(path, flags, remote, self._generation)
             return Handle(number)
 
     def close(self, handle: Handle) -> None:
@@ -275,7 +278,13 @@ class SftpDriver(SftpRequests):
             code = self._interview.explain("read", entry.path, status)
             raise OSError(code, os.strerror(code), entry.path) from None
         assert reply == CMD_DATA, reply
-        data: bytes = message.get_string()
+        data = ReplyReader(message, f"{self.describe()}: read {entry.path}").string()
+        if len(data) > min(size, MAX_CHUNK):
+            raise OSError(
+                errno.EPROTO,
+                f"{self.describe()}: {len(data)} bytes came for a read of {min(size, MAX_CHUNK)}",
+                entry.path,
+            )
         if data:
             entry.witness = (offset, data[:WITNESS])
         return data
@@ -351,7 +360,7 @@ class SftpDriver(SftpRequests):
     def readdir(self, path: str) -> list[DirEntry]:
         with self._op("readdir"):
             _, message = self._checked(path, CMD_OPENDIR, self._wire(path), why="opendir")
-            return self._list(path, message.get_binary())
+            return self._list(path, ReplyReader(message, path).string())
 
     @recoverable
     def mkdir(self, path: str, mode: int = 0o777) -> None:
@@ -403,6 +412,7 @@ class SftpDriver(SftpRequests):
         with self._op("readlink"):
             reply, message = self._checked(path, CMD_READLINK, self._wire(path), why="readlink")
             assert reply == CMD_NAME, reply
-            if message.get_int() != 1:
+            reader = ReplyReader(message, f"{self.describe()}: readlink {path}")
+            if reader.uint32() != 1:
                 raise_errno(errno.EIO, path)
-            return os.fsdecode(message.get_string())
+            return os.fsdecode(reader.string())

@@ -15,6 +15,7 @@ import getpass
 import os
 import posixpath
 import stat as stat_module
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -25,7 +26,6 @@ import paramiko
 from paramiko.sftp import (
     CMD_CLOSE,
     CMD_LSTAT,
-    CMD_NAME,
     CMD_OPENDIR,
     CMD_READDIR,
     CMD_READLINK,
@@ -42,12 +42,14 @@ from drivers._interface import (
     raise_errno,
 )
 from drivers._network import (
+    PROGRESS_BYTES,
     call_with_recovery,
     recovery_budget,
 )
 from drivers._url import Location
 from drivers.sftp._interview import Interviewer
 from drivers.sftp._recovery import reopen
+from drivers.sftp._replies import ReplyReader, SftpProtocolError, check_reply
 from drivers.sftp._shell import (
     SFTP_EOF,
     SFTP_FAILURE,
@@ -63,6 +65,8 @@ SFTP_PORT = 22
 #: OpenSSH's sftp-server answers at most 255 KiB per READ (its SFTP_MAX_READ_LENGTH
 #: is 256 KiB less headers); writes are split the same way to stay under its packet limit.
 MAX_CHUNK = 255 * 1024
+#: A directory listing larger than this (about a million names) is refused (EPROTO).
+MAX_LISTING_BYTES = 64 * 1024 * 1024
 _FLAG_READ, _FLAG_WRITE, _FLAG_APPEND, _FLAG_CREATE, _FLAG_TRUNC, _FLAG_EXCL = 1, 2, 4, 8, 16, 32
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0)
 SYNTHESIZED = frozenset({"st_ino", "st_dev", "st_nlink", "st_ctime_ns", "st_blksize", "st_blocks"})
@@ -199,6 +203,10 @@ class SftpRequests(Driver):
                 self._disconnect()
                 raise OSError(errno.ECONNRESET, f"{self.describe()}: session lost", path) from None
             raise
+        except SftpProtocolError as exc:
+            # The stream can no longer be trusted to be in step: dropped, never retried.
+            self._disconnect()
+            raise OSError(errno.EPROTO, f"{self.describe()}: {exc.strerror}", path) from None
         except TimeoutError:
             self._disconnect()
             raise OSError(
@@ -215,6 +223,11 @@ class SftpRequests(Driver):
             raise
         self.counters.round_trip()
         self._settle(session)
+        try:
+            check_reply(command, args, reply_type)
+        except SftpProtocolError as exc:
+            self._disconnect()
+            raise OSError(errno.EPROTO, f"{self.describe()}: {exc.strerror}", path) from None
         return reply_type, message
 
     def _checked(
@@ -325,28 +338,52 @@ class SftpRequests(Driver):
     def raw_stat(self, command: int, path: str) -> SFTPAttributes:
         """STAT or LSTAT without interview (the interviewer's own question)."""
         _, message = self.call(command, self._wire(path), path=path)
-        return SFTPAttributes._from_msg(message)
+        return ReplyReader(message, f"{self.describe()}: stat {path}").attrs()
 
     def _stat(self, command: int, path: str, why: str) -> StatResult:
         _, message = self._checked(path, command, self._wire(path), why=why)
-        return self.to_stat(SFTPAttributes._from_msg(message), path)
+        return self.to_stat(ReplyReader(message, f"{self.describe()}: stat {path}").attrs(), path)
 
     def _list(self, path: str, remote: bytes) -> list[DirEntry]:
-        """READDIR until EOF, then CLOSE the directory handle ``remote``."""
+        """READDIR until EOF, then CLOSE the directory handle ``remote``.
+
+        The listing is bounded: at most :data:`MAX_LISTING_BYTES` of NAME replies
+        (EPROTO beyond), and ``timeout`` seconds renewed by each ``PROGRESS_BYTES``
+        that arrive (ETIMEDOUT when replies trickle in slower than that).
+        """
         entries: list[DirEntry] = []
+        listed = progress = 0
+        ends = time.monotonic() + self.timeout
         try:
             while True:
                 try:
-                    reply, listing = self.call(CMD_READDIR, remote, path=path)
+                    _, message = self.call(CMD_READDIR, remote, path=path)
                 except SftpStatus as status:
                     if status.code == SFTP_EOF:
                         return entries
                     raise
-                assert reply == CMD_NAME, reply
-                for _ in range(listing.get_int()):
-                    name = os.fsdecode(listing.get_string())
-                    listing.get_string()  # the "ls -l" line, for humans
-                    attrs = SFTPAttributes._from_msg(listing)
+                listing = ReplyReader(message, f"{self.describe()}: listing {path}")
+                listed += listing.left
+                progress += listing.left
+                if listed > MAX_LISTING_BYTES:
+                    raise OSError(
+                        errno.EPROTO,
+                        f"{self.describe()}: listing longer than {MAX_LISTING_BYTES} bytes",
+                        path,
+                    )
+                if progress >= PROGRESS_BYTES:
+                    progress, ends = 0, time.monotonic() + self.timeout
+                elif time.monotonic() > ends:
+                    raise OSError(
+                        errno.ETIMEDOUT,
+                        f"{self.describe()}: listing too slow "
+                        f"(under {PROGRESS_BYTES} bytes in {self.timeout:g} s)",
+                        path,
+                    )
+                for _ in range(listing.count()):
+                    name = os.fsdecode(listing.string())
+                    listing.string()  # the "ls -l" line, for humans
+                    attrs = listing.attrs()
                     if name not in (".", ".."):
                         kind = (
                             FileType.from_mode(attrs.st_mode)
@@ -383,14 +420,15 @@ class SftpRequests(Driver):
             _, message = self.call(CMD_READLINK, self._wire(path), path=path)
         except SftpStatus:
             return None
-        message.get_int()
-        return os.fsdecode(message.get_string())
+        reader = ReplyReader(message, f"{self.describe()}: readlink {path}")
+        reader.uint32()
+        return os.fsdecode(reader.string())
 
     def is_empty_dir(self, path: str) -> bool:
         """Whether a directory has no entries but "." and ".." (opendir/readdir/close)."""
         try:
             _, message = self.call(CMD_OPENDIR, self._wire(path), path=path)
-            return not self._list(path, message.get_binary())
+            return not self._list(path, ReplyReader(message, path).string())
         except SftpStatus:
             return False
 
