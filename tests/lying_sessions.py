@@ -193,8 +193,8 @@ def answer_stat_with(reply: Callable[[int], tuple[int, bytes]]) -> Answer:
 
 
 def wrong_kind(request: int) -> tuple[int, bytes]:
-    """A well-formed HANDLE where ATTRS belongs."""
-    return HANDLE, u32(request) + string(b"handle")
+    """A well-formed STATUS OK where ATTRS belongs (its body even reads as empty attributes)."""
+    return STATUS, status(request)
 
 
 def wrong_id(request: int) -> tuple[int, bytes]:
