@@ -73,6 +73,7 @@ ERRNO_BY_CLIENT_CODE: dict[int, int] = {
     108: errno.ECONNREFUSED,  # errConnectionError: no connection could be made
     109: errno.ECONNRESET,  # errInvalidSession: the handle's session died with its connection
     201: errno.EPROTO,  # errInvalidMessage: the server broke the protocol (a lying server)
+    303: errno.EPROTO,  # errInvalidResponse: a reply of the wrong kind (a stat that is not one)
     206: errno.ETIMEDOUT,  # errOperationExpired
     207: errno.EINTR,  # errOperationInterrupted
 }

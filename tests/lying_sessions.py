@@ -256,3 +256,104 @@ def trickled_listing(limit: int, gap: float) -> Answer:
         return channel.send(STATUS, status(request))
 
     return answer
+
+
+# -- XRootD: a server that logs the client in truly, then lies ------------------------------------
+
+#: XProtocol request ids and response status codes.
+KXR_DIRLIST, KXR_PROTOCOL, KXR_LOGIN, KXR_STAT = 3004, 3006, 3007, 3017
+KXR_OK, KXR_OKSOFAR, KXR_ERROR = 0, 4000, 4003
+_HANDSHAKE = 20  # bytes: ClientInitHandShake
+_REQUEST = 24  # bytes: ClientRequestHdr
+
+
+def _read_exactly(peer: Connection, size: int, buffer: bytearray) -> bytes | None:
+    while len(buffer) < size:
+        if peer.stop.is_set():
+            return None
+        readable, _, _ = select.select([peer.sock], [], [], 0.1)
+        if not readable:
+            continue
+        data = peer.sock.recv(65536)
+        if not data:
+            return None
+        buffer += data
+    taken = bytes(buffer[:size])
+    del buffer[:size]
+    return taken
+
+
+def response(stream: bytes, status_code: int, body: bytes) -> bytes:
+    """ServerResponseHeader (stream id, status, dlen) and the body."""
+    return stream + struct.pack(">HI", status_code, len(body)) + body
+
+
+#: What a lying XRootD server does with one request after login: (peer, stream id,
+#: request id, body) -> False when it has said all it will.
+XrootdAnswer = Callable[[Connection, bytes, int, bytes], bool]
+
+
+class XrootdLiar:
+    """A lying-server script: the handshake, kXR_protocol and kXR_login told truly."""
+
+    def __init__(self, answer: XrootdAnswer) -> None:
+        self.answer = answer
+
+    def __call__(self, peer: Connection) -> None:
+        peer.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        buffer = bytearray()
+        if _read_exactly(peer, _HANDSHAKE, buffer) is None:
+            return
+        # ServerInitHandShake: protocol version 5.2, a data server.
+        peer.sock.sendall(response(b"\0\0", KXR_OK, struct.pack(">ii", 0x520, 1)))
+        while (header := _read_exactly(peer, _REQUEST, buffer)) is not None:
+            stream, request = header[:2], struct.unpack(">H", header[2:4])[0]
+            (length,) = struct.unpack(">i", header[20:24])
+            body = _read_exactly(peer, length, buffer) if length > 0 else b""
+            if body is None:
+                return
+            if request == KXR_PROTOCOL:
+                peer.sock.sendall(response(stream, KXR_OK, struct.pack(">ii", 0x520, 1)))
+            elif request == KXR_LOGIN:
+                peer.sock.sendall(response(stream, KXR_OK, b"s" * 16))
+            elif not self.answer(peer, stream, request, body):
+                break
+        while _read_exactly(peer, 1, buffer) is not None:  # hold until the client goes
+            pass
+
+
+def xrootd_say(status_code: int, body: bytes) -> XrootdAnswer:
+    """Every request after login gets this one reply (its own stream id)."""
+
+    def answer(peer: Connection, stream: bytes, request: int, rest: bytes) -> bool:
+        peer.sock.sendall(response(stream, status_code, body))
+        return True
+
+    return answer
+
+
+def xrootd_other_stream(peer: Connection, stream: bytes, request: int, rest: bytes) -> bool:
+    """A good stat reply, for a stream id the client never used."""
+    other = bytes([stream[0] ^ 0x55, stream[1] ^ 0x55])
+    peer.sock.sendall(response(other, KXR_OK, b"1 0 0 0\0"))
+    return True
+
+
+def xrootd_endless_listing(limit: int) -> XrootdAnswer:
+    """A dirlist answered with partial replies (kXR_oksofar) up to ``limit`` bytes, never done."""
+
+    def answer(peer: Connection, stream: bytes, request: int, rest: bytes) -> bool:
+        if request != KXR_DIRLIST:
+            peer.sock.sendall(response(stream, KXR_OK, b"1 0 2 0\0"))  # a directory
+            return True
+        part = response(stream, KXR_OKSOFAR, b"n" * 4000 + b"\n" * 96)
+        sent = 0
+        while sent < limit and not peer.stop.is_set():
+            try:
+                peer.sock.sendall(part * 64)
+            except OSError:
+                return False
+            sent += len(part) * 64
+        return False
+
+    return answer

@@ -409,6 +409,10 @@ XROOTD: dict[str, Script] = {
     "overlong": on_connect(flood(b"\xff"), wait_for_client=True),
     "trickle": on_connect(trickle(b"\x00")),
     "silent": Peer.hold,
+    # After a true handshake and login: lies in the replies to requests.
+    "wrong reply": sftp_liar.XrootdLiar(sftp_liar.xrootd_say(sftp_liar.KXR_OK, b"banana")),
+    "wrong id": sftp_liar.XrootdLiar(sftp_liar.xrootd_other_stream),
+    "huge listing": sftp_liar.XrootdLiar(sftp_liar.xrootd_endless_listing(FLOOD_LIMIT)),
 }
 
 
@@ -432,6 +436,8 @@ SILENCE = frozenset({errno.ETIMEDOUT})
 #: What each lie must give, where the protocol's client library decides the word:
 #: paramiko reports a banner it never got as an SSH error (EPROTO), and XrdCl a
 #: handshake that went wrong as an invalid message (EPROTO) or an expired request (ETIMEDOUT).
+#: After login, XrdCl drops a reply to a stream id it never used and keeps every partial
+#: reply of a listing until the request expires: both lies end as the request's ETIMEDOUT.
 _XROOTD_LIE = frozenset({errno.EPROTO, errno.ETIMEDOUT})
 EXPECTED: dict[tuple[str, str], frozenset[int]] = {
     ("sftp", "silent"): frozenset({errno.EPROTO, errno.ETIMEDOUT}),
@@ -439,6 +445,9 @@ EXPECTED: dict[tuple[str, str], frozenset[int]] = {
     ("sftp", "overlong"): frozenset({errno.EPROTO, errno.ETIMEDOUT}),
     ("sftp", "wrong"): frozenset({errno.EPROTO, errno.ETIMEDOUT}),
     **{("root", lie): _XROOTD_LIE for lie in XROOTD},
+    ("root", "wrong reply"): LIE,
+    ("root", "wrong id"): SILENCE,
+    ("root", "huge listing"): SILENCE,
 }
 
 
@@ -467,7 +476,7 @@ from drivers import open_url
 driver, path = open_url(sys.argv[1], timeout=float(sys.argv[2]))
 start = time.monotonic()
 try:
-    driver.stat(path)
+    driver.readdir("/") if sys.argv[3] == "readdir" else driver.stat(path)
 except OSError as exc:
     print(exc.errno, time.monotonic() - start, exc)
 else:
@@ -475,10 +484,10 @@ else:
 """
 
 
-def _xrootd_call(url: str) -> tuple[OSError | None, float]:
+def _xrootd_call(url: str, operation: str = "stat") -> tuple[OSError | None, float]:
     env = {**os.environ, "AVIARY_RECOVERY": str(BUDGET)}
     done = subprocess.run(
-        [sys.executable, "-c", _XROOTD_CLIENT, url, str(TIMEOUT)],
+        [sys.executable, "-c", _XROOTD_CLIENT, url, str(TIMEOUT), operation],
         capture_output=True,
         text=True,
         timeout=60,
@@ -522,7 +531,8 @@ def test_lying_server(case: Case, monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
         user = "nobody@" if case.scheme == "sftp" else ""
         url = f"{case.scheme}://{user}127.0.0.1:{server.port}/x"
         if case.scheme == "root":
-            error, elapsed = _xrootd_call(url.replace("/x", "//x"))
+            operation = "readdir" if case.lie.endswith("listing") else "stat"
+            error, elapsed = _xrootd_call(url.replace("/x", "//x"), operation)
         else:
             error, elapsed = _call_in_process(case, url)
     finally:
