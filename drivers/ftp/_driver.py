@@ -16,6 +16,16 @@ What FTP can and cannot do, and what this driver does about it:
 - **Handles follow renames and unlinks made through this driver** (the
   driver rewrites their paths, and keeps an unlinked file's bytes locally),
   but not those made by other clients: their next RETR answers ENOENT.
+- **A file replaced under a read-only handle is ESTALE**, where the server
+  gives files an identity: MLST's ``unique`` fact (proftpd, pure-ftpd and
+  pyftpdlib send it: the device and inode numbers). The handle keeps the
+  ``unique`` of open; each RETR it starts (its first read, and any read that
+  is not where the last one ended) asks MLST first (one more round trip) and
+  answers ESTALE when the path now names another file or none, instead of
+  reading the other file's bytes as if they were this one's. A server without
+  MLST (vsftpd) gives no identity: its handles read whatever the path names.
+  A file deleted and made anew may get the same inode back, and so the same
+  ``unique``: that replacement is not seen.
 - **A bare 550 is not an answer.** Each failure is diagnosed by the
   interview in ``_interview`` (MLST or STAT, CWD, a listing) before an errno
   is returned; those questions are counted as round trips of the operation.
@@ -90,6 +100,7 @@ class _OpenFile:
     append_only: bool = False  # the stage holds only bytes to APPE
     dirty: bool = False
     orphan: bool = False  # unlinked through this driver: the stage is all there is
+    identity: str | None = None  # read-only: MLST's unique fact at open, if the server gave it
 
     @property
     def writable(self) -> bool:
@@ -291,6 +302,8 @@ class FtpDriver(FtpQuestions):
             if flags & os.O_DIRECTORY and not st.is_dir():
                 raise_errno(errno.ENOTDIR, path)
             opened = _OpenFile(path, flags, st, is_dir=st.is_dir())
+            if entry is not None and not writable:
+                opened.identity = entry.facts.get("unique")
             if writable:
                 opened.stage = tempfile.TemporaryFile(prefix="aviary-ftp-")  # noqa: SIM115 - lives with the handle
                 if flags & os.O_TRUNC or created:
@@ -384,6 +397,8 @@ class FtpDriver(FtpQuestions):
     def _remote_read(self, entry: _OpenFile, size: int, offset: int) -> bytes:
         stream = self.session.stream
         if stream is None or stream.key is not entry or stream.position != offset:
+            if entry.identity is not None:
+                self._same_file(entry)
             sock, reply = self.session.start("RETR", entry.path, rest=offset or None)
             if sock is None:
                 if reply.code in (554, 501) and offset:  # REST past the end of the file
@@ -399,6 +414,18 @@ class FtpDriver(FtpQuestions):
             if not final.ok:
                 raise OSError(errno.EIO, f"{self.describe()}: RETR {entry.path}: {final}")
         return data
+
+    def _same_file(self, entry: _OpenFile) -> None:
+        """ESTALE unless ``entry.path`` still names the file opened (MLST's unique fact)."""
+        found = self._lookup(entry.path)
+        now = found.facts.get("unique") if found is not None else None
+        if now != entry.identity:
+            raise OSError(
+                errno.ESTALE,
+                f"{self.describe()}: {entry.path} is no longer the file that was opened "
+                f"(unique {entry.identity}, now {now or 'no file'})",
+                entry.path,
+            )
 
     def pwrite(self, handle: Handle, data: bytes, offset: int) -> int:
         with self.counters.operation("pwrite"):
