@@ -27,8 +27,7 @@ group and other bits of a new file (owner read/write are always set), only
 the group and other bits of a new directory (owner rwx always set), and the
 server's umask (cctools hard-codes 077, here a setting) is applied on top.
 
-Open files are numbered per connection by ``OpenFiles``: the lowest free
-number from 0, at most 1024 of them, EMFILE beyond.
+Open files are numbered per connection by ``OpenFiles`` (in ``_descriptors``).
 
 Everything here reports failure as ``OSError`` with the errno the kernel (or
 cctools) gives; the request layer turns errno values into Chirp codes.
@@ -41,10 +40,11 @@ import hashlib
 import os
 import stat as stat_module
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
 from chirp_server import _posix
+from chirp_server._descriptors import MAX_OPEN_FILES, OpenFiles, read_all, write_all, xattr_names
 from drivers.chirp.codec import PATH_MAX, decode_path
 
 __all__ = [
@@ -56,8 +56,6 @@ __all__ = [
     "fix_path",
 ]
 
-#: Open files per connection (CHIRP_FILESYSTEM_MAXFD).
-MAX_OPEN_FILES = 1024
 #: Symlink expansions and directory steps before a walk fails with ELOOP.
 _MAX_STEPS = 100
 #: Flags for opening a directory during a walk.
@@ -124,52 +122,6 @@ def dirname(path: str) -> str:
     if slash < 0:
         return "."
     return trimmed[:slash].rstrip("/") or "/"
-
-
-# -- open files ------------------------------------------------------------------------------
-
-
-class OpenFiles:
-    """One connection's open files: Chirp number -> (kernel descriptor, path at open)."""
-
-    def __init__(self) -> None:
-        self._slots: list[tuple[int, str] | None] = [None] * MAX_OPEN_FILES
-
-    def reserve(self) -> int:
-        """The number the next open will get (lowest free), or EMFILE."""
-        for number, slot in enumerate(self._slots):
-            if slot is None:
-                return number
-        raise _fail(errno.EMFILE)
-
-    def add(self, number: int, os_fd: int, path: str) -> None:
-        self._slots[number] = (os_fd, path)
-
-    def get(self, number: int) -> int:
-        """The kernel descriptor behind ``number``; EBADF if none."""
-        return self._slot(number)[0]
-
-    def path(self, number: int) -> str:
-        """The path the file was opened by (what cctools' fstatfs looks at)."""
-        return self._slot(number)[1]
-
-    def close(self, number: int) -> None:
-        os_fd = self._slot(number)[0]
-        os.close(os_fd)
-        self._slots[number] = None
-
-    def close_all(self) -> None:
-        for number, slot in enumerate(self._slots):
-            if slot is not None:
-                self._slots[number] = None
-                with suppress(OSError):
-                    os.close(slot[0])
-
-    def _slot(self, number: int) -> tuple[int, str]:
-        slot = self._slots[number] if 0 <= number < MAX_OPEN_FILES else None
-        if slot is None:
-            raise _fail(errno.EBADF)
-        return slot
 
 
 # -- the confined tree -------------------------------------------------------------------------
@@ -543,73 +495,6 @@ class ServerFS:
         """Create ``/.__uuid`` (the server's identity, as chirp_fs_local writes it)."""
         if not self.exists("/.__uuid"):
             self.write_file("/.__uuid", text.encode())
-
-
-# -- descriptor helpers -----------------------------------------------------------------------------
-
-
-def read_all(fd: int) -> bytes:
-    parts: list[bytes] = []
-    offset = 0
-    while chunk := os.pread(fd, _CHUNK, offset):
-        parts.append(chunk)
-        offset += len(chunk)
-    return b"".join(parts)
-
-
-def pread_full(fd: int, length: int, offset: int) -> bytes:
-    """Read until ``length`` bytes or end of file; a pipe gives what is available.
-
-    An error after some data ends the read with that data (cctools' full_pread).
-    """
-    parts: list[bytes] = []
-    got = 0
-    try:
-        while got < length:
-            chunk = os.pread(fd, length - got, offset + got)
-            if not chunk:
-                break
-            parts.append(chunk)
-            got += len(chunk)
-    except OSError as exc:
-        if got:
-            return b"".join(parts)
-        if exc.errno != errno.ESPIPE:
-            raise
-        return os.read(fd, length)
-    return b"".join(parts)
-
-
-def write_all(fd: int, data: bytes | memoryview, offset: int, partial: bool = True) -> int:
-    """Write everything at ``offset`` (or at the end of a pipe); returns the count.
-
-    With ``partial``, an error after some data ends the write with that count (cctools'
-    full_pwrite); without, every error is raised.
-    """
-    view = memoryview(data)
-    done = 0
-    try:
-        while done < len(view):
-            done += os.pwrite(fd, view[done:], offset + done)
-    except OSError as exc:
-        if done and partial:
-            return done
-        if done:
-            raise
-        if exc.errno != errno.ESPIPE:
-            raise
-        try:
-            while done < len(view):
-                done += os.write(fd, view[done:])
-        except OSError:
-            if not done or not partial:
-                raise
-    return done
-
-
-def xattr_names(names: list[str]) -> bytes:
-    """The kernel's listxattr format: each name followed by a NUL."""
-    return b"".join(os.fsencode(n) + b"\0" for n in names)
 
 
 def _remove_tree(dirfd: int, name: str) -> None:

@@ -28,13 +28,8 @@ from typing import Final, Protocol
 
 from chirp_server import _acl as acl
 from chirp_server._acl import ChirpAcl
-from chirp_server._fs import (
-    OpenFiles,
-    ServerFS,
-    pread_full,
-    write_all,
-    xattr_names,
-)
+from chirp_server._descriptors import OpenFiles, pread_full, write_all, xattr_names
+from chirp_server._fs import ServerFS
 from drivers.chirp.codec import (
     MAX_BUFFER_SIZE,
     encode_stat,

@@ -100,8 +100,9 @@ class _Staged:
     data: bytearray  # writable: the stage; read-only: the bytes at open
     is_dir: bool = False
     dirty: bool = False
-    stale: bool = False  # read-only: the file changed since open
+    stale: bool = False  # read-only: the file changed since open, or another file took its name
     orphan: bool = False  # its name was unlinked through the driver ("renames" binding)
+    identity: tuple[int, int] | None = None  # read-only: (st_dev, st_ino) at open
 
     @property
     def writable(self) -> bool:
@@ -178,12 +179,20 @@ class Model:
         self._changed()
 
     def _changed(self) -> None:
-        """A read-only handle whose file no longer holds its bytes at open reads anything."""
+        """A read-only handle whose file no longer holds its bytes at open reads anything.
+
+        So does one whose name now holds another file, even with the same bytes: a
+        driver that can tell files apart answers ESTALE there (FTP's MLST unique).
+        """
         for entry in self.staged.values():
             if entry.writable or entry.stale or entry.is_dir:
                 continue
             now = attempt(self.local.read_file, entry.path)
             if entry.orphan or now.error is not None or now.value != bytes(entry.data):
+                entry.stale = True
+                continue
+            st = attempt(self.local.stat, entry.path)
+            if st.error is None and (st.value.st_dev, st.value.st_ino) != entry.identity:
                 entry.stale = True
 
     # -- open files -------------------------------------------------------------------------------
@@ -207,6 +216,7 @@ class Model:
         elif flags & os.O_TRUNC and not deferred:
             self._changed()
         entry = _Staged(path, flags, bytearray(data), is_dir=st.is_dir())
+        entry.identity = (st.st_dev, st.st_ino)
         if deferred:
             entry.data = bytearray()
             entry.dirty = bool(data)

@@ -269,6 +269,29 @@ def test_random_access_reads(ftp: FtpDriver) -> None:
         ftp.close(handle)
 
 
+def test_file_replaced_under_a_read_only_handle(ftp: FtpDriver, ftp_server: RunningServer) -> None:
+    """Another client renames a new file over an open one: ESTALE where MLST has ``unique``.
+
+    vsftpd (no MLST) gives files no identity: its handle reads the new file, as declared.
+    """
+    ftp.write_file("/f", b"old contents")
+    handle = ftp.open("/f", os.O_RDONLY)
+    other = ftp_server.driver(timeout=10)
+    try:
+        assert ftp.pread(handle, 3, 0) == b"old"
+        other.write_file("/g", b"new contents")
+        other.rename("/g", "/f")
+        if ftp.listing_method == "LIST":
+            assert ftp.pread(handle, 3, 0) == b"new"
+            return
+        with pytest.raises(OSError) as caught:
+            ftp.pread(handle, 3, 0)
+        assert caught.value.errno == errno.ESTALE, caught.value
+    finally:
+        other.close_driver()
+        ftp.close(handle)
+
+
 def test_get_put_write_semantics(ftp: FtpDriver, ftp_server: RunningServer) -> None:
     handle = ftp.open("/new", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
     assert (ftp_server.data_dir / "new").exists()  # O_CREAT made the name at open

@@ -1,8 +1,8 @@
 """Lying servers: every network driver against a loopback listener that breaks its protocol.
 
-Covers: chirp, ftp, http, webdav, sftp (the banner, and a good banner with no key
-exchange after it; lies deeper in SSH would need an SSH server of our own) and xrootd, each against
-the lies of a hostile or broken server:
+Covers: chirp, ftp, http, webdav, sftp (at the banner, a good banner with no key
+exchange after it, and inside an SFTP session behind a real SSH server of our own:
+``tests/lying_sessions.py``) and xrootd, each against the lies of a hostile or broken server:
 
 - garbage: a reply that is not the protocol (after a good login where there is one);
 - overlong: a reply line that never ends;
@@ -10,7 +10,9 @@ the lies of a hostile or broken server:
 - silent: a server that accepts and never answers;
 - wrong: a well-formed reply that makes no sense where it comes;
 - huge listing: a directory listing without end (and for FTP, whose listings
-  come on a connection of their own, a listing that trickles).
+  come on a connection of their own, and SFTP, whose listings take a request per
+  batch of names, a listing that trickles; for SFTP also a reply that announces
+  four billion names in a few bytes).
 
 Each case asserts the error's kind (EPROTO for a lie, ETIMEDOUT for silence) and
 that the call ended within the configured ``timeout`` plus the recovery budget
@@ -38,6 +40,7 @@ import pytest
 
 from drivers import Driver, open_url
 from drivers.chirp.codec import encode_stat
+from tests import lying_sessions as sftp_liar
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 1.0  # seconds: the drivers' --timeout in every case
@@ -391,6 +394,14 @@ SFTP: dict[str, Script] = {
     "silent": Peer.hold,
     # A good banner, then a key exchange that never comes.
     "wrong": on_connect(say(b"SSH-2.0-OpenSSH_9.2 liar\r\n")),
+    # Behind a real SSH session: lies in the replies to SFTP requests.
+    "wrong reply": sftp_liar.SftpLiar(sftp_liar.answer_stat_with(sftp_liar.wrong_kind)),
+    "wrong id": sftp_liar.SftpLiar(sftp_liar.endless_wrong_ids(200)),
+    "huge listing": sftp_liar.SftpLiar(sftp_liar.huge_listing(FLOOD_LIMIT)),
+    "overcounted listing": sftp_liar.SftpLiar(sftp_liar.huge_count),
+    "trickle listing": sftp_liar.SftpLiar(
+        sftp_liar.trickled_listing(TRICKLE_BYTES * 64, TRICKLE_GAP)
+    ),
 }
 
 XROOTD: dict[str, Script] = {
@@ -398,6 +409,10 @@ XROOTD: dict[str, Script] = {
     "overlong": on_connect(flood(b"\xff"), wait_for_client=True),
     "trickle": on_connect(trickle(b"\x00")),
     "silent": Peer.hold,
+    # After a true handshake and login: lies in the replies to requests.
+    "wrong reply": sftp_liar.XrootdLiar(sftp_liar.xrootd_say(sftp_liar.KXR_OK, b"banana")),
+    "wrong id": sftp_liar.XrootdLiar(sftp_liar.xrootd_other_stream),
+    "huge listing": sftp_liar.XrootdLiar(sftp_liar.xrootd_endless_listing(FLOOD_LIMIT)),
 }
 
 
@@ -421,6 +436,8 @@ SILENCE = frozenset({errno.ETIMEDOUT})
 #: What each lie must give, where the protocol's client library decides the word:
 #: paramiko reports a banner it never got as an SSH error (EPROTO), and XrdCl a
 #: handshake that went wrong as an invalid message (EPROTO) or an expired request (ETIMEDOUT).
+#: After login, XrdCl drops a reply to a stream id it never used and keeps every partial
+#: reply of a listing until the request expires: both lies end as the request's ETIMEDOUT.
 _XROOTD_LIE = frozenset({errno.EPROTO, errno.ETIMEDOUT})
 EXPECTED: dict[tuple[str, str], frozenset[int]] = {
     ("sftp", "silent"): frozenset({errno.EPROTO, errno.ETIMEDOUT}),
@@ -428,6 +445,9 @@ EXPECTED: dict[tuple[str, str], frozenset[int]] = {
     ("sftp", "overlong"): frozenset({errno.EPROTO, errno.ETIMEDOUT}),
     ("sftp", "wrong"): frozenset({errno.EPROTO, errno.ETIMEDOUT}),
     **{("root", lie): _XROOTD_LIE for lie in XROOTD},
+    ("root", "wrong reply"): LIE,
+    ("root", "wrong id"): SILENCE,
+    ("root", "huge listing"): SILENCE,
 }
 
 
@@ -456,7 +476,7 @@ from drivers import open_url
 driver, path = open_url(sys.argv[1], timeout=float(sys.argv[2]))
 start = time.monotonic()
 try:
-    driver.stat(path)
+    driver.readdir("/") if sys.argv[3] == "readdir" else driver.stat(path)
 except OSError as exc:
     print(exc.errno, time.monotonic() - start, exc)
 else:
@@ -464,10 +484,10 @@ else:
 """
 
 
-def _xrootd_call(url: str) -> tuple[OSError | None, float]:
+def _xrootd_call(url: str, operation: str = "stat") -> tuple[OSError | None, float]:
     env = {**os.environ, "AVIARY_RECOVERY": str(BUDGET)}
     done = subprocess.run(
-        [sys.executable, "-c", _XROOTD_CLIENT, url, str(TIMEOUT)],
+        [sys.executable, "-c", _XROOTD_CLIENT, url, str(TIMEOUT), operation],
         capture_output=True,
         text=True,
         timeout=60,
@@ -499,16 +519,20 @@ def _call_in_process(case: Case, url: str) -> tuple[OSError | None, float]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_lying_server(case: Case, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lying_server(case: Case, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The call fails with the lie's error kind within timeout + budget + 1 s, without a loop."""
     monkeypatch.setenv("AVIARY_RECOVERY", str(BUDGET))
     monkeypatch.setenv("AVIARY_CHIRP_AUTH", "address")
     server = LyingServer(case.script)
+    if isinstance(case.script, sftp_liar.SftpLiar):  # an SSH server the client must trust
+        for name, value in case.script.client_env(tmp_path, server.port).items():
+            monkeypatch.setenv(name, value)
     try:
         user = "nobody@" if case.scheme == "sftp" else ""
         url = f"{case.scheme}://{user}127.0.0.1:{server.port}/x"
         if case.scheme == "root":
-            error, elapsed = _xrootd_call(url.replace("/x", "//x"))
+            operation = "readdir" if case.lie.endswith("listing") else "stat"
+            error, elapsed = _xrootd_call(url.replace("/x", "//x"), operation)
         else:
             error, elapsed = _call_in_process(case, url)
     finally:

@@ -99,6 +99,25 @@ def test_get_put_model(driver: WebDavDriver, dav_server: RunningServer) -> None:
     assert driver.counters.total().connections == 1  # one kept-alive connection throughout
 
 
+def test_file_replaced_under_a_read_only_handle(
+    driver: WebDavDriver, dav_server: RunningServer
+) -> None:
+    """Another client moves a new file over an open one: the next read is ESTALE (If-Match)."""
+    driver.write_file("/f", b"old contents")
+    handle = driver.open("/f", os.O_RDONLY)
+    other, _ = open_url(dav_server.url())
+    try:
+        assert driver.pread(handle, 3, 0) == b"old"
+        assert driver.pread(handle, 3, 4) == b"con"  # the same file: If-Match holds
+        other.write_file("/g", b"new, longer contents")  # nginx's ETag: mtime and size
+        other.rename("/g", "/f")
+        assert errno_name(driver.pread, handle, 3, 0) == "ESTALE"
+        assert driver.counters.snapshot()["pread"].round_trips == 3  # no question but the GET
+    finally:
+        other.close_driver()
+        driver.close(handle)
+
+
 def test_errno_names(driver: WebDavDriver) -> None:
     driver.write_file("/file", b"data")
     driver.mkdir("/dir")

@@ -35,7 +35,9 @@ __all__ = [
     "interview_missing",
     "parent_of",
     "path_from_href",
+    "ranged_body",
     "ranged_get",
+    "ranged_request",
     "synthesize_stat",
     "url_path",
 ]
@@ -212,8 +214,23 @@ def ranged_get(
     Raises:
         OSError: EIO for a 206 of the wrong range; network errors.
     """
+    return ranged_body(ranged_request(client, target, offset, size, headers), path, offset, size)
+
+
+def ranged_request(
+    client: HttpClient,
+    target: str,
+    offset: int,
+    size: int,
+    headers: list[tuple[str, str]] | None = None,
+) -> HttpReply:
+    """The Range GET of :func:`ranged_get`, its reply whole (headers such as ETag included)."""
     ranged = [*(headers or []), ("Range", f"bytes={offset}-{offset + size - 1}")]
-    reply = client.request("GET", target, ranged, stop_after=offset + size)
+    return client.request("GET", target, ranged, stop_after=offset + size)
+
+
+def ranged_body(reply: HttpReply, path: str, offset: int, size: int) -> bytes | HttpReply:
+    """The bytes a :func:`ranged_request` reply holds, as :func:`ranged_get` returns them."""
     if reply.status == 206:
         match = _CONTENT_RANGE.fullmatch((reply.header("content-range") or "").strip())
         if match is None or int(match.group(1)) != offset:

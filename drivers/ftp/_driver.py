@@ -16,6 +16,16 @@ What FTP can and cannot do, and what this driver does about it:
 - **Handles follow renames and unlinks made through this driver** (the
   driver rewrites their paths, and keeps an unlinked file's bytes locally),
   but not those made by other clients: their next RETR answers ENOENT.
+- **A file replaced under a read-only handle is ESTALE**, where the server
+  gives files an identity: MLST's ``unique`` fact (proftpd, pure-ftpd and
+  pyftpdlib send it: the device and inode numbers). The handle keeps the
+  ``unique`` of open; each RETR it starts (its first read, and any read that
+  is not where the last one ended) asks MLST first (one more round trip) and
+  answers ESTALE when the path now names another file or none, instead of
+  reading the other file's bytes as if they were this one's. A server without
+  MLST (vsftpd) gives no identity: its handles read whatever the path names.
+  A file deleted and made anew may get the same inode back, and so the same
+  ``unique``: that replacement is not seen.
 - **A bare 550 is not an answer.** Each failure is diagnosed by the
   interview in ``_interview`` (MLST or STAT, CWD, a listing) before an errno
   is returned; those questions are counted as round trips of the operation.
@@ -41,45 +51,34 @@ from __future__ import annotations
 
 import errno
 import os
-import posixpath
 import tempfile
 import time
-import zlib
-from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, replace
-from typing import BinaryIO, ClassVar, Self, TypeVar, cast
+from typing import BinaryIO, ClassVar, Self
 
 from drivers._interface import (
     Capabilities,
     DirEntry,
-    Driver,
-    FileType,
     Handle,
     StatFS,
     StatResult,
     raise_errno,
 )
-from drivers._network import call_with_recovery, recoverable, recovery_budget
+from drivers._network import recoverable, recovery_budget
 from drivers._url import Location
 from drivers.ftp import _interview as interview
-from drivers.ftp._events import Reply
-from drivers.ftp._listing import Listed, parse_list_line, parse_mlsx_line, to_stat
+from drivers.ftp._questions import _UNSUPPORTED, FtpQuestions
 from drivers.ftp._shell import DataStream, FtpSession
-from drivers.ftp._verbs import FTP_PORT, format_timeval, parse_timeval
+from drivers.ftp._verbs import FTP_PORT, format_timeval
 
 __all__ = ["FtpDriver"]
 
-_UNSUPPORTED = (500, 502, 504)  # the server does not know the command
 _DEFAULT_FILE_MODE, _DEFAULT_DIR_MODE = 0o644, 0o755
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0)
 #: Seconds of reconnecting after a broken connection (overridden by the environment).
 DEFAULT_RECOVERY = 60.0
 RECOVERY_ENV = "AVIARY_FTP_RECOVERY"
-#: A directory listing larger than this (about a million names) is refused (EPROTO).
-MAX_LISTING_BYTES = 64 * 1024 * 1024
-
-T = TypeVar("T")
 
 
 def _umask() -> int:
@@ -101,6 +100,7 @@ class _OpenFile:
     append_only: bool = False  # the stage holds only bytes to APPE
     dirty: bool = False
     orphan: bool = False  # unlinked through this driver: the stage is all there is
+    identity: str | None = None  # read-only: MLST's unique fact at open, if the server gave it
 
     @property
     def writable(self) -> bool:
@@ -111,7 +111,7 @@ class _OpenFile:
         return self.flags & os.O_ACCMODE != os.O_WRONLY
 
 
-class FtpDriver(Driver):
+class FtpDriver(FtpQuestions):
     """A client of FTP servers (RFC 959 with RFC 2389, 2428 and 3659 extensions).
 
     Args:
@@ -191,126 +191,7 @@ class FtpDriver(Driver):
         self._files.clear()
         self.session.quit()
 
-    @property
-    def listing_method(self) -> str:
-        """ "MLSD" when the server offers MLSD/MLST (RFC 3659), else "LIST" (parsed ``ls -l``)."""
-        self.session.ensure()
-        return "MLSD" if self.session.features.has("MLST") else "LIST"
-
-    # -- questions to the server (each one round trip, counted) ----------------------------------
-
-    def _ask(self, verb: str, argument: str | None = None) -> Reply:
-        return self.session.ask(verb, argument)
-
-    def _recovering(self, operation: str, attempt: Callable[[], T]) -> T:
-        # Only a connection that once worked is recovered: a server that was never
-        # reached (wrong port, refused login) is an answer, given at once.
-        budget = self.recovery if self.session.logins else 0.0
-        if self.session.stream is not None or budget <= 0:
-            return attempt()  # a download is streaming: a retry would lose its place
-        return cast(
-            T,
-            call_with_recovery(
-                operation,
-                attempt,
-                budget=budget,
-                reset=self.session.disconnect,
-                attempt_time=self.session.timeout,
-            ),
-        )
-
-    def _lookup(self, path: str) -> Listed | None:
-        """What the server says about ``path``: MLST, or STAT's ``ls -l`` line; None: not shown."""
-        if self.listing_method == "MLSD":
-            reply = self._ask("MLST", path)
-            if reply.code != 250:
-                return None
-            for line in reply.body():
-                entry = parse_mlsx_line(line)
-                if entry is not None:
-                    return entry
-            return None
-        reply = self._ask("STAT", path)
-        if reply.code in _UNSUPPORTED:
-            raise OSError(errno.ENOTSUP, f"{self.describe()} has neither MLST nor STAT with a path")
-        if not 211 <= reply.code <= 213:
-            return None
-        base = posixpath.basename(path.rstrip("/"))
-        found = None
-        for line in reply.lines[1:-1]:
-            entry = parse_list_line(line.lstrip(" ") if line.startswith(" ") else line)
-            if entry is None:
-                continue
-            if entry.name == ".":  # STAT of a directory lists it; "." is the directory itself
-                return replace(entry, name=base)
-            if entry.name in (base, path):
-                found = entry
-        return found
-
-    def kind_of(self, path: str) -> interview.Kind:
-        self._note(f"kind_of {path}")
-        entry = self._lookup(path)
-        if entry is None:
-            return interview.Kind.ABSENT
-        if entry.type is FileType.DIRECTORY:
-            return interview.Kind.DIRECTORY
-        return interview.Kind.FILE if entry.type is FileType.REGULAR else interview.Kind.OTHER
-
-    def can_enter(self, path: str) -> bool:
-        self._note(f"can_enter {path}")
-        entered = self._ask("CWD", path).code == 250
-        if entered and path != "/":
-            # Step out again: a working directory that is later removed confuses vsftpd.
-            self._ask("CWD", "/")
-        return entered
-
-    def is_empty(self, path: str) -> bool | None:
-        self._note(f"is_empty {path}")
-        try:
-            return not self._list(path)
-        except OSError:
-            return None
-
-    def _note(self, question: str) -> None:
-        self.interview_questions += 1
-        self.last_interview.append(question)
-
-    def _fail(self, code: int, path: str, path2: str | None = None) -> None:
-        raise_errno(code, path, path2)
-
-    def _diagnose(self, decide: object, *paths: str) -> int:
-        """Run one interview procedure; its questions are counted in the current operation."""
-        self.last_interview = []
-        assert callable(decide)
-        return int(decide(self, *paths))
-
     # -- metadata ------------------------------------------------------------------------------
-
-    def _stat_entry(self, path: str, entry: Listed) -> StatResult:
-        exact = None
-        if (
-            not entry.mtime_exact
-            and entry.type is FileType.REGULAR
-            and self.session.features.has("MDTM")
-        ):
-            reply = self._ask("MDTM", path)
-            if reply.code == 213:
-                with suppress(ValueError):
-                    exact = parse_timeval(reply.first)
-        return to_stat(
-            entry, path, uid=os.getuid(), gid=os.getgid(), dev=self._device(), exact_mtime_ns=exact
-        )
-
-    def _device(self) -> int:
-        # The same number in every process (str hashes are salted per process; crc32 is not).
-        return zlib.crc32(f"{self.session.host}:{self.session.port}".encode()) & 0xFFFF | 0x10000
-
-    def _stat(self, path: str) -> StatResult:
-        entry = self._lookup(path)
-        if entry is None:
-            self._fail(self._diagnose(interview.why_absent, path), path)
-        assert entry is not None
-        return self._stat_entry(path, entry)
 
     @recoverable
     def stat(self, path: str) -> StatResult:
@@ -421,6 +302,8 @@ class FtpDriver(Driver):
             if flags & os.O_DIRECTORY and not st.is_dir():
                 raise_errno(errno.ENOTDIR, path)
             opened = _OpenFile(path, flags, st, is_dir=st.is_dir())
+            if entry is not None and not writable:
+                opened.identity = entry.facts.get("unique")
             if writable:
                 opened.stage = tempfile.TemporaryFile(prefix="aviary-ftp-")  # noqa: SIM115 - lives with the handle
                 if flags & os.O_TRUNC or created:
@@ -514,6 +397,8 @@ class FtpDriver(Driver):
     def _remote_read(self, entry: _OpenFile, size: int, offset: int) -> bytes:
         stream = self.session.stream
         if stream is None or stream.key is not entry or stream.position != offset:
+            if entry.identity is not None:
+                self._same_file(entry)
             sock, reply = self.session.start("RETR", entry.path, rest=offset or None)
             if sock is None:
                 if reply.code in (554, 501) and offset:  # REST past the end of the file
@@ -529,6 +414,18 @@ class FtpDriver(Driver):
             if not final.ok:
                 raise OSError(errno.EIO, f"{self.describe()}: RETR {entry.path}: {final}")
         return data
+
+    def _same_file(self, entry: _OpenFile) -> None:
+        """ESTALE unless ``entry.path`` still names the file opened (MLST's unique fact)."""
+        found = self._lookup(entry.path)
+        now = found.facts.get("unique") if found is not None else None
+        if now != entry.identity:
+            raise OSError(
+                errno.ESTALE,
+                f"{self.describe()}: {entry.path} is no longer the file that was opened "
+                f"(unique {entry.identity}, now {now or 'no file'})",
+                entry.path,
+            )
 
     def pwrite(self, handle: Handle, data: bytes, offset: int) -> int:
         with self.counters.operation("pwrite"):
@@ -613,39 +510,6 @@ class FtpDriver(Driver):
             self._fix_mode(path, mode, _DEFAULT_FILE_MODE)
 
     # -- the namespace ---------------------------------------------------------------------------
-
-    def _list(self, path: str) -> list[Listed]:
-        """The entries of a directory (never "." or ".."); a refusal raises the interviewed errno."""
-        if self.listing_method == "MLSD":
-            data, reply = self.session.download("MLSD", path, MAX_LISTING_BYTES)
-            parse = parse_mlsx_line
-        else:
-            # LIST of a file or of a missing name "succeeds" on vsftpd: ask first. (Not
-            # with CWD: vsftpd's STAT misreads names once its working directory is removed.)
-            found = self._lookup(path)
-            if found is None or found.type is not FileType.DIRECTORY:
-                self._fail(self._diagnose(interview.after_failed_listing, path), path)
-            data, reply = self.session.download("LIST", f"-a {path}", MAX_LISTING_BYTES)
-            parse = parse_list_line
-        if data is None or not reply.ok:
-            self._fail(self._diagnose(interview.after_failed_listing, path), path)
-        assert data is not None
-        entries = []
-        for raw in data.split(b"\n"):
-            line = raw.removesuffix(b"\r").decode("utf-8", "surrogateescape")
-            if not line or line.startswith("total "):
-                continue
-            entry = parse(line)
-            if entry is None:
-                raise OSError(
-                    errno.EIO, f"{self.describe()}: unreadable listing line {line[:120]!r}", path
-                )
-            if entry.name in (".", "..") or entry.facts.get("type", "").lower() in ("cdir", "pdir"):
-                continue
-            if "/" in entry.name:  # MLSD of a plain file names the file itself
-                raise_errno(errno.ENOTDIR, path)
-            entries.append(entry)
-        return entries
 
     @recoverable
     def readdir(self, path: str) -> list[DirEntry]:

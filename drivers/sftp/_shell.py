@@ -15,6 +15,9 @@ more:
   throws them away), and a STATUS reply raises :class:`SftpStatus` with the
   raw SFTP code, because paramiko turns every code but two into a bare
   ``IOError`` and the driver must tell FAILURE from NO_SUCH_FILE to interview.
+  A reply to a request that was not asked, or a packet paramiko calls garbage,
+  is :class:`SftpProtocolError` (EPROTO): paramiko would skip the first and keep
+  waiting, and raise the second as a bare exception.
 - :func:`open_session` connects, checks the server's host key against a
   known-hosts file (never accepting an unknown key silently), authenticates
   with a private key, and starts the ``sftp`` subsystem, with a deadline on
@@ -36,10 +39,11 @@ from pathlib import Path
 from typing import Any
 
 import paramiko
-from paramiko.sftp import CMD_VERSION
+from paramiko.sftp import CMD_STATUS, CMD_VERSION, SFTPError
 from paramiko.sftp_client import SFTPClient
 
 from drivers._network import connect_tcp
+from drivers.sftp._replies import SftpProtocolError
 
 __all__ = [
     "IDENTITY_ENV",
@@ -142,6 +146,33 @@ class StatusClient(SFTPClient):  # type: ignore[misc]  # paramiko is untyped
             name = reply.get_string().decode("ascii", "replace")
             self.extensions[name] = reply.get_string()
         return version
+
+    def _read_packet(self) -> tuple[int, bytes]:
+        try:
+            packet: tuple[int, bytes] = super()._read_packet()
+        except SFTPError as exc:  # "Garbage packet received": a length of 16 MiB or more
+            raise SftpProtocolError(str(exc)) from None
+        return packet
+
+    def _read_response(self, waitfor: int | None = None) -> tuple[int | None, Any]:
+        if waitfor is None:
+            return super()._read_response(waitfor)  # type: ignore[no-any-return]
+        # One request at a time: the next reply must be this request's, or the server lies.
+        try:
+            kind, data = self._read_packet()
+        except EOFError as exc:
+            raise paramiko.SSHException(f"Server connection dropped: {exc}") from None
+        if len(data) < 4:
+            raise SftpProtocolError(f"a reply of {len(data)} bytes has no request id")
+        message = paramiko.Message(data)
+        number = message.get_int()
+        with self._lock:
+            self._expecting.pop(waitfor, None)
+        if number != waitfor:
+            raise SftpProtocolError(f"a reply to request {number} came for request {waitfor}")
+        if kind == CMD_STATUS:
+            self._convert_status(message)
+        return kind, message
 
     def _convert_status(self, msg: paramiko.Message) -> None:
         code = msg.get_int()

@@ -36,6 +36,14 @@ What this driver cannot do, and why:
   is bound to its path, so a rename or unlink of an open file is not seen by
   the handle (reads fail with ENOENT after an unlink; close after a rename
   writes to the old name);
+- a file replaced under a read-only handle (another file renamed or put over
+  its name) is ESTALE where the server gives a strong ETag: the handle keeps
+  the ETag of open (PROPFIND's getetag: wsgidav) or, where PROPFIND has none,
+  of its first read (nginx's GET), and sends each ranged GET with ``If-Match``;
+  the server's 412 is ESTALE (no extra round trip). The ETag is the server's
+  judgement: nginx's is the mtime and the size, so a file replaced by one of
+  the same size within the same second is not seen; a weak ETag (``W/``)
+  cannot be matched and is not used;
 - checks and changes are separate requests: a concurrent client can slip in
   between (rmdir's emptiness check and its DELETE, for instance);
 - nginx's PROPFIND hides dotfiles: they are missing from listings, and rmdir of
@@ -58,7 +66,8 @@ from drivers._http._files import (
     errno_for_status,
     interview_missing,
     parent_of,
-    ranged_get,
+    ranged_body,
+    ranged_request,
     synthesize_stat,
     url_path,
 )
@@ -92,6 +101,7 @@ class _OpenFile:
     is_dir: bool
     staged: IO[bytes] | None = None  # the local copy of a handle open for writing
     dirty: bool = False
+    etag: str | None = None  # read-only: the file's strong ETag, sent as If-Match
 
 
 class WebDavDriver(Driver):
@@ -371,6 +381,8 @@ class WebDavDriver(Driver):
                 raise_errno(errno.ENOTDIR, path)
             is_dir = resource is not None and resource.is_dir
             entry = _OpenFile(path, flags, is_dir)
+            if resource is not None and not writing:
+                entry.etag = _strong(resource.etag)
             if writing or (flags & os.O_TRUNC and not is_dir):
                 initial = b""
                 if flags & os.O_TRUNC and not created and resource is not None and resource.size:
@@ -423,9 +435,20 @@ class WebDavDriver(Driver):
                 return os.pread(entry.staged.fileno(), size, offset)
             if size == 0:
                 return b""
-            result = ranged_get(
-                self._client, url_path(entry.path), entry.path, offset, size, self._auth
+            condition = [("If-Match", entry.etag)] if entry.etag else []
+            reply = ranged_request(
+                self._client, url_path(entry.path), offset, size, [*self._auth, *condition]
             )
+            if reply.status == 412 and entry.etag:
+                raise OSError(
+                    errno.ESTALE,
+                    f"{self.describe()}: {entry.path} is no longer the file that was opened "
+                    f"(ETag {entry.etag}, now {reply.header('etag') or 'none'})",
+                    entry.path,
+                )
+            if entry.etag is None and reply.status in (200, 206):
+                entry.etag = _strong(reply.header("etag"))
+            result = ranged_body(reply, entry.path, offset, size)
             if isinstance(result, bytes):
                 return result
             self._check(result, entry.path)
@@ -560,3 +583,10 @@ class WebDavDriver(Driver):
         with self.counters.operation("readlink"):
             self._existing(path)
             raise OSError(errno.EINVAL, "not a symlink (WebDAV has none)", path)
+
+
+def _strong(etag: str | None) -> str | None:
+    """A strong ETag, or None: a weak one (``W/"..."``) never satisfies If-Match."""
+    if not etag or etag.startswith("W/"):
+        return None
+    return etag

@@ -42,7 +42,7 @@ DAV = "{DAV:}"
 PROPFIND_BODY = (
     b'<?xml version="1.0" encoding="utf-8"?>'
     b'<D:propfind xmlns:D="DAV:"><D:prop>'
-    b"<D:resourcetype/><D:getcontentlength/><D:getlastmodified/>"
+    b"<D:resourcetype/><D:getcontentlength/><D:getlastmodified/><D:getetag/>"
     b"<D:quota-available-bytes/><D:quota-used-bytes/>"
     b"</D:prop></D:propfind>"
 )
@@ -66,6 +66,7 @@ class DavResource:
     mtime_ns: int | None = None
     quota_available: int | None = None
     quota_used: int | None = None
+    etag: str | None = None  # getetag, where the server gives it
 
     @property
     def name(self) -> str:
@@ -119,6 +120,9 @@ def _resource(response: ET.Element) -> DavResource:
         mtime_ns=http_date_ns(modified.text if modified is not None else None),
         quota_available=_integer(found.get(f"{DAV}quota-available-bytes")),
         quota_used=_integer(found.get(f"{DAV}quota-used-bytes")),
+        etag=(found[f"{DAV}getetag"].text or "").strip() or None
+        if f"{DAV}getetag" in found
+        else None,
     )
 
 
