@@ -297,11 +297,12 @@ def _read_into(call: Call, remote: RemoteFile, buffers: list[tuple[int, int]], o
     data = remote.driver.pread(remote.handle, total, offset)
     position = 0
     for address, length in buffers:
-        piece = data[position : position + length]
-        if not piece:
+        if position >= len(data):
             break
-        call.write(address, piece)
-        position += len(piece)
+        piece = data[position : position + length]
+        if piece:  # a zero-length buffer takes nothing; the next one gets the bytes
+            call.write(address, piece)
+            position += len(piece)
     return len(data)
 
 
@@ -418,6 +419,8 @@ def sys_lseek(agent: Agent, call: Call) -> Outcome:
     remote = agent.remote_file(call, call.fd(0))
     if remote is None:
         return None
+    if remote.flags & os.O_PATH:
+        return -errno.EBADF  # an O_PATH descriptor has no offset
     offset, whence = call.sarg(1), call.fd(2)
     if whence == os.SEEK_SET:
         position = offset
@@ -435,6 +438,8 @@ def sys_lseek(agent: Agent, call: Call) -> Outcome:
         return -errno.EINVAL
     if position < 0:
         return -errno.EINVAL
+    if remote.is_dir and position == 0:
+        remote.listing = None  # rewinddir: the next getdents64 lists the directory afresh
     remote.offset = position
     return position
 

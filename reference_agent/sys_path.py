@@ -4,6 +4,8 @@ truncate, chmod, chown, utimensat, and the extended-attribute calls."""
 from __future__ import annotations
 
 import errno
+import os
+import stat
 import struct
 import time
 
@@ -94,6 +96,10 @@ def _two_paths(
             return -target.errno
     endings = [last_component(text) for text in texts]
     if any(isinstance(t, RemoteTarget) for t in targets):
+        for (dirfd, _), text in zip((old, new), texts, strict=True):
+            refusal = _dirfd_refusal(agent, call, dirfd, text)
+            if refusal is not None:
+                return refusal
         if remote_op == "rename" and {".", ".."} & set(endings):
             return -errno.EBUSY  # the kernel never renames "." or ".."
         if remote_op == "link" and endings[1] in (".", ".."):
@@ -131,6 +137,24 @@ def _two_paths(
             pass
     driver.rename(first.path, second.path)
     return 0
+
+
+def _dirfd_refusal(agent: Agent, call: Call, dirfd: int, path: str) -> int | None:
+    """EBADF or ENOTDIR for a relative path on a descriptor that is not an open directory.
+
+    The kernel would answer these itself, but a call with its other path on a remote
+    mount never reaches it: the answer must not become EXDEV.
+    """
+    if dirfd == AT_FDCWD or not path or path.startswith("/"):
+        return None
+    remote = agent.remote_file(call, dirfd)
+    if remote is not None:
+        return None if remote.is_dir else -errno.ENOTDIR
+    try:
+        mode = os.stat(f"/proc/{call.pid}/fd/{dirfd}").st_mode
+    except OSError:
+        return -errno.EBADF
+    return None if stat.S_ISDIR(mode) else -errno.ENOTDIR
 
 
 def sys_rename(agent: Agent, call: Call) -> Outcome:
