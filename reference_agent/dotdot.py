@@ -1,18 +1,21 @@
-"""What the kernel checks before it walks ".." on a remote mount.
+"""What the kernel checks before it walks ".." on a mount.
 
 Logical paths are collapsed by name ("d/../a" is "a"), but the kernel walks them:
 "d/.." exists only if d is a directory one can enter. Without this check
 ``open("missing/../a", O_CREAT)`` on a remote mount would make "a" where Linux
-answers ENOENT (and "file/../a" would be found where Linux answers ENOTDIR).
+answers ENOENT (and "file/../a" would be found where Linux answers ENOTDIR). The same
+holds for a local directory mounted elsewhere: its rewritten path is collapsed too.
 """
 
 from __future__ import annotations
 
 import errno
+import os
+import stat
 from collections.abc import Callable
 
 from drivers import Driver
-from reference_agent.namespace import RemoteTarget, Target, logical_path
+from reference_agent.namespace import LocalTarget, RemoteTarget, Target, logical_path
 
 __all__ = ["dotdot_refusal"]
 
@@ -33,7 +36,7 @@ def dotdot_refusal(
 
     Returns:
         The errno the kernel would answer, or None when every such component is a
-        directory (or is not remote: the kernel walks local ones itself).
+        directory (or is plain local: the kernel walks the path as given).
     """
     parts = path.split("/")
     checked: set[str] = set()
@@ -45,13 +48,17 @@ def dotdot_refusal(
             continue  # the directory one is in, or one of its parents: walked already
         checked.add(prefix)
         target = resolve(prefix)
-        if not isinstance(target, RemoteTarget):
-            continue
         try:
-            if not driver_for(target).stat(target.path).is_dir():
-                return errno.ENOTDIR
+            if isinstance(target, RemoteTarget):
+                is_dir = driver_for(target).stat(target.path).is_dir()
+            elif isinstance(target, LocalTarget) and target.path != prefix:
+                is_dir = stat.S_ISDIR(os.stat(target.path).st_mode)  # the rewrite is collapsed
+            else:
+                continue  # the kernel walks the path as given
         except FileNotFoundError:
             return errno.ENOENT
         except NotADirectoryError:
+            return errno.ENOTDIR
+        if not is_dir:
             return errno.ENOTDIR
     return None

@@ -15,6 +15,7 @@ from reference_agent._common import last_component, path_call, rewrite_args
 from reference_agent.agent import Agent
 from reference_agent.call import NATIVE, Call, Outcome, Resolved
 from reference_agent.namespace import LocalTarget, Refused, RemoteTarget
+from reference_agent.sys_file import empty_path_fd
 
 RENAME_NOREPLACE = 1
 _KEEP = 0xFFFFFFFF  # (uid_t)-1: leave this one alone
@@ -217,6 +218,14 @@ def _chmod(
         driver.chmod(target.path, mode & 0o7777)
         return 0
 
+    if call.name == "fchmodat2" and empty_path_fd(call, call.fd(3), index):
+        remote_file = agent.remote_file(call, dirfd)  # fchmodat2(fd, "", AT_EMPTY_PATH)
+        if remote_file is None:
+            return None
+        if remote_file.is_link:
+            return -errno.EOPNOTSUPP
+        remote_file.driver.chmod(remote_file.remote_path, mode & 0o7777)
+        return 0
     return path_call(agent, call, dirfd, index, remote)
 
 
@@ -247,6 +256,12 @@ def sys_chown(agent: Agent, call: Call) -> Outcome:
         st = driver.stat(target.path) if follow else driver.lstat(target.path)
         return 0 if _owner_unchanged(st, uid, gid) else -errno.EPERM
 
+    if at_form and empty_path_fd(call, call.fd(4), index):
+        # fchownat(fd, "", AT_EMPTY_PATH): the descriptor's file, an O_PATH link's own too.
+        remote_file = agent.remote_file(call, dirfd)
+        if remote_file is None:
+            return None
+        return 0 if _owner_unchanged(remote_file.stat(), uid, gid) else -errno.EPERM
     return path_call(agent, call, dirfd, index, remote)
 
 
@@ -255,7 +270,9 @@ def sys_fchown(agent: Agent, call: Call) -> Outcome:
     remote_file = agent.remote_file(call, call.fd(0))
     if remote_file is None:
         return None
-    st = remote_file.driver.fstat(remote_file.handle)
+    if remote_file.flags & os.O_PATH:
+        return -errno.EBADF  # as Linux: fchown needs a descriptor opened for I/O
+    st = remote_file.stat()
     return (
         0
         if _owner_unchanged(st, call.fd(1) & 0xFFFFFFFF, call.fd(2) & 0xFFFFFFFF)
@@ -287,10 +304,17 @@ def _times(call: Call, address: int, driver: Driver, path: str) -> tuple[int, in
 def sys_utimensat(agent: Agent, call: Call) -> Outcome:
     """Utimensat implements Linux syscall utimensat(2) (futimens when the path is NULL)."""
     dirfd = call.fd(0)
-    if call.arg(1) == 0:
+    empty_path = call.arg(1) != 0 and empty_path_fd(call, call.fd(3), 1)
+    if call.arg(1) == 0 or empty_path:
         remote_file = agent.remote_file(call, dirfd)
         if remote_file is None:
             return None
+        if remote_file.is_link:  # utimensat(fd, "", AT_EMPTY_PATH) on an O_PATH link
+            return agent.hole(
+                call, f"remote symlink {remote_file.logical} (its own times)", errno.EOPNOTSUPP
+            )
+        if remote_file.flags & os.O_PATH and not empty_path:
+            return -errno.EBADF  # futimens needs a descriptor opened for I/O
         remote_file.driver.utimens(
             remote_file.remote_path,
             _times(call, call.arg(2), remote_file.driver, remote_file.remote_path),
