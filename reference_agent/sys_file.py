@@ -278,10 +278,14 @@ def sys_dup_onto(agent: Agent, call: Call) -> Outcome:
 # -- data ---------------------------------------------------------------------------------------
 
 
-def _readable(remote: RemoteFile) -> int | None:
+def _readable(remote: RemoteFile, call: Call, buffers: list[tuple[int, int]]) -> int | None:
+    if remote.flags & os.O_PATH:
+        return -errno.EBADF
     if remote.is_dir:
-        return -errno.EISDIR
-    if remote.flags & os.O_ACCMODE == os.O_WRONLY or remote.flags & os.O_PATH:
+        # readv of no bytes at all reads nothing before it asks what the file is.
+        empty_vector = "readv" in call.name and not any(length for _, length in buffers)
+        return 0 if empty_vector else -errno.EISDIR
+    if remote.flags & os.O_ACCMODE == os.O_WRONLY:
         return -errno.EBADF
     return None
 
@@ -328,7 +332,7 @@ def _sequential(agent: Agent, call: Call, buffers: list[tuple[int, int]], writin
     remote = agent.remote_file(call, call.fd(0))
     if remote is None:
         return None
-    refusal = _writable(remote) if writing else _readable(remote)
+    refusal = _writable(remote) if writing else _readable(remote, call, buffers)
     if refusal is not None:
         return refusal
     if writing:
@@ -347,7 +351,7 @@ def _positioned(
     remote = agent.remote_file(call, call.fd(0))
     if remote is None:
         return None
-    refusal = _writable(remote) if writing else _readable(remote)
+    refusal = _writable(remote) if writing else _readable(remote, call, buffers)
     if refusal is not None:
         return refusal
     if offset < 0:
