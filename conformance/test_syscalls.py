@@ -294,12 +294,16 @@ FAMILIES: dict[str, list[str]] = {
         "unlinkat cwd sock 0",
         "lstat sock",
     ],
-    # Descriptors that are not open: EBADF, whatever the call.
+    # Descriptors that are not open: EBADF, whatever the call; a file as a directory: ENOTDIR,
+    # after what the call looks up before it (rename: both directories; link: the old name).
     "bad_descriptors": [
         "open 0 a WRONLY|CREAT 644",
         "renameat 5 a cwd b",
         "renameat cwd a 5 b",
         "renameat 0 a cwd b",
+        "renameat cwd missing 0 b",
+        "linkat cwd missing 0 b",
+        "linkat cwd a 0 b",
         "openat 1 7 a RDONLY 0",
         "fstatat 9 a 0",
         "mkdirat 9 x 755",

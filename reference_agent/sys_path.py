@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import posixpath
 import stat
 import struct
 import time
@@ -97,7 +98,12 @@ def _two_paths(
             return -target.errno
     endings = [last_component(text) for text in texts]
     if any(isinstance(t, RemoteTarget) for t in targets):
-        for (dirfd, _), text in zip((old, new), texts, strict=True):
+        # rename looks both directories up before either name; link looks the old name
+        # up whole (ENOENT) before it looks at the new name's directory.
+        for which, ((dirfd, _), text) in enumerate(zip((old, new), texts, strict=True)):
+            first = targets[0]
+            if which == 1 and remote_op == "link" and isinstance(first, RemoteTarget):
+                agent.driver_for(first).lstat(first.path)
             refusal = _dirfd_refusal(agent, call, dirfd, text)
             if refusal is not None:
                 return refusal
@@ -120,7 +126,13 @@ def _two_paths(
     ):
         return -errno.EXDEV
     driver = agent.driver_for(first)
-    source = driver.lstat(first.path)
+    try:
+        source = driver.lstat(first.path)
+    except FileNotFoundError:
+        if remote_op == "rename":  # the kernel walks both directories before either name
+            _parent_directory(driver, first.path)
+            _parent_directory(driver, second.path)
+        raise
     if "/" in endings and not source.is_dir():
         return -errno.ENOTDIR  # "file/" names a directory
     if remote_op == "link":
@@ -138,6 +150,12 @@ def _two_paths(
             pass
     driver.rename(first.path, second.path)
     return 0
+
+
+def _parent_directory(driver: Driver, path: str) -> None:
+    """Raise what the kernel answers if ``path``'s directory is missing or no directory."""
+    if not driver.stat(posixpath.dirname(path) or "/").is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", path)
 
 
 def _dirfd_refusal(agent: Agent, call: Call, dirfd: int, path: str) -> int | None:
