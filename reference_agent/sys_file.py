@@ -36,6 +36,8 @@ _F_GETFL, _F_SETFL = 3, 4
 _SETFL_BITS = (
     os.O_APPEND | os.O_NONBLOCK | os.O_DIRECT | os.O_NOATIME | getattr(os, "O_ASYNC", 0o20000)
 )
+#: The end of a directory for lseek: the largest offset (LLONG_MAX).
+_DIRECTORY_END = (1 << 63) - 1
 #: Agent-side bound on one emulated read, like a kernel's MAX_RW_COUNT.
 MAX_IO = MAX_BUFFER_SIZE
 
@@ -431,7 +433,9 @@ def sys_lseek(agent: Agent, call: Call) -> Outcome:
     elif whence == os.SEEK_CUR:
         position = remote.offset + offset
     elif whence in (os.SEEK_END, os.SEEK_DATA, os.SEEK_HOLE):
-        size = remote.driver.fstat(remote.handle).st_size
+        # A directory's offsets are positions in its listing; its end is the largest
+        # offset there is (as ext4 answers), so SEEK_END past it is EINVAL.
+        size = _DIRECTORY_END if remote.is_dir else remote.driver.fstat(remote.handle).st_size
         if whence == os.SEEK_END:
             position = size + offset
         elif offset >= size:
@@ -440,7 +444,7 @@ def sys_lseek(agent: Agent, call: Call) -> Outcome:
             position = offset if whence == os.SEEK_DATA else size
     else:
         return -errno.EINVAL
-    if position < 0:
+    if position < 0 or (remote.is_dir and position > _DIRECTORY_END):
         return -errno.EINVAL
     if remote.is_dir and position == 0:
         remote.listing = None  # rewinddir: the next getdents64 lists the directory afresh

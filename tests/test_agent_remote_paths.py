@@ -385,12 +385,14 @@ def glibc_fchmodat_nofollow(path, mode):
     return oct(stat.S_IMODE(os.lstat(path).st_mode))
 attempt("fchmodat_nofollow_file", lambda: glibc_fchmodat_nofollow(f"{base}/target", 0o604))
 attempt("fchmodat_nofollow_link", lambda: glibc_fchmodat_nofollow(f"{base}/link", 0o600))
-def via(name, flags, fn):
-    fd = os.open(f"{base}/{name}", os.O_PATH | flags)
+def with_fd(name, flags, fn):
+    fd = os.open(f"{base}/{name}", flags)
     try:
         return fn(fd)
     finally:
         os.close(fd)
+def via(name, flags, fn):
+    return with_fd(name, os.O_PATH | flags, fn)
 def proc(fd, below=""):
     return f"/proc/self/fd/{fd}{below}"
 def fchownat_empty(fd, uid):
@@ -409,6 +411,8 @@ attempt("dotdot_missing_create", lambda: os.close(os.open(f"{base}/missing/../ma
 attempt("dotdot_missing_made", lambda: os.path.lexists(f"{base}/made"))
 attempt("dotdot_file", lambda: os.stat(f"{base}/f/../f") and None)
 attempt("dotdot_directory", lambda: os.stat(f"{base}/a/../f").st_size)
+attempt("dir_seek_end", lambda: with_fd("a", os.O_RDONLY, lambda fd: os.lseek(fd, 0, os.SEEK_END) > 0))
+attempt("dir_seek_past_end", lambda: with_fd("a", os.O_RDONLY, lambda fd: os.lseek(fd, 1, os.SEEK_END)))
 import tempfile
 def rename_with_dirfd(fd, old, new):
     os.rename(old, new, src_dir_fd=fd)
