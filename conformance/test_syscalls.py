@@ -123,7 +123,7 @@ FAMILIES: dict[str, list[str]] = {
         "pread 1 10 50",
         "lseek 1 3 CUR",
     ],
-    # readv/writev across two buffers, short at end of file.
+    # readv/writev across two buffers, short at end of file; no bytes from a directory.
     "vectored": [
         "open 0 f RDWR|CREAT 644",
         "writev 0 3 5 1",
@@ -133,6 +133,10 @@ FAMILIES: dict[str, list[str]] = {
         "readv 0 1 1",
         "lseek 0 0 SET",
         "readv 0 0 6",
+        "mkdirat cwd d 755",
+        "open 1 d RDONLY|DIRECTORY 0",
+        "readv 1 0 0",
+        "readv 1 0 1",
     ],
     # Transfers across block and message boundaries, up to just over 1 MiB.
     "large_transfer": [
@@ -290,12 +294,16 @@ FAMILIES: dict[str, list[str]] = {
         "unlinkat cwd sock 0",
         "lstat sock",
     ],
-    # Descriptors that are not open: EBADF, whatever the call.
+    # Descriptors that are not open: EBADF, whatever the call; a file as a directory: ENOTDIR,
+    # after what the call looks up before it (rename: both directories; link: the old name).
     "bad_descriptors": [
         "open 0 a WRONLY|CREAT 644",
         "renameat 5 a cwd b",
         "renameat cwd a 5 b",
         "renameat 0 a cwd b",
+        "renameat cwd missing 0 b",
+        "linkat cwd missing 0 b",
+        "linkat cwd a 0 b",
         "openat 1 7 a RDONLY 0",
         "fstatat 9 a 0",
         "mkdirat 9 x 755",

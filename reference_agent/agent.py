@@ -33,18 +33,14 @@ from reference_agent._abi import AT_FDCWD
 from reference_agent._loop import Park, Rewrite, TracerLoop
 from reference_agent._ptrace import Event, ExecEvent, Exited, ForkEvent, ForkKind, Killed, Registers
 from reference_agent.call import NATIVE, Call, Native, Outcome, Resolved
+from reference_agent.dotdot import dotdot_refusal
 from reference_agent.files import RemoteFile, RemoteFileTable
 from reference_agent.identity import Identity
 from reference_agent.interpreters import plan_exec
 from reference_agent.landlock import Ruleset
 from reference_agent.locks import LockTable, Owner, Waiter
 from reference_agent.mount_rules import MountPlan
-from reference_agent.namespace import (
-    LocalTarget,
-    Namespace,
-    RemoteTarget,
-    logical_path,
-)
+from reference_agent.namespace import LocalTarget, Namespace, Refused, RemoteTarget, logical_path
 from reference_agent.recording import NameList
 from reference_agent.sandbox import Guard, SandboxRules, guard_for
 from reference_agent.startup import find_program, physical_directory
@@ -464,6 +460,12 @@ class Agent:
 
     def resolve(self, call: Call, dirfd: int, path: str) -> Resolved:
         """Resolve a path argument relative to ``dirfd`` (AT_FDCWD or a descriptor)."""
+        behind = self.files.behind_proc_link(call.pid, path) if path[:6] == "/proc/" else None
+        if behind is not None:  # a remote descriptor's /proc link names the remote file
+            remote, below = behind
+            if remote.is_link:  # the link itself: never followed to its target
+                return Resolved(path, Refused(errno.ENOTDIR if below else errno.EOPNOTSUPP))
+            path = remote.logical + below
         if path.startswith("/"):
             base = "/"
         elif dirfd == AT_FDCWD:
@@ -496,6 +498,8 @@ class Agent:
         if self.options.name_list is not None:
             self.options.name_list.record(logical, call.name)
         target = self.namespace.resolve(logical)
+        if "/.." in f"/{path}" and (refusal := self._dotdot(call, path, base)) is not None:
+            return Resolved(logical, Refused(refusal))
         if isinstance(target, LocalTarget):
             if target.path == logical and (
                 path.startswith("/")
@@ -504,6 +508,11 @@ class Agent:
                 return Resolved(logical, NATIVE)
             return Resolved(logical, target, rewrite=self._local_rewrite(target, path, base))
         return Resolved(logical, target)
+
+    def _dotdot(self, call: Call, path: str, base: str) -> int | None:
+        return dotdot_refusal(
+            path, base, self.namespace.resolve, lambda target: self.driver_for(call, target)
+        )
 
     def _local_rewrite(self, target: LocalTarget, path: str, base: str) -> str:
         """The local path put in place of ``path``, keeping what ends it for the kernel:

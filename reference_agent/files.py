@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -27,6 +28,9 @@ from drivers import DirEntry, Driver, Handle, StatResult
 from reference_agent.whole_cache import write_back
 
 __all__ = ["RemoteFile", "RemoteFileTable"]
+
+#: /proc/self/fd/N, /proc/thread-self/fd/N, /proc/PID/fd/N (and task/TID/fd/N), and below.
+_PROC_FD = re.compile(r"^/proc/(self|thread-self|\d+)(?:/task/(\d+))?/fd/(\d+)(/.*)?$")
 
 
 @dataclass(slots=True)
@@ -102,6 +106,19 @@ class RemoteFileTable:
         except OSError:
             return None
         return self._files.get((st.st_dev, st.st_ino))
+
+    def behind_proc_link(self, pid: int, path: str) -> tuple[RemoteFile, str] | None:
+        """The remote file a /proc/.../fd/N path of ``pid`` names, and what follows N.
+
+        The kernel would follow such a link to the placeholder; the program means the file.
+        """
+        match = _PROC_FD.match(path)
+        if match is None:
+            return None
+        who, task, fd, rest = match.groups()
+        owner = int(task) if task else pid if who in ("self", "thread-self") else int(who)
+        remote = self.lookup(owner, int(fd))
+        return None if remote is None else (remote, rest or "")
 
     def mapped_elsewhere(self, remote: RemoteFile) -> RemoteFile | None:
         """Another open of the same remote file with a shared writable mapping, if any."""

@@ -356,6 +356,8 @@ def sys_fchmod(agent: Agent, call: Call) -> Outcome:
     remote = agent.remote_file(call, call.fd(0))
     if remote is None:
         return None
+    if remote.flags & os.O_PATH:
+        return -errno.EBADF  # as Linux: fchmod needs a descriptor opened for I/O
     remote.driver.chmod(remote.remote_path, call.arg(1) & 0o7777)
     return 0
 

@@ -4,6 +4,9 @@ truncate, chmod, chown, utimensat, and the extended-attribute calls."""
 from __future__ import annotations
 
 import errno
+import os
+import posixpath
+import stat
 import struct
 import time
 
@@ -13,6 +16,7 @@ from reference_agent._common import last_component, path_call, rewrite_args
 from reference_agent.agent import Agent
 from reference_agent.call import NATIVE, Call, Outcome, Resolved
 from reference_agent.namespace import LocalTarget, Refused, RemoteTarget
+from reference_agent.sys_file import empty_path_fd
 
 RENAME_NOREPLACE = 1
 _KEEP = 0xFFFFFFFF  # (uid_t)-1: leave this one alone
@@ -94,6 +98,15 @@ def _two_paths(
             return -target.errno
     endings = [last_component(text) for text in texts]
     if any(isinstance(t, RemoteTarget) for t in targets):
+        # rename looks both directories up before either name; link looks the old name
+        # up whole (ENOENT) before it looks at the new name's directory.
+        for which, ((dirfd, _), text) in enumerate(zip((old, new), texts, strict=True)):
+            first = targets[0]
+            if which == 1 and remote_op == "link" and isinstance(first, RemoteTarget):
+                agent.driver_for(call, first).lstat(first.path)
+            refusal = _dirfd_refusal(agent, call, dirfd, text)
+            if refusal is not None:
+                return refusal
         if remote_op == "rename" and {".", ".."} & set(endings):
             return -errno.EBUSY  # the kernel never renames "." or ".."
         if remote_op == "link" and endings[1] in (".", ".."):
@@ -113,7 +126,13 @@ def _two_paths(
     ):
         return -errno.EXDEV
     driver = agent.driver_for(call, first)
-    source = driver.lstat(first.path)
+    try:
+        source = driver.lstat(first.path)
+    except FileNotFoundError:
+        if remote_op == "rename":  # the kernel walks both directories before either name
+            _parent_directory(driver, first.path)
+            _parent_directory(driver, second.path)
+        raise
     if "/" in endings and not source.is_dir():
         return -errno.ENOTDIR  # "file/" names a directory
     if remote_op == "link":
@@ -131,6 +150,30 @@ def _two_paths(
             pass
     driver.rename(first.path, second.path)
     return 0
+
+
+def _parent_directory(driver: Driver, path: str) -> None:
+    """Raise what the kernel answers if ``path``'s directory is missing or no directory."""
+    if not driver.stat(posixpath.dirname(path) or "/").is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", path)
+
+
+def _dirfd_refusal(agent: Agent, call: Call, dirfd: int, path: str) -> int | None:
+    """EBADF or ENOTDIR for a relative path on a descriptor that is not an open directory.
+
+    The kernel would answer these itself, but a call with its other path on a remote
+    mount never reaches it: the answer must not become EXDEV.
+    """
+    if dirfd == AT_FDCWD or not path or path.startswith("/"):
+        return None
+    remote = agent.remote_file(call, dirfd)
+    if remote is not None:
+        return None if remote.is_dir else -errno.ENOTDIR
+    try:
+        mode = os.stat(f"/proc/{call.pid}/fd/{dirfd}").st_mode
+    except OSError:
+        return -errno.EBADF
+    return None if stat.S_ISDIR(mode) else -errno.ENOTDIR
 
 
 def sys_rename(agent: Agent, call: Call) -> Outcome:
@@ -193,6 +236,14 @@ def _chmod(
         driver.chmod(target.path, mode & 0o7777)
         return 0
 
+    if call.name == "fchmodat2" and empty_path_fd(call, call.fd(3), index):
+        remote_file = agent.remote_file(call, dirfd)  # fchmodat2(fd, "", AT_EMPTY_PATH)
+        if remote_file is None:
+            return None
+        if remote_file.is_link:
+            return -errno.EOPNOTSUPP
+        remote_file.driver.chmod(remote_file.remote_path, mode & 0o7777)
+        return 0
     return path_call(agent, call, dirfd, index, remote)
 
 
@@ -223,6 +274,12 @@ def sys_chown(agent: Agent, call: Call) -> Outcome:
         st = driver.stat(target.path) if follow else driver.lstat(target.path)
         return 0 if _owner_unchanged(st, uid, gid) else -errno.EPERM
 
+    if at_form and empty_path_fd(call, call.fd(4), index):
+        # fchownat(fd, "", AT_EMPTY_PATH): the descriptor's file, an O_PATH link's own too.
+        remote_file = agent.remote_file(call, dirfd)
+        if remote_file is None:
+            return None
+        return 0 if _owner_unchanged(remote_file.stat(), uid, gid) else -errno.EPERM
     return path_call(agent, call, dirfd, index, remote)
 
 
@@ -231,7 +288,9 @@ def sys_fchown(agent: Agent, call: Call) -> Outcome:
     remote_file = agent.remote_file(call, call.fd(0))
     if remote_file is None:
         return None
-    st = remote_file.driver.fstat(remote_file.handle)
+    if remote_file.flags & os.O_PATH:
+        return -errno.EBADF  # as Linux: fchown needs a descriptor opened for I/O
+    st = remote_file.stat()
     return (
         0
         if _owner_unchanged(st, call.fd(1) & 0xFFFFFFFF, call.fd(2) & 0xFFFFFFFF)
@@ -263,10 +322,17 @@ def _times(call: Call, address: int, driver: Driver, path: str) -> tuple[int, in
 def sys_utimensat(agent: Agent, call: Call) -> Outcome:
     """Utimensat implements Linux syscall utimensat(2) (futimens when the path is NULL)."""
     dirfd = call.fd(0)
-    if call.arg(1) == 0:
+    empty_path = call.arg(1) != 0 and empty_path_fd(call, call.fd(3), 1)
+    if call.arg(1) == 0 or empty_path:
         remote_file = agent.remote_file(call, dirfd)
         if remote_file is None:
             return None
+        if remote_file.is_link:  # utimensat(fd, "", AT_EMPTY_PATH) on an O_PATH link
+            return agent.hole(
+                call, f"remote symlink {remote_file.logical} (its own times)", errno.EOPNOTSUPP
+            )
+        if remote_file.flags & os.O_PATH and not empty_path:
+            return -errno.EBADF  # futimens needs a descriptor opened for I/O
         remote_file.driver.utimens(
             remote_file.remote_path,
             _times(call, call.arg(2), remote_file.driver, remote_file.remote_path),

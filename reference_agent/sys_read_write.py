@@ -19,16 +19,22 @@ from reference_agent.files import RemoteFile
 _IOVEC = struct.Struct("<QQ")
 #: Agent-side bound on one emulated read, like a kernel's MAX_RW_COUNT.
 MAX_IO = MAX_BUFFER_SIZE
+#: The end of a directory for lseek: the largest offset (LLONG_MAX).
+_DIRECTORY_END = (1 << 63) - 1
 
 
 # -- reads and writes ---------------------------------------------------------------------------------------
 
 
-def read_refusal(remote: RemoteFile) -> int | None:
+def read_refusal(remote: RemoteFile, call: Call, buffers: list[tuple[int, int]]) -> int | None:
     """The negative errno a read of ``remote`` gets before any I/O (None: it may read)."""
+    if remote.flags & os.O_PATH:
+        return -errno.EBADF
     if remote.is_dir:
-        return -errno.EISDIR
-    if remote.flags & os.O_ACCMODE == os.O_WRONLY or remote.flags & os.O_PATH:
+        # readv of no bytes at all reads nothing before it asks what the file is.
+        empty_vector = "readv" in call.name and not any(length for _, length in buffers)
+        return 0 if empty_vector else -errno.EISDIR
+    if remote.flags & os.O_ACCMODE == os.O_WRONLY:
         return -errno.EBADF
     return None
 
@@ -45,11 +51,12 @@ def _read_into(call: Call, remote: RemoteFile, buffers: list[tuple[int, int]], o
     data = remote.driver.pread(remote.handle, total, offset)
     position = 0
     for address, length in buffers:
-        piece = data[position : position + length]
-        if not piece:
+        if position >= len(data):
             break
-        call.write(address, piece)
-        position += len(piece)
+        piece = data[position : position + length]
+        if piece:  # a zero-length buffer takes nothing; the next one gets the bytes
+            call.write(address, piece)
+            position += len(piece)
     return len(data)
 
 
@@ -75,7 +82,7 @@ def _sequential(agent: Agent, call: Call, buffers: list[tuple[int, int]], writin
     remote = agent.remote_file(call, call.fd(0))
     if remote is None:
         return None
-    refusal = write_refusal(remote) if writing else read_refusal(remote)
+    refusal = write_refusal(remote) if writing else read_refusal(remote, call, buffers)
     if refusal is not None:
         return refusal
     if writing:
@@ -94,7 +101,7 @@ def _positioned(
     remote = agent.remote_file(call, call.fd(0))
     if remote is None:
         return None
-    refusal = write_refusal(remote) if writing else read_refusal(remote)
+    refusal = write_refusal(remote) if writing else read_refusal(remote, call, buffers)
     if refusal is not None:
         return refusal
     if offset < 0:
@@ -166,13 +173,17 @@ def sys_lseek(agent: Agent, call: Call) -> Outcome:
     remote = agent.remote_file(call, call.fd(0))
     if remote is None:
         return None
+    if remote.flags & os.O_PATH:
+        return -errno.EBADF  # an O_PATH descriptor has no offset
     offset, whence = call.sarg(1), call.fd(2)
     if whence == os.SEEK_SET:
         position = offset
     elif whence == os.SEEK_CUR:
         position = remote.offset + offset
     elif whence in (os.SEEK_END, os.SEEK_DATA, os.SEEK_HOLE):
-        size = remote.driver.fstat(remote.handle).st_size
+        # A directory's offsets are positions in its listing; its end is the largest
+        # offset there is (as ext4 answers), so SEEK_END past it is EINVAL.
+        size = _DIRECTORY_END if remote.is_dir else remote.driver.fstat(remote.handle).st_size
         if whence == os.SEEK_END:
             position = size + offset
         elif offset >= size:
@@ -181,7 +192,9 @@ def sys_lseek(agent: Agent, call: Call) -> Outcome:
             position = offset if whence == os.SEEK_DATA else size
     else:
         return -errno.EINVAL
-    if position < 0:
+    if position < 0 or (remote.is_dir and position > _DIRECTORY_END):
         return -errno.EINVAL
+    if remote.is_dir and position == 0:
+        remote.listing = None  # rewinddir: the next getdents64 lists the directory afresh
     remote.offset = position
     return position

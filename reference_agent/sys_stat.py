@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import stat as stat_module
 
 from drivers import Driver, StatResult
@@ -112,28 +111,12 @@ def sys_faccessat(agent: Agent, call: Call) -> Outcome:
     return _access(agent, call, call.fd(0), 1, call.fd(2))
 
 
-#: /proc/self/fd/N, /proc/thread-self/fd/N, /proc/PID/fd/N (and task/TID/fd/N).
-_PROC_FD = re.compile(r"^/proc/(self|thread-self|\d+)(?:/task/(\d+))?/fd/(\d+)$")
-
-
 def _answer_link(call: Call, text: str, buffer: int, size: int) -> int:
     if size <= 0:
         return -errno.EINVAL
     data = os.fsencode(text)[:size]
     call.write(buffer, data)
     return len(data)
-
-
-def _remote_descriptor_link(agent: Agent, call: Call, path: str) -> str | None:
-    """The path a /proc/.../fd/N link of a remote descriptor shows: the program's own name
-    (the kernel would show the placeholder's "/memfd:..." name)."""
-    match = _PROC_FD.match(path)
-    if match is None:
-        return None
-    who, task, fd = match.groups()
-    pid = int(task) if task else call.pid if who in ("self", "thread-self") else int(who)
-    remote = agent.files.lookup(pid, int(fd))
-    return remote.logical if remote is not None else None
 
 
 def _readlink(
@@ -146,10 +129,10 @@ def _readlink(
             if not link.is_link:
                 return -errno.EINVAL
             return _answer_link(call, link.driver.readlink(link.remote_path), buffer, size)
-    if path.startswith("/proc/"):
-        shown = _remote_descriptor_link(agent, call, path)
-        if shown is not None:
-            return _answer_link(call, shown, buffer, size)
+    behind = agent.files.behind_proc_link(call.pid, path) if path.startswith("/proc/") else None
+    if behind is not None and not behind[1]:
+        # The program's own name (the kernel would show the placeholder's "/memfd:...").
+        return _answer_link(call, behind[0].logical, buffer, size)
 
     def remote(driver: Driver, target: RemoteTarget, resolved: Resolved) -> int:
         if size <= 0:

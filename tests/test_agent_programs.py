@@ -173,26 +173,11 @@ LIST_TREE = "find . -path ./.git -prune -o -printf '%p %y %m %s %l\\n' | sort"
 TIMES = "find . -type f -printf '%p %TY-%Tm-%Td %TH:%TM:%.2TS\\n' | sort"
 
 
-#: A defect left in the agent: the check fails only for it, a strict xfail on Chirp that
-#: turns into an XPASS (a failure to notice) once fixed.
-PROC_FD_CHMOD = (
-    "chmod of /proc/self/fd/N for an O_PATH descriptor of a remote file (glibc's fchmodat "
-    "fallback, tar's directory modes) changes the placeholder, not the file"
-)
-
-
-def xfail_on_chirp(request: pytest.FixtureRequest, place: Place, *defects: str) -> None:
-    """Mark the running check a strict xfail on Chirp: it fails only for ``defects``."""
-    if place.remote:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="; ".join(defects)))
-
-
-def test_tar_keeps_symlinks_modes_and_times(
-    place: Place, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
+def test_tar_keeps_symlinks_modes_and_times(place: Place, tmp_path: Path) -> None:
     # The archive is made from a local tree owned by root: extracting it as root changes
     # owners, which --chown ignore lets tar do on a mount whose server keeps its own.
-    xfail_on_chirp(request, place, PROC_FD_CHMOD)
+    # glibc's fchmodat(AT_SYMLINK_NOFOLLOW) opens the directory O_PATH and chmods
+    # /proc/self/fd/N: the agent must send that to the remote directory.
     script = (
         MAKE_TREE.replace("$B/t", "$L/t")
         + f"""

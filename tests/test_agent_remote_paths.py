@@ -378,6 +378,48 @@ def proc_fd_name():
     finally:
         os.close(fd)
 attempt("proc_fd_names_the_file", proc_fd_name)
+# glibc's fchmodat(AT_SYMLINK_NOFOLLOW) (tar): an O_PATH open, then chmod("/proc/self/fd/N").
+def glibc_fchmodat_nofollow(path, mode):
+    if libc.fchmodat(-100, os.fsencode(path), mode, 0x100) != 0:
+        raise OSError(ctypes.get_errno(), "fchmodat")
+    return oct(stat.S_IMODE(os.lstat(path).st_mode))
+attempt("fchmodat_nofollow_file", lambda: glibc_fchmodat_nofollow(f"{base}/target", 0o604))
+attempt("fchmodat_nofollow_link", lambda: glibc_fchmodat_nofollow(f"{base}/link", 0o600))
+def with_fd(name, flags, fn):
+    fd = os.open(f"{base}/{name}", flags)
+    try:
+        return fn(fd)
+    finally:
+        os.close(fd)
+def via(name, flags, fn):
+    return with_fd(name, os.O_PATH | flags, fn)
+def proc(fd, below=""):
+    return f"/proc/self/fd/{fd}{below}"
+def fchownat_empty(fd, uid):
+    if libc.fchownat(fd, b"", uid, -1, 0x1000) != 0:
+        raise OSError(ctypes.get_errno(), "fchownat")
+attempt("o_path_link_chown_same", lambda: via("link", os.O_NOFOLLOW, lambda fd: fchownat_empty(fd, -1)))
+attempt("o_path_link_chown_other", lambda: via("link", os.O_NOFOLLOW, lambda fd: fchownat_empty(fd, 4242)))
+attempt("o_path_fchmod", lambda: via("target", 0, lambda fd: os.fchmod(fd, 0o600)))
+attempt("o_path_lseek", lambda: via("target", 0, lambda fd: os.lseek(fd, 0, os.SEEK_SET)))
+attempt("o_path_proc_stat", lambda: via("target", 0, lambda fd: os.stat(proc(fd)).st_size))
+attempt("proc_fd_lists_the_directory", lambda: via("a", 0, lambda fd: sorted(os.listdir(proc(fd)))))
+attempt("proc_fd_below_the_directory", lambda: via("a", 0, lambda fd: os.path.isdir(proc(fd, "/b"))))
+attempt("proc_fd_link_chmod", lambda: via("link", os.O_NOFOLLOW, lambda fd: os.chmod(proc(fd), 0o600)))
+attempt("proc_fd_link_below", lambda: via("link", os.O_NOFOLLOW, lambda fd: os.stat(proc(fd, "/x"))))
+attempt("dotdot_missing_create", lambda: os.close(os.open(f"{base}/missing/../made", os.O_CREAT | os.O_WRONLY, 0o644)))
+attempt("dotdot_missing_made", lambda: os.path.lexists(f"{base}/made"))
+attempt("dotdot_file", lambda: os.stat(f"{base}/f/../f") and None)
+attempt("dotdot_directory", lambda: os.stat(f"{base}/a/../f").st_size)
+attempt("dir_seek_end", lambda: with_fd("a", os.O_RDONLY, lambda fd: os.lseek(fd, 0, os.SEEK_END) > 0))
+attempt("dir_seek_past_end", lambda: with_fd("a", os.O_RDONLY, lambda fd: os.lseek(fd, 1, os.SEEK_END)))
+import tempfile
+def rename_with_dirfd(fd, old, new):
+    os.rename(old, new, src_dir_fd=fd)
+attempt("renameat_bad_dirfd", lambda: rename_with_dirfd(987, "x", f"{base}/f2"))
+with tempfile.TemporaryFile() as local_file:
+    attempt("renameat_file_dirfd", lambda: rename_with_dirfd(local_file.fileno(), "x", f"{base}/f2"))
+attempt("renameat_remote_file_dirfd", lambda: via("f", 0, lambda fd: rename_with_dirfd(fd, "x", f"{base}/f2")))
 print(json.dumps(out))
 """
 
@@ -406,6 +448,11 @@ def native_answers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object
 REMOTE_LIMITS = {
     # Chirp sets times and modes only through a link: refused rather than change the target.
     "utime_nofollow": NOT_SUPPORTED,
+    # Servers keep their own owners: a real ownership change is EPERM (--chown fail).
+    "o_path_link_chown_other": "EPERM",
+    # A descriptor of the link itself: its /proc name is refused rather than followed
+    # (the kernel stats the link there: a remote one can only be looked at by its name).
+    "proc_fd_link_below": "ENOTDIR",
 }
 
 

@@ -265,6 +265,19 @@ class SftpDriver(SftpRequests):
             return self._on_handle("pread", handle, lambda entry: self._pread(entry, size, offset))
 
     def _pread(self, entry: _OpenFile, size: int, offset: int) -> bytes:
+        # A server answers at most one chunk per request: a full chunk means more may
+        # follow, and pread(2) of a regular file is short only at end of file.
+        pieces: list[bytes] = []
+        total = 0
+        while total < size:
+            piece = self._pread_chunk(entry, min(size - total, MAX_CHUNK), offset + total)
+            pieces.append(piece)
+            total += len(piece)
+            if len(piece) < MAX_CHUNK:
+                break
+        return b"".join(pieces)
+
+    def _pread_chunk(self, entry: _OpenFile, size: int, offset: int) -> bytes:
         if size == 0:
             return b""
         try:
