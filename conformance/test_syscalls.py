@@ -340,6 +340,8 @@ FAMILIES: dict[str, list[str]] = {
         "open 5 d RDONLY|DIRECTORY 0",
         "read 5 10",
         "write 5 1 1",
+        "pread 5 1 -3",
+        "pread 0 1 -3",
         "open 6 d/f RDONLY|DIRECTORY 0",
         "renameat cwd d cwd d/sub",
         "stat /%300",

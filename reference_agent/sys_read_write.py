@@ -101,11 +101,11 @@ def _positioned(
     remote = agent.remote_file(call, call.fd(0))
     if remote is None:
         return None
+    if offset < 0:
+        return -errno.EINVAL  # the kernel checks the offset before it looks at the descriptor
     refusal = write_refusal(remote) if writing else read_refusal(remote, call, buffers)
     if refusal is not None:
         return refusal
-    if offset < 0:
-        return -errno.EINVAL
     return (
         _write_from(call, remote, buffers, offset)
         if writing
