@@ -102,7 +102,7 @@ class _Staged:
     dirty: bool = False
     stale: bool = False  # read-only: the file changed since open, or another file took its name
     orphan: bool = False  # its name was unlinked through the driver ("renames" binding)
-    identity: tuple[int, int] | None = None  # read-only: (st_dev, st_ino) at open
+    identity: tuple[int, int, int] | None = None  # read-only: (st_dev, st_ino, st_mtime_ns) at open
 
     @property
     def writable(self) -> bool:
@@ -181,8 +181,9 @@ class Model:
     def _changed(self) -> None:
         """A read-only handle whose file no longer holds its bytes at open reads anything.
 
-        So does one whose name now holds another file, even with the same bytes: a
-        driver that can tell files apart answers ESTALE there (FTP's MLST unique).
+        So does one whose name now holds another file, or whose file was written or had
+        its times set, even to the same bytes: a driver that can tell files apart answers
+        ESTALE there (FTP's MLST unique: another file; an HTTP ETag: the mtime too).
         """
         for entry in self.staged.values():
             if entry.writable or entry.stale or entry.is_dir:
@@ -192,7 +193,10 @@ class Model:
                 entry.stale = True
                 continue
             st = attempt(self.local.stat, entry.path)
-            if st.error is None and (st.value.st_dev, st.value.st_ino) != entry.identity:
+            if st.error is not None:
+                entry.stale = True
+                continue
+            if (st.value.st_dev, st.value.st_ino, st.value.st_mtime_ns) != entry.identity:
                 entry.stale = True
 
     # -- open files -------------------------------------------------------------------------------
@@ -216,7 +220,7 @@ class Model:
         elif flags & os.O_TRUNC and not deferred:
             self._changed()
         entry = _Staged(path, flags, bytearray(data), is_dir=st.is_dir())
-        entry.identity = (st.st_dev, st.st_ino)
+        entry.identity = (st.st_dev, st.st_ino, st.st_mtime_ns)
         if deferred:
             entry.data = bytearray()
             entry.dirty = bool(data)

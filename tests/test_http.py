@@ -160,6 +160,29 @@ def driver(http_server: RunningServer) -> Iterator[HttpDriver]:
         drv.close_driver()
 
 
+def test_file_replaced_under_a_read_only_handle(
+    driver: HttpDriver, http_server: RunningServer
+) -> None:
+    """A new file renamed over an open one on the server: ESTALE where the server has ETags.
+
+    Python's http.server sends no ETag: its handle reads the new file, as declared.
+    """
+    data = http_server.data_dir
+    (data / "f").write_bytes(b"old contents")
+    handle = driver.open("/f", os.O_RDONLY)
+    try:
+        assert driver.pread(handle, 3, 0) == b"old"
+        assert driver.pread(handle, 3, 4) == b"con"  # the same file: If-Match holds
+        (data / "g").write_bytes(b"new, longer contents")  # nginx's ETag: mtime and size
+        os.rename(data / "g", data / "f")
+        if http_server.spec.implementation == "python":
+            assert driver.pread(handle, 3, 0) == b"new"
+        else:
+            assert errno_name(driver.pread, handle, 3, 0) == "ESTALE"
+    finally:
+        driver.close(handle)
+
+
 def test_stat_listing_and_range_reads(driver: HttpDriver, http_server: RunningServer) -> None:
     st = driver.stat("/file.bin")
     assert st.is_reg() and st.st_size == len(CONTENT)

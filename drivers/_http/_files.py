@@ -38,6 +38,7 @@ __all__ = [
     "ranged_body",
     "ranged_get",
     "ranged_request",
+    "strong_etag",
     "synthesize_stat",
     "url_path",
 ]
@@ -227,6 +228,13 @@ def ranged_request(
     """The Range GET of :func:`ranged_get`, its reply whole (headers such as ETag included)."""
     ranged = [*(headers or []), ("Range", f"bytes={offset}-{offset + size - 1}")]
     return client.request("GET", target, ranged, stop_after=offset + size)
+
+
+def strong_etag(etag: str | None) -> str | None:
+    """A strong ETag, or None: a weak one (``W/"..."``) never satisfies If-Match."""
+    if not etag or etag.startswith("W/"):
+        return None
+    return etag
 
 
 def ranged_body(reply: HttpReply, path: str, offset: int, size: int) -> bytes | HttpReply:

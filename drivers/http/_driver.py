@@ -31,7 +31,13 @@ What this driver cannot do, and why:
 - a directory holding a page the server prefers to its listing (index.html on
   Python's http.server) cannot be listed: ENOTSUP, never a made-up listing;
 - nginx leaves dotfiles out of its listings; Python's http.server lists them;
-- statfs has no HTTP equivalent: ENOTSUP.
+- statfs has no HTTP equivalent: ENOTSUP;
+- a file replaced under an open handle is ESTALE where the server sends a
+  strong ETag (nginx): the handle keeps its first read's ETag and sends every
+  later ranged GET with ``If-Match`` (412 is ESTALE). Python's http.server
+  sends none: its handles read whatever the path holds. nginx's ETag is the
+  mtime and the size, so a replacement of the same size within the same
+  second is not seen.
 """
 
 from __future__ import annotations
@@ -47,7 +53,9 @@ from drivers._http._files import (
     errno_for_status,
     http_date_ns,
     interview_missing,
-    ranged_get,
+    ranged_body,
+    ranged_request,
+    strong_etag,
     synthesize_stat,
     url_path,
 )
@@ -79,6 +87,7 @@ MAX_READ = 16 << 20
 class _OpenFile:
     path: str
     is_dir: bool
+    etag: str | None = None  # the file's strong ETag at the first read, sent as If-Match
 
 
 class HttpDriver(Driver):
@@ -299,7 +308,18 @@ class HttpDriver(Driver):
             size = min(size, MAX_READ)
             if size == 0:
                 return b""
-            result = ranged_get(self._client, url_path(entry.path), entry.path, offset, size)
+            condition = [("If-Match", entry.etag)] if entry.etag else []
+            reply = ranged_request(self._client, url_path(entry.path), offset, size, condition)
+            if reply.status == 412 and entry.etag:
+                raise OSError(
+                    errno.ESTALE,
+                    f"{self.describe()}: {entry.path} is no longer the file that was opened "
+                    f"(ETag {entry.etag}, now {reply.header('etag') or 'none'})",
+                    entry.path,
+                )
+            if entry.etag is None and reply.status in (200, 206):
+                entry.etag = strong_etag(reply.header("etag"))
+            result = ranged_body(reply, entry.path, offset, size)
             if isinstance(result, bytes):
                 return result
             self._fail(entry.path, result)

@@ -68,6 +68,7 @@ from drivers._http._files import (
     parent_of,
     ranged_body,
     ranged_request,
+    strong_etag,
     synthesize_stat,
     url_path,
 )
@@ -382,7 +383,7 @@ class WebDavDriver(Driver):
             is_dir = resource is not None and resource.is_dir
             entry = _OpenFile(path, flags, is_dir)
             if resource is not None and not writing:
-                entry.etag = _strong(resource.etag)
+                entry.etag = strong_etag(resource.etag)
             if writing or (flags & os.O_TRUNC and not is_dir):
                 initial = b""
                 if flags & os.O_TRUNC and not created and resource is not None and resource.size:
@@ -447,7 +448,7 @@ class WebDavDriver(Driver):
                     entry.path,
                 )
             if entry.etag is None and reply.status in (200, 206):
-                entry.etag = _strong(reply.header("etag"))
+                entry.etag = strong_etag(reply.header("etag"))
             result = ranged_body(reply, entry.path, offset, size)
             if isinstance(result, bytes):
                 return result
@@ -583,10 +584,3 @@ class WebDavDriver(Driver):
         with self.counters.operation("readlink"):
             self._existing(path)
             raise OSError(errno.EINVAL, "not a symlink (WebDAV has none)", path)
-
-
-def _strong(etag: str | None) -> str | None:
-    """A strong ETag, or None: a weak one (``W/"..."``) never satisfies If-Match."""
-    if not etag or etag.startswith("W/"):
-        return None
-    return etag
