@@ -123,12 +123,16 @@ class Peer:
         target = sock or self.sock
         chunk = pattern * max(1, (256 * 1024) // len(pattern))
         sent = 0
+        # A client that stops reading must not hold this thread past close(): sends time
+        # out, so the stop event is looked at again.
+        target.settimeout(0.2)
         while sent < FLOOD_LIMIT and not self.stop.is_set():
             try:
-                target.sendall(chunk)
+                sent += target.send(chunk)
+            except TimeoutError:
+                continue
             except OSError:
                 return
-            sent += len(chunk)
 
     def trickle(self, byte: bytes = b"1", sock: socket.socket | None = None) -> None:
         """One byte every TRICKLE_GAP seconds, TRICKLE_BYTES at most, never a line end."""
@@ -493,7 +497,10 @@ def _xrootd_call(url: str, operation: str = "stat") -> tuple[OSError | None, flo
         timeout=60,
         env=env,
         cwd=ROOT,
-        check=True,
+    )
+    assert done.returncode == 0 and done.stdout.strip(), (
+        f"the xrootd client ended with status {done.returncode}: "
+        f"stdout {done.stdout.strip()[:300]!r}, stderr {done.stderr.strip()[-600:]!r}"
     )
     code, elapsed, *message = done.stdout.strip().split(maxsplit=2)
     error = OSError(int(code), " ".join(message)) if int(code) else None
