@@ -178,6 +178,8 @@ class Agent:
         if self.guard is not None:
             trapped |= self.guard.trapped_numbers()
         self.loop = TracerLoop(trapped, self._on_syscall, self._on_event)
+        if self.guard is not None:
+            self.guard.attach(self.loop.requeue, self.loop.retry, self.report_once)
         start_cwd = logical_path(cwd) if cwd is not None else os.getcwd()
         self._root_cwd = Cwd(start_cwd)
         program = find_program(
@@ -236,6 +238,8 @@ class Agent:
         return cwd
 
     def _on_event(self, event: Event) -> None:
+        if self.guard is not None:
+            self.guard.follow(event)
         if isinstance(event, ForkEvent):
             # The child is held by the loop until this returns: its directory is in place
             # before it can run a single syscall.
@@ -307,6 +311,8 @@ class Agent:
                 f"aviary: internal error in {call.name}{about}: {type(exc).__name__}: {exc}"
             )
             outcome = -errno.EIO
+        if guard is not None:
+            outcome = guard.settle(call, outcome)
         elapsed = (time.perf_counter() - began) * 1e6
         if self.options.trace is not None or self.options.summary:
             self._record(call, outcome, elapsed)

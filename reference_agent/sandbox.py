@@ -47,7 +47,8 @@ from typing import TYPE_CHECKING, Final
 
 from reference_agent import _ptrace
 from reference_agent._abi import AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_FOLLOW, AT_SYMLINK_NOFOLLOW
-from reference_agent._loop import Rewrite
+from reference_agent._loop import Park, Rewrite
+from reference_agent._ptrace import Event, ExecEvent, Exited, ForkEvent, Killed
 from reference_agent.landlock import Ruleset, ruleset_for
 from reference_agent.mount_rules import MountPlan, mount_plan
 from reference_agent.namespace import (
@@ -58,6 +59,8 @@ from reference_agent.namespace import (
     ServiceDirectory,
 )
 from reference_agent.real_path import Walk, walk
+from reference_agent.rename_gate import CHANGERS, RenameGate
+from reference_agent.sealed_pins import SealedPins
 
 if TYPE_CHECKING:
     from reference_agent.agent import Agent
@@ -325,6 +328,16 @@ FD_CALLS: Final[Mapping[str, tuple[int, Use]]] = {
 #: Path calls whose checked path replaces the program's argument (see ``Guard.check``); not
 #: exec (a script's ``$0`` is the path as given) nor chdir (the agent keeps its logical name).
 _UNPINNED: Final = frozenset({"execve", "execveat", "chdir", "acct", "quotactl"})
+#: Pinned calls the kernel walks without RESOLVE_NO_SYMLINKS that change something: they
+#: never run beside a call that could swap a directory on their path (``rename_gate``).
+_GATED: Final = frozenset(
+    {"bind"}
+    | {
+        name
+        for name, specs in PATH_CALLS.items()
+        if name not in _UNPINNED and any(spec.use != Use.LOOK for spec in specs)
+    }
+)
 #: The open family: (path argument, descriptor argument, flags argument or None for openat2's struct).
 OPEN_CALLS: Final[Mapping[str, tuple[int, int | None, int | None]]] = {
     "open": (0, None, 1),
@@ -359,6 +372,7 @@ REFUSED: Final[Mapping[str, str]] = {
     "mount_setattr": "another view of the files",
     "open_by_handle_at": "opening a file without its path",
     "process_vm_writev": "writing another process's memory",
+    "userfaultfd": "changing memory the agent's checked copies live in",
     "pidfd_getfd": "taking another process's descriptor",
     "uselib": "loading a library without its path",
     "swapon": "kernel control",
@@ -425,6 +439,10 @@ class Guard:
     agent_dirs: Sequence[str] = ()
     refusals: int = 0
     _allowed: tuple[str, ...] | None = field(init=False, default=None)
+    #: Memory the program cannot write for the checked copies, and the gate that keeps
+    #: directories from being swapped under a checked call (set by ``attach``).
+    pins: SealedPins | None = field(init=False, default=None)
+    gate: RenameGate | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         if self.rules.allow_only is not None:
@@ -457,6 +475,38 @@ class Guard:
         if not self.rules.landlock:
             return None
         return ruleset_for(self._allowed, self.rules.read_only, ALLOWED_DEVICES, report)
+
+    def attach(
+        self,
+        requeue: Callable[[Event], None],
+        retry: Callable[[int], None],
+        report_once: Callable[[str, str], None],
+    ) -> None:
+        """Set up the sealed copies and the gate for a tracer loop (its requeue and retry)."""
+        self.pins = SealedPins(requeue, report_once)
+        self.gate = RenameGate(retry)
+
+    def follow(self, event: Event) -> None:
+        """Keep the address spaces and the gate's holders up to date with ``event``."""
+        if self.pins is None or self.gate is None:
+            return
+        if isinstance(event, ForkEvent):
+            self.pins.forked(event.pid, event.child)
+        elif isinstance(event, ExecEvent):
+            self.pins.exec_done(event.pid, event.former_pid)
+            self.gate.release(event.pid)
+            self.gate.release(event.former_pid)
+        elif isinstance(event, Exited | Killed):
+            self.pins.gone(event.pid)
+            self.gate.release(event.pid)
+
+    def settle(
+        self, call: Call, outcome: int | Rewrite | Park | None
+    ) -> int | Rewrite | Park | None:
+        """``outcome``, made to release the gate when the call is done."""
+        if self.gate is None:
+            return outcome
+        return self.gate.until_exit(call.pid, outcome, call.registers)
 
     # -- the filter --------------------------------------------------------------------------
 
@@ -520,7 +570,7 @@ class Guard:
 
     def decide_real(self, real: str, use: Use) -> int | None:
         """The refusal for a local file's real path (None: go on)."""
-        if _PROC_MEM.match(real):
+        if _PROC_MEM.match(real) or real == "/dev/userfaultfd":
             return errno.EACCES  # another process's memory, or one's own agent-written scratch
         for verdict in (
             self._denied(real, use),
@@ -533,7 +583,7 @@ class Guard:
 
     # -- the check at each trapped call ---------------------------------------------------------
 
-    def check(self, agent: Agent, call: Call) -> int | Rewrite | None:
+    def check(self, agent: Agent, call: Call) -> int | Rewrite | Park | None:
         """Refuse ``call`` (a negative errno), let it go on (None), or run it changed (a Rewrite).
 
         On the way the path arguments are replaced in ``call.registers`` by the
@@ -554,6 +604,15 @@ class Guard:
                 f"aviary: sandbox: {name} refused ({REFUSED[name]}; EPERM)",
             )
             return -errno.EPERM
+        if self.pins is not None:
+            area = self.pins.area_for(call.pid, call.registers)
+            if isinstance(area, Rewrite | Park):
+                return area  # a sealed region was made: the call runs again; or it is gone
+            call.pins = area
+        if self.gate is not None and (name in _GATED or name in CHANGERS):
+            waiting = self.gate.admit(call.pid, name in CHANGERS)
+            if waiting is not None:
+                return waiting
         if name in CONDITIONAL:
             return self._conditional(agent, call)
         pinned: str | None = None
@@ -592,7 +651,7 @@ class Guard:
         )
         registers = call.registers.replace(
             nr=_SYS_OPENAT2,
-            args=(AT_FDCWD, call.scratch_string(pinned), call.scratch_bytes(how), OPEN_HOW.size),
+            args=(AT_FDCWD, call.scratch_string(pinned), call.pin_bytes(how), OPEN_HOW.size),
         )
         return Rewrite(registers)
 
@@ -618,7 +677,7 @@ class Guard:
     def _pin(self, call: Call, index: int) -> str:
         """Read path argument ``index`` once and point the call at the agent's copy of it."""
         raw = call.raw_string(index)
-        address = call.scratch_bytes(raw + b"\0")
+        address = call.pin_bytes(raw + b"\0")
         call.registers = call.registers.replace(
             args=[address if i == index else None for i in range(6)]
         )
@@ -666,10 +725,10 @@ class Guard:
         address = call.read(name_address, name_length)
         if struct.unpack_from("<H", address)[0] != AF_UNIX or address[2] == 0:
             return None  # another family, or an abstract name: no file
-        copy = call.scratch_bytes(address)
+        copy = call.pin_bytes(address)
         if length_at is None:
             header = struct.pack("<Q", copy) + header[8:]
-            replaced = call.scratch_bytes(header)
+            replaced = call.pin_bytes(header)
         else:
             replaced = copy
         call.registers = call.registers.replace(
@@ -687,7 +746,7 @@ class Guard:
             if not OPEN_HOW.size <= size <= 4096:
                 raise OSError(errno.EINVAL if size < OPEN_HOW.size else errno.E2BIG, "open_how")
             how = call.read(call.arg(2), size)
-            address = call.scratch_bytes(how)
+            address = call.pin_bytes(how)
             call.registers = call.registers.replace(args=[None, None, address])
             flags, mode, resolve = OPEN_HOW.unpack_from(how)
         else:
