@@ -328,10 +328,11 @@ FD_CALLS: Final[Mapping[str, tuple[int, Use]]] = {
 #: Path calls whose checked path replaces the program's argument (see ``Guard.check``); not
 #: exec (a script's ``$0`` is the path as given) nor chdir (the agent keeps its logical name).
 _UNPINNED: Final = frozenset({"execve", "execveat", "chdir", "acct", "quotactl"})
-#: Pinned calls the kernel walks without RESOLVE_NO_SYMLINKS that change something: they
-#: never run beside a call that could swap a directory on their path (``rename_gate``).
+#: Pinned calls the kernel walks without RESOLVE_NO_SYMLINKS that change something or read
+#: data (xattr values): they never run beside a call that could swap a directory on their
+#: path (``rename_gate``). The other looking calls are not held up (docs/sandbox.md).
 _GATED: Final = frozenset(
-    {"bind"}
+    {"bind", "getxattr", "lgetxattr", "getxattrat"}
     | {
         name
         for name, specs in PATH_CALLS.items()
