@@ -24,7 +24,9 @@ that it cannot write:
   ``execve`` gets a new address space and a new region at its first call.
 
 A kernel without ``mseal`` (before 6.10) keeps the copies on the stack, and
-the run says so once.
+the run says so once. Any other failure to make the region (no memory left, the
+region changed before it was sealed) refuses the call: it never runs on copies
+the program could rewrite.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ __all__ = ["PinArea", "SealedPins"]
 
 _SLOT: Final = 64 * 1024  # bytes per thread: two halves, each room for a call's copies
 _HALF: Final = _SLOT // 2
-_SLOTS_PER_REGION: Final = 64
+_SLOTS_PER_REGION: Final = 16  # 1 MiB of address space, reserved, not used
 _REGION: Final = _SLOT * _SLOTS_PER_REGION
 _PROT_READ: Final = 1
 _MAP_ANONYMOUS_PRIVATE: Final = 0x02 | 0x20 | 0x4000  # MAP_NORESERVE too: no memory until used
@@ -167,24 +169,33 @@ class SealedPins:
         results = inject(pid, registers, plan, self.requeue)
         if results is None:
             return Park()  # gone: its end is the loop's to handle
+        refusal = None
         if _failed(results[0]):
-            self._cannot(f"mmap of the sealed region failed ({errno.errorcode[-results[0]]})")
+            refusal = -results[0]
+        elif results[1] == -errno.ENOSYS:
+            self.usable = False
+            self.report(
+                "sandbox:sealed",
+                "aviary: sandbox: this kernel cannot seal memory (no mseal); path copies stay "
+                "on the stack, where a thread sharing the program's memory can rewrite them "
+                "after the check",
+            )
         elif _failed(results[1]):
-            self._cannot(f"this kernel does not seal memory ({errno.errorcode[-results[1]]})")
+            refusal = -results[1]
         elif not _sealed_read_only(pid, results[0]):
-            self._cannot("the region was changed before it was sealed")
+            refusal = errno.EPERM  # changed by another thread before it was sealed
         else:
             space.regions.append(results[0])
             space.free += [results[0] + i * _SLOT for i in range(_SLOTS_PER_REGION)]
+        if refusal is not None:
+            # Fail closed: without a region the call is refused, never run on the stack.
+            self.report(
+                "sandbox:sealed-failed",
+                f"aviary: sandbox: pid {pid}: no sealed region for checked paths "
+                f"({errno.errorcode.get(refusal, refusal)}); its path calls are refused",
+            )
+            return Rewrite(registers.replace(result=-refusal))
         return Rewrite(restart_registers(registers))  # the call traps again, now with a slot
-
-    def _cannot(self, why: str) -> None:
-        self.usable = False
-        self.report(
-            "sandbox:sealed",
-            f"aviary: sandbox: {why}; path copies stay on the stack, where a thread "
-            "sharing the program's memory can rewrite them after the check",
-        )
 
     # -- following address spaces ----------------------------------------------------------
 
@@ -229,8 +240,9 @@ def _sealed_read_only(pid: int, base: int) -> bool:
                 if "-" in head[0] and len(head) > 1 and len(head[1]) == 4:
                     start = int(head[0].split("-")[0], 16)
                     inside = start == base
-                    if inside and head[1] != "r--p":
-                        return False
+                    fields = line.split()
+                    if inside and (fields[1] != "r--p" or len(fields) != 5 or fields[4] != "0"):
+                        return False  # writable, shared or a file's: not the agent's region
                 elif inside and line.startswith("VmFlags:"):
                     return "sl" in line.split()[1:]
     except OSError:
