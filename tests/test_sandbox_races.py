@@ -111,3 +111,39 @@ def test_RenameGate_lets_go_of_a_process_that_is_gone() -> None:
     gate.release(1)  # died in flight
     assert retried == [2]
     assert gate.admit(2, changer=False) is None
+
+
+#: A static program that opens itself and says so: small enough to run in 1.4 MB of
+#: address space, where the 1 MiB sealed region does not fit beside it.
+OPENS_ITSELF = """
+#include <fcntl.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    (void)argc;
+    if (open(argv[0], O_RDONLY) < 0) return 1;
+    return write(1, "ran\\n", 4) == 4 ? 0 : 1;
+}
+"""
+
+
+def test_no_sealed_region_means_no_path_call(tmp_path: Path) -> None:
+    """Fail closed: where the region cannot be made, the program's path calls are refused,
+    never run on copies left on the stack."""
+    source = tmp_path / "opens_itself.c"
+    source.write_text(OPENS_ITSELF)
+    program = tmp_path / "opens_itself"
+    subprocess.run(
+        ["gcc", "-static", "-O1", "-o", str(program), str(source)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    limited = ["prlimit", "--as=1400000", str(program)]
+    alone = subprocess.run(limited, capture_output=True, text=True, timeout=30)
+    assert alone.stdout == "ran\n", alone  # the limit alone lets it run
+    argv = [sys.executable, "-m", "harness.cli", "run", "--deny", str(tmp_path / "x"), "--"]
+    result = subprocess.run(
+        [*argv, *limited], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert (result.returncode, result.stdout) == (1, ""), result
+    assert "no sealed region for checked paths (ENOMEM)" in result.stderr, result.stderr
