@@ -45,6 +45,7 @@ from reference_agent.namespace import (
     RemoteTarget,
     logical_path,
 )
+from reference_agent.race_guards import RaceGuards
 from reference_agent.recording import NameList
 from reference_agent.sandbox import Guard, SandboxRules, guard_for
 from reference_agent.startup import find_program, physical_directory
@@ -143,6 +144,7 @@ class Agent:
         self._traced_ops: Counter[str] = Counter()  # driver operations already in the trace
         self.copies = 0  # local copies made for --cache whole
         self.guard: Guard | None = None
+        self.races: RaceGuards | None = None  # with a guard: sealed copies, rename gate
         self.locks = LockTable()  # record locks on remote files, between this run's processes
         shared = self.options.shared_cache
         self.whole_cache = WholeFileCache(shared) if shared is not None else None
@@ -179,7 +181,7 @@ class Agent:
             trapped |= self.guard.trapped_numbers()
         self.loop = TracerLoop(trapped, self._on_syscall, self._on_event)
         if self.guard is not None:
-            self.guard.attach(self.loop.requeue, self.loop.retry, self.report_once)
+            self.races = RaceGuards(self.loop.requeue, self.loop.retry, self.report_once)
         start_cwd = logical_path(cwd) if cwd is not None else os.getcwd()
         self._root_cwd = Cwd(start_cwd)
         program = find_program(
@@ -238,8 +240,8 @@ class Agent:
         return cwd
 
     def _on_event(self, event: Event) -> None:
-        if self.guard is not None:
-            self.guard.follow(event)
+        if self.races is not None:
+            self.races.follow(event)
         if isinstance(event, ForkEvent):
             # The child is held by the loop until this returns: its directory is in place
             # before it can run a single syscall.
@@ -298,7 +300,9 @@ class Agent:
         began = time.perf_counter()
         try:
             # The sandbox first: it refuses, or pins the path arguments the handler then reads.
-            outcome: Outcome = guard.check(self, call) if guard is not None else None
+            outcome: Outcome = self.races.before(call) if self.races is not None else None
+            if outcome is None and guard is not None:
+                outcome = guard.check(self, call)
             if outcome is None and entry is not None:
                 outcome = entry.handler(self, call)
             if outcome is None and call.registers is not registers:
@@ -311,8 +315,8 @@ class Agent:
                 f"aviary: internal error in {call.name}{about}: {type(exc).__name__}: {exc}"
             )
             outcome = -errno.EIO
-        if guard is not None:
-            outcome = guard.settle(call, outcome)
+        if self.races is not None:
+            outcome = self.races.settle(call, outcome)
         elapsed = (time.perf_counter() - began) * 1e6
         if self.options.trace is not None or self.options.summary:
             self._record(call, outcome, elapsed)

@@ -47,8 +47,7 @@ from typing import TYPE_CHECKING, Final
 
 from reference_agent import _ptrace
 from reference_agent._abi import AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_FOLLOW, AT_SYMLINK_NOFOLLOW
-from reference_agent._loop import Park, Rewrite
-from reference_agent._ptrace import Event, ExecEvent, Exited, ForkEvent, Killed
+from reference_agent._loop import Rewrite
 from reference_agent.landlock import Ruleset, ruleset_for
 from reference_agent.mount_rules import MountPlan, mount_plan
 from reference_agent.namespace import (
@@ -59,8 +58,6 @@ from reference_agent.namespace import (
     ServiceDirectory,
 )
 from reference_agent.real_path import Walk, walk
-from reference_agent.rename_gate import CHANGERS, RenameGate
-from reference_agent.sealed_pins import SealedPins
 
 if TYPE_CHECKING:
     from reference_agent.agent import Agent
@@ -328,17 +325,6 @@ FD_CALLS: Final[Mapping[str, tuple[int, Use]]] = {
 #: Path calls whose checked path replaces the program's argument (see ``Guard.check``); not
 #: exec (a script's ``$0`` is the path as given) nor chdir (the agent keeps its logical name).
 _UNPINNED: Final = frozenset({"execve", "execveat", "chdir", "acct", "quotactl"})
-#: Pinned calls the kernel walks without RESOLVE_NO_SYMLINKS that change something or read
-#: data (xattr values): they never run beside a call that could swap a directory on their
-#: path (``rename_gate``). The other looking calls are not held up (docs/sandbox.md).
-_GATED: Final = frozenset(
-    {"bind", "getxattr", "lgetxattr", "getxattrat"}
-    | {
-        name
-        for name, specs in PATH_CALLS.items()
-        if name not in _UNPINNED and any(spec.use != Use.LOOK for spec in specs)
-    }
-)
 #: The open family: (path argument, descriptor argument, flags argument or None for openat2's struct).
 OPEN_CALLS: Final[Mapping[str, tuple[int, int | None, int | None]]] = {
     "open": (0, None, 1),
@@ -440,10 +426,6 @@ class Guard:
     agent_dirs: Sequence[str] = ()
     refusals: int = 0
     _allowed: tuple[str, ...] | None = field(init=False, default=None)
-    #: Memory the program cannot write for the checked copies, and the gate that keeps
-    #: directories from being swapped under a checked call (set by ``attach``).
-    pins: SealedPins | None = field(init=False, default=None)
-    gate: RenameGate | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         if self.rules.allow_only is not None:
@@ -476,38 +458,6 @@ class Guard:
         if not self.rules.landlock:
             return None
         return ruleset_for(self._allowed, self.rules.read_only, ALLOWED_DEVICES, report)
-
-    def attach(
-        self,
-        requeue: Callable[[Event], None],
-        retry: Callable[[int], None],
-        report_once: Callable[[str, str], None],
-    ) -> None:
-        """Set up the sealed copies and the gate for a tracer loop (its requeue and retry)."""
-        self.pins = SealedPins(requeue, report_once)
-        self.gate = RenameGate(retry)
-
-    def follow(self, event: Event) -> None:
-        """Keep the address spaces and the gate's holders up to date with ``event``."""
-        if self.pins is None or self.gate is None:
-            return
-        if isinstance(event, ForkEvent):
-            self.pins.forked(event.pid, event.child)
-        elif isinstance(event, ExecEvent):
-            self.pins.exec_done(event.pid, event.former_pid)
-            self.gate.release(event.pid)
-            self.gate.release(event.former_pid)
-        elif isinstance(event, Exited | Killed):
-            self.pins.gone(event.pid)
-            self.gate.release(event.pid)
-
-    def settle(
-        self, call: Call, outcome: int | Rewrite | Park | None
-    ) -> int | Rewrite | Park | None:
-        """``outcome``, made to release the gate when the call is done."""
-        if self.gate is None:
-            return outcome
-        return self.gate.until_exit(call.pid, outcome, call.registers)
 
     # -- the filter --------------------------------------------------------------------------
 
@@ -584,7 +534,7 @@ class Guard:
 
     # -- the check at each trapped call ---------------------------------------------------------
 
-    def check(self, agent: Agent, call: Call) -> int | Rewrite | Park | None:
+    def check(self, agent: Agent, call: Call) -> int | Rewrite | None:
         """Refuse ``call`` (a negative errno), let it go on (None), or run it changed (a Rewrite).
 
         On the way the path arguments are replaced in ``call.registers`` by the
@@ -605,15 +555,6 @@ class Guard:
                 f"aviary: sandbox: {name} refused ({REFUSED[name]}; EPERM)",
             )
             return -errno.EPERM
-        if self.pins is not None:
-            area = self.pins.area_for(call.pid, call.registers)
-            if isinstance(area, Rewrite | Park):
-                return area  # a sealed region was made: the call runs again; or it is gone
-            call.pins = area
-        if self.gate is not None and (name in _GATED or name in CHANGERS):
-            waiting = self.gate.admit(call.pid, name in CHANGERS)
-            if waiting is not None:
-                return waiting
         if name in CONDITIONAL:
             return self._conditional(agent, call)
         pinned: str | None = None

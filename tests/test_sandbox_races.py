@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 
 from reference_agent._loop import Park
-from reference_agent.rename_gate import RenameGate
+from reference_agent.race_guards import GATED
+from reference_agent.rename_gate import CHANGERS, RenameGate
+from reference_agent.sandbox import PATH_CALLS, Use
 from tests.helpers import ROOT
 
 PROBE_SOURCE = Path(__file__).with_name("sealed_pins_probe.c")
@@ -147,3 +149,12 @@ def test_no_sealed_region_means_no_path_call(tmp_path: Path) -> None:
     )
     assert (result.returncode, result.stdout) == (1, ""), result
     assert "no sealed region for checked paths (ENOMEM)" in result.stderr, result.stderr
+
+
+def test_every_path_call_that_changes_something_is_gated() -> None:
+    """A new path call that writes must meet the gate (or be a changer), or it races."""
+    writing = {
+        name for name, specs in PATH_CALLS.items() if any(spec.use & Use.WRITE for spec in specs)
+    }
+    assert writing <= GATED | CHANGERS, sorted(writing - GATED - CHANGERS)
+    assert set(PATH_CALLS) >= CHANGERS
