@@ -265,6 +265,8 @@ class TracerLoop:
                 # vanishes without an exit report.
                 if former != pid:
                     self._live.discard(former)
+                # A leader parked when another thread's exec killed it: its call is gone.
+                self._parked.pop(pid, None)
                 if self.on_event is not None:
                     self.on_event(event)
                 _ptrace.resume(pid)
