@@ -9,7 +9,8 @@
  * the mapping holding it is sealed (smaps VmFlags "sl"). Cases: the program after exec,
  * a fork child, 100 threads at once (more than one region's slots), a vfork child that
  * execs this program again ("child"), and opens while a signal handler, run 200 times,
- * makes path calls of its own.
+ * makes path calls of its own; then 8 threads make, rename, link and remove names at once
+ * (200 rounds through the rename gate).
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -104,6 +105,27 @@ static void *send_signals(void *unused) {
     return NULL;
 }
 
+/* Changers and checked calls from 8 threads at once, each in its own directory: all of
+ * them get through the gate, in any order. */
+static atomic_int gate_done;
+
+static void *busy_names(void *index) {
+    char dir[4200], a[4300], b[4300], c[4300];
+    snprintf(dir, sizeof dir, "%s.d%ld", file, (long)index);
+    snprintf(a, sizeof a, "%s/a", dir);
+    snprintf(b, sizeof b, "%s/b", dir);
+    snprintf(c, sizeof c, "%s/c", dir);
+    for (int i = 0; i < 25; i++) {
+        int ok = mkdir(dir, 0755) == 0;
+        int fd = open(a, O_WRONLY | O_CREAT, 0644);
+        ok = ok && fd >= 0 && close(fd) == 0;
+        ok = ok && chmod(a, 0600) == 0 && rename(a, b) == 0 && link(b, c) == 0;
+        ok = ok && unlink(b) == 0 && unlink(c) == 0 && rmdir(dir) == 0;
+        if (ok) atomic_fetch_add(&gate_done, 1);
+    }
+    return NULL;
+}
+
 static void on_alarm(int signal) {
     struct stat info;
     (void)signal;
@@ -163,5 +185,10 @@ int main(int argc, char **argv) {
     }
     pthread_join(signaller, NULL);
     printf("signals failed=%d\n", failed);
+
+    pthread_t busy[8];
+    for (long i = 0; i < 8; i++) pthread_create(&busy[i], NULL, busy_names, (void *)i);
+    for (int i = 0; i < 8; i++) pthread_join(busy[i], NULL);
+    printf("gate done=%d\n", atomic_load(&gate_done));
     return 0;
 }

@@ -73,6 +73,7 @@ def test_copies_are_sealed_in_every_address_space(probe: Path, tmp_path: Path) -
         assert report[case]["sealed"] == "1", report
     assert report["threads"] == {"distinct_slots": "1", "read_only": "1"}, report
     assert report["signals"] == {"failed": "0"}, report
+    assert report["gate"] == {"done": "200"}, report
 
 
 def test_the_probe_sees_copies_left_on_the_stack(probe: Path, tmp_path: Path) -> None:
