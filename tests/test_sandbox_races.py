@@ -3,8 +3,9 @@
 ``tests/sealed_pins_probe.c`` runs under the real agent and reports where its
 checked path copies are (``reference_agent/sealed_pins.py``): in memory it cannot
 write, sealed, in each address space it gets (after exec, in a fork child, in 100
-threads at once, after a vfork child's exec), and opens keep working while a
-signal handler makes path calls of its own. The gate
+threads at once, after a vfork child's exec), opens keep working while a signal
+handler makes path calls of its own, and 8 threads renaming and linking at once all
+get through the rename gate. The gate
 (``reference_agent/rename_gate.py``) is checked on its own for the order in
 which it lets calls through. The escape catalogue (``test_sandbox_escapes.py``)
 shows what each holds against the races themselves.
