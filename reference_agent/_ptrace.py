@@ -18,8 +18,10 @@ Theory of operation:
   event message. The tracer resumes with ``PTRACE_CONT``; only if it wants to see
   the result does it resume with ``PTRACE_SYSCALL``, and the next syscall stop is
   then the exit stop (since Linux 4.8 the seccomp stop comes after the point where
-  a syscall-enter-stop would be). This layer never resumes otherwise with
-  ``PTRACE_SYSCALL``, so every ``TRACESYSGOOD`` stop it reports is an exit stop.
+  a syscall-enter-stop would be). The tracer loop never resumes otherwise with
+  ``PTRACE_SYSCALL``, so every ``TRACESYSGOOD`` stop it sees is an exit stop; only
+  ``_inject``, which runs calls of its own in a tracee, sees entry stops, and
+  waits for them itself.
 - Every call here acts on one thread (a tid), and all of them must come from the
   thread that seized the tracee: ptrace ties a tracee to a tracer *thread*.
 - Failures raise ``OSError`` with the errno (``ProcessLookupError`` for ESRCH: the
