@@ -15,6 +15,7 @@ program: ``waitpid(-1)`` would take their exits too.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import os
@@ -136,6 +137,11 @@ class TracerLoop:
         #: it arrives, so that ``on_event`` has set up their state before they run a syscall;
         #: with the tid whose death releases them if that event never comes.
         self._held: dict[int, tuple[Event, int | None]] = {}
+        #: Events a handler took from ``waitpid`` while it drove one tracee itself
+        #: (``_inject``), handed back to be handled as if just reported.
+        self._pending: collections.deque[Event] = collections.deque()
+        #: Parked callers to hand to the handler again before the next wait.
+        self._retrying: collections.deque[int] = collections.deque()
 
     def run(
         self,
@@ -196,10 +202,21 @@ class TracerLoop:
     def _loop(self, root: int) -> int:
         status: int | None = None
         while True:
-            try:
-                event = _ptrace.wait_event()
-            except ChildProcessError:
-                break
+            if self._retrying:
+                pid = self._retrying.popleft()
+                parked = self._parked.pop(pid, None)
+                if parked is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        self._dispatch(pid, parked)
+                continue
+            if self._pending:
+                event = self._pending.popleft()
+                self._parked.pop(event.pid, None)  # parked only while it was driven aside
+            else:
+                try:
+                    event = _ptrace.wait_event()
+                except ChildProcessError:
+                    break
             if isinstance(event, Exited | Killed):
                 self._live.discard(event.pid)
                 self._at_exit.pop(event.pid, None)
@@ -248,6 +265,8 @@ class TracerLoop:
                 # vanishes without an exit report.
                 if former != pid:
                     self._live.discard(former)
+                # A leader parked when another thread's exec killed it: its call is gone.
+                self._parked.pop(pid, None)
                 if self.on_event is not None:
                     self.on_event(event)
                 _ptrace.resume(pid)
@@ -281,8 +300,11 @@ class TracerLoop:
         if self.on_syscall is None:
             _ptrace.resume(pid)
             return
-        registers = _ptrace.get_registers(pid)
-        result = self.on_syscall(pid, nr, registers)
+        self._dispatch(pid, _ptrace.get_registers(pid))
+
+    def _dispatch(self, pid: int, registers: Registers) -> None:
+        assert self.on_syscall is not None
+        result = self.on_syscall(pid, registers.nr, registers)
         if result is None:
             _ptrace.resume(pid)
         elif isinstance(result, Park):
@@ -314,6 +336,15 @@ class TracerLoop:
         if registers is not None:
             with contextlib.suppress(ProcessLookupError):
                 self._skip(pid, registers, result)
+
+    def retry(self, pid: int) -> None:
+        """Hand a parked caller's call to the handler again, as if it had just stopped,
+        once the current stop is dealt with (never from inside the handler)."""
+        self._retrying.append(pid)
+
+    def requeue(self, event: Event) -> None:
+        """Handle ``event`` (taken from ``waitpid`` by a handler) before waiting again."""
+        self._pending.append(event)
 
     def parked(self) -> frozenset[int]:
         """The tids stopped until a ``wake``."""

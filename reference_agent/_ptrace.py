@@ -18,8 +18,10 @@ Theory of operation:
   event message. The tracer resumes with ``PTRACE_CONT``; only if it wants to see
   the result does it resume with ``PTRACE_SYSCALL``, and the next syscall stop is
   then the exit stop (since Linux 4.8 the seccomp stop comes after the point where
-  a syscall-enter-stop would be). This layer never resumes otherwise with
-  ``PTRACE_SYSCALL``, so every ``TRACESYSGOOD`` stop it reports is an exit stop.
+  a syscall-enter-stop would be). The tracer loop never resumes otherwise with
+  ``PTRACE_SYSCALL``, so every ``TRACESYSGOOD`` stop it sees is an exit stop; only
+  ``_inject``, which runs calls of its own in a tracee, sees entry stops, and
+  waits for them itself.
 - Every call here acts on one thread (a tid), and all of them must come from the
   thread that seized the tracee: ptrace ties a tracee to a tracer *thread*.
 - Failures raise ``OSError`` with the errno (``ProcessLookupError`` for ESRCH: the
@@ -63,6 +65,7 @@ __all__ = [
     "TraceOption",
     "event_message",
     "get_registers",
+    "get_signal_mask",
     "interrupt",
     "listen",
     "poll_event",
@@ -70,6 +73,7 @@ __all__ = [
     "resume_to_syscall_exit",
     "seize",
     "set_registers",
+    "set_signal_mask",
     "syscall_name",
     "syscall_number",
     "vm_read",
@@ -81,6 +85,8 @@ __all__ = [
 PTRACE_SEIZE: Final = 0x4206
 PTRACE_INTERRUPT: Final = 0x4207
 PTRACE_LISTEN: Final = 0x4208
+PTRACE_GETSIGMASK: Final = 0x420A
+PTRACE_SETSIGMASK: Final = 0x420B
 PTRACE_EVENT_SECCOMP: Final = 7
 PTRACE_EVENT_STOP: Final = 128
 
@@ -289,6 +295,19 @@ def resume_to_syscall_exit(pid: int, signal: int = 0) -> None:
     _request(_pt.PTRACE_SYSCALL, pid, None, signal)
 
 
+def get_signal_mask(pid: int) -> int:
+    """The stopped tracee's blocked-signal mask (``PTRACE_GETSIGMASK``), bit N-1 for signal N."""
+    mask = ctypes.c_uint64()
+    _request(PTRACE_GETSIGMASK, pid, ctypes.sizeof(mask), ctypes.byref(mask))
+    return mask.value
+
+
+def set_signal_mask(pid: int, mask: int) -> None:
+    """Set the stopped tracee's blocked-signal mask (``PTRACE_SETSIGMASK``)."""
+    value = ctypes.c_uint64(mask)
+    _request(PTRACE_SETSIGMASK, pid, ctypes.sizeof(value), ctypes.byref(value))
+
+
 def event_message(pid: int) -> int:
     """``PTRACE_GETEVENTMSG``: the new tid, former tid, exit status or seccomp data of the stop."""
     # python-ptrace's ptrace_geteventmsg reads the unsigned long into a C int.
@@ -406,9 +425,12 @@ class Registers:
         nr: int | None = None,
         args: Sequence[int | None] = (),
         result: int | None = None,
+        ip: int | None = None,
     ) -> Registers:
-        """A copy with the given syscall number, arguments (None keeps one) and result."""
+        """A copy with the given syscall number, arguments (None keeps one), result and ip."""
         regs = _UserRegs.from_buffer_copy(self._regs)
+        if ip is not None:
+            regs.rip = ip & _MASK64
         if nr is not None:
             regs.orig_rax = nr & _MASK64
         for name, value in zip(_ARG_REGISTERS, args, strict=False):

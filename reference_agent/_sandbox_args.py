@@ -71,7 +71,7 @@ class Argument:
 def pin(call: Call, index: int) -> str:
     """Read path argument ``index`` once and point the call at the agent's copy of it."""
     raw = call.raw_string(index)
-    address = call.scratch_bytes(raw + b"\0")
+    address = call.pin_bytes(raw + b"\0")
     call.registers = call.registers.replace(
         args=[address if i == index else None for i in range(6)]
     )
@@ -117,10 +117,10 @@ def _socket_argument(call: Call, socket: SocketArg) -> Argument | None:
     address = call.read(name_address, name_length)
     if struct.unpack_from("<H", address)[0] != AF_UNIX or address[2] == 0:
         return None  # another family, or an abstract name: no file
-    copy = call.scratch_bytes(address)
+    copy = call.pin_bytes(address)
     if length_at is None:
         header = struct.pack("<Q", copy) + header[8:]
-        replaced = call.scratch_bytes(header)
+        replaced = call.pin_bytes(header)
     else:
         replaced = copy
     call.registers = call.registers.replace(
@@ -138,7 +138,7 @@ def _open_argument(call: Call, opens: OpenArgs) -> Argument:
         if not OPEN_HOW.size <= size <= 4096:
             raise OSError(errno.EINVAL if size < OPEN_HOW.size else errno.E2BIG, "open_how")
         how = call.read(call.arg(2), size)
-        address = call.scratch_bytes(how)
+        address = call.pin_bytes(how)
         call.registers = call.registers.replace(args=[None, None, address])
         flags, mode, resolve = OPEN_HOW.unpack_from(how)
     else:
@@ -174,6 +174,6 @@ def open_pinned(call: Call, arg: Argument, pinned: str) -> Rewrite:
     )
     registers = call.registers.replace(
         nr=_SYS_OPENAT2,
-        args=(AT_FDCWD, call.scratch_string(pinned), call.scratch_bytes(how), OPEN_HOW.size),
+        args=(AT_FDCWD, call.scratch_string(pinned), call.pin_bytes(how), OPEN_HOW.size),
     )
     return Rewrite(registers)

@@ -41,6 +41,7 @@ from reference_agent.landlock import Ruleset
 from reference_agent.locks import LockTable, Owner, Waiter
 from reference_agent.mount_rules import MountPlan
 from reference_agent.namespace import LocalTarget, Namespace, Refused, RemoteTarget, logical_path
+from reference_agent.race_guards import RaceGuards
 from reference_agent.recording import NameList
 from reference_agent.sandbox import Guard, SandboxRules, guard_for
 from reference_agent.startup import find_program, physical_directory
@@ -140,6 +141,7 @@ class Agent:
         self._traced_ops: Counter[str] = Counter()  # driver operations already in the trace
         self.copies = 0  # local copies made for --cache whole
         self.guard: Guard | None = None
+        self.races: RaceGuards | None = None  # with a guard: sealed copies, rename gate
         self.locks = LockTable()  # record locks on remote files, between this run's processes
         shared = self.options.shared_cache
         self.whole_cache = WholeFileCache(shared) if shared is not None else None
@@ -177,6 +179,10 @@ class Agent:
         if self.guard is not None:
             trapped |= self.guard.trapped_numbers()
         self.loop = TracerLoop(trapped, self._on_syscall, self._on_event)
+        if self.guard is not None:
+            self.races = RaceGuards(
+                table.guarded_calls(), self.loop.requeue, self.loop.retry, self.report_once
+            )
         start_cwd = logical_path(cwd) if cwd is not None else os.getcwd()
         self._root_cwd = Cwd(start_cwd)
         program = find_program(
@@ -235,6 +241,8 @@ class Agent:
         return cwd
 
     def _on_event(self, event: Event) -> None:
+        if self.races is not None:
+            self.races.follow(event)
         if isinstance(event, ForkEvent):
             # The child is held by the loop until this returns: its directory is in place
             # before it can run a single syscall.
@@ -291,7 +299,9 @@ class Agent:
         began = time.perf_counter()
         try:
             # The sandbox first: it refuses, or pins the path arguments the handler then reads.
-            outcome: Outcome = guard.check(self, call) if guard is not None else None
+            outcome: Outcome = self.races.before(call) if self.races is not None else None
+            if outcome is None and guard is not None:
+                outcome = guard.check(self, call)
             if outcome is None and entry is not None:
                 outcome = entry.handler(self, call)
             if outcome is None and call.registers is not registers:
@@ -304,6 +314,8 @@ class Agent:
                 f"aviary: internal error in {call.name}{about}: {type(exc).__name__}: {exc}"
             )
             outcome = -errno.EIO
+        if self.races is not None:
+            outcome = self.races.settle(call, outcome)
         elapsed = (time.perf_counter() - began) * 1e6
         if self.options.trace is not None or self.options.summary:
             self._record(call, outcome, elapsed)

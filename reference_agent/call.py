@@ -16,6 +16,7 @@ from reference_agent import _memory
 from reference_agent._loop import Park, Rewrite
 from reference_agent._ptrace import Registers
 from reference_agent.namespace import LocalTarget, Refused, RemoteTarget, ServiceDirectory
+from reference_agent.sealed_pins import PinArea
 
 __all__ = ["NATIVE", "SCRATCH_GAP", "Call", "Native", "Outcome", "Resolved"]
 
@@ -52,7 +53,7 @@ class Call:
     it acted on (a logical path, ``fd N (path)``; None before it names one).
     """
 
-    __slots__ = ("_scratch", "mount", "name", "nr", "pid", "registers", "subject")
+    __slots__ = ("_scratch", "mount", "name", "nr", "pid", "pins", "registers", "subject")
 
     def __init__(self, pid: int, nr: int, name: str, registers: Registers) -> None:
         self.pid = pid
@@ -60,6 +61,8 @@ class Call:
         self.name = name
         self.registers = registers
         self._scratch = registers.sp - SCRATCH_GAP
+        #: Memory the program cannot write, for the copies the sandbox checks (None: the stack).
+        self.pins: PinArea | None = None
         self.mount = "local"
         self.subject: str | None = None
 
@@ -99,8 +102,19 @@ class Call:
         _memory.write_bytes(self.pid, address, data)
 
     def scratch_string(self, text: str) -> int:
-        """Write ``text`` below the stack (clear of signal frames); return its address."""
-        return self.scratch_bytes(os.fsencode(text) + b"\0")
+        """Write ``text`` where the kernel will read it; return its address.
+
+        Into the sealed pins when the call has them and it fits (a path another thread
+        cannot rewrite), else below the stack (clear of signal frames).
+        """
+        data = os.fsencode(text) + b"\0"
+        if self.pins is not None and self.pins.fits(len(data)):
+            return self.pins.write(data)
+        return self.scratch_bytes(data)
+
+    def pin_bytes(self, data: bytes) -> int:
+        """Write ``data`` the kernel only reads into the sealed pins (the stack without them)."""
+        return self.pins.write(data) if self.pins is not None else self.scratch_bytes(data)
 
     def scratch_bytes(self, data: bytes) -> int:
         """Write ``data`` below the stack, 16-byte aligned (an argv array); return its address."""

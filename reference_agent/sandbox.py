@@ -8,9 +8,10 @@ are enforced by the same check, so a mount can be made read-only there too.
 The ``Guard`` runs before a trapped call's handler. For each path argument it:
 
 1. reads the string from the program's memory once, writes that copy into the
-   agent's scratch area and points the argument at the copy, so that what the
-   kernel (or the handler) uses is exactly what was checked, whatever another
-   thread writes into the original buffer meanwhile (``_sandbox_args.py``);
+   call's sealed area (``race_guards``: memory no thread of the program can
+   write) and points the argument at the copy, so that what the kernel (or the
+   handler) uses is exactly what was checked, whatever another thread writes
+   meanwhile (``_sandbox_args.py``);
 2. resolves it: the namespace gives the logical path and its mount; a local
    file is then walked in the program's view (``real_path.walk``): symlinks,
    ``..``, ``openat`` directory descriptors, ``/proc/self/root``,

@@ -215,7 +215,7 @@ class Policy:
 
     def decide_real(self, real: str, use: Use) -> int | None:
         """The refusal for a local file's real path (None: go on)."""
-        if _PROC_MEM.match(real):
+        if _PROC_MEM.match(real) or real == "/dev/userfaultfd":
             return errno.EACCES  # another process's memory, or one's own agent-written scratch
         for verdict in (
             self._denied(real, use),

@@ -476,6 +476,7 @@ def _sandbox_entries() -> list[Entry]:
         _refused("swapon", kernel),
         _refused("umount2", views),
         _refused("uselib", "loading a library without its path"),
+        _refused("userfaultfd", "changing memory the agent's checked copies live in"),
     ]
     # A call this architecture does not have: nothing to trap.
     return [entry for entry in entries if entry.name in _ptrace.SYSCALL_NUMBERS]

