@@ -280,16 +280,20 @@ def sys_dup_onto(agent: Agent, call: Call) -> Outcome:
 # -- data ---------------------------------------------------------------------------------------
 
 
-def _readable(remote: RemoteFile, call: Call, buffers: list[tuple[int, int]]) -> int | None:
-    if remote.flags & os.O_PATH:
+def _readable(
+    remote: RemoteFile, call: Call, buffers: list[tuple[int, int]], position: int
+) -> int | None:
+    """The kernel's refusals of a read, in its order: the descriptor, a vector of no
+    bytes (readv answers 0 even on a directory), a range past the largest offset
+    (EINVAL: a directory read to its end sits there), then the kind of file."""
+    if remote.flags & os.O_PATH or remote.flags & os.O_ACCMODE == os.O_WRONLY:
         return -errno.EBADF
-    if remote.is_dir:
-        # readv of no bytes at all reads nothing before it asks what the file is.
-        empty_vector = "readv" in call.name and not any(length for _, length in buffers)
-        return 0 if empty_vector else -errno.EISDIR
-    if remote.flags & os.O_ACCMODE == os.O_WRONLY:
-        return -errno.EBADF
-    return None
+    total = sum(length for _, length in buffers)
+    if "readv" in call.name and total == 0:
+        return 0
+    if position + total > _DIRECTORY_END:
+        return -errno.EINVAL
+    return -errno.EISDIR if remote.is_dir else None
 
 
 def _writable(remote: RemoteFile) -> int | None:
@@ -334,7 +338,7 @@ def _sequential(agent: Agent, call: Call, buffers: list[tuple[int, int]], writin
     remote = agent.remote_file(call, call.fd(0))
     if remote is None:
         return None
-    refusal = _writable(remote) if writing else _readable(remote, call, buffers)
+    refusal = _writable(remote) if writing else _readable(remote, call, buffers, remote.offset)
     if refusal is not None:
         return refusal
     if writing:
@@ -353,7 +357,7 @@ def _positioned(
     remote = agent.remote_file(call, call.fd(0))
     if remote is None:
         return None
-    refusal = _writable(remote) if writing else _readable(remote, call, buffers)
+    refusal = _writable(remote) if writing else _readable(remote, call, buffers, max(offset, 0))
     if refusal is not None:
         return refusal
     if offset < 0:
@@ -504,7 +508,8 @@ def sys_getdents64(agent: Agent, call: Call) -> Outcome:
         index += 1
     if out:
         call.write(call.arg(1), bytes(out))
-    remote.offset = index
+    # At the end, the offset is the directory's end, as ext4 leaves it (a read then is EINVAL).
+    remote.offset = index if index < len(names) else _DIRECTORY_END
     return len(out)
 
 
