@@ -510,8 +510,12 @@ class Agent:
         if self.options.name_list is not None:
             self.options.name_list.record(logical, call.name)
         target = self.namespace.resolve(logical)
-        if "/.." in f"/{path}" and (refusal := self._dotdot(call, path, base)) is not None:
-            return Resolved(logical, Refused(refusal))
+        if "/.." in f"/{path}":
+            refusal = dotdot_refusal(
+                path, base, self.namespace.resolve, lambda t: self.driver_for(call, t)
+            )
+            if refusal is not None:
+                return Resolved(logical, Refused(refusal))
         if isinstance(target, LocalTarget):
             if target.path == logical and (
                 path.startswith("/")
@@ -520,11 +524,6 @@ class Agent:
                 return Resolved(logical, NATIVE)
             return Resolved(logical, target, rewrite=self._local_rewrite(target, path, base))
         return Resolved(logical, target)
-
-    def _dotdot(self, call: Call, path: str, base: str) -> int | None:
-        return dotdot_refusal(
-            path, base, self.namespace.resolve, lambda target: self.driver_for(call, target)
-        )
 
     def _local_rewrite(self, target: LocalTarget, path: str, base: str) -> str:
         """The local path put in place of ``path``, keeping what ends it for the kernel:

@@ -23,7 +23,7 @@ from reference_agent.agent import Agent
 from reference_agent.call import NATIVE, Call, Outcome, Resolved
 from reference_agent.files import RemoteFile
 from reference_agent.namespace import LocalTarget, Refused, RemoteTarget, ServiceDirectory
-from reference_agent.sys_read_write import MAX_IO, write_refusal
+from reference_agent.sys_read_write import DIRECTORY_END, MAX_IO, write_refusal
 from reference_agent.whole_cache import read_only_open
 
 MFD_CLOEXEC = 0x0001
@@ -325,7 +325,8 @@ def sys_getdents64(agent: Agent, call: Call) -> Outcome:
         index += 1
     if out:
         call.write(call.arg(1), bytes(out))
-    remote.offset = index
+    # At the end, the offset is the directory's end, as ext4 leaves it (a read then is EINVAL).
+    remote.offset = index if index < len(names) else DIRECTORY_END
     return len(out)
 
 

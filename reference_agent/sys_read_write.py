@@ -20,23 +20,27 @@ _IOVEC = struct.Struct("<QQ")
 #: Agent-side bound on one emulated read, like a kernel's MAX_RW_COUNT.
 MAX_IO = MAX_BUFFER_SIZE
 #: The end of a directory for lseek: the largest offset (LLONG_MAX).
-_DIRECTORY_END = (1 << 63) - 1
+DIRECTORY_END = (1 << 63) - 1
 
 
 # -- reads and writes ---------------------------------------------------------------------------------------
 
 
-def read_refusal(remote: RemoteFile, call: Call, buffers: list[tuple[int, int]]) -> int | None:
-    """The negative errno a read of ``remote`` gets before any I/O (None: it may read)."""
-    if remote.flags & os.O_PATH:
+def read_refusal(
+    remote: RemoteFile, call: Call, buffers: list[tuple[int, int]], position: int
+) -> int | None:
+    """The negative errno a read of ``remote`` gets before any I/O (None: it may read),
+    in the kernel's order: the descriptor, a vector of no bytes (readv answers 0 even on
+    a directory), a range past the largest offset (EINVAL: a directory read to its end
+    sits there), then the kind of file."""
+    if remote.flags & os.O_PATH or remote.flags & os.O_ACCMODE == os.O_WRONLY:
         return -errno.EBADF
-    if remote.is_dir:
-        # readv of no bytes at all reads nothing before it asks what the file is.
-        empty_vector = "readv" in call.name and not any(length for _, length in buffers)
-        return 0 if empty_vector else -errno.EISDIR
-    if remote.flags & os.O_ACCMODE == os.O_WRONLY:
-        return -errno.EBADF
-    return None
+    total = sum(length for _, length in buffers)
+    if "readv" in call.name and total == 0:
+        return 0
+    if position + total > DIRECTORY_END:
+        return -errno.EINVAL
+    return -errno.EISDIR if remote.is_dir else None
 
 
 def write_refusal(remote: RemoteFile) -> int | None:
@@ -82,7 +86,9 @@ def _sequential(agent: Agent, call: Call, buffers: list[tuple[int, int]], writin
     remote = agent.remote_file(call, call.fd(0))
     if remote is None:
         return None
-    refusal = write_refusal(remote) if writing else read_refusal(remote, call, buffers)
+    refusal = (
+        write_refusal(remote) if writing else read_refusal(remote, call, buffers, remote.offset)
+    )
     if refusal is not None:
         return refusal
     if writing:
@@ -103,7 +109,7 @@ def _positioned(
         return None
     if offset < 0:
         return -errno.EINVAL  # the kernel checks the offset before it looks at the descriptor
-    refusal = write_refusal(remote) if writing else read_refusal(remote, call, buffers)
+    refusal = write_refusal(remote) if writing else read_refusal(remote, call, buffers, offset)
     if refusal is not None:
         return refusal
     return (
@@ -183,7 +189,7 @@ def sys_lseek(agent: Agent, call: Call) -> Outcome:
     elif whence in (os.SEEK_END, os.SEEK_DATA, os.SEEK_HOLE):
         # A directory's offsets are positions in its listing; its end is the largest
         # offset there is (as ext4 answers), so SEEK_END past it is EINVAL.
-        size = _DIRECTORY_END if remote.is_dir else remote.driver.fstat(remote.handle).st_size
+        size = DIRECTORY_END if remote.is_dir else remote.driver.fstat(remote.handle).st_size
         if whence == os.SEEK_END:
             position = size + offset
         elif offset >= size:
@@ -192,7 +198,7 @@ def sys_lseek(agent: Agent, call: Call) -> Outcome:
             position = offset if whence == os.SEEK_DATA else size
     else:
         return -errno.EINVAL
-    if position < 0 or (remote.is_dir and position > _DIRECTORY_END):
+    if position < 0 or (remote.is_dir and position > DIRECTORY_END):
         return -errno.EINVAL
     if remote.is_dir and position == 0:
         remote.listing = None  # rewinddir: the next getdents64 lists the directory afresh

@@ -413,6 +413,18 @@ attempt("dotdot_file", lambda: os.stat(f"{base}/f/../f") and None)
 attempt("dotdot_directory", lambda: os.stat(f"{base}/a/../f").st_size)
 attempt("dir_seek_end", lambda: with_fd("a", os.O_RDONLY, lambda fd: os.lseek(fd, 0, os.SEEK_END) > 0))
 attempt("dir_seek_past_end", lambda: with_fd("a", os.O_RDONLY, lambda fd: os.lseek(fd, 1, os.SEEK_END)))
+def read_after_listing(fd):
+    buffer = ctypes.create_string_buffer(4096)
+    while libc.syscall(217, fd, buffer, 4096) > 0:  # getdents64 to the end
+        pass
+    answers = []
+    for read in (lambda: os.read(fd, 1), lambda: os.readv(fd, [bytearray(1)])):
+        try:
+            answers.append(read())
+        except OSError as e:
+            answers.append(errno.errorcode[e.errno])
+    return answers
+attempt("dir_read_after_listing", lambda: with_fd("a", os.O_RDONLY, read_after_listing))
 import tempfile
 def rename_with_dirfd(fd, old, new):
     os.rename(old, new, src_dir_fd=fd)
