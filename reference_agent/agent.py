@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import struct
 import sys
 import tempfile
 import time
@@ -28,10 +27,10 @@ from typing import IO, TYPE_CHECKING, Protocol
 from urllib.parse import quote
 
 from drivers import Driver, driver_for_service, parse_url
-from reference_agent import _memory, _ptrace
+from reference_agent import _ptrace
 from reference_agent._abi import AT_FDCWD
 from reference_agent._loop import Park, Rewrite, TracerLoop
-from reference_agent._ptrace import Event, ExecEvent, Exited, ForkEvent, ForkKind, Killed, Registers
+from reference_agent._ptrace import Event, ExecEvent, Exited, ForkEvent, Killed, Registers
 from reference_agent.call import NATIVE, Call, Native, Outcome, Resolved
 from reference_agent.dotdot import dotdot_refusal
 from reference_agent.files import RemoteFile, RemoteFileTable
@@ -41,6 +40,7 @@ from reference_agent.landlock import Ruleset
 from reference_agent.locks import LockTable, Owner, Waiter
 from reference_agent.mount_rules import MountPlan
 from reference_agent.namespace import LocalTarget, Namespace, Refused, RemoteTarget, logical_path
+from reference_agent.process_facts import directory_of, shares_fs
 from reference_agent.race_guards import RaceGuards
 from reference_agent.recording import NameList
 from reference_agent.sandbox import Guard, SandboxRules, guard_for
@@ -247,7 +247,7 @@ class Agent:
             # The child is held by the loop until this returns: its directory is in place
             # before it can run a single syscall.
             parent = self._cwd(event.pid)
-            if _shares_fs(event):
+            if shares_fs(event):
                 self.cwds[event.child] = parent  # CLONE_FS: one directory for both
             else:
                 self.cwds[event.child] = Cwd(parent.logical)
@@ -459,7 +459,7 @@ class Agent:
         """The logical directory (``/chirp``) a local stand-in descriptor stands for."""
         if not self._stand_ins:
             return None
-        return self._stand_ins.get(_directory_of(pid, fd) or "")
+        return self._stand_ins.get(directory_of(pid, fd) or "")
 
     def cwd_placeholder(self) -> str:
         """A fresh empty local directory for the kernel's working directory of a task whose
@@ -491,7 +491,7 @@ class Agent:
                 # a mount (rsync walks down from "/" with *at calls). Its name is a real
                 # path, and a logical one only where the namespace maps it onto itself
                 # (a directory opened through a mount stays the kernel's business).
-                local_base = _directory_of(call.pid, dirfd)
+                local_base = directory_of(call.pid, dirfd)
                 stand_in = self._stand_ins.get(local_base or "")
                 if stand_in is not None:
                     base = stand_in
@@ -562,52 +562,3 @@ def _kept_ending(path: str) -> str:
     if stripped.rpartition("/")[2] == ".":
         return "/."
     return "/" if path.endswith("/") and stripped else ""
-
-
-def _directory_of(pid: int, fd: int) -> str | None:
-    """The local path descriptor ``fd`` of ``pid`` names, or None if it has none."""
-    try:
-        name = os.readlink(f"/proc/{pid}/fd/{fd}")
-    except OSError:
-        return None  # EBADF and the like: the kernel answers the call itself
-    if not name.startswith("/") or name.endswith(" (deleted)"):
-        return None  # a pipe, a socket, a removed directory
-    return name
-
-
-#: clone(2)'s flag for one shared working directory (and root, and umask).
-CLONE_FS = 0x200
-_CLONE = _ptrace.syscall_number("clone")
-_CLONE3 = _ptrace.syscall_number("clone3")
-
-
-def _shares_fs(event: ForkEvent) -> bool:
-    """Whether ``event``'s child shares its creator's working directory (CLONE_FS).
-
-    The creator is stopped at the event, still inside its clone call: its flags are its
-    first argument (clone) or the first field of the structure it points to (clone3).
-    fork and vfork never share it.
-    """
-    try:
-        registers = _ptrace.get_registers(event.pid)
-        if registers.nr == _CLONE:
-            return bool(registers.arg(0) & CLONE_FS)
-        if registers.nr == _CLONE3:
-            (flags,) = struct.unpack("<Q", _memory.read_bytes(event.pid, registers.arg(0), 8))
-            return bool(flags & CLONE_FS)
-        return False
-    except OSError:
-        # Unreadable (the creator was killed meanwhile): threads do share it in practice.
-        return event.kind is ForkKind.CLONE and _same_thread_group(event.pid, event.child)
-
-
-def _same_thread_group(parent: int, child: int) -> bool:
-    def tgid(pid: int) -> int | None:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("Tgid:"):
-                    return int(line.split()[1])
-        return None
-
-    parent_group = tgid(parent)
-    return parent_group is not None and parent_group == tgid(child)
