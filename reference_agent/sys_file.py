@@ -23,6 +23,7 @@ from reference_agent.agent import Agent
 from reference_agent.call import NATIVE, Call, Outcome, Resolved
 from reference_agent.files import RemoteFile
 from reference_agent.namespace import LocalTarget, Refused, RemoteTarget, ServiceDirectory
+from reference_agent.read_cache import ReadBuffer
 from reference_agent.whole_cache import read_only_open
 
 MFD_CLOEXEC = 0x0001
@@ -100,6 +101,8 @@ def _open(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mod
         st.is_dir(),
         agent.remote_dev(target.endpoint),
     )
+    if agent.options.cache == "cto" and st.is_reg():
+        remote.reader = ReadBuffer(st.st_size)
     pid = call.pid
 
     def placed(result: int) -> int | None:
@@ -294,7 +297,7 @@ def _writable(remote: RemoteFile) -> int | None:
 
 def _read_into(call: Call, remote: RemoteFile, buffers: list[tuple[int, int]], offset: int) -> int:
     total = min(sum(length for _, length in buffers), MAX_IO)
-    data = remote.driver.pread(remote.handle, total, offset)
+    data = remote.pread(total, offset)
     position = 0
     for address, length in buffers:
         piece = data[position : position + length]
@@ -309,7 +312,7 @@ def _write_from(call: Call, remote: RemoteFile, buffers: list[tuple[int, int]], 
     data = b"".join(call.read(address, length) for address, length in buffers if length)
     if not data:
         return 0
-    written = remote.driver.pwrite(remote.handle, data[:MAX_IO], offset)
+    written = remote.pwrite(data[:MAX_IO], offset)
     if remote.shared_map:  # the mapping must see it too, or the write-back would undo it
         with open(f"/proc/{call.pid}/fd/{call.fd(0)}", "r+b", buffering=0) as placeholder:
             os.pwrite(placeholder.fileno(), data[:written], offset)
@@ -334,6 +337,7 @@ def _sequential(agent: Agent, call: Call, buffers: list[tuple[int, int]], writin
         if remote.flags & os.O_APPEND:
             remote.offset = remote.driver.fstat(remote.handle).st_size
         count = _write_from(call, remote, buffers, remote.offset)
+        agent.files.changed(remote.driver, remote.remote_path, by=remote)
     else:
         count = _read_into(call, remote, buffers, remote.offset)
     remote.offset += count
@@ -351,11 +355,11 @@ def _positioned(
         return refusal
     if offset < 0:
         return -errno.EINVAL
-    return (
-        _write_from(call, remote, buffers, offset)
-        if writing
-        else _read_into(call, remote, buffers, offset)
-    )
+    if not writing:
+        return _read_into(call, remote, buffers, offset)
+    count = _write_from(call, remote, buffers, offset)
+    agent.files.changed(remote.driver, remote.remote_path, by=remote)
+    return count
 
 
 def sys_read(agent: Agent, call: Call) -> Outcome:
@@ -513,7 +517,8 @@ def sys_ftruncate(agent: Agent, call: Call) -> Outcome:
     refusal = _writable(remote)
     if refusal is not None:
         return -errno.EINVAL if refusal == -errno.EBADF else refusal
-    remote.driver.ftruncate(remote.handle, call.sarg(1))
+    remote.ftruncate(call.sarg(1))
+    agent.files.changed(remote.driver, remote.remote_path, by=remote)
     return 0
 
 
@@ -581,6 +586,8 @@ def _write_back_mapping(pid: int, fd: int, remote: RemoteFile) -> None:
         offset += remote.driver.pwrite(remote.handle, data[offset : offset + MAX_IO], offset)
     if remote.driver.fstat(remote.handle).st_size != len(data):
         remote.driver.ftruncate(remote.handle, len(data))
+    if remote.reader is not None:
+        remote.reader.forget()
 
 
 def sys_fd_hole(agent: Agent, call: Call) -> Outcome:
