@@ -251,6 +251,7 @@ def _targets(
             targets.append(_Target(row, [*agent, "--cache", cache, "--"], agent_prefix(server)))
         for mounter in peers_of(server.spec.protocol) if peers else []:
             row = RemoteRow(key, f"{mounter} mount" if mounter == "rclone" else mounter, "peer")
+            (tmp / mounter).mkdir()
             try:
                 mounted = start_mount(mounter, server.spec.protocol, server, tmp / mounter)
             except ServerUnavailable as exc:
