@@ -101,6 +101,9 @@ class _OpenFile:
     append_only: bool = False  # the stage holds only bytes to APPE
     dirty: bool = False
     orphan: bool = False  # unlinked through this driver: the stage is all there is
+    #: The driver's operation count when ``stat`` was fetched: while nothing else has been
+    #: asked since, the next fstat is answered from it (an open's MLST serves its fstat).
+    stat_at: int = -1
 
     @property
     def writable(self) -> bool:
@@ -330,10 +333,15 @@ class FtpDriver(Driver):
                 if entry.append_only:
                     size += entry.stat.st_size
                 return replace(entry.stat, st_size=size, st_blocks=(size + 511) // 512)
+            if entry.stat_at == self.counters.begun - 1:
+                entry.stat_at = self.counters.begun
+                return entry.stat
             try:
-                return self._stat(entry.path)
+                entry.stat = self._stat(entry.path)
             except FileNotFoundError:
                 return entry.stat  # renamed or removed by another client: what we knew
+            entry.stat_at = self.counters.begun
+            return entry.stat
 
     @recoverable
     def access(self, path: str, mode: int) -> None:
@@ -436,6 +444,7 @@ class FtpDriver(Driver):
             handle = self._next_handle
             self._next_handle += 1
             self._files[handle] = opened
+            opened.stat_at = self.counters.begun
             return Handle(handle)
 
     def _fetch(self, path: str, into: BinaryIO) -> None:
@@ -505,8 +514,10 @@ class FtpDriver(Driver):
             if entry.stage is not None:
                 entry.stage.seek(offset)
                 return entry.stage.read(size)
-            if size == 0:
-                return b""
+            if size == 0 or (
+                offset >= entry.stat.st_size and "st_size" not in entry.stat.synthesized
+            ):
+                return b""  # at the end the open (or the last fstat) saw: no transfer
             if self.session.stream is not None and self.session.stream.key is entry:
                 return self._remote_read(entry, size, offset)  # the stream in progress
             return self._recovering("pread", lambda: self._remote_read(entry, size, offset))
