@@ -69,12 +69,12 @@ class ReadBuffer:
         end = offset + size
         if self.size is not None:
             end = min(end, self.size)
-        out = bytearray()
+        pieces: list[bytes] = []  # most reads are one piece: returned without another copy
         position = offset
         while position < end:
             if self.start <= position < self.start + len(self.data):
                 piece = self.data[position - self.start : end - self.start]
-                out += piece
+                pieces.append(piece)
                 position += len(piece)
                 continue
             if position == self.resume:
@@ -91,7 +91,7 @@ class ReadBuffer:
                 break
             self.start, self.data = position, data
             self.resume = position + len(data)
-        return bytes(out)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def wrote(self, offset: int, count: int) -> None:
         """This open wrote ``count`` bytes at ``offset``: drop the block, extend the size."""
