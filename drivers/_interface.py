@@ -320,6 +320,14 @@ class Driver(ABC):
     def fstat(self, handle: Handle) -> StatResult:
         """fstat(2) on an open handle."""
 
+    def stat_at_open(self, handle: Handle) -> StatResult:
+        """The open file's attributes as its open saw them, for the caller that opened it.
+
+        A protocol whose open reply carries them (Chirp, FTP's MLST) answers without
+        another round trip; the default asks with :meth:`fstat`.
+        """
+        return self.fstat(handle)
+
     @abstractmethod
     def access(self, path: str, mode: int) -> None:
         """access(2) with F_OK, R_OK, W_OK, X_OK bits."""

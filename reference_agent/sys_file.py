@@ -88,7 +88,7 @@ def _open(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mod
         open_flags &= ~os.O_APPEND  # the local copy appends; write-back rewrites from offset 0
     handle = driver.open(target.path, open_flags, mode)
     try:
-        st = driver.fstat(handle)
+        st = driver.stat_at_open(handle)
     except OSError:
         driver.close(handle)
         raise

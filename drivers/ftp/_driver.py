@@ -325,6 +325,10 @@ class FtpDriver(Driver):
         with self.counters.operation("lstat"):
             return self._stat(path)  # the server follows links; we never see one
 
+    def stat_at_open(self, handle: Handle) -> StatResult:
+        entry = self._entry(handle)
+        return entry.stat if entry.stage is None else self.fstat(handle)
+
     def fstat(self, handle: Handle) -> StatResult:
         with self.counters.operation("fstat"):
             entry = self._entry(handle)
