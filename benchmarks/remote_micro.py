@@ -167,6 +167,8 @@ class RemoteRow:
     runs: list[dict[str, float]] = field(default_factory=list)
     values: dict[str, float] = field(default_factory=dict)  # medians: ns/op, bandwidth MB/s
     ratio_to_native: dict[str, float] = field(default_factory=dict)
+    #: Agent rows: round trips to the server per call (bandwidth: per MiB), from one traced run.
+    round_trips: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -263,6 +265,57 @@ def _targets(
         yield targets, env
 
 
+TRACE_ITERATIONS = 20  # calls per operation in the traced run that counts round trips
+
+
+def round_trips_per_call(records: list[dict[str, Any]], iterations: int) -> dict[str, float]:
+    """Round trips per call of each column, from an agent trace of the program's run.
+
+    The program's phases run in order, so the n-th group of ``iterations`` calls of one
+    kind belongs to the n-th phase of that kind: opens of the small file are open/close,
+    then open+read+close (with its reads and closes); preads are 1 B, then 8 KB.
+    """
+
+    def on(record: dict[str, Any], name: str) -> bool:
+        return str(record.get("path", "")).rstrip(")").endswith("/" + name)
+
+    small = [r for r in records if on(r, "small")]
+    opens = [i for i, r in enumerate(small) if r["syscall"] in ("open", "openat")]
+    stats = [r for r in small if r["syscall"] in ("stat", "newfstatat", "statx", "lstat")]
+    preads = [r for r in small if r["syscall"] == "pread64"]
+    big_reads = [r for r in records if on(r, "big") and r["syscall"] == "read"]
+    whole_start = opens[iterations] if len(opens) > iterations else len(small)
+    whole_end = opens[2 * iterations] if len(opens) > 2 * iterations else len(small)
+
+    def per(chosen: list[dict[str, Any]], calls: float) -> float:
+        return sum(int(r.get("rt", 0)) for r in chosen) / calls if calls else float("nan")
+
+    moved = sum(int(r["result"]) for r in big_reads if isinstance(r.get("result"), int))
+    return {
+        "stat": per(stats[1:], len(stats) - 1),  # the first, untimed, made the connection
+        "open/close": per(small[opens[0] : whole_start], iterations) if opens else float("nan"),
+        "open+read+close": per(small[whole_start:whole_end], iterations),
+        "read 1B": per(preads[:iterations], iterations),
+        "read 8KB": per(preads[iterations : 2 * iterations], iterations),
+        "bandwidth": per(big_reads, moved / BANDWIDTH_BLOCK),
+    }
+
+
+def _count_round_trips(binary: Path, target: _Target, env: dict[str, str], work: Path) -> None:
+    """One untimed run under ``--trace``: the agent row's round trips per call."""
+    import json
+
+    trace = work / f"trace-{target.row.way.replace(' ', '_')}.jsonl"
+    command = [*target.command[:-1], "--trace", str(trace), "--"]
+    program = [
+        str(binary), f"{target.prefix}/small", f"{target.prefix}/big",
+        str(TRACE_ITERATIONS), str(BANDWIDTH_BLOCK),
+    ]  # fmt: skip
+    _measure([*command, *program], RUN_TIMEOUT_BASE, env)
+    records = [json.loads(line) for line in trace.read_text().splitlines() if line.strip()]
+    target.row.round_trips = round_trips_per_call(records, TRACE_ITERATIONS)
+
+
 def _finish(rows: list[RemoteRow]) -> None:
     native = {row.server: row for row in rows if row.kind == "native"}
     for row in rows:
@@ -310,6 +363,20 @@ def _markdown(rows: list[RemoteRow], meta: dict[str, Any]) -> str:
             ratio = row.ratio_to_native.get(column)
             cells.append(f"{ratio:.3g}x ({shown})" if ratio is not None else shown)
         lines.append(f"| {row.server} | {row.way} | " + " | ".join(cells) + " |")
+    traced = [row for row in rows if row.round_trips]
+    if traced:
+        lines += [
+            "",
+            "Round trips to the server per call (bandwidth: per MiB read), counted by the "
+            f"drivers in one traced run of {TRACE_ITERATIONS} calls per operation: what the "
+            "cache modes change, whatever the load of the machine.",
+            "",
+            "| server | way | " + " | ".join(COLUMNS) + " |",
+            "|---|---|" + "---|" * len(COLUMNS),
+        ]
+        for row in traced:
+            cells = [f"{row.round_trips.get(c, float('nan')):.3g}" for c in COLUMNS]
+            lines.append(f"| {row.server} | {row.way} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -394,6 +461,12 @@ def run_remote_micro(
                 with _targets(key, caches, peers, work, bandwidth_bytes) as (targets, env):
                     rows += [t.row for t in targets]
                     runnable = [t for t in targets if t.row.status == "measured"]
+                    for target in runnable:
+                        if target.row.kind == "agent":
+                            try:
+                                _count_round_trips(binary, target, env, work)
+                            except (BenchError, OSError, ValueError) as exc:
+                                console.print(f"aviary: bench micro --remote: {key}: trace: {exc}")
                     failed |= _run_rounds(
                         console, binary, runnable, iterations, repeat, timeout, env
                     )

@@ -46,6 +46,12 @@ def test_remote_micro_has_a_row_per_way_with_ratios(tmp_path: Path) -> None:
         assert row["status"] == "measured", (key, row["note"])
         assert set(row["ratio_to_native"]) == set(COLUMNS), key
     assert rows[("sftp/openssh", "sshfs")]["kind"] == "peer"
+    # The agent rows count round trips per call from a traced run; the cto buffer answers
+    # repeated 8 KB preads of one file from its first fetch.
+    for way in ("aviary --cache off", "aviary --cache cto"):
+        assert set(rows[("ftp/pyftpdlib", way)]["round_trips"]) == set(COLUMNS)
+    assert rows[("sftp/openssh", "aviary --cache off")]["round_trips"]["read 8KB"] >= 1
+    assert rows[("sftp/openssh", "aviary --cache cto")]["round_trips"]["read 8KB"] < 0.5
     table = (tmp_path / "remote-micro.md").read_text()
     assert "| sftp/openssh | sshfs |" in table
     assert (tmp_path / "remote-micro.png").stat().st_size > 0
