@@ -111,6 +111,9 @@ FAMILIES: dict[str, list[str]] = {
         "pread 1 100 0",
         "write 0 4 4",
         "pread 1 100 0",
+        "open 2 f WRONLY|TRUNC 0",
+        "pread 1 100 0",
+        "read 0 100",
     ],
     # O_APPEND: every write goes to the end, wherever the offset was put.
     "append": [

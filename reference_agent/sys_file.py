@@ -103,6 +103,8 @@ def _open(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mod
     )
     if agent.options.cache == "cto" and st.is_reg():
         remote.reader = ReadBuffer(st.st_size)
+    if flags & os.O_TRUNC:
+        agent.files.changed(driver, target.path)  # other opens here read the emptied file
     pid = call.pid
 
     def placed(result: int) -> int | None:
