@@ -12,6 +12,10 @@ temporary directory for the files themselves:
   it was opened with, whatever is there now). A read-only handle reads the
   bytes the file had at open; once another write changes the file, what it
   reads is not defined by close-to-open, and the model answers :data:`ANY`;
+- ``close-to-open`` with ``write_through`` (an agent's read cache over a posix
+  driver): every call is local POSIX at once, except what a handle reads: the
+  file as it was at open, changed by the handle's own writes and truncates; once
+  anything else changes the file, :data:`ANY`;
 - forced create modes (Chirp's 0600/0700) are applied to whatever is created.
 
 :func:`allowed_errnos` is the set of errnos a system may give where the model
@@ -22,6 +26,7 @@ every error that applies to one of the names of a two-name call.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import posixpath
@@ -31,7 +36,7 @@ from typing import Any
 from drivers import Capabilities, Handle, StatResult
 from drivers.local import LocalDriver
 
-__all__ = ["ANY", "Model", "Outcome", "allowed_errnos", "attempt"]
+__all__ = ["ANY", "Model", "Outcome", "allowed_errnos", "attempt", "cached_reads"]
 
 
 class _Any:
@@ -103,6 +108,7 @@ class _Staged:
     stale: bool = False  # read-only: the file changed since open, or another file took its name
     orphan: bool = False  # its name was unlinked through the driver ("renames" binding)
     identity: tuple[int, int, int] | None = None  # read-only: (st_dev, st_ino, st_mtime_ns) at open
+    real: Handle | None = None  # write-through: the local descriptor all calls but reads use
 
     @property
     def writable(self) -> bool:
@@ -127,6 +133,10 @@ class Model:
     @property
     def close_to_open(self) -> bool:
         return self.caps.consistency == "close-to-open"
+
+    @property
+    def write_through(self) -> bool:
+        return self.close_to_open and self.caps.write_through
 
     # -- what is created ------------------------------------------------------------------------
 
@@ -178,14 +188,19 @@ class Model:
         self.local.truncate(path, length)
         self._changed()
 
-    def _changed(self) -> None:
-        """A read-only handle whose file no longer holds its bytes at open reads anything.
+    def _changed(self, by: _Staged | None = None) -> None:
+        """A read-only handle whose file no longer holds its bytes at open reads anything
+        (write-through: any handle but ``by``, whose file changed other than through it).
 
         So does one whose name now holds another file, or whose file was written or had
         its times set, even to the same bytes: a driver that can tell files apart answers
         ESTALE there (FTP's MLST unique: another file; an HTTP ETag: the mtime too).
         """
         for entry in self.staged.values():
+            if entry.real is not None:
+                if entry is not by and not entry.stale and not entry.is_dir:
+                    entry.stale = _file_bytes(entry.real) != bytes(entry.data)
+                continue
             if entry.writable or entry.stale or entry.is_dir:
                 continue
             now = attempt(self.local.read_file, entry.path)
@@ -203,10 +218,16 @@ class Model:
 
     def open(self, path: str, flags: int, mode: int = 0o666) -> Handle:
         new = flags & os.O_CREAT and not self._exists(path)
-        if not self.close_to_open:
+        if not self.close_to_open or self.write_through:
             handle = self.local.open(path, flags, mode)
             if new:
                 self._force(path, is_dir=False)
+            if self.write_through:
+                is_dir = self.local.fstat(handle).is_dir()
+                data = b"" if is_dir else _file_bytes(handle)
+                entry = _Staged(path, flags, bytearray(data), is_dir=is_dir, real=handle)
+                self.staged[int(handle)] = entry
+                self._changed(by=entry)  # O_TRUNC
             return handle
         deferred = flags & os.O_TRUNC if self.caps.truncate_at_close else 0
         handle = self.local.open(path, flags & ~deferred, mode)
@@ -235,14 +256,15 @@ class Model:
         return entry
 
     def close(self, handle: Handle) -> None:
-        if not self.close_to_open:
+        if not self.close_to_open or self.write_through:
             self.local.close(handle)
+            self.staged.pop(int(handle), None)
             return
         entry = self.staged.pop(int(handle))
         self._store(entry)
 
     def fsync(self, handle: Handle) -> None:
-        if not self.close_to_open:
+        if not self.close_to_open or self.write_through:
             self.local.fsync(handle)
             return
         self._store(self._entry(handle))
@@ -260,6 +282,10 @@ class Model:
     def pread(self, handle: Handle, size: int, offset: int) -> bytes | Any:
         if not self.close_to_open:
             return self.local.pread(handle, size, offset)
+        if self.write_through:
+            self.local.pread(handle, size, offset)  # its errors are POSIX's
+            entry = self._entry(handle)
+            return ANY if entry.stale else bytes(entry.data[offset : offset + size])
         entry = self._entry(handle)
         if not entry.readable:
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
@@ -272,6 +298,10 @@ class Model:
     def pwrite(self, handle: Handle, data: bytes, offset: int) -> int:
         if not self.close_to_open:
             return self.local.pwrite(handle, data, offset)
+        if self.write_through:
+            written = self.local.pwrite(handle, data, offset)
+            self._through(handle)
+            return written
         entry = self._entry(handle)
         if not entry.writable or entry.is_dir:
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
@@ -284,8 +314,10 @@ class Model:
         return len(data)
 
     def ftruncate(self, handle: Handle, length: int) -> None:
-        if not self.close_to_open:
+        if not self.close_to_open or self.write_through:
             self.local.ftruncate(handle, length)
+            if self.write_through:
+                self._through(handle)
             return
         entry = self._entry(handle)
         if not entry.writable:
@@ -294,9 +326,16 @@ class Model:
         entry.data.extend(bytes(length - len(entry.data)))
         entry.dirty = True
 
+    def _through(self, handle: Handle) -> None:
+        """A write-through handle changed its file: it reads what it wrote, others may not."""
+        entry = self._entry(handle)
+        if not entry.stale:
+            entry.data = bytearray(_file_bytes(handle))
+        self._changed(by=entry)
+
     def fstat_size(self, handle: Handle) -> int | Any | None:
         """A regular file's size through its handle (None for a directory: the server's)."""
-        if not self.close_to_open:
+        if not self.close_to_open or self.write_through:
             st = self.local.fstat(handle)
             return st.st_size if st.is_reg() else None
         entry = self._entry(handle)
@@ -306,3 +345,21 @@ class Model:
 
     def fstat(self, handle: Handle) -> StatResult:
         return self.local.fstat(handle)
+
+
+def _file_bytes(handle: Handle) -> bytes:
+    """The bytes of the file a local descriptor names, whatever its access mode or name now."""
+    fd = os.open(f"/proc/self/fd/{int(handle)}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        return os.pread(fd, size, 0) if size else b""
+    finally:
+        os.close(fd)
+
+
+def cached_reads(caps: Capabilities) -> Capabilities:
+    """What a driver promises behind an agent run with ``--cache cto``: its writes as they
+    were, its reads close-to-open (a posix driver's writes reach the server at once)."""
+    if caps.consistency == "posix":
+        return dataclasses.replace(caps, consistency="close-to-open", write_through=True)
+    return caps

@@ -38,7 +38,7 @@ from urllib.parse import quote
 import pytest
 from hypothesis import Phase, settings
 
-from conformance.mounts import MOUNTERS, Mounted, mount_way_name, start_mount
+from conformance.model import cached_reads
 from conformance.rooted import Rooted
 from conformance.through_agent import AgentExecutor
 from drivers import (
@@ -52,6 +52,7 @@ from drivers import (
 )
 from drivers.local import LocalDriver
 from servers import SERVERS, ServerHandle, ServerUnavailable, give_to, start_server
+from servers.mounts import MOUNTERS, Mounted, mount_way_name, start_mount
 
 GAPS_FILE = Path(__file__).with_name("gaps.toml")
 #: The gaps of the ways through (the agent's syscalls, FUSE mounts), merged into GAPS_FILE's.
@@ -95,6 +96,13 @@ def add_options(parser: pytest.Parser) -> None:
         help="the command that runs a program under the agent (default: aviary run)",
     )
     group.addoption(
+        "--agent-cache",
+        default="off",
+        choices=("off", "cto"),
+        help="the agent's --cache mode for the agent way (default off); cto is compared with "
+        "the close-to-open model of the driver's promises",
+    )
+    group.addoption(
         "--examples", type=int, default=DEFAULT_EXAMPLES, help="hypothesis examples per machine"
     )
     group.addoption(
@@ -124,6 +132,7 @@ class Setup:
     backend: str = "native"
     mount: str | None = None  # --mount: a mounter's name or a directory
     agent_command: list[str] = field(default_factory=list)
+    agent_cache: str = "off"  # --agent-cache: the agent's --cache mode
     outcomes: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
 
@@ -173,6 +182,9 @@ def pytest_configure(config: pytest.Config) -> None:
         if config.getoption("--agent-command")
         else [sys.executable, "-m", "harness.cli", "run"]
     )
+    agent_cache = config.getoption("--agent-cache")
+    if agent_cache != "off":
+        agent_command += ["--cache", agent_cache]
     backend = config.getoption("--server-backend")
     if backend == "docker":
         from servers.containers import docker_client
@@ -182,8 +194,9 @@ def pytest_configure(config: pytest.Config) -> None:
         except ServerUnavailable as exc:
             raise pytest.UsageError(f"--server-backend docker: {exc}") from None
     config.stash[SETUP_KEY] = Setup(
-        spec, cls.name, cls, protocol, servers, throughs, gaps, backend, mount, agent_command
-    )
+        spec, cls.name, cls, protocol, servers, throughs, gaps, backend, mount, agent_command,
+        agent_cache,
+    )  # fmt: skip
 
 
 SETUP_KEY = pytest.StashKey[Setup]()
@@ -348,7 +361,10 @@ class Way:
     @property
     def capabilities(self) -> Capabilities:
         """What the driver promises on this server: the model the random comparison applies."""
-        return self.setup.driver_class.capabilities_on(self.server_name)
+        caps = self.setup.driver_class.capabilities_on(self.server_name)
+        if self.through == "agent" and self.setup.agent_cache == "cto":
+            return cached_reads(caps)  # reads from a buffer per open
+        return caps
 
     def new_connection(self) -> Driver | None:
         """A connection of its own to the same server (the direct way; None otherwise)."""

@@ -91,6 +91,30 @@ FAMILIES: dict[str, list[str]] = {
         "read 0 100",
         "fstat 0",
     ],
+    # A process reads its own writes at once, through the descriptor that wrote and through
+    # another one (a read cache must drop what a write or truncate changed).
+    "own_writes": [
+        "open 0 f RDWR|CREAT 644",
+        "write 0 100 1",
+        "pread 0 100 0",
+        "pwrite 0 10 5 2",
+        "pread 0 100 0",
+        "open 1 f RDONLY 0",
+        "read 1 30",
+        "pwrite 0 10 40 3",
+        "read 1 30",
+        "ftruncate 0 50",
+        "read 1 100",
+        "pread 1 100 0",
+        "truncate f 7",
+        "pread 0 100 0",
+        "pread 1 100 0",
+        "write 0 4 4",
+        "pread 1 100 0",
+        "open 2 f WRONLY|TRUNC 0",
+        "pread 1 100 0",
+        "read 0 100",
+    ],
     # O_APPEND: every write goes to the end, wherever the offset was put.
     "append": [
         "open 0 f WRONLY|CREAT 644",

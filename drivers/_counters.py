@@ -49,6 +49,9 @@ class DriverCounters:
     def __init__(self) -> None:
         self._ops: dict[str, OpCounters] = {}
         self._current: list[str] = []
+        #: Operations begun since the driver was made; never reset (a driver can tell
+        #: whether anything was asked of it between two of its own calls).
+        self.begun = 0
 
     def _now(self) -> OpCounters:
         name = self._current[-1] if self._current else UNATTRIBUTED
@@ -63,6 +66,7 @@ class DriverCounters:
         """
         entry = self._ops.setdefault(name, OpCounters())
         entry.calls += 1
+        self.begun += 1
         self._current.append(name)
         try:
             yield entry

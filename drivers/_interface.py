@@ -154,6 +154,9 @@ class Capabilities:
     handle_binding: Literal["inode", "renames", "path"] = "inode"
     #: close-to-open: O_TRUNC empties the file at close (the stage is stored), not at open.
     truncate_at_close: bool = False
+    #: close-to-open: each write reaches the server at once and other opens may see it; only
+    #: what an open reads is close-to-open (an agent's read cache over a posix driver).
+    write_through: bool = False
     symlinks: bool = True
     #: O_CREAT|O_EXCL fails on any existing name, a dangling symlink too (Chirp servers
     #: create the link's target instead).
@@ -316,6 +319,14 @@ class Driver(ABC):
     @abstractmethod
     def fstat(self, handle: Handle) -> StatResult:
         """fstat(2) on an open handle."""
+
+    def stat_at_open(self, handle: Handle) -> StatResult:
+        """The open file's attributes as its open saw them, for the caller that opened it.
+
+        A protocol whose open reply carries them (Chirp, FTP's MLST) answers without
+        another round trip; the default asks with :meth:`fstat`.
+        """
+        return self.fstat(handle)
 
     @abstractmethod
     def access(self, path: str, mode: int) -> None:

@@ -55,7 +55,28 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     micro = kinds.add_parser("micro", help="the seeds' Figure 3: syscall costs native vs agents")
     _add_common_bench_options(micro, 3)
     micro.add_argument(
-        "--iterations", type=int, default=20000, help="calls per measurement (default 20000)"
+        "--iterations",
+        type=int,
+        default=None,
+        help="calls per measurement (default 20000; with --remote 200)",
+    )
+    micro.add_argument(
+        "--remote",
+        metavar="SERVERS",
+        help="measure remote files instead: server keys (chirp/aviary,ftp/pyftpdlib,...) or "
+        "'default' (chirp, ftp, sftp and webdav), each natively, through the agent and through "
+        "the FUSE clients that mount it",
+    )
+    micro.add_argument(
+        "--cache",
+        default="off,cto",
+        help="with --remote: the agent's cache modes, one row each (default off,cto)",
+    )
+    micro.add_argument(
+        "--no-peers", action="store_true", help="with --remote: no rclone mount or sshfs rows"
+    )
+    micro.add_argument(
+        "--bandwidth-size", default="16M", help="with --remote: bytes of the bandwidth file"
     )
     latency = kinds.add_parser(
         "latency", help="the seeds' Figure 7: latency of POSIX operations per driver and server"
@@ -130,9 +151,22 @@ def run_bench(args: argparse.Namespace) -> int:
     kind = args.bench_kind
     try:
         if kind == "micro":
+            if args.remote is not None:
+                from benchmarks.remote_micro import DEFAULT_SERVERS, run_remote_micro
+
+                servers = tuple(k.strip() for k in args.remote.split(",") if k.strip())
+                return run_remote_micro(
+                    args.out,
+                    DEFAULT_SERVERS if servers == ("default",) else servers,
+                    tuple(c.strip() for c in args.cache.split(",") if c.strip()),
+                    args.iterations or 200,
+                    args.repeat,
+                    peers=not args.no_peers,
+                    bandwidth_bytes=parse_size(args.bandwidth_size),
+                )
             from benchmarks.micro import run_micro
 
-            return run_micro(args.out, args.iterations, args.repeat)
+            return run_micro(args.out, args.iterations or 20000, args.repeat)
         if kind == "andrew":
             from benchmarks.andrew import run_andrew
 

@@ -39,10 +39,11 @@ def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     run.add_argument(
         "--cache",
-        choices=("off", "whole"),
+        choices=("off", "cto", "whole"),
         default="off",
-        help="off (default): every read and write goes to the server; whole: copy a file on open, "
-        "write it back on close",
+        help="off (default): every read and write goes to the server; cto: close-to-open, reads "
+        "come from a read-ahead buffer per open (dropped at close), writes go through; whole: "
+        "copy a file on open, write it back on close",
     )
     run.add_argument(
         "--chown",

@@ -77,7 +77,9 @@ REMOTE_DEV_MAJOR = 0xA5
 
 @dataclass(slots=True)
 class AgentOptions:
-    cache: str = "off"  # "off": every read/write goes to the driver; "whole": copy on open
+    #: "off": every read/write goes to the driver; "cto": a read buffer per open
+    #: (read_cache.py); "whole": copy on open.
+    cache: str = "off"
     trace: IO[str] | None = None
     summary: bool = False
     cpu: int | None = None

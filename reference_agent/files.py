@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from drivers import DirEntry, Driver, Handle, StatResult
+from reference_agent.read_cache import ReadBuffer
 from reference_agent.whole_cache import write_back
 
 __all__ = ["RemoteFile", "RemoteFileTable"]
@@ -54,12 +55,34 @@ class RemoteFile:
     shared_map: bool = False
     #: O_PATH|O_NOFOLLOW on a symlink: the descriptor names the link; no handle is open.
     is_link: bool = False
+    #: --cache cto: this open's read buffer (None: every read asks the driver).
+    reader: ReadBuffer | None = None
 
     def stat(self) -> StatResult:
         """fstat(2) of the descriptor: the open file's, or the link's own."""
         if self.is_link:
             return self.driver.lstat(self.remote_path)
         return self.driver.fstat(self.handle)
+
+    def pread(self, size: int, offset: int) -> bytes:
+        """Read through this open's buffer (``--cache cto``), else from the driver."""
+        if self.reader is None:
+            return self.driver.pread(self.handle, size, offset)
+        return self.reader.read(
+            lambda want, at: self.driver.pread(self.handle, want, at), size, offset
+        )
+
+    def pwrite(self, data: bytes, offset: int) -> int:
+        """Write through to the driver; this open's buffer sees it."""
+        written = self.driver.pwrite(self.handle, data, offset)
+        if self.reader is not None:
+            self.reader.wrote(offset, written)
+        return written
+
+    def ftruncate(self, length: int) -> None:
+        self.driver.ftruncate(self.handle, length)
+        if self.reader is not None:
+            self.reader.truncated(length)
 
     def sync(self) -> None:
         """--cache whole: send the local copy to the server if it changed since last time."""
@@ -131,6 +154,17 @@ class RemoteFileTable:
             ):
                 return other
         return None
+
+    def changed(self, driver: Driver, remote_path: str, by: RemoteFile | None = None) -> None:
+        """The file changed (through ``by``, or by name): its other opens read it afresh."""
+        for other in self._files.values():
+            if (
+                other is not by
+                and other.reader is not None
+                and other.driver is driver
+                and other.remote_path == remote_path
+            ):
+                other.reader.forget()
 
     def collect(self, live_pids: Iterable[int]) -> list[RemoteFile]:
         """Release every RemoteFile no live process holds a placeholder of; return them."""

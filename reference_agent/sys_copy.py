@@ -89,14 +89,14 @@ def _start(call: Call, side: _Side) -> int:
 
 def _read(call: Call, side: _Side, offset: int, count: int) -> bytes:
     if side.remote is not None:
-        return side.remote.driver.pread(side.remote.handle, count, offset)
+        return side.remote.pread(count, offset)
     with open(f"/proc/{call.pid}/fd/{side.fd}", "rb", buffering=0) as local:
         return os.pread(local.fileno(), count, offset)
 
 
 def _write(call: Call, side: _Side, data: bytes, offset: int) -> int:
     if side.remote is not None:
-        return side.remote.driver.pwrite(side.remote.handle, data, offset)
+        return side.remote.pwrite(data, offset)
     with open(f"/proc/{call.pid}/fd/{side.fd}", "r+b", buffering=0) as local:
         return os.pwrite(local.fileno(), data, offset)
 
@@ -163,6 +163,8 @@ def sys_copy_file_range(agent: Agent, call: Call) -> Outcome:
         return -errno.EINVAL  # overlapping ranges of one file, as Linux refuses them
     data = _read(call, source, start_in, count) if count else b""
     written = _write(call, target, data, start_out) if data else 0
+    if written and target.remote is not None:
+        agent.files.changed(target.remote.driver, target.remote.remote_path, by=target.remote)
     return _finish(call, [(source, start_in), (target, start_out)], written)
 
 
@@ -190,6 +192,8 @@ def sys_sendfile(agent: Agent, call: Call) -> Outcome:
     start_out = _start(call, target)
     data = _read(call, source, start_in, count) if count else b""
     written = _write(call, target, data, start_out) if data else 0
+    if written and target.remote is not None:
+        agent.files.changed(target.remote.driver, target.remote.remote_path, by=target.remote)
     return _finish(call, [(source, start_in), (target, start_out)], written)
 
 
@@ -197,7 +201,7 @@ def _sendfile_from_placeholder(
     call: Call, source: _Side, remote: RemoteFile, start: int, count: int
 ) -> Outcome:
     """Remote to a local descriptor of any kind: the kernel sends from the filled placeholder."""
-    data = remote.driver.pread(remote.handle, count, start) if count else b""
+    data = remote.pread(count, start) if count else b""
     placeholder_path = f"/proc/{call.pid}/fd/{source.fd}"
     if not remote.materialized:
         with open(placeholder_path, "r+b", buffering=0) as placeholder:

@@ -23,6 +23,7 @@ from reference_agent.agent import Agent
 from reference_agent.call import NATIVE, Call, Outcome, Resolved
 from reference_agent.files import RemoteFile
 from reference_agent.namespace import LocalTarget, Refused, RemoteTarget, ServiceDirectory
+from reference_agent.read_cache import ReadBuffer
 from reference_agent.sys_read_write import DIRECTORY_END, MAX_IO, write_refusal
 from reference_agent.whole_cache import read_only_open
 
@@ -85,7 +86,7 @@ def _open(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mod
         open_flags &= ~os.O_APPEND  # the local copy appends; write-back rewrites from offset 0
     handle = driver.open(target.path, open_flags, mode)
     try:
-        st = driver.fstat(handle)
+        st = driver.stat_at_open(handle)
     except OSError:
         driver.close(handle)
         raise
@@ -98,6 +99,10 @@ def _open(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mod
         st.is_dir(),
         agent.remote_dev(target.endpoint),
     )
+    if agent.options.cache == "cto" and st.is_reg():
+        remote.reader = ReadBuffer(st.st_size)
+    if flags & os.O_TRUNC:
+        agent.files.changed(driver, target.path)  # other opens here read the emptied file
     pid = call.pid
 
     def placed(result: int) -> int | None:
@@ -348,7 +353,8 @@ def sys_ftruncate(agent: Agent, call: Call) -> Outcome:
     refusal = write_refusal(remote)
     if refusal is not None:
         return -errno.EINVAL if refusal == -errno.EBADF else refusal
-    remote.driver.ftruncate(remote.handle, call.sarg(1))
+    remote.ftruncate(call.sarg(1))
+    agent.files.changed(remote.driver, remote.remote_path, by=remote)
     return 0
 
 
@@ -418,6 +424,8 @@ def _write_back_mapping(pid: int, fd: int, remote: RemoteFile) -> None:
         offset += remote.driver.pwrite(remote.handle, data[offset : offset + MAX_IO], offset)
     if remote.driver.fstat(remote.handle).st_size != len(data):
         remote.driver.ftruncate(remote.handle, len(data))
+    if remote.reader is not None:
+        remote.reader.forget()
 
 
 def sys_fd_hole(agent: Agent, call: Call) -> Outcome:

@@ -222,6 +222,7 @@ def sys_truncate(agent: Agent, call: Call) -> Outcome:
 
     def remote(driver: Driver, target: RemoteTarget, resolved: Resolved) -> int:
         driver.truncate(target.path, call.sarg(1))
+        agent.files.changed(driver, target.path)
         return 0
 
     return path_call(agent, call, AT_FDCWD, 0, remote)

@@ -52,7 +52,7 @@ def write_refusal(remote: RemoteFile) -> int | None:
 
 def _read_into(call: Call, remote: RemoteFile, buffers: list[tuple[int, int]], offset: int) -> int:
     total = min(sum(length for _, length in buffers), MAX_IO)
-    data = remote.driver.pread(remote.handle, total, offset)
+    data = remote.pread(total, offset)
     position = 0
     for address, length in buffers:
         if position >= len(data):
@@ -68,7 +68,7 @@ def _write_from(call: Call, remote: RemoteFile, buffers: list[tuple[int, int]], 
     data = b"".join(call.read(address, length) for address, length in buffers if length)
     if not data:
         return 0
-    written = remote.driver.pwrite(remote.handle, data[:MAX_IO], offset)
+    written = remote.pwrite(data[:MAX_IO], offset)
     if remote.shared_map:  # the mapping must see it too, or the write-back would undo it
         with open(f"/proc/{call.pid}/fd/{call.fd(0)}", "r+b", buffering=0) as placeholder:
             os.pwrite(placeholder.fileno(), data[:written], offset)
@@ -95,6 +95,7 @@ def _sequential(agent: Agent, call: Call, buffers: list[tuple[int, int]], writin
         if remote.flags & os.O_APPEND:
             remote.offset = remote.driver.fstat(remote.handle).st_size
         count = _write_from(call, remote, buffers, remote.offset)
+        agent.files.changed(remote.driver, remote.remote_path, by=remote)
     else:
         count = _read_into(call, remote, buffers, remote.offset)
     remote.offset += count
@@ -112,11 +113,11 @@ def _positioned(
     refusal = write_refusal(remote) if writing else read_refusal(remote, call, buffers, offset)
     if refusal is not None:
         return refusal
-    return (
-        _write_from(call, remote, buffers, offset)
-        if writing
-        else _read_into(call, remote, buffers, offset)
-    )
+    if not writing:
+        return _read_into(call, remote, buffers, offset)
+    count = _write_from(call, remote, buffers, offset)
+    agent.files.changed(remote.driver, remote.remote_path, by=remote)
+    return count
 
 
 def sys_read(agent: Agent, call: Call) -> Outcome:

@@ -110,6 +110,17 @@ def _listing_drops_dotfiles() -> None:
     sys_file.sys_getdents64 = getdents64
 
 
+def _cache_misses_own_writes() -> None:
+    # --cache cto: a write leaves the open's read buffer as it was (stale bytes read back).
+    from reference_agent import read_cache
+
+    def wrote(self: read_cache.ReadBuffer, offset: int, count: int) -> None:
+        if self.size is not None and count:
+            self.size = max(self.size, offset + count)
+
+    read_cache.ReadBuffer.wrote = wrote  # type: ignore[method-assign]
+
+
 #: Seeded bug -> what installs it, before the agent builds its syscall table.
 BUGS: dict[str, Callable[[], None]] = {
     "offset_past_eof": _offset_past_eof,
@@ -118,6 +129,7 @@ BUGS: dict[str, Callable[[], None]] = {
     "missing_is_eio": _missing_is_eio,
     "chmod_does_nothing": _chmod_does_nothing,
     "listing_drops_dotfiles": _listing_drops_dotfiles,
+    "cache_misses_own_writes": _cache_misses_own_writes,
 }
 
 

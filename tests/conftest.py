@@ -32,6 +32,7 @@ UNIT_MODULES = frozenset(
         "test_drivers_core",
         "test_hot_paths",
         "test_import_graph",
+        "test_read_cache",
         "test_sim",
     }
 )

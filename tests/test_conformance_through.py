@@ -19,11 +19,14 @@ BROKEN_AGENT = ROOT / "tests" / "broken_agent.py"
 
 
 def run_through(
-    tmp_path: Path, *options: str, select: str
+    tmp_path: Path,
+    *options: str,
+    select: str,
+    files: tuple[str, ...] = ("conformance/test_syscalls.py",),
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
     results = tmp_path / "results"
     command = [
-        sys.executable, "-m", "pytest", "conformance/test_syscalls.py", "-q",
+        sys.executable, "-m", "pytest", *files, "-q",
         "-p", "no:cacheprovider", "--results-dir", str(results), "--examples", "5",
         "--hypothesis-seed", "20261203", "--hypothesis-profile", "aviary-verdict",
         "--driver", "chirp", "--server", "aviary",
@@ -62,6 +65,28 @@ def test_good_agent_passes_the_same_families(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:]
     for name in ("offsets", "append", "seek_end", "errno", "chmod", "getdents"):
         assert outcomes[f"syscall_family[{name}]"] == "passed", outcomes
+
+
+def test_cache_cto_passes_the_close_to_open_model(tmp_path: Path) -> None:
+    # The random comparison against the model of --cache cto (reads close-to-open, writes
+    # through), and the fixed families that read back what was written, on one agent.
+    done, outcomes = run_through(
+        tmp_path, "--agent-cache", "cto",
+        select="oracle_comparison or (family and (own_writes or offsets or large_transfer))",
+        files=("conformance/test_machine.py", "conformance/test_syscalls.py"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert outcomes["syscall_family[own_writes]"] == "passed", outcomes
+    assert outcomes["oracle_comparison"] == "passed", outcomes
+
+
+def test_cache_cto_that_misses_own_writes_is_caught(tmp_path: Path) -> None:
+    agent = f"{sys.executable} {BROKEN_AGENT} cache_misses_own_writes run"
+    done, outcomes = run_through(
+        tmp_path, "--agent-command", agent, "--agent-cache", "cto", select="family and own_writes"
+    )
+    assert outcomes.get("syscall_family[own_writes]") == "failed", (outcomes, done.stdout[-2000:])
+    assert done.returncode != 0
 
 
 def test_broken_agent_refuses_an_unknown_bug() -> None:

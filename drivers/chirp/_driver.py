@@ -139,6 +139,10 @@ class ChirpDriver(ChirpShell):
             self._entry(handle).observed(event.stat, time.time())
             return event.stat
 
+    def stat_at_open(self, handle: Handle) -> StatResult:
+        opened = self._entry(handle).opened
+        return opened if opened is not None else self.fstat(handle)
+
     def access(self, path: str, mode: int) -> None:
         with self._op("access"):
             self._simple(f"access {self._path(path)} {mode}", path)
@@ -187,6 +191,7 @@ class ChirpDriver(ChirpShell):
                 st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns,
             )  # fmt: skip
             entry.observed(st, time.time())
+            entry.opened = st
             self._files[handle] = entry
             if flags & os.O_DIRECTORY and not st.is_dir():
                 self._close_quietly(Handle(handle))

@@ -90,6 +90,7 @@ class OpenFile:
     settled: bool = False  # the mtime was already old when we saw it (see stale_reason)
     dirty: bool = False  # written or truncated by us since that stat
     stale: str | None = None  # why the handle answers ESTALE, once it does
+    opened: StatResult | None = None  # the open reply's attributes (for stat_at_open)
 
     def observed(self, st: StatResult, now: float) -> None:
         """Record a stat reply about this handle's file, received at ``now`` (epoch seconds)."""

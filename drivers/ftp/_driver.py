@@ -101,6 +101,9 @@ class _OpenFile:
     dirty: bool = False
     orphan: bool = False  # unlinked through this driver: the stage is all there is
     identity: str | None = None  # read-only: MLST's unique fact at open, if the server gave it
+    #: The driver's operation count when ``stat`` was fetched: while nothing else has been
+    #: asked since, the next fstat is answered from it (an open's MLST serves its fstat).
+    stat_at: int = -1
 
     @property
     def writable(self) -> bool:
@@ -203,6 +206,10 @@ class FtpDriver(FtpQuestions):
         with self.counters.operation("lstat"):
             return self._stat(path)  # the server follows links; we never see one
 
+    def stat_at_open(self, handle: Handle) -> StatResult:
+        entry = self._entry(handle)
+        return entry.stat if entry.stage is None else self.fstat(handle)
+
     def fstat(self, handle: Handle) -> StatResult:
         with self.counters.operation("fstat"):
             entry = self._entry(handle)
@@ -211,10 +218,15 @@ class FtpDriver(FtpQuestions):
                 if entry.append_only:
                     size += entry.stat.st_size
                 return replace(entry.stat, st_size=size, st_blocks=(size + 511) // 512)
+            if entry.stat_at == self.counters.begun - 1:
+                entry.stat_at = self.counters.begun
+                return entry.stat
             try:
-                return self._stat(entry.path)
+                entry.stat = self._stat(entry.path)
             except FileNotFoundError:
                 return entry.stat  # renamed or removed by another client: what we knew
+            entry.stat_at = self.counters.begun
+            return entry.stat
 
     @recoverable
     def access(self, path: str, mode: int) -> None:
@@ -319,6 +331,7 @@ class FtpDriver(FtpQuestions):
             handle = self._next_handle
             self._next_handle += 1
             self._files[handle] = opened
+            opened.stat_at = self.counters.begun
             return Handle(handle)
 
     def _fetch(self, path: str, into: BinaryIO) -> None:
@@ -388,8 +401,10 @@ class FtpDriver(FtpQuestions):
             if entry.stage is not None:
                 entry.stage.seek(offset)
                 return entry.stage.read(size)
-            if size == 0:
-                return b""
+            if size == 0 or (
+                offset >= entry.stat.st_size and "st_size" not in entry.stat.synthesized
+            ):
+                return b""  # at the end the open (or the last fstat) saw: no transfer
             if self.session.stream is not None and self.session.stream.key is entry:
                 return self._remote_read(entry, size, offset)  # the stream in progress
             return self._recovering("pread", lambda: self._remote_read(entry, size, offset))

@@ -1,0 +1,110 @@
+"""``--cache cto``: a read buffer per open file, with close-to-open consistency.
+
+Theory of operation
+-------------------
+Each remote open file description (:class:`~reference_agent.files.RemoteFile`)
+gets one :class:`ReadBuffer` when it is opened. A read the buffer cannot answer
+fetches one block from the server, at least as large as the read: 64 KiB, doubled
+by each read that continues where the last one stopped (up to 1 MiB), back to
+64 KiB after a seek. Later reads inside the block cost no round trip.
+
+What the program may see is what NFS promises (close-to-open):
+
+- an open sees every change closed before it: the buffer starts empty at open, and
+  the file's size comes from the open's own fstat;
+- a read at or past that size is end of file without asking the server;
+- the program's own changes are seen at once: a write or truncate through any
+  descriptor of this agent drops the buffers of every open of that remote file,
+  and its size is updated (written through: writes reach the driver as with
+  ``--cache off``);
+- a change by someone else while the file is open may stay unseen until it is
+  reopened: the buffer and the known size are dropped at close, never reused.
+
+Every write goes to the server at once, so nothing is lost at a crash that
+``--cache off`` would have kept. The conformance suite checks these promises
+against its close-to-open model (``--agent-cache cto``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["FIRST_BLOCK", "MAX_BLOCK", "ReadBuffer"]
+
+FIRST_BLOCK = 64 * 1024  # bytes fetched by a read the buffer cannot answer (at least)
+MAX_BLOCK = 1024 * 1024  # bytes: the largest block sequential reads grow to
+
+#: Fetch ``size`` bytes at ``offset`` from the server (a driver's pread on one handle).
+Fetch = Callable[[int, int], bytes]
+
+
+@dataclass(slots=True)
+class ReadBuffer:
+    """One open file's read buffer: a block of the file, and its size as this open knows it."""
+
+    #: The file's size as far as this open knows (the open's fstat, its own writes, an end of
+    #: file met); None: unknown, ask the server.
+    size: int | None
+    start: int = 0  # the file offset of ``data``
+    data: bytes = b""
+    block: int = FIRST_BLOCK  # bytes the next fetch asks for, at least
+    resume: int = -1  # where the last block fetched ends: a miss there is sequential
+    fetches: int = 0  # round trips this buffer made (for tests and the summary)
+
+    def read(self, fetch: Fetch, size: int, offset: int) -> bytes:
+        """Up to ``size`` bytes at ``offset``: from the buffer, else one or more blocks fetched.
+
+        Args:
+            fetch: the driver's pread on this open's handle.
+            size: bytes asked for (the agent bounds it).
+            offset: where, in the file (not negative).
+
+        Returns:
+            The bytes, short only at end of file.
+
+        Raises:
+            OSError: from ``fetch``; the buffer is left as it was.
+        """
+        end = offset + size
+        if self.size is not None:
+            end = min(end, self.size)
+        pieces: list[bytes] = []  # most reads are one piece: returned without another copy
+        position = offset
+        while position < end:
+            if self.start <= position < self.start + len(self.data):
+                piece = self.data[position - self.start : end - self.start]
+                pieces.append(piece)
+                position += len(piece)
+                continue
+            if position == self.resume:
+                self.block = min(self.block * 2, MAX_BLOCK)
+            else:
+                self.block = FIRST_BLOCK
+            want = max(end - position, self.block)
+            if self.size is not None:
+                want = min(want, self.size - position)
+            data = fetch(want, position)
+            self.fetches += 1
+            if not data:
+                self.size = position  # end of file, as the server says now
+                break
+            self.start, self.data = position, data
+            self.resume = position + len(data)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def wrote(self, offset: int, count: int) -> None:
+        """This open wrote ``count`` bytes at ``offset``: drop the block, extend the size."""
+        self.data = b""
+        if self.size is not None and count:
+            self.size = max(self.size, offset + count)
+
+    def truncated(self, length: int) -> None:
+        """This open truncated the file to ``length``."""
+        self.data = b""
+        self.size = length
+
+    def forget(self) -> None:
+        """Another open of this agent changed the file: ask the server again."""
+        self.data = b""
+        self.size = None

@@ -1,0 +1,125 @@
+"""The read buffer of ``--cache cto``: what it fetches, and what it must never keep.
+
+Covers: ``reference_agent.read_cache.ReadBuffer`` over a file held in memory
+(the same fetch signature as a driver's pread on one handle).
+
+Scenario: a program reads a file in small pieces, seeks, writes and truncates
+through its own open; the test records every fetch. The answers must be the
+file's bytes after every change, and the fetches as few as the block sizes say.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from reference_agent.read_cache import FIRST_BLOCK, MAX_BLOCK, ReadBuffer
+
+
+class FileAt:
+    """A file's bytes, with the log of (size, offset) fetches a buffer made."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = bytearray(data)
+        self.log: list[tuple[int, int]] = []
+
+    def fetch(self, size: int, offset: int) -> bytes:
+        self.log.append((size, offset))
+        return bytes(self.data[offset : offset + size])
+
+
+def pattern(size: int) -> bytes:
+    return bytes(i * 7 % 251 for i in range(size))
+
+
+def test_ReadBuffer_small_reads_cost_one_fetch_per_block() -> None:
+    file = FileAt(pattern(3 * FIRST_BLOCK))
+    buffer = ReadBuffer(size=len(file.data))
+    got = b"".join(buffer.read(file.fetch, 1000, offset) for offset in range(0, 20_000, 1000))
+    assert got == file.data[:20_000]
+    assert file.log == [(FIRST_BLOCK, 0)]
+
+
+def test_ReadBuffer_sequential_blocks_grow_and_a_seek_starts_again() -> None:
+    file = FileAt(pattern(8 * MAX_BLOCK))
+    buffer = ReadBuffer(size=len(file.data))
+    offset = 0
+    while offset < 4 * MAX_BLOCK:
+        assert buffer.read(file.fetch, 8192, offset) == file.data[offset : offset + 8192]
+        offset += 8192
+    sizes = [size for size, _ in file.log]
+    assert sizes[:5] == [FIRST_BLOCK, 2 * FIRST_BLOCK, 4 * FIRST_BLOCK, 8 * FIRST_BLOCK, MAX_BLOCK]
+    assert max(sizes) == MAX_BLOCK
+    buffer.read(file.fetch, 10, 7 * MAX_BLOCK)
+    assert file.log[-1] == (FIRST_BLOCK, 7 * MAX_BLOCK)
+
+
+def test_ReadBuffer_end_of_file_costs_no_fetch_when_the_size_is_known() -> None:
+    file = FileAt(b"hello\n")
+    buffer = ReadBuffer(size=6)
+    assert buffer.read(file.fetch, 4096, 0) == b"hello\n"
+    assert buffer.read(file.fetch, 4096, 6) == b""
+    assert buffer.read(file.fetch, 4096, 100) == b""
+    assert file.log == [(6, 0)]
+
+
+def test_ReadBuffer_an_unknown_size_is_learnt_from_an_empty_fetch() -> None:
+    file = FileAt(b"abc")
+    buffer = ReadBuffer(size=None)
+    assert buffer.read(file.fetch, 10, 0) == b"abc"
+    assert buffer.read(file.fetch, 10, 3) == b""
+    assert buffer.size == 3
+    assert buffer.read(file.fetch, 10, 3) == b""
+    assert len(file.log) == 2
+
+
+def test_ReadBuffer_a_read_larger_than_a_block_is_one_fetch() -> None:
+    file = FileAt(pattern(3 * MAX_BLOCK))
+    buffer = ReadBuffer(size=len(file.data))
+    assert buffer.read(file.fetch, 2 * MAX_BLOCK, 5) == file.data[5 : 5 + 2 * MAX_BLOCK]
+    assert file.log == [(2 * MAX_BLOCK, 5)]
+
+
+def test_ReadBuffer_short_fetches_are_completed() -> None:
+    # A server may answer less than asked (a message limit): the read is still whole.
+    file = FileAt(pattern(1000))
+    buffer = ReadBuffer(size=1000)
+
+    def stingy(size: int, offset: int) -> bytes:
+        return file.fetch(min(size, 300), offset)
+
+    assert buffer.read(stingy, 1000, 0) == file.data
+    assert [offset for _, offset in file.log] == [0, 300, 600, 900]
+
+
+@pytest.mark.parametrize("change", ["overwrite", "extend", "truncate", "forget"])
+def test_ReadBuffer_sees_its_own_changes(change: str) -> None:
+    file = FileAt(pattern(100))
+    buffer = ReadBuffer(size=100)
+    assert buffer.read(file.fetch, 100, 0) == file.data
+    if change == "overwrite":
+        file.data[10:20] = b"x" * 10
+        buffer.wrote(10, 10)
+    elif change == "extend":
+        file.data += b"y" * 50
+        buffer.wrote(100, 50)
+    elif change == "truncate":
+        del file.data[30:]
+        buffer.truncated(30)
+    else:  # another open of the same agent wrote: size and bytes are asked again
+        file.data += b"z" * 5
+        file.data[0:1] = b"!"
+        buffer.forget()
+    assert buffer.read(file.fetch, 1000, 0) == file.data
+
+
+def test_ReadBuffer_keeps_what_it_read_when_the_fetch_fails() -> None:
+    file = FileAt(pattern(FIRST_BLOCK * 2))
+    buffer = ReadBuffer(size=len(file.data))
+    buffer.read(file.fetch, 10, 0)
+
+    def broken(size: int, offset: int) -> bytes:
+        raise ConnectionResetError(104, "reset")
+
+    with pytest.raises(ConnectionResetError):
+        buffer.read(broken, 10, FIRST_BLOCK + 5)
+    assert buffer.read(broken, 10, 0) == file.data[:10]
