@@ -147,6 +147,7 @@ def test_interview_decisions() -> None:
     assert interview.after_failed_rename(w, "/f", "/d") == errno.EISDIR
     assert interview.after_failed_rename(w, "/e", "/d") == errno.ENOTEMPTY
     assert interview.after_failed_rename(w, "/d", "/d/sub") == errno.EINVAL
+    assert interview.after_failed_rename(w, "/f", "/f/sub") == errno.ENOTDIR  # below a file
     assert interview.after_failed_link(w, "/missing", "/f/x", errno.EPERM) == errno.ENOENT
     assert interview.after_failed_link(w, "/f", "/g", errno.EPERM) == errno.EPERM
     w.asked.clear()

@@ -162,7 +162,8 @@ def after_failed_rename(witness: Witness, old: str, new: str) -> int:
     if old_kind is Kind.ABSENT:
         return why_absent(witness, old)
     if new.startswith(old.rstrip("/") + "/"):
-        return errno.EINVAL  # a directory into itself
+        # A directory into itself; below a file, the new name's parent is no directory.
+        return errno.EINVAL if old_kind is Kind.DIRECTORY else errno.ENOTDIR
     new_kind = witness.kind_of(new)
     if new_kind is Kind.ABSENT:
         return _parent_errno(witness, new, absent_leaf=errno.EACCES)
