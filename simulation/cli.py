@@ -118,7 +118,10 @@ def add_simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "--files", type=_positive, default=60, help="files in the generated C project"
     )
     validate.add_argument(
-        "--repeat", type=_positive, default=1, help="benchmark runs per setting (median)"
+        "--repeat",
+        type=_positive,
+        default=5,
+        help="measured runs per setting, each between two calibrations at RTT 0 (median)",
     )
     validate.add_argument(
         "--out", type=Path, default=Path("reports"), help="where validation.{md,csv,json,png} go"

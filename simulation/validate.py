@@ -1,29 +1,33 @@
 """``aviary simulate validate``: the model's predictions against real runs at added latency.
 
-Covers: the issue's validation. The Andrew-like stages (under the real agent)
-and the Figure 7 operation latencies (the driver alone) are measured against a
-real server reached through faultnet's kernel back-end (client, NAT router and
-server in private network namespaces, latency added by the relay), at two or
-more round-trip times, beside the simpy model's prediction for the same file
-count and the same network, with the error of each. Results:
-``OUT/validation.md``, ``.csv``, ``.json`` and ``.png``.
+Covers: the Andrew-like stages (under the real agent) and the Figure 7
+operation latencies (the driver alone), measured against a real server reached
+through faultnet's kernel back-end (client, NAT router and server in private
+network namespaces, latency added by the relay), at two or more round-trip
+times, beside the simpy model's prediction for the same file count and the
+same network, with the error of each. Results: ``OUT/validation.md``,
+``.csv``, ``.json`` and ``.png``.
 
 Scenario (what the model is given, and from where; nothing is fitted to a
-setting's measured times):
+measured run's times). The machine may be shared and loaded, so calibration
+and measurement are interleaved: a calibration at RTT 0 comes first and after
+every measured run, and each run is predicted from the two either side of it.
 
-1. the network: at each setting a TCP echo through the same relay, before and
-   after the runs, measures the round-trip time (the namespaces, the relay and
-   its timer add to the nominal latency); their mean is the model's link RTT;
-2. the protocol: at RTT 0, ``calibrate_repeated`` measures (the median of repeats) each operation's round
-   trips (the driver's counters) and, less the echo's RTT, its service time,
-   and what a new connection costs, with the driver in the client namespace;
-3. the workload: at RTT 0, after a warm-up run, traced runs of the benchmark
-   give each stage's driver operations (the agent's trace records them from
-   the drivers' counters; ``condense_trace``); the median stage time less the
-   model's remote time is the client's own time (the programs, the agent),
-   which does not depend on the network;
-4. then each setting, RTT 0 included, is measured afresh and predicted from
-   1-3 alone.
+1. a calibration, at RTT 0: a TCP echo through the relay (median); the
+   driver's operations, each timed in a loop (``calibrate_driver``): round
+   trips from its counters and, less the echo, service time, and what a new
+   connection costs; then a traced Andrew-like run, with echoes sent through
+   the relay while it goes on: the trace gives each stage's driver operations
+   (``condense_trace``), and the stage time less the model's remote time at
+   the echoes' mean is the client's own time (the programs, the agent);
+2. a measured run at one RTT: the echo (median, before and after the Figure 7
+   calls) and the Figure 7 calls; then the Andrew-like run with echoes sent
+   while it goes on (their mean is the round trip its calls paid: a stage is
+   a sum of round trips, and on a loaded machine the tail is in the sum);
+3. the prediction of that run: the model given the two calibrations either
+   side (their mean), at the RTTs the echo measured during the run;
+4. 2-3 repeated ``repeat`` times per setting; each row compares the median of
+   the measured runs with the median of their predictions, with the spread.
 """
 
 from __future__ import annotations
@@ -39,23 +43,24 @@ from typing import TYPE_CHECKING
 
 from benchmarks.andrew import agent_prefix, generate_tree, run_stages
 from drivers import Driver, driver_for_scheme, parse_url
-from simulation.protocols import CALIBRATION_REPEATS, calibrate_repeated
-from simulation.run import simulate_andrew, simulate_operations
+from simulation.protocols import ProtocolModel, calibrate_driver, median_cost
 from simulation.validate_measure import (
     EchoServer,
     andrew_run,
     measure_figure7,
     ping,
+    ping_samples,
     say,
     server_key,
 )
+from simulation.validate_predict import client_seconds, combine, predict
 from simulation.validate_render import markdown_from_document, summary, write_report
 from simulation.validate_results import (
-    CALIBRATION_REPEAT,
     FIGURE7_OPERATIONS,
     FIGURE7_RUNS,
-    LINK_BANDWIDTH,
+    REPEAT,
     TOLERANCE,
+    Calibration,
     Row,
     Setting,
     ValidationError,
@@ -63,7 +68,7 @@ from simulation.validate_results import (
     parse_rtts,
     rtt_label,
 )
-from simulation.workloads import STAGES, condense_trace, remote_time
+from simulation.workloads import STAGES, condense_trace, remote_time, traced_round_trips
 
 if TYPE_CHECKING:
     from faultnet.kernel import KernelNet
@@ -86,7 +91,7 @@ def run_validation(
     protocol: str = "chirp-aviary",
     rtts: Sequence[float] = (0.0, 0.002, 0.01),
     files: int = 60,
-    repeat: int = 1,
+    repeat: int = REPEAT,
     figure7_runs: int = FIGURE7_RUNS,
 ) -> ValidationReport:
     """Measure and predict every setting (see the module's docstring for the method).
@@ -95,7 +100,7 @@ def run_validation(
         protocol: a measured model's name (its server is used) or a server key.
         rtts: round-trip times to add, in seconds (0: the relay alone).
         files: files in the generated C project.
-        repeat: benchmark runs per setting (each stage's median is compared).
+        repeat: measured runs per setting, each between two calibrations.
         figure7_runs: timed calls per Figure 7 operation and setting.
 
     Returns:
@@ -141,6 +146,8 @@ def _validate(
     relay = net.address
     echo_address = (relay[0], echo.port)
     location = replace(parse_url(server.url()), host=relay[0], port=relay[1])
+    name = protocol if "/" not in protocol else key
+    load_start = os.getloadavg()[0]
 
     def new_driver() -> Driver:  # called in the client namespace: its sockets are made there
         return driver_for_scheme(location.scheme).from_location(location, timeout=60.0)
@@ -160,127 +167,133 @@ def _validate(
             native = run_stages(source, str(native_dir), work, agent=False)
             if native.error is not None:
                 raise ValidationError(f"the native run failed: {native.error}")
-
-            # 1-3: the network, the protocol and the workload, at RTT 0.
-            net.delay(0.0)
-            base = net.in_client(lambda: ping(echo_address))
-            say(
-                f"validate: relay RTT {base * 1e6:.0f} us; calibrating {key} in the client namespace"
-            )
-            name = protocol if "/" not in protocol else key
-            model = net.in_client(
-                lambda: calibrate_repeated(
-                    driver,
-                    name,
-                    f"measured here: {key}",
-                    CALIBRATION_REPEATS,
-                    network_rtt=base,
-                    fresh=new_driver,
-                )[0]
-            )
             trace = work / "trace.jsonl"
+            stamps = trace.with_suffix(".stamps")
+
+            def calibrate(index: int) -> Calibration:
+                net.delay(0.0)
+                base_samples = net.in_client(lambda: ping_samples(echo_address))
+                base = statistics.median(base_samples)
+                say(f"validate: calibration {index + 1}: relay RTT {base * 1e6:.0f} us")
+                model = net.in_client(
+                    lambda: calibrate_driver(
+                        driver, name, f"measured here: {key}", network_rtt=base, fresh=new_driver
+                    )
+                )
+                run = andrew_run(source, dest, work, prefix, trace, "0 (calibration)")
+                run_rtt = statistics.median(
+                    net.in_client(lambda: ping_samples(echo_address)) + base_samples
+                )
+                stages = condense_trace(trace, stamps)
+                run_s = {result.stage: result.seconds for result in run.stages}
+                try:
+                    client = client_seconds(model, stages, run_s, run_rtt)
+                except ValueError as exc:
+                    raise ValidationError(str(exc)) from None
+                return Calibration(
+                    index, base, run_rtt, os.getloadavg()[0], model, stages, run_s, client,
+                    traced_round_trips(trace, stamps),
+                )  # fmt: skip
+
             # A first run warms what a first run pays for (imports, page cache); it is not used.
             andrew_run(source, dest, work, prefix, trace, "0 (warm-up)")
-            calibration: dict[str, list[float]] = {s: [] for s in STAGES}
-            for _ in range(max(repeat, CALIBRATION_REPEAT)):
-                run = andrew_run(source, dest, work, prefix, trace, "0 (calibration)")
-                for result in run.stages:
-                    calibration[result.stage].append(result.seconds)
-            stages = condense_trace(trace, trace.with_suffix(".stamps"))
-            remote0 = simulate_andrew(model, stages, base, bandwidth=LINK_BANDWIDTH)
-            if remote0.failed:
-                raise ValidationError(f"the model cannot replay the trace: {remote0.failed}")
-            calibration_s = {s: statistics.median(v) for s, v in calibration.items()}
-            client_s = {s: calibration_s[s] - remote0.stage_seconds[s][0] for s in STAGES}
-            report = ValidationReport(
-                protocol, key, files, repeat, base, model, stages, calibration_s, client_s,
-                figure7_runs=figure7_runs,
-            )  # fmt: skip
+            calibrations = [calibrate(0)]
+            settings: list[Setting] = []
+            predictions: list[list[Row]] = []
+            for repetition in range(repeat):
+                for rtt in rtts:
+                    label = rtt_label(rtt)
+                    load = os.getloadavg()[0]
+                    net.delay(rtt / 2)  # one way, each direction
+                    before = net.in_client(lambda: ping_samples(echo_address))
+                    say(
+                        f"validate: RTT {label} ({repetition + 1} of {repeat}): Figure 7 operations"
+                    )
 
-            # 4: each setting, measured afresh and predicted.
-            for rtt in rtts:
-                label = rtt_label(rtt)
-                net.delay(rtt / 2)  # one way, each direction
-                network = net.in_client(lambda: ping(echo_address))
-                say(f"validate: RTT {label}: echo {network * 1e3:.2f} ms; Figure 7 operations")
-                figure7 = net.in_client(lambda: measure_figure7(driver, figure7_runs))
-                runs: dict[str, list[float]] = {s: [] for s in STAGES}
-                same = dict.fromkeys(STAGES, True)
-                for i in range(repeat):
-                    say(f"validate: RTT {label}: Andrew-like run {i + 1} of {repeat}")
+                    def latency(on: bool, rtt: float = rtt) -> None:
+                        net.delay(rtt / 2 if on else 0.0)
+
+                    figure7, figure7_base = net.in_client(
+                        lambda: measure_figure7(driver, figure7_runs, latency)
+                    )
+                    net.delay(0.0)
+                    echo_base = net.in_client(lambda: ping(echo_address))
+                    net.delay(rtt / 2)
+                    after = net.in_client(lambda: ping_samples(echo_address))
+                    say(f"validate: RTT {label} ({repetition + 1} of {repeat}): Andrew-like run")
                     run = andrew_run(source, dest, work, prefix, trace, label)
-                    for result in run.stages:
-                        runs[result.stage].append(result.seconds)
-                        if run.outputs.get(result.stage) != native.outputs.get(result.stage):
-                            same[result.stage] = False
-                after = net.in_client(lambda: ping(echo_address))
-                remote = remote_time(trace, trace.with_suffix(".stamps"))
-                per_call = remote_time(trace, trace.with_suffix(".stamps"), by="stage/syscall")
-                setting = Setting(
-                    rtt,
-                    (network + after) / 2,
-                    {s: statistics.median(v) for s, v in runs.items()},
-                    runs,
-                    same,
-                    {s: remote[s][0] for s in STAGES},
-                    {s: remote[s][1] for s in STAGES},
-                    figure7,
-                    {name: (n, seconds / n) for name, (n, seconds) in sorted(per_call.items())},
-                    (network, after),
-                )
-                report.settings.append(setting)
-                report.rows += _predict(report, setting)
-            return report
+                    run_rtt = statistics.median(
+                        net.in_client(lambda: ping_samples(echo_address)) + after
+                    )
+                    remote = remote_time(trace, stamps)
+                    per_call = remote_time(trace, stamps, by="stage/syscall")
+                    setting = Setting(
+                        rtt,
+                        repetition,
+                        statistics.median(before + after),
+                        run_rtt,
+                        {result.stage: result.seconds for result in run.stages},
+                        {
+                            r.stage: run.outputs.get(r.stage) == native.outputs.get(r.stage)
+                            for r in run.stages
+                        },
+                        {s: remote[s][0] for s in STAGES},
+                        {s: remote[s][1] for s in STAGES},
+                        traced_round_trips(trace, stamps),
+                        figure7,
+                        figure7_base,
+                        echo_base,
+                        (len(calibrations) - 1, len(calibrations)),
+                        (load, os.getloadavg()[0]),
+                        {name: (n, seconds / n) for name, (n, seconds) in sorted(per_call.items())},
+                    )
+                    calibrations.append(calibrate(len(calibrations)))
+                    settings.append(setting)
+                    predictions.append(predict(calibrations[-2], calibrations[-1], setting))
+            return _report(
+                protocol, key, files, repeat, figure7_runs, calibrations, settings, predictions,
+                load_start,
+            )  # fmt: skip
     finally:
         net.in_client(driver.close_driver)
 
 
-def _predict(report: ValidationReport, setting: Setting) -> list[Row]:
-    """The model's prediction of every stage and operation at ``setting``, beside the measurement."""
-    model, label = report.model, rtt_label(setting.nominal_rtt_s)
-    nominal = setting.nominal_rtt_s + report.base_rtt_s
-    at_network = simulate_andrew(
-        model,
-        report.stages,
-        setting.network_rtt_s,
-        bandwidth=LINK_BANDWIDTH,
-        client_seconds=report.client_s,
-    )
-    at_nominal = simulate_andrew(
-        model, report.stages, nominal, bandwidth=LINK_BANDWIDTH, client_seconds=report.client_s
-    )
-    rows: list[Row] = []
-    for stage in STAGES:
-        note = "" if setting.same_as_native[stage] else "output differs from native"
-        rows.append(
-            Row(
-                label,
-                setting.nominal_rtt_s * 1e3,
-                setting.network_rtt_s * 1e3,
-                "andrew",
-                stage,
-                setting.andrew_s[stage],
-                at_network.stage_seconds[stage][0],
-                at_nominal.stage_seconds[stage][0],
-                note,
-            )
-        )
-    for name, operations in FIGURE7_OPERATIONS.items():
-        predicted = simulate_operations(model, operations, setting.network_rtt_s, LINK_BANDWIDTH)
-        predicted_nominal = simulate_operations(model, operations, nominal, LINK_BANDWIDTH)
-        rows.append(
-            Row(
-                label,
-                setting.nominal_rtt_s * 1e3,
-                setting.network_rtt_s * 1e3,
-                "figure7",
-                name,
-                setting.figure7_s[name],
-                predicted,
-                predicted_nominal,
-            )
-        )
-    return rows
+def _median_model(calibrations: Sequence[Calibration]) -> ProtocolModel:
+    """Each cost the median over the calibrations (what the report shows)."""
+    first = calibrations[0].model
+    costs = {
+        op: median_cost([c.model.costs[op] for c in calibrations if op in c.model.costs])
+        for op in first.costs
+    }
+    return ProtocolModel(first.name, first.origin, costs, first.unsupported)
+
+
+def _report(
+    protocol: str,
+    key: str,
+    files: int,
+    repeat: int,
+    figure7_runs: int,
+    calibrations: list[Calibration],
+    settings: list[Setting],
+    predictions: list[list[Row]],
+    load_start: float,
+) -> ValidationReport:
+    def median_of(field: str) -> dict[str, float]:
+        return {s: statistics.median(getattr(c, field)[s] for c in calibrations) for s in STAGES}
+
+    report = ValidationReport(
+        protocol, key, files, repeat,
+        statistics.median(c.echo_rtt_s for c in calibrations),
+        _median_model(calibrations),
+        calibrations[0].stages,
+        median_of("run_s"),
+        median_of("client_s"),
+        calibrations, settings,
+        combine(predictions),
+        figure7_runs, load_start, os.getloadavg()[0],
+    )  # fmt: skip
+    return report
 
 
 def run_validate_command(protocol: str, rtts_text: str, files: int, repeat: int, out: Path) -> int:

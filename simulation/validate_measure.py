@@ -21,6 +21,7 @@ from benchmarks.andrew import TargetRun, run_stages
 from drivers import Driver, Handle
 from simulation.protocols import load_models
 from simulation.validate_results import (
+    FIGURE7_BLOCK,
     PING_COUNT,
     RELAYED_PROTOCOLS,
     SMALL,
@@ -28,7 +29,15 @@ from simulation.validate_results import (
     ValidationError,
 )
 
-__all__ = ["EchoServer", "andrew_run", "measure_figure7", "ping", "say", "server_key"]
+__all__ = [
+    "EchoServer",
+    "andrew_run",
+    "measure_figure7",
+    "ping",
+    "ping_samples",
+    "say",
+    "server_key",
+]
 
 
 # -- the network probe -------------------------------------------------------------------------
@@ -79,22 +88,29 @@ class EchoServer:
                 peer.close()
 
 
-def ping(address: tuple[str, int], count: int = PING_COUNT) -> float:
-    """Median seconds for 16 bytes to go to the echo and back (after a warm-up)."""
-    samples: list[float] = []
+def _echo_once(sock: socket.socket) -> float:
+    began = time.perf_counter()
+    sock.sendall(b"p" * 16)
+    got = 0
+    while got < 16:
+        chunk = sock.recv(16 - got)
+        if not chunk:
+            raise OSError("the echo through the relay hung up")
+        got += len(chunk)
+    return time.perf_counter() - began
+
+
+def ping_samples(address: tuple[str, int], count: int = PING_COUNT) -> list[float]:
+    """Seconds for 16 bytes to go to the echo and back, ``count`` times (after a warm-up)."""
     with socket.create_connection(address, timeout=10.0) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        for _ in range(WARMUP + count):
-            began = time.perf_counter()
-            sock.sendall(b"p" * 16)
-            got = 0
-            while got < 16:
-                chunk = sock.recv(16 - got)
-                if not chunk:
-                    raise OSError("the echo through the relay hung up")
-                got += len(chunk)
-            samples.append(time.perf_counter() - began)
-    return statistics.median(samples[WARMUP:])
+        samples = [_echo_once(sock) for _ in range(WARMUP + count)]
+    return samples[WARMUP:]
+
+
+def ping(address: tuple[str, int], count: int = PING_COUNT) -> float:
+    """Median seconds for 16 bytes to go to the echo and back (after a warm-up)."""
+    return statistics.median(ping_samples(address, count))
 
 
 # -- measuring -----------------------------------------------------------------------------
@@ -128,8 +144,19 @@ def server_key(protocol: str) -> str:
     return key
 
 
-def measure_figure7(driver: Driver, runs: int) -> dict[str, float]:
-    """Median seconds of each Figure 7 operation through ``driver`` (in the client namespace)."""
+def measure_figure7(
+    driver: Driver, runs: int, latency: Callable[[bool], None]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds of each Figure 7 operation through ``driver``, with and without latency.
+
+    The calls alternate, in blocks of ``FIGURE7_BLOCK``, between the link with its
+    latency (``latency(True)``) and without (``latency(False)``): the calls at RTT 0
+    are the calibration of the calls with latency, made within a second of them, so
+    that a machine whose load moves shows it to both. Called in the client namespace.
+
+    Returns:
+        (medians with latency, medians at RTT 0), by operation.
+    """
     driver.write_file("/f7-one", b"x")
     driver.write_file("/f7-small", os.urandom(SMALL))
     one = driver.open("/f7-one", os.O_RDONLY)
@@ -147,21 +174,29 @@ def measure_figure7(driver: Driver, runs: int) -> dict[str, float]:
         "read 8KB": lambda: driver.pread(small, SMALL, 0),
         "write 8KB": lambda: driver.pwrite(written, payload, 0),
     }
-    medians: dict[str, float] = {}
+    slow: dict[str, float] = {}
+    fast: dict[str, float] = {}
     try:
         for name, call in calls.items():
-            samples = []
-            for i in range(WARMUP + runs):
-                began = time.perf_counter()
+            samples: dict[bool, list[float]] = {True: [], False: []}
+            for _ in range(WARMUP):
                 call()
-                if i >= WARMUP:
-                    samples.append(time.perf_counter() - began)
-            medians[name] = statistics.median(samples)
+            while len(samples[True]) < runs:
+                for delayed in (False, True):
+                    latency(delayed)
+                    call()  # the first call after a switch may meet the old setting's data
+                    for _ in range(FIGURE7_BLOCK):
+                        began = time.perf_counter()
+                        call()
+                        samples[delayed].append(time.perf_counter() - began)
+            slow[name] = statistics.median(samples[True])
+            fast[name] = statistics.median(samples[False])
     finally:
+        latency(True)
         handles: tuple[Handle, ...] = (one, small, written)
         for handle in handles:
             driver.close(handle)
-    return medians
+    return slow, fast
 
 
 def andrew_run(

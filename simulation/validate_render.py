@@ -12,12 +12,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from simulation.validate_results import (
-    CALIBRATION_REPEAT,
-    TOLERANCE,
-    ValidationReport,
-    rtt_label,
-)
+from simulation.validate_results import TOLERANCE, Row, ValidationReport
+from simulation.workloads import STAGES
 
 __all__ = ["markdown_from_document", "summary", "write_report"]
 
@@ -26,98 +22,204 @@ __all__ = ["markdown_from_document", "summary", "write_report"]
 
 
 def _seconds(value: float) -> str:
-    return f"{value:.3f} s" if value >= 0.1 else f"{value * 1e3:.2f} ms"
+    return f"{value:.3f} s" if abs(value) >= 0.1 else f"{value * 1e3:.2f} ms"
+
+
+def _range(values: list[float]) -> str:
+    if len(values) < 2:
+        return "one run"
+    return f"{_seconds(min(values))} - {_seconds(max(values))}"
+
+
+def _errors(row: dict[str, Any]) -> str:
+    pairs = zip(row["predicted_runs_s"], row["measured_runs_s"], strict=True)
+    return ", ".join(f"{(p - m) / m * 100:+.0f}%" for p, m in pairs)
+
+
+def _verdict(document: dict[str, Any]) -> list[str]:
+    rows = document["rows"]
+    worst = max(rows, key=lambda r: abs(r["error_pct"]))
+    return [
+        f"**{document['within']} of {len(rows)}** stages and operations are within "
+        f"{document['tolerance']:.0%}; the largest error is {worst['error_pct']:+.1f}% "
+        f"({worst['kind']} {worst['name']} at RTT {worst['setting']}).",
+    ]
+
+
+def _table(rows: list[dict[str, Any]]) -> list[str]:
+    """Model beside measured, with the error: medians of the repeats, and each repeat's error."""
+    lines = [
+        "| RTT asked | link RTT | kind | stage / operation | measured (median) | range | "
+        "model (median) | range | error | each run's error | within |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        note = f" ({r['note']})" if r["note"] else ""
+        lines.append(
+            f"| {r['setting']} | {r['network_rtt_ms']:.2f} ms | {r['kind']} | {r['name']}{note} | "
+            f"{_seconds(r['measured_s'])} | {_range(r['measured_runs_s'])} | "
+            f"{_seconds(r['predicted_s'])} | {_range(r['predicted_runs_s'])} | "
+            f"{r['error_pct']:+.1f}% | {_errors(r)} | {'yes' if r['within'] else 'no'} |"
+        )
+    return lines
+
+
+def _terms(rows: list[dict[str, Any]]) -> list[str]:
+    """Which term of the model a row's error is in."""
+    lines = [
+        "Where each stage's time goes (medians of the repeats): the calibration runs at RTT 0 "
+        "either side of the measured run (their mean, and how far apart the two were: the "
+        "machine's load moving between them); the time the network adds, as the model has it "
+        "and as measured (the run less the calibrations' mean); the round trips, the model's "
+        "(its costs times the trace's operations) and the run's (the drivers' counters in "
+        "its trace).",
+        "",
+        "| RTT asked | stage | calibration runs | apart | network: model | network: measured | "
+        "round trips: model | round trips: trace |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["kind"] != "andrew":
+            continue
+        t = r["terms"]
+        lines.append(
+            f"| {r['setting']} | {r['name']} | {_seconds(t['calibration_s'])} | "
+            f"{t['calibration_gap_pct']:.0f}% | {_seconds(t['network_model_s'])} | "
+            f"{_seconds(t['network_measured_s'])} | {t['round_trips_model']:.0f} | "
+            f"{t['round_trips_trace']:.0f} |"
+        )
+    lines += [
+        "",
+        "Each Figure 7 operation: the same calls at RTT 0, alternating with these in blocks "
+        "of a few (their calibration), and the time the latency adds, as the model has it "
+        "(its round trips times the echo's RTT, less the echo's RTT at 0) and as measured.",
+        "",
+        "| RTT asked | operation | round trips | calls at RTT 0 | latency: model | "
+        "latency: measured |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["kind"] != "figure7":
+            continue
+        t = r["terms"]
+        lines.append(
+            f"| {r['setting']} | {r['name']} | {t['round_trips_model']:.0f} | "
+            f"{_seconds(t['calibration_s'])} | {_seconds(t['network_model_s'])} | "
+            f"{_seconds(t['network_measured_s'])} |"
+        )
+    return lines
+
+
+def _machine(document: dict[str, Any]) -> str:
+    machine = document["machine"]
+    return (
+        f"Measured {machine['date']} on {machine['cpu_model']}, {machine['cores']} cores "
+        f"({machine['usable_cores']} usable), kernel {machine['kernel']}, aviary "
+        f"{machine['aviary_commit']}; load average {document['load_start']:.1f} at the start, "
+        f"{document['load_end']:.1f} at the end ({document['load_range'][0]:.1f} - "
+        f"{document['load_range'][1]:.1f} during)."
+    )
 
 
 def summary(report: ValidationReport) -> str:
     """The verdict and the main table (what the command prints)."""
-    worst = max(report.rows, key=lambda r: abs(r.error_pct))
-    lines = [
-        f"**{report.within} of {len(report.rows)}** stages and operations are within "
-        f"{TOLERANCE:.0%}; the largest error is {worst.error_pct:+.1f}% "
-        f"({worst.kind} {worst.name} at RTT {worst.setting}).",
-        "",
-        "| RTT asked | RTT echo | kind | stage / operation | measured | predicted | error | "
-        f"within {TOLERANCE:.0%} | predicted (nominal) | error (nominal) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+    rows = [_row_document(r) for r in report.rows]
+    document = {"rows": rows, "within": report.within, "tolerance": TOLERANCE}
+    return "\n".join([*_verdict(document), "", *_table(rows)])
+
+
+def _row_document(row: Row) -> dict[str, Any]:
+    return asdict(row) | {"pair_errors_pct": row.pair_errors_pct}
+
+
+def _method(document: dict[str, Any]) -> list[str]:
+    return [
+        f"The Andrew-like benchmark ({document['files']} files) under `aviary run`, and the "
+        f"Figure 7 operations through the driver (median of {document['figure7_runs']} calls), "
+        "with the client in faultnet's kernel back-end (private network namespaces, a conntrack "
+        "NAT, latency added by the relay), beside the simpy model's prediction. Each setting "
+        f"was measured {document['repeat']} time(s); before the first run and after every run "
+        "the model was calibrated at RTT 0 (the driver's operations timed in a loop, and a "
+        "traced Andrew-like run: its operations, and its stage times less the model's remote "
+        "time, the client's own time), and each run is predicted from the calibrations either "
+        "side of it, at the round trip an echo through the relay measured while it ran (the "
+        "mean, for the stages; the median around the calls, for Figure 7). No measured run's "
+        "time is an input of its prediction.",
     ]
-    for r in report.rows:
-        nominal_error = (r.predicted_nominal_s - r.measured_s) / r.measured_s * 100
-        note = f" ({r.note})" if r.note else ""
-        lines.append(
-            f"| {r.setting} | {r.network_rtt_ms:.2f} ms | {r.kind} | {r.name}{note} | "
-            f"{_seconds(r.measured_s)} | {_seconds(r.predicted_s)} | {r.error_pct:+.1f}% | "
-            f"{'yes' if r.within else 'no'} | {_seconds(r.predicted_nominal_s)} | "
-            f"{nominal_error:+.1f}% |"
-        )
-    return "\n".join(lines)
 
 
-def _markdown(report: ValidationReport) -> str:
+def markdown_from_document(document: dict[str, Any]) -> str:
+    """The verdict, the tables and the machine of a written ``validation.json``."""
+    lines = [
+        f"{document['server']}: " + _method(document)[0],
+        "",
+        _machine(document),
+        "",
+        *_verdict(document),
+        "",
+        *_table(document["rows"]),
+        "",
+        *_terms(document["rows"]),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _markdown(report: ValidationReport, document: dict[str, Any]) -> str:
     lines = [
         f"# Validation: the simulation against real runs ({report.server})",
         "",
-        f"The Andrew-like benchmark ({report.files} files, {report.repeat} run(s) per setting, "
-        "median per stage) under `aviary run`, and the Figure 7 operations through the driver "
-        f"(median of {report.figure7_runs} calls), with the client in faultnet's kernel back-end "
-        "(private network namespaces, a conntrack NAT, latency added by the relay), against "
-        "the simpy model's prediction for the same settings.",
-        "",
-        "What the model is given: each setting's network RTT, measured by a TCP echo through the "
-        "same relay before and after the runs (mean; "
-        f"{report.base_rtt_s * 1e6:.0f} us with no added latency); the protocol's round trips, "
-        "service times and connection cost, measured with the driver at RTT 0; each stage's "
-        "driver operations, from the agent's trace of the RTT-0 calibration runs; and each "
-        f"stage's client time (programs and agent: the median of {CALIBRATION_REPEAT} RTT-0 "
-        "calibration runs less the model's remote time). Each setting, RTT 0 included, is then "
-        "a fresh run that the model did not see. `nominal` is the model at the asked RTT plus "
-        "the relay's RTT-0 path, without the echo.",
-        "",
+        markdown_from_document(document),
         "Where the testbed and the model differ by construction: the relay delays data, not the "
         "TCP handshake (the server namespace's kernel answers the SYN), while the model counts "
-        "one round trip for it, once per run (in the copy stage); the relay's timer (asyncio on "
-        "epoll: 1 ms resolution, rounded up) holds data longer than asked, which the echo sees "
-        "and the `nominal` columns do not; the client's time is taken from RTT 0 and assumed "
-        "not to depend on the network.",
+        "one round trip for it, once per run (in the copy stage); `nominal` (in the JSON and "
+        "CSV) is the model at the asked RTT plus the relay's RTT-0 path, without the echo.",
         "",
-        summary(report),
+        "The calibrations (RTT 0), in order:",
         "",
-        "Per stage, the remote operations the model replays (from the RTT-0 trace), the client "
-        "time it adds, and what each run's trace says reached the server (calls; the agent's "
-        "seconds in them):",
-        "",
-        "| stage | operations | client time | "
-        + " | ".join(f"RTT {rtt_label(s.nominal_rtt_s)}" for s in report.settings)
+        "| # | echo | echo during the run | load | "
+        + " | ".join(f"{s} run" for s in STAGES)
         + " |",
-        "|---|---|---|" + "---|" * len(report.settings),
+        "|---|---|---|---|" + "---|" * len(STAGES),
     ]
-    for stage in report.stages:
-        ops = ", ".join(f"{op} {n}" for op, n in sorted(stage.operations.items()))
-        cells = [
-            f"{s.remote_calls[stage.name]} calls; {_seconds(s.remote_s[stage.name])}"
-            for s in report.settings
-        ]
+    for c in report.calibrations:
         lines.append(
-            f"| {stage.name} | {ops} | {_seconds(report.client_s[stage.name])} | "
-            + " | ".join(cells)
-            + " |"
+            f"| {c.index + 1} | {c.echo_rtt_s * 1e6:.0f} us | {c.run_rtt_s * 1e6:.0f} us | "
+            f"{c.load:.1f} | " + " | ".join(_seconds(c.run_s[s]) for s in STAGES) + " |"
         )
     lines += [
         "",
-        "Round trips per operation (the driver's counters) and service time, measured at RTT 0 "
-        "through the relay:",
+        "Per stage, the remote operations the model replays (from the first calibration's "
+        "trace) and the client time it adds (median of the calibrations):",
         "",
-        "| operation | round trips | service |",
+        "| stage | operations | client time |",
         "|---|---|---|",
     ]
+    for stage in report.stages:
+        ops = ", ".join(f"{op} {n}" for op, n in sorted(stage.operations.items()))
+        lines.append(f"| {stage.name} | {ops} | {_seconds(report.client_s[stage.name])} |")
+    lines += [
+        "",
+        "Round trips per operation (the driver's counters) and service time, measured at RTT 0 "
+        "through the relay (median of the calibrations, lowest - highest):",
+        "",
+        "| operation | round trips | service | range |",
+        "|---|---|---|---|",
+    ]
     for op, cost in report.model.costs.items():
-        lines.append(f"| {op} | {cost.round_trips:.2f} | {cost.service_s * 1e6:.0f} us |")
+        seen = [c.model.costs[op].service_s for c in report.calibrations if op in c.model.costs]
+        lines.append(
+            f"| {op} | {cost.round_trips:.2f} | {cost.service_s * 1e6:.0f} us | "
+            f"{min(seen) * 1e6:.0f} - {max(seen) * 1e6:.0f} us |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def _document(report: ValidationReport) -> dict[str, Any]:
     from benchmarks.common import machine_description
 
+    loads = [c.load for c in report.calibrations] + [
+        load for s in report.settings for load in s.load
+    ]
     return {
         "benchmark": "validation",
         "protocol": report.protocol,
@@ -127,6 +229,9 @@ def _document(report: ValidationReport) -> dict[str, Any]:
         "figure7_runs": report.figure7_runs,
         "tolerance": TOLERANCE,
         "machine": machine_description(),
+        "load_start": report.load_start,
+        "load_end": report.load_end,
+        "load_range": [min([report.load_start, *loads]), max([report.load_end, *loads])],
         "base_rtt_s": report.base_rtt_s,
         "model": {
             "origin": report.model.origin,
@@ -136,8 +241,12 @@ def _document(report: ValidationReport) -> dict[str, Any]:
         "stages": [asdict(s) for s in report.stages],
         "calibration_run_s": report.calibration_run_s,
         "client_s": report.client_s,
+        "calibrations": [
+            asdict(c) | {"model": {op: asdict(v) for op, v in c.model.costs.items()}}
+            for c in report.calibrations
+        ],
         "settings": [asdict(s) for s in report.settings],
-        "rows": [asdict(r) for r in report.rows],
+        "rows": [_row_document(r) for r in report.rows],
         "within": report.within,
     }
 
@@ -176,39 +285,17 @@ def _plot(report: ValidationReport, path: Path) -> None:
     plt.close(figure)
 
 
-def markdown_from_document(document: dict[str, Any]) -> str:
-    """The verdict and the table of a written ``validation.json`` (for ``aviary report``)."""
-    rows = document["rows"]
-    worst = max(rows, key=lambda r: abs(r["error_pct"]))
-    lines = [
-        f"{document['server']}, {document['files']} files; the model's inputs are measured at RTT 0 "
-        "and by an echo through the relay at each setting (see validation.md for the method).",
-        "",
-        f"**{document['within']} of {len(rows)}** stages and operations are within "
-        f"{document['tolerance']:.0%}; the largest error is {worst['error_pct']:+.1f}% "
-        f"({worst['kind']} {worst['name']} at RTT {worst['setting']}).",
-        "",
-        "| RTT asked | RTT echo | kind | stage / operation | measured | predicted | error | within |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['setting']} | {r['network_rtt_ms']:.2f} ms | {r['kind']} | {r['name']} | "
-            f"{_seconds(r['measured_s'])} | {_seconds(r['predicted_s'])} | "
-            f"{r['error_pct']:+.1f}% | {'yes' if r['within'] else 'no'} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
 def write_report(report: ValidationReport, out: Path) -> list[Path]:
     """Write ``validation.md``, ``.csv``, ``.json`` and ``.png`` into ``out``; return their paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"validation.{ext}" for ext in ("md", "csv", "json", "png")]
-    paths[0].write_text(_markdown(report))
+    document = _document(report)
+    paths[0].write_text(_markdown(report, document))
     with paths[1].open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(asdict(report.rows[0])))
+        rows = [_row_document(r) for r in report.rows]
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows(asdict(r) for r in report.rows)
-    paths[2].write_text(json.dumps(_document(report), indent=2, default=str) + "\n")
+        writer.writerows(rows)
+    paths[2].write_text(json.dumps(document, indent=2, default=str) + "\n")
     _plot(report, paths[3])
     return paths

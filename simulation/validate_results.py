@@ -17,6 +17,7 @@ from simulation.workloads import AndrewStage
 __all__ = [
     "FIGURE7_OPERATIONS",
     "TOLERANCE",
+    "Calibration",
     "Row",
     "Setting",
     "ValidationError",
@@ -25,16 +26,16 @@ __all__ = [
     "rtt_label",
 ]
 
-TOLERANCE = 0.15  # the issue's goal: within 15% per stage
+TOLERANCE = 0.15  # the largest error a row may have, as a fraction of the measured time
 MAX_RTT = 0.1  # seconds: the slowest setting accepted (a 60-file run at 100 ms takes ~10 min)
 #: The link moves bytes at veth/loopback speed; what a byte costs the server is inside the
 #: service time, measured with 8 KB payloads.
 LINK_BANDWIDTH = 1e12
-PING_COUNT = 30  # echoes per setting
+PING_COUNT = 30  # echoes per probe (the median is the round trip of one call)
 FIGURE7_RUNS = 20  # timed calls per operation and setting
+FIGURE7_BLOCK = 4  # timed calls in a row before the latency is switched off or on again
 WARMUP = 3  # untimed calls before each timed series
-#: Runs at RTT 0 whose median per stage gives the client's time: their noise is in every prediction.
-CALIBRATION_REPEAT = 3
+REPEAT = 5  # measured runs per setting, each between two calibrations (the median is compared)
 SMALL = 8192
 #: The Figure 7 columns this validation measures, as the model's operations (op, payload bytes).
 FIGURE7_OPERATIONS: dict[str, tuple[tuple[str, int], ...]] = {
@@ -88,16 +89,25 @@ def rtt_label(rtt: float) -> str:
 
 @dataclass
 class Row:
-    """One stage or operation at one setting: measured beside predicted."""
+    """One stage or operation at one setting: measured beside predicted, over the repeats.
+
+    ``measured_s`` and ``predicted_s`` are the medians of the repeats, each repeat
+    predicted from the calibrations made just before and just after it.
+    """
 
     setting: str
     nominal_rtt_ms: float
-    network_rtt_ms: float  # what the echo measured through the relay
+    network_rtt_ms: float  # the link RTT the model was given (median over the repeats)
     kind: str  # "andrew" or "figure7"
     name: str
     measured_s: float
     predicted_s: float
     predicted_nominal_s: float  # the model at the nominal RTT plus the RTT-0 path
+    measured_runs_s: list[float] = field(default_factory=list)
+    predicted_runs_s: list[float] = field(default_factory=list)
+    #: Where the model's time goes and what the runs said, per term (stages only): see
+    #: ``StageTerms``; medians over the repeats.
+    terms: dict[str, float] = field(default_factory=dict)
     error_pct: float = field(init=False)
     within: bool = field(init=False)
     note: str = ""
@@ -106,22 +116,51 @@ class Row:
         self.error_pct = (self.predicted_s - self.measured_s) / self.measured_s * 100
         self.within = abs(self.error_pct) <= TOLERANCE * 100
 
+    @property
+    def pair_errors_pct(self) -> list[float]:
+        """Each repeat's error against the prediction from its own calibrations."""
+        return [
+            (p - m) / m * 100
+            for p, m in zip(self.predicted_runs_s, self.measured_runs_s, strict=True)
+        ]
+
+
+@dataclass
+class Calibration:
+    """One calibration at RTT 0, made between the measured runs: what the model is given."""
+
+    index: int
+    echo_rtt_s: float  # median echo through the relay before the driver's calibration
+    run_rtt_s: float  # median echo just before and just after the Andrew-like run
+    load: float  # one-minute load average after it
+    model: ProtocolModel  # the driver's operations, measured once
+    stages: list[AndrewStage]  # each stage's driver operations, from the run's trace
+    run_s: dict[str, float]  # the Andrew-like run's stage times
+    client_s: dict[str, float]  # run_s less the model's remote time at run_rtt_s
+    round_trips: dict[str, int]  # the trace's round trips per stage
+
 
 @dataclass
 class Setting:
-    """One round-trip time: what was measured there."""
+    """One measured run at one round-trip time, with the calibrations either side of it."""
 
     nominal_rtt_s: float
-    network_rtt_s: float  # the mean of the echoes before and after the runs
-    andrew_s: dict[str, float]  # median over the repeats
-    andrew_runs_s: dict[str, list[float]]
+    repetition: int
+    network_rtt_s: float  # median echo around the Figure 7 calls
+    run_rtt_s: float  # median echo just before and just after the Andrew-like run
+    andrew_s: dict[str, float]
     same_as_native: dict[str, bool]
     remote_calls: dict[str, int]  # from the run's trace: calls that reached the server
     remote_s: dict[str, float]  # the agent's seconds in them
+    round_trips: dict[str, int]  # the trace's round trips per stage
     figure7_s: dict[str, float]
+    #: The same calls at RTT 0, alternating with them (their calibration), and the echo there.
+    figure7_base_s: dict[str, float]
+    figure7_base_rtt_s: float
+    calibrations: tuple[int, int]  # the calibrations before and after
+    load: tuple[float, float]  # one-minute load average before and after
     #: Per stage and system call (``list/newfstatat``): (calls, the agent's mean seconds in one).
     syscalls: dict[str, tuple[int, float]] = field(default_factory=dict)
-    echo_rtts_s: tuple[float, float] = (0.0, 0.0)  # before the Figure 7 calls; after the runs
 
 
 @dataclass
@@ -130,14 +169,17 @@ class ValidationReport:
     server: str
     files: int
     repeat: int
-    base_rtt_s: float  # the echo's RTT through the relay with no added latency
-    model: ProtocolModel
+    base_rtt_s: float  # the echo's RTT through the relay with no added latency (median)
+    model: ProtocolModel  # the median of the calibrations' models (shown; each pair uses its own)
     stages: list[AndrewStage]
-    calibration_run_s: dict[str, float]
-    client_s: dict[str, float]  # per stage: the calibration run less the model's remote time
+    calibration_run_s: dict[str, float]  # median over the calibrations
+    client_s: dict[str, float]  # median over the calibrations
+    calibrations: list[Calibration] = field(default_factory=list)
     settings: list[Setting] = field(default_factory=list)
     rows: list[Row] = field(default_factory=list)
     figure7_runs: int = FIGURE7_RUNS
+    load_start: float = 0.0  # one-minute load average when the run began
+    load_end: float = 0.0
 
     @property
     def within(self) -> int:
