@@ -298,7 +298,8 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     )
     from simulation.workloads import condense_trace, save_andrew
 
-    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    load_start = os.getloadavg()
+    load, cores = load_start[0], os.cpu_count() or 1
     if load > cores:
         print(f"aviary: simulate calibrate: the machine is busy (load {load:.1f} on {cores} "
               "cores): service times will come out slow; the file records the load",
@@ -322,7 +323,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
         except (ServerError, OSError, LookupError) as exc:
             print(f"not calibrated from {key}: {exc}", file=sys.stderr)
     save_calibration({k: v for k, v in measured.items() if k not in SEEDS_MODELS},
-                     metadata=calibration_metadata(args.repeat, spreads))  # fmt: skip
+                     metadata=calibration_metadata(args.repeat, spreads, load_start))  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="aviary-calibrate-") as tmp:
         traces = Path(tmp)
         run_andrew(traces / "out", args.files, ["native", "chirp/aviary"], traces)

@@ -246,6 +246,7 @@ def _validate(
                         (len(calibrations) - 1, len(calibrations)),
                         (load, os.getloadavg()[0]),
                         {name: (n, seconds / n) for name, (n, seconds) in sorted(per_call.items())},
+                        before + after,
                     )
                     calibrations.append(calibrate(len(calibrations)))
                     settings.append(setting)

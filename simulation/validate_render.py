@@ -252,36 +252,41 @@ def _document(report: ValidationReport) -> dict[str, Any]:
 
 
 def _plot(report: ValidationReport, path: Path) -> None:
+    """One panel per stage and operation: measured (median, range) and model against link RTT."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for axis, kind, unit, scale in ((axes[0], "andrew", "s", 1.0), (axes[1], "figure7", "ms", 1e3)):
-        names = list(dict.fromkeys(r.name for r in report.rows if r.kind == kind))
-        for i, name in enumerate(names):
-            rows = [r for r in report.rows if r.kind == kind and r.name == name]
-            x = [r.network_rtt_ms for r in rows]
-            colour = f"C{i}"
-            axis.plot(
-                x, [r.measured_s * scale for r in rows], "o", color=colour, label=f"{name} measured"
-            )
-            axis.plot(
-                x,
-                [r.predicted_s * scale for r in rows],
-                "-",
-                color=colour,
-                label=f"{name} predicted",
-            )
-        axis.set_xlabel("network RTT (ms, measured by echo)")
-        axis.set_ylabel(unit)
-        axis.set_yscale("log")
-        axis.set_title("Andrew-like stages" if kind == "andrew" else "Figure 7 operations")
-        axis.legend(fontsize=7, ncol=2)
-    figure.suptitle(f"{report.server}: measured (points) vs simulated (lines)")
+    names = list(dict.fromkeys((r.kind, r.name) for r in report.rows))
+    columns = 5
+    lines = (len(names) + columns - 1) // columns
+    figure, axes = plt.subplots(lines, columns, figsize=(3.2 * columns, 3.0 * lines), squeeze=False)
+    for axis, (kind, name) in zip(axes.flat, names, strict=False):
+        rows = [r for r in report.rows if (r.kind, r.name) == (kind, name)]
+        scale, unit = (1.0, "s") if kind == "andrew" else (1e3, "ms")
+        x = [r.network_rtt_ms for r in rows]
+        measured = [r.measured_s * scale for r in rows]
+        low = [m - min(r.measured_runs_s) * scale for m, r in zip(measured, rows, strict=True)]
+        high = [max(r.measured_runs_s) * scale - m for m, r in zip(measured, rows, strict=True)]
+        axis.errorbar(x, measured, yerr=[low, high], fmt="o", color="C0", capsize=3,
+                      label="measured (median, range)")  # fmt: skip
+        axis.plot(x, [r.predicted_s * scale for r in rows], "s--", color="C1", label="model")
+        for r, xi, m in zip(rows, x, measured, strict=True):
+            axis.annotate(f"{r.error_pct:+.0f}%", (xi, m), textcoords="offset points",
+                          xytext=(6, -12), fontsize=8, color="C3" if not r.within else "C2")  # fmt: skip
+        axis.set_title(f"{'stage' if kind == 'andrew' else 'Figure 7'}: {name}", fontsize=9)
+        axis.set_xlabel("link RTT (ms, echo)", fontsize=8)
+        axis.set_ylabel(unit, fontsize=8)
+        axis.set_ylim(bottom=0)
+        axis.set_xlim(left=0)
+    for axis in list(axes.flat)[len(names) :]:
+        axis.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="upper center", ncol=2, bbox_to_anchor=(0.5, 1.0))
+    figure.suptitle(f"{report.server}: measured beside the model, with the error", y=1.04)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    figure.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(figure)
 
 

@@ -161,6 +161,8 @@ class Setting:
     load: tuple[float, float]  # one-minute load average before and after
     #: Per stage and system call (``list/newfstatat``): (calls, the agent's mean seconds in one).
     syscalls: dict[str, tuple[int, float]] = field(default_factory=dict)
+    #: The echoes around the Figure 7 calls: the link's RTT as a distribution, not one number.
+    echo_samples_s: list[float] = field(default_factory=list)
 
 
 @dataclass

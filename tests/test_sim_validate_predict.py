@@ -8,14 +8,22 @@ that term matters. No servers: these run in well under a second.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from simulation.protocols import OpCost, ProtocolModel
-from simulation.validate_predict import client_seconds, combine, model_round_trips, predict
-from simulation.validate_render import markdown_from_document, summary
+from simulation.validate_predict import (
+    client_seconds,
+    combine,
+    link_time,
+    model_round_trips,
+    predict,
+)
+from simulation.validate_render import markdown_from_document, summary, write_report
 from simulation.validate_results import TOLERANCE, Calibration, Row, Setting
 from simulation.workloads import STAGES, AndrewStage
 
@@ -145,7 +153,7 @@ def test_the_boundary_is_15_percent_of_the_measured_time() -> None:
     assert not Row("10 ms", 10, 10, "figure7", "stat", 1.0, 0.849, 0.849).within
 
 
-def test_the_tables_show_model_beside_measured_with_the_error() -> None:
+def test_the_tables_show_model_beside_measured_with_the_error(tmp_path: Path) -> None:
     from simulation.validate_render import _document
     from simulation.validate_results import ValidationReport
 
@@ -161,3 +169,16 @@ def test_the_tables_show_model_beside_measured_with_the_error() -> None:
     page = markdown_from_document(_document(report))
     assert "model (median)" in page and "each run's error" in page and "load average" in page
     assert "round trips: trace" in page and "| 10 ms | make |" in page
+    md, _, document, png = write_report(report, tmp_path)
+    assert png.stat().st_size > 10_000 and "The calibrations (RTT 0)" in md.read_text()
+    assert json.loads(document.read_text())["rows"][0]["pair_errors_pct"] == [
+        pytest.approx(rows[0].error_pct)
+    ]
+
+
+def test_link_time_is_the_median_of_a_sum_of_round_trips() -> None:
+    """Two in five round trips late: one call's median misses them, two calls' does not."""
+    samples = [1.0, 1.0, 1.0, 5.0, 5.0]
+    assert link_time(samples, 1) == 1.0
+    assert link_time(samples, 2) == 6.0  # not 2 x the median: 64% of pairs meet a late one
+    assert link_time([2.0] * 40, 3) == pytest.approx(6.0)  # drawn, not enumerated: 40^3 sums
