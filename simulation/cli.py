@@ -112,7 +112,10 @@ def add_simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "relay, cctools' chirp_server, model chirp, waits ~40 ms for a delayed ACK on most requests)",
     )
     validate.add_argument(
-        "--rtt", default="0,2ms,10ms", help="round-trip times to add, e.g. 0,2ms,10ms (0: none)"
+        "--rtt",
+        default="2ms,10ms",
+        help="round-trip times to add, e.g. 2ms,10ms (0: none; at 0 a row compares RTT 0 with "
+        "its own calibration at RTT 0)",
     )
     validate.add_argument(
         "--files", type=_positive, default=60, help="files in the generated C project"

@@ -142,9 +142,11 @@ def _method(document: dict[str, Any]) -> list[str]:
         "the model was calibrated at RTT 0 (the driver's operations timed in a loop, and a "
         "traced Andrew-like run: its operations, and its stage times less the model's remote "
         "time, the client's own time), and each run is predicted from the calibrations either "
-        "side of it, at the round trip an echo through the relay measured while it ran (the "
-        "mean, for the stages; the median around the calls, for Figure 7). No measured run's "
-        "time is an input of its prediction.",
+        "side of it, at the RTT an echo through the relay measured just before and after it "
+        "(the mean: a stage is a sum of many round trips, late ones included). "
+        "A Figure 7 operation's calls alternate in blocks with the same calls at RTT 0, their "
+        "calibration; the model adds its round trips, each a draw of the echoes. No measured "
+        "run's time is an input of its prediction.",
     ]
 
 

@@ -131,7 +131,7 @@ class Calibration:
 
     index: int
     echo_rtt_s: float  # median echo through the relay before the driver's calibration
-    run_rtt_s: float  # median echo just before and just after the Andrew-like run
+    run_rtt_s: float  # mean echo just before and just after the Andrew-like run
     load: float  # one-minute load average after it
     model: ProtocolModel  # the driver's operations, measured once
     stages: list[AndrewStage]  # each stage's driver operations, from the run's trace
@@ -147,7 +147,7 @@ class Setting:
     nominal_rtt_s: float
     repetition: int
     network_rtt_s: float  # median echo around the Figure 7 calls
-    run_rtt_s: float  # median echo just before and just after the Andrew-like run
+    run_rtt_s: float  # mean echo just before and just after the Andrew-like run
     andrew_s: dict[str, float]
     same_as_native: dict[str, bool]
     remote_calls: dict[str, int]  # from the run's trace: calls that reached the server
