@@ -152,6 +152,11 @@ def _method(document: dict[str, Any]) -> list[str]:
 
 def markdown_from_document(document: dict[str, Any]) -> str:
     """The verdict, the tables and the machine of a written ``validation.json``."""
+    if "load_start" not in document or any("terms" not in r for r in document["rows"]):
+        return (
+            "(this validation.json was written by an older aviary, without the repeats, the "
+            "terms or the machine's load: run `aviary simulate validate` again)\n"
+        )
     lines = [
         f"{document['server']}: " + _method(document)[0],
         "",

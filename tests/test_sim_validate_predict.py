@@ -182,3 +182,8 @@ def test_link_time_is_the_median_of_a_sum_of_round_trips() -> None:
     assert link_time(samples, 1) == 1.0
     assert link_time(samples, 2) == 6.0  # not 2 x the median: 64% of pairs meet a late one
     assert link_time([2.0] * 40, 3) == pytest.approx(6.0)  # drawn, not enumerated: 40^3 sums
+
+
+def test_an_older_validation_json_is_named_as_such() -> None:
+    old = {"rows": [{"setting": "2 ms", "kind": "andrew", "name": "copy", "error_pct": 1.0}]}
+    assert "written by an older aviary" in markdown_from_document(old)
