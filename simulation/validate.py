@@ -51,7 +51,6 @@ from simulation.validate_measure import (
     EchoServer,
     andrew_run,
     measure_figure7,
-    ping,
     ping_samples,
     say,
     server_key,
@@ -209,7 +208,6 @@ def _validate(
                     label = rtt_label(rtt)
                     load = os.getloadavg()[0]
                     net.delay(rtt / 2)  # one way, each direction
-                    before = net.in_client(lambda: ping_samples(echo_address))
                     say(
                         f"validate: RTT {label} ({repetition + 1} of {repeat}): Figure 7 operations"
                     )
@@ -217,12 +215,9 @@ def _validate(
                     def latency(on: bool, rtt: float = rtt) -> None:
                         net.delay(rtt / 2 if on else 0.0)
 
-                    figure7, figure7_base = net.in_client(
-                        lambda: measure_figure7(driver, figure7_runs, latency)
+                    figure7, figure7_base, echoes = net.in_client(
+                        lambda: measure_figure7(driver, figure7_runs, latency, echo_address)
                     )
-                    net.delay(0.0)
-                    echo_base = net.in_client(lambda: ping(echo_address))
-                    net.delay(rtt / 2)
                     after = net.in_client(lambda: ping_samples(echo_address))
                     say(f"validate: RTT {label} ({repetition + 1} of {repeat}): Andrew-like run")
                     run = andrew_run(source, dest, work, prefix, trace, label)
@@ -234,7 +229,7 @@ def _validate(
                     setting = Setting(
                         rtt,
                         repetition,
-                        statistics.median(before + after),
+                        statistics.median(echoes[True]),
                         run_rtt,
                         {result.stage: result.seconds for result in run.stages},
                         {
@@ -246,11 +241,12 @@ def _validate(
                         traced_round_trips(trace, stamps),
                         figure7,
                         figure7_base,
-                        echo_base,
+                        statistics.median(echoes[False]),
                         (len(calibrations) - 1, len(calibrations)),
                         (load, os.getloadavg()[0]),
                         {name: (n, seconds / n) for name, (n, seconds) in sorted(per_call.items())},
-                        before + after,
+                        echoes[True],
+                        echoes[False],
                     )
                     calibrations.append(calibrate(len(calibrations)))
                     settings.append(setting)

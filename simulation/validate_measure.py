@@ -145,8 +145,8 @@ def server_key(protocol: str) -> str:
 
 
 def measure_figure7(
-    driver: Driver, runs: int, latency: Callable[[bool], None]
-) -> tuple[dict[str, float], dict[str, float]]:
+    driver: Driver, runs: int, latency: Callable[[bool], None], echo: tuple[str, int]
+) -> tuple[dict[str, float], dict[str, float], dict[bool, list[float]]]:
     """Median seconds of each Figure 7 operation through ``driver``, with and without latency.
 
     The calls alternate, in blocks of ``FIGURE7_BLOCK``, between the link with its
@@ -154,8 +154,12 @@ def measure_figure7(
     are the calibration of the calls with latency, made within a second of them, so
     that a machine whose load moves shows it to both. Called in the client namespace.
 
+    Each block begins with two echoes through the relay (``echo``), so the link's
+    RTT with and without the latency is sampled in the same seconds as the calls.
+
     Returns:
-        (medians with latency, medians at RTT 0), by operation.
+        (medians with latency, medians at RTT 0) by operation, and the echoes'
+        seconds with (True) and without (False) the latency.
     """
     driver.write_file("/f7-one", b"x")
     driver.write_file("/f7-small", os.urandom(SMALL))
@@ -176,6 +180,9 @@ def measure_figure7(
     }
     slow: dict[str, float] = {}
     fast: dict[str, float] = {}
+    echoes: dict[bool, list[float]] = {True: [], False: []}
+    probe = socket.create_connection(echo, timeout=10.0)
+    probe.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         for name, call in calls.items():
             samples: dict[bool, list[float]] = {True: [], False: []}
@@ -185,6 +192,7 @@ def measure_figure7(
                 for delayed in (False, True):
                     latency(delayed)
                     call()  # the first call after a switch may meet the old setting's data
+                    echoes[delayed] += [_echo_once(probe) for _ in range(2)]
                     for _ in range(FIGURE7_BLOCK):
                         began = time.perf_counter()
                         call()
@@ -192,11 +200,12 @@ def measure_figure7(
             slow[name] = statistics.median(samples[True])
             fast[name] = statistics.median(samples[False])
     finally:
+        probe.close()
         latency(True)
         handles: tuple[Handle, ...] = (one, small, written)
         for handle in handles:
             driver.close(handle)
-    return slow, fast
+    return slow, fast, echoes
 
 
 def andrew_run(

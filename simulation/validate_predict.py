@@ -7,7 +7,7 @@ repeats of each stage or operation side by side, as one row of medians.
 A Figure 7 operation is predicted from its own calls at RTT 0, made in
 blocks alternating with the calls at the setting's RTT (within a second of
 them), plus what the model's link adds: its round trips, each a draw of the
-echoes measured around the calls (``link_time``), less the echo's RTT at 0.
+echoes measured among the calls (``link_time``), less the same at RTT 0.
 
 Per stage the prediction is, for each of the two calibrations ``c``::
 
@@ -152,9 +152,10 @@ def predict(before: Calibration, after: Calibration, setting: Setting) -> list[R
     for name, operations in FIGURE7_OPERATIONS.items():
         calibration = setting.figure7_base_s[name]
         round_trips = sum(model.cost(op, n).round_trips for op, n in operations)
-        at_zero = round(round_trips) * setting.figure7_base_rtt_s
-        if setting.echo_samples_s:
-            added = link_time(setting.echo_samples_s, round(round_trips)) - at_zero
+        if setting.echo_samples_s and setting.echo_base_samples_s:
+            added = link_time(setting.echo_samples_s, round(round_trips)) - link_time(
+                setting.echo_base_samples_s, round(round_trips)
+            )
         else:
             added = simulate_operations(
                 model, operations, setting.network_rtt_s, LINK_BANDWIDTH

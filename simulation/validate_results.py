@@ -146,7 +146,7 @@ class Setting:
 
     nominal_rtt_s: float
     repetition: int
-    network_rtt_s: float  # median echo around the Figure 7 calls
+    network_rtt_s: float  # median echo among the Figure 7 calls
     run_rtt_s: float  # mean echo just before and just after the Andrew-like run
     andrew_s: dict[str, float]
     same_as_native: dict[str, bool]
@@ -161,8 +161,10 @@ class Setting:
     load: tuple[float, float]  # one-minute load average before and after
     #: Per stage and system call (``list/newfstatat``): (calls, the agent's mean seconds in one).
     syscalls: dict[str, tuple[int, float]] = field(default_factory=dict)
-    #: The echoes around the Figure 7 calls: the link's RTT as a distribution, not one number.
+    #: The echoes among the Figure 7 calls, with the latency and at RTT 0: the link's RTT as
+    #: a distribution, not one number.
     echo_samples_s: list[float] = field(default_factory=list)
+    echo_base_samples_s: list[float] = field(default_factory=list)
 
 
 @dataclass
