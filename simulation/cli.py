@@ -112,13 +112,19 @@ def add_simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "relay, cctools' chirp_server, model chirp, waits ~40 ms for a delayed ACK on most requests)",
     )
     validate.add_argument(
-        "--rtt", default="0,2ms,10ms", help="round-trip times to add, e.g. 0,2ms,10ms (0: none)"
+        "--rtt",
+        default="2ms,10ms",
+        help="round-trip times to add, e.g. 2ms,10ms (0: none; at 0 a row compares RTT 0 with "
+        "its own calibration at RTT 0)",
     )
     validate.add_argument(
         "--files", type=_positive, default=60, help="files in the generated C project"
     )
     validate.add_argument(
-        "--repeat", type=_positive, default=1, help="benchmark runs per setting (median)"
+        "--repeat",
+        type=_positive,
+        default=5,
+        help="measured runs per setting, each between two calibrations at RTT 0 (median)",
     )
     validate.add_argument(
         "--out", type=Path, default=Path("reports"), help="where validation.{md,csv,json,png} go"
@@ -295,7 +301,8 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     )
     from simulation.workloads import condense_trace, save_andrew
 
-    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    load_start = os.getloadavg()
+    load, cores = load_start[0], os.cpu_count() or 1
     if load > cores:
         print(f"aviary: simulate calibrate: the machine is busy (load {load:.1f} on {cores} "
               "cores): service times will come out slow; the file records the load",
@@ -319,7 +326,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
         except (ServerError, OSError, LookupError) as exc:
             print(f"not calibrated from {key}: {exc}", file=sys.stderr)
     save_calibration({k: v for k, v in measured.items() if k not in SEEDS_MODELS},
-                     metadata=calibration_metadata(args.repeat, spreads))  # fmt: skip
+                     metadata=calibration_metadata(args.repeat, spreads, load_start))  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="aviary-calibrate-") as tmp:
         traces = Path(tmp)
         run_andrew(traces / "out", args.files, ["native", "chirp/aviary"], traces)

@@ -25,7 +25,7 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -420,9 +420,17 @@ def calibrate_repeated(
 
 
 def calibration_metadata(
-    repeat: int, spreads: dict[str, dict[str, tuple[float, float]]]
+    repeat: int,
+    spreads: dict[str, dict[str, tuple[float, float]]],
+    load_start: Sequence[float] = (),
 ) -> dict[str, Any]:
-    """When, where and how the calibration was made: the file's ``_calibration`` entry."""
+    """When, where and how the calibration was made: the file's ``_calibration`` entry.
+
+    Args:
+        repeat: whole calibrations per server.
+        spreads: per server and operation, the lowest and highest service time seen.
+        load_start: the load averages (1, 5, 15 minutes) when the calibration began.
+    """
     from benchmarks.common import machine_description
 
     return {
@@ -435,7 +443,8 @@ def calibration_metadata(
         ),
         "repeats": repeat,
         # A busy machine slows every service time: the load says how far to trust them.
-        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "load_average_start": [round(x, 2) for x in load_start],
+        "load_average_end": [round(x, 2) for x in os.getloadavg()],
         "service_s_spread": {
             name: {op: list(r) for op, r in ops.items()} for name, ops in spreads.items()
         },

@@ -23,7 +23,7 @@ from simulation.seeds_sp5 import seeds_job_fields
 
 __all__ = [
     "ANDREW_TRACE", "AndrewStage", "Sp5Job", "condense_trace", "event_size", "load_andrew",
-    "remote_time",
+    "remote_time", "traced_round_trips",
 ]  # fmt: skip
 
 ANDREW_TRACE = Path(__file__).resolve().parent / "data" / "andrew-trace.json"
@@ -191,6 +191,15 @@ def remote_time(trace: Path, stamps: Path, by: str = "stage") -> dict[str, tuple
         calls, seconds = totals.get(key, (0, 0.0))
         totals[key] = (calls + 1, seconds + float(record.get("us", 0.0)) / 1e6)
     return totals
+
+
+def traced_round_trips(trace: Path, stamps: Path) -> dict[str, int]:
+    """Per stage, the round trips the drivers made (each trace line's ``rt``, from their counters)."""
+    trips = dict.fromkeys(STAGES, 0)
+    for stage, record in _records(trace, stamps):
+        if stage is not None:
+            trips[stage] += int(record.get("rt", 0))
+    return trips
 
 
 def save_andrew(stages: list[AndrewStage], source: str, path: Path = ANDREW_TRACE) -> None:

@@ -19,11 +19,18 @@ def test_validation_measures_and_predicts_every_stage_and_operation(tmp_path: Pa
     """Ten files at RTT 0 and 5 ms, through the kernel back-end, under the real agent."""
     if KernelNet.missing() is not None:
         pytest.skip(str(KernelNet.missing()))
-    report = run_validation("chirp-aviary", [0.0, 0.005], files=10, figure7_runs=5)
+    report = run_validation("chirp-aviary", [0.0, 0.005], files=10, repeat=1, figure7_runs=5)
 
-    # The network really was slower: the echo through the relay saw the added 5 ms.
+    # The network really was slower: the echo through the relay saw the added 5 ms, before the
+    # Figure 7 calls and while the Andrew-like run went on.
     zero, slow = report.settings
     assert slow.network_rtt_s >= 0.005 > zero.network_rtt_s
+    assert slow.run_rtt_s >= 0.005 > zero.run_rtt_s
+    # Calibration and measurement interleave: one before the first run and one after each,
+    # and each run is predicted from the two either side of it.
+    assert [c.index for c in report.calibrations] == [0, 1, 2]
+    assert [s.calibrations for s in report.settings] == [(0, 1), (1, 2)]
+    assert all(c.run_rtt_s < 0.005 for c in report.calibrations)
     # The model replays the operations the agent's trace recorded from the drivers' counters
     # (ls -l's lstat of each name is only there, not in a syscall mapping), and a new
     # connection costs the handshake and the login.
@@ -38,6 +45,7 @@ def test_validation_measures_and_predicts_every_stage_and_operation(tmp_path: Pa
         before, after = rows[("0", kind, name)], rows[("5 ms", kind, name)]
         for row in (before, after):
             assert row.measured_s > 0 and row.predicted_s > 0
+            assert row.measured_runs_s == [row.measured_s]
             assert row.error_pct == pytest.approx(
                 (row.predicted_s - row.measured_s) / row.measured_s * 100
             )
@@ -46,6 +54,9 @@ def test_validation_measures_and_predicts_every_stage_and_operation(tmp_path: Pa
         least = 0.1 if kind == "andrew" else 0.004
         assert after.measured_s - before.measured_s >= least, (kind, name)
         assert after.predicted_s > before.predicted_s, (kind, name)
+    # The model's round trips are the ones the drivers made (their counters, in the trace).
+    make = rows[("5 ms", "andrew", "make")].terms
+    assert make["round_trips_model"] == pytest.approx(make["round_trips_trace"], rel=0.02)
 
     md, table, document, png = write_report(report, tmp_path)
     with table.open() as f:
@@ -54,12 +65,16 @@ def test_validation_measures_and_predicts_every_stage_and_operation(tmp_path: Pa
     assert {"measured_s", "predicted_s", "error_pct", "within"} <= set(written[0])
     data = json.loads(document.read_text())
     assert data["within"] == report.within and len(data["rows"]) == len(report.rows)
+    assert data["machine"]["cpu_model"] and data["load_start"] >= 0
     assert "| 5 ms |" in md.read_text() and png.stat().st_size > 1000
-    # aviary report shows the last validation without running it again.
+    # aviary report shows the last validation without running it again: model beside
+    # measured, with the error, for every row.
     assert report_site.run_site(tmp_path, "quick", ["validation"]) == 0
     page = (tmp_path / "index.html").read_text()
     assert "Validation: the simulation against real runs" in page and "validation.png" in page
-    assert page.count("<tr>") == len(report.rows) + 1
+    assert "model (median)" in page and "load average" in page
+    for row in report.rows:
+        assert f"<td>{row.error_pct:+.1f}%</td>" in page, row
 
 
 def test_validate_command_rejects_bad_input(
