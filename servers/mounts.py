@@ -1,11 +1,12 @@
 """FUSE clients mounted over the real servers: the tools users pick instead of an agent.
 
-The conformance suite's ``--through mount --mount rclone`` starts the driver's real server as usual,
-mounts it with Debian's ``rclone mount`` (FTP, SFTP, WebDAV) or ``sshfs``
-(SFTP) on a temporary directory, and runs the same properties on that
-directory through the local driver and the syscall program: the tools users
-pick instead of an agent, tested on the same servers by the same oracle; the
-remote micro benchmark mounts them the same way, beside the agent. ``--mount PATH`` takes a directory someone else mounted and tests it as is.
+The conformance suite's ``--through mount --mount rclone`` starts the driver's
+real server as usual, mounts it with Debian's ``rclone mount`` (FTP, SFTP,
+WebDAV) or ``sshfs`` (SFTP) on a temporary directory, and runs the same
+properties on that directory through the local driver and the syscall program:
+the tools users pick instead of an agent, tested on the same servers by the
+same oracle; the remote micro benchmark mounts them the same way, beside the
+agent. ``--mount PATH`` takes a directory someone else mounted and tests it as is.
 
 Every mount is made on a directory this process created, by a client process
 it started; it is unmounted by its path (``fusermount -u``, lazily if busy) and
