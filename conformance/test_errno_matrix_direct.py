@@ -30,10 +30,8 @@ from drivers.local import LocalDriver
 
 #: The agent's conditions with its placeholder for a 300-byte name spelled out.
 PATHS: dict[str, str] = {
-    condition: "/" + path.replace("%300", "n" * 300)
-    for condition, path in CONDITIONS.items()
-    if condition != "permission"  # root passes permission checks; the driver has no uid
-}
+    condition: "/" + path.replace("%300", "n" * 300) for condition, path in CONDITIONS.items()
+}  # no permission cells: a driver has no uid of its own to be refused as
 
 #: Operation -> the driver call and its arguments, X standing for the condition's path.
 OPERATIONS: dict[str, tuple[str, tuple[object, ...]]] = {
