@@ -164,6 +164,10 @@ def compare(runs: Runs, operations: list[str], masked: set[str]) -> list[Differe
     for index in range(count):
         system = runs.system[index] if index < len(runs.system) else "(no line)"
         native = runs.native[index] if index < len(runs.native) else "(no line)"
+        # A line the program could not parse runs nothing on either side: never a pass.
+        if "bad-arguments" in native or "unknown-operation" in native:
+            operation = operations[index] if index < len(operations) else "(end)"
+            raise ValueError(f"the syscall program did not run {operation!r}: {native}")
         # A declared defect in descriptor checks: lines where Linux rejects a descriptor
         # (EBADF, or ENOTDIR for a file given as a directory, answered EXDEV) are skipped.
         if "EBADF" in masked and (
