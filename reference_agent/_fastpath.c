@@ -4,7 +4,8 @@
  * stop for a whitelisted call whose path is plainly local (absolute, already in
  * normal form, under no prefix the agent was given) is resumed here with
  * PTRACE_CONT, exactly as the Python agent would resume it, and never reaches
- * Python; so is close() while no remote file is open anywhere. Every other stop
+ * Python; so is a call on a descriptor (close, read, write, lseek, fstat...) while no
+ * remote file is open anywhere. Every other stop
  * (fork, exec, exit, signals, other calls, relative or remote or unreadable paths)
  * is returned to the caller untouched, with its wait status, for the Python loop.
  *
@@ -30,7 +31,7 @@
 #define FP_PAGE 4096UL
 #define FP_EVENT_SECCOMP 7
 
-enum { FP_NONE = 0, FP_PATH = 1, FP_CLOSE = 2 };
+enum { FP_NONE = 0, FP_PATH = 1, FP_DESCRIPTOR = 2 };
 
 /* What each syscall number is to the fast path, and the index of its path argument. */
 static unsigned char kinds[FP_MAX_NR];
@@ -120,7 +121,7 @@ static int under_a_prefix(const char *path, size_t n) {
 /* Whether the stop of pid at call nr can be resumed without the agent. */
 static int plainly_local(pid_t pid, long nr, int remote_files_open) {
     if (nr < 0 || nr >= FP_MAX_NR || kinds[nr] == FP_NONE) return 0;
-    if (kinds[nr] == FP_CLOSE) return !remote_files_open;
+    if (kinds[nr] == FP_DESCRIPTOR) return !remote_files_open;
     struct user_regs_struct regs;
     if (ptrace(PTRACE_GETREGS, pid, 0, &regs) != 0) return 0;
     if ((long)regs.orig_rax != nr) return 0;

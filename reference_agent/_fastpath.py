@@ -14,7 +14,7 @@ the source's hash) and loaded with ctypes. Without gcc, or when the build fails,
 What the C side needs of the agent's state is pushed to it: the syscall numbers it
 may answer and their path argument, the path prefixes that are not plainly local
 (every mount point, every service directory, ``/proc``), and before each wait
-whether any remote file is open (close is native only when none is).
+whether any remote file is open (a descriptor call is native only when none is).
 """
 
 from __future__ import annotations
@@ -42,12 +42,15 @@ __all__ = ["FAST_CALLS", "FastPath", "install", "load", "why_not"]
 
 _SOURCE: Final = Path(__file__).with_name("_fastpath.c")
 _KIND_PATH: Final = 1
-_KIND_CLOSE: Final = 2
+_KIND_DESCRIPTOR: Final = 2
 _COMPILE_TIMEOUT: Final = 120.0  # seconds for gcc
 
 #: The calls the C side may answer, by name: the index of their path argument, or
-#: None for close. For each, the Python handler runs an absolute, plainly local path
-#: natively and does nothing else (no record, no rewrite, no state).
+#: None for a call on a descriptor, answered only while no remote file is open (every
+#: descriptor is then local). For each, the Python handler runs an absolute, plainly
+#: local path, or a local descriptor, natively and does nothing else (no record, no
+#: rewrite, no state). Calls that change state the agent keeps (chdir, fchdir, dup2,
+#: execve, clone) are never here.
 FAST_CALLS: Final[Mapping[str, int | None]] = {
     "stat": 0,
     "lstat": 0,
@@ -61,6 +64,14 @@ FAST_CALLS: Final[Mapping[str, int | None]] = {
     "readlinkat": 1,
     "openat": 1,
     "close": None,
+    "read": None,
+    "write": None,
+    "pread64": None,
+    "pwrite64": None,
+    "readv": None,
+    "writev": None,
+    "lseek": None,
+    "fstat": None,
 }
 
 
@@ -82,7 +93,7 @@ class FastPath:
         self._wait = library.fp_wait
 
     def configure(self, calls: Mapping[int, int | None], prefixes: Iterable[str]) -> None:
-        """Answer ``calls`` (number: path argument index, None for close) for paths under
+        """Answer ``calls`` (number: path argument index, None for a descriptor call) for paths under
         none of ``prefixes`` (logical paths in normal form; "/" covers everything).
 
         Raises:
@@ -90,7 +101,7 @@ class FastPath:
         """
         self._lib.fp_clear()
         for nr, index in calls.items():
-            kind = _KIND_CLOSE if index is None else _KIND_PATH
+            kind = _KIND_DESCRIPTOR if index is None else _KIND_PATH
             if self._lib.fp_set_call(nr, kind, index or 0) != 0:
                 raise ValueError(f"syscall number {nr} out of the fast path's range")
         for prefix in prefixes:

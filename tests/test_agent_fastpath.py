@@ -102,8 +102,8 @@ def aviary_run(*args: str, blind: bool = False) -> subprocess.CompletedProcess[s
 
 
 def remote_run(server: RunningServer, mount_point: str, *, blind: bool = False) -> str:
-    """Stats of remote paths (a service path and a mount) under the agent; its summary, or
-    what failed."""
+    """Stats of remote paths (a service path and a mount) and a read of a remote file under
+    the agent; its summary, or what failed."""
     authority = f"127.0.0.1:{server.port}"
     parent, name = mount_point.rsplit("/", 1)
     script = (
@@ -112,6 +112,8 @@ def remote_run(server: RunningServer, mount_point: str, *, blind: bool = False) 
         # Not in normal form: the namespace sees the mount where the text does not start with it.
         f"&& test -e {parent}//{name}/there && test -e {parent}/./{name}/there "
         f"&& test -e {mount_point}/../{name}/there"
+        # A remote descriptor: read, fstat and close reach the agent while it is open.
+        f'&& [ "$(cat {mount_point}/there)" = remote ]'
     )
     mount = f"{mount_point}=chirp://{authority}/"
     result = aviary_run("--summary", "-M", mount, "--", SH, "-c", script, blind=blind)
