@@ -4,7 +4,8 @@
  * stop for a whitelisted call whose path is plainly local (absolute, already in
  * normal form, under no prefix the agent was given) is resumed here with
  * PTRACE_CONT, exactly as the Python agent would resume it, and never reaches
- * Python; so is a call on a descriptor (close, read, write, lseek, fstat...) while no
+ * Python; so is a relative path of a task whose working directory the agent said is
+ * plainly local, when the name it makes passes the same test; so is a call on a descriptor (close, read, write, lseek, fstat...) while no
  * remote file is open anywhere. Every other stop
  * (fork, exec, exit, signals, other calls, relative or remote or unreadable paths)
  * is returned to the caller untouched, with its wait status, for the Python loop.
@@ -30,6 +31,9 @@
 #define FP_PREFIX_SPACE 65536
 #define FP_PAGE 4096UL
 #define FP_EVENT_SECCOMP 7
+#define FP_MAX_CWDS 4096
+#define FP_CWD_SPACE (1 << 20)
+#define FP_AT_FDCWD (-100)
 
 enum { FP_NONE = 0, FP_PATH = 1, FP_DESCRIPTOR = 2 };
 
@@ -41,6 +45,34 @@ static unsigned char path_index[FP_MAX_NR];
 static char prefixes[FP_PREFIX_SPACE];
 static size_t prefixes_len;
 static unsigned long answered;
+/* The working directories of the tasks whose one is plainly local, by tid. */
+static struct { int tid; size_t at; } cwds[FP_MAX_CWDS];
+static size_t cwd_count;
+static char cwd_space[FP_CWD_SPACE];
+static size_t cwd_space_len;
+
+void fp_clear_cwds(void) {
+    cwd_count = 0;
+    cwd_space_len = 0;
+}
+
+int fp_set_cwd(int tid, const char *cwd) {
+    size_t n = strlen(cwd);
+    if (cwd[0] != '/' || cwd_count == FP_MAX_CWDS || cwd_space_len + n + 1 > sizeof cwd_space)
+        return -ENOSPC;
+    memcpy(cwd_space + cwd_space_len, cwd, n + 1);
+    cwds[cwd_count].tid = tid;
+    cwds[cwd_count].at = cwd_space_len;
+    cwd_count++;
+    cwd_space_len += n + 1;
+    return 0;
+}
+
+static const char *cwd_of(pid_t tid) {
+    for (size_t i = 0; i < cwd_count; i++)
+        if (cwds[i].tid == tid) return cwd_space + cwds[i].at;
+    return NULL;
+}
 
 void fp_clear(void) {
     memset(kinds, 0, sizeof kinds);
@@ -127,7 +159,22 @@ static int plainly_local(pid_t pid, long nr, int remote_files_open) {
     if ((long)regs.orig_rax != nr) return 0;
     char path[FP_PATH_MAX];
     size_t n = read_path(pid, (unsigned long)arg_of(&regs, path_index[nr]), path);
-    return n > 0 && in_normal_form(path, n) && !under_a_prefix(path, n);
+    if (n == 0) return 0;
+    if (path[0] == '/') return in_normal_form(path, n) && !under_a_prefix(path, n);
+    /* Relative: only to the working directory (an *at call's dirfd is its first argument),
+     * and only where that directory is plainly local; then the name it makes is tested. */
+    if (path_index[nr] == 1 && (int)regs.rdi != FP_AT_FDCWD) return 0;
+    const char *cwd = cwd_of(pid);
+    if (cwd == NULL) return 0;
+    char joined[2 * FP_PATH_MAX + 2];
+    size_t base = strlen(cwd);
+    if (base == 1) base = 0; /* "/" */
+    if (base + 1 + n + 1 > sizeof joined) return 0;
+    memcpy(joined, cwd, base);
+    joined[base] = '/';
+    memcpy(joined + base + 1, path, n + 1);
+    size_t total = base + 1 + n;
+    return in_normal_form(joined, total) && !under_a_prefix(joined, total);
 }
 
 /* The next stop for the agent: its pid (status in *status), or -errno (-ECHILD: none left). */

@@ -14,7 +14,9 @@ the source's hash) and loaded with ctypes. Without gcc, or when the build fails,
 What the C side needs of the agent's state is pushed to it: the syscall numbers it
 may answer and their path argument, the path prefixes that are not plainly local
 (every mount point, every service directory, ``/proc``), and before each wait
-whether any remote file is open (a descriptor call is native only when none is).
+whether any remote file is open (a descriptor call is native only when none is) and,
+when they changed, the tasks whose working directory is plainly local (the only
+ones whose relative paths it may answer, after joining them onto that directory).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 from reference_agent import _ptrace
 from reference_agent._ptrace import Event
+from reference_agent.namespace import LocalTarget
 
 if TYPE_CHECKING:
     from reference_agent._loop import TracerLoop
@@ -86,6 +89,9 @@ class FastPath:
         library.fp_add_prefix.argtypes = [ctypes.c_char_p]
         library.fp_add_prefix.restype = ctypes.c_int
         library.fp_answered.restype = ctypes.c_ulong
+        library.fp_clear_cwds.restype = None
+        library.fp_set_cwd.argtypes = [ctypes.c_int, ctypes.c_char_p]
+        library.fp_set_cwd.restype = ctypes.c_int
         library.fp_wait.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
         library.fp_wait.restype = ctypes.c_long
         self._status = ctypes.c_int(0)
@@ -116,11 +122,30 @@ class FastPath:
         """Trapped calls resumed by the C side since ``configure``."""
         return int(self._lib.fp_answered())
 
-    def waiter(self, remote_files_open: Callable[[], bool]) -> Callable[[], Event]:
-        """A ``wait_event`` replacement for the tracer loop: the next stop the agent must see."""
+    def set_cwds(self, plain: Mapping[int, str]) -> None:
+        """The tasks (by tid) whose working directory is plainly local, and that directory;
+        the relative paths of any other task go to Python."""
+        self._lib.fp_clear_cwds()
+        for tid, cwd in plain.items():
+            if self._lib.fp_set_cwd(tid, os.fsencode(cwd)) != 0:
+                return  # no room: the tasks left out go to Python, which is always right
+
+    def waiter(
+        self, remote_files_open: Callable[[], bool], plain_cwds: Callable[[], Mapping[int, str]]
+    ) -> Callable[[], Event]:
+        """A ``wait_event`` replacement for the tracer loop: the next stop the agent must see.
+
+        Before each wait it tells the C side whether a remote file is open and, when they
+        changed, which tasks have a plainly local working directory.
+        """
         wait, status, status_ref = self._wait, self._status, self._status_ref
+        pushed: list[Mapping[int, str]] = [{}]
 
         def wait_event() -> Event:
+            cwds = plain_cwds()
+            if cwds != pushed[0]:
+                self.set_cwds(cwds)
+                pushed[0] = cwds
             while True:
                 found = wait(1 if remote_files_open() else 0, status_ref)
                 if found >= 0:
@@ -201,6 +226,11 @@ class _Options(Protocol):
     def identity(self) -> object: ...
 
 
+class _HasLogical(Protocol):
+    @property
+    def logical(self) -> str | None: ...
+
+
 class _Named(Protocol):
     @property
     def name(self) -> str: ...
@@ -231,6 +261,7 @@ def install(
     *,
     sandboxed: bool,
     remote_files_open: Callable[[], bool],
+    cwds: Mapping[int, _HasLogical],
 ) -> FastPath | str:
     """Put the compiled loop in front of ``loop``'s waits; or say why it is not there."""
     reason = why_not(options, sandboxed)
@@ -247,5 +278,23 @@ def install(
         fast.configure(calls, prefixes)
     except ValueError as exc:
         return str(exc)
-    loop.wait_event = fast.waiter(remote_files_open)
+    plain: dict[str, bool] = {}  # by logical directory: whether the namespace maps it onto itself
+
+    def plain_cwds() -> dict[int, str]:
+        found = {}
+        for tid, cwd in cwds.items():
+            logical = cwd.logical
+            if logical is None:
+                continue  # unknown: its relative paths fail, in Python
+            is_plain = plain.get(logical)
+            if is_plain is None:
+                target = namespace.resolve(logical)
+                is_plain = plain[logical] = (
+                    isinstance(target, LocalTarget) and target.path == logical
+                )
+            if is_plain:
+                found[tid] = logical
+        return found
+
+    loop.wait_event = fast.waiter(remote_files_open, plain_cwds)
     return fast

@@ -183,6 +183,7 @@ class Agent:
         self.fast_path = _fastpath.install(
             self.loop, self._table, self.namespace, self.options,
             sandboxed=self.guard is not None, remote_files_open=lambda: len(self.files) > 0,
+            cwds=self.cwds,
         )  # fmt: skip
         start_cwd = logical_path(cwd) if cwd is not None else os.getcwd()
         self._root_cwd = Cwd(start_cwd)

@@ -67,10 +67,19 @@ def test_local_stats_are_answered_in_compiled_code(tmp_path: Path) -> None:
     assert slow.stats[("newfstatat", "local")].calls >= 2 * LOOPS
 
 
-def test_relative_and_dotted_paths_go_to_python(tmp_path: Path) -> None:
+def test_relative_paths_in_a_local_directory_are_answered_dotted_ones_go_to_python(
+    tmp_path: Path,
+) -> None:
     (tmp_path / "f").write_text("x")
-    script = f"cd {tmp_path} && test -e f && test -e {tmp_path}/./f && test -e {tmp_path}//f"
-    agent, status = run_shell(script, Namespace())
+    relative = (
+        f"cd {tmp_path} && i=0; while [ $i -lt {LOOPS} ]; do test -e f || exit 3; i=$((i+1)); done"
+    )
+    agent, status = run_shell(relative, Namespace())
+    assert status == 0
+    assert answered(agent) >= LOOPS
+    assert agent.stats[("newfstatat", "local")].calls < LOOPS
+    dotted = f"test -e {tmp_path}/./f && test -e {tmp_path}//f && cd {tmp_path} && test -e ./f"
+    agent, status = run_shell(dotted, Namespace())
     assert status == 0
     assert agent.stats[("newfstatat", "local")].calls >= 3
 
@@ -112,6 +121,8 @@ def remote_run(server: RunningServer, mount_point: str, *, blind: bool = False) 
         # Not in normal form: the namespace sees the mount where the text does not start with it.
         f"&& test -e {parent}//{name}/there && test -e {parent}/./{name}/there "
         f"&& test -e {mount_point}/../{name}/there"
+        # Relative to a local working directory that holds the mount point.
+        f"&& (cd {parent} && test -e {name}/there && test -d {name})"
         # A remote descriptor: read, fstat and close reach the agent while it is open.
         f'&& [ "$(cat {mount_point}/there)" = remote ]'
     )
