@@ -118,6 +118,11 @@ def _agents(cpu: int) -> list[Agent]:
             (*aviary, "--no-pin", "--"),
         ),
         Agent(
+            "aviary --no-fast-path",
+            f"`aviary run --no-fast-path --`: every trapped call handled in Python, on CPU {cpu}",
+            (*aviary, "--no-fast-path", "--"),
+        ),
+        Agent(
             "strace -f",
             "`strace -f -o /dev/null`, as users run it",
             strace,

@@ -65,6 +65,12 @@ def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--summary", action="store_true", help="print a table per syscall and mount at exit"
     )
     run.add_argument(
+        "--no-fast-path",
+        action="store_true",
+        help="handle every trapped call in Python (default: calls on plainly local paths are "
+        "resumed by a compiled loop, built with gcc on first use)",
+    )
+    run.add_argument(
         "--no-pin",
         action="store_true",
         help="let the agent and the program run on any CPU (default: one CPU, which makes each stop 4x cheaper)",
@@ -167,6 +173,7 @@ def run_run(args: argparse.Namespace) -> int:
             sandbox=rules,
             shared_cache=shared_cache,
             chown=args.chown,
+            fast_path=not args.no_fast_path,
         )
         try:
             return run_program(namespace, options, program, env=environment.env, cwd=start_cwd)

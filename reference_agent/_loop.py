@@ -122,8 +122,11 @@ class TracerLoop:
         trapped: Iterable[int],
         on_syscall: SyscallHandler | None = None,
         on_event: EventHandler | None = None,
+        wait_event: Callable[[], Event] = _ptrace.wait_event,
     ) -> None:
         self.trapped: Set[int] = frozenset(trapped)
+        #: The next stop to handle; the compiled fast path resumes some before they get here.
+        self.wait_event = wait_event
         self.on_syscall = on_syscall
         self.on_event = on_event
         #: Exit callbacks of rewritten syscalls still running, by tid.
@@ -214,7 +217,7 @@ class TracerLoop:
                 self._parked.pop(event.pid, None)  # parked only while it was driven aside
             else:
                 try:
-                    event = _ptrace.wait_event()
+                    event = self.wait_event()
                 except ChildProcessError:
                     break
             if isinstance(event, Exited | Killed):

@@ -63,6 +63,7 @@ __all__ = [
     "SignalStop",
     "SyscallExitStop",
     "TraceOption",
+    "decode_status",
     "event_message",
     "get_registers",
     "get_signal_mask",
@@ -360,6 +361,11 @@ def wait_event(pid: int = -1) -> Event:
     """
     found, status = os.waitpid(pid, _WALL)
     return _decode(found, status)
+
+
+def decode_status(pid: int, status: int) -> Event:
+    """The event of a ``waitpid`` status taken elsewhere (the compiled fast path's wait)."""
+    return _decode(pid, status)
 
 
 def poll_event(pid: int = -1) -> Event | None:

@@ -27,7 +27,7 @@ from typing import IO, TYPE_CHECKING, Protocol
 from urllib.parse import quote
 
 from drivers import Driver, driver_for_service, parse_url
-from reference_agent import _ptrace
+from reference_agent import _fastpath, _ptrace
 from reference_agent._abi import AT_FDCWD
 from reference_agent._loop import Park, Rewrite, TracerLoop
 from reference_agent._ptrace import Event, ExecEvent, Exited, ForkEvent, Killed, Registers
@@ -99,6 +99,8 @@ class AgentOptions:
     shared_cache: Path | None = None
     #: --chown: "fail" (EPERM) or "ignore" (success, the change dropped) for remote owners.
     chown: str = "fail"
+    #: Resume trapped calls on plainly local paths in compiled code (``_fastpath``).
+    fast_path: bool = True
 
 
 @dataclass(slots=True)
@@ -145,6 +147,7 @@ class Agent:
         self.guard: Guard | None = None
         self.races: RaceGuards | None = None  # with a guard: sealed copies, rename gate
         self.locks = LockTable()  # record locks on remote files, between this run's processes
+        self.fast_path: _fastpath.FastPath | str = "not started"  # or why it is off
         shared = self.options.shared_cache
         self.whole_cache = WholeFileCache(shared) if shared is not None else None
 
@@ -185,6 +188,11 @@ class Agent:
             self.races = RaceGuards(
                 table.guarded_calls(), self.loop.requeue, self.loop.retry, self.report_once
             )
+        self.fast_path = _fastpath.install(
+            self.loop, self._table, self.namespace, self.options,
+            sandboxed=self.guard is not None, remote_files_open=lambda: len(self.files) > 0,
+            cwds=self.cwds,
+        )  # fmt: skip
         start_cwd = logical_path(cwd) if cwd is not None else os.getcwd()
         self._root_cwd = Cwd(start_cwd)
         program = find_program(
@@ -371,6 +379,11 @@ class Agent:
         lines = [f"{'syscall':<16} {'mount':<32} {'calls':>8} {'errors':>7} {'agent us':>10}"]
         for (name, mount), s in sorted(self.stats.items(), key=lambda kv: -kv[1].calls):
             lines.append(f"{name:<16} {mount:<32} {s.calls:>8} {s.errors:>7} {s.micros:>10.0f}")
+        fast = self.fast_path
+        lines.append(
+            f"aviary: fast path: {fast.answered} calls answered in compiled code"
+            if isinstance(fast, _fastpath.FastPath) else f"aviary: fast path off: {fast}"
+        )  # fmt: skip
         if self.whole_cache is not None:
             lines.append(f"aviary: {self.whole_cache.summary()}")
         if self.guard is not None:

@@ -1,0 +1,300 @@
+"""The compiled hot path: trapped calls on plainly local paths resumed without Python.
+
+Where the time of a trapped local call goes (docs/benchmarks.md): the kernel's stop
+is a few microseconds, the Python around it (waitpid wrapper, event decoding,
+register fetch, path read, namespace resolution, dispatch, resume) several times
+that. ``_fastpath.c`` runs the wait/resume loop instead and decides, for a few
+whitelisted calls, what the Python agent would decide for a path that stays local:
+run it natively. Every other stop comes back to the Python loop as its wait status.
+
+The C source is compiled with gcc on first use into a cache directory (keyed by
+the source's hash) and loaded with ctypes. Without gcc, or when the build fails,
+``load`` returns None with the reason, and the agent runs its Python loop alone.
+
+What the C side needs of the agent's state is pushed to it: the syscall numbers it
+may answer and their path argument, the path prefixes that are not plainly local
+(every mount point, every service directory, ``/proc``), and before each wait
+whether any remote file is open (a descriptor call is native only when none is) and,
+when they changed, the tasks whose working directory is plainly local (the only
+ones whose relative paths it may answer, after joining them onto that directory).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Protocol
+
+from reference_agent import _ptrace
+from reference_agent._ptrace import Event
+from reference_agent.namespace import LocalTarget
+
+if TYPE_CHECKING:
+    from reference_agent._loop import TracerLoop
+    from reference_agent.namespace import Namespace
+
+__all__ = ["FAST_CALLS", "FastPath", "install", "load", "why_not"]
+
+_SOURCE: Final = Path(__file__).with_name("_fastpath.c")
+_KIND_PATH: Final = 1
+_KIND_DESCRIPTOR: Final = 2
+_COMPILE_TIMEOUT: Final = 120.0  # seconds for gcc
+
+#: The calls the C side may answer, by name: the index of their path argument, or
+#: None for a call on a descriptor, answered only while no remote file is open (every
+#: descriptor is then local). For each, the Python handler runs an absolute, plainly
+#: local path, or a local descriptor, natively and does nothing else (no record, no
+#: rewrite, no state). Calls that change state the agent keeps (chdir, fchdir, dup2,
+#: execve, clone) are never here.
+FAST_CALLS: Final[Mapping[str, int | None]] = {
+    "stat": 0,
+    "lstat": 0,
+    "access": 0,
+    "readlink": 0,
+    "open": 0,
+    "newfstatat": 1,
+    "statx": 1,
+    "faccessat": 1,
+    "faccessat2": 1,
+    "readlinkat": 1,
+    "openat": 1,
+    "close": None,
+    "read": None,
+    "write": None,
+    "pread64": None,
+    "pwrite64": None,
+    "readv": None,
+    "writev": None,
+    "lseek": None,
+    "fstat": None,
+}
+
+
+class FastPath:
+    """One loaded copy of the compiled loop, configured for one run."""
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        self._lib = library
+        library.fp_clear.restype = None
+        library.fp_set_call.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_int]
+        library.fp_set_call.restype = ctypes.c_int
+        library.fp_add_prefix.argtypes = [ctypes.c_char_p]
+        library.fp_add_prefix.restype = ctypes.c_int
+        library.fp_answered.restype = ctypes.c_ulong
+        library.fp_clear_cwds.restype = None
+        library.fp_set_cwd.argtypes = [ctypes.c_int, ctypes.c_char_p]
+        library.fp_set_cwd.restype = ctypes.c_int
+        library.fp_wait.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+        library.fp_wait.restype = ctypes.c_long
+        self._status = ctypes.c_int(0)
+        self._status_ref = ctypes.byref(self._status)
+        self._wait = library.fp_wait
+
+    def configure(self, calls: Mapping[int, int | None], prefixes: Iterable[str]) -> None:
+        """Answer ``calls`` (number: path argument index, None for a descriptor call) for paths under
+        none of ``prefixes`` (logical paths in normal form; "/" covers everything).
+
+        Raises:
+            ValueError: a prefix is not absolute, or they do not fit the C side's space.
+        """
+        self._lib.fp_clear()
+        for nr, index in calls.items():
+            kind = _KIND_DESCRIPTOR if index is None else _KIND_PATH
+            if self._lib.fp_set_call(nr, kind, index or 0) != 0:
+                raise ValueError(f"syscall number {nr} out of the fast path's range")
+        for prefix in prefixes:
+            if not prefix.startswith("/"):
+                raise ValueError(f"not an absolute prefix: {prefix!r}")
+            trimmed = prefix.rstrip("/") or "/"
+            if self._lib.fp_add_prefix(os.fsencode(trimmed)) != 0:
+                raise ValueError("too many mount prefixes for the fast path")
+
+    @property
+    def answered(self) -> int:
+        """Trapped calls resumed by the C side since ``configure``."""
+        return int(self._lib.fp_answered())
+
+    def set_cwds(self, plain: Mapping[int, str]) -> None:
+        """The tasks (by tid) whose working directory is plainly local, and that directory;
+        the relative paths of any other task go to Python."""
+        self._lib.fp_clear_cwds()
+        for tid, cwd in plain.items():
+            if self._lib.fp_set_cwd(tid, os.fsencode(cwd)) != 0:
+                return  # no room: the tasks left out go to Python, which is always right
+
+    def waiter(
+        self, remote_files_open: Callable[[], bool], plain_cwds: Callable[[], Mapping[int, str]]
+    ) -> Callable[[], Event]:
+        """A ``wait_event`` replacement for the tracer loop: the next stop the agent must see.
+
+        Before each wait it tells the C side whether a remote file is open and, when they
+        changed, which tasks have a plainly local working directory.
+        """
+        wait, status, status_ref = self._wait, self._status, self._status_ref
+        pushed: list[Mapping[int, str]] = [{}]
+
+        def wait_event() -> Event:
+            cwds = plain_cwds()
+            if cwds != pushed[0]:
+                self.set_cwds(cwds)
+                pushed[0] = cwds
+            while True:
+                found = wait(1 if remote_files_open() else 0, status_ref)
+                if found >= 0:
+                    return _ptrace.decode_status(found, status.value)
+                if found != -errno.EINTR:  # EINTR: Python's signal handlers run, then again
+                    raise OSError(-found, os.strerror(-found))
+
+        return wait_event
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "aviary"
+
+
+def _build(source: bytes, target: Path) -> str | None:
+    """Compile ``source`` into ``target``; None, or why it could not be."""
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        return "no C compiler (gcc) on the PATH"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        c_file = Path(scratch) / "fastpath.c"
+        c_file.write_bytes(source)
+        built = Path(scratch) / target.name
+        try:
+            result = subprocess.run(
+                [gcc, "-O2", "-shared", "-fPIC", "-o", str(built), str(c_file)],
+                capture_output=True,
+                text=True,
+                timeout=_COMPILE_TIMEOUT,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"gcc failed: {exc}"
+        if result.returncode != 0:
+            lines = result.stderr.strip().splitlines()
+            return f"gcc failed: {lines[-1] if lines else result.returncode}"
+        os.replace(built, target)  # atomic: a concurrent run loads either copy whole
+    return None
+
+
+def load(cache_dir: Path | None = None) -> FastPath | str:
+    """The compiled fast path, built on first use; or the reason it is not available."""
+    if sys.platform != "linux" or os.uname().machine != "x86_64":
+        return "the fast path is built for x86-64 Linux only"
+    try:
+        source = _SOURCE.read_bytes()
+    except OSError as exc:
+        return f"its source is missing: {exc}"
+    digest = hashlib.sha256(source).hexdigest()[:16]
+    target = (cache_dir or _cache_dir()) / f"fastpath-{digest}.so"
+    if not target.exists():
+        try:
+            failure = _build(source, target)
+        except OSError as exc:
+            failure = f"cannot build into {target.parent}: {exc}"
+        if failure is not None:
+            return failure
+    try:
+        return FastPath(ctypes.CDLL(str(target)))
+    except OSError as exc:
+        return f"cannot load {target}: {exc}"
+
+
+class _Options(Protocol):
+    """What ``install`` reads of the agent's options."""
+
+    @property
+    def fast_path(self) -> bool: ...
+    @property
+    def cache(self) -> str: ...
+    @property
+    def trace(self) -> object: ...
+    @property
+    def name_list(self) -> object: ...
+    @property
+    def identity(self) -> object: ...
+
+
+class _HasLogical(Protocol):
+    @property
+    def logical(self) -> str | None: ...
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+def why_not(options: _Options, sandboxed: bool) -> str | None:
+    """Why a run with ``options`` must see every trapped call in Python, or None."""
+    if not options.fast_path:
+        return "turned off (--no-fast-path)"
+    if sandboxed:
+        return "the sandbox checks every call"
+    if options.trace is not None:
+        return "--trace records every call"
+    if options.name_list is not None:
+        return "--name-list records every path"
+    if options.identity is not None:
+        return "the identity options rewrite stat results"
+    if options.cache != "off":
+        return f"--cache {options.cache}"
+    return None
+
+
+def install(
+    loop: TracerLoop,
+    table: Mapping[int, _Named],
+    namespace: Namespace,
+    options: _Options,
+    *,
+    sandboxed: bool,
+    remote_files_open: Callable[[], bool],
+    cwds: Mapping[int, _HasLogical],
+) -> FastPath | str:
+    """Put the compiled loop in front of ``loop``'s waits; or say why it is not there."""
+    reason = why_not(options, sandboxed)
+    if reason is not None:
+        return reason
+    fast = load()
+    if isinstance(fast, str):
+        return fast
+    calls = {nr: FAST_CALLS[entry.name] for nr, entry in table.items() if entry.name in FAST_CALLS}
+    prefixes = [mount.logical for mount in namespace.mounts]
+    prefixes += ["/" + service for service in namespace.services]
+    prefixes.append("/proc")  # a remote descriptor's /proc/PID/fd link names a remote file
+    try:
+        fast.configure(calls, prefixes)
+    except ValueError as exc:
+        return str(exc)
+    plain: dict[str, bool] = {}  # by logical directory: whether the namespace maps it onto itself
+
+    def plain_cwds() -> dict[int, str]:
+        found = {}
+        for tid, cwd in cwds.items():
+            logical = cwd.logical
+            if logical is None:
+                continue  # unknown: its relative paths fail, in Python
+            is_plain = plain.get(logical)
+            if is_plain is None:
+                target = namespace.resolve(logical)
+                is_plain = plain[logical] = (
+                    isinstance(target, LocalTarget) and target.path == logical
+                )
+            if is_plain:
+                found[tid] = logical
+        return found
+
+    loop.wait_event = fast.waiter(remote_files_open, plain_cwds)
+    return fast

@@ -1,0 +1,160 @@
+"""The compiled fast path: taken for plainly local paths, never for remote ones.
+
+Each test runs a real shell under the real agent in this process; the shell's
+``test -e`` is one stat (newfstatat) per use. The seeded test configures the C
+side with no prefixes at all, as a fast path that forgot the namespace would be,
+and shows that the remote checks then fail: they would catch that defect.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reference_agent import _fastpath, table
+from reference_agent.agent import Agent, AgentOptions
+from reference_agent.namespace import Namespace
+from servers import RunningServer
+from tests.helpers import ROOT, start_or_skip
+
+LOOPS = 40
+SH = shutil.which("sh") or "/bin/sh"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RunningServer]:
+    running = start_or_skip("chirp/aviary")
+    try:
+        (running.data_dir / "there").write_text("remote\n")
+        yield running
+    finally:
+        running.stop()
+
+
+def run_shell(script: str, namespace: Namespace, *, fast_path: bool = True) -> tuple[Agent, int]:
+    """``sh -c SCRIPT`` under a fresh agent that counts its calls: the agent, the exit status."""
+    agent = Agent(namespace, AgentOptions(summary=True, fast_path=fast_path), report=lambda _: None)
+    return agent, agent.run([SH, "-c", script], table)
+
+
+def answered(agent: Agent) -> int:
+    fast = agent.fast_path
+    assert isinstance(fast, _fastpath.FastPath), f"fast path off: {fast}"
+    return fast.answered
+
+
+def test_local_stats_are_answered_in_compiled_code(tmp_path: Path) -> None:
+    present = tmp_path / "present"
+    present.write_text("x")
+    script = (
+        f"i=0; while [ $i -lt {LOOPS} ]; do test -e {present} || exit 3; "
+        f"test -e {tmp_path}/absent && exit 4; i=$((i+1)); done; exit 0"
+    )
+    agent, status = run_shell(script, Namespace())
+    assert status == 0
+    assert answered(agent) >= 2 * LOOPS
+    assert agent.stats[("newfstatat", "local")].calls < LOOPS
+    # The same run with the fast path off sees those calls in Python.
+    slow, status = run_shell(script, Namespace(), fast_path=False)
+    assert status == 0
+    assert slow.fast_path == "turned off (--no-fast-path)"
+    assert slow.stats[("newfstatat", "local")].calls >= 2 * LOOPS
+
+
+def test_relative_paths_in_a_local_directory_are_answered_dotted_ones_go_to_python(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "f").write_text("x")
+    relative = (
+        f"cd {tmp_path} && i=0; while [ $i -lt {LOOPS} ]; do test -e f || exit 3; i=$((i+1)); done"
+    )
+    agent, status = run_shell(relative, Namespace())
+    assert status == 0
+    assert answered(agent) >= LOOPS
+    assert agent.stats[("newfstatat", "local")].calls < LOOPS
+    dotted = f"test -e {tmp_path}/./f && test -e {tmp_path}//f && cd {tmp_path} && test -e ./f"
+    agent, status = run_shell(dotted, Namespace())
+    assert status == 0
+    assert agent.stats[("newfstatat", "local")].calls >= 3
+
+
+#: ``aviary`` from the command line, optionally with a fast path told no prefix: the
+#: seeded defect (a C side blind to the namespace passes every absolute path).
+_CLI = """
+import sys
+from reference_agent import _fastpath
+if sys.argv.pop(1) == "blind":
+    configure = _fastpath.FastPath.configure
+    _fastpath.FastPath.configure = lambda self, calls, prefixes: configure(self, calls, [])
+from harness.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def aviary_run(*args: str, blind: bool = False) -> subprocess.CompletedProcess[str]:
+    """``aviary run ARGS`` in a child process: the agent must be its tracer's only parent
+    (it waits for any child), so a server started by this test process cannot share it."""
+    return subprocess.run(
+        [sys.executable, "-c", _CLI, "blind" if blind else "sighted", "run", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def remote_run(server: RunningServer, mount_point: str, *, blind: bool = False) -> str:
+    """Stats of remote paths (a service path and a mount) and a read of a remote file under
+    the agent; its summary, or what failed."""
+    authority = f"127.0.0.1:{server.port}"
+    parent, name = mount_point.rsplit("/", 1)
+    script = (
+        f"test -e /chirp/{authority}/there && test -e {mount_point}/there "
+        f"&& test -d {mount_point} && ! test -e /chirp/{authority}/absent "
+        # Not in normal form: the namespace sees the mount where the text does not start with it.
+        f"&& test -e {parent}//{name}/there && test -e {parent}/./{name}/there "
+        f"&& test -e {mount_point}/../{name}/there"
+        # Relative to a local working directory that holds the mount point.
+        f"&& (cd {parent} && test -e {name}/there && test -d {name})"
+        # A remote descriptor: read, fstat and close reach the agent while it is open.
+        f'&& [ "$(cat {mount_point}/there)" = remote ]'
+    )
+    mount = f"{mount_point}=chirp://{authority}/"
+    result = aviary_run("--summary", "-M", mount, "--", SH, "-c", script, blind=blind)
+    return result.stderr if result.returncode == 0 else f"exit {result.returncode}"
+
+
+def test_remote_paths_are_never_answered_by_it(server: RunningServer, tmp_path: Path) -> None:
+    summary = remote_run(server, str(tmp_path / "mnt"))
+    assert "calls answered in compiled code" in summary
+    remote_stats = [
+        line.split()
+        for line in summary.splitlines()
+        if line.startswith("newfstatat") and "chirp://" in line
+    ]
+    assert remote_stats and int(remote_stats[0][2]) >= 4, summary
+
+
+def test_a_fast_path_blind_to_the_namespace_is_caught(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """The seeded defect: the same checks fail (the kernel stats local names that are not there)."""
+    assert remote_run(server, str(tmp_path / "mnt"), blind=True) == "exit 1"
+
+
+def test_the_run_summary_says_what_it_answered(tmp_path: Path) -> None:
+    probe = tmp_path / "probe"
+    probe.write_text("x")
+    result = aviary_run("--summary", "--", SH, "-c", f"test -e {probe}")
+    assert result.returncode == 0, result.stderr
+    assert "calls answered in compiled code" in result.stderr
+    off = aviary_run("--summary", "--no-fast-path", "--", SH, "-c", f"test -e {probe}")
+    assert off.returncode == 0, off.stderr
+    assert "fast path off: turned off (--no-fast-path)" in off.stderr
