@@ -328,6 +328,12 @@ FAMILIES: dict[str, list[str]] = {
         "renameat cwd missing 0 b",
         "linkat cwd missing 0 b",
         "linkat cwd a 0 b",
+        # The names in order, each whole: the old one's descriptor and walk come first.
+        "mkdirat cwd d 755",
+        "open 2 d RDONLY|DIRECTORY 0",
+        "renameat 0 a 2 d/../a",
+        "renameat cwd d/d/x 0 a",
+        "linkat cwd d/d/x 0 a",
         "openat 1 7 a RDONLY 0",
         "fstatat 9 a 0",
         "mkdirat 9 x 755",

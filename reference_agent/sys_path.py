@@ -93,20 +93,26 @@ def _two_paths(
     texts = [call.string(index) for _, index in (old, new)]
     resolved = [agent.resolve(call, old[0], texts[0]), agent.resolve(call, new[0], texts[1])]
     targets = [r.target for r in resolved]
-    for target in targets:
-        if isinstance(target, Refused):
-            return -target.errno
     endings = [last_component(text) for text in texts]
-    if any(isinstance(t, RemoteTarget) for t in targets):
-        # rename looks both directories up before either name; link looks the old name
-        # up whole (ENOENT) before it looks at the new name's directory.
-        for which, ((dirfd, _), text) in enumerate(zip((old, new), texts, strict=True)):
-            first = targets[0]
-            if which == 1 and remote_op == "link" and isinstance(first, RemoteTarget):
+    remote = any(isinstance(t, RemoteTarget) for t in targets)
+    # The kernel takes the names in order, each whole: the old name's directory
+    # descriptor and directory walk, then the new name's (rename looks both
+    # directories up before either name; link looks the old name up whole first).
+    first = targets[0]
+    for which, ((dirfd, _), text, target) in enumerate(
+        zip((old, new), texts, targets, strict=True)
+    ):
+        refusal = _dirfd_refusal(agent, call, dirfd, text) if remote else None
+        if refusal is None and isinstance(target, Refused):
+            refusal = -target.errno
+        if which == 1 and isinstance(first, RemoteTarget):
+            if remote_op == "link":
                 agent.driver_for(call, first).lstat(first.path)
-            refusal = _dirfd_refusal(agent, call, dirfd, text)
-            if refusal is not None:
-                return refusal
+            elif refusal is not None:  # what the old name's walk meets comes first
+                _parent_directory(agent.driver_for(call, first), first.path)
+        if refusal is not None:
+            return refusal
+    if remote:
         if remote_op == "rename" and {".", ".."} & set(endings):
             return -errno.EBUSY  # the kernel never renames "." or ".."
         if remote_op == "link" and endings[1] in (".", ".."):
