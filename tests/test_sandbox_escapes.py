@@ -36,6 +36,9 @@ from tests.helpers import ROOT
 CATALOGUE_SOURCE = Path(__file__).with_name("sandbox_catalogue.c")
 SECRET = "TOPSECRET-c4t4"
 RACE_SECONDS = "1"
+#: A negative control's race: up to CONTROL_TRIES runs of this many seconds each.
+CONTROL_RACE_SECONDS = "3"
+CONTROL_TRIES = 5
 NOBODY = 65534
 FAMILIES = (
     "longpath",
@@ -140,6 +143,7 @@ def run_attempt(
     user: int | None = None,
     extra: tuple[str, ...] = (),
     agent: tuple[str, ...] = (sys.executable, "-m", "harness.cli"),
+    seconds: str = RACE_SECONDS,
 ) -> subprocess.CompletedProcess[str]:
     prefix = (
         [] if user is None else ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]
@@ -155,7 +159,7 @@ def run_attempt(
         str(tree.program),
         family,
         str(tree.root),
-        RACE_SECONDS,
+        seconds,
     ]
     return subprocess.run(argv, capture_output=True, text=True, timeout=90, cwd=ROOT)
 
@@ -297,10 +301,17 @@ def test_exec_checks_are_what_stops_a_memfd_interpreter(
 def escapes_in_tries(
     trees: list[Tree], binary: Path, mode: str, family: str, agent: tuple[str, ...]
 ) -> list[str]:
-    """A race's escapes: a few bounded tries, the first that escapes (or the last)."""
+    """A race's escapes: a few bounded tries, the first that escapes (or the last).
+
+    A negative control must see the race won: its tries are longer than a cell's (on a
+    quiet machine a one-second link race was lost three times in a row).
+    """
     found: list[str] = []
-    for _ in range(3):
-        found = attempt(trees, binary, mode, family, None, agent=agent, extra=NO_KERNEL)
+    for _ in range(CONTROL_TRIES):
+        found = attempt(
+            trees, binary, mode, family, None, agent=agent, extra=NO_KERNEL,
+            seconds=CONTROL_RACE_SECONDS,
+        )  # fmt: skip
         if found:
             break
     return found
