@@ -6,6 +6,8 @@ cd "$(dirname "$0")"
 ./setup.sh || exit 1
 examples=${EXAMPLES:-500}
 status=0
+# The tests too long for the default run (marked slow; the default run deselects them).
+.venv/bin/python -m pytest -m slow || status=1
 for driver in local chirp ftp http webdav sftp xrootd; do
   .venv/bin/python -m pytest conformance --driver "$driver" --server all --examples "$examples" \
     --junitxml "reports/junit-$driver.xml" || status=1

@@ -37,7 +37,7 @@ from hypothesis.stateful import (
 )
 
 from conformance.model import ANY, Model, Outcome, allowed_errnos, attempt
-from conformance.plugin import Way, _gap_reason
+from conformance.plugin import GAP_PHASES, Way, _gap_reason, declared_gap
 from conformance.rooted import Rooted
 from drivers import Capabilities, Driver, FileType, Handle
 from drivers.local import LocalDriver
@@ -528,6 +528,7 @@ class Example:
 
 def test_oracle_comparison(oracle: LocalDriver, way: Way, request: pytest.FixtureRequest) -> None:
     example = Example(way, oracle)
+    gap = declared_gap(request.node)
     try:
         run_state_machine_as_test(
             make_machine(
@@ -545,6 +546,7 @@ def test_oracle_comparison(oracle: LocalDriver, way: Way, request: pytest.Fixtur
                 suppress_health_check=list(HealthCheck),
                 database=None,
                 print_blob=True,
+                phases=[p for p in settings().phases if p in GAP_PHASES or not gap],
             ),
         )
     finally:

@@ -228,6 +228,7 @@ def test_program_under_the_agent_writes_and_reads(dav_server: RunningServer) -> 
     assert (dav_server.data_dir / "work" / "f.txt").read_bytes() == b"one\ntwo\nthree\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("server", ["wsgidav", "nginx"])
 def test_conformance_names_the_gaps(tmp_path: Path, server: str) -> None:
     results = tmp_path / "results"
