@@ -58,6 +58,20 @@ static void die(const char *what, const char *path) {
     exit(1);
 }
 
+/* One sequential read of path in reads of block bytes into buf: its MB/s. */
+static double read_mbs(const char *path, char *buf, size_t block) {
+    long long total = 0;
+    ssize_t got;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) die("open", path);
+    double t0 = now_ns();
+    while ((got = read(fd, buf, block)) > 0) total += got;
+    double elapsed = now_ns() - t0;
+    if (got < 0) die("read", path);
+    close(fd);
+    return (double)total / elapsed * 1e3;  /* bytes/ns -> MB/s */
+}
+
 """
 
 MICRO_C = (
@@ -120,15 +134,8 @@ int main(int argc, char **argv) {
     if (block_buf == NULL) die("malloc for", big);
     memset(block_buf, 0, block);
     for (p = 0; p <= passes; p++) {  /* pass 0 is untimed: it only warms the page cache */
-        long long total = 0;
-        ssize_t got;
-        if ((fd = open(big, O_RDONLY)) < 0) die("open", big);
-        t0 = now_ns();
-        while ((got = read(fd, block_buf, block)) > 0) total += got;
-        double elapsed = now_ns() - t0;
-        if (got < 0) die("read", big);
-        close(fd);
-        if (p > 0) mbs[p - 1] = (double)total / elapsed * 1e3;  /* bytes/ns -> MB/s */
+        double rate = read_mbs(big, block_buf, block);
+        if (p > 0) mbs[p - 1] = rate;
     }
     qsort(mbs, (size_t)passes, sizeof mbs[0], by_value);
     printf("{\"getpid\": %.3f, \"stat\": %.3f, \"open/close\": %.3f, \"read 1B\": %.3f, "
@@ -194,17 +201,10 @@ REMOTE_C = (
 
     char *block_buf = malloc(block);
     if (block_buf == NULL) die("malloc for", big);
-    long long total = 0;
-    ssize_t got;
-    if ((fd = open(big, O_RDONLY)) < 0) die("open", big);
-    t0 = now_ns();
-    while ((got = read(fd, block_buf, block)) > 0) total += got;
-    double elapsed = now_ns() - t0;
-    if (got < 0) die("read", big);
-    close(fd);
+    double bandwidth = read_mbs(big, block_buf, block);
     printf("{\"stat\": %.1f, \"open/close\": %.1f, \"open+read+close\": %.1f, "
            "\"read 1B\": %.1f, \"read 8KB\": %.1f, \"bandwidth\": %.3f}\n",
-           stat_ns, open_ns, whole_ns, read1_ns, read8_ns, (double)total / elapsed * 1e3);
+           stat_ns, open_ns, whole_ns, read1_ns, read8_ns, bandwidth);
     free(block_buf);
     return 0;
 }
