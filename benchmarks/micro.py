@@ -39,9 +39,8 @@ from typing import Any
 
 from rich.console import Console
 
-from benchmarks._micro_program import MICRO_C
+from benchmarks._micro_program import MICRO_C, BenchError, compile_program, read_result
 from benchmarks.common import (
-    last_line,
     machine_description,
     progress_bar,
     run_bounded,
@@ -58,7 +57,6 @@ BANDWIDTH_BLOCK = 1024 * 1024  # bytes per read() in the bandwidth run
 BANDWIDTH_PASSES = 3  # timed passes over the bandwidth file (after one untimed pass)
 RUN_TIMEOUT_BASE = 120.0  # seconds any one run may take, plus RUN_TIMEOUT_PER_ITERATION each
 RUN_TIMEOUT_PER_ITERATION = 0.02  # seconds per iteration (about 12 ptrace stops at 100+ us)
-COMPILE_TIMEOUT = 120.0  # seconds for gcc
 
 #: The table's columns, in the seeds' order plus stat; all but the last are ns/op.
 COLUMNS = ("getpid", "stat", "open/close", "read 1B", "read 8KB", "bandwidth")
@@ -69,10 +67,6 @@ PEERS = ("strace -f", "strace -f, pinned", "proot")
 GETPID_LIMIT = 1.5  # x native time
 BANDWIDTH_LIMIT = 1.5  # native MB/s divided by aviary's at most this
 STRACE_LIMIT = 0.7  # x strace -f's time, for stat and open/close
-
-
-class BenchError(Exception):
-    """A step of the benchmark failed; the message is the one line the user sees."""
 
 
 @dataclass(frozen=True)
@@ -190,19 +184,6 @@ def _run(command: list[str], timeout: float, cwd: Path) -> subprocess.CompletedP
         raise BenchError(str(exc).replace("no exit", "no result")) from None
 
 
-def _compile(workdir: Path) -> Path:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        raise BenchError("gcc not installed: apt-get install gcc")
-    source = workdir / "micro.c"
-    binary = workdir / "micro"
-    source.write_text(MICRO_C)
-    result = _run([gcc, "-O2", "-Wall", "-o", str(binary), str(source)], COMPILE_TIMEOUT, workdir)
-    if result.returncode != 0:
-        raise BenchError(f"gcc failed: {last_line(result.stderr)}")
-    return binary
-
-
 def _prepare_files(workdir: Path, big_size: int) -> tuple[Path, Path]:
     small = workdir / "small"
     small.write_bytes(os.urandom(SMALL_FILE))
@@ -218,20 +199,7 @@ def _prepare_files(workdir: Path, big_size: int) -> tuple[Path, Path]:
 
 def _measure(command: list[str], timeout: float, cwd: Path) -> dict[str, float]:
     """One run of the program; its JSON line, checked."""
-    result = _run(command, timeout, cwd)
-    if result.returncode != 0:
-        why = last_line(result.stderr) or last_line(result.stdout) or "no output"
-        raise BenchError(f"exit status {result.returncode}: {why}")
-    try:
-        data = json.loads(last_line(result.stdout))
-        values = {column: float(data[column]) for column in COLUMNS}
-    except (ValueError, KeyError, TypeError):
-        raise BenchError(
-            f"no JSON result on stdout (got {last_line(result.stdout)[:80]!r})"
-        ) from None
-    if not all(v > 0 for v in values.values()):
-        raise BenchError(f"non-positive measurement {values}")
-    return values
+    return read_result(_run(command, timeout, cwd), COLUMNS)
 
 
 def _ratios(values: dict[str, float], base: dict[str, float]) -> dict[str, float]:
@@ -467,7 +435,7 @@ def run_micro(out: Path, iterations: int, repeat: int) -> int:
             "pinned_cpu": cpu,
         }
         try:
-            binary = _compile(workdir)
+            binary = compile_program(MICRO_C, workdir, "micro")
             small, big = _prepare_files(workdir, big_size)
         except (BenchError, OSError) as exc:
             console.print(f"aviary: bench micro: {exc}")

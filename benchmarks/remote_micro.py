@@ -23,7 +23,6 @@ over all of them; each cell is the median of ``repeat`` runs. Results go to
 from __future__ import annotations
 
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -36,8 +35,8 @@ from urllib.parse import quote
 
 from rich.console import Console
 
+from benchmarks._micro_program import REMOTE_C, BenchError, compile_program, read_result
 from benchmarks.common import (
-    last_line,
     machine_description,
     progress_bar,
     run_bounded,
@@ -54,105 +53,9 @@ BANDWIDTH_FILE = 16 * 1024 * 1024  # bytes read sequentially, once per run
 BANDWIDTH_BLOCK = 1024 * 1024  # bytes per read() in the bandwidth run
 RUN_TIMEOUT_BASE = 120.0  # seconds any one run may take, plus RUN_TIMEOUT_PER_ITERATION each
 RUN_TIMEOUT_PER_ITERATION = 0.5  # seconds per iteration (an FTP transfer costs ms, loaded more)
-COMPILE_TIMEOUT = 120.0  # seconds for gcc
 DEFAULT_SERVERS = ("chirp/aviary", "chirp/cctools", "ftp/pyftpdlib", "sftp/openssh", "dav/wsgidav")
 #: All but the last column are ns per call; the last is MB/s.
 COLUMNS = ("stat", "open/close", "open+read+close", "read 1B", "read 8KB", "bandwidth")
-
-REMOTE_C = r"""
-/* Small remote operations: ns per call and MB/s, as one JSON object. */
-#define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
-
-static double now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
-static void die(const char *what, const char *path) {
-    fprintf(stderr, "remote-micro: %s %s: %s\n", what, path, strerror(errno));
-    exit(1);
-}
-
-int main(int argc, char **argv) {
-    if (argc != 5) {
-        fprintf(stderr, "usage: remote-micro SMALL BIG ITERATIONS BLOCK\n");
-        return 2;
-    }
-    const char *small = argv[1], *big = argv[2];
-    long n = atol(argv[3]), i;
-    size_t block = (size_t)atol(argv[4]);
-    if (n < 1 || block < 1) {
-        fprintf(stderr, "remote-micro: bad arguments\n");
-        return 2;
-    }
-    char buf[8192];
-    struct stat st;
-    int fd;
-    double t0, stat_ns, open_ns, whole_ns, read1_ns, read8_ns;
-
-    if (stat(small, &st) != 0) die("stat", small);  /* one untimed call: connections made */
-    t0 = now_ns();
-    for (i = 0; i < n; i++) if (stat(small, &st) != 0) die("stat", small);
-    stat_ns = (now_ns() - t0) / n;
-
-    t0 = now_ns();
-    for (i = 0; i < n; i++) {
-        if ((fd = open(small, O_RDONLY)) < 0) die("open", small);
-        if (close(fd) != 0) die("close", small);
-    }
-    open_ns = (now_ns() - t0) / n;
-
-    t0 = now_ns();
-    for (i = 0; i < n; i++) {  /* what cat does: read until a read returns 0 */
-        ssize_t got;
-        if ((fd = open(small, O_RDONLY)) < 0) die("open", small);
-        while ((got = read(fd, buf, sizeof buf)) > 0) {}
-        if (got < 0) die("read", small);
-        if (close(fd) != 0) die("close", small);
-    }
-    whole_ns = (now_ns() - t0) / n;
-
-    if ((fd = open(small, O_RDONLY)) < 0) die("open", small);
-    t0 = now_ns();
-    for (i = 0; i < n; i++)
-        if (pread(fd, buf, 1, i % (long)sizeof buf) != 1) die("pread 1 byte of", small);
-    read1_ns = (now_ns() - t0) / n;
-    t0 = now_ns();
-    for (i = 0; i < n; i++)
-        if (pread(fd, buf, sizeof buf, 0) != (ssize_t)sizeof buf) die("pread 8 KB of", small);
-    read8_ns = (now_ns() - t0) / n;
-    close(fd);
-
-    char *block_buf = malloc(block);
-    if (block_buf == NULL) die("malloc for", big);
-    long long total = 0;
-    ssize_t got;
-    if ((fd = open(big, O_RDONLY)) < 0) die("open", big);
-    t0 = now_ns();
-    while ((got = read(fd, block_buf, block)) > 0) total += got;
-    double elapsed = now_ns() - t0;
-    if (got < 0) die("read", big);
-    close(fd);
-    printf("{\"stat\": %.1f, \"open/close\": %.1f, \"open+read+close\": %.1f, "
-           "\"read 1B\": %.1f, \"read 8KB\": %.1f, \"bandwidth\": %.3f}\n",
-           stat_ns, open_ns, whole_ns, read1_ns, read8_ns, (double)total / elapsed * 1e3);
-    free(block_buf);
-    return 0;
-}
-"""
-
-
-class BenchError(Exception):
-    """A step of the benchmark failed; the message is the one line the user sees."""
 
 
 @dataclass
@@ -194,18 +97,6 @@ def peers_of(protocol: str) -> list[str]:
     return [name for name, protocols in MOUNTERS.items() if protocol in protocols]
 
 
-def _compile(workdir: Path) -> Path:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        raise BenchError("gcc not installed: apt-get install gcc")
-    source, binary = workdir / "remote-micro.c", workdir / "remote-micro"
-    source.write_text(REMOTE_C)
-    done = run_bounded([gcc, "-O2", "-Wall", "-o", str(binary), str(source)], COMPILE_TIMEOUT)
-    if done.returncode != 0:
-        raise BenchError(f"gcc failed: {last_line(done.stderr)}")
-    return binary
-
-
 def _place_files(server: ServerHandle, bandwidth_bytes: int) -> None:
     small, big = server.data_dir / "small", server.data_dir / "big"
     small.write_bytes(os.urandom(SMALL_FILE))
@@ -217,23 +108,11 @@ def _place_files(server: ServerHandle, bandwidth_bytes: int) -> None:
 
 
 def _measure(command: list[str], timeout: float, env: dict[str, str]) -> dict[str, float]:
-    import json
-
     try:
         done = run_bounded(command, timeout, env=env)
     except TimeoutError as exc:
         raise BenchError(str(exc)) from None
-    if done.returncode != 0:
-        why = last_line(done.stderr) or last_line(done.stdout) or "no output"
-        raise BenchError(f"exit status {done.returncode}: {why}")
-    try:
-        data = json.loads(last_line(done.stdout))
-        values = {column: float(data[column]) for column in COLUMNS}
-    except (ValueError, KeyError, TypeError):
-        raise BenchError(f"no JSON result (got {last_line(done.stdout)[:80]!r})") from None
-    if not all(v > 0 for v in values.values()):
-        raise BenchError(f"non-positive measurement {values}")
-    return values
+    return read_result(done, COLUMNS)
 
 
 @contextmanager
@@ -450,7 +329,7 @@ def run_remote_micro(
     with tempfile.TemporaryDirectory(prefix="aviary-remote-micro-") as tmp_name:
         tmp = Path(tmp_name)
         try:
-            binary = _compile(tmp)
+            binary = compile_program(REMOTE_C, tmp, "remote-micro")
         except BenchError as exc:
             console.print(f"aviary: bench micro --remote: {exc}")
             return 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -74,39 +75,54 @@ def _terms(rows: list[dict[str, Any]]) -> list[str]:
         "(its costs times the trace's operations) and the run's (the drivers' counters in "
         "its trace).",
         "",
-        "| RTT asked | stage | calibration runs | apart | network: model | network: measured | "
-        "round trips: model | round trips: trace |",
-        "|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        if r["kind"] != "andrew":
-            continue
-        t = r["terms"]
-        lines.append(
-            f"| {r['setting']} | {r['name']} | {_seconds(t['calibration_s'])} | "
-            f"{t['calibration_gap_pct']:.0f}% | {_seconds(t['network_model_s'])} | "
-            f"{_seconds(t['network_measured_s'])} | {t['round_trips_model']:.0f} | "
-            f"{t['round_trips_trace']:.0f} |"
-        )
+    lines += _terms_table(
+        rows,
+        "andrew",
+        "stage",
+        [
+            ("calibration runs", lambda t: _seconds(t["calibration_s"])),
+            ("apart", lambda t: f"{t['calibration_gap_pct']:.0f}%"),
+            ("network: model", lambda t: _seconds(t["network_model_s"])),
+            ("network: measured", lambda t: _seconds(t["network_measured_s"])),
+            ("round trips: model", lambda t: f"{t['round_trips_model']:.0f}"),
+            ("round trips: trace", lambda t: f"{t['round_trips_trace']:.0f}"),
+        ],
+    )
     lines += [
         "",
         "Each Figure 7 operation: the same calls at RTT 0, alternating with these in blocks "
         "of a few (their calibration), and the time the latency adds, as the model has it "
         "(its round trips times the echo's RTT, less the echo's RTT at 0) and as measured.",
         "",
-        "| RTT asked | operation | round trips | calls at RTT 0 | latency: model | "
-        "latency: measured |",
-        "|---|---|---|---|---|---|",
     ]
+    lines += _terms_table(
+        rows,
+        "figure7",
+        "operation",
+        [
+            ("round trips", lambda t: f"{t['round_trips_model']:.0f}"),
+            ("calls at RTT 0", lambda t: _seconds(t["calibration_s"])),
+            ("latency: model", lambda t: _seconds(t["network_model_s"])),
+            ("latency: measured", lambda t: _seconds(t["network_measured_s"])),
+        ],
+    )
+    return lines
+
+
+def _terms_table(
+    rows: list[dict[str, Any]],
+    kind: str,
+    name: str,
+    columns: list[tuple[str, Callable[[dict[str, Any]], str]]],
+) -> list[str]:
+    """The rows of ``kind``: setting, ``name`` (the row's), then a column per term's cell."""
+    heads = ["RTT asked", name, *(head for head, _ in columns)]
+    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for r in rows:
-        if r["kind"] != "figure7":
-            continue
-        t = r["terms"]
-        lines.append(
-            f"| {r['setting']} | {r['name']} | {t['round_trips_model']:.0f} | "
-            f"{_seconds(t['calibration_s'])} | {_seconds(t['network_model_s'])} | "
-            f"{_seconds(t['network_measured_s'])} |"
-        )
+        if r["kind"] == kind:
+            cells = [str(r["setting"]), r["name"], *(cell(r["terms"]) for _, cell in columns)]
+            lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 

@@ -18,6 +18,17 @@ from servers import RunningServer, ServerUnavailable, start_server
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def compile_c(source: Path, binary: Path) -> Path:
+    """``source``, a C program of the tests, built with gcc as ``binary`` (bounded in time)."""
+    subprocess.run(
+        ["gcc", "-O1", "-Wall", "-pthread", "-o", str(binary), str(source)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return binary
+
+
 def errno_name(call: object, *args: object) -> str | None:
     """The errno name ``call(*args)`` fails with ("ENOENT"), or None if it succeeds."""
     assert callable(call)

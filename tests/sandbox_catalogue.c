@@ -32,6 +32,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "raw_path_call.h"
+
 extern char **environ;
 
 static char tree[2048], secret[4096], secret_dir[4096], prog[4096], allowed[4096];
@@ -266,28 +268,16 @@ static volatile int copy_writable;
 static int copy_pipe[2];
 
 static long raw_open(const char *path, long *copy) {
-    register long rdi asm("rdi") = (long)path;
-    register long rsi asm("rsi") = O_RDONLY;
-    long ret;
-    asm volatile("syscall"
-                 : "=a"(ret), "+r"(rdi), "+r"(rsi)
-                 : "a"((long)SYS_open)
-                 : "rcx", "r11", "rdx", "r10", "r8", "r9", "memory");
-    *copy = rsi; /* open runs as openat2(AT_FDCWD, copy, how, size) */
+    long rdi;
+    long ret = raw_path_call(SYS_open, path, O_RDONLY, &rdi, copy);
+    /* open runs as openat2(AT_FDCWD, copy, how, size) */
     if (*copy == O_RDONLY) *copy = rdi;
     return ret;
 }
 
 static long raw_chmod(const char *path, long *copy) {
-    register long rdi asm("rdi") = (long)path;
-    register long rsi asm("rsi") = 0604;
-    long ret;
-    asm volatile("syscall"
-                 : "=a"(ret), "+r"(rdi), "+r"(rsi)
-                 : "a"((long)SYS_chmod)
-                 : "rcx", "r11", "rdx", "r10", "r8", "r9", "memory");
-    *copy = rdi;
-    return ret;
+    long rsi;
+    return raw_path_call(SYS_chmod, path, 0604, copy, &rsi);
 }
 
 /* The copy's address if the register points at a copy of allowed_file, else 0. */

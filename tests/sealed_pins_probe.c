@@ -26,18 +26,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "raw_path_call.h"
+
 static const char *file;
 
 static long raw_open(const char *path, long *copy) {
-    register long rdi asm("rdi") = (long)path;
-    register long rsi asm("rsi") = O_RDONLY;
-    long ret;
-    asm volatile("syscall"
-                 : "=a"(ret), "+r"(rdi), "+r"(rsi)
-                 : "a"((long)SYS_open)
-                 : "rcx", "r11", "rdx", "r10", "r8", "r9", "memory");
-    *copy = rsi;
-    return ret;
+    long rdi;
+    return raw_path_call(SYS_open, path, O_RDONLY, &rdi, copy);
 }
 
 static int writable(long address) {

@@ -25,7 +25,7 @@ from reference_agent.namespace import Namespace
 from reference_agent.sandbox import SandboxRules, guard_for
 from reference_agent.table import guarded_calls, trapped_numbers
 from servers import RunningServer
-from tests.helpers import ROOT, served
+from tests.helpers import ROOT, compile_c, served
 
 AVIARY = [sys.executable, "-m", "harness.cli", "run"]
 ESCAPE_SOURCE = Path(__file__).with_name("sandbox_escape.c")
@@ -63,14 +63,7 @@ def tree(tmp_path: Path) -> Path:
 def escape_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("gcc") is None:
         pytest.skip("gcc is not installed")
-    binary = tmp_path_factory.mktemp("escape") / "sandbox_escape"
-    subprocess.run(
-        ["gcc", "-O1", "-Wall", "-pthread", "-o", str(binary), str(ESCAPE_SOURCE)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    return binary
+    return compile_c(ESCAPE_SOURCE, tmp_path_factory.mktemp("escape") / "sandbox_escape")
 
 
 # A Python program that tries every path-level way it can think of, one JSON line each:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, compile_c
 
 CATALOGUE_SOURCE = Path(__file__).with_name("sandbox_catalogue.c")
 SECRET = "TOPSECRET-c4t4"
@@ -72,14 +72,7 @@ class Tree:
 
 @pytest.fixture(scope="module")
 def catalogue_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    binary = tmp_path_factory.mktemp("catalogue") / "sandbox_catalogue"
-    subprocess.run(
-        ["gcc", "-O1", "-Wall", "-pthread", "-o", str(binary), str(CATALOGUE_SOURCE)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    return binary
+    return compile_c(CATALOGUE_SOURCE, tmp_path_factory.mktemp("catalogue") / "sandbox_catalogue")
 
 
 def make_tree(binary: Path, owner: int | None) -> Tree:

@@ -25,21 +25,14 @@ from reference_agent.race_guards import GATED
 from reference_agent.rename_gate import CHANGERS, RenameGate
 from reference_agent.syscall_args import Use
 from reference_agent.table import guarded_calls
-from tests.helpers import ROOT
+from tests.helpers import ROOT, compile_c
 
 PROBE_SOURCE = Path(__file__).with_name("sealed_pins_probe.c")
 
 
 @pytest.fixture(scope="module")
 def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    binary = tmp_path_factory.mktemp("probe") / "sealed_pins_probe"
-    subprocess.run(
-        ["gcc", "-O1", "-Wall", "-pthread", "-o", str(binary), str(PROBE_SOURCE)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    return binary
+    return compile_c(PROBE_SOURCE, tmp_path_factory.mktemp("probe") / "sealed_pins_probe")
 
 
 #: The CLI with the sealed copies switched off (back on the stack), as a seeded bug would.

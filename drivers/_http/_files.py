@@ -22,6 +22,7 @@ import re
 import stat as stat_module
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
+from typing import Protocol
 from urllib.parse import quote, unquote, urlsplit
 
 from drivers._http._shell import HttpClient, HttpReply
@@ -30,11 +31,13 @@ from drivers._interface import StatResult, raise_errno
 __all__ = [
     "ERRNO_BY_STATUS",
     "SYNTHESIZED_FIELDS",
+    "PinnedFile",
     "errno_for_status",
     "http_date_ns",
     "interview_missing",
     "parent_of",
     "path_from_href",
+    "pinned_read",
     "ranged_body",
     "ranged_get",
     "ranged_request",
@@ -235,6 +238,54 @@ def strong_etag(etag: str | None) -> str | None:
     if not etag or etag.startswith("W/"):
         return None
     return etag
+
+
+class PinnedFile(Protocol):
+    """An open file as :func:`pinned_read` sees it."""
+
+    path: str
+    etag: str | None  # the file's strong ETag, held from its first successful read
+
+
+def pinned_read(
+    client: HttpClient,
+    entry: PinnedFile,
+    offset: int,
+    size: int,
+    who: str,
+    headers: list[tuple[str, str]] | None = None,
+) -> bytes | HttpReply:
+    """pread of an open file held to the ETag it had when first read.
+
+    With an ETag the Range GET carries ``If-Match``, so a file replaced since
+    is not read as a mix of two versions; without one, the strong ETag of the
+    first successful reply becomes the entry's.
+
+    Args:
+        who: the driver's description, for the ESTALE message.
+        headers: sent before the condition (a login, for instance).
+
+    Returns:
+        what :func:`ranged_body` returns.
+
+    Raises:
+        OSError: ESTALE when the server says the file is no longer the one
+            that was opened (412); what :func:`ranged_body` raises; network errors.
+    """
+    condition = [("If-Match", entry.etag)] if entry.etag else []
+    reply = ranged_request(
+        client, url_path(entry.path), offset, size, [*(headers or []), *condition]
+    )
+    if reply.status == 412 and entry.etag:
+        raise OSError(
+            errno.ESTALE,
+            f"{who}: {entry.path} is no longer the file that was opened "
+            f"(ETag {entry.etag}, now {reply.header('etag') or 'none'})",
+            entry.path,
+        )
+    if entry.etag is None and reply.status in (200, 206):
+        entry.etag = strong_etag(reply.header("etag"))
+    return ranged_body(reply, entry.path, offset, size)
 
 
 def ranged_body(reply: HttpReply, path: str, offset: int, size: int) -> bytes | HttpReply:

@@ -53,9 +53,7 @@ from drivers._http._files import (
     errno_for_status,
     http_date_ns,
     interview_missing,
-    ranged_body,
-    ranged_request,
-    strong_etag,
+    pinned_read,
     synthesize_stat,
     url_path,
 )
@@ -308,18 +306,7 @@ class HttpDriver(Driver):
             size = min(size, MAX_READ)
             if size == 0:
                 return b""
-            condition = [("If-Match", entry.etag)] if entry.etag else []
-            reply = ranged_request(self._client, url_path(entry.path), offset, size, condition)
-            if reply.status == 412 and entry.etag:
-                raise OSError(
-                    errno.ESTALE,
-                    f"{self.describe()}: {entry.path} is no longer the file that was opened "
-                    f"(ETag {entry.etag}, now {reply.header('etag') or 'none'})",
-                    entry.path,
-                )
-            if entry.etag is None and reply.status in (200, 206):
-                entry.etag = strong_etag(reply.header("etag"))
-            result = ranged_body(reply, entry.path, offset, size)
+            result = pinned_read(self._client, entry, offset, size, self.describe())
             if isinstance(result, bytes):
                 return result
             self._fail(entry.path, result)

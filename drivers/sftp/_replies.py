@@ -16,63 +16,38 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-from paramiko.sftp import (
-    CMD_ATTRS,
-    CMD_CLOSE,
-    CMD_DATA,
-    CMD_EXTENDED,
-    CMD_EXTENDED_REPLY,
-    CMD_FSETSTAT,
-    CMD_FSTAT,
-    CMD_HANDLE,
-    CMD_LSTAT,
-    CMD_MKDIR,
-    CMD_NAME,
-    CMD_OPEN,
-    CMD_OPENDIR,
-    CMD_READ,
-    CMD_READDIR,
-    CMD_READLINK,
-    CMD_REALPATH,
-    CMD_REMOVE,
-    CMD_RENAME,
-    CMD_RMDIR,
-    CMD_SETSTAT,
-    CMD_STAT,
-    CMD_STATUS,
-    CMD_SYMLINK,
-    CMD_WRITE,
-)
+from paramiko import sftp as packet
 from paramiko.sftp_attr import SFTPAttributes
 
 __all__ = ["REPLY_TO", "ReplyReader", "SftpProtocolError", "check_reply"]
 
 #: The reply each request gets when it succeeds (a failure is a STATUS to any request).
 REPLY_TO: dict[int, int] = {
-    CMD_OPEN: CMD_HANDLE,
-    CMD_OPENDIR: CMD_HANDLE,
-    CMD_READ: CMD_DATA,
-    CMD_READDIR: CMD_NAME,
-    CMD_READLINK: CMD_NAME,
-    CMD_REALPATH: CMD_NAME,
-    CMD_STAT: CMD_ATTRS,
-    CMD_LSTAT: CMD_ATTRS,
-    CMD_FSTAT: CMD_ATTRS,
-    CMD_CLOSE: CMD_STATUS,
-    CMD_WRITE: CMD_STATUS,
-    CMD_SETSTAT: CMD_STATUS,
-    CMD_FSETSTAT: CMD_STATUS,
-    CMD_REMOVE: CMD_STATUS,
-    CMD_MKDIR: CMD_STATUS,
-    CMD_RMDIR: CMD_STATUS,
-    CMD_RENAME: CMD_STATUS,
-    CMD_SYMLINK: CMD_STATUS,
+    packet.CMD_OPEN: packet.CMD_HANDLE,
+    packet.CMD_OPENDIR: packet.CMD_HANDLE,
+    packet.CMD_READ: packet.CMD_DATA,
+    packet.CMD_READDIR: packet.CMD_NAME,
+    packet.CMD_READLINK: packet.CMD_NAME,
+    packet.CMD_REALPATH: packet.CMD_NAME,
+    packet.CMD_STAT: packet.CMD_ATTRS,
+    packet.CMD_LSTAT: packet.CMD_ATTRS,
+    packet.CMD_FSTAT: packet.CMD_ATTRS,
+    packet.CMD_CLOSE: packet.CMD_STATUS,
+    packet.CMD_WRITE: packet.CMD_STATUS,
+    packet.CMD_SETSTAT: packet.CMD_STATUS,
+    packet.CMD_FSETSTAT: packet.CMD_STATUS,
+    packet.CMD_REMOVE: packet.CMD_STATUS,
+    packet.CMD_MKDIR: packet.CMD_STATUS,
+    packet.CMD_RMDIR: packet.CMD_STATUS,
+    packet.CMD_RENAME: packet.CMD_STATUS,
+    packet.CMD_SYMLINK: packet.CMD_STATUS,
 }
 #: Extended requests answered with data (the others answer a STATUS).
 _EXTENDED_WITH_DATA = frozenset({"statvfs@openssh.com", "fstatvfs@openssh.com"})
+#: Every packet type by name, for the error messages.
 _NAMES = {
     code: name.removeprefix("CMD_")
-    for name, code in globals().items()
+    for name, code in vars(packet).items()
     if name.startswith("CMD_") and isinstance(code, int)
 }
 #: Bytes an entry of a NAME reply takes at least: two empty strings and attribute flags.
@@ -94,10 +69,10 @@ def check_reply(command: int, args: tuple[Any, ...], reply: int) -> None:
     ``args`` are the request's arguments (an EXTENDED request's first is its name).
     """
     expected = REPLY_TO.get(command)
-    if command == CMD_EXTENDED:
+    if command == packet.CMD_EXTENDED:
         name = args[0] if args else ""
         name = name.decode("ascii", "replace") if isinstance(name, bytes) else str(name)
-        expected = CMD_EXTENDED_REPLY if name in _EXTENDED_WITH_DATA else CMD_STATUS
+        expected = packet.CMD_EXTENDED_REPLY if name in _EXTENDED_WITH_DATA else packet.CMD_STATUS
     if expected is not None and reply != expected:
         raise SftpProtocolError(
             f"the server answered {_NAMES.get(command, command)} with "

@@ -66,8 +66,7 @@ from drivers._http._files import (
     errno_for_status,
     interview_missing,
     parent_of,
-    ranged_body,
-    ranged_request,
+    pinned_read,
     strong_etag,
     synthesize_stat,
     url_path,
@@ -436,20 +435,7 @@ class WebDavDriver(Driver):
                 return os.pread(entry.staged.fileno(), size, offset)
             if size == 0:
                 return b""
-            condition = [("If-Match", entry.etag)] if entry.etag else []
-            reply = ranged_request(
-                self._client, url_path(entry.path), offset, size, [*self._auth, *condition]
-            )
-            if reply.status == 412 and entry.etag:
-                raise OSError(
-                    errno.ESTALE,
-                    f"{self.describe()}: {entry.path} is no longer the file that was opened "
-                    f"(ETag {entry.etag}, now {reply.header('etag') or 'none'})",
-                    entry.path,
-                )
-            if entry.etag is None and reply.status in (200, 206):
-                entry.etag = strong_etag(reply.header("etag"))
-            result = ranged_body(reply, entry.path, offset, size)
+            result = pinned_read(self._client, entry, offset, size, self.describe(), self._auth)
             if isinstance(result, bytes):
                 return result
             self._check(result, entry.path)
