@@ -110,11 +110,10 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     andrew.add_argument(
         "--targets",
-        default="native,aviary-local,chirp/cctools,chirp/aviary,parrot:chirp/cctools,"
-        "parrot:chirp/aviary",
+        default="native,aviary-local,chirp/cctools,chirp/aviary,parrot:chirp/aviary",
         help="where to run it (default native,aviary-local,chirp/cctools,chirp/aviary,"
-        "parrot:chirp/cctools,parrot:chirp/aviary; mount:SERVER reaches SERVER through a "
-        "mountlist entry instead of /chirp/...; parrot:SERVER runs cctools' parrot_run on it)",
+        "parrot:chirp/aviary; mount:SERVER reaches SERVER through a mountlist entry instead "
+        "of /chirp/...; parrot:SERVER runs cctools' parrot_run on it)",
     )
     andrew.add_argument(
         "--cache",
