@@ -305,12 +305,12 @@ def _run_parrot(target: str, source: Path, work: Path, repeat: int) -> TargetRun
 def against_parrot(runs: list[TargetRun]) -> list[tuple[str, str, float]]:
     """Each agent row on a Chirp server against Parrot on the same server: (row, Parrot's
     row, total seconds / Parrot's total seconds)."""
-    totals = {r.target: sum(s.seconds for s in r.stages) for r in runs if r.stages}
+    totals = {r.label: sum(s.seconds for s in r.stages) for r in runs if r.stages}
     found = []
     for run in runs:
-        peer = f"parrot:{run.target.removeprefix('mount:')}"
+        peer = f"parrot:{run.target.removeprefix('mount:')}"  # Parrot's label is its target
         if run.stages and not run.target.startswith("parrot:") and totals.get(peer):
-            found.append((run.label, peer, totals[run.target] / totals[peer]))
+            found.append((run.label, peer, totals[run.label] / totals[peer]))
     return found
 
 
