@@ -453,7 +453,8 @@ def _markdown(runs: list[TargetRun], files: int) -> str:
         "the ratio of medians to native in parentheses; "
         "`=` marks a stage whose output matched the native run (owners, times and modes normalised). "
         "`cache whole` is `aviary run --cache whole` (the seeds' $$ on): a file is copied on open "
-        "and written back on close; other rows have the cache off.",
+        "and written back on close; `cache cto` reads ahead into a buffer per open, dropped at "
+        "close; other agent rows have the cache off. `parrot:` rows run cctools' `parrot_run`.",
         "",
         "| target | " + " | ".join(STAGES) + " | total |",
         "|---|" + "---|" * (len(STAGES) + 1),
