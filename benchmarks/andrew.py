@@ -2,8 +2,9 @@
 
 Covers: Figure 8 of the seeds (copy, list, scan, make, delete a C source tree)
 on a local directory natively, on a local directory under ``aviary run``, and
-on each Chirp server through ``/chirp/HOST:PORT/...`` under ``aviary run``;
-checks that every stage prints the same as natively; keeps the agent's
+on each Chirp server through ``/chirp/HOST:PORT/...`` under ``aviary run`` and,
+as target ``parrot:KEY``, under cctools' ``parrot_run`` on the same kind of
+server; checks that every stage prints the same as natively; keeps the agent's
 ``--trace`` of each run, which the simulation replays.
 
 Scenario: a deterministic C project of ``files`` sources and headers with a
@@ -12,9 +13,9 @@ the target directory and stamps each stage's start and end; the outputs that
 legitimately differ between filesystems (owners, times, link counts, modes
 forced by the server) are normalised before comparison. Each remote target runs
 with the agent's cache off (every read and write to the server) and, when asked,
-on (``--cache whole``: a file is copied on open, written back on close), the
-seeds' "$$ off" and "$$ on"; every row runs ``repeat`` times and reports the
-median of each stage with its range. Results: ``OUT/andrew.md`` and
+with close-to-open read-ahead (``--cache cto``) or on (``--cache whole``: a file
+is copied on open, written back on close), the seeds' "$$ off" and "$$ on"; every
+row runs ``repeat`` times and reports the median of each stage with its range. Results: ``OUT/andrew.md`` and
 ``OUT/andrew.json`` (raw runs, the machine's description).
 """
 
@@ -33,6 +34,7 @@ from rich.console import Console
 
 from benchmarks.common import (
     error_line,
+    find_parrot,
     machine_description,
     progress_bar,
     summarize,
@@ -69,8 +71,11 @@ stamp delete; rm -rf "$DEST/tree"; ls -A "$DEST" > "$OUTS/delete"; stamp delete
 """
 
 
-#: The agent's cache modes: the seeds' "$$ off" and "$$ on".
-CACHE_MODES = ("off", "whole")
+#: The agent's cache modes: the seeds' "$$ off" and "$$ on", and close-to-open read-ahead.
+CACHE_MODES = ("off", "cto", "whole")
+#: Parrot's options: no catalog lookups, the test servers' address login, and a failing
+#: call reported after a minute rather than retried for Parrot's default hour.
+PARROT_OPTIONS = ("-Q", "-a", "address", "-T", "60")
 
 
 @dataclass
@@ -276,6 +281,39 @@ def _run_remote(
     return run
 
 
+def _run_parrot(target: str, source: Path, work: Path, repeat: int) -> TargetRun:
+    """``repeat`` runs of the stages under ``parrot_run`` on a fresh server of ``parrot:KEY``."""
+    parrot, missing = find_parrot()
+    if parrot is None:
+        return TargetRun(target, error=f"not installed: {missing}", repeat=repeat)
+    try:
+        server = start_server(target.removeprefix("parrot:"))
+    except ServerError as exc:
+        return TargetRun(target, error=str(exc), repeat=repeat)
+    try:
+        dest = f"/chirp/127.0.0.1:{server.port}"
+        prefix = [parrot, *PARROT_OPTIONS, "--"]
+        repeats = [
+            _run_target(target, source, dest, False, work, None, prefix=prefix)
+            for _ in range(repeat)
+        ]
+    finally:
+        server.stop()
+    return _merge(repeats)
+
+
+def against_parrot(runs: list[TargetRun]) -> list[tuple[str, str, float]]:
+    """Each agent row on a Chirp server against Parrot on the same server: (row, Parrot's
+    row, total seconds / Parrot's total seconds)."""
+    totals = {r.label: sum(s.seconds for s in r.stages) for r in runs if r.stages}
+    found = []
+    for run in runs:
+        peer = f"parrot:{run.target.removeprefix('mount:')}"  # Parrot's label is its target
+        if run.stages and not run.target.startswith("parrot:") and totals.get(peer):
+            found.append((run.label, peer, totals[run.label] / totals[peer]))
+    return found
+
+
 def run_andrew(
     out: Path,
     files: int,
@@ -289,7 +327,8 @@ def run_andrew(
     Args:
         out: output directory.
         files: files in the generated C project.
-        targets: "native", "aviary-local", server keys, "mount:KEY"; native always runs first.
+        targets: "native", "aviary-local", server keys, "mount:KEY", "parrot:KEY" (a Chirp
+            server under ``parrot_run``); native always runs first.
         trace_dir: keep each agent run's ``--trace`` here (the last repeat's),
             as ``andrew-TARGET.jsonl`` (``andrew-TARGET-whole.jsonl`` with the cache on).
         repeat: runs of every row.
@@ -299,7 +338,11 @@ def run_andrew(
         0 if every row ran and printed what native printed, 1 if not, 2 for bad arguments.
     """
     console = Console(stderr=True)
-    known = {"native", "aviary-local", *SERVERS, *(f"mount:{key}" for key in SERVERS)}
+    chirp = [key for key in SERVERS if SERVERS[key].protocol == "chirp"]
+    known = {
+        "native", "aviary-local", *SERVERS, *(f"mount:{key}" for key in SERVERS),
+        *(f"parrot:{key}" for key in chirp),
+    }  # fmt: skip
     unknown = [t for t in targets if t not in known]
     if unknown:
         error_line(
@@ -317,7 +360,8 @@ def run_andrew(
     if trace_dir is not None:
         trace_dir.mkdir(parents=True, exist_ok=True)
     ordered = ["native", *[t for t in dict.fromkeys(targets) if t != "native"]]
-    rows = sum(1 if t in ("native", "aviary-local") else len(caches) for t in ordered)
+    single = ("native", "aviary-local")
+    rows = sum(1 if t in single or t.startswith("parrot:") else len(caches) for t in ordered)
     runs: list[TargetRun] = []
     with tempfile.TemporaryDirectory(prefix="aviary-andrew-") as tmp, progress_bar(console) as bar:
         task = bar.add_task("andrew", total=rows * repeat)
@@ -342,6 +386,11 @@ def run_andrew(
                     )
                     bar.advance(task)
                 runs.append(_merge(repeats))
+                continue
+            if target.startswith("parrot:"):
+                bar.update(task, description=f"andrew: {target}")
+                runs.append(_run_parrot(target, source, work, repeat))
+                bar.advance(task, repeat)
                 continue
             server: RunningServer | None = None
             try:
@@ -378,11 +427,16 @@ def run_andrew(
             "caches": list(caches),
             "units": {"seconds": "s per stage"},
             "runs": [{**asdict(r), "outputs": None, "label": r.label} for r in runs],
+            "against_parrot": [
+                {"row": row, "parrot": peer, "total_ratio": ratio}
+                for row, peer, ratio in against_parrot(runs)
+            ],
         },
     )
     (out / "andrew.md").write_text(_markdown(runs, files))
     console.print(f"wrote {out / 'andrew.md'}, {out / 'andrew.json'}")
-    failed = any(r.error for r in runs) or any(
+    # A peer that is not installed is a row that says so, not a failure.
+    failed = any(r.error and not r.error.startswith("not installed") for r in runs) or any(
         s.same_as_native is False for r in runs for s in r.stages
     )
     return 1 if failed else 0
@@ -399,7 +453,8 @@ def _markdown(runs: list[TargetRun], files: int) -> str:
         "the ratio of medians to native in parentheses; "
         "`=` marks a stage whose output matched the native run (owners, times and modes normalised). "
         "`cache whole` is `aviary run --cache whole` (the seeds' $$ on): a file is copied on open "
-        "and written back on close; other rows have the cache off.",
+        "and written back on close; `cache cto` reads ahead into a buffer per open, dropped at "
+        "close; other agent rows have the cache off. `parrot:` rows run cctools' `parrot_run`.",
         "",
         "| target | " + " | ".join(STAGES) + " | total |",
         "|---|" + "---|" * (len(STAGES) + 1),
@@ -418,4 +473,15 @@ def _markdown(runs: list[TargetRun], files: int) -> str:
             cells.append(f"{s.seconds:.2f}{spread} ({ratio:.1f}×){mark}")
         total = sum(s.seconds for s in run.stages)
         lines.append(f"| {run.label} | " + " | ".join(cells) + f" | {total:.2f} |")
+    compared = against_parrot(runs)
+    if compared:
+        lines += [
+            "",
+            "The agent's total against Parrot's on the same server, in the same run "
+            f"(`parrot_run {' '.join(PARROT_OPTIONS)}`; below 1x: the agent is faster):",
+            "",
+            "| row | against | total ratio |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {row} | {peer} | {ratio:.2f}x |" for row, peer, ratio in compared]
     return "\n".join(lines) + "\n"

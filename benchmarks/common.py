@@ -17,6 +17,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -44,6 +45,7 @@ __all__ = [
     "UsageError",
     "choose_targets",
     "error_line",
+    "find_parrot",
     "format_size",
     "last_line",
     "loadable_servers",
@@ -73,12 +75,42 @@ DEBIAN_PACKAGES = (
     "openssh-server",
     "xrootd-server",
 )  # fmt: skip  (proftpd and pure-ftpd are unpacked by setup/ftp.sh, outside dpkg's database)
+#: Where ``setup/build-parrot.sh`` installs cctools' Parrot unless told otherwise.
+PARROT_PREFIX_ENV = "AVIARY_PARROT_PREFIX"
+#: A parrot_run to use instead of the one the prefix or the PATH holds.
+PARROT_ENV = "AVIARY_PARROT"
+PARROT_HINT = "build it with setup/build-parrot.sh CCTOOLS_SRC (Debian's coop-computing-tools has no parrot_run)"
 #: Python packages behind servers and plots.
 PYTHON_PACKAGES = ("wsgidav", "pyftpdlib", "paramiko", "matplotlib", "rich")
 
 
 class UsageError(ValueError):
     """A bad argument; the message is the one line the user sees after ``aviary: ...:``."""
+
+
+def find_parrot() -> tuple[str | None, str]:
+    """cctools' ``parrot_run``: ``$AVIARY_PARROT``, else ``PREFIX/bin/parrot_run`` (the prefix
+    ``setup/build-parrot.sh`` installs to: ``$AVIARY_PARROT_PREFIX`` or
+    ``~/.cache/aviary/cctools``), else the PATH.
+
+    Returns:
+        The program's path and "", or None and why it is not there (a line for the table).
+    """
+    chosen = os.environ.get(PARROT_ENV)
+    if chosen:
+        if os.path.isfile(chosen) and os.access(chosen, os.X_OK):
+            return chosen, ""
+        return None, f"{PARROT_ENV}={chosen} is not an executable file"
+    prefix = Path(
+        os.environ.get(PARROT_PREFIX_ENV) or Path.home() / ".cache" / "aviary" / "cctools"
+    )
+    built = prefix / "bin" / "parrot_run"
+    if built.is_file() and os.access(built, os.X_OK):
+        return str(built), ""
+    on_path = shutil.which("parrot_run")
+    if on_path is not None:
+        return on_path, ""
+    return None, PARROT_HINT
 
 
 def parse_size(text: str) -> int:

@@ -41,6 +41,7 @@ from rich.console import Console
 
 from benchmarks._micro_program import MICRO_C, BenchError, compile_program, read_result
 from benchmarks.common import (
+    find_parrot,
     machine_description,
     progress_bar,
     run_bounded,
@@ -62,7 +63,7 @@ RUN_TIMEOUT_PER_ITERATION = 0.02  # seconds per iteration (about 12 ptrace stops
 COLUMNS = ("getpid", "stat", "open/close", "read 1B", "read 8KB", "bandwidth")
 TIME_COLUMNS = COLUMNS[:-1]
 #: Rows that every aviary row is also compared with.
-PEERS = ("strace -f", "strace -f, pinned", "proot")
+PEERS = ("strace -f", "strace -f, pinned", "proot", "parrot_run -Q")
 #: The targets for aviary's default row.
 GETPID_LIMIT = 1.5  # x native time
 BANDWIDTH_LIMIT = 1.5  # native MB/s divided by aviary's at most this
@@ -78,6 +79,7 @@ class Agent:
     prefix: tuple[str, ...]  # the command line before the program
     needs: tuple[str, ...] = ()  # programs that must be on the PATH
     install_hint: str = ""
+    unavailable: str = ""  # why it cannot run, when found otherwise than on the PATH
 
 
 @dataclass
@@ -98,6 +100,7 @@ class Row:
 
 def _agents(cpu: int) -> list[Agent]:
     aviary = (sys.executable, "-m", "harness.cli", "run")
+    parrot, parrot_missing = find_parrot()
     strace = ("strace", "-f", "-o", "/dev/null")
     return [
         Agent("native", "the program alone", ()),
@@ -133,10 +136,9 @@ def _agents(cpu: int) -> list[Agent]:
         Agent("proot", "Debian's `proot`, plain", ("proot",), ("proot",), "apt-get install proot"),
         Agent(
             "parrot_run -Q",
-            "cctools' `parrot_run -Q`",
-            ("parrot_run", "-Q"),
-            ("parrot_run",),
-            "build cctools with Parrot (Debian's coop-computing-tools ships without parrot_run)",
+            f"cctools' `parrot_run -Q` ({parrot or 'not found'}), no catalog lookups",
+            (parrot or "parrot_run", "-Q"),
+            unavailable=parrot_missing,
         ),
     ]
 
@@ -411,9 +413,9 @@ def run_micro(out: Path, iterations: int, repeat: int) -> int:
     for agent in agents:
         row = Row(agent.name, agent.description, list(agent.prefix))
         missing = [p for p in agent.needs if shutil.which(p) is None]
-        if missing:
+        if missing or agent.unavailable:
             row.status = "not installed"
-            row.note = f"not installed: {agent.install_hint}"
+            row.note = f"not installed: {agent.unavailable or agent.install_hint}"
         rows.append(row)
     runnable = [(a, r) for a, r in zip(agents, rows, strict=True) if r.status == "measured"]
     timeout = RUN_TIMEOUT_BASE + RUN_TIMEOUT_PER_ITERATION * iterations

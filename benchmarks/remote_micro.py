@@ -4,8 +4,9 @@ Covers: what one program pays per call on a remote file (stat, open/close, an
 open+read+close of an 8 KB file, read 1 B, read 8 KB) and its sequential read
 bandwidth, through ``aviary run`` in each ``--cache`` mode asked for, and
 through the FUSE clients users mount instead (``rclone mount`` over FTP, SFTP and
-WebDAV, ``sshfs`` over SFTP), each as a ratio to the same program run natively
-on the server's own directory.
+WebDAV, ``sshfs`` over SFTP) and, on Chirp, through cctools' ``parrot_run``, each
+as a ratio to the same program run natively on the server's own directory and
+each agent row as a ratio to every peer on the same server.
 
 Scenario: each server is started on loopback over a fresh directory holding an
 8 KB file and a bandwidth file. A small C program, compiled with gcc, times
@@ -37,6 +38,7 @@ from rich.console import Console
 
 from benchmarks._micro_program import REMOTE_C, BenchError, compile_program, read_result
 from benchmarks.common import (
+    find_parrot,
     machine_description,
     progress_bar,
     run_bounded,
@@ -63,7 +65,7 @@ class RemoteRow:
     """One way to reach one server's files, and what it measured."""
 
     server: str
-    way: str  # "native", "aviary --cache MODE", "rclone mount", "sshfs"
+    way: str  # "native", "aviary --cache MODE", "rclone mount", "sshfs", "parrot_run -Q"
     kind: str  # "native", "agent" or "peer"
     status: str = "measured"  # "measured", "not installed" or "failed"
     note: str = ""
@@ -72,6 +74,9 @@ class RemoteRow:
     ratio_to_native: dict[str, float] = field(default_factory=dict)
     #: Agent rows: round trips to the server per call (bandwidth: per MiB), from one traced run.
     round_trips: dict[str, float] = field(default_factory=dict)
+    #: Agent rows: against each peer on the same server, the time ratio (row / peer) of
+    #: each time column and, for bandwidth, row MB/s / peer MB/s.
+    vs: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -90,6 +95,12 @@ def agent_prefix(server: ServerHandle) -> str:
     elif server.spec.user:
         login = f"{server.spec.user}@"
     return f"/{service}/{login}127.0.0.1:{server.port}"
+
+
+PARROT_WAY = "parrot_run -Q"
+#: Parrot's options on Chirp: no catalog lookups, the test servers' address login, and
+#: failures reported after a minute rather than retried for Parrot's default hour.
+PARROT_OPTIONS = ("-Q", "-a", "address", "-T", "60")
 
 
 def peers_of(protocol: str) -> list[str]:
@@ -141,6 +152,15 @@ def _targets(
                 continue
             stack.callback(mounted.close)
             targets.append(_Target(row, [], mounted.path))
+        if peers and server.spec.protocol == "chirp":
+            row = RemoteRow(key, PARROT_WAY, "peer")
+            parrot, missing = find_parrot()
+            if parrot is None:
+                row.status, row.note = "not installed", f"not installed: {missing}"
+                targets.append(_Target(row, [], ""))
+            else:
+                prefix = f"/chirp/127.0.0.1:{server.port}"
+                targets.append(_Target(row, [parrot, *PARROT_OPTIONS, "--"], prefix))
         yield targets, env
 
 
@@ -209,6 +229,14 @@ def _finish(rows: list[RemoteRow]) -> None:
                 row.ratio_to_native[column] = base[column] / row.values[column]
             else:
                 row.ratio_to_native[column] = row.values[column] / base[column]
+    peers = [row for row in rows if row.kind == "peer" and row.values]
+    for row in rows:
+        if row.kind != "agent" or not row.values:
+            continue
+        for peer in (p for p in peers if p.server == row.server):
+            row.vs[peer.way] = {
+                column: row.values[column] / peer.values[column] for column in COLUMNS
+            }
 
 
 def _number(value: float) -> str:
@@ -242,6 +270,21 @@ def _markdown(rows: list[RemoteRow], meta: dict[str, Any]) -> str:
             ratio = row.ratio_to_native.get(column)
             cells.append(f"{ratio:.3g}x ({shown})" if ratio is not None else shown)
         lines.append(f"| {row.server} | {row.way} | " + " | ".join(cells) + " |")
+    compared = [row for row in rows if row.vs]
+    if compared:
+        lines += [
+            "",
+            "Each agent row against the peers on the same server, measured in the same run: "
+            "time per call as row / peer (below 1x: the agent is faster); bandwidth as the "
+            "row's MB/s / the peer's (above 1x: the agent is faster).",
+            "",
+            "| server | way | against | " + " | ".join(COLUMNS) + " |",
+            "|---|---|---|" + "---|" * len(COLUMNS),
+        ]
+        for row in compared:
+            for peer, ratios in row.vs.items():
+                cells = [f"{ratios[c]:.3g}x" for c in COLUMNS]
+                lines.append(f"| {row.server} | {row.way} | {peer} | " + " | ".join(cells) + " |")
     traced = [row for row in rows if row.round_trips]
     if traced:
         lines += [

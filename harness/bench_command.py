@@ -110,14 +110,15 @@ def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     andrew.add_argument(
         "--targets",
-        default="native,aviary-local,chirp/cctools,chirp/aviary",
-        help="where to run it (default native,aviary-local,chirp/cctools,chirp/aviary; "
-        "mount:SERVER reaches SERVER through a mountlist entry instead of /chirp/...)",
+        default="native,aviary-local,chirp/cctools,chirp/aviary,parrot:chirp/aviary",
+        help="where to run it (default native,aviary-local,chirp/cctools,chirp/aviary,"
+        "parrot:chirp/aviary; mount:SERVER reaches SERVER through a mountlist entry instead "
+        "of /chirp/...; parrot:SERVER runs cctools' parrot_run on it)",
     )
     andrew.add_argument(
         "--cache",
         default="off,whole",
-        help="the agent's cache modes for remote targets: off, whole, or both (default off,whole)",
+        help="the agent's cache modes for remote targets: off, cto, whole (default off,whole)",
     )
     andrew.add_argument("--trace-dir", type=Path, help="keep each agent run's --trace file here")
     sp5 = kinds.add_parser(
