@@ -16,7 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MACHINE_FIELDS", "STALE_AFTER_DAYS", "Spread", "calibration_status", "summarise"]
+__all__ = [
+    "MACHINE_FIELDS",
+    "OUTLIER_FLOOR",
+    "STALE_AFTER_DAYS",
+    "Spread",
+    "calibration_status",
+    "summarise",
+]
+
+
+#: A value nearer the quartiles than this fraction of the median is never an outlier.
+OUTLIER_FLOOR = 0.25
 
 
 @dataclass(frozen=True)
@@ -24,7 +35,8 @@ class Spread:
     """Repeated measurements summarised robustly: median, quartiles, range, named outliers.
 
     An outlier is a value beyond 1.5 interquartile ranges from the nearer quartile
-    (Tukey's fences), named by its position among the repeats (0-based).
+    (Tukey's fences) and beyond ``OUTLIER_FLOOR`` of the median from it, named by its
+    position among the repeats (0-based).
     """
 
     median: float
@@ -57,7 +69,9 @@ def summarise(values: Sequence[float]) -> Spread:
         q1 = q3 = values[0]
     else:
         q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
-    fence = 1.5 * (q3 - q1)
+    # Beyond Tukey's fences and far from the median: with five repeats the quartiles can sit
+    # microseconds apart, and a repeat 1 us off is not worth naming.
+    fence = max(1.5 * (q3 - q1), OUTLIER_FLOOR * abs(statistics.median(values)))
     outliers = tuple((i, v) for i, v in enumerate(values) if v < q1 - fence or v > q3 + fence)
     return Spread(statistics.median(values), q1, q3, min(values), max(values), len(values),
                   outliers)  # fmt: skip
