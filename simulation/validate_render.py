@@ -136,6 +136,8 @@ def _agent_path(document: dict[str, Any]) -> list[str]:
         "time is in the client's own time). Each stage's prediction adds it per round trip.",
         "",
     ]
+    if "agent_path" not in document:
+        return [*lines, "(this validation predates the term: run it again to measure it)", ""]
     if fit is None:
         return [*lines, "No setting above RTT 0: the term was not measured.", ""]
     lines += [

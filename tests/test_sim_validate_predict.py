@@ -228,5 +228,9 @@ def test_link_time_is_the_median_of_a_sum_of_round_trips() -> None:
 
 
 def test_an_older_validation_json_is_named_as_such() -> None:
+    from simulation.validate_render import _agent_path
+
     old = {"rows": [{"setting": "2 ms", "kind": "andrew", "name": "copy", "error_pct": 1.0}]}
     assert "written by an older aviary" in markdown_from_document(old)
+    assert "predates the term" in "\n".join(_agent_path({"rows": []}))
+    assert "not measured" in "\n".join(_agent_path({"rows": [], "agent_path": None}))
