@@ -112,8 +112,9 @@ def predict(before: Calibration, after: Calibration, setting: Setting) -> list[R
     label = rtt_label(setting.nominal_rtt_s)
     pair = (before, after)
     # The agent's path beyond the echo, per round trip: 0 at RTT 0, where the calibrations'
-    # client time already holds it.
-    path_s = setting.agent_path.excess.median if setting.agent_path is not None else 0.0
+    # client time already holds it. The agent's round trip carries the echo's path and more, so
+    # a probe below the echo (its echoes and runs met the load at other moments) is noise: 0.
+    path_s = max(0.0, setting.agent_path.excess.median) if setting.agent_path is not None else 0.0
     at_run = [_stage_prediction(c, setting.run_rtt_s, path_s) for c in pair]
     at_nominal = [_stage_prediction(c, setting.nominal_rtt_s + c.run_rtt_s, path_s) for c in pair]
     rows: list[Row] = []

@@ -137,6 +137,12 @@ def test_the_agents_path_is_a_term_per_round_trip() -> None:
         low = PATH * OPERATIONS[row.name] + (4 * PATH if row.name == "copy" else 0.0)
         assert row.predicted_s == pytest.approx(row.measured_s - low), row.name
         assert row.error_pct < -2.0, (row.name, row.error_pct)
+    # A probe that read below the echo (noise: the agent's path holds the echo's) adds nothing.
+    below = predict(before, after, _setting(measured_path=-2e-3))
+    assert all(r.terms.get("path_per_round_trip_s", 0.0) == 0.0 for r in below)
+    assert [r.predicted_s for r in below] == [
+        r.predicted_s for r in predict(before, after, _setting())
+    ]
 
 
 @pytest.mark.parametrize(
