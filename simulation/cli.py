@@ -14,6 +14,7 @@ import os
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 from simulation.distributed import IN_PROCESS, LOCAL_CLUSTER_WORKERS
 from simulation.model import LAN_RTT
@@ -292,6 +293,8 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 
     from benchmarks.andrew import run_andrew
     from servers import SERVERS, ServerError, running_server
+    from simulation.agent_path import AgentPath
+    from simulation.calibration_record import Spread
     from simulation.protocols import (
         SEEDS_MODELS,
         calibrate_repeated,
@@ -299,16 +302,22 @@ def _run_calibrate(args: argparse.Namespace) -> int:
         model_name,
         save_calibration,
     )
+    from simulation.validate import measure_agent_path
     from simulation.workloads import condense_trace, save_andrew
 
     load_start = os.getloadavg()
     load, cores = load_start[0], os.cpu_count() or 1
-    if load > cores:
+    mine = sorted(os.sched_getaffinity(0))
+    if len(mine) < cores:  # pinned: the others' load is on the other cores
+        print(f"aviary: simulate calibrate: pinned to CPU {','.join(map(str, mine))} (machine "
+              f"load {load:.1f} on {cores} cores): client and server share "
+              f"{len(mine)} core(s); the file records it", file=sys.stderr)  # fmt: skip
+    elif load > cores:
         print(f"aviary: simulate calibrate: the machine is busy (load {load:.1f} on {cores} "
               "cores): service times will come out slow; the file records the load",
               file=sys.stderr)  # fmt: skip
     measured: dict[str, ProtocolModel] = {}
-    spreads: dict[str, dict[str, tuple[float, float]]] = {}
+    spreads: dict[str, dict[str, Spread]] = {}
     # The catalogue's first server of a protocol gives the protocol's model its plain name
     # ("chirp" is cctools', the seeds' server); the others are "chirp-aviary" and so on.
     for key, spec in SERVERS.items():
@@ -325,8 +334,22 @@ def _run_calibrate(args: argparse.Namespace) -> int:
             print(f"calibrated {name} from {key} (unsupported: {unsupported})")
         except (ServerError, OSError, LookupError) as exc:
             print(f"not calibrated from {key}: {exc}", file=sys.stderr)
+    # The agent's path beyond the echo, per round trip, at the delays it is probed at.
+    agent_path: dict[str, Any] | None = None
+    try:
+        agent_path = measure_agent_path()
+    except RuntimeError as exc:
+        print(f"aviary: simulate calibrate: the agent's path term not measured: {exc}",
+              file=sys.stderr)  # fmt: skip
+    if agent_path is not None:
+        fit = AgentPath.from_json(agent_path["fit"])
+        print(f"calibrated the agent's path: {fit.intercept_s * 1e6:.0f} us + "
+              f"{fit.slope:.3f} x RTT per round trip beyond the echo")  # fmt: skip
+    metadata = calibration_metadata(args.repeat, spreads, load_start, agent_path)
+    for outlier in metadata["outliers"]:
+        print(f"outlier (not in the median's way): {outlier}")
     save_calibration({k: v for k, v in measured.items() if k not in SEEDS_MODELS},
-                     metadata=calibration_metadata(args.repeat, spreads, load_start))  # fmt: skip
+                     metadata=metadata)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="aviary-calibrate-") as tmp:
         traces = Path(tmp)
         run_andrew(traces / "out", args.files, ["native", "chirp/aviary"], traces)
@@ -339,6 +362,15 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say_calibration_problems() -> None:
+    """A stale, undated or foreign calibration is said before the models use it."""
+    from simulation.calibration_record import calibration_status
+    from simulation.protocols import CALIBRATION_FILE
+
+    for problem in calibration_status(CALIBRATION_FILE):
+        print(f"aviary: simulate: calibration: {problem}", file=sys.stderr)
+
+
 def run_simulate(args: argparse.Namespace) -> int:
     """Run one ``aviary simulate`` subcommand; returns the exit status."""
     try:
@@ -348,6 +380,7 @@ def run_simulate(args: argparse.Namespace) -> int:
             from simulation.validate import run_validate_command
 
             return run_validate_command(args.protocol, args.rtt, args.files, args.repeat, args.out)
+        _say_calibration_problems()
         if args.sim_kind == "andrew":
             return _run_andrew(args)
         if args.sim_kind == "sp5":

@@ -52,6 +52,10 @@ class Link:
     jitter: float = 0.0  # seconds, standard deviation of the round-trip time
     bandwidth: float = 12.5e6  # bytes per second (100 Mb/s, the seeds' LAN)
     rng: random.Random = field(default_factory=lambda: random.Random(1))
+    #: Seconds each round trip costs the client's path beyond the network's RTT: through
+    #: an interposition agent, the traced program, the agent and the relay each wake up
+    #: after the wait, which a plain echo does not pay (measured: ``agent_path``).
+    path_s: float = 0.0
 
     def round_trips(self, count: int, nbytes: float) -> float:
         """Seconds for ``count`` request/response pairs carrying ``nbytes`` in all.
@@ -59,7 +63,8 @@ class Link:
         The jitter of a sum of independent round trips grows with its square root.
         """
         noise = self.rng.gauss(0.0, self.jitter * math.sqrt(count)) if self.jitter else 0.0
-        return max(count * self.rtt + noise, count * self.rtt / 2) + nbytes / self.bandwidth
+        wire = max(count * self.rtt + noise, count * self.rtt / 2)
+        return wire + count * self.path_s + nbytes / self.bandwidth
 
 
 class Server:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from drivers import Driver, DriverCounters, Handle, OpCounters
+from simulation.calibration_record import Spread, summarise
 
 __all__ = [
     "CALIBRATION_FILE",
@@ -392,7 +393,7 @@ def median_cost(costs: list[OpCost]) -> OpCost:
 def calibrate_repeated(
     driver: Driver, name: str, origin: str, repeat: int = CALIBRATION_REPEATS,
     **options: Any,
-) -> tuple[ProtocolModel, dict[str, tuple[float, float]]]:  # fmt: skip
+) -> tuple[ProtocolModel, dict[str, Spread]]:  # fmt: skip
     """:func:`calibrate_driver` ``repeat`` times; every field of every cost is the median.
 
     One calibration can catch a transient (a page-cache miss, another process's burst:
@@ -401,18 +402,18 @@ def calibrate_repeated(
     repeats found it so.
 
     Returns:
-        The model, and per operation the (lowest, highest) seconds per round trip seen
-        across the repeats, to show how far apart the repeats were.
+        The model, and per operation the spread of its service time across the repeats
+        (median, quartiles, range, and the repeats that lie outside the fences, named).
     """
     runs = [calibrate_driver(driver, name, origin, **options) for _ in range(repeat)]
     costs: dict[str, OpCost] = {}
-    spread: dict[str, tuple[float, float]] = {}
+    spread: dict[str, Spread] = {}
     for op in sorted({op for run in runs for op in run.costs}):
         seen = [run.costs[op] for run in runs if op in run.costs]
         if 2 * len(seen) <= len(runs) - sum(op in run.unsupported for run in runs):
             continue
         costs[op] = median_cost(seen)
-        spread[op] = (min(c.service_s for c in seen), max(c.service_s for c in seen))
+        spread[op] = summarise([c.service_s for c in seen])
     unsupported = frozenset(
         op for op in OPERATIONS if 2 * sum(op in run.unsupported for run in runs) > len(runs)
     )
@@ -421,34 +422,47 @@ def calibrate_repeated(
 
 def calibration_metadata(
     repeat: int,
-    spreads: dict[str, dict[str, tuple[float, float]]],
+    spreads: dict[str, dict[str, Spread]],
     load_start: Sequence[float] = (),
+    agent_path: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """When, where and how the calibration was made: the file's ``_calibration`` entry.
 
     Args:
         repeat: whole calibrations per server.
-        spreads: per server and operation, the lowest and highest service time seen.
+        spreads: per server and operation, the service time's spread across the repeats.
         load_start: the load averages (1, 5, 15 minutes) when the calibration began.
+        agent_path: the agent's path term (``AgentPath.to_json``), if measured.
     """
     from benchmarks.common import machine_description
 
-    return {
+    outliers = [
+        f"{name} {op}: repeat {i + 1} at {value * 1e6:.0f} us (median {s.median * 1e6:.0f} us)"
+        for name, ops in sorted(spreads.items())
+        for op, s in sorted(ops.items())
+        for i, value in s.outliers
+    ]
+    document: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine_description(),
         "method": (
             f"each operation timed {CALIBRATION_RUNS} times after {CALIBRATION_WARMUP} untimed "
             f"(median); the whole calibration repeated {repeat} times per server and each field "
-            "the median of the repeats"
+            "the median of the repeats; spread: quartiles, range, and outliers (beyond 1.5 "
+            "interquartile ranges) named by repeat"
         ),
         "repeats": repeat,
         # A busy machine slows every service time: the load says how far to trust them.
         "load_average_start": [round(x, 2) for x in load_start],
         "load_average_end": [round(x, 2) for x in os.getloadavg()],
         "service_s_spread": {
-            name: {op: list(r) for op, r in ops.items()} for name, ops in spreads.items()
+            name: {op: asdict(r) for op, r in ops.items()} for name, ops in spreads.items()
         },
+        "outliers": outliers,
     }
+    if agent_path is not None:
+        document["agent_path"] = agent_path
+    return document
 
 
 def save_calibration(

@@ -104,6 +104,7 @@ def simulate_andrew(
     *,
     bandwidth: float | None = None,
     client_seconds: Mapping[str, float] | None = None,
+    path_s: float = 0.0,
 ) -> AndrewResult:
     """Replay the Andrew-like stages for ``workers`` clients sharing one server.
 
@@ -117,6 +118,8 @@ def simulate_andrew(
         client_seconds: per stage, the seconds the client spends not waiting on the
             server (the programs' CPU, the agent's handling); none by default, so a
             stage is its remote operations alone.
+        path_s: seconds each round trip costs the client's path beyond ``rtt``
+            (:attr:`Link.path_s`: an agent's wake-ups, measured by ``agent_path``).
 
     Returns:
         Each stage's time per worker, and the stages the protocol cannot run.
@@ -126,7 +129,7 @@ def simulate_andrew(
     result = AndrewResult(model.name, model.origin, rtt, workers)
     rng = random.Random(SEED)
     for _ in range(workers):
-        link = Link(rtt, jitter, rng=random.Random(rng.random()))
+        link = Link(rtt, jitter, rng=random.Random(rng.random()), path_s=path_s)
         if bandwidth is not None:
             link.bandwidth = bandwidth
         connection = Connection(env, link, server, connect_cost=model.costs.get("connect"))

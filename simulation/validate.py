@@ -42,11 +42,21 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.andrew import agent_prefix, generate_tree, run_stages
 from drivers import Driver, driver_for_scheme, parse_url
-from simulation.protocols import ProtocolModel, calibrate_driver, median_cost
+from simulation.agent_path import (
+    CALIBRATION_PAIRS,
+    CALIBRATION_RTTS,
+    PROBE_CALLS,
+    fit_path,
+    measure_pairs,
+    probe_once,
+    recorded_path,
+)
+from simulation.calibration_record import calibration_status
+from simulation.protocols import CALIBRATION_FILE, ProtocolModel, calibrate_driver, median_cost
 from simulation.validate_measure import (
     EchoServer,
     andrew_run,
@@ -72,17 +82,21 @@ from simulation.validate_results import (
 )
 from simulation.workloads import STAGES, condense_trace, remote_time, traced_round_trips
 
+PATH_SERVER = "chirp/aviary"  # the server ``aviary simulate calibrate`` probes the agent's path on
+
 if TYPE_CHECKING:
     from faultnet.kernel import KernelNet
     from servers import RunningServer
 
 __all__ = [
     "FIGURE7_OPERATIONS",
+    "PATH_SERVER",
     "TOLERANCE",
     "EchoServer",
     "ValidationError",
     "ValidationReport",
     "markdown_from_document",
+    "measure_agent_path",
     "parse_rtts",
     "run_validation",
     "write_report",
@@ -127,7 +141,9 @@ def run_validation(
                 return _validate(
                     net, server, echo, protocol, key, rtts, files, repeat, figure7_runs
                 )
-    except (ServerError, KernelUnavailable) as exc:
+    except ValidationError:
+        raise
+    except (ServerError, KernelUnavailable, RuntimeError) as exc:  # a probe that failed, too
         raise ValidationError(str(exc)) from None
     except OSError as exc:
         raise ValidationError(f"{key} through the relay: {exc}") from None
@@ -218,6 +234,15 @@ def _validate(
                     figure7, figure7_base, echoes = net.in_client(
                         lambda: measure_figure7(driver, figure7_runs, latency, echo_address)
                     )
+                    path = None
+                    if rtt > 0:
+                        say(f"validate: RTT {label} ({repetition + 1} of {repeat}): agent's path")
+                        path = measure_pairs(
+                            rtt,
+                            lambda r: net.delay(r / 2),
+                            lambda: net.in_client(lambda: ping_samples(echo_address)),
+                            lambda: probe_once(prefix, dest, work / "probe.jsonl"),
+                        )
                     after = net.in_client(lambda: ping_samples(echo_address))
                     say(f"validate: RTT {label} ({repetition + 1} of {repeat}): Andrew-like run")
                     run = andrew_run(source, dest, work, prefix, trace, label)
@@ -247,6 +272,7 @@ def _validate(
                         {name: (n, seconds / n) for name, (n, seconds) in sorted(per_call.items())},
                         echoes[True],
                         echoes[False],
+                        path,
                     )
                     calibrations.append(calibrate(len(calibrations)))
                     settings.append(setting)
@@ -294,6 +320,10 @@ def _report(
         combine(predictions),
         figure7_runs, load_start, os.getloadavg()[0],
     )  # fmt: skip
+    points = [s.agent_path for s in settings if s.agent_path is not None]
+    report.agent_path = fit_path(points) if points else None
+    report.recorded_agent_path = recorded_path()
+    report.calibration_problems = calibration_status(CALIBRATION_FILE)
     return report
 
 
@@ -313,3 +343,67 @@ def run_validate_command(protocol: str, rtts_text: str, files: int, repeat: int,
     print(summary(report))
     print(f"wrote {', '.join(str(p) for p in paths)}")
     return 0 if report.within == len(report.rows) else 1
+
+
+def measure_agent_path(
+    rtts: Sequence[float] = CALIBRATION_RTTS, pairs: int = CALIBRATION_PAIRS
+) -> dict[str, Any]:
+    """The path term, measured through faultnet's relay against ``PATH_SERVER``.
+
+    Returns:
+        The calibration file's ``agent_path`` entry: the server, the method and the fit
+        (``AgentPath.to_json``), with every point's spread.
+
+    Raises:
+        RuntimeError: the kernel back-end or the server is unavailable, or a probe failed.
+    """
+    from faultnet.kernel import KernelNet, KernelUnavailable
+    from servers import ServerError, running_server
+
+    reason = KernelNet.missing()
+    if reason is not None:
+        raise RuntimeError(f"the kernel back-end cannot run here: {reason}")
+    try:
+        with (
+            running_server(PATH_SERVER) as server,
+            EchoServer() as echo,
+            KernelNet((server.host, server.port), extra_ports=(echo.port,)) as net,
+        ):
+            os.environ.update(server.client_env)
+            relay = net.address
+            location = replace(parse_url(server.url()), host=relay[0], port=relay[1])
+            driver = net.in_client(
+                lambda: driver_for_scheme(location.scheme).from_location(location, timeout=60.0)
+            )
+            try:
+                net.in_client(lambda: driver.mkdir("/probe"))
+            finally:
+                net.in_client(driver.close_driver)
+            target = agent_prefix(server, relay) + "/probe"
+            prefix = net.client_command([])
+            echo_at = (relay[0], echo.port)
+            with tempfile.TemporaryDirectory(prefix="aviary-path-") as tmp:
+                trace = Path(tmp) / "probe.jsonl"
+                points = [
+                    measure_pairs(
+                        rtt,
+                        lambda r: net.delay(r / 2),
+                        lambda: net.in_client(lambda: ping_samples(echo_at)),
+                        lambda: probe_once(prefix, target, trace),
+                        pairs,
+                    )
+                    for rtt in rtts
+                ]
+    except (ServerError, KernelUnavailable, OSError) as exc:
+        raise RuntimeError(f"{PATH_SERVER} through the relay: {exc}") from None
+    return {
+        "server": PATH_SERVER,
+        "method": (
+            f"a program stats a remote path {PROBE_CALLS} times under aviary run, at RTT 0 and "
+            f"at each delay in {pairs} alternating pairs, each run between two echoes through "
+            "the relay; per pair, the mean per round trip at the delay less at 0, less the "
+            "echo's mean at the delay less at 0; the median per delay, and a least-squares "
+            "line through the medians"
+        ),
+        "fit": fit_path(points).to_json(),
+    }

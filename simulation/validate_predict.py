@@ -76,13 +76,14 @@ def _pair_model(before: Calibration, after: Calibration) -> ProtocolModel:
     return ProtocolModel(before.model.name, before.model.origin, costs, before.model.unsupported)
 
 
-def _stage_prediction(calibration: Calibration, rtt: float) -> dict[str, float]:
+def _stage_prediction(calibration: Calibration, rtt: float, path_s: float) -> dict[str, float]:
     result = simulate_andrew(
         calibration.model,
         calibration.stages,
         rtt,
         bandwidth=LINK_BANDWIDTH,
         client_seconds=calibration.client_s,
+        path_s=path_s,
     )
     return {stage: result.stage_seconds[stage][0] for stage in STAGES}
 
@@ -110,13 +111,18 @@ def predict(before: Calibration, after: Calibration, setting: Setting) -> list[R
     """Every stage and Figure 7 operation of ``setting``, predicted from its two calibrations."""
     label = rtt_label(setting.nominal_rtt_s)
     pair = (before, after)
-    at_run = [_stage_prediction(c, setting.run_rtt_s) for c in pair]
-    at_nominal = [_stage_prediction(c, setting.nominal_rtt_s + c.run_rtt_s) for c in pair]
+    # The agent's path beyond the echo, per round trip: 0 at RTT 0, where the calibrations'
+    # client time already holds it. The agent's round trip carries the echo's path and more, so
+    # a probe below the echo (its echoes and runs met the load at other moments) is noise: 0.
+    path_s = max(0.0, setting.agent_path.excess.median) if setting.agent_path is not None else 0.0
+    at_run = [_stage_prediction(c, setting.run_rtt_s, path_s) for c in pair]
+    at_nominal = [_stage_prediction(c, setting.nominal_rtt_s + c.run_rtt_s, path_s) for c in pair]
     rows: list[Row] = []
     for stage in STAGES:
         predicted = statistics.fmean(p[stage] for p in at_run)
         calibration = statistics.fmean(c.run_s[stage] for c in pair)
         index = STAGES.index(stage)
+        round_trips = statistics.fmean(model_round_trips(c.model, c.stages[index]) for c in pair)
         terms = {
             "calibration_s": calibration,
             "calibration_gap_pct": abs(before.run_s[stage] - after.run_s[stage])
@@ -125,10 +131,10 @@ def predict(before: Calibration, after: Calibration, setting: Setting) -> list[R
             "network_model_s": predicted - calibration,
             "network_measured_s": setting.andrew_s[stage] - calibration,
             "client_model_s": statistics.fmean(c.client_s[stage] for c in pair),
-            "round_trips_model": statistics.fmean(
-                model_round_trips(c.model, c.stages[index]) for c in pair
-            ),
+            "round_trips_model": round_trips,
             "round_trips_trace": float(setting.round_trips[stage]),
+            "path_per_round_trip_s": path_s,
+            "path_model_s": path_s * round_trips,
         }
         note = "" if setting.same_as_native[stage] else "output differs from native"
         rows.append(

@@ -75,6 +75,9 @@ def _terms(rows: list[dict[str, Any]]) -> list[str]:
         "(its costs times the trace's operations) and the run's (the drivers' counters in "
         "its trace).",
         "",
+        "The network term includes the agent's path: per round trip, what the probe measured "
+        "beyond the echo at that RTT (see below), times the model's round trips.",
+        "",
     ]
     lines += _terms_table(
         rows,
@@ -87,6 +90,11 @@ def _terms(rows: list[dict[str, Any]]) -> list[str]:
             ("network: measured", lambda t: _seconds(t["network_measured_s"])),
             ("round trips: model", lambda t: f"{t['round_trips_model']:.0f}"),
             ("round trips: trace", lambda t: f"{t['round_trips_trace']:.0f}"),
+            (
+                "agent's path per round trip",
+                lambda t: f"{t.get('path_per_round_trip_s', 0.0) * 1e6:.0f} us",
+            ),
+            ("agent's path in the stage", lambda t: _seconds(t.get("path_model_s", 0.0))),
         ],
     )
     lines += [
@@ -126,6 +134,57 @@ def _terms_table(
     return lines
 
 
+def _fit_text(fit: dict[str, Any]) -> str:
+    return (
+        f"{fit['intercept_s'] * 1e6:.0f} us + {fit['slope']:.3f} x RTT per round trip "
+        f"(at 2 ms: {(fit['intercept_s'] + 0.002 * fit['slope']) * 1e6:.0f} us, at 10 ms: "
+        f"{(fit['intercept_s'] + 0.01 * fit['slope']) * 1e6:.0f} us)"
+    )
+
+
+def _agent_path(document: dict[str, Any]) -> list[str]:
+    """The path term: each probe's spread, the fit, the calibration file's term and status."""
+    fit = document.get("agent_path")
+    lines = [
+        "The agent's path (a first-principles term of the model): a program under `aviary run` "
+        "stats a remote path in a loop, at RTT 0 and at the setting's RTT in alternating runs, "
+        "each between two echoes; per pair, the time per round trip at the RTT less at 0, less "
+        "the echo's at the RTT less at 0, is what the agent's path pays beyond the network (the "
+        "traced program, the agent and the relay each wake up after the wait; at RTT 0 that "
+        "time is in the client's own time). Each stage's prediction adds it per round trip.",
+        "",
+    ]
+    if "agent_path" not in document:
+        return [*lines, "(this validation predates the term: run it again to measure it)", ""]
+    if fit is None:
+        return [*lines, "No setting above RTT 0: the term was not measured.", ""]
+    lines += [
+        "| RTT asked | run | excess per round trip (median) | quartiles | range | outliers | "
+        "agent at RTT | echo at RTT | agent at 0 | echo at 0 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n, p in enumerate(fit["points"]):
+        e = p["excess"]
+        outliers = ", ".join(f"pair {i + 1}: {v * 1e6:.0f} us" for i, v in e["outliers"]) or "none"
+        lines.append(
+            f"| {p['rtt_s'] * 1e3:g} ms | {n + 1} | {e['median'] * 1e6:.0f} us | "
+            f"{e['q1'] * 1e6:.0f} - {e['q3'] * 1e6:.0f} us | {e['low'] * 1e6:.0f} - "
+            f"{e['high'] * 1e6:.0f} us | {outliers} | {p['round_trip_s'] * 1e3:.2f} ms | "
+            f"{p['echo_s'] * 1e3:.2f} ms | {p['base_round_trip_s'] * 1e3:.2f} ms | "
+            f"{p['base_echo_s'] * 1e3:.2f} ms |"
+        )
+    lines += ["", f"Fitted over these runs: {_fit_text(fit)}."]
+    recorded = document.get("recorded_agent_path")
+    lines.append(
+        f"The calibration file's term: {_fit_text(recorded)}."
+        if recorded is not None
+        else "The calibration file has no agent's path term (made before it was measured)."
+    )
+    for problem in document.get("calibration_problems", []):
+        lines.append(f"Calibration file: {problem}.")
+    return [*lines, ""]
+
+
 def _machine(document: dict[str, Any]) -> str:
     machine = document["machine"]
     return (
@@ -141,7 +200,10 @@ def summary(report: ValidationReport) -> str:
     """The verdict and the main table (what the command prints)."""
     rows = [_row_document(r) for r in report.rows]
     document = {"rows": rows, "within": report.within, "tolerance": TOLERANCE}
-    return "\n".join([*_verdict(document), "", *_table(rows)])
+    path = report.agent_path
+    said = [] if path is None else ["", f"The agent's path: {_fit_text(path.to_json())}."]
+    said += [f"Calibration file: {problem}." for problem in report.calibration_problems]
+    return "\n".join([*_verdict(document), "", *_table(rows), *said])
 
 
 def _row_document(row: Row) -> dict[str, Any]:
@@ -159,7 +221,8 @@ def _method(document: dict[str, Any]) -> list[str]:
         "traced Andrew-like run: its operations, and its stage times less the model's remote "
         "time, the client's own time), and each run is predicted from the calibrations either "
         "side of it, at the RTT an echo through the relay measured just before and after it "
-        "(the mean: a stage is a sum of many round trips, late ones included). "
+        "(the mean: a stage is a sum of many round trips, late ones included), plus the agent's "
+        "path per round trip, measured by a probe at that RTT just before the run. "
         "A Figure 7 operation's calls alternate in blocks with the same calls at RTT 0, their "
         "calibration; the model adds its round trips, each a draw of the echoes. No measured "
         "run's time is an input of its prediction.",
@@ -183,6 +246,8 @@ def markdown_from_document(document: dict[str, Any]) -> str:
         *_table(document["rows"]),
         "",
         *_terms(document["rows"]),
+        "",
+        *_agent_path(document),
     ]
     return "\n".join(lines) + "\n"
 
@@ -271,6 +336,11 @@ def _document(report: ValidationReport) -> dict[str, Any]:
         "settings": [asdict(s) for s in report.settings],
         "rows": [_row_document(r) for r in report.rows],
         "within": report.within,
+        "agent_path": report.agent_path.to_json() if report.agent_path else None,
+        "recorded_agent_path": (
+            report.recorded_agent_path.to_json() if report.recorded_agent_path else None
+        ),
+        "calibration_problems": report.calibration_problems,
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
+from simulation.agent_path import AgentPath, PathPoint
 from simulation.network import parse_network
 from simulation.protocols import ProtocolModel
 from simulation.workloads import AndrewStage
@@ -165,6 +166,9 @@ class Setting:
     #: a distribution, not one number.
     echo_samples_s: list[float] = field(default_factory=list)
     echo_base_samples_s: list[float] = field(default_factory=list)
+    #: What a round trip through the agent costs beyond the echo at this RTT, measured by
+    #: the probe just before the Andrew-like run (none at RTT 0: zero by construction).
+    agent_path: PathPoint | None = None
 
 
 @dataclass
@@ -184,6 +188,11 @@ class ValidationReport:
     figure7_runs: int = FIGURE7_RUNS
     load_start: float = 0.0  # one-minute load average when the run began
     load_end: float = 0.0
+    #: The path term fitted through every setting's probe (``excess = a + b * RTT``).
+    agent_path: AgentPath | None = None
+    #: The calibration file's own path term, and what is wrong with the file here.
+    recorded_agent_path: AgentPath | None = None
+    calibration_problems: list[str] = field(default_factory=list)
 
     @property
     def within(self) -> int:

@@ -229,8 +229,9 @@ def test_calibrate_repeated_on_the_local_driver(tmp_path: Path) -> None:
 
     model, spread = calibrate_repeated(LocalDriver(tmp_path), "local", "measured: local", 3, runs=5)
     assert {"stat", "pread", "pwrite", "rename"} <= set(model.costs)
-    low, high = spread["stat"]
-    assert low <= model.costs["stat"].service_s <= high
+    stat = spread["stat"]
+    assert stat.count == 3 and stat.low <= stat.q1 <= stat.median <= stat.q3 <= stat.high
+    assert stat.median == model.costs["stat"].service_s
 
 
 def test_thousand_workers_saturate_one_server() -> None:

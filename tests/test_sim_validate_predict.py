@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from simulation.agent_path import PathPoint
+from simulation.calibration_record import summarise
 from simulation.protocols import OpCost, ProtocolModel
 from simulation.validate_predict import (
     client_seconds,
@@ -32,6 +34,7 @@ CLIENT = {"copy": 0.2, "list": 0.1, "scan": 0.2, "make": 4.0, "delete": 0.1}  # 
 OPERATIONS = {"copy": 120, "list": 100, "scan": 200, "make": 1600, "delete": 75}
 BASE_RTT = 150e-6  # the relay's path with no latency added
 RTT = 0.0105  # what the echo measured at 10 ms asked
+PATH = 0.7e-3  # seconds per round trip the agent's path pays beyond the echo, at 10 ms
 
 
 def _cost(round_trips: float, service: float) -> OpCost:
@@ -47,13 +50,20 @@ def _model(round_trips: float = 1.0) -> ProtocolModel:
 STAGE_LIST = [AndrewStage(s, {"stat": OPERATIONS[s]}, 0, 0) for s in STAGES]
 
 
-def _physics(rtt: float, service: float = SERVICE) -> dict[str, float]:
-    """What a run takes on the testbed: client time, and one round trip plus service per call."""
-    connect = 4 * (rtt + 1e-3)  # the first stage opens the connection
+def _physics(rtt: float, service: float = SERVICE, path: float = 0.0) -> dict[str, float]:
+    """What a run takes on the testbed: client time, and one round trip plus service per call.
+
+    ``path``: what each round trip through the agent pays beyond ``rtt`` (0 at RTT 0).
+    """
+    connect = 4 * (rtt + path + 1e-3)  # the first stage opens the connection
     return {
-        s: CLIENT[s] + OPERATIONS[s] * (rtt + service) + (connect if s == "copy" else 0.0)
+        s: CLIENT[s] + OPERATIONS[s] * (rtt + path + service) + (connect if s == "copy" else 0.0)
         for s in STAGES
     }
+
+
+def _path_point(excess: float) -> PathPoint:
+    return PathPoint(0.01, summarise([excess] * 3), RTT + excess, RTT, BASE_RTT, BASE_RTT, 1.0)
 
 
 def _calibration(
@@ -66,16 +76,21 @@ def _calibration(
     )  # fmt: skip
 
 
-def _setting(rtt: float = RTT, repetition: int = 0, service: float = SERVICE) -> Setting:
+def _setting(
+    rtt: float = RTT, repetition: int = 0, service: float = SERVICE, path: float = 0.0,
+    measured_path: float | None = None,
+) -> Setting:  # fmt: skip
+    """A run at ``rtt`` whose agent pays ``path``; its probe measured ``measured_path``."""
     call, base = rtt + service, BASE_RTT + service
+    probe = path if measured_path is None else measured_path
     return Setting(
-        0.01, repetition, rtt, rtt, _physics(rtt, service), dict.fromkeys(STAGES, True),
+        0.01, repetition, rtt, rtt, _physics(rtt, service, path), dict.fromkeys(STAGES, True),
         dict(OPERATIONS), {s: OPERATIONS[s] * rtt for s in STAGES}, dict(OPERATIONS),
         {"stat": call, "open/close": 2 * call, "read 1B": call, "read 8KB": call,
          "write 8KB": call},
         {"stat": base, "open/close": 2 * base, "read 1B": base, "read 8KB": base,
          "write 8KB": base},
-        BASE_RTT, (0, 1), (1.0, 1.0),
+        BASE_RTT, (0, 1), (1.0, 1.0), agent_path=_path_point(probe) if probe else None,
     )  # fmt: skip
 
 
@@ -104,6 +119,30 @@ def _halved_link(setting: Setting) -> Setting:
         run_rtt_s=setting.run_rtt_s / 2,
         figure7_base_rtt_s=setting.figure7_base_rtt_s / 2,
     )
+
+
+def test_the_agents_path_is_a_term_per_round_trip() -> None:
+    """A testbed whose agent pays 0.7 ms per round trip beyond the echo: with the probe's
+    term the stages are predicted exactly; with the term dropped (the probe reading 0)
+    every stage comes out low by the path times its round trips."""
+    model = _model()
+    before, after = _calibration(0, model), _calibration(1, model)
+    rows = {r.name: r for r in predict(before, after, _setting(path=PATH)) if r.kind == "andrew"}
+    for stage, row in rows.items():
+        assert abs(row.error_pct) < 0.5, (stage, row.error_pct)
+        assert row.terms["path_per_round_trip_s"] == pytest.approx(PATH)
+        assert row.terms["path_model_s"] == pytest.approx(PATH * OPERATIONS[stage])
+    dropped = predict(before, after, _setting(path=PATH, measured_path=0.0))
+    for row in (r for r in dropped if r.kind == "andrew"):
+        low = PATH * OPERATIONS[row.name] + (4 * PATH if row.name == "copy" else 0.0)
+        assert row.predicted_s == pytest.approx(row.measured_s - low), row.name
+        assert row.error_pct < -2.0, (row.name, row.error_pct)
+    # A probe that read below the echo (noise: the agent's path holds the echo's) adds nothing.
+    below = predict(before, after, _setting(measured_path=-2e-3))
+    assert all(r.terms.get("path_per_round_trip_s", 0.0) == 0.0 for r in below)
+    assert [r.predicted_s for r in below] == [
+        r.predicted_s for r in predict(before, after, _setting())
+    ]
 
 
 @pytest.mark.parametrize(
@@ -154,21 +193,31 @@ def test_the_boundary_is_15_percent_of_the_measured_time() -> None:
 
 
 def test_the_tables_show_model_beside_measured_with_the_error(tmp_path: Path) -> None:
+    from simulation.agent_path import fit_path
     from simulation.validate_render import _document
     from simulation.validate_results import ValidationReport
 
     model = _model()
-    rows = combine([predict(_calibration(0, model), _calibration(1, model), _setting())])
+    setting = _setting(path=PATH)
+    rows = combine([predict(_calibration(0, model), _calibration(1, model), setting)])
     report = ValidationReport(
         "test", "test/server", 30, 1, BASE_RTT, model, STAGE_LIST, _physics(BASE_RTT),
-        dict(CLIENT), [_calibration(0, model), _calibration(1, model)], [_setting()], rows,
+        dict(CLIENT), [_calibration(0, model), _calibration(1, model)], [setting], rows,
     )  # fmt: skip
+    assert setting.agent_path is not None
+    report.agent_path = fit_path([setting.agent_path])
+    report.calibration_problems = ["calibration.json is stale: made 2026-10-01T00:00:00Z"]
     text = summary(report)
+    assert "The agent's path: 700 us + 0.000 x RTT per round trip" in text
+    assert "Calibration file: calibration.json is stale" in text
     assert f"**{len(rows)} of {len(rows)}**" in text
     assert "| 10 ms | 10.50 ms | andrew | make |" in text
     page = markdown_from_document(_document(report))
     assert "model (median)" in page and "each run's error" in page and "load average" in page
     assert "round trips: trace" in page and "| 10 ms | make |" in page
+    assert "| 10 ms | 1 | 700 us | 700 - 700 us |" in page  # the probe, with its spread
+    assert "agent's path in the stage" in page and "| 700 us | 1.120 s |" in page
+    assert "no agent's path term" in page and "Calibration file: calibration.json is stale" in page
     md, _, document, png = write_report(report, tmp_path)
     assert png.stat().st_size > 10_000 and "The calibrations (RTT 0)" in md.read_text()
     assert json.loads(document.read_text())["rows"][0]["pair_errors_pct"] == [
@@ -185,5 +234,9 @@ def test_link_time_is_the_median_of_a_sum_of_round_trips() -> None:
 
 
 def test_an_older_validation_json_is_named_as_such() -> None:
+    from simulation.validate_render import _agent_path
+
     old = {"rows": [{"setting": "2 ms", "kind": "andrew", "name": "copy", "error_pct": 1.0}]}
     assert "written by an older aviary" in markdown_from_document(old)
+    assert "predates the term" in "\n".join(_agent_path({"rows": []}))
+    assert "not measured" in "\n".join(_agent_path({"rows": [], "agent_path": None}))

@@ -31,6 +31,11 @@ def test_validation_measures_and_predicts_every_stage_and_operation(tmp_path: Pa
     assert [c.index for c in report.calibrations] == [0, 1, 2]
     assert [s.calibrations for s in report.settings] == [(0, 1), (1, 2)]
     assert all(c.run_rtt_s < 0.005 for c in report.calibrations)
+    # The agent's path was probed at 5 ms (not at 0, its reference), one stat a round trip,
+    # and each stage's prediction carries it per round trip.
+    assert zero.agent_path is None and slow.agent_path is not None
+    assert slow.agent_path.round_trips_per_call == 1.0 and slow.agent_path.excess.count == 3
+    assert report.agent_path is not None and report.agent_path.points == (slow.agent_path,)
     # The model replays the operations the agent's trace recorded from the drivers' counters
     # (ls -l's lstat of each name is only there, not in a syscall mapping), and a new
     # connection costs the handshake and the login.
@@ -72,7 +77,11 @@ def test_validation_measures_and_predicts_every_stage_and_operation(tmp_path: Pa
     assert report_site.run_site(tmp_path, "quick", ["validation"]) == 0
     page = (tmp_path / "index.html").read_text()
     assert "Validation: the simulation against real runs" in page and "validation.png" in page
-    assert "model (median)" in page and "load average" in page
+    assert (
+        "model (median)" in page
+        and "load average" in page
+        and "a first-principles term of the model" in page
+    )
     for row in report.rows:
         assert f"<td>{row.error_pct:+.1f}%</td>" in page, row
 
