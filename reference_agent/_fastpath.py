@@ -272,7 +272,7 @@ def install(
         return fast
     calls = {nr: FAST_CALLS[entry.name] for nr, entry in table.items() if entry.name in FAST_CALLS}
     prefixes = [mount.logical for mount in namespace.mounts]
-    prefixes += ["/" + service for service in namespace.services]
+    prefixes += namespace.service_prefixes
     prefixes.append("/proc")  # a remote descriptor's /proc/PID/fd link names a remote file
     try:
         fast.configure(calls, prefixes)

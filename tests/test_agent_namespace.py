@@ -119,3 +119,16 @@ def test_service_paths_carry_a_login() -> None:
         "ftp", "127.0.0.1", 2121, "/pub/f", user="alice", password="s@cret"
     )
     assert isinstance(target, RemoteTarget) and target.endpoint == "ftp://alice@127.0.0.1:2121"
+
+
+def test_no_service_prefix_shadows_a_system_directory() -> None:
+    """xrootd's URL scheme is "root": as a prefix it sent root's home to a server named "lib"."""
+    from reference_agent.namespace._resolve import registered_services
+
+    ns = Namespace(services=registered_services())
+    assert ns.resolve("/root/lib/python311.zip") == LocalTarget("/root/lib/python311.zip")
+    assert ns.resolve("/xrootd/127.0.0.1:1094/f") == RemoteTarget("xrootd", "127.0.0.1", 1094, "/f")
+    mounted = Namespace(parse_mountlist("/data root://127.0.0.1:1094/d\n"), registered_services())
+    assert mounted.resolve("/data/f") == RemoteTarget("root", "127.0.0.1", 1094, "/d/f")
+    assert ns.resolve("/root") == LocalTarget("/root")
+    assert "/xrootd" in ns.service_prefixes and "/root" not in ns.service_prefixes

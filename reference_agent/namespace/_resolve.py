@@ -35,6 +35,36 @@ __all__ = [
 DEFAULT_SERVICES: Mapping[str, int] = {"chirp": 9094}
 
 
+#: The top-level directories of a Linux system (the FHS's, and /root, home of the user who
+#: runs everything as root). A service spelled like one (xrootd's URL scheme "root") is
+#: accepted in URLs but is never a path prefix: /root/lib/x.zip must not ask a server "lib".
+SYSTEM_DIRECTORIES = frozenset(
+    [
+        "bin",
+        "boot",
+        "dev",
+        "etc",
+        "home",
+        "lib",
+        "lib32",
+        "lib64",
+        "libx32",
+        "media",
+        "mnt",
+        "opt",
+        "proc",
+        "root",
+        "run",
+        "sbin",
+        "srv",
+        "sys",
+        "tmp",
+        "usr",
+        "var",
+    ]
+)
+
+
 def registered_services() -> dict[str, int]:
     """Every registered remote driver's scheme, as a service prefix, with its default port."""
     return service_ports() or dict(DEFAULT_SERVICES)
@@ -124,6 +154,11 @@ class Namespace:
                 except ValueError as exc:
                     raise MountlistError(f"{mount.source or mount.logical}: {exc}") from None
 
+    @property
+    def service_prefixes(self) -> list[str]:
+        """The services that are path prefixes (``/chirp``): all but the system directories."""
+        return ["/" + name for name in self.services if name not in SYSTEM_DIRECTORIES]
+
     def mount_for(self, logical: str) -> Mount | None:
         for mount in self.mounts:
             if mount.covers(logical):
@@ -164,7 +199,7 @@ class Namespace:
                 location.password,
             )
         parts = physical.split("/", 3)  # "", service, authority, rest
-        if len(parts) < 2 or parts[1] not in self.services:
+        if len(parts) < 2 or parts[1] not in self.services or parts[1] in SYSTEM_DIRECTORIES:
             return LocalTarget(physical, access)
         service = parts[1]
         if len(parts) == 2 or not parts[2]:
