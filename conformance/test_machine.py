@@ -84,8 +84,11 @@ DATA = st.one_of(
 
 
 def paths_for(caps: Capabilities) -> tuple[str, ...]:
-    """The names a driver can keep: no leading dots where they are hidden, and so on."""
+    """The names a driver can keep: no leading dots where they are hidden, no component
+    longer than it keeps, and so on."""
     paths: tuple[str, ...] = ALL_PATHS
+    if caps.name_max < len(LONG_NAME):  # the longest name the protocol keeps, instead
+        paths = tuple(p.replace(LONG_NAME, "n" * caps.name_max) for p in paths)
     if not caps.lists_dotfiles:
         paths = tuple(p for p in paths if not p.rsplit("/", 1)[1].startswith("."))
     if not caps.trailing_spaces:

@@ -191,6 +191,8 @@ class Capabilities:
     lists_dotfiles: bool = True
     #: A name may end with a space (pure-ftpd stores it as '_').
     trailing_spaces: bool = True
+    #: The longest name component, in bytes, the driver makes and lists back whole (Linux: 255).
+    name_max: int = 255
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,9 @@ What XRootD cannot do, or does differently (measured against xrootd 5.5.3):
   sharing is safe), but another client, or a new file under a name an open
   file had before a rename, gets EBUSY;
 - directory listings are newline-separated text: a name holding a newline
-  breaks the listing (EIO);
+  breaks the listing (EIO); they cut a 255-byte name to 254 bytes, which name
+  nothing: no name over 254 bytes is made (ENAMETOOLONG), and a listing with a
+  cut name (made behind the server) is EIO, never a name that is not there;
 - ``utimens`` fails with ENOTSUP (the protocol cannot set times); chmod
   carries the nine rwx bits only: setuid/setgid/sticky fail with ENOTSUP;
 - open has no "create if missing, keep if present": ``O_CREAT`` without
@@ -86,10 +88,12 @@ from drivers._xrootd_replies import (
     IS_DIR,
     IS_READABLE,
     IS_WRITABLE,
+    LISTED_NAME_MAX,
     X_BIT_SET,
     body_size,
     errno_for_status,
     kind_of,
+    must_list_whole,
     stat_from_info,
 )
 
@@ -161,6 +165,7 @@ class XRootDDriver(Driver):
         utimens=False,
         time_resolution_ns=1_000_000_000,
         link_counts=False,
+        name_max=LISTED_NAME_MAX,
     )
     service = "xrootd"
     default_port = XROOTD_PORT
@@ -350,6 +355,7 @@ class XRootDDriver(Driver):
         create = bool(flags & os.O_CREAT)
         if create:  # the server makes missing parent directories on create: POSIX does not
             self._parent_must_be_directory(path)
+            must_list_whole(path)
         if create and flags & os.O_EXCL:
             base |= OpenFlags.NEW
         elif create and flags & os.O_TRUNC:
@@ -530,6 +536,12 @@ class XRootDDriver(Driver):
             # A listing with stat omits dangling symlinks; the plain one keeps them.
             typed = self._checked(fs.dirlist, path, DirListFlags.STAT, path=path, why="readdir")
             kinds = {e.name: kind_of(e.statinfo) for e in (typed.dirlist if typed else [])}
+            # A name cut to 254 bytes (a dangling symlink is not in ``kinds``) names nothing.
+            for name in (n for n in kinds if len(os.fsencode(n)) == LISTED_NAME_MAX):
+                with suppress(FileNotFoundError):
+                    self._stat(posixpath.join(path, name))
+                    continue
+                raise OSError(errno.EIO, "the listing cut a name over 254 bytes", path)
             return [
                 DirEntry(e.name, kinds.get(e.name, FileType.UNKNOWN))
                 for e in (names.dirlist if names else [])
@@ -547,6 +559,7 @@ class XRootDDriver(Driver):
                 pass
             else:
                 raise_errno(errno.EEXIST, path)
+            must_list_whole(path)
             perms = mode & ~self._umask & 0o777
             self._checked(
                 self._filesystem().mkdir, path, MkDirFlags.NONE, perms, path=path, why="mkdir"
@@ -571,6 +584,7 @@ class XRootDDriver(Driver):
         with self._op("rename"):
             # The server makes the new name's missing parents; POSIX says ENOENT.
             self._parent_must_be_directory(new)
+            must_list_whole(new)
             self._checked(self._filesystem().mv, old, new, path=old, why="rename")
             self._move_names(old, new)
 

@@ -197,3 +197,21 @@ def test_program_under_the_agent_reads_what_was_written(
     assert done.returncode == 0, done.stderr
     assert done.stdout == "written over xrootd\n"
     assert xrd.read_file("/g") == b"more\n"
+
+
+def test_XRootDDriver_makes_no_name_its_listing_would_cut(
+    xrd: Driver, xrootd_server: RunningServer
+) -> None:
+    """The server lists a 255-byte name as its first 254 bytes, a name that is not there."""
+    xrd.mkdir("/d")
+    longest, cut = "n" * 254, "m" * 255
+    xrd.write_file(f"/d/{longest}", b"kept")
+    assert [e.name for e in xrd.readdir("/d")] == [longest]
+    assert errno_name(lambda: xrd.write_file(f"/d/{cut}", b"")) == "ENAMETOOLONG"
+    assert errno_name(lambda: xrd.mkdir(f"/d/{cut}")) == "ENAMETOOLONG"
+    assert errno_name(lambda: xrd.rename(f"/d/{longest}", f"/d/{cut}")) == "ENAMETOOLONG"
+    assert sorted(os.listdir(xrootd_server.data_dir / "d")) == [longest]
+    # Made behind the server, the cut name fails the listing instead of naming nothing.
+    (xrootd_server.data_dir / "d" / cut).write_bytes(b"")
+    assert errno_name(lambda: xrd.readdir("/d")) == "EIO"
+    assert xrd.stat(f"/d/{cut}").st_size == 0  # the whole name still reaches it
