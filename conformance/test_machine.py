@@ -210,10 +210,21 @@ def make_machine(
 
         @rule(path=paths)
         def unlink(self, path: str) -> None:
+            if self.busy(path):
+                return  # declared: not drawn
             self.both("unlink", path)
+
+        def busy(self, *paths: str) -> bool:
+            """Whether a name (or one below it) stays busy: a file opened under it is open."""
+            if not caps.busy_names:
+                return False
+            held = [h.path for h in self.open_handles if h.system is not None]
+            return any(h == p or h.startswith(p.rstrip("/") + "/") for h in held for p in paths)
 
         @rule(old=paths, new=paths)
         def rename(self, old: str, new: str) -> None:
+            if self.busy(old, new):
+                return  # declared: not drawn
             if not caps.rename_over_directory and _is_dir(oracle, new) and old != new:
                 # The protocol cannot replace a directory: only the errors are compared.
                 ours = attempt(self.system.rename, old, new)

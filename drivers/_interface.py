@@ -193,6 +193,9 @@ class Capabilities:
     trailing_spaces: bool = True
     #: The longest name component, in bytes, the driver makes and lists back whole (Linux: 255).
     name_max: int = 255
+    #: A name stays busy while a file opened under it is open, also after unlink or rename
+    #: (XRootD's lock): making or opening a file there answers EBUSY until the handle closes.
+    busy_names: bool = False
 
 
 @dataclass(frozen=True, slots=True)

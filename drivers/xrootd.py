@@ -38,7 +38,7 @@ What XRootD cannot do, or does differently (measured against xrootd 5.5.3):
   refuses any other open of it (kXR_FileLocked): the driver's own handles on
   one path share one server handle (reads and writes at explicit offsets, so
   sharing is safe), but another client, or a new file under a name an open
-  file had before a rename, gets EBUSY;
+  file had before a rename or unlink, gets EBUSY (the name, if missing, ENOENT);
 - directory listings are newline-separated text: a name holding a newline
   breaks the listing (EIO); they cut a 255-byte name to 254 bytes, which name
   nothing: no name over 254 bytes is made (ENAMETOOLONG), and a listing with a
@@ -166,6 +166,7 @@ class XRootDDriver(Driver):
         time_resolution_ns=1_000_000_000,
         link_counts=False,
         name_max=LISTED_NAME_MAX,
+        busy_names=True,
     )
     service = "xrootd"
     default_port = XROOTD_PORT
@@ -373,6 +374,10 @@ class XRootDDriver(Driver):
             if writing or flags & (os.O_CREAT | os.O_TRUNC):
                 raise
             return None  # Linux opens a directory read-only; so do we, for fstat
+        except OSError as exc:  # busy: an unlinked file open for writing may hold the name
+            if exc.errno == errno.EBUSY and not create:
+                self._stat(path)  # ENOENT when there is no file to open
+            raise
         if flags & os.O_TRUNC and not base & OpenFlags.DELETE:
             self._call(file.truncate, 0, path=path)
         return file
@@ -401,6 +406,8 @@ class XRootDDriver(Driver):
 
     def _move_names(self, old: str, new: str) -> None:
         """A rename through this driver: shared handles follow their files."""
+        if old == new:
+            return  # the same name: nothing moved, nothing replaced
         self._forget_name(new)
         prefix = old.rstrip("/") + "/"
         for key in [k for k in self._shared if k == old or k.startswith(prefix)]:

@@ -215,3 +215,20 @@ def test_XRootDDriver_makes_no_name_its_listing_would_cut(
     (xrootd_server.data_dir / "d" / cut).write_bytes(b"")
     assert errno_name(lambda: xrd.readdir("/d")) == "EIO"
     assert xrd.stat(f"/d/{cut}").st_size == 0  # the whole name still reaches it
+
+
+def test_XRootDDriver_names_of_open_files(xrd: Driver) -> None:
+    """A rename onto itself keeps the open file's name; a name the server keeps busy for an
+    unlinked file still open is missing to a reader (ENOENT), busy only to a creator."""
+    h = xrd.open("/a", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        xrd.pwrite(h, b"kept", 0)
+        xrd.rename("/a", "/a")
+        assert xrd.read_file("/a") == b"kept"  # not EBUSY: the driver's own handle is shared
+        xrd.unlink("/a")
+        assert errno_name(lambda: xrd.read_file("/a")) == "ENOENT"
+        assert errno_name(lambda: xrd.write_file("/a", b"")) == "EBUSY"  # declared: busy_names
+    finally:
+        xrd.close(h)
+    xrd.write_file("/a", b"new")
+    assert xrd.read_file("/a") == b"new"
