@@ -590,7 +590,11 @@ class XRootDDriver(Driver):
     def rename(self, old: str, new: str) -> None:
         with self._op("rename"):
             # The server makes the new name's missing parents; POSIX says ENOENT.
-            self._parent_must_be_directory(new)
+            try:
+                self._parent_must_be_directory(new)
+            except OSError:
+                self._stat(old)  # Linux looks the old name up first: its error comes first
+                raise
             must_list_whole(new)
             self._checked(self._filesystem().mv, old, new, path=old, why="rename")
             self._move_names(old, new)

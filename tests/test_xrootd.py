@@ -232,3 +232,11 @@ def test_XRootDDriver_names_of_open_files(xrd: Driver) -> None:
         xrd.close(h)
     xrd.write_file("/a", b"new")
     assert xrd.read_file("/a") == b"new"
+
+
+def test_XRootDDriver_rename_reports_the_old_name_first(xrd: Driver) -> None:
+    """Both names are wrong: Linux reports the old one's error (here ENOTDIR) first."""
+    xrd.write_file("/file", b"")
+    assert errno_name(lambda: xrd.rename("/file/z", "/missing/f")) == "ENOTDIR"
+    assert errno_name(lambda: xrd.rename("/nothing", "/missing/f")) == "ENOENT"
+    assert errno_name(lambda: xrd.rename("/file", "/missing/f")) == "ENOENT"
