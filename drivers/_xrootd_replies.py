@@ -28,9 +28,9 @@ __all__ = [
     "LISTED_NAME_MAX",
     "X_BIT_SET",
     "body_size",
+    "cut_by_listings",
     "errno_for_status",
     "kind_of",
-    "must_list_whole",
     "stat_from_info",
 ]
 
@@ -178,7 +178,6 @@ def body_size(response: Any) -> int:
     return 64  # a stat or locate reply: about one line of text
 
 
-def must_list_whole(path: str) -> None:
-    """ENAMETOOLONG for a new name that listings would cut (longer than LISTED_NAME_MAX)."""
-    if len(os.fsencode(path.rstrip("/").rsplit("/", 1)[-1])) > LISTED_NAME_MAX:
-        raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), path)
+def cut_by_listings(path: str) -> bool:
+    """Whether listings would cut the last name of ``path`` (longer than LISTED_NAME_MAX)."""
+    return len(os.fsencode(path.rstrip("/").rsplit("/", 1)[-1])) > LISTED_NAME_MAX

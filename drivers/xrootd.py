@@ -91,9 +91,9 @@ from drivers._xrootd_replies import (
     LISTED_NAME_MAX,
     X_BIT_SET,
     body_size,
+    cut_by_listings,
     errno_for_status,
     kind_of,
-    must_list_whole,
     stat_from_info,
 )
 
@@ -356,7 +356,7 @@ class XRootDDriver(Driver):
         create = bool(flags & os.O_CREAT)
         if create:  # the server makes missing parent directories on create: POSIX does not
             self._parent_must_be_directory(path)
-            must_list_whole(path)
+            self._must_list_whole(path)
         if create and flags & os.O_EXCL:
             base |= OpenFlags.NEW
         elif create and flags & os.O_TRUNC:
@@ -393,6 +393,12 @@ class XRootDDriver(Driver):
             raise OSError(exc.errno, exc.strerror, path) from None
         if not found.is_dir():
             raise_errno(errno.ENOTDIR, path)
+
+    def _must_list_whole(self, path: str) -> None:
+        """ENAMETOOLONG for a new name listings would cut; a bad parent first, as Linux."""
+        if cut_by_listings(path):
+            self._parent_must_be_directory(path)
+            raise_errno(errno.ENAMETOOLONG, path)
 
     def _remember(self, path: str, flags: int, shared: _Shared | None) -> Handle:
         number = self._next_handle
@@ -566,7 +572,7 @@ class XRootDDriver(Driver):
                 pass
             else:
                 raise_errno(errno.EEXIST, path)
-            must_list_whole(path)
+            self._must_list_whole(path)
             perms = mode & ~self._umask & 0o777
             self._checked(
                 self._filesystem().mkdir, path, MkDirFlags.NONE, perms, path=path, why="mkdir"
@@ -593,9 +599,9 @@ class XRootDDriver(Driver):
             try:
                 self._parent_must_be_directory(new)
             except OSError:
-                self._stat(old)  # Linux looks the old name up first: its error comes first
+                self._parent_must_be_directory(old)  # Linux walks to both parents first
                 raise
-            must_list_whole(new)
+            self._must_list_whole(new)
             self._checked(self._filesystem().mv, old, new, path=old, why="rename")
             self._move_names(old, new)
 

@@ -234,9 +234,14 @@ def test_XRootDDriver_names_of_open_files(xrd: Driver) -> None:
     assert xrd.read_file("/a") == b"new"
 
 
-def test_XRootDDriver_rename_reports_the_old_name_first(xrd: Driver) -> None:
-    """Both names are wrong: Linux reports the old one's error (here ENOTDIR) first."""
+def test_XRootDDriver_rename_reports_errors_in_linux_order(xrd: Driver) -> None:
+    """Linux walks to both parents (the old one first), then looks the old name up."""
     xrd.write_file("/file", b"")
     assert errno_name(lambda: xrd.rename("/file/z", "/missing/f")) == "ENOTDIR"
+    assert errno_name(lambda: xrd.rename("/nothing", "/file/x")) == "ENOTDIR"
     assert errno_name(lambda: xrd.rename("/nothing", "/missing/f")) == "ENOENT"
     assert errno_name(lambda: xrd.rename("/file", "/missing/f")) == "ENOENT"
+    too_long = "n" * 300
+    assert errno_name(lambda: xrd.mkdir(f"/missing/{too_long}")) == "ENOENT"
+    assert errno_name(lambda: xrd.mkdir(f"/file/{too_long}")) == "ENOTDIR"
+    assert errno_name(lambda: xrd.mkdir(f"/{too_long}")) == "ENAMETOOLONG"
