@@ -46,10 +46,13 @@ def mount_capabilities(mount: str, server: Capabilities) -> Capabilities:
     rclone (``--vfs-cache-mode writes``) is a file system of its own: POSIX-consistent
     through the mount (its cache holds the writes), without links, modes or link counts,
     and with its VFS's own limits; the server still decides names and times. sshfs
-    carries SFTP's promises as they are. A directory mounted by someone else: POSIX.
+    carries SFTP's promises, but for hard links: it numbers each path as an inode of its
+    own, so the kernel keeps one name's attributes (size, times) for up to a second after
+    a change made through another name of the file. A directory mounted by someone else:
+    POSIX.
     """
     if mount == "sshfs":
-        return server
+        return dataclasses.replace(server, hard_links=False)
     if mount != "rclone":
         return Capabilities()
     return dataclasses.replace(
