@@ -52,7 +52,7 @@ from drivers import (
 )
 from drivers.local import LocalDriver
 from servers import SERVERS, ServerHandle, ServerUnavailable, give_to, start_server
-from servers.mounts import MOUNTERS, Mounted, mount_way_name, start_mount
+from servers.mounts import MOUNTERS, Mounted, mount_capabilities, mount_way_name, start_mount
 
 GAPS_FILE = Path(__file__).with_name("gaps.toml")
 #: The gaps of the ways through (the agent's syscalls, FUSE mounts), merged into GAPS_FILE's.
@@ -399,6 +399,8 @@ class Way:
     def capabilities(self) -> Capabilities:
         """What the driver promises on this server: the model the random comparison applies."""
         caps = self.setup.driver_class.capabilities_on(self.server_name)
+        if self.mounted is not None:
+            return mount_capabilities(self.setup.mount or "", caps)
         if self.through == "agent" and self.setup.agent_cache == "cto":
             return cached_reads(caps)  # reads from a buffer per open
         return caps

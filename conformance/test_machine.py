@@ -84,8 +84,11 @@ DATA = st.one_of(
 
 
 def paths_for(caps: Capabilities) -> tuple[str, ...]:
-    """The names a driver can keep: no leading dots where they are hidden, and so on."""
+    """The names a driver can keep: no leading dots where they are hidden, no component
+    longer than it keeps, and so on."""
     paths: tuple[str, ...] = ALL_PATHS
+    if caps.name_max < len(LONG_NAME):  # the longest name the protocol keeps, instead
+        paths = tuple(p.replace(LONG_NAME, "n" * caps.name_max) for p in paths)
     if not caps.lists_dotfiles:
         paths = tuple(p for p in paths if not p.rsplit("/", 1)[1].startswith("."))
     if not caps.trailing_spaces:
@@ -207,10 +210,21 @@ def make_machine(
 
         @rule(path=paths)
         def unlink(self, path: str) -> None:
+            if (caps.busy_names or not caps.unlink_while_open) and self.held(path):
+                return  # declared: not drawn
             self.both("unlink", path)
+
+        def held(self, *paths: str) -> bool:
+            """Whether a file opened under one of ``paths`` (or below one) is open."""
+            held = [h.path for h in self.open_handles if h.system is not None]
+            return any(h == p or h.startswith(p.rstrip("/") + "/") for h in held for p in paths)
 
         @rule(old=paths, new=paths)
         def rename(self, old: str, new: str) -> None:
+            if caps.busy_names and self.held(old, new):
+                return  # declared: not drawn
+            if not caps.rename_directories and _is_dir(oracle, old):
+                return  # declared: not drawn
             if not caps.rename_over_directory and _is_dir(oracle, new) and old != new:
                 # The protocol cannot replace a directory: only the errors are compared.
                 ours = attempt(self.system.rename, old, new)
@@ -235,6 +249,7 @@ def make_machine(
         def readlink(self, path: str) -> None:
             self.both("readlink", path)
 
+        @precondition(lambda self: caps.truncate_by_path)
         @rule(path=paths, length=OFFSETS)
         def truncate(self, path: str, length: int) -> None:
             self.both("truncate", path, length)
@@ -297,6 +312,8 @@ def make_machine(
                 # O_RDONLY|O_TRUNC is undefined by POSIX; O_RDONLY|O_APPEND changes no read
                 # (and Chirp servers refuse it on a directory).
                 extra &= ~(os.O_TRUNC | os.O_APPEND)
+                if not caps.create_read_only:
+                    extra &= ~os.O_CREAT  # declared: not drawn
             flags = access | extra
             if (
                 not caps.exclusive_create_on_symlinks

@@ -191,6 +191,19 @@ class Capabilities:
     lists_dotfiles: bool = True
     #: A name may end with a space (pure-ftpd stores it as '_').
     trailing_spaces: bool = True
+    #: The longest name component, in bytes, the driver makes and lists back whole (Linux: 255).
+    name_max: int = 255
+    #: A name stays busy while a file opened under it is open, also after unlink or rename
+    #: (XRootD's lock): making or opening a file there answers EBUSY until the handle closes.
+    busy_names: bool = False
+    #: An open file keeps its contents after its name is unlinked (rclone's VFS drops them).
+    unlink_while_open: bool = True
+    #: truncate(2) by path works on a file that is not open (rclone's VFS: EIO).
+    truncate_by_path: bool = True
+    #: open(O_RDONLY|O_CREAT) may create the file (rclone's VFS: EIO).
+    create_read_only: bool = True
+    #: Files below a renamed directory open at once under its new name (rclone's VFS: EIO).
+    rename_directories: bool = True
 
 
 @dataclass(frozen=True, slots=True)

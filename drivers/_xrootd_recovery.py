@@ -29,9 +29,43 @@ import ctypes
 import errno
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["configure_bindings", "file_id", "reopen", "without_own_recovery"]
+__all__ = [
+    "OpenFile",
+    "SharedFile",
+    "configure_bindings",
+    "file_id",
+    "reopen",
+    "without_own_recovery",
+]
+
+
+@dataclass(slots=True)
+class SharedFile:
+    """One server handle, shared by every handle this driver opened on the same path.
+
+    Why: the server lets one handle at a time have a file open for writing, and then
+    refuses every other open of it, even for reading (kXR_FileLocked). A program that
+    reads a file it holds open for writing is ordinary; its handles share one.
+    """
+
+    file: Any  # XRootD.client.File
+    path: str  # the name it has now (renames through this driver move it)
+    writable: bool
+    refs: int = 1
+    identity: str | None = None  # the server's id of the file, to recognise it when reopening
+    broken: bool = False  # its connection broke: reopen before the next request
+
+
+@dataclass(slots=True)
+class OpenFile:
+    """One handle the driver gave out: its path and flags at open, and its server handle."""
+
+    path: str
+    flags: int
+    shared: SharedFile | None  # None: a directory opened read-only (fstat and close only)
 
 
 def configure_bindings(client: Any, timeout: float, budget: float) -> None:

@@ -38,9 +38,11 @@ What XRootD cannot do, or does differently (measured against xrootd 5.5.3):
   refuses any other open of it (kXR_FileLocked): the driver's own handles on
   one path share one server handle (reads and writes at explicit offsets, so
   sharing is safe), but another client, or a new file under a name an open
-  file had before a rename, gets EBUSY;
+  file had before a rename or unlink, gets EBUSY (a reader of it, if missing: ENOENT);
 - directory listings are newline-separated text: a name holding a newline
-  breaks the listing (EIO);
+  breaks the listing (EIO); they cut a 255-byte name to 254 bytes, which name
+  nothing: no name over 254 bytes is made (ENAMETOOLONG), and a listing with a
+  cut name (made behind the server) is EIO, never a name that is not there;
 - ``utimens`` fails with ENOTSUP (the protocol cannot set times); chmod
   carries the nine rwx bits only: setuid/setgid/sticky fail with ENOTSUP;
 - open has no "create if missing, keep if present": ``O_CREAT`` without
@@ -65,7 +67,6 @@ import os
 import posixpath
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from typing import Any, Self, TypeVar, cast
 
 from drivers import _xrootd_recovery as recovery
@@ -81,13 +82,16 @@ from drivers._interface import (
 )
 from drivers._network import BROKEN_CONNECTION, call_with_recovery, recovery_budget
 from drivers._url import Location
+from drivers._xrootd_recovery import OpenFile, SharedFile
 from drivers._xrootd_replies import (
     BLOCK,
     IS_DIR,
     IS_READABLE,
     IS_WRITABLE,
+    LISTED_NAME_MAX,
     X_BIT_SET,
     body_size,
+    cut_by_listings,
     errno_for_status,
     kind_of,
     stat_from_info,
@@ -110,30 +114,6 @@ def _process_umask() -> int:
             if line.startswith("Umask:"):
                 return int(line.split()[1], 8)
     return 0o022
-
-
-@dataclass(slots=True)
-class _Shared:
-    """One server handle, shared by every handle this driver opened on the same path.
-
-    Why: the server lets one handle at a time have a file open for writing, and then
-    refuses every other open of it, even for reading (kXR_FileLocked). A program that
-    reads a file it holds open for writing is ordinary; its handles share one.
-    """
-
-    file: Any  # XRootD.client.File
-    path: str  # the name it has now (renames through this driver move it)
-    writable: bool
-    refs: int = 1
-    identity: str | None = None  # the server's id of the file, to recognise it when reopening
-    broken: bool = False  # its connection broke: reopen before the next request
-
-
-@dataclass(slots=True)
-class _OpenFile:
-    path: str
-    flags: int
-    shared: _Shared | None  # None: a directory opened read-only (fstat and close only)
 
 
 #: Seconds of reconnecting after a connection broke (overridden by the environment).
@@ -161,6 +141,8 @@ class XRootDDriver(Driver):
         utimens=False,
         time_resolution_ns=1_000_000_000,
         link_counts=False,
+        name_max=LISTED_NAME_MAX,
+        busy_names=True,
     )
     service = "xrootd"
     default_port = XROOTD_PORT
@@ -180,8 +162,8 @@ class XRootDDriver(Driver):
         self.timeout = timeout
         self._seconds = max(1, math.ceil(timeout))
         self._fs: Any = None
-        self._files: dict[int, _OpenFile] = {}
-        self._shared: dict[str, _Shared] = {}
+        self._files: dict[int, OpenFile] = {}
+        self._shared: dict[str, SharedFile] = {}
         self._next_handle = 3
         self._umask = _process_umask()
 
@@ -251,7 +233,7 @@ class XRootDDriver(Driver):
     def _url(self, path: str) -> str:
         return f"root://{self.host}:{self.port}/{path}"
 
-    def _entry(self, handle: Handle) -> _OpenFile:
+    def _entry(self, handle: Handle) -> OpenFile:
         entry = self._files.get(int(handle))
         if entry is None:
             raise_errno(errno.EBADF)
@@ -340,7 +322,9 @@ class XRootDDriver(Driver):
             file = self._open_file(path, flags, mode & ~self._umask & 0o777, writing)
             if file is None:
                 return self._remember(path, flags, None)
-            shared = self._shared[path] = _Shared(file, path, updating, 1, recovery.file_id(file))
+            shared = self._shared[path] = SharedFile(
+                file, path, updating, 1, recovery.file_id(file)
+            )
             return self._remember(path, flags, shared)
 
     def _open_file(self, path: str, flags: int, mode: int, writing: bool) -> Any:
@@ -350,6 +334,7 @@ class XRootDDriver(Driver):
         create = bool(flags & os.O_CREAT)
         if create:  # the server makes missing parent directories on create: POSIX does not
             self._parent_must_be_directory(path)
+            self._must_list_whole(path)
         if create and flags & os.O_EXCL:
             base |= OpenFlags.NEW
         elif create and flags & os.O_TRUNC:
@@ -367,6 +352,10 @@ class XRootDDriver(Driver):
             if writing or flags & (os.O_CREAT | os.O_TRUNC):
                 raise
             return None  # Linux opens a directory read-only; so do we, for fstat
+        except OSError as exc:  # busy: an unlinked file open for writing may hold the name
+            if exc.errno == errno.EBUSY and not create:
+                self._stat(path)  # ENOENT when there is no file to open
+            raise
         if flags & os.O_TRUNC and not base & OpenFlags.DELETE:
             self._call(file.truncate, 0, path=path)
         return file
@@ -383,10 +372,16 @@ class XRootDDriver(Driver):
         if not found.is_dir():
             raise_errno(errno.ENOTDIR, path)
 
-    def _remember(self, path: str, flags: int, shared: _Shared | None) -> Handle:
+    def _must_list_whole(self, path: str) -> None:
+        """ENAMETOOLONG for a new name listings would cut; a bad parent first, as Linux."""
+        if cut_by_listings(path):
+            self._parent_must_be_directory(path)
+            raise_errno(errno.ENAMETOOLONG, path)
+
+    def _remember(self, path: str, flags: int, shared: SharedFile | None) -> Handle:
         number = self._next_handle
         self._next_handle += 1
-        self._files[number] = _OpenFile(path, flags, shared)
+        self._files[number] = OpenFile(path, flags, shared)
         return Handle(number)
 
     def _forget_name(self, path: str) -> None:
@@ -395,6 +390,8 @@ class XRootDDriver(Driver):
 
     def _move_names(self, old: str, new: str) -> None:
         """A rename through this driver: shared handles follow their files."""
+        if old == new:
+            return  # the same name: nothing moved, nothing replaced
         self._forget_name(new)
         prefix = old.rstrip("/") + "/"
         for key in [k for k in self._shared if k == old or k.startswith(prefix)]:
@@ -402,7 +399,7 @@ class XRootDDriver(Driver):
             shared.path = new + key[len(old) :]
             self._shared[shared.path] = shared
 
-    def _file_of(self, handle: Handle) -> tuple[_OpenFile, Any]:
+    def _file_of(self, handle: Handle) -> tuple[OpenFile, Any]:
         entry = self._entry(handle)
         shared = entry.shared
         if shared is None:
@@ -422,7 +419,7 @@ class XRootDDriver(Driver):
         return entry, shared.file
 
     def _on_file(
-        self, operation: str, handle: Handle, attempt: Callable[[_OpenFile, Any], T],
+        self, operation: str, handle: Handle, attempt: Callable[[OpenFile, Any], T],
         *, replay: bool = True,
     ) -> T:  # fmt: skip
         """A request on an open file; after a broken connection, reopened and sent again."""
@@ -467,7 +464,7 @@ class XRootDDriver(Driver):
             if entry.flags & os.O_ACCMODE == os.O_WRONLY:
                 raise_errno(errno.EBADF)
 
-            def attempt(entry: _OpenFile, file: Any) -> bytes:
+            def attempt(entry: OpenFile, file: Any) -> bytes:
                 data: bytes = self._call(file.read, offset, size, path=entry.path) or b""
                 return data
 
@@ -482,7 +479,7 @@ class XRootDDriver(Driver):
                 raise_errno(errno.EBADF)
             appending = bool(entry.flags & os.O_APPEND)
 
-            def attempt(entry: _OpenFile, file: Any) -> int:
+            def attempt(entry: OpenFile, file: Any) -> int:
                 at = offset
                 if appending:  # no append mode in the protocol: write at the end
                     at = int(self._call(file.stat, True, path=entry.path).size)
@@ -530,6 +527,12 @@ class XRootDDriver(Driver):
             # A listing with stat omits dangling symlinks; the plain one keeps them.
             typed = self._checked(fs.dirlist, path, DirListFlags.STAT, path=path, why="readdir")
             kinds = {e.name: kind_of(e.statinfo) for e in (typed.dirlist if typed else [])}
+            # A name cut to 254 bytes (a dangling symlink is not in ``kinds``) names nothing.
+            for name in (n for n in kinds if len(os.fsencode(n)) == LISTED_NAME_MAX):
+                try:
+                    self._stat(posixpath.join(path, name))
+                except FileNotFoundError:
+                    raise OSError(errno.EIO, "the listing cut a long name", path) from None
             return [
                 DirEntry(e.name, kinds.get(e.name, FileType.UNKNOWN))
                 for e in (names.dirlist if names else [])
@@ -547,6 +550,7 @@ class XRootDDriver(Driver):
                 pass
             else:
                 raise_errno(errno.EEXIST, path)
+            self._must_list_whole(path)
             perms = mode & ~self._umask & 0o777
             self._checked(
                 self._filesystem().mkdir, path, MkDirFlags.NONE, perms, path=path, why="mkdir"
@@ -570,7 +574,12 @@ class XRootDDriver(Driver):
     def rename(self, old: str, new: str) -> None:
         with self._op("rename"):
             # The server makes the new name's missing parents; POSIX says ENOENT.
-            self._parent_must_be_directory(new)
+            try:
+                self._parent_must_be_directory(new)
+            except OSError:
+                self._parent_must_be_directory(old)  # Linux walks to both parents first
+                raise
+            self._must_list_whole(new)
             self._checked(self._filesystem().mv, old, new, path=old, why="rename")
             self._move_names(old, new)
 

@@ -16,6 +16,7 @@ its client stopped by PID, on failure too.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -24,11 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drivers import Driver
+from drivers import Capabilities, Driver
 from drivers.local import LocalDriver
 from servers import ServerHandle, ServerUnavailable
 
-__all__ = ["MOUNTERS", "Mounted", "mount_way_name", "start_mount"]
+__all__ = ["MOUNTERS", "Mounted", "mount_capabilities", "mount_way_name", "start_mount"]
 
 #: FUSE clients the suite can mount over a driver's server: name -> protocols they speak.
 MOUNTERS: dict[str, tuple[str, ...]] = {
@@ -37,6 +38,41 @@ MOUNTERS: dict[str, tuple[str, ...]] = {
 }
 MOUNT_TIMEOUT = 20.0  # seconds a FUSE client may take to show its mount
 UNMOUNT_TIMEOUT = 10.0  # seconds a FUSE client may take to exit once unmounted
+
+
+def mount_capabilities(mount: str, server: Capabilities) -> Capabilities:
+    """What a FUSE client promises over a server whose driver promises ``server``.
+
+    rclone (``--vfs-cache-mode writes``) is a file system of its own: POSIX-consistent
+    through the mount (its cache holds the writes), without links, modes or link counts,
+    and with its VFS's own limits; the server still decides names and times. sshfs
+    carries SFTP's promises, but for hard links: it numbers each path as an inode of its
+    own, so the kernel keeps one name's attributes (size, times) for up to a second after
+    a change made through another name of the file. A directory mounted by someone else:
+    POSIX.
+    """
+    if mount == "sshfs":
+        return dataclasses.replace(server, hard_links=False)
+    if mount != "rclone":
+        return Capabilities()
+    return dataclasses.replace(
+        Capabilities(),
+        symlinks=False,
+        hard_links=False,
+        chmod=False,
+        create_modes=False,  # files 0644, directories 0755
+        link_counts=False,
+        rename_over_directory=False,  # EEXIST
+        unlink_while_open=False,
+        truncate_by_path=False,
+        create_read_only=False,
+        rename_directories=False,
+        utimens=server.utimens,  # without it (WebDAV, vsftpd): success, then 1999-09-04
+        utimens_directories=server.utimens_directories,
+        time_resolution_ns=server.time_resolution_ns,
+        lists_dotfiles=server.lists_dotfiles,
+        trailing_spaces=server.trailing_spaces,
+    )
 
 
 class MountError(ValueError):

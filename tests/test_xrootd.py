@@ -197,3 +197,51 @@ def test_program_under_the_agent_reads_what_was_written(
     assert done.returncode == 0, done.stderr
     assert done.stdout == "written over xrootd\n"
     assert xrd.read_file("/g") == b"more\n"
+
+
+def test_XRootDDriver_makes_no_name_its_listing_would_cut(
+    xrd: Driver, xrootd_server: RunningServer
+) -> None:
+    """The server lists a 255-byte name as its first 254 bytes, a name that is not there."""
+    xrd.mkdir("/d")
+    longest, cut = "n" * 254, "m" * 255
+    xrd.write_file(f"/d/{longest}", b"kept")
+    assert [e.name for e in xrd.readdir("/d")] == [longest]
+    assert errno_name(lambda: xrd.write_file(f"/d/{cut}", b"")) == "ENAMETOOLONG"
+    assert errno_name(lambda: xrd.mkdir(f"/d/{cut}")) == "ENAMETOOLONG"
+    assert errno_name(lambda: xrd.rename(f"/d/{longest}", f"/d/{cut}")) == "ENAMETOOLONG"
+    assert sorted(os.listdir(xrootd_server.data_dir / "d")) == [longest]
+    # Made behind the server, the cut name fails the listing instead of naming nothing.
+    (xrootd_server.data_dir / "d" / cut).write_bytes(b"")
+    assert errno_name(lambda: xrd.readdir("/d")) == "EIO"
+    assert xrd.stat(f"/d/{cut}").st_size == 0  # the whole name still reaches it
+
+
+def test_XRootDDriver_names_of_open_files(xrd: Driver) -> None:
+    """A rename onto itself keeps the open file's name; a name the server keeps busy for an
+    unlinked file still open is missing to a reader (ENOENT), busy only to a creator."""
+    h = xrd.open("/a", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        xrd.pwrite(h, b"kept", 0)
+        xrd.rename("/a", "/a")
+        assert xrd.read_file("/a") == b"kept"  # not EBUSY: the driver's own handle is shared
+        xrd.unlink("/a")
+        assert errno_name(lambda: xrd.read_file("/a")) == "ENOENT"
+        assert errno_name(lambda: xrd.write_file("/a", b"")) == "EBUSY"  # declared: busy_names
+    finally:
+        xrd.close(h)
+    xrd.write_file("/a", b"new")
+    assert xrd.read_file("/a") == b"new"
+
+
+def test_XRootDDriver_rename_reports_errors_in_linux_order(xrd: Driver) -> None:
+    """Linux walks to both parents (the old one first), then looks the old name up."""
+    xrd.write_file("/file", b"")
+    assert errno_name(lambda: xrd.rename("/file/z", "/missing/f")) == "ENOTDIR"
+    assert errno_name(lambda: xrd.rename("/nothing", "/file/x")) == "ENOTDIR"
+    assert errno_name(lambda: xrd.rename("/nothing", "/missing/f")) == "ENOENT"
+    assert errno_name(lambda: xrd.rename("/file", "/missing/f")) == "ENOENT"
+    too_long = "n" * 300
+    assert errno_name(lambda: xrd.mkdir(f"/missing/{too_long}")) == "ENOENT"
+    assert errno_name(lambda: xrd.mkdir(f"/file/{too_long}")) == "ENOTDIR"
+    assert errno_name(lambda: xrd.mkdir(f"/{too_long}")) == "ENAMETOOLONG"
