@@ -14,9 +14,9 @@ import mmap
 import os
 from typing import Final
 
-from reference_agent._ptrace import vm_read, vm_write
+from reference_agent._ptrace import vm_read, vm_write, vm_write_pieces
 
-__all__ = ["PATH_MAX", "read_bytes", "read_c_string", "write_bytes"]
+__all__ = ["PATH_MAX", "read_bytes", "read_c_string", "write_bytes", "write_scattered"]
 
 #: Longest path the kernel accepts, terminating NUL included (linux/limits.h).
 PATH_MAX: Final = 4096
@@ -49,6 +49,21 @@ def write_bytes(pid: int, address: int, data: bytes) -> None:
     """
     if data and vm_write(pid, data, [(address, len(data))]) != len(data):
         raise _fault(address)
+
+
+def write_scattered(
+    pid: int, pieces: list[bytes | memoryview], ranges: list[tuple[int, int]]
+) -> None:
+    """Write ``pieces`` (in order, as one stream) over ``ranges`` of ``pid``'s memory, in one call.
+
+    The ranges must hold exactly the pieces' bytes (a read's buffers, cut to its count).
+
+    Raises:
+        OSError: EFAULT if any of it is not mapped writable.
+    """
+    total = sum(len(piece) for piece in pieces)
+    if total and vm_write_pieces(pid, pieces, ranges) != total:
+        raise _fault(ranges[0][0])
 
 
 def _page_split(address: int, length: int) -> list[tuple[int, int]]:

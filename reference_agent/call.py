@@ -101,6 +101,12 @@ class Call:
     def write(self, address: int, data: bytes) -> None:
         _memory.write_bytes(self.pid, address, data)
 
+    def write_scattered(
+        self, pieces: list[bytes | memoryview], ranges: list[tuple[int, int]]
+    ) -> None:
+        """Write ``pieces`` as one stream over the (address, length) ``ranges``, in one call."""
+        _memory.write_scattered(self.pid, pieces, ranges)
+
     def scratch_string(self, text: str) -> int:
         """Write ``text`` where the kernel will read it; return its address.
 

@@ -119,6 +119,9 @@ def send_kind(event: Event) -> str:
 
 
 _RESULT = re.compile(rb"\s*([-+]?\d+)")
+#: Bytes read ahead of a payload that has its own buffer: its result line ("16777216\n"
+#: or an error) and the payload's first bytes, so the rest goes straight to the buffer.
+_HEAD_READ = 32
 #: A reply line longer than this is a lying or broken server, not a file name.
 MAX_REPLY_LINE = 64 * 1024
 #: A listed name (NAME_MAX is 255 bytes) longer than this means the server lies.
@@ -146,6 +149,9 @@ class ChirpConnection:
         # many of the announced bytes are in it so far.
         self._sink: memoryview | None = None
         self._sink_filled = 0
+        # What receive_buffer handed out: the sink's rest, the head buffer, or nothing.
+        self._receiving: memoryview | None = None
+        self._head = memoryview(bytearray(_HEAD_READ))
 
     # -- input ------------------------------------------------------------------------
 
@@ -159,20 +165,30 @@ class ChirpConnection:
     def receive_buffer(self) -> memoryview | None:
         """Where the next bytes from the socket may go directly (then :meth:`received_into`).
 
-        None when the connection wants them through :meth:`receive_data` instead.
+        The rest of a payload that has a buffer of its own; before such a payload, a
+        few bytes only, enough for its result line, so that the payload itself is not
+        read into the connection's buffer and copied out again. None: the connection
+        wants the bytes through :meth:`receive_data`.
         """
-        if self._sink is None or self._buffer:
-            return None
-        return self._sink[self._sink_filled :]
+        if self._sink is not None and not self._buffer:
+            self._receiving = self._sink[self._sink_filled :]
+        elif self._sink is None and self._pending and self._pending[0].into is not None:
+            self._receiving = self._head
+        else:
+            self._receiving = None
+        return self._receiving
 
     def received_into(self, count: int) -> None:
         """``count`` bytes arrived in the view :meth:`receive_buffer` gave; 0: the server closed."""
+        into, self._receiving = self._receiving, None
+        if into is None or count > len(into):
+            raise LocalProtocolError("received_into without a matching receive_buffer")
         if count == 0:
             self._eof = True
-            return
-        if self._sink is None or self._sink_filled + count > len(self._sink):
-            raise LocalProtocolError("received_into without a matching receive_buffer")
-        self._sink_filled += count
+        elif into is self._head:
+            self._buffer += into[:count]
+        else:
+            self._sink_filled += count
 
     @property
     def pending(self) -> int:
