@@ -195,7 +195,9 @@ class ReplyDeadline:
         try:
             count = sock.recv_into(buffer)
         except TimeoutError:
-            raise OSError(errno.ETIMEDOUT, f"{self.what}: no reply within {self.timeout:g} s") from None
+            raise OSError(
+                errno.ETIMEDOUT, f"{self.what}: no reply within {self.timeout:g} s"
+            ) from None
         except OSError as exc:
             raise OSError(exc.errno or errno.ECONNRESET, f"{self.what}: {exc.strerror}") from None
         finally:

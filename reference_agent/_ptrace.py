@@ -625,7 +625,9 @@ def vm_write_pieces(
     if not pieces:
         return 0
     held = [_address(piece) for piece in pieces]
-    local = _iovecs([(address, len(piece)) for (address, _), piece in zip(held, pieces, strict=True)])
+    local = _iovecs(
+        [(address, len(piece)) for (address, _), piece in zip(held, pieces, strict=True)]
+    )
     written: int = _process_vm_writev(pid, local, len(pieces), _iovecs(remote), len(remote), 0)
     del held  # the ctypes windows must go before their buffers may change size
     if written < 0:
