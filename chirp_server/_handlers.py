@@ -28,7 +28,13 @@ from typing import Final, Protocol
 
 from chirp_server import _acl as acl
 from chirp_server._acl import ChirpAcl
-from chirp_server._descriptors import OpenFiles, pread_full, write_all, xattr_names
+from chirp_server._descriptors import (
+    OpenFiles,
+    pread_full,
+    pread_full_into,
+    write_all,
+    xattr_names,
+)
 from chirp_server._fs import ServerFS
 from drivers.chirp.codec import (
     MAX_BUFFER_SIZE,
@@ -48,7 +54,7 @@ class Close(Enum):
 
 CLOSE: Final = Close.CLOSE
 #: A handler's answer: result and payload, None (already answered) or CLOSE.
-Reply = tuple[int, bytes] | Close | None
+Reply = tuple[int, bytes | memoryview] | Close | None
 _CHUNK = 65536
 
 
@@ -70,6 +76,15 @@ class Session:
     subject: str
     files: OpenFiles = field(default_factory=OpenFiles)
     stall_deadline: float = 0.0
+    #: Memory a pread's bytes are read into and sent from, reused by the next one (fresh
+    #: memory costs a page fault per page); a reply is sent before the next request is read.
+    _scratch: bytearray = field(default_factory=bytearray, repr=False)
+
+    def scratch(self, size: int) -> memoryview:
+        """``size`` writable bytes, valid until the next call."""
+        if len(self._scratch) < size:
+            self._scratch = bytearray(size)
+        return memoryview(self._scratch)[:size]
 
     def transfer_deadline(self, length: int) -> float:
         """Whole-file transfers get at least 1 KB/s plus 30 s (cctools' floor)."""
@@ -155,9 +170,12 @@ def _statfs_reply(fields: tuple[int, ...]) -> Reply:
 
 
 def rpc_pread(s: Session, r: Request) -> Reply:
-    return _data(
-        pread_full(s.files.get(r.i("fd")), min(r.i("length"), MAX_BUFFER_SIZE), r.i("offset"))
-    )
+    fd, length, offset = s.files.get(r.i("fd")), r.i("length"), r.i("offset")
+    if length < 0 or offset < 0:
+        raise _fail(errno.EINVAL)
+    view = s.scratch(min(length, MAX_BUFFER_SIZE))
+    count = pread_full_into(fd, view, offset)
+    return count, view[:count]
 
 
 def rpc_sread(s: Session, r: Request) -> Reply:

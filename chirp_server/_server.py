@@ -193,10 +193,10 @@ class _Link:
             return False
         return True
 
-    def write_parts(self, parts: list[bytes], deadline: float) -> bool:
+    def write_parts(self, parts: list[bytes | memoryview], deadline: float) -> bool:
         """Send ``parts`` in order with as few system calls as the socket allows."""
         if len(parts) == 1:
-            return self.write(parts[0], deadline)
+            return self.write(bytes(parts[0]), deadline)
         views = [memoryview(part) for part in parts]
         while views:
             remaining = deadline - time.monotonic()
@@ -420,7 +420,8 @@ class ChirpServer:
                 continue
             if line[0] == _EOT:
                 return
-            verb, result, payload = "?", 0, b""
+            verb, result = "?", 0
+            payload: bytes | memoryview = b""
             try:
                 verb, reply = dispatch(session, line)
             except OSError as exc:
