@@ -76,12 +76,10 @@ class Session:
     subject: str
     files: OpenFiles = field(default_factory=OpenFiles)
     stall_deadline: float = 0.0
-    #: Memory a pread's bytes are read into and sent from, reused by the next one (fresh
-    #: memory costs a page fault per page); a reply is sent before the next request is read.
+    #: A pread's bytes, read in and sent out before the next request (fresh memory faults).
     _scratch: bytearray = field(default_factory=bytearray, repr=False)
 
     def scratch(self, size: int) -> memoryview:
-        """``size`` writable bytes, valid until the next call."""
         if len(self._scratch) < size:
             self._scratch = bytearray(size)
         return memoryview(self._scratch)[:size]
@@ -154,7 +152,7 @@ def _payload(s: Session, length: int, soak_overflow: bool) -> bytes:
     return data
 
 
-def _data(data: bytes) -> Reply:
+def _data(data: bytes | memoryview) -> Reply:
     return len(data), data
 
 
@@ -174,8 +172,7 @@ def rpc_pread(s: Session, r: Request) -> Reply:
     if length < 0 or offset < 0:
         raise _fail(errno.EINVAL)
     view = s.scratch(min(length, MAX_BUFFER_SIZE))
-    count = pread_full_into(fd, view, offset)
-    return count, view[:count]
+    return _data(view[: pread_full_into(fd, view, offset)])
 
 
 def rpc_sread(s: Session, r: Request) -> Reply:

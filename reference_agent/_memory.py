@@ -9,12 +9,13 @@ wants.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import mmap
 import os
 from typing import Final
 
-from reference_agent._ptrace import vm_read, vm_write, vm_write_pieces
+from reference_agent._ptrace import vm_read, vm_write
 
 __all__ = ["PATH_MAX", "read_bytes", "read_c_string", "write_bytes", "write_scattered"]
 
@@ -47,22 +48,40 @@ def write_bytes(pid: int, address: int, data: bytes) -> None:
     Raises:
         OSError: EFAULT if any of it is not mapped writable.
     """
-    if data and vm_write(pid, data, [(address, len(data))]) != len(data):
-        raise _fault(address)
+    write_scattered(pid, [data], [(address, len(data))])
+
+
+def _address(piece: bytes | memoryview) -> tuple[int, object]:
+    """Where ``piece``'s bytes are in our memory, and what keeps them there: no copy but of
+    a read-only view (a bytes object lends its storage, a writable view its buffer)."""
+    if isinstance(piece, bytes):
+        pointer = ctypes.c_char_p(piece)
+        return ctypes.cast(pointer, ctypes.c_void_p).value or 0, pointer
+    piece = memoryview(piece)
+    if piece.readonly:
+        piece = memoryview(bytearray(piece))
+    window = (ctypes.c_char * piece.nbytes).from_buffer(piece)
+    return ctypes.addressof(window), window
 
 
 def write_scattered(
     pid: int, pieces: list[bytes | memoryview], ranges: list[tuple[int, int]]
 ) -> None:
-    """Write ``pieces`` (in order, as one stream) over ``ranges`` of ``pid``'s memory, in one call.
-
-    The ranges must hold exactly the pieces' bytes (a read's buffers, cut to its count).
+    """Write ``pieces`` (in order, as one stream) over ``ranges`` of ``pid``'s memory, in one
+    call, without copying them first. The ranges hold exactly the pieces' bytes.
 
     Raises:
         OSError: EFAULT if any of it is not mapped writable.
     """
+    pieces = [piece for piece in pieces if len(piece)]
     total = sum(len(piece) for piece in pieces)
-    if total and vm_write_pieces(pid, pieces, ranges) != total:
+    if not total:
+        return
+    held = [_address(piece) for piece in pieces]
+    local = [(address, len(piece)) for (address, _), piece in zip(held, pieces, strict=True)]
+    written = vm_write(pid, local, ranges)
+    del held  # the ctypes windows go before their buffers may be resized
+    if written != total:
         raise _fault(ranges[0][0])
 
 

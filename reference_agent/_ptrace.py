@@ -79,7 +79,6 @@ __all__ = [
     "syscall_number",
     "vm_read",
     "vm_write",
-    "vm_write_pieces",
     "wait_event",
 ]
 
@@ -581,8 +580,10 @@ def vm_read(pid: int, remote: Sequence[tuple[int, int]]) -> bytes:
     return buffer.raw[:copied]
 
 
-def vm_write(pid: int, data: bytes, remote: Sequence[tuple[int, int]]) -> int:
-    """Copy ``data`` into the tracee's ``remote`` (address, length) ranges, in one syscall.
+def vm_write(pid: int, local: Sequence[tuple[int, int]], remote: Sequence[tuple[int, int]]) -> int:
+    """Copy our ``local`` (address, length) ranges, in order, into the tracee's ``remote`` ones.
+
+    One syscall; the caller keeps the local memory alive and unmoved during it.
 
     Returns:
         How many bytes were written (fewer if a range runs into unmapped or read-only memory).
@@ -590,46 +591,9 @@ def vm_write(pid: int, data: bytes, remote: Sequence[tuple[int, int]]) -> int:
     Raises:
         OSError: EFAULT if nothing could be written, ESRCH if ``pid`` is gone.
     """
-    return vm_write_pieces(pid, [data], remote)
-
-
-def _address(piece: bytes | bytearray | memoryview) -> tuple[int, object]:
-    """Where ``piece``'s bytes are in our memory, and what keeps them there during the call.
-
-    No copy: a bytes object lends its own storage, a writable view its buffer; only a
-    read-only view (of a bytes object's slice) is copied.
-    """
-    if isinstance(piece, bytes):
-        pointer = ctypes.c_char_p(piece)
-        return ctypes.cast(pointer, ctypes.c_void_p).value or 0, pointer
-    piece = memoryview(piece)
-    if not piece.readonly:
-        window = (ctypes.c_char * piece.nbytes).from_buffer(piece)
-        return ctypes.addressof(window), window
-    copy = ctypes.create_string_buffer(piece.tobytes(), piece.nbytes)
-    return ctypes.addressof(copy), copy
-
-
-def vm_write_pieces(
-    pid: int, pieces: Sequence[bytes | bytearray | memoryview], remote: Sequence[tuple[int, int]]
-) -> int:
-    """Copy ``pieces``, in order, into the tracee's ``remote`` ranges, in one syscall.
-
-    Returns:
-        How many bytes were written (fewer if a range runs into unmapped or read-only memory).
-
-    Raises:
-        OSError: EFAULT if nothing could be written, ESRCH if ``pid`` is gone.
-    """
-    pieces = [piece for piece in pieces if len(piece)]
-    if not pieces:
-        return 0
-    held = [_address(piece) for piece in pieces]
-    local = _iovecs(
-        [(address, len(piece)) for (address, _), piece in zip(held, pieces, strict=True)]
+    written: int = _process_vm_writev(
+        pid, _iovecs(local), len(local), _iovecs(remote), len(remote), 0
     )
-    written: int = _process_vm_writev(pid, local, len(pieces), _iovecs(remote), len(remote), 0)
-    del held  # the ctypes windows must go before their buffers may change size
     if written < 0:
         raise _errno_error(f"process_vm_writev of {pid}")
     return written
