@@ -305,3 +305,20 @@ def test_a_reply_larger_than_its_request_is_eproto() -> None:
         with pytest.raises(OSError) as info:
             driver.pread_into(handle, memoryview(bytearray(PIECE)), 0)
         assert info.value.errno == errno.EPROTO
+
+
+def test_a_pipelined_read_after_a_server_restart_is_replayed_whole(
+    chirp_server: RunningServer,
+) -> None:
+    data = pattern(3 * PIECE + 7)
+    with ChirpDriver(
+        chirp_server.host, chirp_server.port, auth_methods=("address",), timeout=3, recovery=15
+    ) as driver:
+        driver.pipeline_piece = PIECE
+        driver.write_file("/f", data)
+        handle = driver.open("/f", os.O_RDONLY)
+        chirp_server.restart()
+        buffer = bytearray(4 * PIECE)
+        assert driver.pread_into(handle, memoryview(buffer), 0) == len(data)
+        assert bytes(buffer[: len(data)]) == data
+        assert driver.recoveries == 1
