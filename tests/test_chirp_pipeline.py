@@ -24,6 +24,7 @@ import pytest
 
 from drivers.chirp import ChirpDriver
 from drivers.chirp._connection import BROKEN, ChirpConnection
+from drivers.chirp._driver import PIPELINE_DEPTH
 from drivers.chirp._events import (
     NEED_DATA,
     AuthOffer,
@@ -322,3 +323,15 @@ def test_a_pipelined_read_after_a_server_restart_is_replayed_whole(
         assert driver.pread_into(handle, memoryview(buffer), 0) == len(data)
         assert bytes(buffer[: len(data)]) == data
         assert driver.recoveries == 1
+
+
+def test_pread_into_more_pieces_than_the_pipeline_holds(piped: ChirpDriver) -> None:
+    pieces = 3 * PIPELINE_DEPTH + 1
+    data = pattern(pieces * PIECE - 5)
+    piped.write_file("/f", data)
+    handle = piped.open("/f", os.O_RDONLY)
+    buffer = bytearray(pieces * PIECE)
+    assert piped.pread_into(handle, memoryview(buffer), 0) == len(data)
+    assert bytes(buffer[: len(data)]) == data
+    assert piped.pread(handle, 3, 0) == data[:3]
+    piped.close(handle)

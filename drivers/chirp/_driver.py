@@ -68,6 +68,8 @@ from drivers.chirp.codec import (
 
 __all__ = ["DEFAULT_AUTH_METHODS", "ChirpDriver"]
 
+#: Requests of one pipelined pread in flight at once (their lines fit any socket buffer).
+PIPELINE_DEPTH = 8
 #: Flags this driver can express or emulate; anything else is refused.
 _EMULATED_FLAGS = os.O_NOFOLLOW | os.O_DIRECTORY | os.O_DSYNC | os.O_DIRECT
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0)  # includes O_DIRECTORY's bit: test all bits
@@ -240,8 +242,8 @@ class ChirpDriver(ChirpShell):
             return event.data
 
     def pread_into(self, handle: Handle, buffer: memoryview, offset: int) -> int:
-        """pread straight into ``buffer``: one request per :attr:`pipeline_piece` bytes, all
-        sent before the first reply is read (one round trip).
+        """pread straight into ``buffer``: one request per :attr:`pipeline_piece` bytes, sent
+        before the first reply is read (one round trip; up to PIPELINE_DEPTH at a time).
 
         The count is that of the unbroken run of bytes from ``offset``: a short reply (end
         of file) ends it, and what later replies brought is not counted. An error after
@@ -260,17 +262,22 @@ class ChirpDriver(ChirpShell):
             def attempt(replay: bool) -> Event:
                 sock, conn = self._connection()
                 fd = self._fd(handle)
-                for at, size in spans:
-                    request = Request(
-                        f"pread {fd} {size} {offset + at}",
-                        Reply.BYTES,
-                        limit=size,
-                        into=buffer[at : at + size],
-                    )
-                    self._send(sock, conn, request)
+
+                def send(index: int) -> None:
+                    at, size = spans[index]
+                    into = buffer[at : at + size]
+                    line = f"pread {fd} {size} {offset + at}"
+                    self._send(sock, conn, Request(line, Reply.BYTES, limit=size, into=into))
+
+                # At most PIPELINE_DEPTH requests ahead: a server blocked on a reply we
+                # have not read yet must never also wait for us to take its requests.
+                for index in range(min(PIPELINE_DEPTH, len(spans))):
+                    send(index)
                 total, ended = 0, False
                 failure: Failure | None = None
-                for _at, size in spans:
+                for index, (_at, size) in enumerate(spans):
+                    if index + PIPELINE_DEPTH < len(spans):
+                        send(index + PIPELINE_DEPTH)
                     event = self._receive(sock, conn)
                     if isinstance(event, Failure):
                         failure = failure if failure is not None else event
