@@ -13,6 +13,7 @@ import ctypes
 import errno
 import mmap
 import os
+from collections.abc import Sized
 from typing import Final
 
 from reference_agent._ptrace import vm_read, vm_write
@@ -51,16 +52,20 @@ def write_bytes(pid: int, address: int, data: bytes) -> None:
     write_scattered(pid, [data], [(address, len(data))])
 
 
-def _address(piece: bytes | memoryview) -> tuple[int, object]:
-    """Where ``piece``'s bytes are in our memory, and what keeps them there: no copy but of
-    a read-only view (a bytes object lends its storage, a writable view its buffer)."""
+#: Pieces smaller than this are copied into a ctypes buffer (cheaper than lending them).
+_LEND_FROM = 64 * 1024
+
+
+def _address(piece: bytes | memoryview) -> tuple[int, Sized]:
+    """Where ``piece``'s bytes are in our memory, and what keeps them there (as long as the
+    piece). A large piece is lent, not copied (a bytes object its storage, a view its buffer)."""
+    if len(piece) < _LEND_FROM or (isinstance(piece, memoryview) and piece.readonly):
+        copy = ctypes.create_string_buffer(bytes(piece), len(piece))
+        return ctypes.addressof(copy), copy
     if isinstance(piece, bytes):
         pointer = ctypes.c_char_p(piece)
-        return ctypes.cast(pointer, ctypes.c_void_p).value or 0, pointer
-    piece = memoryview(piece)
-    if piece.readonly:
-        piece = memoryview(bytearray(piece))
-    window = (ctypes.c_char * piece.nbytes).from_buffer(piece)
+        return ctypes.cast(pointer, ctypes.c_void_p).value or 0, piece
+    window = (ctypes.c_char * piece.nbytes).from_buffer(memoryview(piece))
     return ctypes.addressof(window), window
 
 
@@ -68,17 +73,16 @@ def write_scattered(
     pid: int, pieces: list[bytes | memoryview], ranges: list[tuple[int, int]]
 ) -> None:
     """Write ``pieces`` (in order, as one stream) over ``ranges`` of ``pid``'s memory, in one
-    call, without copying them first. The ranges hold exactly the pieces' bytes.
+    call; a large piece is not copied first. The ranges hold exactly the pieces' bytes.
 
     Raises:
         OSError: EFAULT if any of it is not mapped writable.
     """
-    pieces = [piece for piece in pieces if len(piece)]
-    total = sum(len(piece) for piece in pieces)
-    if not total:
+    held = [_address(piece) for piece in pieces if len(piece)]
+    if not held:
         return
-    held = [_address(piece) for piece in pieces]
-    local = [(address, len(piece)) for (address, _), piece in zip(held, pieces, strict=True)]
+    local = [(address, len(keeper)) for address, keeper in held]
+    total = sum(length for _, length in local)
     written = vm_write(pid, local, ranges)
     del held  # the ctypes windows go before their buffers may be resized
     if written != total:
