@@ -43,13 +43,16 @@ def read_bytes(pid: int, address: int, length: int) -> bytes:
     return data
 
 
-def write_bytes(pid: int, address: int, data: bytes) -> None:
+def write_bytes(pid: int, address: int, data: bytes | memoryview) -> None:
     """Write all of ``data`` into ``pid``'s memory at ``address``.
 
     Raises:
         OSError: EFAULT if any of it is not mapped writable.
     """
-    write_scattered(pid, [data], [(address, len(data))])
+    if data:
+        where, _keeper = _address(data)
+        if vm_write(pid, [(where, len(data))], [(address, len(data))]) != len(data):
+            raise _fault(address)
 
 
 #: Pieces smaller than this are copied into a ctypes buffer (cheaper than lending them).

@@ -98,7 +98,7 @@ class Call:
     def read(self, address: int, length: int) -> bytes:
         return _memory.read_bytes(self.pid, address, length)
 
-    def write(self, address: int, data: bytes) -> None:
+    def write(self, address: int, data: bytes | memoryview) -> None:
         _memory.write_bytes(self.pid, address, data)
 
     def write_scattered(

@@ -75,6 +75,8 @@ class ReadBuffer:
         end = offset + size
         if self.size is not None:
             end = min(end, self.size)
+        if self.start <= offset and end <= self.start + self.length:  # a hit: most reads
+            return [memoryview(self.memory)[offset - self.start : end - self.start]]
         pieces: list[memoryview] = []
         position = offset
         while position < end:

@@ -57,6 +57,10 @@ def _read_into(call: Call, remote: RemoteFile, buffers: list[tuple[int, int]], o
     buffer), then copied into the program with one process_vm_writev."""
     total = min(sum(length for _, length in buffers), MAX_IO)
     pieces = remote.read_views(total, offset, _SCRATCH)
+    if len(pieces) == 1 and len(buffers) == 1:  # read and pread: the common case, kept short
+        if pieces[0]:
+            call.write(buffers[0][0], pieces[0])
+        return len(pieces[0])
     count = sum(len(piece) for piece in pieces)
     ranges: list[tuple[int, int]] = []
     left = count
