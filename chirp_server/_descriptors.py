@@ -17,6 +17,7 @@ __all__ = [
     "MAX_OPEN_FILES",
     "OpenFiles",
     "pread_full",
+    "pread_full_into",
     "read_all",
     "write_all",
     "xattr_names",
@@ -104,6 +105,27 @@ def pread_full(fd: int, length: int, offset: int) -> bytes:
             raise
         return os.read(fd, length)
     return b"".join(parts)
+
+
+def pread_full_into(fd: int, buffer: memoryview, offset: int) -> int:
+    """:func:`pread_full` into ``buffer`` (its whole length): the count read.
+
+    The reply's bytes then go out from ``buffer`` without another allocation or copy.
+    """
+    got = 0
+    try:
+        while got < len(buffer):
+            count = os.preadv(fd, [buffer[got:]], offset + got)
+            if not count:
+                break
+            got += count
+    except OSError as exc:
+        if got:
+            return got
+        if exc.errno != errno.ESPIPE:
+            raise
+        return os.readv(fd, [buffer])
+    return got
 
 
 def write_all(fd: int, data: bytes | memoryview, offset: int, partial: bool = True) -> int:

@@ -28,7 +28,13 @@ from typing import Final, Protocol
 
 from chirp_server import _acl as acl
 from chirp_server._acl import ChirpAcl
-from chirp_server._descriptors import OpenFiles, pread_full, write_all, xattr_names
+from chirp_server._descriptors import (
+    OpenFiles,
+    pread_full,
+    pread_full_into,
+    write_all,
+    xattr_names,
+)
 from chirp_server._fs import ServerFS
 from drivers.chirp.codec import (
     MAX_BUFFER_SIZE,
@@ -48,7 +54,7 @@ class Close(Enum):
 
 CLOSE: Final = Close.CLOSE
 #: A handler's answer: result and payload, None (already answered) or CLOSE.
-Reply = tuple[int, bytes] | Close | None
+Reply = tuple[int, bytes | memoryview] | Close | None
 _CHUNK = 65536
 
 
@@ -70,6 +76,13 @@ class Session:
     subject: str
     files: OpenFiles = field(default_factory=OpenFiles)
     stall_deadline: float = 0.0
+    #: A pread's bytes, read in and sent out before the next request (fresh memory faults).
+    _scratch: bytearray = field(default_factory=bytearray, repr=False)
+
+    def scratch(self, size: int) -> memoryview:
+        if len(self._scratch) < size:
+            self._scratch = bytearray(size)
+        return memoryview(self._scratch)[:size]
 
     def transfer_deadline(self, length: int) -> float:
         """Whole-file transfers get at least 1 KB/s plus 30 s (cctools' floor)."""
@@ -139,7 +152,7 @@ def _payload(s: Session, length: int, soak_overflow: bool) -> bytes:
     return data
 
 
-def _data(data: bytes) -> Reply:
+def _data(data: bytes | memoryview) -> Reply:
     return len(data), data
 
 
@@ -155,9 +168,11 @@ def _statfs_reply(fields: tuple[int, ...]) -> Reply:
 
 
 def rpc_pread(s: Session, r: Request) -> Reply:
-    return _data(
-        pread_full(s.files.get(r.i("fd")), min(r.i("length"), MAX_BUFFER_SIZE), r.i("offset"))
-    )
+    fd, length, offset = s.files.get(r.i("fd")), r.i("length"), r.i("offset")
+    if length < 0 or offset < 0:
+        raise _fail(errno.EINVAL)
+    view = s.scratch(min(length, MAX_BUFFER_SIZE))
+    return _data(view[: pread_full_into(fd, view, offset)])
 
 
 def rpc_sread(s: Session, r: Request) -> Reply:

@@ -193,6 +193,27 @@ class _Link:
             return False
         return True
 
+    def write_parts(self, parts: list[bytes | memoryview], deadline: float) -> bool:
+        """Send ``parts`` in order with as few system calls as the socket allows."""
+        if len(parts) == 1:
+            return self.write(bytes(parts[0]), deadline)
+        views = [memoryview(part) for part in parts]
+        while views:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                self.sock.settimeout(remaining)
+                sent = self.sock.sendmsg(views)
+            except OSError:
+                return False
+            while views and sent >= len(views[0]):
+                sent -= len(views[0])
+                views.pop(0)
+            if sent:
+                views[0] = views[0][sent:]
+        return True
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
@@ -399,7 +420,8 @@ class ChirpServer:
                 continue
             if line[0] == _EOT:
                 return
-            verb, result, payload = "?", 0, b""
+            verb, result = "?", 0
+            payload: bytes | memoryview = b""
             try:
                 verb, reply = dispatch(session, line)
             except OSError as exc:
@@ -415,8 +437,10 @@ class ChirpServer:
                     continue
                 result, payload = reply
             log.debug("%s: %s %r = %d", link.peer, verb, line, result)
-            out = f"{result}\n".encode() + (payload if result >= 0 else b"")
-            if not link.write(out, session.stall_deadline):
+            head = f"{result}\n".encode()
+            # The payload goes out as it is, not copied onto its result line.
+            if not link.write_parts([head, payload] if result >= 0 and payload else [head],
+                                    session.stall_deadline):  # fmt: skip
                 return
 
     # -- authentication

@@ -375,6 +375,15 @@ class Driver(ABC):
     def pread(self, handle: Handle, size: int, offset: int) -> bytes:
         """pread(2): at most ``size`` bytes at ``offset``; b"" at end of file."""
 
+    def pread_into(self, handle: Handle, buffer: memoryview, offset: int) -> int:
+        """pread(2) into ``buffer`` (at most its length) at ``offset``: the bytes read, 0 at end.
+
+        A driver that can receive into the caller's memory overrides this; this one copies.
+        """
+        data = self.pread(handle, len(buffer), offset)
+        buffer[: len(data)] = data
+        return len(data)
+
     @abstractmethod
     def pwrite(self, handle: Handle, data: bytes, offset: int) -> int:
         """pwrite(2): returns the number of bytes written."""

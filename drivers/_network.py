@@ -177,6 +177,36 @@ class ReplyDeadline:
         Raises:
             OSError: ETIMEDOUT when the deadline passed, or the connection's own error.
         """
+        remaining = self._remaining()
+        sock.settimeout(min(self.timeout, remaining))
+        data = receive_some(sock, size, self.timeout, self.what)
+        sock.settimeout(self.timeout)
+        self._progressed(len(data))
+        return data
+
+    def receive_into(self, sock: socket.socket, buffer: memoryview) -> int:
+        """Like :meth:`receive`, into ``buffer``: how many bytes came (0 when the peer closed).
+
+        Raises:
+            OSError: ETIMEDOUT when the deadline passed, or the connection's own error.
+        """
+        remaining = self._remaining()
+        sock.settimeout(min(self.timeout, remaining))
+        try:
+            count = sock.recv_into(buffer)
+        except TimeoutError:
+            raise OSError(
+                errno.ETIMEDOUT, f"{self.what}: no reply within {self.timeout:g} s"
+            ) from None
+        except OSError as exc:
+            raise OSError(exc.errno or errno.ECONNRESET, f"{self.what}: {exc.strerror}") from None
+        finally:
+            sock.settimeout(self.timeout)
+        self._progressed(count)
+        return count
+
+    def _remaining(self) -> float:
+        """Seconds left; ETIMEDOUT (naming why) when none are."""
         ends = self._ends if self.limit is None else min(self._ends, self.limit)
         remaining = ends - time.monotonic()
         if remaining <= 0:
@@ -186,14 +216,13 @@ class ReplyDeadline:
                 else f"reply too slow (under {PROGRESS_BYTES} bytes in {self.timeout:g} s)"
             )
             raise OSError(errno.ETIMEDOUT, f"{self.what}: {why}")
-        sock.settimeout(min(self.timeout, remaining))
-        data = receive_some(sock, size, self.timeout, self.what)
-        sock.settimeout(self.timeout)
-        self._progress += len(data)
+        return remaining
+
+    def _progressed(self, count: int) -> None:
+        self._progress += count
         if self._progress >= PROGRESS_BYTES:
             self._progress = 0
             self._ends = time.monotonic() + self.timeout
-        return data
 
 
 def recovery_budget(explicit: float | None, env: str, default: float) -> float:

@@ -9,14 +9,16 @@ wants.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import mmap
 import os
+from collections.abc import Sized
 from typing import Final
 
 from reference_agent._ptrace import vm_read, vm_write
 
-__all__ = ["PATH_MAX", "read_bytes", "read_c_string", "write_bytes"]
+__all__ = ["PATH_MAX", "read_bytes", "read_c_string", "write_bytes", "write_scattered"]
 
 #: Longest path the kernel accepts, terminating NUL included (linux/limits.h).
 PATH_MAX: Final = 4096
@@ -41,14 +43,53 @@ def read_bytes(pid: int, address: int, length: int) -> bytes:
     return data
 
 
-def write_bytes(pid: int, address: int, data: bytes) -> None:
+def write_bytes(pid: int, address: int, data: bytes | memoryview) -> None:
     """Write all of ``data`` into ``pid``'s memory at ``address``.
 
     Raises:
         OSError: EFAULT if any of it is not mapped writable.
     """
-    if data and vm_write(pid, data, [(address, len(data))]) != len(data):
-        raise _fault(address)
+    if data:
+        where, _keeper = _address(data)
+        if vm_write(pid, [(where, len(data))], [(address, len(data))]) != len(data):
+            raise _fault(address)
+
+
+#: Pieces smaller than this are copied into a ctypes buffer (cheaper than lending them).
+_LEND_FROM = 64 * 1024
+
+
+def _address(piece: bytes | memoryview) -> tuple[int, Sized]:
+    """Where ``piece``'s bytes are in our memory, and what keeps them there (as long as the
+    piece). A large piece is lent, not copied (a bytes object its storage, a view its buffer)."""
+    if len(piece) < _LEND_FROM or (isinstance(piece, memoryview) and piece.readonly):
+        copy = ctypes.create_string_buffer(bytes(piece), len(piece))
+        return ctypes.addressof(copy), copy
+    if isinstance(piece, bytes):
+        pointer = ctypes.c_char_p(piece)
+        return ctypes.cast(pointer, ctypes.c_void_p).value or 0, piece
+    window = (ctypes.c_char * piece.nbytes).from_buffer(memoryview(piece))
+    return ctypes.addressof(window), window
+
+
+def write_scattered(
+    pid: int, pieces: list[bytes | memoryview], ranges: list[tuple[int, int]]
+) -> None:
+    """Write ``pieces`` (in order, as one stream) over ``ranges`` of ``pid``'s memory, in one
+    call; a large piece is not copied first. The ranges hold exactly the pieces' bytes.
+
+    Raises:
+        OSError: EFAULT if any of it is not mapped writable.
+    """
+    held = [_address(piece) for piece in pieces if len(piece)]
+    if not held:
+        return
+    local = [(address, len(keeper)) for address, keeper in held]
+    total = sum(length for _, length in local)
+    written = vm_write(pid, local, ranges)
+    del held  # the ctypes windows go before their buffers may be resized
+    if written != total:
+        raise _fault(ranges[0][0])
 
 
 def _page_split(address: int, length: int) -> list[tuple[int, int]]:

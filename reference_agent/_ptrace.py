@@ -580,8 +580,10 @@ def vm_read(pid: int, remote: Sequence[tuple[int, int]]) -> bytes:
     return buffer.raw[:copied]
 
 
-def vm_write(pid: int, data: bytes, remote: Sequence[tuple[int, int]]) -> int:
-    """Copy ``data`` into the tracee's ``remote`` (address, length) ranges, in one syscall.
+def vm_write(pid: int, local: Sequence[tuple[int, int]], remote: Sequence[tuple[int, int]]) -> int:
+    """Copy our ``local`` (address, length) ranges, in order, into the tracee's ``remote`` ones.
+
+    One syscall; the caller keeps the local memory alive and unmoved during it.
 
     Returns:
         How many bytes were written (fewer if a range runs into unmapped or read-only memory).
@@ -589,9 +591,9 @@ def vm_write(pid: int, data: bytes, remote: Sequence[tuple[int, int]]) -> int:
     Raises:
         OSError: EFAULT if nothing could be written, ESRCH if ``pid`` is gone.
     """
-    source = ctypes.create_string_buffer(data, len(data))
-    local = _IOVEC.pack(ctypes.addressof(source), len(data))
-    written: int = _process_vm_writev(pid, local, 1, _iovecs(remote), len(remote), 0)
+    written: int = _process_vm_writev(
+        pid, _iovecs(local), len(local), _iovecs(remote), len(remote), 0
+    )
     if written < 0:
         raise _errno_error(f"process_vm_writev of {pid}")
     return written

@@ -98,8 +98,14 @@ class Call:
     def read(self, address: int, length: int) -> bytes:
         return _memory.read_bytes(self.pid, address, length)
 
-    def write(self, address: int, data: bytes) -> None:
+    def write(self, address: int, data: bytes | memoryview) -> None:
         _memory.write_bytes(self.pid, address, data)
+
+    def write_scattered(
+        self, pieces: list[bytes | memoryview], ranges: list[tuple[int, int]]
+    ) -> None:
+        """Write ``pieces`` as one stream over the (address, length) ``ranges``, in one call."""
+        _memory.write_scattered(self.pid, pieces, ranges)
 
     def scratch_string(self, text: str) -> int:
         """Write ``text`` where the kernel will read it; return its address.

@@ -28,7 +28,7 @@ from drivers import DirEntry, Driver, Handle, StatResult
 from reference_agent.read_cache import ReadBuffer
 from reference_agent.whole_cache import write_back
 
-__all__ = ["RemoteFile", "RemoteFileTable"]
+__all__ = ["RemoteFile", "RemoteFileTable", "Scratch"]
 
 #: /proc/self/fd/N, /proc/thread-self/fd/N, /proc/PID/fd/N (and task/TID/fd/N), and below.
 _PROC_FD = re.compile(r"^/proc/(self|thread-self|\d+)(?:/task/(\d+))?/fd/(\d+)(/.*)?$")
@@ -68,9 +68,18 @@ class RemoteFile:
         """Read through this open's buffer (``--cache cto``), else from the driver."""
         if self.reader is None:
             return self.driver.pread(self.handle, size, offset)
-        return self.reader.read(
-            lambda want, at: self.driver.pread(self.handle, want, at), size, offset
-        )
+        return self.reader.read(self._fetch_into, size, offset)
+
+    def read_views(self, size: int, offset: int, scratch: Scratch) -> list[memoryview]:
+        """Up to ``size`` bytes at ``offset`` as views, valid until the next read: of this
+        open's buffer (``--cache cto``), else of ``scratch``, received into it by the driver."""
+        if self.reader is not None:
+            return self.reader.read_views(self._fetch_into, size, offset)
+        view = scratch.view(size)
+        return [view[: self.driver.pread_into(self.handle, view, offset)]]
+
+    def _fetch_into(self, buffer: memoryview, offset: int) -> int:
+        return self.driver.pread_into(self.handle, buffer, offset)
 
     def pwrite(self, data: bytes, offset: int) -> int:
         """Write through to the driver; this open's buffer sees it."""
@@ -104,6 +113,27 @@ class RemoteFile:
             with contextlib.suppress(OSError):
                 self.driver.close(self.handle)
             self.handle = fresh
+
+
+class Scratch:
+    """Memory that reads land in on their way to the program, reused from call to call.
+
+    Fresh memory costs a page fault per page on its first write; reusing it does not.
+    """
+
+    KEEP = 16 * 1024 * 1024  # bytes kept between calls; a larger read gets memory of its own
+
+    def __init__(self) -> None:
+        self._memory = bytearray()
+
+    def view(self, size: int) -> memoryview:
+        """``size`` writable bytes (their contents are whatever was there)."""
+        if size > self.KEEP:
+            return memoryview(bytearray(size))
+        if len(self._memory) < size:
+            # A new object, not a resize: a view handed out earlier may still be alive.
+            self._memory = bytearray(max(size, min(2 * len(self._memory), self.KEEP)))
+        return memoryview(self._memory)[:size]
 
 
 class RemoteFileTable:

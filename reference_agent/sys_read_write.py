@@ -14,11 +14,13 @@ import struct
 from drivers.chirp.codec import MAX_BUFFER_SIZE
 from reference_agent.agent import Agent
 from reference_agent.call import Call, Outcome
-from reference_agent.files import RemoteFile
+from reference_agent.files import RemoteFile, Scratch
 
 _IOVEC = struct.Struct("<QQ")
 #: Agent-side bound on one emulated read, like a kernel's MAX_RW_COUNT.
 MAX_IO = MAX_BUFFER_SIZE
+#: Where reads land on their way into the program (the agent handles one call at a time).
+_SCRATCH = Scratch()
 #: The end of a directory for lseek: the largest offset (LLONG_MAX).
 DIRECTORY_END = (1 << 63) - 1
 
@@ -51,17 +53,25 @@ def write_refusal(remote: RemoteFile) -> int | None:
 
 
 def _read_into(call: Call, remote: RemoteFile, buffers: list[tuple[int, int]], offset: int) -> int:
+    """Read into the program's buffers: received into reused memory (or the open's read
+    buffer), then copied into the program with one process_vm_writev."""
     total = min(sum(length for _, length in buffers), MAX_IO)
-    data = remote.pread(total, offset)
-    position = 0
+    pieces = remote.read_views(total, offset, _SCRATCH)
+    if len(pieces) == 1 and len(buffers) == 1:  # read and pread: the common case, kept short
+        if pieces[0]:
+            call.write(buffers[0][0], pieces[0])
+        return len(pieces[0])
+    count = sum(len(piece) for piece in pieces)
+    ranges: list[tuple[int, int]] = []
+    left = count
     for address, length in buffers:
-        if position >= len(data):
+        if left <= 0:
             break
-        piece = data[position : position + length]
-        if piece:  # a zero-length buffer takes nothing; the next one gets the bytes
-            call.write(address, piece)
-            position += len(piece)
-    return len(data)
+        if length:  # a zero-length buffer takes nothing; the next one gets the bytes
+            ranges.append((address, min(length, left)))
+            left -= length
+    call.write_scattered(list(pieces), ranges)
+    return count
 
 
 def _write_from(call: Call, remote: RemoteFile, buffers: list[tuple[int, int]], offset: int) -> int:

@@ -22,13 +22,17 @@ class FileAt:
         self.data = bytearray(data)
         self.log: list[tuple[int, int]] = []
 
-    def fetch(self, size: int, offset: int) -> bytes:
-        self.log.append((size, offset))
-        return bytes(self.data[offset : offset + size])
+    def fetch(self, buffer: memoryview, offset: int) -> int:
+        """A driver's pread_into: the bytes land in ``buffer``; their count is returned."""
+        self.log.append((len(buffer), offset))
+        data = self.data[offset : offset + len(buffer)]
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def pattern(size: int) -> bytes:
-    return bytes(i * 7 % 251 for i in range(size))
+    period = bytes(i * 7 % 251 for i in range(251))  # not a power of two: blocks differ
+    return (period * (size // 251 + 1))[:size]
 
 
 def test_ReadBuffer_small_reads_cost_one_fetch_per_block() -> None:
@@ -47,7 +51,9 @@ def test_ReadBuffer_sequential_blocks_grow_and_a_seek_starts_again() -> None:
         assert buffer.read(file.fetch, 8192, offset) == file.data[offset : offset + 8192]
         offset += 8192
     sizes = [size for size, _ in file.log]
-    assert sizes[:5] == [FIRST_BLOCK, 2 * FIRST_BLOCK, 4 * FIRST_BLOCK, 8 * FIRST_BLOCK, MAX_BLOCK]
+    doublings = (MAX_BLOCK // FIRST_BLOCK).bit_length()
+    assert sizes[:doublings] == [FIRST_BLOCK << i for i in range(doublings)]
+    assert sizes[doublings - 1] == MAX_BLOCK
     assert max(sizes) == MAX_BLOCK
     buffer.read(file.fetch, 10, 7 * MAX_BLOCK)
     assert file.log[-1] == (FIRST_BLOCK, 7 * MAX_BLOCK)
@@ -84,8 +90,8 @@ def test_ReadBuffer_short_fetches_are_completed() -> None:
     file = FileAt(pattern(1000))
     buffer = ReadBuffer(size=1000)
 
-    def stingy(size: int, offset: int) -> bytes:
-        return file.fetch(min(size, 300), offset)
+    def stingy(buffer: memoryview, offset: int) -> int:
+        return file.fetch(buffer[:300], offset)
 
     assert buffer.read(stingy, 1000, 0) == file.data
     assert [offset for _, offset in file.log] == [0, 300, 600, 900]
@@ -112,14 +118,26 @@ def test_ReadBuffer_sees_its_own_changes(change: str) -> None:
     assert buffer.read(file.fetch, 1000, 0) == file.data
 
 
-def test_ReadBuffer_keeps_what_it_read_when_the_fetch_fails() -> None:
+def test_ReadBuffer_a_failed_fetch_drops_the_block_it_may_have_half_overwritten() -> None:
     file = FileAt(pattern(FIRST_BLOCK * 2))
     buffer = ReadBuffer(size=len(file.data))
     buffer.read(file.fetch, 10, 0)
 
-    def broken(size: int, offset: int) -> bytes:
+    def broken(buffer: memoryview, offset: int) -> int:
+        buffer[:5] = b"XXXXX"  # some bytes landed before the connection broke
         raise ConnectionResetError(104, "reset")
 
     with pytest.raises(ConnectionResetError):
         buffer.read(broken, 10, FIRST_BLOCK + 5)
-    assert buffer.read(broken, 10, 0) == file.data[:10]
+    assert buffer.read(file.fetch, 10, 0) == file.data[:10]
+    assert file.log[-1] == (FIRST_BLOCK, 0)  # asked again, not answered from the broken block
+
+
+def test_ReadBuffer_a_read_across_blocks_keeps_the_first_part_when_the_block_is_refilled() -> None:
+    file = FileAt(pattern(4 * FIRST_BLOCK))
+    buffer = ReadBuffer(size=len(file.data))
+    buffer.read(file.fetch, 10, 0)  # block [0, FIRST_BLOCK)
+    # The rest of this read comes from a second fetch into the same memory.
+    views = buffer.read_views(file.fetch, 2 * FIRST_BLOCK, FIRST_BLOCK - 100)
+    assert len(views) == 2
+    assert b"".join(views) == file.data[FIRST_BLOCK - 100 : 3 * FIRST_BLOCK - 100]

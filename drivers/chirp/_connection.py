@@ -17,6 +17,13 @@ queue, and replies are parsed strictly in order. ``putfile`` is the one
 two-phase request: the server's ``0`` go-ahead must arrive before the
 payload is sent, so nothing may be pipelined behind it.
 
+Bulk data is not copied more than it must be. A request may name a buffer
+(``Request.into``) for its BYTES payload: once the result line is parsed, the
+payload goes there, and while it is incomplete :meth:`receive_buffer` offers
+the rest of it, so the I/O shell can ``recv_into`` it straight from the socket
+(:meth:`received_into` then says how much came). :meth:`send_parts` gives a
+request's line and payload as separate pieces for one ``sendmsg``.
+
 This module does no I/O. The caller feeds bytes in with ``receive_data``,
 takes events out with ``next_event`` (``NEED_DATA`` when more bytes are
 needed) and turns events into bytes with ``send``.
@@ -37,6 +44,7 @@ from drivers.chirp._events import (
     ChallengeAnswer,
     ContinuePut,
     Data,
+    DataInto,
     Done,
     Event,
     Failure,
@@ -111,6 +119,9 @@ def send_kind(event: Event) -> str:
 
 
 _RESULT = re.compile(rb"\s*([-+]?\d+)")
+#: Bytes read ahead of a payload that has its own buffer: its result line ("16777216\n"
+#: or an error) and the payload's first bytes, so the rest goes straight to the buffer.
+_HEAD_READ = 32
 #: A reply line longer than this is a lying or broken server, not a file name.
 MAX_REPLY_LINE = 64 * 1024
 #: A listed name (NAME_MAX is 255 bytes) longer than this means the server lies.
@@ -134,6 +145,13 @@ class ChirpConnection:
         self._entry_name: str | None = None
         self._entries: list[tuple[str, object]] = []
         self._listed_bytes = 0
+        # The payload being received into a request's own buffer: the buffer and how
+        # many of the announced bytes are in it so far.
+        self._sink: memoryview | None = None
+        self._sink_filled = 0
+        # What receive_buffer handed out: the sink's rest, the head buffer, or nothing.
+        self._receiving: memoryview | None = None
+        self._head = memoryview(bytearray(_HEAD_READ))
 
     # -- input ------------------------------------------------------------------------
 
@@ -143,6 +161,34 @@ class ChirpConnection:
             self._buffer += data
         else:
             self._eof = True
+
+    def receive_buffer(self) -> memoryview | None:
+        """Where the next bytes from the socket may go directly (then :meth:`received_into`).
+
+        The rest of a payload that has a buffer of its own; before such a payload, a
+        few bytes only, enough for its result line, so that the payload itself is not
+        read into the connection's buffer and copied out again. None: the connection
+        wants the bytes through :meth:`receive_data`.
+        """
+        if self._sink is not None and not self._buffer:
+            self._receiving = self._sink[self._sink_filled :]
+        elif self._sink is None and self._pending and self._pending[0].into is not None:
+            self._receiving = self._head
+        else:
+            self._receiving = None
+        return self._receiving
+
+    def received_into(self, count: int) -> None:
+        """``count`` bytes arrived in the view :meth:`receive_buffer` gave; 0: the server closed."""
+        into, self._receiving = self._receiving, None
+        if into is None or count > len(into):
+            raise LocalProtocolError("received_into without a matching receive_buffer")
+        if count == 0:
+            self._eof = True
+        elif into is self._head:
+            self._buffer += into[:count]
+        else:
+            self._sink_filled += count
 
     @property
     def pending(self) -> int:
@@ -157,6 +203,14 @@ class ChirpConnection:
         Raises:
             LocalProtocolError: ``event`` is not legal now, or too long a line.
         """
+        return b"".join(self.send_parts(event))
+
+    def send_parts(self, event: Event) -> list[bytes | memoryview]:
+        """Like :meth:`send`, as pieces to send in order: a payload is not copied.
+
+        Raises:
+            LocalProtocolError: ``event`` is not legal now, or too long a line.
+        """
         key = (self.state, send_kind(event))
         if key not in SEND_TRANSITIONS:
             raise LocalProtocolError(
@@ -167,14 +221,15 @@ class ChirpConnection:
         self.state = SEND_TRANSITIONS[key]
         if isinstance(event, AuthOffer):
             self.method = event.method
-            return event.method.encode() + b"\n"
+            return [event.method.encode() + b"\n"]
         if isinstance(event, ChallengeAnswer):
-            return b"yes\n" if event.created else b"no\n"
+            return [b"yes\n" if event.created else b"no\n"]
         if isinstance(event, PutData):
-            return event.data
+            return [event.data]
         assert isinstance(event, Request)  # the table admits nothing else
         self._pending.append(event)
-        return event.line.encode("ascii") + b"\n" + event.payload
+        head = event.line.encode("ascii") + b"\n"
+        return [head, event.payload] if event.payload else [head]
 
     # -- events -----------------------------------------------------------------------
 
@@ -264,6 +319,8 @@ class ChirpConnection:
     # -- reply readers ---------------------------------------------------------------------
 
     def _read_reply(self, request: Request) -> Event | NeedData:
+        if self._sink is not None:
+            return self._fill_sink()
         if self._lines is not None:
             return self._continue_list(request)
         if request.reply is Reply.PUT:
@@ -283,9 +340,19 @@ class ChirpConnection:
                 raise RemoteProtocolError(
                     f"{request.verb}: server announced {value} bytes, at most {request.limit} asked"
                 )
+            if request.into is not None:
+                if value > len(request.into):
+                    raise RemoteProtocolError(
+                        f"{request.verb}: server announced {value} bytes, "
+                        f"the buffer holds {len(request.into)}"
+                    )
+                self._consume(pos)
+                self._sink, self._sink_filled = request.into[:value], 0
+                return self._fill_sink()
             if len(self._buffer) < pos + value:
                 return NEED_DATA
-            data = bytes(self._buffer[pos : pos + value])
+            with memoryview(self._buffer) as view:  # released before the buffer shrinks
+                data = bytes(view[pos : pos + value])
             self._consume(pos + value)
             self._pending.popleft()
             return Data(value, data)
@@ -349,6 +416,22 @@ class ChirpConnection:
                 continue
             self._entries.append((self._entry_name, None if st.st_mode == 0 else st))
             self._entry_name = None
+
+    def _fill_sink(self) -> Event | NeedData:
+        """Move buffered bytes into the payload's buffer; DataInto once it is whole."""
+        sink = self._sink
+        assert sink is not None
+        if self._buffer:
+            take = min(len(self._buffer), len(sink) - self._sink_filled)
+            with memoryview(self._buffer) as view:
+                sink[self._sink_filled : self._sink_filled + take] = view[:take]
+            self._consume(take)
+            self._sink_filled += take
+        if self._sink_filled < len(sink):
+            return NEED_DATA
+        self._sink = None
+        self._pending.popleft()
+        return DataInto(len(sink))
 
     def _read_put(self) -> Event | NeedData:
         line = self._take_line()

@@ -34,6 +34,7 @@ __all__ = [
     "ChallengeAnswer",
     "ContinuePut",
     "Data",
+    "DataInto",
     "Done",
     "Event",
     "Failure",
@@ -85,9 +86,11 @@ class Request:
 
     line: str
     reply: Reply = Reply.SIMPLE
-    payload: bytes = b""
+    payload: bytes | memoryview = field(default=b"", repr=False)
     #: For BYTES replies: announcing more than this is a protocol error.
     limit: int | None = None
+    #: For BYTES replies: receive the payload here (it must fit), answered by :class:`DataInto`.
+    into: memoryview | None = field(default=None, repr=False, compare=False)
 
     @property
     def verb(self) -> str:
@@ -155,6 +158,13 @@ class Data:
 
 
 @dataclass(frozen=True, slots=True)
+class DataInto:
+    """A BYTES reply whose ``value`` bytes were received into the request's ``into`` buffer."""
+
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
 class StatReply:
     value: int
     stat: StatResult
@@ -191,6 +201,7 @@ Event = (
     | Done
     | ContinuePut
     | Data
+    | DataInto
     | StatReply
     | StatFSReply
     | ListReply

@@ -76,6 +76,23 @@ SUPPORTED_AUTH_METHODS = frozenset(DEFAULT_AUTH_METHODS)
 _RECV_CHUNK = 1 << 20
 
 
+def _send_parts(sock: socket.socket, parts: list[bytes | memoryview]) -> int:
+    """Send every part in order, a payload without joining it to its line; the bytes sent."""
+    if len(parts) == 1:
+        sock.sendall(parts[0])
+        return len(parts[0])
+    views = [memoryview(part) for part in parts if len(part)]
+    total = sum(len(view) for view in views)
+    while views:
+        sent = sock.sendmsg(views)
+        while views and sent >= len(views[0]):
+            sent -= len(views[0])
+            views.pop(0)
+        if sent:
+            views[0] = views[0][sent:]
+    return total
+
+
 class _Broken(OSError):
     """The connection failed under a call; whether the server applied it is unknown."""
 
@@ -258,11 +275,11 @@ class ChirpShell(Driver):
                 os.unlink(path)
 
     def _send(self, sock: socket.socket, conn: ChirpConnection, event: Event) -> None:
-        data = conn.send(event)
+        parts = conn.send_parts(event)
         if self._limit is not None:
             sock.settimeout(max(0.001, min(self.timeout, self._limit - time.monotonic())))
         try:
-            sock.sendall(data)
+            sent = _send_parts(sock, parts)
         except TimeoutError:
             self._disconnect()
             raise _Broken(errno.ETIMEDOUT, f"chirp {self.describe()}: send timed out") from None
@@ -272,7 +289,7 @@ class ChirpShell(Driver):
                 exc.errno or errno.ECONNRESET, f"chirp {self.describe()}: {exc.strerror}"
             ) from None
         sock.settimeout(self.timeout)
-        self.counters.sent(len(data))
+        self.counters.sent(sent)
 
     def _receive(self, sock: socket.socket, conn: ChirpConnection) -> Event:
         deadline = ReplyDeadline(self.timeout, f"chirp {self.describe()}", self._limit)
@@ -284,13 +301,21 @@ class ChirpShell(Driver):
                 raise _Broken(exc.errno_hint, f"chirp {self.describe()}: {exc}") from None
             if event is not NEED_DATA:
                 return event
+            sink = conn.receive_buffer()
             try:
-                data = deadline.receive(sock, _RECV_CHUNK)
+                if sink is not None:  # a payload with a home: straight from the socket
+                    count = deadline.receive_into(sock, sink)
+                else:
+                    data = deadline.receive(sock, _RECV_CHUNK)
+                    count = len(data)
             except OSError as exc:
                 self._disconnect()
                 raise _Broken(exc.errno, exc.strerror) from None
-            self.counters.received(len(data))
-            conn.receive_data(data)
+            self.counters.received(count)
+            if sink is not None:
+                conn.received_into(count)
+            else:
+                conn.receive_data(data)
 
     def _round_trip(self, request: Request) -> Event:
         """Send ``request`` on the live connection and return its reply (Failure included)."""
