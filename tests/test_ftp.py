@@ -148,6 +148,8 @@ def test_interview_decisions() -> None:
     assert interview.after_failed_rename(w, "/e", "/d") == errno.ENOTEMPTY
     assert interview.after_failed_rename(w, "/d", "/d/sub") == errno.EINVAL
     assert interview.after_failed_rename(w, "/f", "/f/sub") == errno.ENOTDIR  # below a file
+    # The new name is a directory holding the old one: Linux says ENOTEMPTY before any type.
+    assert interview.after_failed_rename(w, "/d/f", "/d") == errno.ENOTEMPTY
     assert interview.after_failed_link(w, "/missing", "/f/x", errno.EPERM) == errno.ENOENT
     assert interview.after_failed_link(w, "/f", "/g", errno.EPERM) == errno.EPERM
     w.asked.clear()
