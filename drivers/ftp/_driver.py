@@ -148,6 +148,9 @@ class FtpDriver(FtpQuestions):
         "vsftpd": replace(capabilities, utimens=False),  # no MFMT
         "pure-ftpd": replace(capabilities, trailing_spaces=False),  # stores 'a ' as 'a_'
         "pyftpdlib": replace(capabilities, utimens_directories=False),  # MFMT on files only
+        # proftpd's SITE CHMOD trims the trailing spaces of its argument ("a " becomes "a"):
+        # such a name takes neither chmod nor a create mode, so none is drawn.
+        "proftpd": replace(capabilities, trailing_spaces=False),
     }
     default_port = FTP_PORT
 
