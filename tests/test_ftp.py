@@ -327,6 +327,20 @@ def test_get_put_write_semantics(ftp: FtpDriver, ftp_server: RunningServer) -> N
     assert ftp.listing_method == ("LIST" if ftp_server.spec.implementation == "vsftpd" else "MLSD")
 
 
+def test_ftruncate_of_an_append_only_handle(ftp: FtpDriver) -> None:
+    """O_WRONLY|O_APPEND stages only the bytes to APPE; ftruncate needs the whole file, as
+    Linux allows it on such a descriptor (and so does unlink, keeping the bytes to read)."""
+    ftp.write_file("/f", b"hello")
+    handle = ftp.open("/f", os.O_WRONLY | os.O_APPEND)
+    ftp.pwrite(handle, b"xy", 0)
+    ftp.ftruncate(handle, 4)
+    assert ftp.fstat(handle).st_size == 4
+    ftp.pwrite(handle, b"!", 0)  # O_APPEND: at the end
+    ftp.ftruncate(handle, 7)
+    ftp.close(handle)
+    assert ftp.read_file("/f") == b"hell!\0\0"
+
+
 def test_program_under_the_agent_reads_what_was_written(
     ftp: FtpDriver, ftp_server: RunningServer
 ) -> None:

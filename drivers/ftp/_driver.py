@@ -6,8 +6,8 @@ What FTP can and cannot do, and what this driver does about it:
   read-only handle reads with REST + RETR from the asked offset, and keeps the
   download streaming while reads stay sequential; a writable handle stages
   the file in a local temporary file (downloaded at open unless O_TRUNC, or
-  O_WRONLY|O_APPEND, which stages only the new bytes for APPE) and sends it
-  with STOR on close or fsync. close returns STOR's error. Other clients see
+  O_WRONLY|O_APPEND, which stages only the new bytes for APPE until an ftruncate
+  or unlink needs the rest) and sends it with STOR on close or fsync. close returns STOR's error. Other clients see
   writes only then; a crash before close loses them.
 - **O_CREAT** stores an empty file at open (so the name exists, as POSIX
   says); **O_EXCL** is a check, then the store: not atomic against another
@@ -480,14 +480,30 @@ class FtpDriver(FtpQuestions):
     def ftruncate(self, handle: Handle, length: int) -> None:
         with self.counters.operation("ftruncate"):
             entry = self._entry(handle)
-            if length < 0 or entry.stage is None or entry.append_only:
+            if length < 0 or entry.stage is None:
                 raise_errno(errno.EINVAL)
             assert entry.stage is not None
+            if entry.append_only:
+                self._whole_stage(entry)
             end = entry.stage.seek(0, os.SEEK_END)
             if length > end:
                 entry.stage.write(b"\0" * (length - end))
             entry.stage.truncate(length)
             entry.dirty = True
+
+    def _whole_stage(self, entry: _OpenFile) -> None:
+        """An append-only stage becomes the whole file: the server's bytes, then those to add."""
+        assert entry.stage is not None
+        whole = tempfile.TemporaryFile(prefix="aviary-ftp-")  # noqa: SIM115 - lives with the handle
+        try:
+            self._fetch(entry.path, whole)
+            entry.stage.seek(0)
+            whole.write(entry.stage.read())
+        except BaseException:
+            whole.close()
+            raise
+        entry.stage.close()
+        entry.stage, entry.append_only = whole, False
 
     @recoverable
     def truncate(self, path: str, length: int) -> None:
@@ -556,6 +572,8 @@ class FtpDriver(FtpQuestions):
                 if entry.stage is None and not entry.is_dir:
                     entry.stage = tempfile.TemporaryFile(prefix="aviary-ftp-")  # noqa: SIM115
                     self._fetch(path, entry.stage)
+                elif entry.append_only:
+                    self._whole_stage(entry)
             if not self._ask("DELE", path).ok:
                 self._fail(self._diagnose(interview.after_failed_unlink, path), path)
             for entry in open_here:
