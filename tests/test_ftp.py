@@ -16,9 +16,12 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from conformance.rooted import Rooted
+from conformance.test_machine import make_machine
 from drivers import FileType, open_url, parse_url
 from drivers.ftp import FtpDriver
 from drivers.ftp import _interview as interview
@@ -26,6 +29,7 @@ from drivers.ftp._connection import BROKEN, READY, TRANSFER, FtpConnection
 from drivers.ftp._events import Command, LocalProtocolError, RemoteProtocolError, Reply
 from drivers.ftp._listing import parse_list_line, parse_mlsx_line, to_stat
 from drivers.ftp._verbs import command, parse_epsv, parse_features, parse_pasv, parse_timeval
+from drivers.local import LocalDriver
 from harness.cli import main as aviary_main
 from servers import RunningServer
 from tests.helpers import run_under_agent, start_or_skip
@@ -339,6 +343,29 @@ def test_ftruncate_of_an_append_only_handle(ftp: FtpDriver) -> None:
     ftp.ftruncate(handle, 7)
     ftp.close(handle)
     assert ftp.read_file("/f") == b"hell!\0\0"
+
+
+def test_the_random_comparison_models_appe(
+    ftp: FtpDriver, ftp_server: RunningServer, tmp_path: Path
+) -> None:
+    """A write-only O_APPEND handle appends its bytes at close to the file as it is then
+    (APPE): the model declared (appends_at_close) agrees, a rewrite in between included."""
+    caps = FtpDriver.capabilities_on(ftp_server.spec.implementation)
+    ftp.mkdir("/t")
+    with LocalDriver(str(tmp_path)) as oracle:
+        machine: Any = make_machine(lambda: (Rooted(ftp, "/t"), None), oracle, caps)()
+        machine.write_file(path="/a", data=b"hello")
+        handle = machine.open(path="/a", access=os.O_WRONLY, extra=os.O_APPEND, mode=0o600)
+        machine.write_file(path="/a", data=b"NEW")
+        machine.pwrite(handle=handle, data=b"xy", offset=0)
+        machine.fsync(handle=handle)
+        machine.same_tree()  # NEWxy
+        machine.pwrite(handle=handle, data=b"z", offset=0)
+        machine.fstat_size(handle=handle)
+        machine.ftruncate(handle=handle, length=4)
+        machine.close(handle=handle)
+        machine.same_tree()  # NEWx
+        machine.teardown()
 
 
 def test_program_under_the_agent_reads_what_was_written(

@@ -138,6 +138,7 @@ class FtpDriver(FtpQuestions):
         consistency="close-to-open",  # get/put: STOR at close or fsync
         handle_binding="renames",
         truncate_at_close=True,
+        appends_at_close=True,  # O_WRONLY|O_APPEND: APPE of the new bytes
         symlinks=False,
         hard_links=False,
         time_resolution_ns=1_000_000_000,
