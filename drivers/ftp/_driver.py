@@ -6,9 +6,10 @@ What FTP can and cannot do, and what this driver does about it:
   read-only handle reads with REST + RETR from the asked offset, and keeps the
   download streaming while reads stay sequential; a writable handle stages
   the file in a local temporary file (downloaded at open unless O_TRUNC, or
-  O_WRONLY|O_APPEND, which stages only the new bytes for APPE until an ftruncate
-  or unlink needs the rest) and sends it with STOR on close or fsync. close returns STOR's error. Other clients see
-  writes only then; a crash before close loses them.
+  O_WRONLY|O_APPEND, which stages only the new bytes for APPE until an
+  ftruncate or unlink needs the rest) and sends it with STOR on close or fsync.
+  close returns STOR's error. Other clients see writes only then; a crash
+  before close loses them.
 - **O_CREAT** stores an empty file at open (so the name exists, as POSIX
   says); **O_EXCL** is a check, then the store: not atomic against another
   client. Create modes other than the server's default (0644/0755 under
