@@ -345,6 +345,16 @@ def test_ftruncate_of_an_append_only_handle(ftp: FtpDriver) -> None:
     assert ftp.read_file("/f") == b"hell!\0\0"
 
 
+def test_a_read_only_handle_stays_read_only_after_unlink(ftp: FtpDriver) -> None:
+    """unlink keeps the file's bytes in a local stage for its open handles: a reader's
+    stage must not make it writable."""
+    handle = ftp.open("/a", os.O_RDONLY | os.O_CREAT, 0o600)
+    ftp.unlink("/a")
+    assert errno_of(ftp.pwrite, handle, b"", 0) == "EBADF"
+    assert errno_of(ftp.ftruncate, handle, 0) == "EINVAL"
+    ftp.close(handle)
+
+
 def test_the_random_comparison_models_appe(
     ftp: FtpDriver, ftp_server: RunningServer, tmp_path: Path
 ) -> None:

@@ -452,7 +452,7 @@ class FtpDriver(FtpQuestions):
             entry = self._entry(handle)
             if offset < 0:
                 raise_errno(errno.EINVAL)
-            if entry.stage is None:
+            if entry.stage is None or not entry.writable:  # an unlink stages readers too
                 raise_errno(errno.EBADF)
             assert entry.stage is not None
             if entry.flags & os.O_APPEND:
@@ -482,7 +482,7 @@ class FtpDriver(FtpQuestions):
     def ftruncate(self, handle: Handle, length: int) -> None:
         with self.counters.operation("ftruncate"):
             entry = self._entry(handle)
-            if length < 0 or entry.stage is None:
+            if length < 0 or entry.stage is None or not entry.writable:
                 raise_errno(errno.EINVAL)
             assert entry.stage is not None
             if entry.append_only:
