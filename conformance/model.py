@@ -12,6 +12,9 @@ temporary directory for the files themselves:
   it was opened with, whatever is there now). A read-only handle reads the
   bytes the file had at open; once another write changes the file, what it
   reads is not defined by close-to-open, and the model answers :data:`ANY`;
+- ``close-to-open`` with ``appends_at_close``: a write-only O_APPEND handle
+  appends what it wrote to the file as it is at close or fsync (an ftruncate,
+  or an unlink through the driver, makes its stage the whole file first);
 - ``close-to-open`` with ``write_through`` (an agent's read cache over a posix
   driver): every call is local POSIX at once, except what a handle reads: the
   file as it was at open, changed by the handle's own writes and truncates; once
@@ -108,6 +111,8 @@ class _Staged:
     stale: bool = False  # read-only: the file changed since open, or another file took its name
     orphan: bool = False  # its name was unlinked through the driver ("renames" binding)
     identity: tuple[int, int, int] | None = None  # read-only: (st_dev, st_ino, st_mtime_ns) at open
+    #: appends_at_close: what the handle wrote and will append at close (None: a whole stage).
+    appended: bytearray | None = None
     real: Handle | None = None  # write-through: the local descriptor all calls but reads use
 
     @property
@@ -173,6 +178,9 @@ class Model:
         self._changed()
 
     def unlink(self, path: str) -> None:
+        for entry in self.staged.values():
+            if entry.path == path and entry.appended is not None:
+                self._whole(entry)  # the driver keeps the file's bytes for the handle
         self.local.unlink(path)
         if self.caps.handle_binding == "renames":
             for entry in self.staged.values():
@@ -245,6 +253,8 @@ class Model:
         if deferred:
             entry.data = bytearray()
             entry.dirty = bool(data)
+        elif self.caps.appends_at_close and not new and _appending_only(flags):
+            entry.appended = bytearray()
         self._next += 1
         self.staged[self._next] = entry
         return Handle(self._next)
@@ -269,12 +279,22 @@ class Model:
             return
         self._store(self._entry(handle))
 
+    def _whole(self, entry: _Staged) -> None:
+        """An appending handle's stage becomes the whole file: as it is now, then its bytes."""
+        assert entry.appended is not None
+        entry.data = bytearray(self.local.read_file(entry.path)) + entry.appended
+        entry.appended = None
+
     def _store(self, entry: _Staged) -> None:
         if not entry.dirty or entry.orphan:
             return
         entry.dirty = False
         new = not self._exists(entry.path)
-        self.local.write_file(entry.path, bytes(entry.data))
+        stage = bytes(entry.data)
+        if entry.appended is not None:
+            stage = (b"" if new else self.local.read_file(entry.path)) + bytes(entry.appended)
+            entry.appended = bytearray()
+        self.local.write_file(entry.path, stage)
         if new:
             self._force(entry.path, is_dir=False)
         self._changed()
@@ -310,6 +330,8 @@ class Model:
         if offset > len(entry.data) and data:  # writing nothing extends nothing
             entry.data.extend(bytes(offset - len(entry.data)))
         entry.data[offset : offset + len(data)] = data
+        if entry.appended is not None:
+            entry.appended += data
         entry.dirty = True
         return len(data)
 
@@ -322,6 +344,8 @@ class Model:
         entry = self._entry(handle)
         if not entry.writable:
             raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        if entry.appended is not None:
+            self._whole(entry)
         del entry.data[length:]
         entry.data.extend(bytes(length - len(entry.data)))
         entry.dirty = True
@@ -345,6 +369,10 @@ class Model:
 
     def fstat(self, handle: Handle) -> StatResult:
         return self.local.fstat(handle)
+
+
+def _appending_only(flags: int) -> bool:
+    return flags & (os.O_ACCMODE | os.O_APPEND | os.O_TRUNC) == os.O_WRONLY | os.O_APPEND
 
 
 def _file_bytes(handle: Handle) -> bytes:

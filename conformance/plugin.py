@@ -30,7 +30,7 @@ import shlex
 import sys
 import tempfile
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -294,6 +294,41 @@ def _without_way(item: pytest.Item) -> bool:
     return way is not None and not isinstance(way, tuple)
 
 
+#: Where a failed report keeps ``failure_evidence`` of its exception until it is recorded.
+FAILURE_ATTRIBUTE = "aviary_failure"
+#: The most a failure's evidence keeps: the messages and the shrunk steps, not whole traces.
+EVIDENCE_LIMIT = 4000
+
+
+def failure_evidence(exc: BaseException, limit: int = EVIDENCE_LIMIT) -> str:
+    """What names a failure: the assertion's message and what hypothesis noted (the shrunk,
+    replayable example: a state machine's steps, the ``@reproduce_failure`` blob), for each
+    distinct failure of a group; at most ``limit`` characters."""
+    if isinstance(exc, BaseExceptionGroup):
+        parts = exc.exceptions
+        share = max(limit // len(parts), 200)
+        text = f"{len(parts)} distinct failures:\n" + "\n--\n".join(
+            failure_evidence(part, share) for part in parts
+        )
+    else:
+        notes = "\n".join(str(note) for note in getattr(exc, "__notes__", ()))
+        text = f"{type(exc).__name__}: {exc}".strip() + (f"\n{notes}" if notes else "")
+    if len(text) <= limit:
+        return text
+    cut = f"\n... ({len(text) - limit} more characters)"
+    return text[: max(limit - len(cut), 0)] + cut
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed and call.excinfo is not None:
+        setattr(report, FAILURE_ATTRIBUTE, failure_evidence(call.excinfo.value))
+    return report
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when != "call" and not (report.when == "setup" and report.outcome != "passed"):
         return
@@ -307,7 +342,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     )
     evidence = "; ".join(str(v) for k, v in report.user_properties if k == "evidence")
     if report.failed and not evidence:
-        evidence = str(report.longrepr).strip().splitlines()[-1][:500] if report.longrepr else ""
+        evidence = getattr(report, FAILURE_ATTRIBUTE, "") or (
+            str(report.longrepr).strip().splitlines()[-1][:500] if report.longrepr else ""
+        )
     if hasattr(report, "wasxfail") and not evidence:
         evidence = str(report.wasxfail)
     prop = dict(report.user_properties).get("property", report.nodeid)

@@ -75,11 +75,24 @@ def render_table(sets: list[ResultSet]) -> tuple[str, str]:
         "|" + "---|" * len(header),
     ]
     markdown += ["| " + " | ".join(row) + " |" for row in rows]
+    markdown += _why_not(sets)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(header)
     writer.writerows(rows)
     return "\n".join(markdown) + "\n", buffer.getvalue()
+
+
+def _why_not(sets: list[ResultSet]) -> list[str]:
+    """Under the table, each failure's evidence: for the random comparison, its shrunk steps."""
+    lines: list[str] = []
+    for result in sets:
+        for prop, outcome in sorted(result.outcomes.items()):
+            evidence = result.evidence.get(prop, "").strip()
+            if outcome in ("failed", "error") and evidence:
+                fence = "````" if "```" in evidence else "```"
+                lines += ["", f"**{result.column}: {prop}**", "", fence, evidence, fence]
+    return ["", "## Why each NO", *lines] if lines else []
 
 
 @dataclass(frozen=True)

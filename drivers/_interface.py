@@ -154,6 +154,9 @@ class Capabilities:
     handle_binding: Literal["inode", "renames", "path"] = "inode"
     #: close-to-open: O_TRUNC empties the file at close (the stage is stored), not at open.
     truncate_at_close: bool = False
+    #: close-to-open: a write-only O_APPEND handle (not O_TRUNC) sends only what it wrote,
+    #: appended to the file as it is at close or fsync (FTP's APPE), not the file of its open.
+    appends_at_close: bool = False
     #: close-to-open: each write reaches the server at once and other opens may see it; only
     #: what an open reads is close-to-open (an agent's read cache over a posix driver).
     write_through: bool = False

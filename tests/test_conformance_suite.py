@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from conformance.plugin import EVIDENCE_LIMIT, failure_evidence
 from conformance.results import ResultSet, compare_to_baseline, load_results, render_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,6 +84,31 @@ def test_broken_drivers_are_caught_by_name(tmp_path: Path, driver: str, caught_b
     # only when a random sequence happens to hold the right handle at the right offset.
     if driver in ("StatSizeZero", "WrongErrno", "CreateModeIgnored", "PreadOffByOne"):
         assert results["oracle_comparison"] == "failed"
+
+
+def test_a_failing_comparison_records_its_steps(tmp_path: Path) -> None:
+    """The results file (and Figure 5 under its table) keep what names the difference: the
+    assertion's message and the replayable steps, not only the last line of the trace."""
+    options = ("--driver", "tests.broken_drivers:StatSizeZero", "--through", "direct")
+    _, outcomes = run_suite(tmp_path, *options, "-k", "oracle_comparison", examples=20)
+    assert outcomes["stat-size-zero-none-direct"]["oracle_comparison"] == "failed"
+    (document,) = load_results(tmp_path / "results")
+    evidence = document.evidence["oracle_comparison"]
+    assert evidence.startswith("AssertionError: "), evidence
+    assert "the trees differ" in evidence or "system gave" in evidence, evidence
+    assert "state = FilesystemComparison()" in evidence and "@reproduce_failure" in evidence
+    assert len(evidence) <= EVIDENCE_LIMIT
+    markdown, _ = render_table([document])
+    assert "## Why each NO" in markdown and "state = FilesystemComparison()" in markdown
+
+
+def test_failure_evidence_names_every_failure_of_a_group_within_its_bound() -> None:
+    first, second = AssertionError("rename: EISDIR, the model ENOTEMPTY"), ValueError("x" * 9000)
+    first.add_note("state.rename(new='/d', old='/d/x')")
+    text = failure_evidence(ExceptionGroup("two", [first, second]))
+    assert text.startswith("2 distinct failures:\nAssertionError: rename: EISDIR")
+    assert "state.rename(new='/d', old='/d/x')" in text and "ValueError: xxx" in text
+    assert len(text) <= EVIDENCE_LIMIT + 100 and "more characters)" in text
 
 
 def test_unknown_driver_is_a_usage_error(tmp_path: Path) -> None:

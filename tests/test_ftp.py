@@ -16,9 +16,12 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from conformance.rooted import Rooted
+from conformance.test_machine import make_machine
 from drivers import FileType, open_url, parse_url
 from drivers.ftp import FtpDriver
 from drivers.ftp import _interview as interview
@@ -26,6 +29,7 @@ from drivers.ftp._connection import BROKEN, READY, TRANSFER, FtpConnection
 from drivers.ftp._events import Command, LocalProtocolError, RemoteProtocolError, Reply
 from drivers.ftp._listing import parse_list_line, parse_mlsx_line, to_stat
 from drivers.ftp._verbs import command, parse_epsv, parse_features, parse_pasv, parse_timeval
+from drivers.local import LocalDriver
 from harness.cli import main as aviary_main
 from servers import RunningServer
 from tests.helpers import run_under_agent, start_or_skip
@@ -148,6 +152,8 @@ def test_interview_decisions() -> None:
     assert interview.after_failed_rename(w, "/e", "/d") == errno.ENOTEMPTY
     assert interview.after_failed_rename(w, "/d", "/d/sub") == errno.EINVAL
     assert interview.after_failed_rename(w, "/f", "/f/sub") == errno.ENOTDIR  # below a file
+    # The new name is a directory holding the old one: Linux says ENOTEMPTY before any type.
+    assert interview.after_failed_rename(w, "/d/f", "/d") == errno.ENOTEMPTY
     assert interview.after_failed_link(w, "/missing", "/f/x", errno.EPERM) == errno.ENOENT
     assert interview.after_failed_link(w, "/f", "/g", errno.EPERM) == errno.EPERM
     w.asked.clear()
@@ -323,6 +329,53 @@ def test_get_put_write_semantics(ftp: FtpDriver, ftp_server: RunningServer) -> N
     st = ftp.stat("/")
     assert st.is_dir() and "st_atime_ns" in st.synthesized
     assert ftp.listing_method == ("LIST" if ftp_server.spec.implementation == "vsftpd" else "MLSD")
+
+
+def test_ftruncate_of_an_append_only_handle(ftp: FtpDriver) -> None:
+    """O_WRONLY|O_APPEND stages only the bytes to APPE; ftruncate needs the whole file, as
+    Linux allows it on such a descriptor (and so does unlink, keeping the bytes to read)."""
+    ftp.write_file("/f", b"hello")
+    handle = ftp.open("/f", os.O_WRONLY | os.O_APPEND)
+    ftp.pwrite(handle, b"xy", 0)
+    ftp.ftruncate(handle, 4)
+    assert ftp.fstat(handle).st_size == 4
+    ftp.pwrite(handle, b"!", 0)  # O_APPEND: at the end
+    ftp.ftruncate(handle, 7)
+    ftp.close(handle)
+    assert ftp.read_file("/f") == b"hell!\0\0"
+
+
+def test_a_read_only_handle_stays_read_only_after_unlink(ftp: FtpDriver) -> None:
+    """unlink keeps the file's bytes in a local stage for its open handles: a reader's
+    stage must not make it writable."""
+    handle = ftp.open("/a", os.O_RDONLY | os.O_CREAT, 0o600)
+    ftp.unlink("/a")
+    assert errno_of(ftp.pwrite, handle, b"", 0) == "EBADF"
+    assert errno_of(ftp.ftruncate, handle, 0) == "EINVAL"
+    ftp.close(handle)
+
+
+def test_the_random_comparison_models_appe(
+    ftp: FtpDriver, ftp_server: RunningServer, tmp_path: Path
+) -> None:
+    """A write-only O_APPEND handle appends its bytes at close to the file as it is then
+    (APPE): the model declared (appends_at_close) agrees, a rewrite in between included."""
+    caps = FtpDriver.capabilities_on(ftp_server.spec.implementation)
+    ftp.mkdir("/t")
+    with LocalDriver(str(tmp_path)) as oracle:
+        machine: Any = make_machine(lambda: (Rooted(ftp, "/t"), None), oracle, caps)()
+        machine.write_file(path="/a", data=b"hello")
+        handle = machine.open(path="/a", access=os.O_WRONLY, extra=os.O_APPEND, mode=0o600)
+        machine.write_file(path="/a", data=b"NEW")
+        machine.pwrite(handle=handle, data=b"xy", offset=0)
+        machine.fsync(handle=handle)
+        machine.same_tree()  # NEWxy
+        machine.pwrite(handle=handle, data=b"z", offset=0)
+        machine.fstat_size(handle=handle)
+        machine.ftruncate(handle=handle, length=4)
+        machine.close(handle=handle)
+        machine.same_tree()  # NEWx
+        machine.teardown()
 
 
 def test_program_under_the_agent_reads_what_was_written(

@@ -17,9 +17,12 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from conformance.rooted import Rooted
+from conformance.test_machine import make_machine
 from drivers import FileType, open_url
 from drivers._http import (
     NEED_DATA,
@@ -33,6 +36,7 @@ from drivers._http import (
     Response,
 )
 from drivers.http import HttpDriver, parse_listing
+from drivers.local import LocalDriver
 from harness.cli import main
 from servers import RunningServer, give_to
 from tests.helpers import errno_name, run_under_agent, start_or_skip
@@ -181,6 +185,30 @@ def test_file_replaced_under_a_read_only_handle(
             assert errno_name(driver.pread, handle, 3, 0) == "ESTALE"
     finally:
         driver.close(handle)
+
+
+def test_the_random_comparison_lets_a_handle_read_anything_once_its_file_changed(
+    driver: HttpDriver, http_server: RunningServer, tmp_path: Path
+) -> None:
+    """The model of HTTP: a handle opened before a change behind the server reads the new
+    bytes (Python's http.server) or ESTALE (nginx), not the old ones; both agree with it."""
+    server = http_server.spec.implementation
+    (http_server.data_dir / "t").mkdir()
+    give_to(http_server.as_user, http_server.data_dir / "t")
+    behind = LocalDriver(str(http_server.data_dir / "t"))
+    with LocalDriver(str(tmp_path)) as oracle:
+        caps = HttpDriver.capabilities_on(server)
+        machine: Any = make_machine(lambda: (Rooted(driver, "/t"), behind), oracle, caps)()
+        machine.write_file(path="/a", data=b"hello")
+        handle = machine.open(path="/a", access=os.O_RDONLY, extra=0, mode=0o600)
+        machine.pread(handle=handle, size=5, offset=0)
+        machine.write_file(path="/a", data=b"HELLO, world")
+        machine.pread(handle=handle, size=5, offset=0)
+        machine.fstat_size(handle=handle)
+        machine.unlink(path="/a")
+        machine.pread(handle=handle, size=5, offset=0)
+        machine.same_tree()
+        machine.teardown()
 
 
 def test_stat_listing_and_range_reads(driver: HttpDriver, http_server: RunningServer) -> None:

@@ -6,9 +6,10 @@ What FTP can and cannot do, and what this driver does about it:
   read-only handle reads with REST + RETR from the asked offset, and keeps the
   download streaming while reads stay sequential; a writable handle stages
   the file in a local temporary file (downloaded at open unless O_TRUNC, or
-  O_WRONLY|O_APPEND, which stages only the new bytes for APPE) and sends it
-  with STOR on close or fsync. close returns STOR's error. Other clients see
-  writes only then; a crash before close loses them.
+  O_WRONLY|O_APPEND, which stages only the new bytes for APPE until an
+  ftruncate or unlink needs the rest) and sends it with STOR on close or fsync.
+  close returns STOR's error. Other clients see writes only then; a crash
+  before close loses them.
 - **O_CREAT** stores an empty file at open (so the name exists, as POSIX
   says); **O_EXCL** is a check, then the store: not atomic against another
   client. Create modes other than the server's default (0644/0755 under
@@ -138,6 +139,7 @@ class FtpDriver(FtpQuestions):
         consistency="close-to-open",  # get/put: STOR at close or fsync
         handle_binding="renames",
         truncate_at_close=True,
+        appends_at_close=True,  # O_WRONLY|O_APPEND: APPE of the new bytes
         symlinks=False,
         hard_links=False,
         time_resolution_ns=1_000_000_000,
@@ -148,6 +150,9 @@ class FtpDriver(FtpQuestions):
         "vsftpd": replace(capabilities, utimens=False),  # no MFMT
         "pure-ftpd": replace(capabilities, trailing_spaces=False),  # stores 'a ' as 'a_'
         "pyftpdlib": replace(capabilities, utimens_directories=False),  # MFMT on files only
+        # proftpd's SITE CHMOD trims the trailing spaces of its argument ("a " becomes "a"):
+        # such a name takes neither chmod nor a create mode, so none is drawn.
+        "proftpd": replace(capabilities, trailing_spaces=False),
     }
     default_port = FTP_PORT
 
@@ -447,7 +452,7 @@ class FtpDriver(FtpQuestions):
             entry = self._entry(handle)
             if offset < 0:
                 raise_errno(errno.EINVAL)
-            if entry.stage is None:
+            if entry.stage is None or not entry.writable:  # an unlink stages readers too
                 raise_errno(errno.EBADF)
             assert entry.stage is not None
             if entry.flags & os.O_APPEND:
@@ -477,14 +482,30 @@ class FtpDriver(FtpQuestions):
     def ftruncate(self, handle: Handle, length: int) -> None:
         with self.counters.operation("ftruncate"):
             entry = self._entry(handle)
-            if length < 0 or entry.stage is None or entry.append_only:
+            if length < 0 or entry.stage is None or not entry.writable:
                 raise_errno(errno.EINVAL)
             assert entry.stage is not None
+            if entry.append_only:
+                self._whole_stage(entry)
             end = entry.stage.seek(0, os.SEEK_END)
             if length > end:
                 entry.stage.write(b"\0" * (length - end))
             entry.stage.truncate(length)
             entry.dirty = True
+
+    def _whole_stage(self, entry: _OpenFile) -> None:
+        """An append-only stage becomes the whole file: the server's bytes, then those to add."""
+        assert entry.stage is not None
+        whole = tempfile.TemporaryFile(prefix="aviary-ftp-")  # noqa: SIM115 - lives with the handle
+        try:
+            self._fetch(entry.path, whole)
+            entry.stage.seek(0)
+            whole.write(entry.stage.read())
+        except BaseException:
+            whole.close()
+            raise
+        entry.stage.close()
+        entry.stage, entry.append_only = whole, False
 
     @recoverable
     def truncate(self, path: str, length: int) -> None:
@@ -553,6 +574,8 @@ class FtpDriver(FtpQuestions):
                 if entry.stage is None and not entry.is_dir:
                     entry.stage = tempfile.TemporaryFile(prefix="aviary-ftp-")  # noqa: SIM115
                     self._fetch(path, entry.stage)
+                elif entry.append_only:
+                    self._whole_stage(entry)
             if not self._ask("DELE", path).ok:
                 self._fail(self._diagnose(interview.after_failed_unlink, path), path)
             for entry in open_here:

@@ -164,6 +164,8 @@ def after_failed_rename(witness: Witness, old: str, new: str) -> int:
     if new.startswith(old.rstrip("/") + "/"):
         # A directory into itself; below a file, the new name's parent is no directory.
         return errno.EINVAL if old_kind is Kind.DIRECTORY else errno.ENOTDIR
+    if old.startswith(new.rstrip("/") + "/") and new.rstrip("/"):
+        return errno.ENOTEMPTY  # onto a directory that holds the old name: before any type
     new_kind = witness.kind_of(new)
     if new_kind is Kind.ABSENT:
         return _parent_errno(witness, new, absent_leaf=errno.EACCES)

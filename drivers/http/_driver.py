@@ -101,6 +101,11 @@ class HttpDriver(Driver):
     url_schemes = ("http",)
     capabilities = Capabilities(
         writable=False,
+        # Every read is a GET of the path: a handle opened before the file changed behind the
+        # server reads the new bytes (Python's http.server) or ESTALE (nginx's ETag), never
+        # the old ones: what close-to-open leaves open to a reader opened before a change.
+        consistency="close-to-open",
+        handle_binding="path",
         symlinks=False,  # the server follows them on its disk
         hard_links=False,
         chmod=False,
