@@ -91,7 +91,8 @@ if [[ ! -f "$VENV/.aviary-stamp" || "$(cat "$VENV/.aviary-stamp")" != "$(stamp_o
   fi
   stamp_of_project > "$VENV/.aviary-stamp"
 fi
-# 4. What apt cannot do alone (servers unpacked privately, keys, configs): setup/<part>.sh,
+# 4. What apt cannot do alone (servers unpacked privately, keys, configs): setup/<part>.sh
+#    (tools built on request, like setup/parrot/build.sh, live in subdirectories),
 #    each idempotent, run in name order with the venv's python on PATH.
 for hook in setup/*.sh; do
   [[ -e "$hook" ]] || continue

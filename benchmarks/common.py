@@ -75,11 +75,11 @@ DEBIAN_PACKAGES = (
     "openssh-server",
     "xrootd-server",
 )  # fmt: skip  (proftpd and pure-ftpd are unpacked by setup/ftp.sh, outside dpkg's database)
-#: Where ``setup/build-parrot.sh`` installs cctools' Parrot unless told otherwise.
+#: Where ``setup/parrot/build.sh`` installs cctools' Parrot unless told otherwise.
 PARROT_PREFIX_ENV = "AVIARY_PARROT_PREFIX"
 #: A parrot_run to use instead of the one the prefix or the PATH holds.
 PARROT_ENV = "AVIARY_PARROT"
-PARROT_HINT = "build it with setup/build-parrot.sh CCTOOLS_SRC (Debian's coop-computing-tools has no parrot_run)"
+PARROT_HINT = "build it with setup/parrot/build.sh CCTOOLS_SRC (Debian's coop-computing-tools has no parrot_run)"
 #: Python packages behind servers and plots.
 PYTHON_PACKAGES = ("wsgidav", "pyftpdlib", "paramiko", "matplotlib", "rich")
 
@@ -90,7 +90,7 @@ class UsageError(ValueError):
 
 def find_parrot() -> tuple[str | None, str]:
     """cctools' ``parrot_run``: ``$AVIARY_PARROT``, else ``PREFIX/bin/parrot_run`` (the prefix
-    ``setup/build-parrot.sh`` installs to: ``$AVIARY_PARROT_PREFIX`` or
+    ``setup/parrot/build.sh`` installs to: ``$AVIARY_PARROT_PREFIX`` or
     ``~/.cache/aviary/cctools``), else the PATH.
 
     Returns:

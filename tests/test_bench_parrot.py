@@ -1,6 +1,6 @@
 """cctools' Parrot in the benchmarks: where it is found, and its rows beside the agent's.
 
-Covers: ``find_parrot`` (``$AVIARY_PARROT``, the prefix ``setup/build-parrot.sh``
+Covers: ``find_parrot`` (``$AVIARY_PARROT``, the prefix ``setup/parrot/build.sh``
 installs to, the PATH), the ratios of the agent's rows to Parrot's in
 ``bench micro --remote`` and ``bench andrew``, and a Parrot that is not there
 being a row that says so rather than a failure.
@@ -8,7 +8,7 @@ being a row that says so rather than a failure.
 Scenario: the look-up runs against small executable scripts in temporary
 directories; the ratio helpers against rows with known values; the real runs
 (two calls per operation, a 12-file tree) under the ``parrot_run`` that
-``setup/build-parrot.sh`` installed, on aviary's Chirp server. Parrot is not
+``setup/parrot/build.sh`` installed, on aviary's Chirp server. Parrot is not
 built by ``./setup.sh`` (minutes of compiling), so those runs skip when it is
 absent and say how to build it. No time is asserted.
 """

@@ -3,20 +3,20 @@
 # `aviary bench` looks for it. Not part of ./setup.sh: it takes minutes, and Debian's
 # coop-computing-tools ships chirp_server but not parrot_run.
 #
-#   setup/build-parrot.sh SRC_DIR [PREFIX]
+#   setup/parrot/build.sh SRC_DIR [PREFIX]
 #
 # SRC_DIR is a cctools checkout (it is copied, never changed). PREFIX defaults to
 # $AVIARY_PARROT_PREFIX, else ~/.cache/aviary/cctools; parrot_run lands in PREFIX/bin.
 # Only what Parrot needs is configured (dttools, chirp, ftp_lite, grow, parrot; no
 # Globus, iRODS, XRootD, CVMFS, FUSE, Python or Perl bindings). The patches in
 # setup/parrot/ are applied first. JOBS sets make's parallelism (default 2); pin
-# the build yourself, e.g. `taskset -c 0 setup/build-parrot.sh ~/src/cctools`.
+# the build yourself, e.g. `taskset -c 0 setup/parrot/build.sh ~/src/cctools`.
 set -euo pipefail
 
 say() { printf 'build-parrot: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 
-[[ $# -ge 1 && $# -le 2 ]] || die "usage: setup/build-parrot.sh SRC_DIR [PREFIX]"
+[[ $# -ge 1 && $# -le 2 ]] || die "usage: setup/parrot/build.sh SRC_DIR [PREFIX]"
 here=$(cd "$(dirname "$0")" && pwd)
 src=$1
 prefix=${2:-${AVIARY_PARROT_PREFIX:-$HOME/.cache/aviary/cctools}}
@@ -33,7 +33,7 @@ trap 'rm -rf "$build"' EXIT
 say "copying $src to $build"
 cp -a "$src/." "$build/"
 cd "$build"
-for p in "$here"/parrot/*.patch; do
+for p in "$here"/*.patch; do
   if patch -p1 --dry-run --reverse --force --silent < "$p" >/dev/null 2>&1; then
     say "already applied: $(basename "$p")"
   else
