@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from collections.abc import Callable, Iterator
@@ -188,3 +189,16 @@ def test_program_under_the_agent_reads_what_was_written(
     assert done.returncode == 0, done.stderr
     assert done.stdout == "written over sftp\n"
     assert sftp.read_file("/g") == b"more\n"
+
+
+def test_SftpDriver_a_write_only_handle_cannot_read_even_nothing(sftp: Driver) -> None:
+    """pread(2) of zero bytes on a write-only descriptor is EBADF (found by the random comparison)."""
+    sftp.write_file("/wo", b"abc")
+    h = sftp.open("/wo", os.O_WRONLY)
+    try:
+        for size in (0, 1):
+            with pytest.raises(OSError) as caught:
+                sftp.pread(h, size, 0)
+            assert caught.value.errno == errno.EBADF
+    finally:
+        sftp.close(h)

@@ -265,6 +265,8 @@ class SftpDriver(SftpRequests):
             return self._on_handle("pread", handle, lambda entry: self._pread(entry, size, offset))
 
     def _pread(self, entry: _OpenFile, size: int, offset: int) -> bytes:
+        if entry.flags & os.O_ACCMODE == os.O_WRONLY:
+            raise_errno(errno.EBADF)  # before the size: a zero-byte read asks the server nothing
         # A server answers at most one chunk per request: a full chunk means more may
         # follow, and pread(2) of a regular file is short only at end of file.
         pieces: list[bytes] = []
