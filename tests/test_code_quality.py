@@ -91,17 +91,18 @@ def test_no_bare_python_in_subprocesses() -> None:
     assert not offenders, offenders
 
 
-@pytest.mark.parametrize(
-    "call",
-    [
-        'subprocess.run(["python", "-c", "1"])',
-        'subprocess.Popen(("python3", "x.py"))',
-        'subprocess.run("python3 -m pytest", shell=True)',
-        'os.system("python x.py")',
-    ],
-)
-def test_bare_python_check_catches(call: str) -> None:
-    assert bare_python_calls(call)
+#: The seeded calls are built from templates, so that this file itself holds no bare call.
+BARE_CALL_TEMPLATES = [
+    'subprocess.run(["{py}", "-c", "1"])',
+    'subprocess.Popen(("{py}3", "x.py"))',
+    'subprocess.run("{py}3 -m pytest", shell=True)',
+    'os.system("{py} x.py")',
+]
+
+
+@pytest.mark.parametrize("template", BARE_CALL_TEMPLATES)
+def test_bare_python_check_catches(template: str) -> None:
+    assert bare_python_calls(template.format(py="python"))
 
 
 def test_bare_python_check_lets_the_project_interpreter_pass() -> None:
