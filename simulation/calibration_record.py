@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import calendar
 import json
-import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from benchmarks.common import summarize
 
 __all__ = [
     "MACHINE_FIELDS",
@@ -63,18 +64,13 @@ def summarise(values: Sequence[float]) -> Spread:
     Raises:
         ValueError: no values.
     """
-    if not values:
-        raise ValueError("nothing to summarise")
-    if len(values) == 1:
-        q1 = q3 = values[0]
-    else:
-        q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    base = summarize(values)  # the benchmarks' median and quartiles
+    q1, q3 = base.q1, base.q3
     # Beyond Tukey's fences and far from the median: with five repeats the quartiles can sit
     # microseconds apart, and a repeat 1 us off is not worth naming.
-    fence = max(1.5 * (q3 - q1), OUTLIER_FLOOR * abs(statistics.median(values)))
+    fence = max(1.5 * (q3 - q1), OUTLIER_FLOOR * abs(base.median))
     outliers = tuple((i, v) for i, v in enumerate(values) if v < q1 - fence or v > q3 + fence)
-    return Spread(statistics.median(values), q1, q3, min(values), max(values), len(values),
-                  outliers)  # fmt: skip
+    return Spread(base.median, q1, q3, base.minimum, base.maximum, base.n, outliers)
 
 
 #: A calibration older than this is stale: servers, drivers and the machine move on.
