@@ -49,6 +49,7 @@ TREE = [
 OPERATIONS: dict[str, str] = {
     "open_read": "open 4 {X} RDONLY 0",
     "open_create": "open 4 {X} WRONLY|CREAT 644",
+    "open_read_create": "open 4 {X} RDONLY|CREAT 644",
     "open_exclusive": "open 4 {X} WRONLY|CREAT|EXCL 644",
     "open_directory": "open 4 {X} RDONLY|DIRECTORY 0",
     "mkdir": "mkdirat cwd {X} 755",

@@ -37,6 +37,7 @@ PATHS: dict[str, str] = {
 OPERATIONS: dict[str, tuple[str, tuple[object, ...]]] = {
     "open_read": ("open", ("X", os.O_RDONLY)),
     "open_create": ("open", ("X", os.O_WRONLY | os.O_CREAT)),
+    "open_read_create": ("open", ("X", os.O_RDONLY | os.O_CREAT)),
     "open_exclusive": ("open", ("X", os.O_WRONLY | os.O_CREAT | os.O_EXCL)),
     "mkdir": ("mkdir", ("X",)),
     "rmdir": ("rmdir", ("X",)),

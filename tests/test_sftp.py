@@ -82,6 +82,7 @@ ERRNO_CASES: dict[str, tuple[Callable[[Driver], object], str]] = {
     "missing": (lambda d: d.stat("/nope"), "ENOENT"),
     "missing_parent": (lambda d: d.open("/nope/f", os.O_WRONLY | os.O_CREAT), "ENOENT"),
     "open_directory_for_writing": (lambda d: d.open("/dir", os.O_WRONLY), "EISDIR"),
+    "create_directory": (lambda d: d.open("/dir", os.O_RDONLY | os.O_CREAT), "EISDIR"),
     "readdir_of_file": (lambda d: d.readdir("/file"), "ENOTDIR"),
     "component_is_file": (lambda d: d.stat("/file/child"), "ENOTDIR"),
     "rmdir_not_empty": (lambda d: d.rmdir("/dir"), "ENOTEMPTY"),

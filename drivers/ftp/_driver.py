@@ -314,7 +314,7 @@ class FtpDriver(FtpQuestions):
                 if flags & os.O_CREAT and flags & os.O_EXCL:
                     raise_errno(errno.EEXIST, path)
                 st = self._stat_entry(path, entry)
-                if st.is_dir() and (writable or flags & os.O_TRUNC):
+                if st.is_dir() and (writable or flags & (os.O_TRUNC | os.O_CREAT)):
                     raise_errno(errno.EISDIR, path)
             if flags & os.O_DIRECTORY and not st.is_dir():
                 raise_errno(errno.ENOTDIR, path)

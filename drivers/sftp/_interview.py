@@ -180,8 +180,9 @@ class Interviewer:
         if found is not None and flags & os.O_CREAT and flags & os.O_EXCL:
             return errno.EEXIST
         target = self.driver.try_stat(path) if found is not None else None
-        if target is not None and target.is_dir() and flags & os.O_ACCMODE != os.O_RDONLY:
-            return errno.EISDIR
+        writes = flags & os.O_ACCMODE != os.O_RDONLY or flags & (os.O_CREAT | os.O_TRUNC)
+        if target is not None and target.is_dir() and writes:
+            return errno.EISDIR  # Linux refuses O_CREAT on a directory even for reading
         if found is None:
             return self.why_missing(path, follow=True)
         return errno.EIO
