@@ -298,6 +298,8 @@ def _without_way(item: pytest.Item) -> bool:
 FAILURE_ATTRIBUTE = "aviary_failure"
 #: The most a failure's evidence keeps: the messages and the shrunk steps, not whole traces.
 EVIDENCE_LIMIT = 4000
+#: The checkout, cut from the paths in evidence so results read the same on every machine.
+CHECKOUT = Path(__file__).resolve().parent.parent
 
 
 def failure_evidence(exc: BaseException, limit: int = EVIDENCE_LIMIT) -> str:
@@ -313,6 +315,7 @@ def failure_evidence(exc: BaseException, limit: int = EVIDENCE_LIMIT) -> str:
     else:
         notes = "\n".join(str(note) for note in getattr(exc, "__notes__", ()))
         text = f"{type(exc).__name__}: {exc}".strip() + (f"\n{notes}" if notes else "")
+        text = text.replace(f"{CHECKOUT}{os.sep}", "")
     if len(text) <= limit:
         return text
     cut = f"\n... ({len(text) - limit} more characters)"

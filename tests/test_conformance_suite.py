@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance.plugin import EVIDENCE_LIMIT, failure_evidence
+from conformance.plugin import CHECKOUT, EVIDENCE_LIMIT, failure_evidence
 from conformance.results import ResultSet, compare_to_baseline, load_results, render_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,6 +109,13 @@ def test_failure_evidence_names_every_failure_of_a_group_within_its_bound() -> N
     assert text.startswith("2 distinct failures:\nAssertionError: rename: EISDIR")
     assert "state.rename(new='/d', old='/d/x')" in text and "ValueError: xxx" in text
     assert len(text) <= EVIDENCE_LIMIT + 100 and "more characters)" in text
+
+
+def test_failure_evidence_names_lines_relative_to_the_checkout() -> None:
+    failure = AssertionError("stat: size 0, the model 3")
+    failure.add_note(f"    {CHECKOUT / 'conformance' / 'test_machine.py'}:163")
+    text = failure_evidence(failure)
+    assert "    conformance/test_machine.py:163" in text and str(CHECKOUT) not in text
 
 
 def test_unknown_driver_is_a_usage_error(tmp_path: Path) -> None:
