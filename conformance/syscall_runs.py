@@ -5,6 +5,13 @@ line per operation. :func:`run_both` runs the same operations in a fresh
 directory of the system (under the agent, or on a mounted file system) and in a
 fresh local directory, and :func:`compare` lists the lines that differ once the
 fields a declared gap names are masked.
+
+A read-only protocol (http) cannot make the tree a sequence works on, so the same
+operations first run natively behind the server (in the directory it serves) and
+in the local directory; the local one is then mounted read-only in a mount
+namespace of the program's own, and the comparison is with what Linux answers on
+a read-only file system holding the same tree: reads, stat and listings are
+compared line by line, every change is EROFS on both sides.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +79,26 @@ class Runs:
     replay: str
 
 
+#: Runs a program on its directory ($1) mounted read-only, in a mount namespace that ends
+#: with it: nothing is left mounted whatever happens to the run.
+_READ_ONLY_RUN = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && exec "$2" "$1"'
+
+
+def _natively(program: Path, root: str, read_only: bool) -> list[str]:
+    """The program's command on ``root`` natively: as it is, or mounted read-only."""
+    if not read_only:
+        return [str(program), root]
+    return ["unshare", "--mount", "sh", "-c", _READ_ONLY_RUN, "sh", root, str(program)]
+
+
+@contextmanager
+def _native_base(owner: str | None) -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="aviary-native-") as root:
+        if owner is not None:
+            shutil.chown(root, owner)
+        yield root
+
+
 def _run(command: list[str], operations: str) -> list[str]:
     # The program starts in a scratch directory of its own: whatever an agent lets escape
     # to the real current directory (a socket bound by a relative name) lands there.
@@ -90,14 +119,15 @@ def _run(command: list[str], operations: str) -> list[str]:
 
 def run_both(way: Way, program: Path, operations: list[str], native_owner: str | None) -> Runs:
     """The operations on a fresh directory of the system and on a fresh local one."""
-    _, _, name = way.fresh()
+    _, backing, name = way.fresh()
     text = "".join(line + "\n" for line in operations)
     command = _command(way, program, system_root(way, name))
-    system = _run(command, text)
-    with tempfile.TemporaryDirectory(prefix="aviary-native-") as native_root:
-        if native_owner is not None:
-            shutil.chown(native_root, native_owner)
-        native = _run([str(program), native_root], text)
+    with _native_base(native_owner) as native_root:
+        if way.read_only:  # the tree behind the server, and the same tree locally
+            _run([str(program), str(backing)], text)
+            _run([str(program), native_root], text)
+        system = _run(command, text)
+        native = _run(_natively(program, native_root, way.read_only), text)
     replay = "printf '%s' '" + text.replace("\n", "\\n") + "' | " + " ".join(command)
     return Runs(system, native, replay)
 
@@ -105,8 +135,9 @@ def run_both(way: Way, program: Path, operations: list[str], native_owner: str |
 def run_batch(way: Way, program: Path, sequences: dict[str, list[str]]) -> dict[str, Runs]:
     """Several sequences in one process each way (one agent start-up), each sequence in a
     fresh directory of its own (the program's ``root`` operation)."""
-    roots = {name: system_root(way, way.fresh()[2]) for name in sequences}
-    with tempfile.TemporaryDirectory(prefix="aviary-native-") as native_base:
+    fresh = {name: way.fresh() for name in sequences}
+    roots = {name: system_root(way, made[2]) for name, made in fresh.items()}
+    with _native_base(None) as native_base:
         native_roots = {name: f"{native_base}/{index}" for index, name in enumerate(sequences)}
         for path in native_roots.values():
             Path(path).mkdir()
@@ -119,8 +150,15 @@ def run_batch(way: Way, program: Path, sequences: dict[str, list[str]]) -> dict[
             for name, ops in sequences.items()
         )
         first_root = next(iter(roots.values()))
+        if way.read_only:  # the trees behind the server, and the same trees locally
+            behind_text = "".join(
+                f"root {fresh[name][1]}\n" + "".join(op + "\n" for op in ops)
+                for name, ops in sequences.items()
+            )
+            _run([str(program), str(next(iter(fresh.values()))[1])], behind_text)
+            _run([str(program), native_base], native_text)
         system = _run(_command(way, program, first_root), system_text)
-        native = _run([str(program), native_base], native_text)
+        native = _run(_natively(program, native_base, way.read_only), native_text)
     runs: dict[str, Runs] = {}
     start = 0
     for name, ops in sequences.items():

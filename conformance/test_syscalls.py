@@ -332,6 +332,7 @@ FAMILIES: dict[str, list[str]] = {
         "mkdirat cwd d 755",
         "open 2 d RDONLY|DIRECTORY 0",
         "renameat 0 a 2 d/../a",
+        "renameat 7 a 2 d/../a",  # a bad old descriptor before a new name the agent refuses
         "renameat cwd d/d/x 0 a",
         "linkat cwd d/d/x 0 a",
         "openat 1 7 a RDONLY 0",
@@ -341,6 +342,11 @@ FAMILIES: dict[str, list[str]] = {
         "read 9 1",
         "fstat 9",
         "fchdir 9",
+        # A name below a file's descriptor is ENOTDIR, even once the file's name is gone.
+        "open 4 u RDWR|CREAT 644",
+        "unlinkat cwd u 0",
+        "openat 5 4 x RDONLY 0",
+        "fstatat 4 x 0",
     ],
     # chmod reaches the file: modes come back as set.
     "chmod": [

@@ -500,6 +500,10 @@ class Agent:
         else:
             remote_dir = self.remote_file(call, dirfd)
             if remote_dir is not None:
+                if path and not remote_dir.is_dir:
+                    # The kernel refuses a name below a file's descriptor before any lookup
+                    # (the file's name may be gone: unlinked while open).
+                    return Resolved(path, Refused(errno.ENOTDIR))
                 base = remote_dir.logical
             else:
                 # A local directory descriptor: its name plus ``path`` may still lead into

@@ -95,6 +95,9 @@ def _two_paths(
     targets = [r.target for r in resolved]
     endings = [last_component(text) for text in texts]
     remote = any(isinstance(t, RemoteTarget) for t in targets)
+    # The kernel never sees a call the agent refuses or serves: it answers the
+    # descriptors' errors itself then, in the kernel's order.
+    answered_here = any(isinstance(t, RemoteTarget | Refused) for t in targets)
     # The kernel takes the names in order, each whole: the old name's directory
     # descriptor and directory walk, then the new name's (rename looks both
     # directories up before either name; link looks the old name up whole first).
@@ -102,7 +105,7 @@ def _two_paths(
     for which, ((dirfd, _), text, target) in enumerate(
         zip((old, new), texts, targets, strict=True)
     ):
-        refusal = _dirfd_refusal(agent, call, dirfd, text) if remote else None
+        refusal = _dirfd_refusal(agent, call, dirfd, text) if answered_here else None
         if refusal is None and isinstance(target, Refused):
             refusal = -target.errno
         if which == 1 and isinstance(first, RemoteTarget):
@@ -132,6 +135,10 @@ def _two_paths(
     ):
         return -errno.EXDEV
     driver = agent.driver_for(call, first)
+    if not driver.capabilities.writable:
+        # A read-only file system refuses the change once both directories are found,
+        # before it looks the old name up: the driver answers in that order.
+        getattr(driver, remote_op)(first.path, second.path)
     try:
         source = driver.lstat(first.path)
     except FileNotFoundError:

@@ -75,7 +75,9 @@ __all__ = ["HTTP_PORT", "HttpDriver"]
 HTTP_PORT = 80
 _FILE_MODE = 0o444
 _DIR_MODE = 0o555
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+#: What a read-only mount refuses with EROFS in an open of an existing file (O_CREAT and
+#: O_APPEND ask for nothing there).
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC
 _REDIRECTS = (301, 302, 303, 307, 308)
 #: The most one pread asks for: a Range of a sane size.
 MAX_READ = 16 << 20
@@ -276,7 +278,8 @@ class HttpDriver(Driver):
                     raise_errno(errno.EISDIR, path)
                 if kind is None:
                     self._parent_lookup(path)
-                raise_errno(errno.EROFS, path)
+                    raise_errno(errno.EROFS, path)
+                # An existing file: O_CREAT asks for nothing, so reading it is allowed.
             st = self._stat(path)
             if st.is_dir() and flags & (os.O_WRONLY | os.O_RDWR):
                 raise_errno(errno.EISDIR, path)
@@ -371,10 +374,12 @@ class HttpDriver(Driver):
 
     def rmdir(self, path: str) -> None:
         with self.counters.operation("rmdir"):
+            self._parent_lookup(path)
             raise_errno(errno.EROFS, path)
 
     def unlink(self, path: str) -> None:
         with self.counters.operation("unlink"):
+            self._parent_lookup(path)
             raise_errno(errno.EROFS, path)
 
     def rename(self, old: str, new: str) -> None:
