@@ -3,6 +3,8 @@
 URL: ``root://host:port//path`` (or ``xroot://``; port 1094 by default); the
 agent's prefix is ``/xrootd/HOST:PORT/path``, because ``/root`` is the home
 directory. Login is anonymous (whatever the server's security config allows).
+The POSIX calls are here; one request and its errno in ``drivers._xrootd_requests``,
+the table of open handles in ``drivers._xrootd_handles``.
 
 Every call passes a timeout to the bindings (whole seconds, rounded up), so
 nothing waits forever; an expired request is ETIMEDOUT. Reconnecting is the
@@ -61,50 +63,42 @@ What XRootD cannot do, or does differently (measured against xrootd 5.5.3):
 from __future__ import annotations
 
 import errno
-import importlib
-import math
 import os
 import posixpath
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from typing import Any, Self, TypeVar, cast
+from contextlib import suppress
+from typing import Any, Self
 
 from drivers import _xrootd_recovery as recovery
 from drivers._interface import (
     Capabilities,
     DirEntry,
-    Driver,
     FileType,
     Handle,
     StatFS,
     StatResult,
     raise_errno,
 )
-from drivers._network import BROKEN_CONNECTION, call_with_recovery, recovery_budget
+from drivers._network import BROKEN_CONNECTION, recovery_budget
 from drivers._url import Location
+from drivers._xrootd_handles import XRootDHandles
 from drivers._xrootd_recovery import OpenFile, SharedFile
 from drivers._xrootd_replies import (
     BLOCK,
-    IS_DIR,
     IS_READABLE,
     IS_WRITABLE,
     LISTED_NAME_MAX,
     X_BIT_SET,
-    body_size,
-    cut_by_listings,
     errno_for_status,
     kind_of,
     stat_from_info,
 )
+from drivers._xrootd_requests import bindings
 
 __all__ = ["XROOTD_PORT", "XRootDDriver", "errno_for_status"]
 
 XROOTD_PORT = 1094
-REQUEST_HEADER = 24  # bytes: ClientRequestHdr
-RESPONSE_HEADER = 8  # bytes: ServerResponseHeader
 MAX_WRITE = 8 << 20  # bytes per kXR_write request
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0)
-T = TypeVar("T")
 
 
 def _process_umask() -> int:
@@ -121,7 +115,7 @@ DEFAULT_RECOVERY = 60.0
 RECOVERY_ENV = "AVIARY_XROOTD_RECOVERY"
 
 
-class XRootDDriver(Driver):
+class XRootDDriver(XRootDHandles):
     """A client of the XRootD protocol through the ``XRootD`` bindings (PyPI ``xrootd``).
 
     Args:
@@ -155,13 +149,8 @@ class XRootDDriver(Driver):
         timeout: float = 30.0,
         recovery: float | None = None,
     ) -> None:
-        super().__init__()
-        self.recovery = recovery_budget(recovery, RECOVERY_ENV, DEFAULT_RECOVERY)
-        self.host = host
-        self.port = port
-        self.timeout = timeout
-        self._seconds = max(1, math.ceil(timeout))
-        self._fs: Any = None
+        budget = recovery_budget(recovery, RECOVERY_ENV, DEFAULT_RECOVERY)
+        super().__init__(host, port, timeout=timeout, recovery=budget)
         self._files: dict[int, OpenFile] = {}
         self._shared: dict[str, SharedFile] = {}
         self._next_handle = 3
@@ -173,77 +162,7 @@ class XRootDDriver(Driver):
             raise ValueError(f"xrootd URL needs a host: {location}")
         return cls(location.host, location.port or XROOTD_PORT, timeout=timeout)
 
-    def describe(self) -> str:
-        return f"root://{self.host}:{self.port}"
-
-    def close_driver(self) -> None:
-        files, self._files, self._shared = self._files, {}, {}
-        shared = {id(e.shared): e.shared for e in files.values() if e.shared is not None}
-        for one in shared.values():
-            with suppress(Exception):
-                one.file.close(timeout=self._seconds)
-        self._fs = None  # the bindings keep the pooled connection; nothing else to free
-
-    # -- the I/O shell ---------------------------------------------------------------------------
-
-    def _filesystem(self) -> Any:
-        if self._fs is None:
-            recovery.configure_bindings(_client(), self.timeout, self.recovery)
-            self.counters.connection_opened()
-            self._fs = _client().FileSystem(f"root://{self.host}:{self.port}")
-        return self._fs
-
-    def _call(
-        self, method: Callable[..., Any], *args: Any, path: str | None = None, sent: int = 0
-    ) -> Any:
-        """One request: returns its response; a failure raises OSError (0: interview needed)."""
-        status, response = method(*args, timeout=self._seconds)
-        self.counters.round_trip()
-        self.counters.sent(REQUEST_HEADER + len(os.fsencode(path or "")) + sent)
-        self.counters.received(RESPONSE_HEADER + body_size(response))
-        if not status.ok:
-            code = errno_for_status(status)
-            raise OSError(code, os.strerror(code) if code else str(status.message).strip(), path)
-        return response
-
-    def _checked(self, method: Callable[..., Any], *args: Any, path: str, why: str) -> Any:
-        try:
-            return self._call(method, *args, path=path)
-        except OSError as exc:
-            if exc.errno == 0:  # kXR_FSError with an unknown text: ask the server
-                raise_errno(self._interview(why, path), path)
-            raise
-
-    def _interview(self, why: str, path: str) -> int:
-        try:
-            info = self._call(self._filesystem().stat, path, path=path)
-        except OSError:
-            return errno.EIO
-        if why in ("rmdir", "readdir") and not info.flags & IS_DIR:
-            return errno.ENOTDIR
-        if why == "rmdir":
-            return errno.ENOTEMPTY
-        return errno.EIO
-
-    @contextmanager
-    def _op(self, name: str) -> Iterator[None]:
-        with self.counters.operation(name):
-            yield
-
-    def _url(self, path: str) -> str:
-        return f"root://{self.host}:{self.port}/{path}"
-
-    def _entry(self, handle: Handle) -> OpenFile:
-        entry = self._files.get(int(handle))
-        if entry is None:
-            raise_errno(errno.EBADF)
-            raise AssertionError  # unreachable
-        return entry
-
     # -- metadata ----------------------------------------------------------------------------------
-
-    def _stat(self, path: str) -> StatResult:
-        return stat_from_info(self._checked(self._filesystem().stat, path, path=path, why="stat"))
 
     def stat(self, path: str) -> StatResult:
         with self._op("stat"):
@@ -345,7 +264,7 @@ class XRootDDriver(Driver):
             except FileNotFoundError:
                 base |= OpenFlags.NEW
         self._filesystem()
-        file = recovery.without_own_recovery(_client().File())
+        file = recovery.without_own_recovery(bindings().File())
         try:
             self._call(file.open, self._url(path), base, mode, path=path)
         except IsADirectoryError:
@@ -359,83 +278,6 @@ class XRootDDriver(Driver):
         if flags & os.O_TRUNC and not base & OpenFlags.DELETE:
             self._call(file.truncate, 0, path=path)
         return file
-
-    def _parent_must_be_directory(self, path: str) -> None:
-        """ENOENT or ENOTDIR (for ``path``) unless its parent is a directory: one round trip."""
-        parent = posixpath.dirname(path.rstrip("/")) or "/"
-        if parent == "/":
-            return
-        try:
-            found = self._stat(parent)
-        except OSError as exc:
-            raise OSError(exc.errno, exc.strerror, path) from None
-        if not found.is_dir():
-            raise_errno(errno.ENOTDIR, path)
-
-    def _must_list_whole(self, path: str) -> None:
-        """ENAMETOOLONG for a new name listings would cut; a bad parent first, as Linux."""
-        if cut_by_listings(path):
-            self._parent_must_be_directory(path)
-            raise_errno(errno.ENAMETOOLONG, path)
-
-    def _remember(self, path: str, flags: int, shared: SharedFile | None) -> Handle:
-        number = self._next_handle
-        self._next_handle += 1
-        self._files[number] = OpenFile(path, flags, shared)
-        return Handle(number)
-
-    def _forget_name(self, path: str) -> None:
-        """``path`` no longer names the file its shared handle has open."""
-        self._shared.pop(path, None)
-
-    def _move_names(self, old: str, new: str) -> None:
-        """A rename through this driver: shared handles follow their files."""
-        if old == new:
-            return  # the same name: nothing moved, nothing replaced
-        self._forget_name(new)
-        prefix = old.rstrip("/") + "/"
-        for key in [k for k in self._shared if k == old or k.startswith(prefix)]:
-            shared = self._shared.pop(key)
-            shared.path = new + key[len(old) :]
-            self._shared[shared.path] = shared
-
-    def _file_of(self, handle: Handle) -> tuple[OpenFile, Any]:
-        entry = self._entry(handle)
-        shared = entry.shared
-        if shared is None:
-            raise_errno(errno.EISDIR, entry.path)
-            raise AssertionError  # unreachable
-        if shared.broken:
-            shared.file = recovery.reopen(
-                _client(),
-                shared.file,
-                self._url(shared.path),
-                shared.writable,
-                shared.identity,
-                self._seconds,
-                errno_for_status,
-            )
-            shared.broken = False
-        return entry, shared.file
-
-    def _on_file(
-        self, operation: str, handle: Handle, attempt: Callable[[OpenFile, Any], T],
-        *, replay: bool = True,
-    ) -> T:  # fmt: skip
-        """A request on an open file; after a broken connection, reopened and sent again."""
-
-        def broke() -> None:
-            shared = self._entry(handle).shared
-            if shared is not None:
-                shared.broken = True
-
-        budget = self.recovery if replay else 0.0
-        return cast(
-            T,
-            call_with_recovery(
-                operation, lambda: attempt(*self._file_of(handle)), budget=budget, reset=broke
-            ),
-        )
 
     def close(self, handle: Handle) -> None:
         with self._op("close"):
@@ -596,13 +438,3 @@ class XRootDDriver(Driver):
             raise OSError(
                 errno.ENOTSUP, "the XRootD server follows symlinks: none is visible", path
             )
-
-
-def _client() -> Any:
-    """The bindings' client module, imported on first use (it starts threads on import)."""
-    client = importlib.import_module("XRootD.client")
-    if client.EnvGetInt("TimeoutResolution") != 1:
-        # XrdCl checks request deadlines every 15 s by default, so a 3 s timeout
-        # expired after up to 15 s (31 s against a closed port): check every second.
-        client.EnvPutInt("TimeoutResolution", 1)
-    return client

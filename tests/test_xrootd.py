@@ -234,6 +234,34 @@ def test_XRootDDriver_names_of_open_files(xrd: Driver) -> None:
     assert xrd.read_file("/a") == b"new"
 
 
+@pytest.mark.parametrize(
+    ("renamed", "to", "old", "new"),
+    [("/a", "/b", "/a", "/b"), ("/d", "/e", "/d/f", "/e/f")],
+)
+def test_XRootDDriver_open_files_follow_renames(
+    xrd: Driver, renamed: str, to: str, old: str, new: str
+) -> None:
+    """A file open for writing, renamed through the driver (itself or its directory), opens
+    for writing again under its new name: the new handle shares the server's one."""
+    xrd.mkdir("/d")
+    writer = xrd.open(old, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        xrd.pwrite(writer, b"moved", 0)
+        xrd.rename(renamed, to)
+        if renamed == "/d":
+            xrd.mkdir("/d")  # the old parent again, so that only the busy name can fail
+        again = xrd.open(new, os.O_WRONLY)
+        try:
+            xrd.pwrite(again, b"M", 0)
+        finally:
+            xrd.close(again)
+        # The old name is still busy (busy_names): the server's handle is not moved, ours is.
+        assert errno_name(lambda: xrd.open(old, os.O_WRONLY | os.O_CREAT, 0o644)) == "EBUSY"
+    finally:
+        xrd.close(writer)
+    assert xrd.read_file(new) == b"Moved"
+
+
 def test_XRootDDriver_rename_reports_errors_in_linux_order(xrd: Driver) -> None:
     """Linux walks to both parents (the old one first), then looks the old name up."""
     xrd.write_file("/file", b"")

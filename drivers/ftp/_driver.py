@@ -55,8 +55,8 @@ import os
 import tempfile
 import time
 from contextlib import suppress
-from dataclasses import dataclass, replace
-from typing import BinaryIO, ClassVar, Self
+from dataclasses import replace
+from typing import ClassVar, Self
 
 from drivers._interface import (
     Capabilities,
@@ -69,8 +69,9 @@ from drivers._interface import (
 from drivers._network import recoverable, recovery_budget
 from drivers._url import Location
 from drivers.ftp import _interview as interview
-from drivers.ftp._questions import _UNSUPPORTED, FtpQuestions
-from drivers.ftp._shell import DataStream, FtpSession
+from drivers.ftp._questions import _UNSUPPORTED
+from drivers.ftp._shell import FtpSession
+from drivers.ftp._transfers import FtpTransfers, OpenFile
 from drivers.ftp._verbs import FTP_PORT, format_timeval
 
 __all__ = ["FtpDriver"]
@@ -91,31 +92,7 @@ def _umask() -> int:
     return 0o022
 
 
-@dataclass(slots=True)
-class _OpenFile:
-    path: str
-    flags: int
-    stat: StatResult  # as of open
-    is_dir: bool = False
-    stage: BinaryIO | None = None  # writable handles: the content, here
-    append_only: bool = False  # the stage holds only bytes to APPE
-    dirty: bool = False
-    orphan: bool = False  # unlinked through this driver: the stage is all there is
-    identity: str | None = None  # read-only: MLST's unique fact at open, if the server gave it
-    #: The driver's operation count when ``stat`` was fetched: while nothing else has been
-    #: asked since, the next fstat is answered from it (an open's MLST serves its fstat).
-    stat_at: int = -1
-
-    @property
-    def writable(self) -> bool:
-        return self.flags & os.O_ACCMODE != os.O_RDONLY
-
-    @property
-    def readable(self) -> bool:
-        return self.flags & os.O_ACCMODE != os.O_WRONLY
-
-
-class FtpDriver(FtpQuestions):
+class FtpDriver(FtpTransfers):
     """A client of FTP servers (RFC 959 with RFC 2389, 2428 and 3659 extensions).
 
     Args:
@@ -170,7 +147,7 @@ class FtpDriver(FtpQuestions):
         self.timeout = timeout
         self.recovery = recovery_budget(recovery, RECOVERY_ENV, DEFAULT_RECOVERY)
         self.session = FtpSession(host, port, user, password, timeout, self.counters)
-        self._files: dict[int, _OpenFile] = {}
+        self._files: dict[int, OpenFile] = {}
         self._next_handle = 3
         self._chmod_supported = True
         #: Questions asked by interviews, in total and for the last failure (for reports).
@@ -284,13 +261,6 @@ class FtpDriver(FtpQuestions):
 
     # -- open files ----------------------------------------------------------------------------
 
-    def _entry(self, handle: Handle) -> _OpenFile:
-        entry = self._files.get(int(handle))
-        if entry is None:
-            raise_errno(errno.EBADF)
-        assert entry is not None
-        return entry
-
     def open(self, path: str, flags: int, mode: int = 0o666) -> Handle:
         if flags & os.O_CREAT and flags & os.O_EXCL:
             return self._open(path, flags, mode)  # a replay's EEXIST could be someone else's
@@ -318,67 +288,13 @@ class FtpDriver(FtpQuestions):
                     raise_errno(errno.EISDIR, path)
             if flags & os.O_DIRECTORY and not st.is_dir():
                 raise_errno(errno.ENOTDIR, path)
-            opened = _OpenFile(path, flags, st, is_dir=st.is_dir())
+            opened = OpenFile(path, flags, st, is_dir=st.is_dir())
             if entry is not None and not writable:
                 opened.identity = entry.facts.get("unique")
             if writable:
-                opened.stage = tempfile.TemporaryFile(prefix="aviary-ftp-")  # noqa: SIM115 - lives with the handle
-                if flags & os.O_TRUNC or created:
-                    opened.dirty = bool(flags & os.O_TRUNC) and st.st_size > 0
-                elif flags & os.O_APPEND and flags & os.O_ACCMODE == os.O_WRONLY:
-                    opened.append_only = True
-                else:
-                    try:
-                        self._fetch(path, opened.stage)
-                    except BaseException:
-                        opened.stage.close()
-                        raise
-            handle = self._next_handle
-            self._next_handle += 1
-            self._files[handle] = opened
+                self._open_stage(opened, created)
             opened.stat_at = self.counters.begun
-            return Handle(handle)
-
-    def _fetch(self, path: str, into: BinaryIO) -> None:
-        """RETR the whole of ``path`` into a local file."""
-        sock, _ = self.session.start("RETR", path)
-        if sock is None:
-            self._fail(self._diagnose(interview.after_failed_read, path), path)
-        assert sock is not None
-        for chunk in self.session.read_all(sock):
-            into.write(chunk)
-        final = self.session.finish(sock)
-        if not final.ok:
-            raise OSError(errno.EIO, f"{self.describe()}: RETR {path}: {final}")
-
-    def _store(self, path: str, source: BinaryIO | None, verb: str = "STOR") -> None:
-        """STOR (or APPE) ``source`` to ``path``; a refusal is interviewed."""
-        if source is not None:
-            source.seek(0)
-        reply = self.session.upload(verb, path, source)
-        if verb == "APPE" and reply.code in (451, *_UNSUPPORTED):
-            # The server will not append (proftpd without AllowStoreRestart): get, add, put.
-            assert source is not None
-            with tempfile.TemporaryFile(prefix="aviary-ftp-") as whole:
-                self._fetch(path, whole)
-                source.seek(0)
-                whole.write(source.read())
-                self._store(path, whole)
-            return
-        if not reply.ok:
-            if reply.code in (425, 426, 451, 452, 552):  # the transfer, not the name, failed
-                code = errno.ENOSPC if reply.code in (452, 552) else errno.EIO
-                raise OSError(code, f"{self.describe()}: {verb} {path}: {reply}")
-            self._fail(self._diagnose(interview.after_failed_create, path), path)
-
-    def _put_stage(self, entry: _OpenFile) -> None:
-        """Send a handle's stage: STOR the whole (again after a reconnect), or APPE once."""
-        assert entry.stage is not None
-        stage = entry.stage
-        if entry.append_only:
-            self._store(entry.path, stage, "APPE")  # appending twice would double the bytes
-            return
-        self._recovering("put", lambda: self._store(entry.path, stage, "STOR"))
+            return self._remember(opened)
 
     def close(self, handle: Handle) -> None:
         with self.counters.operation("close"):
@@ -413,39 +329,6 @@ class FtpDriver(FtpQuestions):
             if self.session.stream is not None and self.session.stream.key is entry:
                 return self._remote_read(entry, size, offset)  # the stream in progress
             return self._recovering("pread", lambda: self._remote_read(entry, size, offset))
-
-    def _remote_read(self, entry: _OpenFile, size: int, offset: int) -> bytes:
-        stream = self.session.stream
-        if stream is None or stream.key is not entry or stream.position != offset:
-            if entry.identity is not None:
-                self._same_file(entry)
-            sock, reply = self.session.start("RETR", entry.path, rest=offset or None)
-            if sock is None:
-                if reply.code in (554, 501) and offset:  # REST past the end of the file
-                    return b""
-                self._fail(self._diagnose(interview.after_failed_read, entry.path), entry.path)
-            assert sock is not None
-            stream = DataStream(entry, sock, offset)
-            self.session.stream = stream
-        data, ended = self.session.read_some(stream, size)
-        if ended:
-            self.session.stream = None
-            final = self.session.finish(stream.sock)
-            if not final.ok:
-                raise OSError(errno.EIO, f"{self.describe()}: RETR {entry.path}: {final}")
-        return data
-
-    def _same_file(self, entry: _OpenFile) -> None:
-        """ESTALE unless ``entry.path`` still names the file opened (MLST's unique fact)."""
-        found = self._lookup(entry.path)
-        now = found.facts.get("unique") if found is not None else None
-        if now != entry.identity:
-            raise OSError(
-                errno.ESTALE,
-                f"{self.describe()}: {entry.path} is no longer the file that was opened "
-                f"(unique {entry.identity}, now {now or 'no file'})",
-                entry.path,
-            )
 
     def pwrite(self, handle: Handle, data: bytes, offset: int) -> int:
         with self.counters.operation("pwrite"):
@@ -492,20 +375,6 @@ class FtpDriver(FtpQuestions):
                 entry.stage.write(b"\0" * (length - end))
             entry.stage.truncate(length)
             entry.dirty = True
-
-    def _whole_stage(self, entry: _OpenFile) -> None:
-        """An append-only stage becomes the whole file: the server's bytes, then those to add."""
-        assert entry.stage is not None
-        whole = tempfile.TemporaryFile(prefix="aviary-ftp-")  # noqa: SIM115 - lives with the handle
-        try:
-            self._fetch(entry.path, whole)
-            entry.stage.seek(0)
-            whole.write(entry.stage.read())
-        except BaseException:
-            whole.close()
-            raise
-        entry.stage.close()
-        entry.stage, entry.append_only = whole, False
 
     @recoverable
     def truncate(self, path: str, length: int) -> None:
@@ -569,13 +438,7 @@ class FtpDriver(FtpQuestions):
     @recoverable
     def unlink(self, path: str) -> None:
         with self.counters.operation("unlink"):
-            open_here = [e for e in self._files.values() if e.path == path and not e.orphan]
-            for entry in open_here:  # keep what open handles see: POSIX keeps the inode alive
-                if entry.stage is None and not entry.is_dir:
-                    entry.stage = tempfile.TemporaryFile(prefix="aviary-ftp-")  # noqa: SIM115
-                    self._fetch(path, entry.stage)
-                elif entry.append_only:
-                    self._whole_stage(entry)
+            open_here = self._keep_before_unlink(path)
             if not self._ask("DELE", path).ok:
                 self._fail(self._diagnose(interview.after_failed_unlink, path), path)
             for entry in open_here:
