@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -467,6 +467,25 @@ def _index(out: Path, sections: list[Section], mode: str, seconds: float) -> Non
     (out / "index.html").write_text("\n".join(parts) + "\n")
 
 
+#: Every section of the last page, by step, with when it was made: what ``--only`` keeps.
+SECTIONS_FILE = "sections.json"
+
+
+def _earlier_sections(out: Path) -> dict[str, tuple[Section, str]]:
+    """The sections an earlier run wrote to ``out``, each marked with when it was made."""
+    try:
+        document = json.loads((out / SECTIONS_FILE).read_text())
+        earlier: dict[str, tuple[Section, str]] = {}
+        for name, entry in document.items():
+            section = Section(**entry["section"])
+            if "(kept from" not in section.provenance:
+                section.provenance += f" (kept from the run of {entry['made']})"
+            earlier[name] = (section, str(entry["made"]))
+        return earlier
+    except (OSError, ValueError, TypeError, KeyError):
+        return {}  # no earlier page, or one this version cannot read: nothing to keep
+
+
 def run_site(out: Path, mode: str = "quick", only: list[str] | None = None) -> int:
     """Run the report's steps and write ``index.html``, from any current directory.
 
@@ -486,8 +505,15 @@ def run_site(out: Path, mode: str = "quick", only: list[str] | None = None) -> i
     began = time.monotonic()
     sections: list[Section] = []
     step_seconds: dict[str, float] = {}
+    earlier = _earlier_sections(out)
+    made: dict[str, dict[str, Any]] = {}
     for name, step in STEPS.items():
         if only and name not in only:
+            if name in earlier:  # --only redoes some sections; the page keeps the others
+                kept, when = earlier[name]
+                sections.append(kept)
+                made[name] = {"made": when, "section": asdict(kept)}
+                step_seconds[kept.title] = 0.0
             continue
         console.print(f"[bold]report: {name}[/bold]")
         step_began = time.monotonic()
@@ -500,7 +526,10 @@ def run_site(out: Path, mode: str = "quick", only: list[str] | None = None) -> i
             why = sections[-1].error or f"exited with status {sections[-1].status}"
             print(f"aviary: report: {name} failed: {why}", file=sys.stderr)
         step_seconds[sections[-1].title] = time.monotonic() - step_began
+        made[name] = {"made": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                      "section": asdict(sections[-1])}  # fmt: skip
     elapsed = time.monotonic() - began
+    (out / SECTIONS_FILE).write_text(json.dumps(made, indent=1) + "\n")
     _index(out, sections, mode, elapsed)
     summary = {
         s.title: {

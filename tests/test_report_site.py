@@ -107,3 +107,16 @@ def test_notes_explain_get_put_writes(tmp_path: Path) -> None:
     page = (tmp_path / "index.html").read_text()
     assert "<div class=notes>" in page and "uploads the whole file at close" in page
     assert "class=failed" not in page
+
+
+def test_only_redoes_its_sections_and_keeps_the_others(tmp_path: Path) -> None:
+    assert report_site.run_site(tmp_path, "quick", ["figure10"]) == 0
+    assert report_site.run_site(tmp_path, "quick", ["simulated"]) == 0
+    page = (tmp_path / "index.html").read_text()
+    assert "Simulated Figure 10" in page and "Simulated Figure 8" in page
+    assert page.count("(kept from the run of ") == 1  # figure10 kept, simulated made now
+    summary = json.loads((tmp_path / "report.json").read_text())["sections"]
+    assert len(summary) == 2
+    (tmp_path / report_site.SECTIONS_FILE).write_text("{not json")
+    assert report_site.run_site(tmp_path, "quick", ["simulated"]) == 0  # unreadable: kept none
+    assert "Simulated Figure 10" not in (tmp_path / "index.html").read_text()
