@@ -220,10 +220,7 @@ def parse_stat_line(line: str) -> StatResult:
     Raises:
         ValueError: not 13 integers.
     """
-    parts = line.split()
-    if len(parts) < 13:
-        raise ValueError(f"stat line has {len(parts)} fields, expected 13: {line!r}")
-    v = [int(p) for p in parts[:13]]
+    v = _integers(line, 13, "stat")
     return StatResult(
         st_dev=v[0],
         st_ino=v[1],
@@ -269,19 +266,15 @@ def parse_statfs_line(line: str) -> StatFS:
     Raises:
         ValueError: not 7 integers.
     """
+    return StatFS(*_integers(line, 7, "statfs"))  # the line's order is StatFS' own
+
+
+def _integers(line: str, count: int, what: str) -> list[int]:
+    """The first ``count`` integers of a reply line (servers may append more fields)."""
     parts = line.split()
-    if len(parts) < 7:
-        raise ValueError(f"statfs line has {len(parts)} fields, expected 7: {line!r}")
-    v = [int(p) for p in parts[:7]]
-    return StatFS(
-        f_type=v[0],
-        f_bsize=v[1],
-        f_blocks=v[2],
-        f_bfree=v[3],
-        f_bavail=v[4],
-        f_files=v[5],
-        f_ffree=v[6],
-    )
+    if len(parts) < count:
+        raise ValueError(f"{what} line has {len(parts)} fields, expected {count}: {line!r}")
+    return [int(p) for p in parts[:count]]
 
 
 # -- open flags --------------------------------------------------------------------------
