@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from reference_agent import sys_file, sys_path, sys_read_write
+from reference_agent._abi import AT_FDCWD
 from reference_agent.agent import Agent, Call, Outcome
 from reference_agent.files import RemoteFile
 
@@ -121,6 +122,20 @@ def _cache_misses_own_writes() -> None:
     read_cache.ReadBuffer.wrote = wrote  # type: ignore[method-assign]
 
 
+def _dirfd_file_walks_below() -> None:
+    # Descriptors: a name below a file's descriptor is looked up below the file's name
+    # (ENOENT once that name is unlinked, where Linux says ENOTDIR).
+    original = Agent.resolve
+
+    def resolve(self: Agent, call: Call, dirfd: int, path: str) -> Any:
+        remote = self.remote_file(call, dirfd) if dirfd >= 0 else None
+        if remote is not None and path and not path.startswith("/") and not remote.is_dir:
+            return original(self, call, AT_FDCWD, f"{remote.logical}/{path}")
+        return original(self, call, dirfd, path)
+
+    Agent.resolve = resolve  # type: ignore[method-assign]
+
+
 #: Seeded bug -> what installs it, before the agent builds its syscall table.
 BUGS: dict[str, Callable[[], None]] = {
     "offset_past_eof": _offset_past_eof,
@@ -130,6 +145,7 @@ BUGS: dict[str, Callable[[], None]] = {
     "chmod_does_nothing": _chmod_does_nothing,
     "listing_drops_dotfiles": _listing_drops_dotfiles,
     "cache_misses_own_writes": _cache_misses_own_writes,
+    "dirfd_file_walks_below": _dirfd_file_walks_below,
 }
 
 

@@ -49,6 +49,7 @@ def run_through(
         ("missing_is_eio", "syscall_family[errno]"),
         ("chmod_does_nothing", "syscall_family[chmod]"),
         ("listing_drops_dotfiles", "syscall_family[getdents]"),
+        ("dirfd_file_walks_below", "syscall_family[bad_descriptors]"),
     ],
 )
 def test_broken_agent_is_caught_by_name(tmp_path: Path, bug: str, caught_by: str) -> None:
@@ -60,10 +61,10 @@ def test_broken_agent_is_caught_by_name(tmp_path: Path, bug: str, caught_by: str
 
 
 def test_good_agent_passes_the_same_families(tmp_path: Path) -> None:
-    names = "offsets or append or seek_end or errno or chmod or getdents"
+    names = "offsets or append or seek_end or errno or chmod or getdents or bad_descriptors"
     done, outcomes = run_through(tmp_path, select=f"family and ({names})")
     assert done.returncode == 0, done.stdout[-3000:]
-    for name in ("offsets", "append", "seek_end", "errno", "chmod", "getdents"):
+    for name in ("offsets", "append", "seek_end", "errno", "chmod", "getdents", "bad_descriptors"):
         assert outcomes[f"syscall_family[{name}]"] == "passed", outcomes
 
 
