@@ -18,6 +18,10 @@ for way in "ftp rclone" "sftp rclone" "webdav rclone" "sftp sshfs"; do
   .venv/bin/python -m pytest conformance --driver "$1" --server all --through mount --mount "$2" \
     --examples "$examples" --junitxml "reports/junit-$1-$2.xml" || status=1
 done
+# Whether the suite can be trusted: default runs repeated on this checkout, every failure named.
+.venv/bin/aviary conformance trust --driver local --driver "chirp --server cctools" \
+  --driver "chirp --server aviary" --rounds "${TRUST_ROUNDS:-20}" --hours 6 \
+  --log reports/trust.jsonl || status=1
 .venv/bin/aviary conformance table >/dev/null || status=1
 .venv/bin/aviary faultnet matrix >/dev/null || status=1  # the full fault matrix: reports/faults
 .venv/bin/aviary gate || status=1

@@ -6,7 +6,7 @@
     aviary serve chirp --root DIR [--port P] [--auth address,unix,hostname] ...
     aviary servers                 which real servers this machine can start
     aviary bench micro|latency|throughput|andrew|sp5   the seeds' Figures 3, 7, 6, 8, 10
-    aviary conformance table       Figure 5 from the conformance results
+    aviary conformance table|trust Figure 5 from the results; default runs repeated
     aviary simulate andrew|sp5|sweep|calibrate|validate   simpy models, checked against real runs
     aviary faultnet matrix|proxy|kernel    faults between client and server
     aviary gate [--update-baseline] compare the results with the committed baseline

@@ -1,4 +1,5 @@
-"""``aviary conformance table`` (Figure 5) and ``aviary gate`` (results against the baseline)."""
+"""``aviary conformance table`` (Figure 5), ``aviary conformance trust`` (the same default
+runs repeated) and ``aviary gate`` (results against the baseline)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,27 @@ def add_conformance_parser(sub: argparse._SubParsersAction[argparse.ArgumentPars
         "--out", type=Path, default=Path("reports"), help="where figure5.md and .csv go"
     )
 
+    trust = actions.add_parser(
+        "trust",
+        help="repeat default runs on this checkout and name every failure (false failures)",
+    )
+    trust.add_argument(
+        "--driver",
+        dest="specs",
+        action="append",
+        required=True,
+        metavar="SPEC",
+        help="what follows pytest's --driver, e.g. local or 'chirp --server cctools' (repeatable)",
+    )
+    trust.add_argument("--rounds", type=int, default=100, help="rounds of one run per driver")
+    trust.add_argument("--hours", type=float, default=8.0, help="stop starting runs after this")
+    trust.add_argument(
+        "--log", type=Path, default=None, help="append each run as a JSON line to this file"
+    )
+    trust.add_argument(
+        "pytest_args", nargs=argparse.REMAINDER, help="after --: more arguments for every run"
+    )
+
 
 def add_gate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gate = sub.add_parser(
@@ -43,6 +65,8 @@ def add_gate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_conformance(args: argparse.Namespace) -> int:
+    if args.conformance_action == "trust":
+        return _run_trust(args)
     from conformance.results import load_results, render_table
 
     sets = load_results(args.results)
@@ -82,3 +106,28 @@ def run_gate(args: argparse.Namespace) -> int:
         print(f"REGRESSION {regression}")
     print(f"gate: {len(regressions)} regression(s) across {len(latest)} result file(s)")
     return 1 if regressions else 0
+
+
+def _run_trust(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from conformance.trust import TrustRun, repeat_runs, summarize
+
+    if args.rounds < 1 or args.hours <= 0:
+        print("aviary: conformance trust: --rounds and --hours must be positive", file=sys.stderr)
+        return 2
+    extra = [a for a in args.pytest_args if a != "--"]
+    console = Console(stderr=True)
+    total = args.rounds * len(args.specs)
+    done: list[TrustRun] = []
+
+    def show(run: TrustRun) -> None:
+        done.append(run)
+        failures = sum(1 for r in done if r.status != 0)
+        mark = "[green]ok[/green]" if run.status == 0 else "[red]FAILED[/red]"
+        console.print(f"[{len(done)}/{total}] round {run.round} {run.spec}: {mark} "
+                      f"{run.seconds:.0f} s ({failures} failed so far) {run.summary}")  # fmt: skip
+
+    runs = repeat_runs(args.specs, args.rounds, args.hours, extra, args.log, show)
+    print(summarize(runs))
+    return 1 if any(run.status != 0 for run in runs) else 0
