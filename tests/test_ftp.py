@@ -257,6 +257,20 @@ def test_interview_gives_precise_errno(ftp: FtpDriver, ftp_server: RunningServer
     assert ftp.interview_questions > len(cases)
 
 
+def test_rename_answers_in_linux_order_and_an_empty_write_extends_nothing(ftp: FtpDriver) -> None:
+    ftp.mkdir("/d")
+    # Both directories are walked before the names relate: below the old one, a missing
+    # directory is ENOENT (not EINVAL), as is a missing old name with a new one below a file.
+    assert errno_of(ftp.rename, "/d", "/d/e/f") == "ENOENT"
+    assert errno_of(ftp.rename, "/d", "/d/f") == "EINVAL"
+    ftp.write_file("/f", b"x")
+    assert errno_of(ftp.rename, "/missing", "/f/x") == "ENOTDIR"
+    handle = ftp.open("/a", os.O_WRONLY | os.O_CREAT, 0o600)
+    assert ftp.pwrite(handle, b"", 1) == 0
+    ftp.close(handle)
+    assert ftp.stat("/a").st_size == 0 and ftp.read_file("/a") == b""
+
+
 def test_random_access_reads(ftp: FtpDriver) -> None:
     data = bytes(range(256)) * 4096  # 1 MiB
     ftp.write_file("/big", data)

@@ -338,6 +338,8 @@ class FtpDriver(FtpTransfers):
             if entry.stage is None or not entry.writable:  # an unlink stages readers too
                 raise_errno(errno.EBADF)
             assert entry.stage is not None
+            if not data:
+                return 0  # writes nothing: a file is not extended to the offset
             if entry.flags & os.O_APPEND:
                 entry.stage.seek(0, os.SEEK_END)
             else:

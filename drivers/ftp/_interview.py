@@ -157,8 +157,16 @@ def after_failed_listing(witness: Witness, path: str) -> int:
 
 
 def after_failed_rename(witness: Witness, old: str, new: str) -> int:
-    """RNFR or RNTO failed (Linux order: the old name first, then the new one)."""
+    """RNFR or RNTO failed (Linux order: the walks to both directories, the old name's
+    first, then the old name, then how the two names relate, then the new name)."""
     old_kind = witness.kind_of(old)
+    if old_kind is Kind.ABSENT:
+        walk = _parent_errno(witness, old, absent_leaf=0)
+        if walk:
+            return walk
+    walk = _parent_errno(witness, new, absent_leaf=0)
+    if walk:
+        return walk
     if old_kind is Kind.ABSENT:
         return why_absent(witness, old)
     if new.startswith(old.rstrip("/") + "/"):
