@@ -203,3 +203,16 @@ def test_SftpDriver_a_write_only_handle_cannot_read_even_nothing(sftp: Driver) -
             assert caught.value.errno == errno.EBADF
     finally:
         sftp.close(h)
+
+
+def test_SftpDriver_a_read_only_handle_cannot_write_even_nothing(sftp: Driver) -> None:
+    """pwrite(2) of zero bytes on a read-only descriptor is EBADF (found by the random comparison)."""
+    h = sftp.open("/ro", os.O_RDONLY | os.O_CREAT, 0o600)
+    try:
+        for data in (b"", b"x"):
+            with pytest.raises(OSError) as caught:
+                sftp.pwrite(h, data, 0)
+            assert caught.value.errno == errno.EBADF
+    finally:
+        sftp.close(h)
+    assert sftp.read_file("/ro") == b""

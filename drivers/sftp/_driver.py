@@ -316,6 +316,8 @@ class SftpDriver(SftpRequests):
             )  # fmt: skip
 
     def _pwrite(self, entry: _OpenFile, data: bytes, offset: int) -> int:
+        if entry.flags & os.O_ACCMODE == os.O_RDONLY:
+            raise_errno(errno.EBADF)  # the server would refuse it with a status that is no errno
         view = memoryview(data)
         total = 0
         while True:  # one request per chunk; a zero-byte write still asks the server
