@@ -36,7 +36,7 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any
 
-from drivers import Capabilities, Handle, StatResult
+from drivers import Capabilities, Handle, OpenFlags, StatResult
 from drivers.local import LocalDriver
 
 __all__ = ["ANY", "Model", "Outcome", "allowed_errnos", "attempt", "cached_reads"]
@@ -100,7 +100,7 @@ def allowed_errnos(
 
 
 @dataclass
-class _Staged:
+class _Staged(OpenFlags):
     """One open handle of a close-to-open system."""
 
     path: str
@@ -114,14 +114,6 @@ class _Staged:
     #: appends_at_close: what the handle wrote and will append at close (None: a whole stage).
     appended: bytearray | None = None
     real: Handle | None = None  # write-through: the local descriptor all calls but reads use
-
-    @property
-    def writable(self) -> bool:
-        return self.flags & os.O_ACCMODE != os.O_RDONLY
-
-    @property
-    def readable(self) -> bool:
-        return self.flags & os.O_ACCMODE != os.O_WRONLY
 
 
 class Model:

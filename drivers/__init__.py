@@ -14,8 +14,10 @@ from drivers._interface import (
     Driver,
     FileType,
     Handle,
+    OpenFlags,
     StatFS,
     StatResult,
+    handle_entry,
     raise_errno,
 )
 from drivers._network import COMMON_RECOVERY_ENV
@@ -46,6 +48,7 @@ __all__ = [
     "Handle",
     "Location",
     "OpCounters",
+    "OpenFlags",
     "StatFS",
     "StatResult",
     "UnknownDriverError",
@@ -53,6 +56,7 @@ __all__ = [
     "driver_for_scheme",
     "driver_for_service",
     "driver_names",
+    "handle_entry",
     "load_driver",
     "normalize_path",
     "open_url",

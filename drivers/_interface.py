@@ -25,10 +25,11 @@ import errno
 import os
 import stat as stat_module
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from types import TracebackType
-from typing import ClassVar, Literal, NewType, Self
+from typing import ClassVar, Literal, NewType, Self, TypeVar
 
 from drivers._counters import DriverCounters
 from drivers._url import Location
@@ -74,6 +75,35 @@ def raise_errno(code: int, filename: str | None = None, filename2: str | None = 
     if filename2 is not None:
         raise OSError(code, os.strerror(code), filename, None, filename2)
     raise OSError(code, os.strerror(code), filename)
+
+
+class OpenFlags:
+    """What a handle record's open flags allow (its ``flags``, as open(2) took them)."""
+
+    flags: int
+
+    @property
+    def writable(self) -> bool:
+        return self.flags & os.O_ACCMODE != os.O_RDONLY
+
+    @property
+    def readable(self) -> bool:
+        return self.flags & os.O_ACCMODE != os.O_WRONLY
+
+
+_Entry = TypeVar("_Entry")
+
+
+def handle_entry(table: Mapping[int, _Entry], handle: Handle) -> _Entry:
+    """The record a driver keeps for an open handle.
+
+    Raises:
+        OSError: EBADF for a handle never given out, or closed.
+    """
+    entry = table.get(int(handle))
+    if entry is None:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+    return entry
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from drivers._interface import Handle, StatResult, raise_errno
+from drivers._interface import Handle, OpenFlags, StatResult, handle_entry
 from drivers.ftp import _interview as interview
 from drivers.ftp._questions import _UNSUPPORTED, FtpQuestions
 from drivers.ftp._shell import DataStream
@@ -29,7 +29,7 @@ __all__ = ["FtpTransfers", "OpenFile"]
 
 
 @dataclass(slots=True)
-class OpenFile:
+class OpenFile(OpenFlags):
     """One handle the driver gave out: its path and flags, and its stage if it writes."""
 
     path: str
@@ -44,14 +44,6 @@ class OpenFile:
     #: The driver's operation count when ``stat`` was fetched: while nothing else has been
     #: asked since, the next fstat is answered from it (an open's MLST serves its fstat).
     stat_at: int = -1
-
-    @property
-    def writable(self) -> bool:
-        return self.flags & os.O_ACCMODE != os.O_RDONLY
-
-    @property
-    def readable(self) -> bool:
-        return self.flags & os.O_ACCMODE != os.O_WRONLY
 
 
 def _new_stage() -> BinaryIO:
@@ -68,11 +60,7 @@ class FtpTransfers(FtpQuestions):
     # -- the table of open handles ---------------------------------------------------------------
 
     def _entry(self, handle: Handle) -> OpenFile:
-        entry = self._files.get(int(handle))
-        if entry is None:
-            raise_errno(errno.EBADF)
-        assert entry is not None
-        return entry
+        return handle_entry(self._files, handle)
 
     def _remember(self, opened: OpenFile) -> Handle:
         handle = self._next_handle

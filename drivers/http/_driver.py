@@ -65,6 +65,7 @@ from drivers._interface import (
     Handle,
     StatFS,
     StatResult,
+    handle_entry,
     raise_errno,
 )
 from drivers._url import Location
@@ -293,11 +294,7 @@ class HttpDriver(Driver):
             return Handle(handle)
 
     def _open_file(self, handle: Handle) -> _OpenFile:
-        entry = self._files.get(int(handle))
-        if entry is None:
-            raise_errno(errno.EBADF)
-        assert entry is not None
-        return entry
+        return handle_entry(self._files, handle)
 
     def close(self, handle: Handle) -> None:
         with self.counters.operation("close"):

@@ -80,6 +80,7 @@ from drivers._interface import (
     Handle,
     StatFS,
     StatResult,
+    handle_entry,
     raise_errno,
 )
 from drivers._url import Location
@@ -398,11 +399,7 @@ class WebDavDriver(Driver):
             return Handle(handle)
 
     def _open_file(self, handle: Handle) -> _OpenFile:
-        entry = self._files.get(int(handle))
-        if entry is None:
-            raise_errno(errno.EBADF)
-        assert entry is not None
-        return entry
+        return handle_entry(self._files, handle)
 
     def _send_back(self, entry: _OpenFile) -> None:
         if entry.staged is None or not entry.dirty:
