@@ -136,6 +136,21 @@ def _dirfd_file_walks_below() -> None:
     Agent.resolve = resolve  # type: ignore[method-assign]
 
 
+def _read_only_create_refused() -> None:
+    # Read-only protocol: open(O_CREAT) of an existing file is refused with EROFS, where a
+    # read-only file system opens it for reading.
+    from drivers.http import HttpDriver
+
+    original = HttpDriver.open
+
+    def open_(self: HttpDriver, path: str, flags: int, mode: int = 0o666) -> Any:
+        if flags & os.O_CREAT:
+            raise OSError(errno.EROFS, "seeded: O_CREAT refused", path)
+        return original(self, path, flags, mode)
+
+    HttpDriver.open = open_  # type: ignore[method-assign]
+
+
 #: Seeded bug -> what installs it, before the agent builds its syscall table.
 BUGS: dict[str, Callable[[], None]] = {
     "offset_past_eof": _offset_past_eof,
@@ -146,6 +161,7 @@ BUGS: dict[str, Callable[[], None]] = {
     "listing_drops_dotfiles": _listing_drops_dotfiles,
     "cache_misses_own_writes": _cache_misses_own_writes,
     "dirfd_file_walks_below": _dirfd_file_walks_below,
+    "read_only_create_refused": _read_only_create_refused,
 }
 
 

@@ -90,6 +90,32 @@ def test_cache_cto_that_misses_own_writes_is_caught(tmp_path: Path) -> None:
     assert done.returncode != 0
 
 
+@pytest.mark.parametrize("bug", [None, "read_only_create_refused"])
+def test_a_read_only_protocol_is_compared_with_a_read_only_mount(
+    tmp_path: Path, bug: str | None
+) -> None:
+    # HTTP through the agent beside Linux on a read-only mount of the same tree: the cells
+    # pass with the agent as it is, and a seeded EROFS for an existing file is caught.
+    options = ["--agent-command", f"{sys.executable} {BROKEN_AGENT} {bug} run"] if bug else []
+    command = [
+        sys.executable, "-m", "pytest", "conformance/test_errno_matrix.py", "-q",
+        "-p", "no:cacheprovider", "--results-dir", str(tmp_path / "results"),
+        "--driver", "http", "--server", "python", "--through", "agent",
+        "-k", "open_read_create and (exists or directory or missing_file)", *options,
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if bug is None:
+        assert done.returncode == 0, done.stdout[-3000:]
+        assert "3 passed" in done.stdout
+    else:
+        assert done.returncode == 1, done.stdout[-3000:]
+        assert (
+            "FAILED conformance/test_errno_matrix.py::test_errno_matrix[python-agent-open_read_create-exists]"
+            in done.stdout
+        )
+        assert "system '390 open ret=EROFS', Linux '390 open ret=fd off=0'" in done.stdout
+
+
 def test_broken_agent_refuses_an_unknown_bug() -> None:
     done = subprocess.run(
         [sys.executable, str(BROKEN_AGENT), "no_such_bug", "run", "--", "/bin/true"],
