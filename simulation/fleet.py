@@ -25,9 +25,9 @@ from __future__ import annotations
 import heapq
 
 from simulation.model import AUTH_ROUND_TRIPS, REOPEN_ROUND_TRIPS
-from simulation.protocols import OpCost, ProtocolModel
+from simulation.protocols import CALIBRATION_IO, OpCost, ProtocolModel
 from simulation.run import SEED, SERVER_WORKERS, Sp5Result
-from simulation.workloads import Sp5Job, event_size
+from simulation.workloads import Sp5Job, event_sizes
 
 __all__ = ["simulate_fleet", "supports"]
 
@@ -59,6 +59,23 @@ class _Costs:
             nbytes = connect.bytes_sent + connect.bytes_received
             self.connect_s = count * rtt + nbytes / bandwidth + connect.service_s * count
         self.reopen_s = REOPEN_ROUND_TRIPS * rtt + REOPEN_BYTES / bandwidth
+
+    def write_visit(self, size: int) -> tuple[float, float] | None:
+        """:meth:`visit` of one pwrite of ``size`` bytes (``OpCost.scaled``'s arithmetic,
+        without making a cost per size: every event writes a size of its own)."""
+        base = self.write_base
+        if base.round_trips <= 0:
+            return None
+        if size:
+            extra = size - CALIBRATION_IO
+            if base.bytes_received > base.bytes_sent:
+                nbytes = base.bytes_sent + max(0.0, base.bytes_received + extra)
+            else:
+                nbytes = max(0.0, base.bytes_sent + extra) + base.bytes_received
+        else:
+            nbytes = base.bytes_sent + base.bytes_received
+        link = max(1, round(base.round_trips)) * self.rtt + nbytes / self.bandwidth
+        return link, base.service_s * max(base.round_trips, 1.0)
 
     def visit(self, cost: OpCost, repeat: int) -> tuple[float, float] | None:
         """(link seconds, server seconds) of ``repeat`` operations; None: no request at all."""
@@ -126,14 +143,8 @@ def simulate_fleet(
     busy = 0.0
     makespan = 0.0
 
-    write_cache: dict[int, tuple[float, float] | None] = {}
-
-    def write_visit(size: int) -> tuple[float, float] | None:
-        visit = write_cache.get(size, False)
-        if visit is False:
-            cost = costs.write_base.scaled(size) if size else costs.write_base
-            visit = write_cache[size] = costs.visit(cost, 1)
-        return visit  # type: ignore[return-value]
+    write_visit = costs.write_visit
+    sizes_of: dict[int, list[int]] = {}  # a worker's event sizes, while it runs its events
 
     def next_visit(worker: int, now: float) -> tuple[float, float] | None:
         """The worker's next (arrival time, service), or None when it is done or failed."""
@@ -153,7 +164,12 @@ def simulate_fleet(
                     visit = event_read
                 else:
                     pending = event_cpu
-                    visit = write_visit(event_size(seed, worker, event, low, high))
+                    sizes = sizes_of.get(worker)
+                    if sizes is None:
+                        sizes = sizes_of[worker] = event_sizes(seed, worker, job.events, low, high)
+                    if event == job.events - 1:
+                        del sizes_of[worker]
+                    visit = write_visit(sizes[event])
             if visit is None:  # nothing to send: the step is its delay alone
                 now += pending
                 _finish_step(worker, now)

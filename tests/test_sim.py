@@ -21,7 +21,7 @@ from simulation.fleet import simulate_fleet
 from simulation.model import LAN_RTT, WAN_RTT, Connection, Link, Server
 from simulation.protocols import OpCost, calibrate_repeated, load_models, median_cost
 from simulation.run import Sp5Result, saturation_point, simulate_andrew, simulate_sp5
-from simulation.workloads import STAGES, Sp5Job, event_size, load_andrew
+from simulation.workloads import STAGES, Sp5Job, event_size, event_sizes, load_andrew
 
 
 @pytest.fixture
@@ -268,3 +268,14 @@ def test_network_presets_and_validation() -> None:
     for bad in ("fast", "0ms", "-1"):
         with pytest.raises(argparse.ArgumentTypeError):
             parse_network(bad)
+
+
+def test_event_sizes_together_equal_one_by_one() -> None:
+    # The fleet engine draws a worker's events at once; simpy's engine one at a time.
+    draws = random.Random(20261203)
+    for _ in range(50):
+        seed, worker = draws.randrange(2**40), draws.randrange(10**6)
+        events, low = draws.randrange(1, 200), draws.randrange(10**5)
+        high = low + draws.randrange(10**6)
+        together = event_sizes(seed, worker, events, low, high)
+        assert together == [event_size(seed, worker, e, low, high) for e in range(events)]
