@@ -217,7 +217,7 @@ def simulate_fleet(
         heapreplace(slots, end)
         busy += service
         last_active[worker] = end
-        if worker in deferred:  # a reopen after a reconnect: more reopens, then the operation
+        if deferred and worker in deferred:  # a reopen after a reconnect: more, then the operation
             if reopen_left[worker]:
                 reopen_left[worker] -= 1
                 heappush(arrivals, (end + costs.reopen_s, worker, REOPEN_SERVICE_S))
@@ -225,7 +225,13 @@ def simulate_fleet(
                 link, serve = deferred.pop(worker)
                 heappush(arrivals, (end + link, worker, serve))
             continue
-        _finish_step(worker, end)
+        current = step[worker]  # _finish_step, inline: this loop runs once per visit
+        step[worker] = current + 1
+        if current == chunks - 1:
+            init_seconds.append(end)
+        elif current >= chunks and (current - chunks) % 2 == 1:
+            event_seconds.append(end - began[worker])
+            result.completed_events += 1
         following = next_visit(worker, end)
         if following is None:
             makespan = max(makespan, end)
