@@ -99,6 +99,17 @@ def test_get_put_model(driver: WebDavDriver, dav_server: RunningServer) -> None:
     assert driver.counters.total().connections == 1  # one kept-alive connection throughout
 
 
+def test_a_read_write_open_reads_the_file_and_keeps_its_writes(driver: WebDavDriver) -> None:
+    # The copy fetched at open is read through its descriptor at once (found by the random
+    # comparison: pread(1, 0) of an O_RDWR open read nothing), and a write over it survives close.
+    driver.write_file("/b", b"abcdef")
+    handle = driver.open("/b", os.O_RDWR)
+    assert driver.pread(handle, 3, 0) == b"abc"
+    assert driver.pwrite(handle, b"X", 0) == 1
+    driver.close(handle)
+    assert driver.read_file("/b") == b"Xbcdef"
+
+
 def test_file_replaced_under_a_read_only_handle(
     driver: WebDavDriver, dav_server: RunningServer
 ) -> None:

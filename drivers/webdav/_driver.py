@@ -392,7 +392,8 @@ class WebDavDriver(Driver):
                     initial = self._get(path)
                 # The local copy lives as long as the handle: closed by close().
                 entry.staged = tempfile.TemporaryFile(prefix="aviary-dav-")  # noqa: SIM115
-                entry.staged.write(initial)
+                # Written past Python's buffer: reads and writes use the descriptor itself.
+                os.pwrite(entry.staged.fileno(), initial, 0)
             handle = self._next_handle
             self._next_handle += 1
             self._files[handle] = entry
