@@ -167,6 +167,20 @@ def test_random_access(system: Driver) -> None:
     assert system.stat("/r").st_size == 23
 
 
+def test_read_write_open_reads_the_file(system: Driver) -> None:
+    # An O_RDWR open of an existing file reads what is there before any write, and a write
+    # through it keeps the rest (a driver that copies the file at open must serve both).
+    system.write_file("/rw", b"0123456789")
+    h = system.open("/rw", os.O_RDWR)
+    try:
+        assert system.pread(h, 4, 3) == b"3456"
+        assert system.pwrite(h, b"X", 0) == 1
+        assert system.pread(h, 3, 0) == b"X12"
+    finally:
+        system.close(h)
+    assert system.read_file("/rw") == b"X123456789"
+
+
 def test_append(system: Driver) -> None:
     system.write_file("/log", b"one\n")
     h = system.open("/log", os.O_WRONLY | os.O_APPEND)
