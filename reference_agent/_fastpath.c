@@ -4,11 +4,18 @@
  * stop for a whitelisted call whose path is plainly local (absolute, already in
  * normal form, under no prefix the agent was given) is resumed here with
  * PTRACE_CONT, exactly as the Python agent would resume it, and never reaches
- * Python; so is a relative path of a task whose working directory the agent said is
- * plainly local, when the name it makes passes the same test; so is a call on a descriptor (close, read, write, lseek, fstat...) while no
- * remote file is open anywhere. Every other stop
- * (fork, exec, exit, signals, other calls, relative or remote or unreadable paths)
- * is returned to the caller untouched, with its wait status, for the Python loop.
+ * Python. A path with ".", ".." or "//" is collapsed by name first, as the agent's
+ * namespace does, and is local only if every directory a ".." leaves is local too. A
+ * relative path of a task whose working directory the agent said is plainly local is
+ * joined onto that directory and tested the same way. A call on a descriptor (close,
+ * read, write, lseek, fstat, mmap, fstat through newfstatat(fd, "", AT_EMPTY_PATH)...)
+ * is resumed when the descriptor is not the placeholder of a remote file: the agent
+ * pushes the (device, inode) of every placeholder, and the descriptor's /proc link is
+ * stat'ed as the agent would. A placeholder the agent filled with its file's bytes
+ * (a small file opened read-only under close-to-open caching) is read natively too:
+ * read, pread, readv, preadv and lseek on it are the kernel's. Every other stop (fork, exec, exit, signals, other calls,
+ * remote or unreadable paths) is returned to the caller untouched, with its wait
+ * status, for the Python loop.
  *
  * Built by reference_agent/_fastpath.py with gcc into a cache directory and loaded
  * with ctypes: plain C, no Python API. Like every ptrace call, fp_wait must run on
@@ -20,7 +27,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/ptrace.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/user.h>
 #include <sys/wait.h>
@@ -34,12 +43,26 @@
 #define FP_MAX_CWDS 4096
 #define FP_CWD_SPACE (1 << 20)
 #define FP_AT_FDCWD (-100)
+#define FP_AT_EMPTY_PATH 0x1000
+#define FP_MAX_PLACEHOLDERS 4096
 
 enum { FP_NONE = 0, FP_PATH = 1, FP_DESCRIPTOR = 2 };
 
-/* What each syscall number is to the fast path, and the index of its path argument. */
+/* What each syscall number is to the fast path, the index of its path argument (of its
+ * descriptor, for FP_DESCRIPTOR), and of its flags argument when an empty path with
+ * AT_EMPTY_PATH makes it a call on its dirfd (-1: never). */
 static unsigned char kinds[FP_MAX_NR];
 static unsigned char path_index[FP_MAX_NR];
+static signed char flags_index[FP_MAX_NR];
+/* The descriptor calls that only read a file or move its offset. */
+static unsigned char reads_only[FP_MAX_NR];
+/* The (device, inode) of every remote file's placeholder, and whether the agent filled
+ * it with the file's bytes; a descriptor on any other file is the kernel's.
+ * placeholders_unknown: more than fit, every descriptor call goes to Python while any
+ * remote file is open. */
+static struct { unsigned long long dev, ino, filled; } placeholders[FP_MAX_PLACEHOLDERS];
+static size_t placeholder_count;
+static int placeholders_unknown;
 /* NUL-separated prefixes ("/chirp\0/data\0"), each in normal form without a final slash;
  * "/" alone matches every path. */
 static char prefixes[FP_PREFIX_SPACE];
@@ -80,11 +103,25 @@ void fp_clear(void) {
     answered = 0;
 }
 
-int fp_set_call(long nr, int kind, int index) {
-    if (nr < 0 || nr >= FP_MAX_NR || index < 0 || index > 5) return -EINVAL;
+int fp_set_call(long nr, int kind, int index, int flags, int reads) {
+    if (nr < 0 || nr >= FP_MAX_NR || index < 0 || index > 5 || flags < -1 || flags > 5)
+        return -EINVAL;
     kinds[nr] = (unsigned char)kind;
     path_index[nr] = (unsigned char)index;
+    flags_index[nr] = (signed char)flags;
+    reads_only[nr] = reads != 0;
     return 0;
+}
+
+/* triples: count (device, inode, filled) triples, flattened. */
+void fp_set_placeholders(const unsigned long long *triples, size_t count) {
+    placeholders_unknown = count > FP_MAX_PLACEHOLDERS;
+    placeholder_count = placeholders_unknown ? 0 : count;
+    for (size_t i = 0; i < placeholder_count; i++) {
+        placeholders[i].dev = triples[3 * i];
+        placeholders[i].ino = triples[3 * i + 1];
+        placeholders[i].filled = triples[3 * i + 2];
+    }
 }
 
 int fp_add_prefix(const char *prefix) {
@@ -109,33 +146,19 @@ static unsigned long long arg_of(const struct user_regs_struct *r, int index) {
 }
 
 /* The tracee's NUL-terminated string at addr, read without crossing into a page that may
- * be unmapped; 0 when it is longer than what one read brings (Python then reads it). */
-static size_t read_path(pid_t pid, unsigned long addr, char *buf) {
-    if (addr == 0) return 0;
+ * be unmapped: its length, or -1 when it cannot be read or is longer than what one read
+ * brings (Python then reads it). */
+static ssize_t read_path(pid_t pid, unsigned long addr, char *buf) {
+    if (addr == 0) return -1;
     size_t want = FP_PAGE - (addr % FP_PAGE);
     if (want < 256) want += FP_PAGE; /* a short tail: take the next page too, if it is there */
     if (want > FP_PATH_MAX) want = FP_PATH_MAX;
     struct iovec local = {buf, want};
     struct iovec remote = {(void *)addr, want};
     ssize_t got = process_vm_readv(pid, &local, 1, &remote, 1, 0);
-    if (got <= 0) return 0;
+    if (got <= 0) return -1;
     char *end = memchr(buf, '\0', (size_t)got);
-    return end == NULL ? 0 : (size_t)(end - buf);
-}
-
-/* Absolute, and no "//", "." or ".." component: the namespace would see it as written. */
-static int in_normal_form(const char *path, size_t n) {
-    if (n == 0 || path[0] != '/') return 0;
-    for (size_t i = 0; i < n; i++) {
-        if (path[i] != '/') continue;
-        const char *c = path + i + 1;
-        size_t left = n - i - 1;
-        if (left == 0) return 1; /* a final slash: the kernel keeps it, the prefix test drops it */
-        if (c[0] == '/') return 0;
-        if (c[0] == '.' && (left == 1 || c[1] == '/')) return 0;
-        if (c[0] == '.' && c[1] == '.' && (left == 2 || c[2] == '/')) return 0;
-    }
-    return 1;
+    return end == NULL ? -1 : end - buf;
 }
 
 static int under_a_prefix(const char *path, size_t n) {
@@ -150,17 +173,78 @@ static int under_a_prefix(const char *path, size_t n) {
     return 0;
 }
 
+/* "/" itself is under a prefix only when "/" is one. */
+static int leaves_a_prefix(const char *dir, size_t n) {
+    return n == 0 ? under_a_prefix("/", 1) : under_a_prefix(dir, n);
+}
+
+/* Whether the absolute path (n bytes) stays out of every prefix as the agent sees it: its
+ * name collapsed (".", "..", "//" dropped by name, as the namespace does) is under no
+ * prefix, and neither is any directory a ".." steps out of (the agent checks those on
+ * the server). out receives the collapsed name. */
+static int stays_local(const char *path, size_t n, char *out) {
+    size_t len = 0; /* out[0..len): "/a/b", "" for the root */
+    size_t i = 0;
+    if (n == 0 || path[0] != '/') return 0;
+    while (i < n) {
+        while (i < n && path[i] == '/') i++;
+        size_t start = i;
+        while (i < n && path[i] != '/') i++;
+        size_t part = i - start;
+        if (part == 0) break;
+        if (part == 1 && path[start] == '.') continue;
+        if (part == 2 && path[start] == '.' && path[start + 1] == '.') {
+            if (leaves_a_prefix(out, len)) return 0;
+            while (len > 0 && out[len - 1] != '/') len--;
+            if (len > 0) len--;
+            continue;
+        }
+        out[len++] = '/';
+        memcpy(out + len, path + start, part);
+        len += part;
+    }
+    return !leaves_a_prefix(out, len);
+}
+
+/* Whether call nr on descriptor fd of pid is the kernel's: the descriptor is no remote
+ * file's placeholder, or the call only reads one the agent filled. The agent finds the
+ * file behind a descriptor by stat'ing its /proc link; so does this. */
+static int local_descriptor(pid_t pid, long nr, long fd, int remote_files_open) {
+    if (!remote_files_open) return 1;
+    if (placeholders_unknown) return 0;
+    if (fd < 0) return 1; /* no descriptor (mmap's -1) or EBADF: the kernel's either way */
+    char link[64];
+    snprintf(link, sizeof link, "/proc/%d/fd/%ld", (int)pid, fd);
+    struct stat st;
+    if (stat(link, &st) != 0) return errno == ENOENT; /* not open: the kernel's EBADF */
+    for (size_t i = 0; i < placeholder_count; i++)
+        if (placeholders[i].dev == (unsigned long long)st.st_dev &&
+            placeholders[i].ino == (unsigned long long)st.st_ino)
+            return placeholders[i].filled && reads_only[nr];
+    return 1;
+}
+
 /* Whether the stop of pid at call nr can be resumed without the agent. */
 static int plainly_local(pid_t pid, long nr, int remote_files_open) {
     if (nr < 0 || nr >= FP_MAX_NR || kinds[nr] == FP_NONE) return 0;
-    if (kinds[nr] == FP_DESCRIPTOR) return !remote_files_open;
+    if (kinds[nr] == FP_DESCRIPTOR && !remote_files_open) return 1;
     struct user_regs_struct regs;
     if (ptrace(PTRACE_GETREGS, pid, 0, &regs) != 0) return 0;
     if ((long)regs.orig_rax != nr) return 0;
+    if (kinds[nr] == FP_DESCRIPTOR)
+        return local_descriptor(pid, nr, (int)arg_of(&regs, path_index[nr]), remote_files_open);
     char path[FP_PATH_MAX];
-    size_t n = read_path(pid, (unsigned long)arg_of(&regs, path_index[nr]), path);
-    if (n == 0) return 0;
-    if (path[0] == '/') return in_normal_form(path, n) && !under_a_prefix(path, n);
+    ssize_t n = read_path(pid, (unsigned long)arg_of(&regs, path_index[nr]), path);
+    if (n < 0) return 0;
+    if (n == 0) {
+        /* "": the kernel's ENOENT, or with AT_EMPTY_PATH a call on the dirfd (fstat) */
+        int flags = flags_index[nr];
+        if (flags < 0 || path_index[nr] != 1 || !(arg_of(&regs, flags) & FP_AT_EMPTY_PATH))
+            return 0;
+        return local_descriptor(pid, nr, (int)regs.rdi, remote_files_open);
+    }
+    char collapsed[2 * FP_PATH_MAX + 2];
+    if (path[0] == '/') return stays_local(path, (size_t)n, collapsed);
     /* Relative: only to the working directory (an *at call's dirfd is its first argument),
      * and only where that directory is plainly local; then the name it makes is tested. */
     if (path_index[nr] == 1 && (int)regs.rdi != FP_AT_FDCWD) return 0;
@@ -169,12 +253,11 @@ static int plainly_local(pid_t pid, long nr, int remote_files_open) {
     char joined[2 * FP_PATH_MAX + 2];
     size_t base = strlen(cwd);
     if (base == 1) base = 0; /* "/" */
-    if (base + 1 + n + 1 > sizeof joined) return 0;
+    if (base + 1 + (size_t)n + 1 > sizeof joined) return 0;
     memcpy(joined, cwd, base);
     joined[base] = '/';
-    memcpy(joined + base + 1, path, n + 1);
-    size_t total = base + 1 + n;
-    return in_normal_form(joined, total) && !under_a_prefix(joined, total);
+    memcpy(joined + base + 1, path, (size_t)n + 1);
+    return stays_local(joined, base + 1 + (size_t)n, collapsed);
 }
 
 /* The next stop for the agent: its pid (status in *status), or -errno (-ECHILD: none left). */

@@ -12,11 +12,12 @@ the source's hash) and loaded with ctypes. Without gcc, or when the build fails,
 ``load`` returns None with the reason, and the agent runs its Python loop alone.
 
 What the C side needs of the agent's state is pushed to it: the syscall numbers it
-may answer and their path argument, the path prefixes that are not plainly local
-(every mount point, every service directory, ``/proc``), and before each wait
-whether any remote file is open (a descriptor call is native only when none is) and,
-when they changed, the tasks whose working directory is plainly local (the only
-ones whose relative paths it may answer, after joining them onto that directory).
+may answer and their path (or descriptor) argument, the path prefixes that are not
+plainly local (every mount point, every service directory, ``/proc``), and before
+each wait, when they changed, the (device, inode) of every remote file's placeholder
+(a descriptor call is native unless its descriptor is one) and the tasks whose
+working directory is plainly local (the only ones whose relative paths it may
+answer, after joining them onto that directory).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
 
 from reference_agent import _ptrace
 from reference_agent._ptrace import Event
@@ -41,41 +42,73 @@ if TYPE_CHECKING:
     from reference_agent._loop import TracerLoop
     from reference_agent.namespace import Namespace
 
-__all__ = ["FAST_CALLS", "FastPath", "install", "load", "why_not"]
+__all__ = ["FAST_CALLS", "FastCall", "FastPath", "install", "load", "why_not"]
 
 _SOURCE: Final = Path(__file__).with_name("_fastpath.c")
 _KIND_PATH: Final = 1
 _KIND_DESCRIPTOR: Final = 2
 _COMPILE_TIMEOUT: Final = 120.0  # seconds for gcc
 
-#: The calls the C side may answer, by name: the index of their path argument, or
-#: None for a call on a descriptor, answered only while no remote file is open (every
-#: descriptor is then local). For each, the Python handler runs an absolute, plainly
-#: local path, or a local descriptor, natively and does nothing else (no record, no
-#: rewrite, no state). Calls that change state the agent keeps (chdir, fchdir, dup2,
-#: execve, clone) are never here.
-FAST_CALLS: Final[Mapping[str, int | None]] = {
-    "stat": 0,
-    "lstat": 0,
-    "access": 0,
-    "readlink": 0,
-    "open": 0,
-    "newfstatat": 1,
-    "statx": 1,
-    "faccessat": 1,
-    "faccessat2": 1,
-    "readlinkat": 1,
-    "openat": 1,
-    "close": None,
-    "read": None,
-    "write": None,
-    "pread64": None,
-    "pwrite64": None,
-    "readv": None,
-    "writev": None,
-    "lseek": None,
-    "fstat": None,
+
+class FastCall(NamedTuple):
+    """What the C side may answer of one call."""
+
+    #: The index of the path argument, or of the descriptor for a descriptor call.
+    argument: int
+    #: A call on a descriptor: answered when that descriptor is no remote file's placeholder.
+    descriptor: bool = False
+    #: The index of the flags argument whose AT_EMPTY_PATH makes an empty path a call on
+    #: the dirfd (fstat through newfstatat); -1: an empty path always goes to Python.
+    empty_path_flags: int = -1
+    #: A descriptor call that only reads its file or moves its offset: native on a remote
+    #: file whose placeholder the agent filled with its bytes (``RemoteFile.filled``).
+    reads: bool = False
+
+
+_PATH_1: Final = FastCall(1)
+_DESCRIPTOR: Final = FastCall(0, descriptor=True)
+_READING: Final = FastCall(0, descriptor=True, reads=True)
+
+#: The calls the C side may answer, by name. For each, the Python handler runs an
+#: absolute, plainly local path (".", ".." and "//" collapsed by name, every directory a
+#: ".." leaves plainly local too), or a descriptor that is no remote file's placeholder
+#: (or, for a call that reads, a filled one), natively and does nothing else (no record,
+#: no rewrite, no state). Calls that change
+#: state the agent keeps (chdir, fchdir, dup2, execve, clone) are never here.
+FAST_CALLS: Final[Mapping[str, FastCall]] = {
+    "stat": FastCall(0),
+    "lstat": FastCall(0),
+    "access": FastCall(0),
+    "readlink": FastCall(0),
+    "open": FastCall(0),
+    "newfstatat": FastCall(1, empty_path_flags=3),
+    "statx": FastCall(1, empty_path_flags=2),
+    "faccessat": _PATH_1,
+    "faccessat2": _PATH_1,
+    "readlinkat": _PATH_1,
+    "openat": _PATH_1,
+    "close": _DESCRIPTOR,
+    "read": _READING,
+    "write": _DESCRIPTOR,
+    "pread64": _READING,
+    "pwrite64": _DESCRIPTOR,
+    "readv": _READING,
+    "writev": _DESCRIPTOR,
+    "preadv": _READING,
+    "preadv2": _READING,
+    "lseek": _READING,
+    "fstat": _DESCRIPTOR,
+    "mmap": FastCall(4, descriptor=True),
 }
+
+
+class _Placeholders(Protocol):
+    """What the waiter reads of the agent's remote file table."""
+
+    def __len__(self) -> int: ...
+    @property
+    def version(self) -> int: ...
+    def placeholder_keys(self) -> Iterable[tuple[int, int, bool]]: ...
 
 
 class FastPath:
@@ -84,7 +117,7 @@ class FastPath:
     def __init__(self, library: ctypes.CDLL) -> None:
         self._lib = library
         library.fp_clear.restype = None
-        library.fp_set_call.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_int]
+        library.fp_set_call.argtypes = [ctypes.c_long] + [ctypes.c_int] * 4
         library.fp_set_call.restype = ctypes.c_int
         library.fp_add_prefix.argtypes = [ctypes.c_char_p]
         library.fp_add_prefix.restype = ctypes.c_int
@@ -92,23 +125,32 @@ class FastPath:
         library.fp_clear_cwds.restype = None
         library.fp_set_cwd.argtypes = [ctypes.c_int, ctypes.c_char_p]
         library.fp_set_cwd.restype = ctypes.c_int
+        library.fp_set_placeholders.argtypes = [
+            ctypes.POINTER(ctypes.c_ulonglong),
+            ctypes.c_size_t,
+        ]
+        library.fp_set_placeholders.restype = None
         library.fp_wait.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
         library.fp_wait.restype = ctypes.c_long
         self._status = ctypes.c_int(0)
         self._status_ref = ctypes.byref(self._status)
         self._wait = library.fp_wait
 
-    def configure(self, calls: Mapping[int, int | None], prefixes: Iterable[str]) -> None:
-        """Answer ``calls`` (number: path argument index, None for a descriptor call) for paths under
-        none of ``prefixes`` (logical paths in normal form; "/" covers everything).
+    def configure(self, calls: Mapping[int, FastCall], prefixes: Iterable[str]) -> None:
+        """Answer ``calls`` (by number) for paths under none of ``prefixes`` (logical paths in
+        normal form; "/" covers everything).
 
         Raises:
             ValueError: a prefix is not absolute, or they do not fit the C side's space.
         """
         self._lib.fp_clear()
-        for nr, index in calls.items():
-            kind = _KIND_DESCRIPTOR if index is None else _KIND_PATH
-            if self._lib.fp_set_call(nr, kind, index or 0) != 0:
+        self.set_placeholders([])
+        for nr, call in calls.items():
+            kind = _KIND_DESCRIPTOR if call.descriptor else _KIND_PATH
+            if (
+                self._lib.fp_set_call(nr, kind, call.argument, call.empty_path_flags, call.reads)
+                != 0
+            ):
                 raise ValueError(f"syscall number {nr} out of the fast path's range")
         for prefix in prefixes:
             if not prefix.startswith("/"):
@@ -130,24 +172,35 @@ class FastPath:
             if self._lib.fp_set_cwd(tid, os.fsencode(cwd)) != 0:
                 return  # no room: the tasks left out go to Python, which is always right
 
+    def set_placeholders(self, keys: Iterable[tuple[int, int, bool]]) -> None:
+        """The (device, inode, filled) of every remote file's placeholder: descriptors of
+        these go to Python (but reads of a filled one), any other descriptor is the kernel's."""
+        flat = [int(number) for key in keys for number in key]
+        triples = (ctypes.c_ulonglong * len(flat))(*flat)
+        self._lib.fp_set_placeholders(triples, len(flat) // 3)
+
     def waiter(
-        self, remote_files_open: Callable[[], bool], plain_cwds: Callable[[], Mapping[int, str]]
+        self, files: _Placeholders, plain_cwds: Callable[[], Mapping[int, str]]
     ) -> Callable[[], Event]:
         """A ``wait_event`` replacement for the tracer loop: the next stop the agent must see.
 
-        Before each wait it tells the C side whether a remote file is open and, when they
-        changed, which tasks have a plainly local working directory.
+        Before each wait it tells the C side, when they changed, the placeholders of the
+        remote files open and which tasks have a plainly local working directory.
         """
         wait, status, status_ref = self._wait, self._status, self._status_ref
-        pushed: list[Mapping[int, str]] = [{}]
+        pushed_cwds: list[Mapping[int, str]] = [{}]
+        pushed_version = [-1]
 
         def wait_event() -> Event:
             cwds = plain_cwds()
-            if cwds != pushed[0]:
+            if cwds != pushed_cwds[0]:
                 self.set_cwds(cwds)
-                pushed[0] = cwds
+                pushed_cwds[0] = cwds
+            if files.version != pushed_version[0]:
+                self.set_placeholders(files.placeholder_keys())
+                pushed_version[0] = files.version
             while True:
-                found = wait(1 if remote_files_open() else 0, status_ref)
+                found = wait(1 if len(files) else 0, status_ref)
                 if found >= 0:
                     return _ptrace.decode_status(found, status.value)
                 if found != -errno.EINTR:  # EINTR: Python's signal handlers run, then again
@@ -248,8 +301,8 @@ def why_not(options: _Options, sandboxed: bool) -> str | None:
         return "--name-list records every path"
     if options.identity is not None:
         return "the identity options rewrite stat results"
-    if options.cache != "off":
-        return f"--cache {options.cache}"
+    if options.cache == "whole":
+        return "--cache whole"
     return None
 
 
@@ -260,7 +313,7 @@ def install(
     options: _Options,
     *,
     sandboxed: bool,
-    remote_files_open: Callable[[], bool],
+    files: _Placeholders,
     cwds: Mapping[int, _HasLogical],
 ) -> FastPath | str:
     """Put the compiled loop in front of ``loop``'s waits; or say why it is not there."""
@@ -296,5 +349,5 @@ def install(
                 found[tid] = logical
         return found
 
-    loop.wait_event = fast.waiter(remote_files_open, plain_cwds)
+    loop.wait_event = fast.waiter(files, plain_cwds)
     return fast

@@ -190,7 +190,7 @@ class Agent:
             )
         self.fast_path = _fastpath.install(
             self.loop, self._table, self.namespace, self.options,
-            sandboxed=self.guard is not None, remote_files_open=lambda: len(self.files) > 0,
+            sandboxed=self.guard is not None, files=self.files,
             cwds=self.cwds,
         )  # fmt: skip
         start_cwd = logical_path(cwd) if cwd is not None else os.getcwd()

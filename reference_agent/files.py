@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from drivers import DirEntry, Driver, Handle, StatResult
-from reference_agent.read_cache import ReadBuffer
+from reference_agent.read_cache import FILL_MAX, ReadBuffer
 from reference_agent.whole_cache import write_back
 
 __all__ = ["RemoteFile", "RemoteFileTable", "Scratch"]
@@ -57,6 +57,11 @@ class RemoteFile:
     is_link: bool = False
     #: --cache cto: this open's read buffer (None: every read asks the driver).
     reader: ReadBuffer | None = None
+    #: --cache cto, a small file opened read-only: the placeholder holds the file's bytes
+    #: and the kernel answers reads and seeks on it (its offset is the kernel's, not
+    #: ``offset``); ``fill_fd`` is the agent's own descriptor of the placeholder.
+    filled: bool = False
+    fill_fd: int = -1
 
     def stat(self) -> StatResult:
         """fstat(2) of the descriptor: the open file's, or the link's own."""
@@ -81,11 +86,57 @@ class RemoteFile:
     def _fetch_into(self, buffer: memoryview, offset: int) -> int:
         return self.driver.pread_into(self.handle, buffer, offset)
 
+    def fill(self, pid: int, fd: int) -> bool:
+        """Put the whole file in the placeholder behind descriptor ``fd`` of ``pid`` so that
+        the kernel reads it from now on; False (nothing changed) where that cannot be the
+        same as reading through the agent.
+
+        Only a read-only open with a read buffer (``--cache cto``) of at most ``FILL_MAX``
+        bytes whose offset is still 0 is filled: the placeholder's own offset never moved
+        (the agent answered every call on it), so from 0 on the kernel's is the same.
+        """
+        reader = self.reader
+        if (
+            self.filled
+            or reader is None
+            or self.flags & (os.O_ACCMODE | os.O_PATH) != os.O_RDONLY
+            or self.offset != 0
+            or reader.size is None
+            or reader.size > FILL_MAX
+            or self.shared_map
+        ):
+            return False
+        size = reader.size
+        data = b"".join(reader.read_views(self._fetch_into, size, 0)) if size else b""
+        reader.memory, reader.length = bytearray(), 0  # the placeholder holds the bytes now
+        self.fill_fd = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
+        self._put(data)
+        self.filled = self.materialized = True
+        return True
+
+    def refill(self) -> None:
+        """The file changed through another open of this agent: the placeholder takes its
+        bytes afresh (the program's own changes are seen at once)."""
+        chunks = []
+        offset = 0
+        while data := self.driver.pread(self.handle, FILL_MAX, offset):
+            chunks.append(data)
+            offset += len(data)
+        self._put(b"".join(chunks))
+        if self.reader is not None:
+            self.reader.forget()
+
+    def _put(self, data: bytes) -> None:
+        os.ftruncate(self.fill_fd, len(data))
+        written = 0
+        while written < len(data):
+            written += os.pwrite(self.fill_fd, memoryview(data)[written:], written)
+
     def pwrite(self, data: bytes, offset: int) -> int:
         """Write through to the driver; this open's buffer sees it."""
         written = self.driver.pwrite(self.handle, data, offset)
         if self.reader is not None:
-            self.reader.wrote(offset, written)
+            self.reader.wrote(offset, memoryview(data)[:written])
         return written
 
     def ftruncate(self, length: int) -> None:
@@ -141,14 +192,29 @@ class RemoteFileTable:
 
     def __init__(self) -> None:
         self._files: dict[tuple[int, int], RemoteFile] = {}
+        #: Changes each time a placeholder is added or released (the fast path's cue).
+        self.version = 0
 
     def __len__(self) -> int:
         return len(self._files)
+
+    def placeholder_keys(self) -> list[tuple[int, int, bool]]:
+        """The (device, inode) of every placeholder, and whether it is filled: a descriptor
+        of any other file is local, and reads of a filled one are the kernel's."""
+        return [(dev, ino, remote.filled) for (dev, ino), remote in self._files.items()]
+
+    def fill(self, pid: int, fd: int, remote: RemoteFile) -> bool:
+        """:meth:`RemoteFile.fill`, told to the fast path when it happened."""
+        if not remote.fill(pid, fd):
+            return False
+        self.version += 1
+        return True
 
     def add(self, pid: int, fd: int, remote: RemoteFile) -> None:
         st = os.stat(f"/proc/{pid}/fd/{fd}")
         remote.key = (st.st_dev, st.st_ino)
         self._files[remote.key] = remote
+        self.version += 1
 
     def lookup(self, pid: int, fd: int) -> RemoteFile | None:
         """The RemoteFile behind descriptor ``fd`` of ``pid``, or None if it is local."""
@@ -194,7 +260,18 @@ class RemoteFileTable:
                 and other.driver is driver
                 and other.remote_path == remote_path
             ):
-                other.reader.forget()
+                if not other.filled:
+                    other.reader.forget()
+                    continue
+                try:
+                    other.refill()
+                except OSError as exc:
+                    # The change itself succeeded; the program is told where a person sees it.
+                    print(
+                        f"aviary: refreshing the open copy of {other.logical} failed: "
+                        f"{exc.strerror or exc}",
+                        file=sys.stderr,
+                    )
 
     def collect(self, live_pids: Iterable[int]) -> list[RemoteFile]:
         """Release every RemoteFile no live process holds a placeholder of; return them."""
@@ -211,12 +288,15 @@ class RemoteFileTable:
         for remote in released:
             del self._files[remote.key]
             _release(remote)
+        if released:
+            self.version += 1
         return released
 
     def close_all(self) -> None:
         for remote in self._files.values():
             _release(remote)
         self._files.clear()
+        self.version += 1
 
 
 def _release(remote: RemoteFile) -> None:
@@ -235,3 +315,6 @@ def _release(remote: RemoteFile) -> None:
         if remote.local_copy is not None:
             with contextlib.suppress(OSError):
                 os.unlink(remote.local_copy)
+        if remote.fill_fd >= 0:
+            os.close(remote.fill_fd)
+            remote.fill_fd = -1

@@ -1,6 +1,6 @@
 """What the agent learns about a traced process from the kernel, outside its stops:
-which directory a descriptor names, and whether a new child shares its creator's
-working directory."""
+which directory a descriptor names, a descriptor's flags and offset, and whether a
+new child shares its creator's working directory."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from reference_agent import _memory, _ptrace
 from reference_agent._ptrace import ForkEvent, ForkKind
 
-__all__ = ["CLONE_FS", "directory_of", "shares_fs"]
+__all__ = ["CLONE_FS", "directory_of", "flags_and_position", "shares_fs"]
 
 
 def directory_of(pid: int, fd: int) -> str | None:
@@ -24,6 +24,22 @@ def directory_of(pid: int, fd: int) -> str | None:
     if not name.startswith("/") or name.endswith(" (deleted)"):
         return None  # a pipe, a socket, a removed directory
     return name
+
+
+def flags_and_position(pid: int, fd: int) -> tuple[int, int]:
+    """A descriptor's open flags and offset, as /proc/PID/fdinfo shows them.
+
+    Raises:
+        FileNotFoundError: ``fd`` is not open in ``pid``.
+    """
+    flags = position = 0
+    with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+        for line in info:
+            if line.startswith("flags:"):
+                flags = int(line.split()[1], 8)
+            elif line.startswith("pos:"):
+                position = int(line.split()[1])
+    return flags, position
 
 
 #: clone(2)'s flag for one shared working directory (and root, and umask).

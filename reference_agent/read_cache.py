@@ -17,10 +17,13 @@ What the program may see is what NFS promises (close-to-open):
 - an open sees every change closed before it: the buffer starts empty at open, and
   the file's size comes from the open's own fstat;
 - a read at or past that size is end of file without asking the server;
-- the program's own changes are seen at once: a write or truncate through any
-  descriptor of this agent drops the buffers of every open of that remote file,
-  and its size is updated (written through: writes reach the driver as with
-  ``--cache off``);
+- the program's own changes are seen at once: a write or truncate through one open
+  is copied into that open's block (and, where the block holds the file up to its
+  known end, extends it: a file created or truncated by its open and then written,
+  as an assembler writes an object and reads it back, is read without a round
+  trip), and its size is updated; a change through any other descriptor of this
+  agent drops the buffers of every other open of that remote file. Writes reach
+  the driver at once (written through, as with ``--cache off``);
 - a change by someone else while the file is open may stay unseen until it is
   reopened: the buffer and the known size are dropped at close, never reused.
 
@@ -34,8 +37,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["FIRST_BLOCK", "MAX_BLOCK", "FetchInto", "ReadBuffer"]
+__all__ = ["FILL_MAX", "FIRST_BLOCK", "MAX_BLOCK", "FetchInto", "ReadBuffer"]
 
+#: Bytes of a file opened read-only that the agent hands to the kernel whole at its first
+#: read (``RemoteFile.fill``): later reads and seeks on it cost no stop in Python.
+FILL_MAX = 1024 * 1024
 FIRST_BLOCK = 64 * 1024  # bytes fetched by a read the buffer cannot answer (at least)
 MAX_BLOCK = 4 * 1024 * 1024  # bytes: the largest block sequential reads grow to
 
@@ -75,6 +81,8 @@ class ReadBuffer:
         end = offset + size
         if self.size is not None:
             end = min(end, self.size)
+            if end <= offset:  # at or past the end: the hit test below would slice backwards
+                return []
         if self.start <= offset and end <= self.start + self.length:  # a hit: most reads
             return [memoryview(self.memory)[offset - self.start : end - self.start]]
         pieces: list[memoryview] = []
@@ -111,15 +119,54 @@ class ReadBuffer:
         pieces = self.read_views(fetch, size, offset)
         return pieces[0].tobytes() if len(pieces) == 1 else b"".join(pieces)
 
-    def wrote(self, offset: int, count: int) -> None:
-        """This open wrote ``count`` bytes at ``offset``: drop the block, extend the size."""
-        self.length = 0
-        if self.size is not None and count:
-            self.size = max(self.size, offset + count)
+    def _holds_the_end(self) -> bool:
+        """Whether the block reaches the file's known end (an empty file: an empty block at 0)."""
+        if self.size is None:
+            return False
+        if self.length == 0:
+            self.start = 0
+            return self.size == 0
+        return self.start + self.length == self.size
+
+    def _grow(self, length: int) -> bool:
+        """Make the block ``length`` bytes long, the new bytes zero (a hole); False when that
+        is more than a block may hold, and the block is dropped instead."""
+        if length > MAX_BLOCK:
+            self.length = 0
+            return False
+        if len(self.memory) < length:
+            # A new object, not a resize: a view handed out by the last read may be alive.
+            grown = bytearray(max(length, min(2 * len(self.memory), MAX_BLOCK)))
+            grown[: self.length] = self.memory[: self.length]
+            self.memory = grown
+        else:
+            self.memory[self.length : length] = bytes(max(0, length - self.length))
+        self.length = length
+        return True
+
+    def wrote(self, offset: int, data: bytes | memoryview) -> None:
+        """This open wrote ``data`` (what the server took of it) at ``offset``: the block
+        takes the bytes it covers, and grows with the file where it holds its end."""
+        count = len(data)
+        if not count:
+            return
+        end = offset + count
+        holds_end = self._holds_the_end()
+        if self.size is not None:
+            self.size = max(self.size, end)
+        grows = holds_end and offset >= self.start and end > self.start + self.length
+        if grows and not self._grow(end - self.start):
+            return
+        low, high = max(offset, self.start), min(end, self.start + self.length)
+        if low < high:
+            self.memory[low - self.start : high - self.start] = data[low - offset : high - offset]
 
     def truncated(self, length: int) -> None:
         """This open truncated the file to ``length``."""
-        self.length = 0
+        if self._holds_the_end() and length > self.start + self.length:
+            self._grow(length - self.start)
+        elif length < self.start + self.length:
+            self.length = max(0, length - self.start)
         self.size = length
 
     def forget(self) -> None:

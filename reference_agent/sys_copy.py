@@ -14,7 +14,9 @@ lives in the kernel, so the agent moves it by turning the call into an
 
 sendfile from a remote file to a local descriptor of any kind (a socket, a
 pipe) runs natively from the remote file's placeholder: the agent puts the
-chunk there first, at the same offset, and empties the placeholder afterwards.
+chunk there first, at the same offset, and empties the placeholder afterwards
+(a filled placeholder, ``RemoteFile.fill``, holds the whole file already, and
+its offset is the kernel's, as a local descriptor's is).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from reference_agent._loop import Rewrite
 from reference_agent.agent import Agent
 from reference_agent.call import Call, Outcome
 from reference_agent.files import RemoteFile
+from reference_agent.process_facts import flags_and_position
 
 __all__ = ["sys_copy_file_range", "sys_sendfile"]
 
@@ -51,25 +54,13 @@ class _Side:
     mode: int  # st_mode of the file behind it
 
 
-def _local_flags_and_position(pid: int, fd: int) -> tuple[int, int]:
-    """A local descriptor's open flags and offset, as /proc/PID/fdinfo shows them."""
-    flags = position = 0
-    with open(f"/proc/{pid}/fdinfo/{fd}") as info:
-        for line in info:
-            if line.startswith("flags:"):
-                flags = int(line.split()[1], 8)
-            elif line.startswith("pos:"):
-                position = int(line.split()[1])
-    return flags, position
-
-
 def _side(agent: Agent, call: Call, fd: int, pointer: int) -> _Side:
     remote = agent.remote_file(call, fd)
     if remote is not None:
         mode = stat.S_IFDIR if remote.is_dir else stat.S_IFREG
         return _Side(fd, remote, pointer, remote.flags, mode)
     try:
-        flags, _ = _local_flags_and_position(call.pid, fd)
+        flags, _ = flags_and_position(call.pid, fd)
         mode = os.stat(f"/proc/{call.pid}/fd/{fd}").st_mode
     except FileNotFoundError:
         raise OSError(errno.EBADF, "not an open descriptor") from None
@@ -82,9 +73,9 @@ def _start(call: Call, side: _Side) -> int:
         if offset < 0:
             raise OSError(errno.EINVAL, "negative offset")
         return offset
-    if side.remote is not None:
+    if side.remote is not None and not side.remote.filled:
         return side.remote.offset
-    return _local_flags_and_position(call.pid, side.fd)[1]
+    return flags_and_position(call.pid, side.fd)[1]  # a filled one's is the kernel's
 
 
 def _read(call: Call, side: _Side, offset: int, count: int) -> bytes:
@@ -107,7 +98,7 @@ def _finish(call: Call, sides: list[tuple[_Side, int]], count: int) -> Outcome:
     for side, start in sides:
         if side.pointer:
             call.write(side.pointer, _OFFSET.pack(start + count))
-        elif side.remote is not None:
+        elif side.remote is not None and not side.remote.filled:
             side.remote.offset = start + count
         else:
             moved_local = (side.fd, start + count)
@@ -175,6 +166,8 @@ def sys_sendfile(agent: Agent, call: Call) -> Outcome:
     remote_out = agent.remote_file(call, fd_out)
     if remote_in is None and remote_out is None:
         return None
+    if remote_out is None and remote_in is not None and remote_in.filled:
+        return None  # its placeholder holds the file: the kernel sends it, offsets and all
     source = _side(agent, call, fd_in, call.arg(2))
     target = _side(agent, call, fd_out, 0)
     if source.flags & os.O_PATH or target.flags & os.O_PATH:

@@ -30,6 +30,7 @@ from reference_agent.locks import (
     Waiter,
     lock_range,
 )
+from reference_agent.process_facts import flags_and_position
 
 __all__ = ["LOCK_COMMANDS", "fcntl_lock", "release_on_close", "sys_flock"]
 
@@ -74,7 +75,7 @@ def fcntl_lock(agent: Agent, call: Call, remote: RemoteFile, command: int) -> Ou
     if l_whence == os.SEEK_SET:
         base = 0
     elif l_whence == os.SEEK_CUR:
-        base = remote.offset
+        base = flags_and_position(call.pid, call.fd(0))[1] if remote.filled else remote.offset
     elif l_whence == os.SEEK_END:
         base = remote.driver.fstat(remote.handle).st_size
     else:

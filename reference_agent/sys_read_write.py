@@ -92,9 +92,18 @@ def _iovecs(call: Call, address: int, count: int) -> list[tuple[int, int]]:
     return [_IOVEC.unpack_from(raw, i * _IOVEC.size) for i in range(count)]
 
 
+def _kernel_reads(agent: Agent, call: Call, remote: RemoteFile) -> bool:
+    """Whether the kernel answers this read (or seek) of ``remote``: its placeholder holds
+    the file's bytes, filled now if this is the first read of a small read-only file
+    (``--cache cto``)."""
+    return remote.filled or (
+        remote.reader is not None and agent.files.fill(call.pid, call.fd(0), remote)
+    )
+
+
 def _sequential(agent: Agent, call: Call, buffers: list[tuple[int, int]], writing: bool) -> Outcome:
     remote = agent.remote_file(call, call.fd(0))
-    if remote is None:
+    if remote is None or (not writing and _kernel_reads(agent, call, remote)):
         return None
     refusal = (
         write_refusal(remote) if writing else read_refusal(remote, call, buffers, remote.offset)
@@ -104,6 +113,8 @@ def _sequential(agent: Agent, call: Call, buffers: list[tuple[int, int]], writin
     if writing:
         if remote.flags & os.O_APPEND:
             remote.offset = remote.driver.fstat(remote.handle).st_size
+            if remote.reader is not None and remote.reader.size != remote.offset:
+                remote.reader.forget()  # grown by another client: its bytes are not ours to guess
         count = _write_from(call, remote, buffers, remote.offset)
         agent.files.changed(remote.driver, remote.remote_path, by=remote)
     else:
@@ -116,7 +127,7 @@ def _positioned(
     agent: Agent, call: Call, buffers: list[tuple[int, int]], offset: int, writing: bool
 ) -> Outcome:
     remote = agent.remote_file(call, call.fd(0))
-    if remote is None:
+    if remote is None or (not writing and _kernel_reads(agent, call, remote)):
         return None
     if offset < 0:
         return -errno.EINVAL  # the kernel checks the offset before it looks at the descriptor
@@ -166,7 +177,7 @@ def sys_pwrite64(agent: Agent, call: Call) -> Outcome:
 
 def _vectored_at(agent: Agent, call: Call, writing: bool) -> Outcome:
     remote = agent.remote_file(call, call.fd(0))
-    if remote is None:
+    if remote is None or (not writing and _kernel_reads(agent, call, remote)):
         return None
     buffers = _iovecs(call, call.arg(1), call.fd(2))
     offset = call.sarg(3)
@@ -188,7 +199,7 @@ def sys_pwritev(agent: Agent, call: Call) -> Outcome:
 def sys_lseek(agent: Agent, call: Call) -> Outcome:
     """Lseek implements Linux syscall lseek(2)."""
     remote = agent.remote_file(call, call.fd(0))
-    if remote is None:
+    if remote is None or remote.filled:
         return None
     if remote.flags & os.O_PATH:
         return -errno.EBADF  # an O_PATH descriptor has no offset

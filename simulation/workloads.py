@@ -112,10 +112,9 @@ def event_sizes(seed: int, worker: int, events: int, low: int, high: int) -> lis
 
     with np.errstate(over="ignore"):
         index = np.arange(events, dtype=np.uint64)
-        z = (
-            np.uint64((seed * 0x9E3779B97F4A7C15 + worker * 0xBF58476D1CE4E5B9) & _MASK)
-            + index * np.uint64(0x94D049BB133111EB)
-        )
+        z = np.uint64(
+            (seed * 0x9E3779B97F4A7C15 + worker * 0xBF58476D1CE4E5B9) & _MASK
+        ) + index * np.uint64(0x94D049BB133111EB)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z ^= z >> np.uint64(31)

@@ -115,11 +115,19 @@ def _cache_misses_own_writes() -> None:
     # --cache cto: a write leaves the open's read buffer as it was (stale bytes read back).
     from reference_agent import read_cache
 
-    def wrote(self: read_cache.ReadBuffer, offset: int, count: int) -> None:
-        if self.size is not None and count:
-            self.size = max(self.size, offset + count)
+    def wrote(self: read_cache.ReadBuffer, offset: int, data: bytes | memoryview) -> None:
+        if self.size is not None and data:
+            self.size = max(self.size, offset + len(data))
 
     read_cache.ReadBuffer.wrote = wrote  # type: ignore[method-assign]
+
+
+def _filled_misses_own_writes() -> None:
+    # --cache cto: a placeholder filled for the kernel's reads keeps the bytes it was
+    # filled with after a write through another descriptor.
+    from reference_agent import files
+
+    files.RemoteFile.refill = lambda self: None  # type: ignore[method-assign]
 
 
 def _dirfd_file_walks_below() -> None:
@@ -160,6 +168,7 @@ BUGS: dict[str, Callable[[], None]] = {
     "chmod_does_nothing": _chmod_does_nothing,
     "listing_drops_dotfiles": _listing_drops_dotfiles,
     "cache_misses_own_writes": _cache_misses_own_writes,
+    "filled_misses_own_writes": _filled_misses_own_writes,
     "dirfd_file_walks_below": _dirfd_file_walks_below,
     "read_only_create_refused": _read_only_create_refused,
 }

@@ -1,7 +1,9 @@
 """copy_file_range and sendfile with remote files: the same results, offsets and bytes as Linux.
 
 The native run keeps its "remote" files on another file system (tmpfs) than its local
-ones, as a mount is: copy_file_range between them is EXDEV there too.
+ones, as a mount is: copy_file_range between them is EXDEV there too. Each source is read
+a byte before the copies: under ``--cache cto`` that first read hands the small file to the
+kernel (``RemoteFile.fill``), whose offset the copies must then use and move.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import sys
 import tempfile
 import textwrap
 from pathlib import Path
+
+import pytest
 
 from servers import RunningServer
 
@@ -36,6 +40,7 @@ COPIER = textwrap.dedent(
     for name, src, dst in pairs:
         i = os.open(src, os.O_RDONLY)
         o = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        show(name + " first byte", lambda: os.read(i, 1))
         os.lseek(i, 100, os.SEEK_SET)
         show(name + " cfr", lambda: os.copy_file_range(i, o, 1000))
         show(name + " offsets", lambda: (os.lseek(i, 0, 1), os.lseek(o, 0, 1)))
@@ -55,6 +60,10 @@ COPIER = textwrap.dedent(
     show("to socket", lambda: os.sendfile(a.fileno(), i, None, 64))
     show("socket got", lambda: b.recv(100) == (bytes(range(256)) * 40)[:64])
     show("in offset", lambda: os.lseek(i, 0, 1))
+    show("read on", lambda: os.read(i, 4) == (bytes(range(256)) * 40)[64:68])
+    show("to socket again", lambda: os.sendfile(a.fileno(), i, None, 64))
+    show("socket got", lambda: b.recv(100) == (bytes(range(256)) * 40)[68:132])
+    show("in offset", lambda: os.lseek(i, 0, 1))
     """
 )
 
@@ -68,7 +77,10 @@ def _copier(remote: str, local: Path, *prefix: str) -> subprocess.CompletedProce
     )
 
 
-def test_copies_with_remote_files_match_native(chirp_server: RunningServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("cache", ["off", "cto"])
+def test_copies_with_remote_files_match_native(
+    chirp_server: RunningServer, tmp_path: Path, cache: str
+) -> None:
     native_local, local = tmp_path / "nl", tmp_path / "l"
     for directory in (native_local, local):
         directory.mkdir()
@@ -76,7 +88,7 @@ def test_copies_with_remote_files_match_native(chirp_server: RunningServer, tmp_
     try:
         assert native_remote.stat().st_dev != tmp_path.stat().st_dev
         native = _copier(str(native_remote), native_local)
-        _compare(chirp_server, native, native_remote, native_local, local)
+        _compare(chirp_server, native, native_remote, native_local, local, cache)
     finally:
         shutil.rmtree(native_remote)
 
@@ -87,6 +99,7 @@ def _compare(
     native_remote: Path,
     native_local: Path,
     local: Path,
+    cache: str = "off",
 ) -> None:
     assert native.returncode == 0, native.stderr
     assert "r2l cfr EXDEV" in native.stdout and "r2r cfr 1000" in native.stdout
@@ -94,7 +107,7 @@ def _compare(
     traced = _copier(
         f"/chirp/127.0.0.1:{chirp_server.port}",
         local,
-        *(sys.executable, "-m", "harness.cli", "run", "--"),
+        *(sys.executable, "-m", "harness.cli", "run", "--cache", cache, "--"),
     )
     assert traced.returncode == 0, traced.stderr
     assert traced.stdout == native.stdout

@@ -1,9 +1,10 @@
-"""The compiled fast path: taken for plainly local paths, never for remote ones.
+"""The compiled fast path: taken for plainly local paths and descriptors, never for remote ones.
 
 Each test runs a real shell under the real agent in this process; the shell's
-``test -e`` is one stat (newfstatat) per use. The seeded test configures the C
+``test -e`` is one stat (newfstatat) per use. The seeded tests configure the C
 side with no prefixes at all, as a fast path that forgot the namespace would be,
-and shows that the remote checks then fail: they would catch that defect.
+or with no placeholders, as one that forgot which descriptors are remote, and
+show that the remote checks then fail: they would catch those defects.
 """
 
 from __future__ import annotations
@@ -67,10 +68,9 @@ def test_local_stats_are_answered_in_compiled_code(tmp_path: Path) -> None:
     assert slow.stats[("newfstatat", "local")].calls >= 2 * LOOPS
 
 
-def test_relative_paths_in_a_local_directory_are_answered_dotted_ones_go_to_python(
-    tmp_path: Path,
-) -> None:
+def test_relative_and_dotted_local_paths_are_answered(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
+    (tmp_path / "d").mkdir()
     relative = (
         f"cd {tmp_path} && i=0; while [ $i -lt {LOOPS} ]; do test -e f || exit 3; i=$((i+1)); done"
     )
@@ -78,30 +78,68 @@ def test_relative_paths_in_a_local_directory_are_answered_dotted_ones_go_to_pyth
     assert status == 0
     assert answered(agent) >= LOOPS
     assert agent.stats[("newfstatat", "local")].calls < LOOPS
-    dotted = f"test -e {tmp_path}/./f && test -e {tmp_path}//f && cd {tmp_path} && test -e ./f"
+    # gcc's own paths look like this: /usr/lib/gcc/x86_64-linux-gnu/12/../../../...
+    dotted = (
+        f"i=0; while [ $i -lt {LOOPS} ]; do test -e {tmp_path}/./f && test -e {tmp_path}//f "
+        f"&& test -e {tmp_path}/d/../f && ! test -e {tmp_path}/d/../../{tmp_path.name}/g "
+        f"&& (cd {tmp_path}/d && test -e ../f) || exit 3; i=$((i+1)); done"
+    )
     agent, status = run_shell(dotted, Namespace())
     assert status == 0
-    assert agent.stats[("newfstatat", "local")].calls >= 3
+    assert answered(agent) >= 5 * LOOPS
+    assert agent.stats[("newfstatat", "local")].calls < LOOPS
 
 
-#: ``aviary`` from the command line, optionally with a fast path told no prefix: the
-#: seeded defect (a C side blind to the namespace passes every absolute path).
+def test_local_descriptors_are_answered_while_a_remote_file_is_open(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """Reads, fstat (newfstatat "" AT_EMPTY_PATH), mmap and close of local files stay in C
+    while descriptor 3 holds a remote file; that descriptor still reaches the agent."""
+    local = tmp_path / "local"
+    local.write_text("here\n")
+    mount_point = tmp_path / "mnt"
+    script = (
+        f"exec 3< {mount_point}/there && i=0; while [ $i -lt {LOOPS // 4} ]; do "
+        f'[ "$(cat {local})" = here ] || exit 3; i=$((i+1)); done; '
+        'read line <&3 && [ "$line" = remote ]'
+    )
+    mount = f"{mount_point}=chirp://127.0.0.1:{server.port}/"
+    result = aviary_run("--summary", "-M", mount, "--", SH, "-c", script)
+    assert result.returncode == 0, result.stderr
+    calls = {
+        (fields[0], fields[1]): int(fields[2])
+        for fields in (line.split() for line in result.stderr.splitlines())
+        if len(fields) >= 4 and fields[2].isdigit()
+    }
+    # Each cat reads and fstats its file and closes it: none of that reached Python.
+    for name in ("read", "close", "newfstatat", "fstat", "mmap"):
+        assert calls.get((name, "local"), 0) < LOOPS // 4, (name, result.stderr)
+    assert calls.get(("read", f"chirp://127.0.0.1:{server.port}"), 0) >= 1, result.stderr
+
+
+#: ``aviary`` from the command line, optionally with a seeded defect: a fast path told no
+#: prefix ("blind": a C side blind to the namespace passes every absolute path) or no
+#: placeholder ("no-placeholders": it takes every descriptor for a local one).
 _CLI = """
 import sys
 from reference_agent import _fastpath
-if sys.argv.pop(1) == "blind":
+seeded = sys.argv.pop(1)
+if seeded == "blind":
     configure = _fastpath.FastPath.configure
     _fastpath.FastPath.configure = lambda self, calls, prefixes: configure(self, calls, [])
+elif seeded == "no-placeholders":
+    set_placeholders = _fastpath.FastPath.set_placeholders
+    _fastpath.FastPath.set_placeholders = lambda self, keys: set_placeholders(self, [])
 from harness.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
 
-def aviary_run(*args: str, blind: bool = False) -> subprocess.CompletedProcess[str]:
+def aviary_run(*args: str, seeded: str = "none") -> subprocess.CompletedProcess[str]:
     """``aviary run ARGS`` in a child process: the agent must be its tracer's only parent
     (it waits for any child), so a server started by this test process cannot share it."""
     return subprocess.run(
-        [sys.executable, "-c", _CLI, "blind" if blind else "sighted", "run", *args],
+        [sys.executable, "-c", _CLI, seeded, "run", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -110,24 +148,26 @@ def aviary_run(*args: str, blind: bool = False) -> subprocess.CompletedProcess[s
     )
 
 
-def remote_run(server: RunningServer, mount_point: str, *, blind: bool = False) -> str:
+def remote_run(server: RunningServer, mount_point: str, *, seeded: str = "none") -> str:
     """Stats of remote paths (a service path and a mount) and a read of a remote file under
     the agent; its summary, or what failed."""
     authority = f"127.0.0.1:{server.port}"
     parent, name = mount_point.rsplit("/", 1)
+    parent_name = parent.rsplit("/", 1)[1]
     script = (
         f"test -e /chirp/{authority}/there && test -e {mount_point}/there "
         f"&& test -d {mount_point} && ! test -e /chirp/{authority}/absent "
         # Not in normal form: the namespace sees the mount where the text does not start with it.
         f"&& test -e {parent}//{name}/there && test -e {parent}/./{name}/there "
-        f"&& test -e {mount_point}/../{name}/there"
+        f"&& test -e {mount_point}/../{name}/there && test -e {parent}/../{parent_name}/{name}/there "
         # Relative to a local working directory that holds the mount point.
         f"&& (cd {parent} && test -e {name}/there && test -d {name})"
         # A remote descriptor: read, fstat and close reach the agent while it is open.
         f'&& [ "$(cat {mount_point}/there)" = remote ]'
+        f'&& exec 3< {mount_point}/there && read line <&3 && [ "$line" = remote ]'
     )
     mount = f"{mount_point}=chirp://{authority}/"
-    result = aviary_run("--summary", "-M", mount, "--", SH, "-c", script, blind=blind)
+    result = aviary_run("--summary", "-M", mount, "--", SH, "-c", script, seeded=seeded)
     return result.stderr if result.returncode == 0 else f"exit {result.returncode}"
 
 
@@ -146,7 +186,14 @@ def test_a_fast_path_blind_to_the_namespace_is_caught(
     server: RunningServer, tmp_path: Path
 ) -> None:
     """The seeded defect: the same checks fail (the kernel stats local names that are not there)."""
-    assert remote_run(server, str(tmp_path / "mnt"), blind=True) == "exit 1"
+    assert remote_run(server, str(tmp_path / "mnt"), seeded="blind") == "exit 1"
+
+
+def test_a_fast_path_blind_to_remote_descriptors_is_caught(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """The seeded defect: reads of a remote descriptor reach the empty placeholder."""
+    assert remote_run(server, str(tmp_path / "mnt"), seeded="no-placeholders") == "exit 1"
 
 
 def test_the_run_summary_says_what_it_answered(tmp_path: Path) -> None:

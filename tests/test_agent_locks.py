@@ -188,6 +188,17 @@ LOCKER = textwrap.dedent(
     os.close(a)
     fcntl.flock(b, fcntl.LOCK_SH | fcntl.LOCK_NB)
     print("after close", "ok")
+    # A range from the current offset of a descriptor that has read (under --cache cto the
+    # read handed the file to the kernel, whose offset it is then).
+    r = os.open(path, os.O_RDONLY)
+    os.read(r, 30)
+    fcntl.lockf(r, fcntl.LOCK_SH | fcntl.LOCK_NB, 10, 5, os.SEEK_CUR)
+    child = os.fork()
+    if child == 0:
+        kind, start, length, pid = getlk(os.open(path, os.O_RDWR), fcntl.F_WRLCK, 0, 0)
+        print("read lock at", kind == fcntl.F_RDLCK, start, length, flush=True)
+        os._exit(0)
+    os.waitpid(child, 0)
     """
 )
 
@@ -207,13 +218,17 @@ def _locker(path: str, *prefix: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_locks_between_processes_match_native(server: RunningServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("cache", ["off", "cto"])
+def test_locks_between_processes_match_native(
+    server: RunningServer, tmp_path: Path, cache: str
+) -> None:
     native = _locker(str(tmp_path / "locked"))
     assert native.returncode == 0, native.stderr
     assert "child got it" in native.stdout and "second description" in native.stdout
-    traced = _locker(
-        f"/chirp/127.0.0.1:{server.port}/locked", sys.executable, "-m", "harness.cli", "run", "--"
-    )
+    assert "read lock at True 35 10" in native.stdout
+    (server.data_dir / "locked").unlink(missing_ok=True)
+    agent = (sys.executable, "-m", "harness.cli", "run", "--cache", cache, "--")
+    traced = _locker(f"/chirp/127.0.0.1:{server.port}/locked", *agent)
     assert traced.returncode == 0, traced.stderr
     assert traced.stdout == native.stdout
     assert "not supported" not in traced.stderr

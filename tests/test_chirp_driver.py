@@ -35,6 +35,24 @@ def test_one_connection_and_one_round_trip_per_operation(chirp_server: RunningSe
         assert driver.whoami() == "address:127.0.0.1"
 
 
+def test_an_fstat_right_after_its_open_is_the_open_reply(chirp_server: RunningServer) -> None:
+    """glibc's fopen and gcc fstat a file as soon as it is open: Chirp's open already said."""
+    with ChirpDriver(chirp_server.host, chirp_server.port, auth_methods=("address",)) as driver:
+        driver.write_file("/f", b"abc")
+        h = driver.open("/f", os.O_RDWR)
+        before = driver.counters.snapshot()
+        first, again = driver.fstat(h), driver.fstat(h)
+        assert first.st_size == again.st_size == 3
+        assert (
+            driver.counters.difference(driver.counters.snapshot(), before)["fstat"].round_trips == 0
+        )
+        driver.pwrite(h, b"longer", 0)  # something of ours in between: ask the server
+        assert driver.fstat(h).st_size == 6
+        after = driver.counters.snapshot()
+        assert driver.counters.difference(after, before)["fstat"].round_trips == 1
+        driver.close(h)
+
+
 def test_auth_falls_through_refused_methods(chirp_server: RunningServer) -> None:
     # Both test servers accept only "address": unix and hostname are refused first.
     with ChirpDriver(chirp_server.host, chirp_server.port) as driver:

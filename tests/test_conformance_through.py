@@ -81,8 +81,9 @@ def test_cache_cto_passes_the_close_to_open_model(tmp_path: Path) -> None:
     assert outcomes["oracle_comparison"] == "passed", outcomes
 
 
-def test_cache_cto_that_misses_own_writes_is_caught(tmp_path: Path) -> None:
-    agent = f"{sys.executable} {BROKEN_AGENT} cache_misses_own_writes run"
+@pytest.mark.parametrize("bug", ["cache_misses_own_writes", "filled_misses_own_writes"])
+def test_cache_cto_that_misses_own_writes_is_caught(tmp_path: Path, bug: str) -> None:
+    agent = f"{sys.executable} {BROKEN_AGENT} {bug} run"
     done, outcomes = run_through(
         tmp_path, "--agent-command", agent, "--agent-cache", "cto", select="family and own_writes"
     )

@@ -11,6 +11,8 @@ file's bytes after every change, and the fetches as few as the block sizes say.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reference_agent.read_cache import FIRST_BLOCK, MAX_BLOCK, ReadBuffer
 
@@ -104,10 +106,10 @@ def test_ReadBuffer_sees_its_own_changes(change: str) -> None:
     assert buffer.read(file.fetch, 100, 0) == file.data
     if change == "overwrite":
         file.data[10:20] = b"x" * 10
-        buffer.wrote(10, 10)
+        buffer.wrote(10, b"x" * 10)
     elif change == "extend":
         file.data += b"y" * 50
-        buffer.wrote(100, 50)
+        buffer.wrote(100, b"y" * 50)
     elif change == "truncate":
         del file.data[30:]
         buffer.truncated(30)
@@ -141,3 +143,77 @@ def test_ReadBuffer_a_read_across_blocks_keeps_the_first_part_when_the_block_is_
     views = buffer.read_views(file.fetch, 2 * FIRST_BLOCK, FIRST_BLOCK - 100)
     assert len(views) == 2
     assert b"".join(views) == file.data[FIRST_BLOCK - 100 : 3 * FIRST_BLOCK - 100]
+
+
+def test_ReadBuffer_a_file_its_open_emptied_and_wrote_is_read_back_without_a_fetch() -> None:
+    """The assembler's pattern: open with O_TRUNC, write past a hole, seek back, read it all."""
+    file = FileAt(b"")
+    buffer = ReadBuffer(size=0)
+    for offset, data in ((280, b"h" * 16), (0, b"e" * 64), (64, b"s" * 63), (296, b"t" * 24)):
+        file.data[len(file.data) :] = bytes(max(0, offset - len(file.data)))
+        file.data[offset : offset + len(data)] = data
+        buffer.wrote(offset, data)
+        assert buffer.read(file.fetch, 4096, 0) == file.data
+    assert file.log == []
+    buffer.truncated(400)  # grown by ftruncate: zeros
+    file.data += bytes(400 - len(file.data))
+    assert buffer.read(file.fetch, 4096, 0) == file.data
+    assert file.log == []
+
+
+def test_ReadBuffer_a_write_inside_a_block_that_stops_short_of_the_end_is_copied_in() -> None:
+    file = FileAt(pattern(3 * FIRST_BLOCK))
+    buffer = ReadBuffer(size=len(file.data))
+    buffer.read(file.fetch, 10, 0)  # the block [0, FIRST_BLOCK)
+    file.data[FIRST_BLOCK - 5 : FIRST_BLOCK + 5] = b"w" * 10
+    buffer.wrote(FIRST_BLOCK - 5, b"w" * 10)
+    assert (
+        buffer.read(file.fetch, 10, FIRST_BLOCK - 10) == file.data[FIRST_BLOCK - 10 : FIRST_BLOCK]
+    )
+    assert len(file.log) == 1
+    assert (
+        buffer.read(file.fetch, 20, FIRST_BLOCK - 10)
+        == file.data[FIRST_BLOCK - 10 : FIRST_BLOCK + 10]
+    )
+
+
+def test_ReadBuffer_a_block_never_grows_past_its_largest_size() -> None:
+    file = FileAt(b"")
+    buffer = ReadBuffer(size=0)
+    data = b"z" * (MAX_BLOCK + 1)
+    file.data += data
+    buffer.wrote(0, data)
+    assert buffer.length == 0
+    assert buffer.read(file.fetch, 10, MAX_BLOCK - 5) == data[MAX_BLOCK - 5 : MAX_BLOCK + 1]
+
+
+_changes = st.lists(
+    st.one_of(
+        st.tuples(st.just("write"), st.integers(0, 3 * FIRST_BLOCK), st.integers(1, 3000)),
+        st.tuples(st.just("read"), st.integers(0, 3 * FIRST_BLOCK), st.integers(1, 3000)),
+        st.tuples(st.just("truncate"), st.integers(0, 3 * FIRST_BLOCK), st.just(0)),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(initial=st.integers(0, 2 * FIRST_BLOCK), changes=_changes)
+def test_ReadBuffer_reads_what_its_own_writes_and_truncates_left(
+    initial: int, changes: list[tuple[str, int, int]]
+) -> None:
+    """Any mix of this open's writes, truncates and reads: every read is the file's bytes."""
+    file = FileAt(pattern(initial))
+    buffer = ReadBuffer(size=initial)
+    for step, (kind, offset, size) in enumerate(changes):
+        if kind == "write":
+            data = bytes([step % 250 + 1]) * size
+            file.data[len(file.data) :] = bytes(max(0, offset - len(file.data)))
+            file.data[offset : offset + size] = data
+            buffer.wrote(offset, data)
+        elif kind == "truncate":
+            del file.data[offset:]
+            file.data += bytes(offset - len(file.data))
+            buffer.truncated(offset)
+        else:
+            assert buffer.read(file.fetch, size, offset) == file.data[offset : offset + size]

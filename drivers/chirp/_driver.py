@@ -140,7 +140,12 @@ class ChirpDriver(ChirpShell):
 
     def fstat(self, handle: Handle) -> StatResult:
         with self._op("fstat"):
-            self._entry(handle)
+            entry = self._entry(handle)
+            if entry.opened is not None and entry.opened_at == self.counters.begun - 1:
+                # Nothing of ours happened since the open replied with these attributes
+                # (glibc's fopen and cc1 fstat right after open): no round trip.
+                entry.opened_at = self.counters.begun
+                return entry.opened
             event = self._call(lambda: Request(f"fstat {self._fd(handle)}", Reply.STAT))
             assert isinstance(event, StatReply), event
             self._entry(handle).observed(event.stat, time.time())
@@ -198,7 +203,7 @@ class ChirpDriver(ChirpShell):
                 st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns,
             )  # fmt: skip
             entry.observed(st, time.time())
-            entry.opened = st
+            entry.opened, entry.opened_at = st, self.counters.begun
             self._files[handle] = entry
             if flags & os.O_DIRECTORY and not st.is_dir():
                 self._close_quietly(Handle(handle))

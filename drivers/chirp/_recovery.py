@@ -91,6 +91,9 @@ class OpenFile:
     dirty: bool = False  # written or truncated by us since that stat
     stale: str | None = None  # why the handle answers ESTALE, once it does
     opened: StatResult | None = None  # the open reply's attributes (for stat_at_open)
+    #: The driver's operation count when ``opened`` was last true for certain: an fstat
+    #: with no operation in between answers it.
+    opened_at: int = -1
 
     def observed(self, st: StatResult, now: float) -> None:
         """Record a stat reply about this handle's file, received at ``now`` (epoch seconds)."""
