@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from types import TracebackType
-from typing import ClassVar, Literal, NewType, Self, TypeVar
+from typing import ClassVar, Literal, NewType, NoReturn, Self, TypeVar
 
 from drivers._counters import DriverCounters
 from drivers._url import Location
@@ -66,7 +66,7 @@ STAT_FIELDS: tuple[str, ...] = (
 )
 
 
-def raise_errno(code: int, filename: str | None = None, filename2: str | None = None) -> None:
+def raise_errno(code: int, filename: str | None = None, filename2: str | None = None) -> NoReturn:
     """Raise the OSError for ``code`` with the system's message.
 
     Raises:

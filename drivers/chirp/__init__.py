@@ -7,6 +7,6 @@ recovery) in ``_shell`` with its decisions in ``_recovery``, and the driver
 interface in ``_driver``.
 """
 
-from drivers.chirp._driver import ChirpDriver
+from drivers.chirp._driver import REPLY_REUSE_SECONDS, ChirpDriver
 
-__all__ = ["ChirpDriver"]
+__all__ = ["REPLY_REUSE_SECONDS", "ChirpDriver"]

@@ -27,6 +27,7 @@ import errno
 import os
 import time
 from contextlib import suppress
+from dataclasses import dataclass
 from typing import Self
 
 from drivers._interface import (
@@ -70,9 +71,25 @@ __all__ = ["DEFAULT_AUTH_METHODS", "ChirpDriver"]
 
 #: Requests of one pipelined pread in flight at once (their lines fit any socket buffer).
 PIPELINE_DEPTH = 8
+#: A stat reply answers the same question again, without a round trip, when nothing else
+#: was asked of this driver since and it is younger than this (seconds): ``ls -l`` asks
+#: statx, lgetxattr and getxattr of each name in a row, and programs fstat what they just
+#: opened. The bound keeps a loop that polls one name for another client's change honest.
+REPLY_REUSE_SECONDS = 0.2
 #: Flags this driver can express or emulate; anything else is refused.
 _EMULATED_FLAGS = os.O_NOFOLLOW | os.O_DIRECTORY | os.O_DSYNC | os.O_DIRECT
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0)  # includes O_DIRECTORY's bit: test all bits
+
+
+@dataclass(slots=True)
+class _StatMemo:
+    """The last stat or lstat reply: its question, its answer (an errno for a failure), the
+    operation count it was last true at and when it came (monotonic seconds)."""
+
+    question: tuple[str, str]
+    answer: StatResult | int
+    at: int
+    when: float
 
 
 class ChirpDriver(ChirpShell):
@@ -89,6 +106,7 @@ class ChirpDriver(ChirpShell):
 
     name = "chirp"
     url_schemes = ("chirp",)
+    _last_stat: _StatMemo | None = None
     capabilities = Capabilities(
         create_modes=False,
         symlink_targets_escaped=True,  # both servers store the URL-encoded target verbatim
@@ -126,8 +144,26 @@ class ChirpDriver(ChirpShell):
     # -- metadata ---------------------------------------------------------------------------
 
     def _stat(self, verb: str, path: str) -> StatResult:
-        event = self._call(Request(f"{verb} {self._path(path)}", Reply.STAT), path)
+        memo = self._last_stat
+        now = time.monotonic()
+        if (
+            memo is not None
+            and memo.at == self.counters.begun - 1
+            and memo.question == (verb, path)
+            and now - memo.when < REPLY_REUSE_SECONDS
+        ):
+            memo.at = self.counters.begun
+            if isinstance(memo.answer, int):
+                raise_errno(memo.answer, path)
+            return memo.answer
+        try:
+            event = self._call(Request(f"{verb} {self._path(path)}", Reply.STAT), path)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
+                self._last_stat = _StatMemo((verb, path), exc.errno, self.counters.begun, now)
+            raise
         assert isinstance(event, StatReply), event
+        self._last_stat = _StatMemo((verb, path), event.stat, self.counters.begun, now)
         return event.stat
 
     def stat(self, path: str) -> StatResult:
@@ -141,7 +177,11 @@ class ChirpDriver(ChirpShell):
     def fstat(self, handle: Handle) -> StatResult:
         with self._op("fstat"):
             entry = self._entry(handle)
-            if entry.opened is not None and entry.opened_at == self.counters.begun - 1:
+            if (
+                entry.opened is not None
+                and entry.opened_at == self.counters.begun - 1
+                and time.monotonic() - entry.opened_when < REPLY_REUSE_SECONDS
+            ):
                 # Nothing of ours happened since the open replied with these attributes
                 # (glibc's fopen and cc1 fstat right after open): no round trip.
                 entry.opened_at = self.counters.begun
@@ -204,6 +244,7 @@ class ChirpDriver(ChirpShell):
             )  # fmt: skip
             entry.observed(st, time.time())
             entry.opened, entry.opened_at = st, self.counters.begun
+            entry.opened_when = time.monotonic()
             self._files[handle] = entry
             if flags & os.O_DIRECTORY and not st.is_dir():
                 self._close_quietly(Handle(handle))

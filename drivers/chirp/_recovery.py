@@ -94,6 +94,7 @@ class OpenFile:
     #: The driver's operation count when ``opened`` was last true for certain: an fstat
     #: with no operation in between answers it.
     opened_at: int = -1
+    opened_when: float = 0.0  # when the open replied (monotonic seconds)
 
     def observed(self, st: StatResult, now: float) -> None:
         """Record a stat reply about this handle's file, received at ``now`` (epoch seconds)."""
