@@ -110,6 +110,29 @@ class HandlePair:
         return f"{self.name}({self.path!r}, {_flag_names(self.flags)})"
 
 
+def read_only_open_answers(
+    flags: int, existed: bool, is_dir: bool, writable_error: int | None
+) -> set[int | None]:
+    """The errors (None: success) Linux gives an open that would write on a read-only mount.
+
+    Args:
+        flags: the open's flags (a write access mode, O_CREAT or O_TRUNC).
+        existed: whether the name existed before.
+        is_dir: whether it is a directory.
+        writable_error: what the same open without O_TRUNC answered on a writable file
+            system (None: it opened).
+    """
+    expected: set[int | None] = {errno.EROFS}
+    if writable_error:
+        expected.add(writable_error)
+    if is_dir and flags & os.O_TRUNC:
+        expected.add(errno.EISDIR)  # checked before the mount's EROFS
+    reads = flags & os.O_ACCMODE == os.O_RDONLY and not flags & os.O_TRUNC
+    if existed and writable_error is None and reads:
+        expected = {None}  # O_CREAT of an existing name asks nothing of the file system
+    return expected
+
+
 def _flag_names(flags: int) -> str:
     names = [("O_RDONLY", "O_WRONLY", "O_RDWR")[flags & os.O_ACCMODE]]
     names += [n for n in ("O_CREAT", "O_EXCL", "O_TRUNC", "O_APPEND") if flags & getattr(os, n)]
@@ -340,18 +363,15 @@ def make_machine(
             ours = attempt(self.system.open, path, flags, mode)
             if ours.error is None:
                 self.system.close(ours.value)
-            existed = attempt(oracle.lstat, path).error is None
+            before = attempt(oracle.lstat, path)
+            existed = before.error is None
+            is_dir = existed and before.value.is_dir()
             theirs = attempt(oracle.open, path, flags & ~os.O_TRUNC, mode)
             if theirs.error is None:
                 oracle.close(theirs.value)
                 if not existed:
                     oracle.unlink(path)  # only asked: a read-only system makes nothing
-            expected: set[int | None] = {errno.EROFS}
-            if theirs.error:
-                expected.add(theirs.error)
-            reads = flags & os.O_ACCMODE == os.O_RDONLY and not flags & os.O_TRUNC
-            if existed and theirs.error is None and reads:
-                expected = {None}  # Linux on a read-only mount: O_CREAT asks nothing of it
+            expected = read_only_open_answers(flags, existed, is_dir, theirs.error)
             assert ours.error in expected, (
                 f"open({path!r}, {_flag_names(flags)}) on a read-only system: gave {_short(ours)}"
             )

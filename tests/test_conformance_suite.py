@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -182,3 +185,61 @@ def test_a_declared_gap_is_not_shrunk(tmp_path: Path) -> None:
     assert "xfailed" in done.stdout.splitlines()[-1]
     assert "during generate phase" in done.stdout and "1 failing" in done.stdout
     assert "during shrink phase" not in done.stdout
+
+
+#: Opens a read-only system must refuse or allow as Linux does, on a file, a directory
+#: and a missing name.
+_READ_ONLY_OPENS = textwrap.dedent(
+    """
+    import json, os, sys
+    writable, read_only = sys.argv[1], sys.argv[2]
+    FLAGS = [os.O_RDONLY | os.O_CREAT, os.O_RDONLY | os.O_CREAT | os.O_EXCL, os.O_WRONLY,
+             os.O_RDWR | os.O_CREAT, os.O_RDONLY | os.O_TRUNC, os.O_WRONLY | os.O_APPEND]
+    def attempt(path, flags):
+        try:
+            os.close(os.open(path, flags, 0o644))
+            return None
+        except OSError as exc:
+            return exc.errno
+    rows = []
+    for name in ("file", "dir", "missing"):
+        for flags in FLAGS:
+            existed = os.path.lexists(f"{writable}/{name}")
+            is_dir = os.path.isdir(f"{writable}/{name}")
+            on_writable = attempt(f"{writable}/{name}", flags & ~os.O_TRUNC)
+            if not existed and os.path.lexists(f"{writable}/{name}"):
+                os.unlink(f"{writable}/{name}")
+            answer = attempt(f"{read_only}/{name}", flags)
+            rows.append([name, flags, existed, is_dir, on_writable, answer])
+    print(json.dumps(rows))
+    """
+)
+
+
+def test_the_read_only_model_answers_opens_as_linux_on_a_read_only_mount(tmp_path: Path) -> None:
+    """``read_only_open_answers`` (the random comparison's model of HTTP) against the kernel:
+    the same tree, writable and bind-mounted read-only in a mount namespace of this test."""
+    from conformance.test_machine import read_only_open_answers
+
+    tree, view = tmp_path / "tree", tmp_path / "view"
+    tree.mkdir()
+    view.mkdir()
+    (tree / "file").write_text("x")
+    (tree / "dir").mkdir()
+    script = (
+        'mount --bind "$1" "$2" && mount -o remount,bind,ro "$2" && exec "$3" -c "$4" "$1" "$2"'
+    )
+    done = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", script, "sh", tree, view, sys.executable, _READ_ONLY_OPENS],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert len(rows) == 18
+    for name, flags, existed, is_dir, on_writable, on_read_only in rows:
+        answers = read_only_open_answers(flags, existed, is_dir, on_writable)
+        assert on_read_only in answers, (name, flags, on_read_only, answers)
+    # What the model said before it learnt these: EROFS, where Linux opens an existing file
+    # with O_CREAT for reading, and answers EISDIR to O_TRUNC of a directory.
+    assert ["file", os.O_RDONLY | os.O_CREAT, True, False, None, None] in rows
+    assert ["dir", os.O_RDONLY | os.O_TRUNC, True, True, None, errno.EISDIR] in rows
