@@ -106,11 +106,20 @@ class RemoteFile:
             or self.shared_map
         ):
             return False
-        size = reader.size
-        data = b"".join(reader.read_views(self._fetch_into, size, 0)) if size else b""
-        reader.memory, reader.length = bytearray(), 0  # the placeholder holds the bytes now
-        self.fill_fd = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
-        self._put(data)
+        try:
+            fill_fd = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            return False  # out of descriptors, say: the agent goes on answering reads itself
+        try:
+            size = reader.size
+            data = b"".join(reader.read_views(self._fetch_into, size, 0)) if size else b""
+            reader.memory, reader.length = bytearray(), 0  # the placeholder holds the bytes now
+            self.fill_fd = fill_fd
+            self._put(data)
+        except BaseException:
+            os.close(fill_fd)
+            self.fill_fd = -1
+            raise
         self.filled = self.materialized = True
         return True
 
