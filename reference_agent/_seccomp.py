@@ -10,9 +10,11 @@ number meaning something else; both are sent to the tracer with the data value
 trapped set returns ``SECCOMP_RET_TRACE`` with its number as the data (the
 tracer reads it with ``PTRACE_GETEVENTMSG``, no register read needed to
 dispatch); everything else returns ``SECCOMP_RET_ALLOW`` and runs at native
-speed. The trapped set is searched as a balanced binary tree over runs of
-consecutive numbers, so an untrapped syscall costs a handful of comparisons
-however large the set.
+speed. One argument is looked at: an ``mmap`` with ``MAP_ANONYMOUS`` maps no file,
+so it is allowed even when mmap is trapped (malloc makes many; only a mapping of a
+remote file's placeholder needs the agent). The trapped set is searched as a
+balanced binary tree over runs of consecutive numbers, so an untrapped syscall
+costs a handful of comparisons however large the set.
 
 Spawning (``spawn_traced``) in this order, because each step needs the one before:
 
@@ -84,6 +86,10 @@ FOREIGN_ABI: Final = SECCOMP_RET_DATA
 # struct seccomp_data offsets
 _NR_OFFSET: Final = 0
 _ARCH_OFFSET: Final = 4
+_ARGS_OFFSET: Final = 16  # six u64 arguments; the low half of each first (little endian)
+_SYS_MMAP: Final = 9
+_MMAP_FLAGS_OFFSET: Final = _ARGS_OFFSET + 3 * 8
+MAP_ANONYMOUS: Final = 0x20
 
 # BPF opcodes
 _LD_W_ABS: Final = 0x00 | 0x00 | 0x20
@@ -91,6 +97,7 @@ _JMP_JA: Final = 0x05 | 0x00
 _JMP_JEQ_K: Final = 0x05 | 0x10
 _JMP_JGT_K: Final = 0x05 | 0x20
 _JMP_JGE_K: Final = 0x05 | 0x30
+_JMP_JSET_K: Final = 0x05 | 0x40
 _ALU_OR_K: Final = 0x04 | 0x40
 _RET_K: Final = 0x06
 _RET_A: Final = 0x06 | 0x10
@@ -154,7 +161,8 @@ def _search(runs: Sequence[tuple[int, int]]) -> list[Instruction]:
 
 
 def build_filter(trapped: Iterable[int]) -> list[Instruction]:
-    """The filter program: TRACE (data = nr) for ``trapped``, ALLOW for the rest.
+    """The filter program: TRACE (data = nr) for ``trapped``, ALLOW for the rest (and for an
+    anonymous ``mmap``).
 
     Args:
         trapped: native x86_64 syscall numbers the tracer must see.
@@ -178,6 +186,14 @@ def build_filter(trapped: Iterable[int]) -> list[Instruction]:
         Instruction(_JMP_JGE_K, jt=0, jf=len(foreign), k=X32_SYSCALL_BIT),
         *foreign,
     ]
+    if _SYS_MMAP in numbers:
+        program += [
+            Instruction(_JMP_JEQ_K, jt=0, jf=3, k=_SYS_MMAP),
+            Instruction(_LD_W_ABS, k=_MMAP_FLAGS_OFFSET),
+            Instruction(_JMP_JSET_K, jt=0, jf=1, k=MAP_ANONYMOUS),
+            Instruction(_RET_K, k=SECCOMP_RET_ALLOW),
+            Instruction(_LD_W_ABS, k=_NR_OFFSET),  # the number again, for the search
+        ]
     runs = _runs(numbers)
     program += _search(runs) if runs else [Instruction(_RET_K, k=SECCOMP_RET_ALLOW)]
     if len(program) > BPF_MAXINSNS:

@@ -333,8 +333,11 @@ def test_a_failing_handler_kills_the_program() -> None:
 # --- the seccomp filter, run by a small classic-BPF interpreter ---------------------------------
 
 
-def _run_filter(program: list[Instruction], nr: int, arch: int = AUDIT_ARCH_X86_64) -> int:
-    data = struct.pack("<iIQ6Q", nr, arch, 0, 0, 0, 0, 0, 0, 0)
+def _run_filter(
+    program: list[Instruction], nr: int, arch: int = AUDIT_ARCH_X86_64, args: tuple[int, ...] = ()
+) -> int:
+    padded = (*args, *(0,) * (6 - len(args)))
+    data = struct.pack("<iIQ6Q", nr, arch, 0, *padded)
     accumulator, pc = 0, 0
     while True:
         insn = program[pc]
@@ -351,9 +354,11 @@ def _run_filter(program: list[Instruction], nr: int, arch: int = AUDIT_ARCH_X86_
             if operation == 0x00:
                 pc += insn.k
             else:
-                taken = {0x10: accumulator == insn.k, 0x20: accumulator > insn.k}.get(
-                    operation, accumulator >= insn.k
-                )
+                taken = {
+                    0x10: accumulator == insn.k,
+                    0x20: accumulator > insn.k,
+                    0x40: bool(accumulator & insn.k),
+                }.get(operation, accumulator >= insn.k)
                 pc += insn.jt if taken else insn.jf
         pc += 1
 
@@ -372,6 +377,21 @@ def test_filter_traces_exactly_the_trapped_set(trapped: set[int]) -> None:
     assert _run_filter(program, X32_SYSCALL_BIT | GETPID) == foreign
     assert _run_filter(program, -1) == foreign
     assert _run_filter(program, GETPID, arch=0x40000003) == foreign  # i386 via int 0x80
+
+
+def test_filter_lets_anonymous_mmaps_through_and_traps_file_mappings() -> None:
+    mmap, private, anonymous = 9, 0x02, 0x20
+    program = build_filter({mmap, GETPID})
+    file_mapping = (0, 4096, 1, private, 3, 0)
+    assert _run_filter(program, mmap, args=file_mapping) == SECCOMP_RET_TRACE | mmap
+    anonymous_mapping = (0, 4096, 3, private | anonymous, 0xFFFFFFFFFFFFFFFF, 0)
+    assert _run_filter(program, mmap, args=anonymous_mapping) == SECCOMP_RET_ALLOW
+    assert _run_filter(program, GETPID) == SECCOMP_RET_TRACE | GETPID
+    for nr in range(600):  # the rest of the set is as before
+        if nr != mmap:
+            expected = SECCOMP_RET_TRACE | nr if nr == GETPID else SECCOMP_RET_ALLOW
+            assert _run_filter(program, nr, args=anonymous_mapping) == expected, nr
+    assert _run_filter(build_filter({GETPID}), mmap, args=file_mapping) == SECCOMP_RET_ALLOW
 
 
 def test_filter_refuses_non_native_numbers() -> None:
