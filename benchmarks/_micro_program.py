@@ -167,9 +167,8 @@ REMOTE_C = (
     double t0, stat_ns, open_ns, whole_ns, read1_ns, read8_ns;
 
     if (stat(small, &st) != 0) die("stat", small);  /* one untimed call: connections made */
-    /* Two names in turn: a client may answer a name asked again at once from its last
-     * reply (aviary's Chirp driver does, for 0.2 s); a stat here is a question the server
-     * answers. */
+    /* Two names in turn: no client answers from its reply to the same question asked just
+     * before; what is timed is a question the server answers. */
     t0 = now_ns();
     for (i = 0; i < n; i++) {
         const char *name = i % 2 ? big : small;

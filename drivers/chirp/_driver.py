@@ -27,7 +27,6 @@ import errno
 import os
 import time
 from contextlib import suppress
-from dataclasses import dataclass
 from typing import Self
 
 from drivers._interface import (
@@ -71,25 +70,14 @@ __all__ = ["DEFAULT_AUTH_METHODS", "ChirpDriver"]
 
 #: Requests of one pipelined pread in flight at once (their lines fit any socket buffer).
 PIPELINE_DEPTH = 8
-#: A stat reply answers the same question again, without a round trip, when nothing else
-#: was asked of this driver since and it is younger than this (seconds): ``ls -l`` asks
-#: statx, lgetxattr and getxattr of each name in a row, and programs fstat what they just
-#: opened. The bound keeps a loop that polls one name for another client's change honest.
+#: An open's reply answers an fstat of its handle, without a round trip, when nothing else
+#: was asked of this driver since and it is younger than this (seconds): glibc's fopen and
+#: gcc fstat what they just opened. The bound keeps a loop that polls the open file for
+#: another client's change honest.
 REPLY_REUSE_SECONDS = 0.2
 #: Flags this driver can express or emulate; anything else is refused.
 _EMULATED_FLAGS = os.O_NOFOLLOW | os.O_DIRECTORY | os.O_DSYNC | os.O_DIRECT
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0)  # includes O_DIRECTORY's bit: test all bits
-
-
-@dataclass(slots=True)
-class _StatMemo:
-    """The last stat or lstat reply: its question, its answer (an errno for a failure), the
-    operation count it was last true at and when it came (monotonic seconds)."""
-
-    question: tuple[str, str]
-    answer: StatResult | int
-    at: int
-    when: float
 
 
 class ChirpDriver(ChirpShell):
@@ -106,7 +94,6 @@ class ChirpDriver(ChirpShell):
 
     name = "chirp"
     url_schemes = ("chirp",)
-    _last_stat: _StatMemo | None = None
     capabilities = Capabilities(
         create_modes=False,
         symlink_targets_escaped=True,  # both servers store the URL-encoded target verbatim
@@ -144,26 +131,8 @@ class ChirpDriver(ChirpShell):
     # -- metadata ---------------------------------------------------------------------------
 
     def _stat(self, verb: str, path: str) -> StatResult:
-        memo = self._last_stat
-        now = time.monotonic()
-        if (
-            memo is not None
-            and memo.at == self.counters.begun - 1
-            and memo.question == (verb, path)
-            and now - memo.when < REPLY_REUSE_SECONDS
-        ):
-            memo.at = self.counters.begun
-            if isinstance(memo.answer, int):
-                raise_errno(memo.answer, path)
-            return memo.answer
-        try:
-            event = self._call(Request(f"{verb} {self._path(path)}", Reply.STAT), path)
-        except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
-                self._last_stat = _StatMemo((verb, path), exc.errno, self.counters.begun, now)
-            raise
+        event = self._call(Request(f"{verb} {self._path(path)}", Reply.STAT), path)
         assert isinstance(event, StatReply), event
-        self._last_stat = _StatMemo((verb, path), event.stat, self.counters.begun, now)
         return event.stat
 
     def stat(self, path: str) -> StatResult:
