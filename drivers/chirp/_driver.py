@@ -144,17 +144,19 @@ class ChirpDriver(ChirpShell):
             return self._stat("lstat", path)
 
     def fstat(self, handle: Handle) -> StatResult:
+        entry = self._entry(handle)
+        if (
+            entry.opened is not None
+            and entry.opened_at == self.counters.begun
+            and time.monotonic() - entry.opened_when < REPLY_REUSE_SECONDS
+        ):
+            # Nothing was asked of this driver since the open replied with these attributes
+            # (glibc's fopen and cc1 fstat right after open): no round trip, and no operation
+            # in the counters (a model replaying them costs none).
+            entry.opened_at = -1
+            return entry.opened
         with self._op("fstat"):
-            entry = self._entry(handle)
-            if (
-                entry.opened is not None
-                and entry.opened_at == self.counters.begun - 1
-                and time.monotonic() - entry.opened_when < REPLY_REUSE_SECONDS
-            ):
-                # Nothing of ours happened since the open replied with these attributes
-                # (glibc's fopen and cc1 fstat right after open): no round trip.
-                entry.opened_at = self.counters.begun
-                return entry.opened
+            self._entry(handle)
             event = self._call(lambda: Request(f"fstat {self._fd(handle)}", Reply.STAT))
             assert isinstance(event, StatReply), event
             self._entry(handle).observed(event.stat, time.time())
