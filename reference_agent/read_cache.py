@@ -120,13 +120,8 @@ class ReadBuffer:
         return pieces[0].tobytes() if len(pieces) == 1 else b"".join(pieces)
 
     def _holds_the_end(self) -> bool:
-        """Whether the block reaches the file's known end (an empty file: an empty block at 0)."""
-        if self.size is None:
-            return False
-        if self.length == 0:
-            self.start = 0
-            return self.size == 0
-        return self.start + self.length == self.size
+        """Whether the block reaches the file's known end (an empty block: the file is empty)."""
+        return self.size is not None and self.start + self.length == self.size
 
     def _grow(self, length: int) -> bool:
         """Make the block ``length`` bytes long, the new bytes zero (a hole); False when that
@@ -151,6 +146,8 @@ class ReadBuffer:
         if not count:
             return
         end = offset + count
+        if not self.length:
+            self.start = 0  # an empty block sits at 0: it holds the end of an empty file
         holds_end = self._holds_the_end()
         if self.size is not None:
             self.size = max(self.size, end)
@@ -163,6 +160,8 @@ class ReadBuffer:
 
     def truncated(self, length: int) -> None:
         """This open truncated the file to ``length``."""
+        if not self.length:
+            self.start = 0
         if self._holds_the_end() and length > self.start + self.length:
             self._grow(length - self.start)
         elif length < self.start + self.length:

@@ -219,3 +219,39 @@ def test_anonymous_mmaps_never_stop_the_program() -> None:
         if fields[:2] == ["mmap", "local"]
     ]
     assert stops and stops[0] < 100, result.stderr
+
+
+def test_a_small_file_read_under_cache_cto_is_read_by_the_kernel(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """Its first read hands the file to its placeholder; later reads and seeks stop in C,
+    not in Python, and read what the server holds; a write on that read-only descriptor
+    still reaches the agent (EBADF), never the placeholder."""
+    mount_point = tmp_path / "mnt"
+    script = (
+        "import errno, os, sys\n"
+        f"fd = os.open('{mount_point}/there', os.O_RDONLY)\n"
+        f"got = [os.pread(fd, 1, i % 7) for i in range({LOOPS})]\n"
+        "assert b''.join(got[:7]) == b'remote\\n', got\n"
+        "assert os.lseek(fd, 0, os.SEEK_END) == 7 and os.read(fd, 1) == b''\n"
+        "try:\n"
+        "    os.write(fd, b'x')\n"
+        "    sys.exit('a write on a read-only descriptor succeeded')\n"
+        "except OSError as exc:\n"
+        "    assert exc.errno == errno.EBADF, exc\n"
+    )
+    mount = f"{mount_point}=chirp://127.0.0.1:{server.port}/"
+    result = aviary_run(
+        "--summary", "--cache", "cto", "-M", mount, "--", sys.executable, "-c", script
+    )
+    assert result.returncode == 0, result.stderr
+    calls = {
+        (fields[0], fields[1]): int(fields[2])
+        for fields in (line.split() for line in result.stderr.splitlines())
+        if len(fields) >= 4 and fields[2].isdigit()
+    }
+    remote = f"chirp://127.0.0.1:{server.port}"
+    assert calls.get(("pread64", remote), 0) <= 1, result.stderr  # the first, which fills
+    assert calls.get(("lseek", remote), 0) == 0, result.stderr
+    assert calls.get(("write", remote), 0) == 1, result.stderr
+    assert (server.data_dir / "there").read_text() == "remote\n"
