@@ -22,7 +22,9 @@ from drivers._interface import (
 )
 from drivers._network import COMMON_RECOVERY_ENV
 from drivers._registry import (
+    BUILT_IN_SERVICES,
     ENTRY_POINT_GROUP,
+    ServiceEntry,
     UnknownDriverError,
     broken_drivers,
     driver_for_scheme,
@@ -37,6 +39,7 @@ from drivers._registry import (
 from drivers._url import Location, normalize_path, parse_url
 
 __all__ = [
+    "BUILT_IN_SERVICES",
     "COMMON_RECOVERY_ENV",
     "ENTRY_POINT_GROUP",
     "STAT_FIELDS",
@@ -49,6 +52,7 @@ __all__ = [
     "Location",
     "OpCounters",
     "OpenFlags",
+    "ServiceEntry",
     "StatFS",
     "StatResult",
     "UnknownDriverError",

@@ -3,18 +3,27 @@
 Registered drivers come from the ``aviary.drivers`` entry-point group, so a
 third-party package adds its own by declaring an entry point; a driver under
 development needs no packaging at all: ``--driver mypkg.mydriver:MyDriver``.
+
+The agent asks for every service prefix when it starts; :data:`BUILT_IN_SERVICES`
+answers that for the drivers shipped here without importing them (the SFTP driver
+alone brings paramiko, a seventh of a second), and only drivers registered by
+other packages are loaded to ask. A test holds the table to the classes.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 
 from drivers._interface import Driver
 from drivers._url import Location, parse_url
 
 __all__ = [
+    "BUILT_IN_SERVICES",
     "ENTRY_POINT_GROUP",
+    "ServiceEntry",
     "UnknownDriverError",
     "broken_drivers",
     "driver_for_scheme",
@@ -124,16 +133,57 @@ def service_of(cls: type[Driver]) -> str:
     return cls.service or cls.url_schemes[0]
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceEntry:
+    """What the agent needs of a driver class to route paths, without importing it."""
+
+    url_schemes: tuple[str, ...]
+    service: str
+    default_port: int | None
+
+    @classmethod
+    def of(cls, driver: type[Driver]) -> ServiceEntry:
+        port = int(driver.default_port) if driver.default_port else None
+        return cls(tuple(driver.url_schemes), service_of(driver), port)
+
+
+#: The drivers shipped in this package, by entry-point name, as their classes say.
+BUILT_IN_SERVICES: Mapping[str, ServiceEntry] = {
+    "local": ServiceEntry(("file", "local"), "file", None),
+    "chirp": ServiceEntry(("chirp",), "chirp", 9094),
+    "ftp": ServiceEntry(("ftp",), "ftp", 21),
+    "http": ServiceEntry(("http",), "http", 80),
+    "webdav": ServiceEntry(("dav",), "dav", 80),
+    "sftp": ServiceEntry(("sftp",), "sftp", 22),
+    "xrootd": ServiceEntry(("root", "xroot"), "xrootd", 1094),
+}
+
+
+def _service_entries() -> list[ServiceEntry]:
+    """Every registered driver's entry: the built-in ones from the table, others loaded."""
+    entries: list[ServiceEntry] = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        built_in = BUILT_IN_SERVICES.get(ep.name)
+        if built_in is not None and ep.value.startswith("drivers."):
+            entries.append(built_in)
+            continue
+        try:
+            entries.append(ServiceEntry.of(_check_driver_class(ep.load(), ep.name)))
+        except (ImportError, AttributeError, UnknownDriverError):
+            continue  # as registered_drivers: a broken plugin is left out
+    return entries
+
+
 def service_ports() -> dict[str, int]:
     """Services of the remote drivers and their default ports: the agent's /SERVICE/HOST:PORT/ prefixes.
 
     URL schemes are accepted as services too (mountlists may say chirp://...).
     """
     ports: dict[str, int] = {}
-    for cls in registered_drivers().values():
-        if cls.default_port:
-            for name in (*cls.url_schemes, service_of(cls)):
-                ports[name] = int(cls.default_port)
+    for entry in _service_entries():
+        if entry.default_port:
+            for name in (*entry.url_schemes, entry.service):
+                ports[name] = entry.default_port
     return ports
 
 

@@ -74,7 +74,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of the command named ``only`` alone.
+
+    Building one command's parser imports that command's module only: ``aviary run``
+    starts without loading the simulation, the benchmarks or every driver.
+    """
     parser = _Parser(
         prog="aviary",
         description="Conformance and simulation harness for interposition agents and remote I/O protocols.",
@@ -84,12 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
         "Subparsers", parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     )
     for command in COMMANDS:
-        command.function(command.add_parser)(sub)
+        if only is None or command.name == only:
+            command.function(command.add_parser)(sub)
     return parser
 
 
+def _named_command(argv: list[str]) -> str | None:
+    """The command ``argv`` starts with, if any (``aviary -h`` and mistakes get every parser,
+    so that help and errors list every command)."""
+    if argv and argv[0] in {command.name for command in COMMANDS}:
+        return argv[0]
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(_named_command(argv))
     args = parser.parse_args(argv)
     by_name = {command.name: command for command in COMMANDS}
     if args.command not in by_name:

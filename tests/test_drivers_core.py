@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import textwrap
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 
 from drivers import (
+    BUILT_IN_SERVICES,
+    ENTRY_POINT_GROUP,
     DriverCounters,
+    ServiceEntry,
     UnknownDriverError,
     driver_names,
     load_driver,
     open_url,
     parse_url,
+    registered_drivers,
+    service_ports,
 )
 from drivers.chirp import ChirpDriver
 from drivers.local import LocalDriver
@@ -36,6 +43,46 @@ def test_registered_drivers_are_found_by_name() -> None:
     assert {"local", "chirp"} <= set(driver_names())
     assert load_driver("chirp") is ChirpDriver
     assert load_driver("local") is LocalDriver
+
+
+def test_the_built_in_service_table_says_what_the_driver_classes_say() -> None:
+    shipped = {
+        ep.name for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.value.startswith("drivers.")
+    }
+    assert shipped == set(BUILT_IN_SERVICES)
+    loaded = registered_drivers()
+    for name, entry in BUILT_IN_SERVICES.items():
+        assert ServiceEntry.of(loaded[name]) == entry, name
+    from_classes: dict[str, int] = {}
+    for cls in loaded.values():
+        entry = ServiceEntry.of(cls)
+        for service in (*entry.url_schemes, entry.service):
+            if entry.default_port:
+                from_classes[service] = entry.default_port
+    assert service_ports() == from_classes
+
+
+def _drivers_imported_to_route(*, table: bool) -> str:
+    probe = (
+        "import sys\n"
+        "from drivers import _registry\n"
+        f"_registry.BUILT_IN_SERVICES = _registry.BUILT_IN_SERVICES if {table} else {{}}\n"
+        "from reference_agent.namespace._resolve import registered_services\n"
+        "assert registered_services()['sftp'] == 22\n"
+        "print(sorted(m for m in ('paramiko', 'drivers.sftp', 'drivers.ftp', 'drivers.webdav',"
+        " 'drivers.xrootd', 'drivers.http') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    return result.stdout.strip()
+
+
+def test_the_agents_service_prefixes_import_no_driver() -> None:
+    """Routing paths needs the table only: no protocol library is loaded to start the agent
+    (without the table, as a seeded regression, every driver and paramiko are)."""
+    assert _drivers_imported_to_route(table=True) == "[]"
+    assert "'paramiko'" in _drivers_imported_to_route(table=False)
 
 
 def test_unknown_driver_lists_the_known_ones() -> None:
