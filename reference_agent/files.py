@@ -28,10 +28,35 @@ from drivers import DirEntry, Driver, Handle, StatResult
 from reference_agent.read_cache import FILL_MAX, ReadBuffer
 from reference_agent.whole_cache import write_back
 
-__all__ = ["RemoteFile", "RemoteFileTable", "Scratch"]
+__all__ = ["Change", "RemoteFile", "RemoteFileTable", "Scratch", "Truncated", "Wrote"]
 
 #: /proc/self/fd/N, /proc/thread-self/fd/N, /proc/PID/fd/N (and task/TID/fd/N), and below.
 _PROC_FD = re.compile(r"^/proc/(self|thread-self|\d+)(?:/task/(\d+))?/fd/(\d+)(/.*)?$")
+
+
+@dataclass(frozen=True, slots=True)
+class Wrote:
+    """A change to a remote file: ``data`` written at ``offset`` (what reached the server)."""
+
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Truncated:
+    """A change to a remote file: its length set to ``length``."""
+
+    length: int
+
+
+#: How a remote file changed, where the agent knows; None: only that it did.
+Change = Wrote | Truncated | None
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    written = 0
+    while written < len(data):
+        written += os.pwrite(fd, memoryview(data)[written:], offset + written)
 
 
 @dataclass(slots=True)
@@ -123,23 +148,30 @@ class RemoteFile:
         self.filled = self.materialized = True
         return True
 
-    def refill(self) -> None:
-        """The file changed through another open of this agent: the placeholder takes its
-        bytes afresh (the program's own changes are seen at once)."""
-        chunks = []
+    def copy_whole(self, into: int) -> int:
+        """Make local descriptor ``into`` hold the whole file, read from the driver now; its size."""
+        os.ftruncate(into, 0)
         offset = 0
         while data := self.driver.pread(self.handle, FILL_MAX, offset):
-            chunks.append(data)
+            _pwrite_all(into, data, offset)
             offset += len(data)
-        self._put(b"".join(chunks))
+        return offset
+
+    def follow(self, change: Change) -> None:
+        """The file changed through another open of this agent (``change``: how, None if not
+        known): the placeholder shows it (the program's own changes are seen at once)."""
+        if isinstance(change, Wrote):
+            _pwrite_all(self.fill_fd, change.data, change.offset)
+        elif isinstance(change, Truncated):
+            os.ftruncate(self.fill_fd, change.length)
+        else:
+            self.copy_whole(self.fill_fd)
         if self.reader is not None:
             self.reader.forget()
 
     def _put(self, data: bytes) -> None:
         os.ftruncate(self.fill_fd, len(data))
-        written = 0
-        while written < len(data):
-            written += os.pwrite(self.fill_fd, memoryview(data)[written:], written)
+        _pwrite_all(self.fill_fd, data, 0)
 
     def pwrite(self, data: bytes, offset: int) -> int:
         """Write through to the driver; this open's buffer sees it."""
@@ -260,8 +292,15 @@ class RemoteFileTable:
                 return other
         return None
 
-    def changed(self, driver: Driver, remote_path: str, by: RemoteFile | None = None) -> None:
-        """The file changed (through ``by``, or by name): its other opens read it afresh."""
+    def changed(
+        self,
+        driver: Driver,
+        remote_path: str,
+        by: RemoteFile | None = None,
+        change: Change = None,
+    ) -> None:
+        """The file changed (through ``by``, or by name; ``change`` says how where it is
+        known): its other opens read it afresh, and filled placeholders take the change."""
         for other in self._files.values():
             if (
                 other is not by
@@ -273,7 +312,7 @@ class RemoteFileTable:
                     other.reader.forget()
                     continue
                 try:
-                    other.refill()
+                    other.follow(change)
                 except OSError as exc:
                     # The change itself succeeded; the program is told where a person sees it.
                     print(

@@ -21,7 +21,7 @@ from reference_agent._common import last_component, must_be_directory, rewrite_a
 from reference_agent._loop import Rewrite
 from reference_agent.agent import Agent
 from reference_agent.call import NATIVE, Call, Outcome, Resolved
-from reference_agent.files import RemoteFile
+from reference_agent.files import RemoteFile, Truncated
 from reference_agent.namespace import LocalTarget, Refused, RemoteTarget, ServiceDirectory
 from reference_agent.read_cache import ReadBuffer
 from reference_agent.sys_read_write import DIRECTORY_END, MAX_IO, write_refusal
@@ -102,7 +102,7 @@ def _open(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mod
     if agent.options.cache == "cto" and st.is_reg():
         remote.reader = ReadBuffer(st.st_size)
     if flags & os.O_TRUNC:
-        agent.files.changed(driver, target.path)  # other opens here read the emptied file
+        agent.files.changed(driver, target.path, change=Truncated(0))  # emptied
     pid = call.pid
 
     def placed(result: int) -> int | None:
@@ -197,10 +197,8 @@ def _whole_copy(agent: Agent, remote: RemoteFile, truncate: bool) -> str:
     agent.copies += 1
     local = agent.options.cache_dir / f"whole-{agent.copies}"
     with open(local, "wb") as copy:
-        offset = 0
-        while not truncate and (data := remote.driver.pread(remote.handle, MAX_IO, offset)):
-            copy.write(data)
-            offset += len(data)
+        if not truncate:
+            remote.copy_whole(copy.fileno())
     return str(local)
 
 
@@ -209,11 +207,7 @@ def _materialize(pid: int, fd: int, remote: RemoteFile) -> None:
     if remote.materialized:
         return
     with open(f"/proc/{pid}/fd/{fd}", "r+b", buffering=0) as placeholder:
-        placeholder.truncate(0)
-        offset = 0
-        while data := remote.driver.pread(remote.handle, MAX_IO, offset):
-            placeholder.write(data)
-            offset += len(data)
+        remote.copy_whole(placeholder.fileno())
     remote.materialized = True
 
 
@@ -354,7 +348,9 @@ def sys_ftruncate(agent: Agent, call: Call) -> Outcome:
     if refusal is not None:
         return -errno.EINVAL if refusal == -errno.EBADF else refusal
     remote.ftruncate(call.sarg(1))
-    agent.files.changed(remote.driver, remote.remote_path, by=remote)
+    agent.files.changed(
+        remote.driver, remote.remote_path, by=remote, change=Truncated(call.sarg(1))
+    )
     return 0
 
 

@@ -15,6 +15,7 @@ from reference_agent._abi import AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, UT
 from reference_agent._common import last_component, path_call, rewrite_args
 from reference_agent.agent import Agent
 from reference_agent.call import NATIVE, Call, Outcome, Resolved
+from reference_agent.files import Truncated
 from reference_agent.namespace import LocalTarget, Refused, RemoteTarget
 from reference_agent.sys_file import empty_path_fd
 
@@ -235,7 +236,7 @@ def sys_truncate(agent: Agent, call: Call) -> Outcome:
 
     def remote(driver: Driver, target: RemoteTarget, resolved: Resolved) -> int:
         driver.truncate(target.path, call.sarg(1))
-        agent.files.changed(driver, target.path)
+        agent.files.changed(driver, target.path, change=Truncated(call.sarg(1)))
         return 0
 
     return path_call(agent, call, AT_FDCWD, 0, remote)

@@ -14,7 +14,7 @@ import struct
 from drivers.chirp.codec import MAX_BUFFER_SIZE
 from reference_agent.agent import Agent
 from reference_agent.call import Call, Outcome
-from reference_agent.files import RemoteFile, Scratch
+from reference_agent.files import RemoteFile, Scratch, Wrote
 
 _IOVEC = struct.Struct("<QQ")
 #: Agent-side bound on one emulated read, like a kernel's MAX_RW_COUNT.
@@ -74,15 +74,18 @@ def _read_into(call: Call, remote: RemoteFile, buffers: list[tuple[int, int]], o
     return count
 
 
-def _write_from(call: Call, remote: RemoteFile, buffers: list[tuple[int, int]], offset: int) -> int:
+def _write_from(
+    call: Call, remote: RemoteFile, buffers: list[tuple[int, int]], offset: int
+) -> Wrote:
+    """Write the program's buffers through ``remote`` at ``offset``: what reached the file."""
     data = b"".join(call.read(address, length) for address, length in buffers if length)
     if not data:
-        return 0
+        return Wrote(offset, b"")
     written = remote.pwrite(data[:MAX_IO], offset)
     if remote.shared_map:  # the mapping must see it too, or the write-back would undo it
         with open(f"/proc/{call.pid}/fd/{call.fd(0)}", "r+b", buffering=0) as placeholder:
             os.pwrite(placeholder.fileno(), data[:written], offset)
-    return written
+    return Wrote(offset, data[:written])
 
 
 def _iovecs(call: Call, address: int, count: int) -> list[tuple[int, int]]:
@@ -115,8 +118,9 @@ def _sequential(agent: Agent, call: Call, buffers: list[tuple[int, int]], writin
             remote.offset = remote.driver.fstat(remote.handle).st_size
             if remote.reader is not None and remote.reader.size != remote.offset:
                 remote.reader.forget()  # grown by another client: its bytes are not ours to guess
-        count = _write_from(call, remote, buffers, remote.offset)
-        agent.files.changed(remote.driver, remote.remote_path, by=remote)
+        wrote = _write_from(call, remote, buffers, remote.offset)
+        agent.files.changed(remote.driver, remote.remote_path, by=remote, change=wrote)
+        count = len(wrote.data)
     else:
         count = _read_into(call, remote, buffers, remote.offset)
     remote.offset += count
@@ -136,9 +140,9 @@ def _positioned(
         return refusal
     if not writing:
         return _read_into(call, remote, buffers, offset)
-    count = _write_from(call, remote, buffers, offset)
-    agent.files.changed(remote.driver, remote.remote_path, by=remote)
-    return count
+    wrote = _write_from(call, remote, buffers, offset)
+    agent.files.changed(remote.driver, remote.remote_path, by=remote, change=wrote)
+    return len(wrote.data)
 
 
 def sys_read(agent: Agent, call: Call) -> Outcome:
