@@ -61,6 +61,39 @@ def test_an_fstat_right_after_its_open_is_the_open_reply(chirp_server: RunningSe
         driver.close(h)
 
 
+def test_names_just_listed_are_stated_from_the_listing(chirp_server: RunningServer) -> None:
+    """ls -l lists, then stats every name (and the agent lstats it for each xattr call):
+    getlongdir already sent every name's lstat."""
+    with ChirpDriver(chirp_server.host, chirp_server.port, auth_methods=("address",)) as driver:
+        driver.mkdir("/d")
+        driver.write_file("/d/f", b"abc")
+        driver.symlink("f", "/d/link")
+        names = {entry.name for entry in driver.readdir("/d")}
+        assert {"f", "link"} <= names
+        before = driver.counters.total().round_trips
+        for _ in range(3):  # statx, lgetxattr, getxattr of one name
+            assert driver.lstat("/d/f").st_size == 3
+        assert driver.stat("/d/f").st_size == 3
+        assert driver.lstat("/d/link").is_lnk()
+        assert driver.counters.total().round_trips == before  # and no operation counted
+        assert {"stat", "lstat"}.isdisjoint(driver.counters.snapshot())
+        assert not driver.stat("/d/link").is_lnk()  # a link's target is asked for
+        assert driver.counters.total().round_trips == before + 1
+        # Anything asked in between: ask the server (the listing may no longer hold).
+        driver.readdir("/d")
+        driver.write_file("/d/f", b"longer")
+        assert driver.lstat("/d/f").st_size == 6
+        # Another directory's names are not in the listing.
+        driver.readdir("/")
+        assert driver.lstat("/d/f").st_size == 6
+        assert driver.counters.snapshot()["lstat"].round_trips == 2
+        # Later than REPLY_REUSE_SECONDS: asked, so a loop polling a name sees change.
+        driver.readdir("/d")
+        (chirp_server.data_dir / "d" / "f").write_bytes(b"grown by someone else")
+        time.sleep(REPLY_REUSE_SECONDS * 1.5)
+        assert driver.lstat("/d/f").st_size == len(b"grown by someone else")
+
+
 def test_auth_falls_through_refused_methods(chirp_server: RunningServer) -> None:
     # Both test servers accept only "address": unix and hostname are refused first.
     with ChirpDriver(chirp_server.host, chirp_server.port) as driver:

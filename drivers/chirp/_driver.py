@@ -26,7 +26,9 @@ from __future__ import annotations
 import errno
 import os
 import time
+from collections.abc import Mapping
 from contextlib import suppress
+from dataclasses import dataclass
 from typing import Self
 
 from drivers._interface import (
@@ -75,6 +77,24 @@ PIPELINE_DEPTH = 8
 #: gcc fstat what they just opened. The bound keeps a loop that polls the open file for
 #: another client's change honest.
 REPLY_REUSE_SECONDS = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class _Listing:
+    """The last directory listed, with each name's lstat as getlongdir sent it.
+
+    ``ls -l`` lists a directory, then asks statx, lgetxattr and getxattr of every name:
+    while nothing else is asked of the driver, and for :data:`REPLY_REUSE_SECONDS`, a
+    stat or lstat of a listed name is answered from the listing (as Parrot's directory
+    cache does), and counts as no operation.
+    """
+
+    directory: str
+    entries: Mapping[str, StatResult]
+    asked: int  # the driver's operations begun when the listing came
+    when: float  # time.monotonic() then
+
+
 #: Flags this driver can express or emulate; anything else is refused.
 _EMULATED_FLAGS = os.O_NOFOLLOW | os.O_DIRECTORY | os.O_DSYNC | os.O_DIRECT
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0)  # includes O_DIRECTORY's bit: test all bits
@@ -115,6 +135,7 @@ class ChirpDriver(ChirpShell):
     #: server clears its 16 MiB buffer before every request, so fewer, larger requests
     #: are cheaper there; a read larger than this is several requests in one round trip.
     pipeline_piece: int = MAX_BUFFER_SIZE
+    _listing: _Listing | None = None
 
     @classmethod
     def from_location(cls, location: Location, *, timeout: float = 30.0) -> Self:
@@ -135,11 +156,32 @@ class ChirpDriver(ChirpShell):
         assert isinstance(event, StatReply), event
         return event.stat
 
+    def _listed(self, path: str) -> StatResult | None:
+        """``path``'s lstat from the listing of its directory, while that is still the
+        last thing asked of this driver and young enough; else None."""
+        listing = self._listing
+        if (
+            listing is None
+            or listing.asked != self.counters.begun
+            or time.monotonic() - listing.when >= REPLY_REUSE_SECONDS
+        ):
+            return None
+        directory, _, name = path.rstrip("/").rpartition("/")
+        if (directory or "/") != listing.directory:
+            return None
+        return listing.entries.get(name)
+
     def stat(self, path: str) -> StatResult:
+        listed = self._listed(path)
+        if listed is not None and not listed.is_lnk():  # a link's target is not listed
+            return listed
         with self._op("stat"):
             return self._stat("stat", path)
 
     def lstat(self, path: str) -> StatResult:
+        listed = self._listed(path)
+        if listed is not None:
+            return listed
         with self._op("lstat"):
             return self._stat("lstat", path)
 
@@ -387,6 +429,12 @@ class ChirpDriver(ChirpShell):
         with self._op("readdir"):
             event = self._call(Request(f"getlongdir {self._path(path)}", Reply.LONGDIR), path)
             assert isinstance(event, LongListReply), event
+            self._listing = _Listing(
+                path.rstrip("/") or "/",
+                {name: st for name, st in event.entries if st is not None and "/" not in name},
+                self.counters.begun,
+                time.monotonic(),
+            )
             return [
                 DirEntry(name, st.file_type if st is not None else FileType.UNKNOWN)
                 for name, st in event.entries
