@@ -94,6 +94,45 @@ def test_names_just_listed_are_stated_from_the_listing(chirp_server: RunningServ
         assert driver.lstat("/d/f").st_size == len(b"grown by someone else")
 
 
+def test_a_readlink_right_after_stats_of_the_name_is_their_answer(
+    chirp_server: RunningServer,
+) -> None:
+    """make stats x.c and x.o, then gcc's realpath asks readlink of both: the stats said."""
+    with ChirpDriver(chirp_server.host, chirp_server.port, auth_methods=("address",)) as driver:
+        driver.write_file("/x.c", b"int x;")
+        driver.symlink("x.c", "/link")
+        with pytest.raises(FileNotFoundError):
+            driver.stat("/x.o")
+        assert driver.stat("/x.c").st_size == 6
+        assert driver.stat("/link").st_size == 6  # a link: lstat, then stat for its target
+        before = driver.counters.total()
+        for path, code in (("/x.c", errno.EINVAL), ("/x.o", errno.ENOENT)):
+            with pytest.raises(OSError) as info:
+                driver.readlink(path)
+            assert info.value.errno == code, path
+        assert driver.counters.total().round_trips == before.round_trips  # no operation
+        assert driver.counters.total().calls == before.calls
+        assert driver.readlink("/link") == "x.c"  # a link's target is asked for
+        assert driver.counters.total().round_trips == before.round_trips + 1
+        # Something else asked in between: the server answers (the name may be a link now).
+        driver.stat("/x.c")
+        driver.unlink("/x.c")
+        driver.symlink("elsewhere", "/x.c")
+        assert driver.readlink("/x.c") == "elsewhere"
+        # A stat asked again still asks: only readlink is answered from the stats.
+        trips = driver.counters.total().round_trips
+        driver.lstat("/link")
+        driver.lstat("/link")
+        assert driver.counters.total().round_trips == trips + 2
+        # Later than REPLY_REUSE_SECONDS: asked, so a change behind the server's back shows.
+        driver.write_file("/plain", b"a file")
+        assert not driver.lstat("/plain").is_lnk()
+        (chirp_server.data_dir / "plain").unlink()
+        (chirp_server.data_dir / "plain").symlink_to("x.c")
+        time.sleep(REPLY_REUSE_SECONDS * 1.5)
+        assert driver.readlink("/plain") == "x.c"
+
+
 def test_auth_falls_through_refused_methods(chirp_server: RunningServer) -> None:
     # Both test servers accept only "address": unix and hostname are refused first.
     with ChirpDriver(chirp_server.host, chirp_server.port) as driver:

@@ -95,6 +95,20 @@ class _Listing:
     when: float  # time.monotonic() then
 
 
+@dataclass(slots=True)
+class _Names:
+    """What the stats asked in a row, with nothing else in between, said of each name.
+
+    make stats ``x.c`` and ``x.o``, then gcc's realpath asks readlink of both: the lstat
+    (every stat asks lstat first) already said neither is a link, or that the name is
+    missing. Only readlink is answered from here, within :data:`REPLY_REUSE_SECONDS` of
+    the answer; a stat asked again goes to the server (a loop polling a file stays honest).
+    """
+
+    asked: int  # the driver's operations begun when the last answer came
+    said: dict[str, tuple[StatResult | None, float]]  # path -> (lstat, or None: missing; when)
+
+
 #: Flags this driver can express or emulate; anything else is refused.
 _EMULATED_FLAGS = os.O_NOFOLLOW | os.O_DIRECTORY | os.O_DSYNC | os.O_DIRECT
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0)  # includes O_DIRECTORY's bit: test all bits
@@ -136,6 +150,7 @@ class ChirpDriver(ChirpShell):
     #: are cheaper there; a read larger than this is several requests in one round trip.
     pipeline_piece: int = MAX_BUFFER_SIZE
     _listing: _Listing | None = None
+    _names: _Names | None = None
 
     @classmethod
     def from_location(cls, location: Location, *, timeout: float = 30.0) -> Self:
@@ -171,19 +186,43 @@ class ChirpDriver(ChirpShell):
             return None
         return listing.entries.get(name)
 
+    def _said(self, path: str, since: int, st: StatResult | None) -> None:
+        """Note what an lstat asked as operation ``since + 1`` said of ``path``."""
+        names = self._names
+        if names is None or names.asked != since:
+            names = self._names = _Names(since, {})
+        names.said[path] = (st, time.monotonic())
+        names.asked = self.counters.begun
+
+    def _lstat_noted(self, path: str) -> StatResult:
+        since = self.counters.begun
+        try:
+            st = self._stat("lstat", path)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                self._said(path, since - 1, None)
+            raise
+        self._said(path, since - 1, st)
+        return st
+
     def stat(self, path: str) -> StatResult:
         listed = self._listed(path)
         if listed is not None and not listed.is_lnk():  # a link's target is not listed
             return listed
         with self._op("stat"):
-            return self._stat("stat", path)
+            if listed is not None:  # a link, the listing says: its target
+                return self._stat("stat", path)
+            # lstat first: the same one round trip for anything but a link, and what it
+            # says answers a readlink right after (gcc's realpath of what make stated).
+            st = self._lstat_noted(path)
+            return self._stat("stat", path) if st.is_lnk() else st
 
     def lstat(self, path: str) -> StatResult:
         listed = self._listed(path)
         if listed is not None:
             return listed
         with self._op("lstat"):
-            return self._stat("lstat", path)
+            return self._lstat_noted(path)
 
     def fstat(self, handle: Handle) -> StatResult:
         entry = self._entry(handle)
@@ -465,7 +504,22 @@ class ChirpDriver(ChirpShell):
         with self._op("symlink"):
             self._simple(f"symlink {self._path(target)} {self._path(linkpath)}", linkpath)
 
+    def _noted(self, path: str) -> tuple[StatResult | None] | None:
+        """What the stats asked just before said of ``path`` (a 1-tuple), else None."""
+        names = self._names
+        if names is None or names.asked != self.counters.begun or path not in names.said:
+            return None
+        st, when = names.said[path]
+        return (st,) if time.monotonic() - when < REPLY_REUSE_SECONDS else None
+
     def readlink(self, path: str) -> str:
+        noted = self._noted(path)
+        known = noted[0] if noted is not None else self._listed(path)
+        # No operation either way: what was just said answers it.
+        if noted is not None and known is None:
+            raise_errno(errno.ENOENT, path)
+        if known is not None and not known.is_lnk():
+            raise_errno(errno.EINVAL, path)
         with self._op("readlink"):
             request = Request(
                 f"readlink {self._path(path)} {PATH_MAX}", Reply.BYTES, limit=PATH_MAX
