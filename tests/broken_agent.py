@@ -127,7 +127,7 @@ def _filled_misses_own_writes() -> None:
     # filled with after a write through another descriptor.
     from reference_agent import files
 
-    files.RemoteFile.refill = lambda self: None  # type: ignore[method-assign]
+    files.RemoteFile.follow = lambda self, change: None  # type: ignore[method-assign]
 
 
 def _dirfd_file_walks_below() -> None:
