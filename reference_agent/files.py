@@ -49,8 +49,8 @@ class Truncated:
     length: int
 
 
-#: How a remote file changed, where the agent knows; None: only that it did.
-Change = Wrote | Truncated | None
+#: How a remote file changed through the agent.
+Change = Wrote | Truncated
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
@@ -158,14 +158,12 @@ class RemoteFile:
         return offset
 
     def follow(self, change: Change) -> None:
-        """The file changed through another open of this agent (``change``: how, None if not
-        known): the placeholder shows it (the program's own changes are seen at once)."""
+        """The file changed through another open of this agent: the placeholder takes the
+        change (the program's own changes are seen at once, without reading the file again)."""
         if isinstance(change, Wrote):
             _pwrite_all(self.fill_fd, change.data, change.offset)
-        elif isinstance(change, Truncated):
-            os.ftruncate(self.fill_fd, change.length)
         else:
-            self.copy_whole(self.fill_fd)
+            os.ftruncate(self.fill_fd, change.length)
         if self.reader is not None:
             self.reader.forget()
 
@@ -296,11 +294,11 @@ class RemoteFileTable:
         self,
         driver: Driver,
         remote_path: str,
+        change: Change,
         by: RemoteFile | None = None,
-        change: Change = None,
     ) -> None:
-        """The file changed (through ``by``, or by name; ``change`` says how where it is
-        known): its other opens read it afresh, and filled placeholders take the change."""
+        """The file changed as ``change`` says (through ``by``, or by name): its other opens
+        read it afresh, and filled placeholders take the change."""
         for other in self._files.values():
             if (
                 other is not by

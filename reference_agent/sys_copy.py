@@ -31,7 +31,7 @@ from reference_agent import _ptrace
 from reference_agent._loop import Rewrite
 from reference_agent.agent import Agent
 from reference_agent.call import Call, Outcome
-from reference_agent.files import RemoteFile
+from reference_agent.files import RemoteFile, Wrote
 from reference_agent.process_facts import flags_and_position
 
 __all__ = ["sys_copy_file_range", "sys_sendfile"]
@@ -90,6 +90,16 @@ def _write(call: Call, side: _Side, data: bytes, offset: int) -> int:
         return side.remote.pwrite(data, offset)
     with open(f"/proc/{call.pid}/fd/{side.fd}", "r+b", buffering=0) as local:
         return os.pwrite(local.fileno(), data, offset)
+
+
+def _copy_to(agent: Agent, call: Call, target: _Side, data: bytes, start: int) -> int:
+    """Write ``data`` at ``start`` of the target; other opens of a remote target see it."""
+    written = _write(call, target, data, start) if data else 0
+    if written and target.remote is not None:
+        remote = target.remote
+        change = Wrote(start, data[:written])
+        agent.files.changed(remote.driver, remote.remote_path, by=remote, change=change)
+    return written
 
 
 def _finish(call: Call, sides: list[tuple[_Side, int]], count: int) -> Outcome:
@@ -153,9 +163,7 @@ def sys_copy_file_range(agent: Agent, call: Call) -> Outcome:
     if same_file and start_in < start_out + count and start_out < start_in + count:
         return -errno.EINVAL  # overlapping ranges of one file, as Linux refuses them
     data = _read(call, source, start_in, count) if count else b""
-    written = _write(call, target, data, start_out) if data else 0
-    if written and target.remote is not None:
-        agent.files.changed(target.remote.driver, target.remote.remote_path, by=target.remote)
+    written = _copy_to(agent, call, target, data, start_out)
     return _finish(call, [(source, start_in), (target, start_out)], written)
 
 
@@ -184,9 +192,7 @@ def sys_sendfile(agent: Agent, call: Call) -> Outcome:
         return _sendfile_from_placeholder(call, source, remote_in, start_in, count)
     start_out = _start(call, target)
     data = _read(call, source, start_in, count) if count else b""
-    written = _write(call, target, data, start_out) if data else 0
-    if written and target.remote is not None:
-        agent.files.changed(target.remote.driver, target.remote.remote_path, by=target.remote)
+    written = _copy_to(agent, call, target, data, start_out)
     return _finish(call, [(source, start_in), (target, start_out)], written)
 
 

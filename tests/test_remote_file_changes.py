@@ -118,15 +118,6 @@ def test_a_filled_placeholder_takes_each_change_without_a_read(
     follows_without_reading(pair_factory(content), changes)  # type: ignore[operator]
 
 
-def test_a_change_not_described_is_read_again(pair_factory: object) -> None:
-    pair: Pair = pair_factory(b"abcdef")  # type: ignore[operator]
-    pair.writer.pwrite(b"XY", 2)
-    reads_before = pair.reads_from_server()
-    pair.table.changed(pair.driver, "f", by=pair.writer)  # a copy_file_range, say
-    assert pair.placeholder_bytes() == b"abXYef"
-    assert pair.reads_from_server() > reads_before
-
-
 def test_seeded_a_placeholder_that_reads_the_file_again_at_every_change_is_caught(
     pair_factory: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -186,23 +186,23 @@ class ChirpDriver(ChirpShell):
             return None
         return listing.entries.get(name)
 
-    def _said(self, path: str, since: int, st: StatResult | None) -> None:
-        """Note what an lstat asked as operation ``since + 1`` said of ``path``."""
+    def _said(self, path: str, st: StatResult | None) -> None:
+        """Note what the lstat being asked (this driver's latest operation) said of ``path``:
+        added to the notes of the stats just before it, or the first of new notes."""
         names = self._names
-        if names is None or names.asked != since:
-            names = self._names = _Names(since, {})
+        if names is None or names.asked != self.counters.begun - 1:
+            names = self._names = _Names(self.counters.begun, {})
         names.said[path] = (st, time.monotonic())
         names.asked = self.counters.begun
 
     def _lstat_noted(self, path: str) -> StatResult:
-        since = self.counters.begun
         try:
             st = self._stat("lstat", path)
         except OSError as exc:
             if exc.errno == errno.ENOENT:
-                self._said(path, since - 1, None)
+                self._said(path, None)
             raise
-        self._said(path, since - 1, st)
+        self._said(path, st)
         return st
 
     def stat(self, path: str) -> StatResult:
