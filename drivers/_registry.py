@@ -13,7 +13,7 @@ other packages are loaded to ask. A test holds the table to the classes.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
@@ -117,12 +117,12 @@ def broken_drivers() -> dict[str, str]:
 
 
 def driver_for_scheme(scheme: str) -> type[Driver]:
-    """The registered driver that answers URLs of ``scheme``."""
-    drivers = registered_drivers()
-    for cls in drivers.values():
-        if scheme in cls.url_schemes:
-            return cls
-    schemes = sorted(s for cls in drivers.values() for s in cls.url_schemes)
+    """The registered driver that answers URLs of ``scheme`` (only it is imported, of the
+    built-in ones)."""
+    found = _first_driver(lambda entry: scheme in entry.url_schemes)
+    if found is not None:
+        return found
+    schemes = sorted(s for entry in _service_entries() for s in entry.url_schemes)
     raise UnknownDriverError(
         f"no driver for URL scheme {scheme!r}; known schemes: {', '.join(schemes)}"
     )
@@ -189,10 +189,28 @@ def service_ports() -> dict[str, int]:
 
 def driver_for_service(service: str) -> type[Driver]:
     """The registered driver behind an agent service prefix (or URL scheme)."""
-    for cls in registered_drivers().values():
-        if service == service_of(cls) or service in cls.url_schemes:
+    found = _first_driver(lambda entry: service in (entry.service, *entry.url_schemes))
+    if found is None:
+        raise UnknownDriverError(f"no driver serves /{service}/")
+    return found
+
+
+def _first_driver(matches: Callable[[ServiceEntry], bool]) -> type[Driver] | None:
+    """The first registered driver (in entry-point order) whose entry ``matches``, loaded.
+
+    A connection names one protocol; importing every driver to find it cost a quarter
+    of a second at each agent's first remote path (paramiko, invoke, ...)."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        built_in = BUILT_IN_SERVICES.get(ep.name)
+        if built_in is not None and ep.value.startswith("drivers.") and not matches(built_in):
+            continue  # a built-in driver of another protocol: not imported
+        try:
+            cls = _check_driver_class(ep.load(), ep.name)
+        except (ImportError, AttributeError, UnknownDriverError):
+            continue  # as registered_drivers: a broken plugin is left out
+        if matches(ServiceEntry.of(cls)):
             return cls
-    raise UnknownDriverError(f"no driver serves /{service}/")
+    return None
 
 
 def open_url(url: str, *, timeout: float = 30.0) -> tuple[Driver, str]:

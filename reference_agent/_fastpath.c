@@ -17,12 +17,18 @@
  * remote or unreadable paths) is returned to the caller untouched, with its wait
  * status, for the Python loop.
  *
+ * fp_held() answers the agent's other frequent question in the same compiled code:
+ * which remote files' placeholders some descriptor of the live tasks still refers to
+ * (asked after every close of one; a scan of /proc/PID/fd, a stat per descriptor).
+ *
  * Built by reference_agent/_fastpath.py with gcc into a cache directory and loaded
  * with ctypes: plain C, no Python API. Like every ptrace call, fp_wait must run on
  * the thread that seized the tracees.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -277,4 +283,39 @@ long fp_wait(int remote_files_open, int *status) {
         if (ptrace(PTRACE_CONT, pid, 0, 0) != 0 && errno != ESRCH) return pid;
         answered++;
     }
+}
+
+/* Mark held[k] = 1 for each (device, inode) pair keys[2k], keys[2k+1] that some descriptor
+ * of the tasks pids[0..npids) refers to, as stat of /proc/PID/fd/N says; return how many
+ * are held. A task that is gone, or a descriptor closed meanwhile, holds nothing. */
+long fp_held(const int *pids, size_t npids, const unsigned long long *keys, size_t nkeys,
+             unsigned char *held) {
+    size_t found = 0;
+    char dir_path[64];
+    memset(held, 0, nkeys);
+    for (size_t p = 0; p < npids && found < nkeys; p++) {
+        snprintf(dir_path, sizeof dir_path, "/proc/%d/fd", pids[p]);
+        int dfd = open(dir_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0) continue;
+        DIR *dir = fdopendir(dfd);
+        if (dir == NULL) {
+            close(dfd);
+            continue;
+        }
+        struct dirent *entry;
+        while (found < nkeys && (entry = readdir(dir)) != NULL) {
+            struct stat st;
+            if (entry->d_name[0] == '.' || fstatat(dfd, entry->d_name, &st, 0) != 0) continue;
+            for (size_t k = 0; k < nkeys; k++) {
+                if (!held[k] && keys[2 * k] == (unsigned long long)st.st_dev
+                    && keys[2 * k + 1] == (unsigned long long)st.st_ino) {
+                    held[k] = 1;
+                    found++;
+                    break;
+                }
+            }
+        }
+        closedir(dir);
+    }
+    return (long)found;
 }

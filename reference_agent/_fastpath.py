@@ -30,7 +30,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
 
@@ -132,6 +132,14 @@ class FastPath:
         library.fp_set_placeholders.restype = None
         library.fp_wait.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
         library.fp_wait.restype = ctypes.c_long
+        library.fp_held.argtypes = [
+            ctypes.POINTER(ctypes.c_int),
+            ctypes.c_size_t,
+            ctypes.POINTER(ctypes.c_ulonglong),
+            ctypes.c_size_t,
+            ctypes.POINTER(ctypes.c_ubyte),
+        ]
+        library.fp_held.restype = ctypes.c_long
         self._status = ctypes.c_int(0)
         self._status_ref = ctypes.byref(self._status)
         self._wait = library.fp_wait
@@ -178,6 +186,17 @@ class FastPath:
         flat = [int(number) for key in keys for number in key]
         triples = (ctypes.c_ulonglong * len(flat))(*flat)
         self._lib.fp_set_placeholders(triples, len(flat) // 3)
+
+    def held(self, pids: Sequence[int], keys: Sequence[tuple[int, int]]) -> list[bool]:
+        """Which of the (device, inode) ``keys`` a descriptor of the tasks ``pids`` refers
+        to: :func:`reference_agent.files.scan_held`, in compiled code."""
+        if not keys:
+            return []
+        pid_array = (ctypes.c_int * len(pids))(*pids)
+        flat = (ctypes.c_ulonglong * (2 * len(keys)))(*(n for key in keys for n in key))
+        marks = (ctypes.c_ubyte * len(keys))()
+        self._lib.fp_held(pid_array, len(pids), flat, len(keys), marks)
+        return [bool(mark) for mark in marks]
 
     def waiter(
         self, files: _Placeholders, plain_cwds: Callable[[], Mapping[int, str]]

@@ -193,6 +193,8 @@ class Agent:
             sandboxed=self.guard is not None, files=self.files,
             cwds=self.cwds,
         )  # fmt: skip
+        if isinstance(self.fast_path, _fastpath.FastPath):
+            self.files.held_scan = self.fast_path.held
         start_cwd = logical_path(cwd) if cwd is not None else os.getcwd()
         self._root_cwd = Cwd(start_cwd)
         program = find_program(

@@ -21,7 +21,7 @@ import contextlib
 import os
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from drivers import DirEntry, Driver, Handle, StatResult
@@ -226,11 +226,36 @@ class Scratch:
         return memoryview(self._memory)[:size]
 
 
+#: Which of the (device, inode) keys a descriptor of the given tasks refers to.
+HeldScan = Callable[[Sequence[int], Sequence[tuple[int, int]]], list[bool]]
+
+
+def scan_held(pids: Sequence[int], keys: Sequence[tuple[int, int]]) -> list[bool]:
+    """Which of ``keys`` some descriptor of ``pids`` refers to (stat of /proc/PID/fd/N); it
+    stops looking once all are found. A task that is gone holds nothing."""
+    wanted = {key: index for index, key in enumerate(keys)}
+    held = [False] * len(keys)
+    for pid in pids:
+        if not wanted:
+            break
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    st = os.stat(f"/proc/{pid}/fd/{fd}")
+                    index = wanted.pop((st.st_dev, st.st_ino), None)
+                    if index is not None:
+                        held[index] = True
+    return held
+
+
 class RemoteFileTable:
     """Placeholder inode -> RemoteFile, for the whole traced program tree."""
 
     def __init__(self) -> None:
         self._files: dict[tuple[int, int], RemoteFile] = {}
+        #: How :meth:`collect` asks which placeholders are still held (the agent puts the
+        #: compiled scan here when it has one: a close of a remote file asks each time).
+        self.held_scan: HeldScan = scan_held
         #: Changes each time a placeholder is added or released (the fast path's cue).
         self.version = 0
 
@@ -323,16 +348,10 @@ class RemoteFileTable:
         """Release every RemoteFile no live process holds a placeholder of; return them."""
         if not self._files:
             return []
-        held: set[tuple[int, int]] = set()
-        for pid in live_pids:
-            with contextlib.suppress(OSError):
-                for fd in os.listdir(f"/proc/{pid}/fd"):
-                    with contextlib.suppress(OSError):
-                        st = os.stat(f"/proc/{pid}/fd/{fd}")
-                        held.add((st.st_dev, st.st_ino))
-        released = [f for key, f in self._files.items() if key not in held]
+        keys = list(self._files)
+        held = self.held_scan(list(live_pids), keys)
+        released = [self._files.pop(key) for key, kept in zip(keys, held, strict=True) if not kept]
         for remote in released:
-            del self._files[remote.key]
             _release(remote)
         if released:
             self.version += 1

@@ -13,13 +13,14 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from reference_agent import _fastpath, table
 from reference_agent.agent import Agent, AgentOptions
+from reference_agent.files import scan_held
 from reference_agent.namespace import Namespace
 from servers import RunningServer
 from tests.helpers import ROOT, start_or_skip
@@ -255,3 +256,53 @@ def test_a_small_file_read_under_cache_cto_is_read_by_the_kernel(
     assert calls.get(("lseek", remote), 0) == 0, result.stderr
     assert calls.get(("write", remote), 0) == 1, result.stderr
     assert (server.data_dir / "there").read_text() == "remote\n"
+
+
+def _held_by_children(
+    tmp_path: Path, scan: Callable[[Sequence[int], Sequence[tuple[int, int]]], list[bool]]
+) -> list[bool]:
+    """Two children each hold one of three files open (the second one's at a high descriptor,
+    after many others); the third file is held by nobody. What ``scan`` says of the three."""
+    files = [tmp_path / name for name in ("first", "second", "nobody")]
+    for path in files:
+        path.write_text(path.name)
+    holds = (
+        "import os, sys, time\n"
+        "fds = [os.open('/dev/null', os.O_RDONLY) for _ in range(int(sys.argv[2]))]\n"
+        "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", holds, str(path), str(extra)], stdout=subprocess.PIPE, text=True
+        )
+        for path, extra in ((files[0], 0), (files[1], 40))
+    ]
+    try:
+        for child in children:
+            assert child.stdout is not None and child.stdout.readline() == "ready\n"
+        keys = [(st.st_dev, st.st_ino) for st in (path.stat() for path in files)]
+        return scan([child.pid for child in children], keys)
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+
+
+def test_the_compiled_scan_of_held_placeholders_agrees_with_the_python_one(
+    tmp_path: Path,
+) -> None:
+    """Which files the live tasks still hold: the compiled scan and ``scan_held`` say the same,
+    for a file held by the first task, one held by the second at its last descriptor, and
+    one held by none (seeded: a scan that stops at the first task misses the second)."""
+    fast = _fastpath.load()
+    assert isinstance(fast, _fastpath.FastPath), fast
+    assert _held_by_children(tmp_path, scan_held) == [True, True, False]
+    assert _held_by_children(tmp_path, fast.held) == [True, True, False]
+    assert fast.held([os.getpid()], []) == []
+
+    def first_task_only(pids: Sequence[int], keys: Sequence[tuple[int, int]]) -> list[bool]:
+        return scan_held(pids[:1], keys)
+
+    assert _held_by_children(tmp_path, first_task_only) != [True, True, False]

@@ -16,6 +16,8 @@ from drivers import (
     DriverCounters,
     ServiceEntry,
     UnknownDriverError,
+    driver_for_scheme,
+    driver_for_service,
     driver_names,
     load_driver,
     open_url,
@@ -62,15 +64,17 @@ def test_the_built_in_service_table_says_what_the_driver_classes_say() -> None:
     assert service_ports() == from_classes
 
 
-def _drivers_imported_to_route(*, table: bool) -> str:
+_OTHER_DRIVERS = "('paramiko', 'drivers.sftp', 'drivers.ftp', 'drivers.webdav', 'drivers.xrootd', 'drivers.http')"
+
+
+def _drivers_imported(*, table: bool, action: str) -> str:
+    """The protocol modules loaded once ``action`` ran (with or without the built-in table)."""
     probe = (
         "import sys\n"
         "from drivers import _registry\n"
         f"_registry.BUILT_IN_SERVICES = _registry.BUILT_IN_SERVICES if {table} else {{}}\n"
-        "from reference_agent.namespace._resolve import registered_services\n"
-        "assert registered_services()['sftp'] == 22\n"
-        "print(sorted(m for m in ('paramiko', 'drivers.sftp', 'drivers.ftp', 'drivers.webdav',"
-        " 'drivers.xrootd', 'drivers.http') if m in sys.modules))\n"
+        f"{action}\n"
+        f"print(sorted(m for m in {_OTHER_DRIVERS} if m in sys.modules))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
@@ -78,11 +82,40 @@ def _drivers_imported_to_route(*, table: bool) -> str:
     return result.stdout.strip()
 
 
+_ROUTE = (
+    "from reference_agent.namespace._resolve import registered_services\n"
+    "assert registered_services()['sftp'] == 22"
+)
+
+
 def test_the_agents_service_prefixes_import_no_driver() -> None:
     """Routing paths needs the table only: no protocol library is loaded to start the agent
     (without the table, as a seeded regression, every driver and paramiko are)."""
-    assert _drivers_imported_to_route(table=True) == "[]"
-    assert "'paramiko'" in _drivers_imported_to_route(table=False)
+    assert _drivers_imported(table=True, action=_ROUTE) == "[]"
+    assert "'paramiko'" in _drivers_imported(table=False, action=_ROUTE)
+
+
+_FIND_CHIRP = (
+    "from drivers import driver_for_scheme, driver_for_service\n"
+    "assert driver_for_service('chirp').__name__ == 'ChirpDriver'\n"
+    "assert driver_for_scheme('chirp').__name__ == 'ChirpDriver'\n"
+    "assert driver_for_service('xrootd').__name__ == 'XRootDDriver'\n"
+    "sys.modules.pop('drivers.xrootd')"
+)
+
+
+def test_finding_one_protocols_driver_imports_that_driver_only() -> None:
+    """The agent's first Chirp path loads the Chirp driver, not paramiko and the rest
+    (without the table, as a seeded regression, it loads them all)."""
+    assert _drivers_imported(table=True, action=_FIND_CHIRP) == "[]"
+    assert "'paramiko'" in _drivers_imported(table=False, action=_FIND_CHIRP)
+
+
+def test_a_scheme_or_service_nothing_serves_is_named() -> None:
+    with pytest.raises(UnknownDriverError, match=r"'gopher'; known schemes: .*chirp"):
+        driver_for_scheme("gopher")
+    with pytest.raises(UnknownDriverError, match=r"no driver serves /gopher/"):
+        driver_for_service("gopher")
 
 
 def test_unknown_driver_lists_the_known_ones() -> None:
