@@ -183,6 +183,16 @@ class RemoteFile:
         if self.reader is not None:
             self.reader.truncated(length)
 
+    def release_may_wait(self) -> bool:
+        """Whether releasing this file may wait a while after its last descriptor went: it
+        was opened read-only, has no local copy and no shared mapping, so the release does
+        nothing anyone can see but close the server's handle."""
+        return (
+            self.flags & (os.O_ACCMODE | os.O_PATH) == os.O_RDONLY
+            and self.local_copy is None
+            and not self.shared_map
+        )
+
     def sync(self) -> None:
         """--cache whole: send the local copy to the server if it changed since last time."""
         if self.local_copy is None or self.flags & os.O_ACCMODE == os.O_RDONLY:
@@ -262,6 +272,10 @@ class RemoteFileTable:
     def __len__(self) -> int:
         return len(self._files)
 
+    def open_files(self) -> Iterable[RemoteFile]:
+        """Every remote file the table holds (released ones are gone from it)."""
+        return self._files.values()
+
     def placeholder_keys(self) -> list[tuple[int, int, bool]]:
         """The (device, inode) of every placeholder, and whether it is filled: a descriptor
         of any other file is local, and reads of a filled one are the kernel's."""
@@ -277,6 +291,9 @@ class RemoteFileTable:
     def add(self, pid: int, fd: int, remote: RemoteFile) -> None:
         st = os.stat(f"/proc/{pid}/fd/{fd}")
         remote.key = (st.st_dev, st.st_ino)
+        stale = self._files.pop(remote.key, None)
+        if stale is not None:  # closed, not collected yet, and its inode number reused
+            _release(stale)
         self._files[remote.key] = remote
         self.version += 1
 

@@ -203,6 +203,10 @@ class LockTable:
     def flock_of(self, key: FileKey, owner: Owner) -> int | None:
         return self._flocks.get(key, {}).get(owner)
 
+    def is_empty(self) -> bool:
+        """Whether no lock is held and none is asked for, on any file."""
+        return not (self._ranges or self._flocks or self.waiters)
+
     def has_locks(self, key: FileKey) -> bool:
         """Whether any lock is held on ``key`` (close need not look further if not)."""
         return key in self._ranges or key in self._flocks

@@ -250,7 +250,7 @@ def sys_close(agent: Agent, call: Call) -> Outcome:
         failure = -(exc.errno or errno.EIO)  # the descriptor still closes, as POSIX says
 
     def closed(result: int) -> int | None:
-        agent.collect_files()
+        agent.release_unheld()
         return failure
 
     return Rewrite(call.registers, closed)
@@ -266,7 +266,7 @@ def sys_dup_onto(agent: Agent, call: Call) -> Outcome:
             sys_lock.release_on_close(agent, call, replaced)
 
     def done(result: int) -> int | None:
-        agent.collect_files()
+        agent.release_unheld()
         return None
 
     return Rewrite(call.registers, done)

@@ -1,0 +1,110 @@
+"""When the agent releases a remote file: after the close of its last descriptor, at once or
+with the next collection (closes of read-only files, a linker's hundreds of inputs, are
+collected together); never while a descriptor of it is left."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reference_agent.agent import CLOSES_BATCHED
+from servers import RunningServer
+from tests.helpers import ROOT, start_or_skip
+
+SH = shutil.which("sh") or "/bin/sh"
+FILES = 150  # more than CLOSES_BATCHED: a batch is collected in the middle
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RunningServer]:
+    running = start_or_skip("chirp/aviary")
+    try:
+        for index in range(FILES):
+            (running.data_dir / f"f{index:03d}").write_text(f"{index}\n")
+        yield running
+    finally:
+        running.stop()
+
+
+#: ``aviary run`` that prints how many scans of the live tasks' descriptors it made, with a
+#: seeded regression: "eager" collects at every close, "blind" scans see no descriptor.
+_CLI = """
+import sys
+from reference_agent import _fastpath, files
+from reference_agent.agent import Agent
+seeded = sys.argv.pop(1)
+scans = [0]
+collect = files.RemoteFileTable.collect
+def counted(self, live_pids):
+    scans[0] += bool(len(self))
+    return collect(self, live_pids)
+files.RemoteFileTable.collect = counted
+if seeded == "eager":
+    Agent.release_unheld = Agent.collect_files
+elif seeded == "blind":
+    _fastpath.FastPath.held = lambda self, pids, keys: [False] * len(keys)
+    files.scan_held = lambda pids, keys: [False] * len(keys)
+from harness.cli import main
+try:
+    status = main(sys.argv[1:])
+finally:
+    print(f"scans {scans[0]}", file=sys.stderr)
+sys.exit(status)
+"""
+
+
+def _run(
+    server: RunningServer, tmp_path: Path, script: str, *, seeded: str = "none"
+) -> tuple[int, int]:
+    """``sh -c script`` ({mnt}: a Chirp mount point) under the agent, in a child process (the
+    agent waits for any child: the server's parent cannot be its tracer): its exit status
+    and the number of scans."""
+    mount_point = tmp_path / "mnt"
+    done = subprocess.run(
+        [sys.executable, "-c", _CLI, seeded, "run", "-M",
+         f"{mount_point}=chirp://127.0.0.1:{server.port}/",
+         "--", SH, "-c", script.format(mnt=mount_point)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    scans = [int(line.split()[1]) for line in done.stderr.splitlines() if line.startswith("scans ")]
+    assert scans, done.stderr
+    return done.returncode, scans[0]
+
+
+READ_ALL = (
+    "i=0; while [ $i -lt " + str(FILES) + " ]; do "
+    'n=$(printf "%03d" $i); read v < {mnt}/f$n; [ "$v" = "$i" ] || exit 3; i=$((i+1)); done'
+)
+
+
+def test_closes_of_read_only_files_are_collected_in_batches(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """A shell reading 150 remote files one after another: one scan per CLOSES_BATCHED
+    events, not one per close (seeded: collecting at every event scans 150 times or more)."""
+    status, scans = _run(server, tmp_path, READ_ALL)
+    assert status == 0
+    # Each file is four or five events (its close, the shell's dup2 back, a subshell's exit).
+    assert 1 <= scans <= 5 * FILES // CLOSES_BATCHED + 1, scans
+    status, scans = _run(server, tmp_path, READ_ALL, seeded="eager")
+    assert status == 0
+    assert scans >= FILES, scans
+
+
+def test_a_file_still_held_is_never_released(server: RunningServer, tmp_path: Path) -> None:
+    """Descriptor 3 and its dup 4 of one read-only remote file: closing 3, then reading 150
+    other files (two batches collected meanwhile), the file is still read through 4
+    (seeded: a scan blind to descriptors releases it, and the read finds nothing)."""
+    script = "exec 3< {mnt}/f007 4<&3 3<&- && " + READ_ALL + ' && read v <&4 && [ "$v" = 7 ]'
+    status, scans = _run(server, tmp_path, script)
+    assert status == 0
+    assert scans >= 2
+    status, _ = _run(server, tmp_path, script, seeded="blind")
+    assert status != 0
