@@ -74,7 +74,7 @@ __all__ = [
 #: Fake device numbers for remote endpoints: major 0xA5, minor from the endpoint.
 REMOTE_DEV_MAJOR = 0xA5
 #: Events that may wait for one collection of remote files (Agent.release_unheld).
-CLOSES_BATCHED = 64
+EVENTS_PER_COLLECTION = 64
 
 
 @dataclass(slots=True)
@@ -149,7 +149,7 @@ class Agent:
         self.guard: Guard | None = None
         self.races: RaceGuards | None = None  # with a guard: sealed copies, rename gate
         self.locks = LockTable()  # record locks on remote files, between this run's processes
-        self._closes_waiting = 0  # events whose collection waits (release_unheld)
+        self._events_waiting = 0  # events whose collection waits (release_unheld)
         self.fast_path: _fastpath.FastPath | str = "not started"  # or why it is off
         shared = self.options.shared_cache
         self.whole_cache = WholeFileCache(shared) if shared is not None else None
@@ -295,7 +295,7 @@ class Agent:
 
     def collect_files(self) -> None:
         """Release remote files whose last descriptor is gone."""
-        self._closes_waiting = 0
+        self._events_waiting = 0
         if len(self.files):
             for remote in self.files.collect(self.live_pids()):
                 self.wake_lock_waiters(self.locks.release(Owner("description", remote.key)))
@@ -307,15 +307,15 @@ class Agent:
         Finding that out stats every descriptor of every live task, and a linker closes
         hundreds of inputs in a row. Releasing a file opened read-only, with no lock
         anywhere, has no effect anyone can see but the server's handle closing; while every
-        open remote file is such a file, up to :data:`CLOSES_BATCHED` of these events wait
+        open remote file is such a file, up to :data:`EVENTS_PER_COLLECTION` of these events wait
         for one collection (the end of the run collects the rest).
         """
         if (
-            self._closes_waiting < CLOSES_BATCHED
+            self._events_waiting < EVENTS_PER_COLLECTION
             and self.locks.is_empty()
             and all(remote.release_may_wait() for remote in self.files.open_files())
         ):
-            self._closes_waiting += 1
+            self._events_waiting += 1
             return
         self.collect_files()
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from reference_agent.agent import CLOSES_BATCHED
+from reference_agent.agent import EVENTS_PER_COLLECTION
 from servers import RunningServer
 from tests.helpers import ROOT, start_or_skip
 
 SH = shutil.which("sh") or "/bin/sh"
-FILES = 150  # more than CLOSES_BATCHED: a batch is collected in the middle
+FILES = 150  # more than EVENTS_PER_COLLECTION: a batch is collected in the middle
 
 
 @pytest.fixture(scope="module")
@@ -87,12 +87,12 @@ READ_ALL = (
 def test_closes_of_read_only_files_are_collected_in_batches(
     server: RunningServer, tmp_path: Path
 ) -> None:
-    """A shell reading 150 remote files one after another: one scan per CLOSES_BATCHED
+    """A shell reading 150 remote files one after another: one scan per EVENTS_PER_COLLECTION
     events, not one per close (seeded: collecting at every event scans 150 times or more)."""
     status, scans = _run(server, tmp_path, READ_ALL)
     assert status == 0
     # Each file is four or five events (its close, the shell's dup2 back, a subshell's exit).
-    assert 1 <= scans <= 5 * FILES // CLOSES_BATCHED + 1, scans
+    assert 1 <= scans <= 5 * FILES // EVENTS_PER_COLLECTION + 1, scans
     status, scans = _run(server, tmp_path, READ_ALL, seeded="eager")
     assert status == 0
     assert scans >= FILES, scans
