@@ -98,10 +98,9 @@ for hook in setup/*.sh; do
   [[ -e "$hook" ]] || continue
   PATH="$PWD/$VENV/bin:$PATH" bash "$hook" || { say "$hook failed"; exit 1; }
 done
-# 5. Bytecode for the project's own packages (an editable install leaves none): where
+# 5. Bytecode for the checkout's own modules (an editable install leaves none): where
 #    PYTHONDONTWRITEBYTECODE is set, every `aviary run` would compile them again, a tenth
 #    of a second before the program starts. Up-to-date files are skipped.
-"$VENV/bin/python" -m compileall -q -j 0 drivers chirp_server reference_agent servers \
-  conformance faultnet benchmarks simulation report harness >/dev/null \
+"$VENV/bin/python" -m compileall -q -j 0 -x '/(\.venv|\.git|\.hypothesis|build)/' . >/dev/null \
   || { say "compiling the project's bytecode failed"; exit 1; }
 say "ready: $VENV/bin/aviary"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 
 from drivers._interface import Driver
 from drivers._url import Location, parse_url
@@ -98,11 +98,19 @@ def registered_drivers() -> dict[str, type[Driver]]:
     """
     found: dict[str, type[Driver]] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            found[ep.name] = _check_driver_class(ep.load(), ep.name)
-        except (ImportError, AttributeError, UnknownDriverError):
-            continue
+        cls = _loaded(ep)
+        if cls is not None:
+            found[ep.name] = cls
     return found
+
+
+def _loaded(ep: EntryPoint) -> type[Driver] | None:
+    """The driver class ``ep`` names; None for a plugin that fails to load (a broken
+    third-party plugin must not take the other drivers down: ``broken_drivers`` says why)."""
+    try:
+        return _check_driver_class(ep.load(), ep.name)
+    except (ImportError, AttributeError, UnknownDriverError):
+        return None
 
 
 def broken_drivers() -> dict[str, str]:
@@ -159,18 +167,24 @@ BUILT_IN_SERVICES: Mapping[str, ServiceEntry] = {
 }
 
 
+def _built_in(ep: EntryPoint) -> ServiceEntry | None:
+    """The table's entry for ``ep`` when it names a driver shipped here (a plugin may take
+    a built-in name for its own driver: then it is loaded to ask)."""
+    built_in = BUILT_IN_SERVICES.get(ep.name)
+    return built_in if built_in is not None and ep.value.startswith("drivers.") else None
+
+
 def _service_entries() -> list[ServiceEntry]:
     """Every registered driver's entry: the built-in ones from the table, others loaded."""
     entries: list[ServiceEntry] = []
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        built_in = BUILT_IN_SERVICES.get(ep.name)
-        if built_in is not None and ep.value.startswith("drivers."):
+        built_in = _built_in(ep)
+        if built_in is not None:
             entries.append(built_in)
             continue
-        try:
-            entries.append(ServiceEntry.of(_check_driver_class(ep.load(), ep.name)))
-        except (ImportError, AttributeError, UnknownDriverError):
-            continue  # as registered_drivers: a broken plugin is left out
+        cls = _loaded(ep)
+        if cls is not None:
+            entries.append(ServiceEntry.of(cls))
     return entries
 
 
@@ -201,14 +215,11 @@ def _first_driver(matches: Callable[[ServiceEntry], bool]) -> type[Driver] | Non
     A connection names one protocol; importing every driver to find it cost a quarter
     of a second at each agent's first remote path (paramiko, invoke, ...)."""
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        built_in = BUILT_IN_SERVICES.get(ep.name)
-        if built_in is not None and ep.value.startswith("drivers.") and not matches(built_in):
+        built_in = _built_in(ep)
+        if built_in is not None and not matches(built_in):
             continue  # a built-in driver of another protocol: not imported
-        try:
-            cls = _check_driver_class(ep.load(), ep.name)
-        except (ImportError, AttributeError, UnknownDriverError):
-            continue  # as registered_drivers: a broken plugin is left out
-        if matches(ServiceEntry.of(cls)):
+        cls = _loaded(ep)
+        if cls is not None and matches(ServiceEntry.of(cls)):
             return cls
     return None
 

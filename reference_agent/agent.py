@@ -307,13 +307,15 @@ class Agent:
         Finding that out stats every descriptor of every live task, and a linker closes
         hundreds of inputs in a row. Releasing a file opened read-only, with no lock
         anywhere, has no effect anyone can see but the server's handle closing; while every
-        open remote file is such a file, up to :data:`EVENTS_PER_COLLECTION` of these events wait
-        for one collection (the end of the run collects the rest).
+        open remote file is such a file, up to :data:`EVENTS_PER_COLLECTION` of these events
+        wait for one collection (the end of the run collects the rest). A writable file's
+        release may finish its writes (FTP uploads at close), and a lock's release lets a
+        waiter go: those are collected at once.
         """
         if (
             self._events_waiting < EVENTS_PER_COLLECTION
+            and self.files.all_read_only
             and self.locks.is_empty()
-            and all(remote.release_may_wait() for remote in self.files.open_files())
         ):
             self._events_waiting += 1
             return

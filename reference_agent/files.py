@@ -183,15 +183,11 @@ class RemoteFile:
         if self.reader is not None:
             self.reader.truncated(length)
 
-    def release_may_wait(self) -> bool:
-        """Whether releasing this file may wait a while after its last descriptor went: it
-        was opened read-only, has no local copy and no shared mapping, so the release does
-        nothing anyone can see but close the server's handle."""
-        return (
-            self.flags & (os.O_ACCMODE | os.O_PATH) == os.O_RDONLY
-            and self.local_copy is None
-            and not self.shared_map
-        )
+    @property
+    def read_only(self) -> bool:
+        """Opened for reading only: its release closes the server's handle and nothing else
+        (no write to finish, no shared writable mapping, no local copy to send back)."""
+        return self.flags & (os.O_ACCMODE | os.O_PATH) == os.O_RDONLY
 
     def sync(self) -> None:
         """--cache whole: send the local copy to the server if it changed since last time."""
@@ -266,15 +262,17 @@ class RemoteFileTable:
         #: How :meth:`collect` asks which placeholders are still held (the agent puts the
         #: compiled scan here when it has one: a close of a remote file asks each time).
         self.held_scan: HeldScan = scan_held
+        self._writable = 0  # files held that are not read-only
         #: Changes each time a placeholder is added or released (the fast path's cue).
         self.version = 0
 
     def __len__(self) -> int:
         return len(self._files)
 
-    def open_files(self) -> Iterable[RemoteFile]:
-        """Every remote file the table holds (released ones are gone from it)."""
-        return self._files.values()
+    @property
+    def all_read_only(self) -> bool:
+        """Whether every remote file held was opened read-only."""
+        return self._writable == 0
 
     def placeholder_keys(self) -> list[tuple[int, int, bool]]:
         """The (device, inode) of every placeholder, and whether it is filled: a descriptor
@@ -291,10 +289,11 @@ class RemoteFileTable:
     def add(self, pid: int, fd: int, remote: RemoteFile) -> None:
         st = os.stat(f"/proc/{pid}/fd/{fd}")
         remote.key = (st.st_dev, st.st_ino)
-        stale = self._files.pop(remote.key, None)
+        stale = self._files.get(remote.key)
         if stale is not None:  # closed, not collected yet, and its inode number reused
-            _release(stale)
+            self._drop(stale)
         self._files[remote.key] = remote
+        self._writable += not remote.read_only
         self.version += 1
 
     def lookup(self, pid: int, fd: int) -> RemoteFile | None:
@@ -367,17 +366,21 @@ class RemoteFileTable:
             return []
         keys = list(self._files)
         held = self.held_scan(list(live_pids), keys)
-        released = [self._files.pop(key) for key, kept in zip(keys, held, strict=True) if not kept]
+        released = [self._files[key] for key, kept in zip(keys, held, strict=True) if not kept]
         for remote in released:
-            _release(remote)
+            self._drop(remote)
         if released:
             self.version += 1
         return released
 
+    def _drop(self, remote: RemoteFile) -> None:
+        del self._files[remote.key]
+        self._writable -= not remote.read_only
+        _release(remote)
+
     def close_all(self) -> None:
-        for remote in self._files.values():
-            _release(remote)
-        self._files.clear()
+        for remote in list(self._files.values()):
+            self._drop(remote)
         self.version += 1
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from reference_agent.agent import EVENTS_PER_COLLECTION
 from servers import RunningServer
-from tests.helpers import ROOT, start_or_skip
+from tests.helpers import ROOT, served
 
 SH = shutil.which("sh") or "/bin/sh"
 FILES = 150  # more than EVENTS_PER_COLLECTION: a batch is collected in the middle
@@ -23,17 +23,15 @@ FILES = 150  # more than EVENTS_PER_COLLECTION: a batch is collected in the midd
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[RunningServer]:
-    running = start_or_skip("chirp/aviary")
-    try:
+    with served("chirp/aviary") as running:
         for index in range(FILES):
             (running.data_dir / f"f{index:03d}").write_text(f"{index}\n")
         yield running
-    finally:
-        running.stop()
 
 
 #: ``aviary run`` that prints how many scans of the live tasks' descriptors it made, with a
-#: seeded regression: "eager" collects at every close, "blind" scans see no descriptor.
+#: seeded regression: "eager" collects at every event, "blind" scans see no descriptor,
+#: "writable-batched" and "locks-ignored" batch where a release must come at once.
 _CLI = """
 import sys
 from reference_agent import _fastpath, files
@@ -47,6 +45,11 @@ def counted(self, live_pids):
 files.RemoteFileTable.collect = counted
 if seeded == "eager":
     Agent.release_unheld = Agent.collect_files
+elif seeded == "writable-batched":
+    files.RemoteFileTable.all_read_only = property(lambda self: True)
+elif seeded == "locks-ignored":
+    from reference_agent.locks import LockTable
+    LockTable.is_empty = lambda self: True
 elif seeded == "blind":
     _fastpath.FastPath.held = lambda self, pids, keys: [False] * len(keys)
     files.scan_held = lambda pids, keys: [False] * len(keys)
@@ -59,20 +62,26 @@ sys.exit(status)
 """
 
 
-def _run(
-    server: RunningServer, tmp_path: Path, script: str, *, seeded: str = "none"
-) -> tuple[int, int]:
-    """``sh -c script`` ({mnt}: a Chirp mount point) under the agent, in a child process (the
-    agent waits for any child: the server's parent cannot be its tracer): its exit status
-    and the number of scans."""
-    mount_point = tmp_path / "mnt"
-    done = subprocess.run(
-        [sys.executable, "-c", _CLI, seeded, "run", "-M",
-         f"{mount_point}=chirp://127.0.0.1:{server.port}/",
-         "--", SH, "-c", script.format(mnt=mount_point)],
+def _run_cli(
+    options: list[str], script: str, *, seeded: str = "none"
+) -> subprocess.CompletedProcess[str]:
+    """``aviary run OPTIONS -- sh -c script`` in a child process (the agent waits for any
+    child: the servers' parent cannot be its tracer)."""
+    return subprocess.run(
+        [sys.executable, "-c", _CLI, seeded, "run", *options, "--", SH, "-c", script],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
+
+
+def _run(
+    server: RunningServer, tmp_path: Path, script: str, *, seeded: str = "none"
+) -> tuple[int, int]:
+    """``sh -c script`` ({mnt}: a Chirp mount point) under the agent: its exit status and
+    the number of scans."""
+    mount_point = tmp_path / "mnt"
+    mount = f"{mount_point}=chirp://127.0.0.1:{server.port}/"
+    done = _run_cli(["-M", mount], script.format(mnt=mount_point), seeded=seeded)
     scans = [int(line.split()[1]) for line in done.stderr.splitlines() if line.startswith("scans ")]
     assert scans, done.stderr
     return done.returncode, scans[0]
@@ -108,3 +117,63 @@ def test_a_file_still_held_is_never_released(server: RunningServer, tmp_path: Pa
     assert scans >= 2
     status, _ = _run(server, tmp_path, script, seeded="blind")
     assert status != 0
+
+
+@pytest.fixture(scope="module")
+def ftp_server() -> Iterator[RunningServer]:
+    with served("ftp/pyftpdlib") as running:
+        yield running
+
+
+def test_a_writable_file_is_released_at_its_last_close(
+    ftp_server: RunningServer, tmp_path: Path
+) -> None:
+    """An FTP upload finishes when the handle closes: right after the shell's redirection
+    ends, the server's own directory holds the bytes (seeded: writable files batched like
+    read-only ones, and the file is not there yet)."""
+    mount = f"{tmp_path / 'mnt'}={ftp_server.url('/')}"
+
+    def upload(name: str, seeded: str = "none") -> subprocess.CompletedProcess[str]:
+        script = f"echo uploaded > {tmp_path / 'mnt'}/{name}; cat {ftp_server.data_dir / name}"
+        return _run_cli(["-M", mount], script, seeded=seeded)
+
+    done = upload("released")
+    assert done.returncode == 0 and "uploaded" in done.stdout, done.stderr
+    done = upload("batched", seeded="writable-batched")
+    assert "uploaded" not in done.stdout, done.stdout
+
+
+_FLOCK_HANDOVER = """
+import fcntl, os, sys, time
+path = sys.argv[1]
+fd = os.open(path, os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+child = os.fork()
+if child == 0:
+    os.close(fd)  # inherited: the parent's copy is the locked open's last descriptor
+    other = os.open(path, os.O_RDONLY)
+    fcntl.flock(other, fcntl.LOCK_EX)  # waits for the parent's close
+    os._exit(0)
+time.sleep(0.3)
+os.close(fd)  # the last descriptor of the locked open: the lock goes, the child gets it
+for _ in range(100):  # then nothing the agent sees for 5 s but this wait
+    done, status = os.waitpid(child, os.WNOHANG)
+    if done:
+        sys.exit(0)
+    time.sleep(0.05)
+os.kill(child, 9)
+sys.exit(1)
+"""
+
+
+def test_a_locked_files_release_lets_the_waiter_go_at_once(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """flock on a read-only remote open, then its close: the process waiting for the lock
+    gets it while the holder is still running (seeded: batching that ignores locks keeps
+    the lock until a collection the holder never causes)."""
+    program = tmp_path / "handover.py"
+    program.write_text(_FLOCK_HANDOVER)
+    script = f"{sys.executable} {program} {{mnt}}/f001"
+    assert _run(server, tmp_path, script)[0] == 0
+    assert _run(server, tmp_path, script, seeded="locks-ignored")[0] != 0

@@ -95,20 +95,29 @@ def test_the_agents_service_prefixes_import_no_driver() -> None:
     assert "'paramiko'" in _drivers_imported(table=False, action=_ROUTE)
 
 
-_FIND_CHIRP = (
+#: XRootD comes last in entry-point order: finding it by asking each driver in turn would
+#: load every other one first.
+_FIND_XROOTD = (
     "from drivers import driver_for_scheme, driver_for_service\n"
-    "assert driver_for_service('chirp').__name__ == 'ChirpDriver'\n"
-    "assert driver_for_scheme('chirp').__name__ == 'ChirpDriver'\n"
     "assert driver_for_service('xrootd').__name__ == 'XRootDDriver'\n"
-    "sys.modules.pop('drivers.xrootd')"
+    "assert driver_for_scheme('root').__name__ == 'XRootDDriver'\n"
+    "sys.modules.pop('drivers.xrootd')  # the one it must load"
 )
 
 
 def test_finding_one_protocols_driver_imports_that_driver_only() -> None:
-    """The agent's first Chirp path loads the Chirp driver, not paramiko and the rest
+    """The agent's first XRootD path loads the XRootD driver, not paramiko and the rest
     (without the table, as a seeded regression, it loads them all)."""
-    assert _drivers_imported(table=True, action=_FIND_CHIRP) == "[]"
-    assert "'paramiko'" in _drivers_imported(table=False, action=_FIND_CHIRP)
+    assert _drivers_imported(table=True, action=_FIND_XROOTD) == "[]"
+    assert "'paramiko'" in _drivers_imported(table=False, action=_FIND_XROOTD)
+
+
+def test_a_driver_is_found_by_its_service_or_any_of_its_schemes() -> None:
+    """XRootD's service prefix is not its first scheme: each name finds the driver."""
+    for name in ("xrootd", "root", "xroot"):
+        assert driver_for_service(name).__name__ == "XRootDDriver", name
+    assert driver_for_scheme("xroot").__name__ == "XRootDDriver"
+    assert driver_for_service("file") is LocalDriver
 
 
 def test_a_scheme_or_service_nothing_serves_is_named() -> None:
