@@ -42,6 +42,8 @@ from reference_agent.mount_rules import MountPlan
 from reference_agent.namespace import LocalTarget, Namespace, Refused, RemoteTarget, logical_path
 from reference_agent.process_facts import directory_of, shares_fs
 from reference_agent.race_guards import RaceGuards
+from reference_agent.read_cache import MAX_BLOCK
+from reference_agent.read_memory import SpareBlocks
 from reference_agent.recording import NameList
 from reference_agent.sandbox import Guard, SandboxRules, guard_for
 from reference_agent.startup import find_program, physical_directory
@@ -150,6 +152,8 @@ class Agent:
         self.races: RaceGuards | None = None  # with a guard: sealed copies, rename gate
         self.locks = LockTable()  # record locks on remote files, between this run's processes
         self._events_waiting = 0  # events whose collection waits (release_unheld)
+        #: --cache cto: blocks of closed opens' read buffers, for the next opens' reads.
+        self.read_spares = SpareBlocks(keep=4, largest=MAX_BLOCK)
         self.fast_path: _fastpath.FastPath | str = "not started"  # or why it is off
         shared = self.options.shared_cache
         self.whole_cache = WholeFileCache(shared) if shared is not None else None

@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 
 from drivers import DirEntry, Driver, Handle, StatResult
 from reference_agent.read_cache import FILL_MAX, ReadBuffer
+from reference_agent.read_memory import Scratch
 from reference_agent.whole_cache import write_back
 
-__all__ = ["Change", "RemoteFile", "RemoteFileTable", "Scratch", "Truncated", "Wrote"]
+__all__ = ["Change", "RemoteFile", "RemoteFileTable", "Truncated", "Wrote"]
 
 #: /proc/self/fd/N, /proc/thread-self/fd/N, /proc/PID/fd/N (and task/TID/fd/N), and below.
 _PROC_FD = re.compile(r"^/proc/(self|thread-self|\d+)(?:/task/(\d+))?/fd/(\d+)(/.*)?$")
@@ -138,7 +139,7 @@ class RemoteFile:
         try:
             size = reader.size
             data = b"".join(reader.read_views(self._fetch_into, size, 0)) if size else b""
-            reader.memory, reader.length = bytearray(), 0  # the placeholder holds the bytes now
+            reader.set_aside()  # the placeholder holds the bytes now
             self.fill_fd = fill_fd
             self._put(data)
         except BaseException:
@@ -209,27 +210,6 @@ class RemoteFile:
             with contextlib.suppress(OSError):
                 self.driver.close(self.handle)
             self.handle = fresh
-
-
-class Scratch:
-    """Memory that reads land in on their way to the program, reused from call to call.
-
-    Fresh memory costs a page fault per page on its first write; reusing it does not.
-    """
-
-    KEEP = 16 * 1024 * 1024  # bytes kept between calls; a larger read gets memory of its own
-
-    def __init__(self) -> None:
-        self._memory = bytearray()
-
-    def view(self, size: int) -> memoryview:
-        """``size`` writable bytes (their contents are whatever was there)."""
-        if size > self.KEEP:
-            return memoryview(bytearray(size))
-        if len(self._memory) < size:
-            # A new object, not a resize: a view handed out earlier may still be alive.
-            self._memory = bytearray(max(size, min(2 * len(self._memory), self.KEEP)))
-        return memoryview(self._memory)[:size]
 
 
 #: Which of the (device, inode) keys a descriptor of the given tasks refers to.

@@ -100,7 +100,7 @@ def _open(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mod
         agent.remote_dev(target.endpoint),
     )
     if agent.options.cache == "cto" and st.is_reg():
-        remote.reader = ReadBuffer(st.st_size)
+        remote.reader = ReadBuffer(st.st_size, spares=agent.read_spares)
     if flags & os.O_TRUNC:
         agent.files.changed(driver, target.path, change=Truncated(0))  # emptied
     pid = call.pid
@@ -243,6 +243,10 @@ def sys_close(agent: Agent, call: Call) -> Outcome:
         return None
     failure: int | None = None
     sys_lock.release_on_close(agent, call, remote)
+    if remote.reader is not None:
+        # The open may outlive this descriptor (a dup, a fork) or not: its block goes to the
+        # next open either way; a read through another descriptor fetches again.
+        remote.reader.set_aside()
     try:
         _write_back_mapping(call.pid, fd, remote)
         remote.sync()  # --cache whole: close reports whether the data reached the server

@@ -14,7 +14,8 @@ import struct
 from drivers.chirp.codec import MAX_BUFFER_SIZE
 from reference_agent.agent import Agent
 from reference_agent.call import Call, Outcome
-from reference_agent.files import RemoteFile, Scratch, Wrote
+from reference_agent.files import RemoteFile, Wrote
+from reference_agent.read_memory import Scratch
 
 _IOVEC = struct.Struct("<QQ")
 #: Agent-side bound on one emulated read, like a kernel's MAX_RW_COUNT.

@@ -11,10 +11,11 @@ file's bytes after every change, and the fetches as few as the block sizes say.
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from reference_agent.read_cache import FIRST_BLOCK, MAX_BLOCK, ReadBuffer
+from reference_agent.read_memory import SpareBlocks
 
 
 class FileAt:
@@ -192,6 +193,8 @@ _changes = st.lists(
         st.tuples(st.just("write"), st.integers(0, 3 * FIRST_BLOCK), st.integers(1, 3000)),
         st.tuples(st.just("read"), st.integers(0, 3 * FIRST_BLOCK), st.integers(1, 3000)),
         st.tuples(st.just("truncate"), st.integers(0, 3 * FIRST_BLOCK), st.just(0)),
+        # A descriptor of the open closed: its block goes to another open, which fills it.
+        st.tuples(st.just("close"), st.integers(0, 3 * FIRST_BLOCK), st.integers(1, 3000)),
     ),
     max_size=30,
 )
@@ -199,12 +202,18 @@ _changes = st.lists(
 
 @settings(max_examples=150, deadline=None)
 @given(initial=st.integers(0, 2 * FIRST_BLOCK), changes=_changes)
+# A hole written after a close: the block's new memory held another file's bytes.
+@example(initial=0, changes=[("close", 0, 100), ("write", 1000, 10), ("read", 0, 1010)])
 def test_ReadBuffer_reads_what_its_own_writes_and_truncates_left(
     initial: int, changes: list[tuple[str, int, int]]
 ) -> None:
-    """Any mix of this open's writes, truncates and reads: every read is the file's bytes."""
+    """Any mix of this open's writes, truncates, reads and closes of one of its descriptors
+    (the block then serves another open, of a file of other bytes): every read is the
+    file's bytes."""
     file = FileAt(pattern(initial))
-    buffer = ReadBuffer(size=initial)
+    spares = SpareBlocks()
+    buffer = ReadBuffer(size=initial, spares=spares)
+    neighbour = FileAt(b"\xee" * 4 * FIRST_BLOCK)
     for step, (kind, offset, size) in enumerate(changes):
         if kind == "write":
             data = bytes([step % 250 + 1]) * size
@@ -215,5 +224,12 @@ def test_ReadBuffer_reads_what_its_own_writes_and_truncates_left(
             del file.data[offset:]
             file.data += bytes(offset - len(file.data))
             buffer.truncated(offset)
+        elif kind == "close":
+            buffer.set_aside()
+            other = ReadBuffer(size=len(neighbour.data), spares=spares)
+            assert (
+                other.read(neighbour.fetch, size, offset) == neighbour.data[offset : offset + size]
+            )
+            other.set_aside()
         else:
             assert buffer.read(file.fetch, size, offset) == file.data[offset : offset + size]
