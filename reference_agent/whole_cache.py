@@ -43,6 +43,7 @@ from pathlib import Path
 
 from drivers import Driver, Handle, StatResult
 from reference_agent.namespace import RemoteTarget
+from reference_agent.read_memory import aligned
 
 __all__ = ["CacheStats", "WholeFileCache", "WriteBackError", "read_only_open", "write_back"]
 
@@ -133,7 +134,7 @@ class WholeFileCache:
         handle = driver.open(target.path, os.O_RDONLY)
         offset = 0
         try:
-            memory = memoryview(bytearray(FETCH_CHUNK))
+            memory = memoryview(aligned(FETCH_CHUNK))  # page-aligned: see read_memory
             with open(partial, "xb") as copy:
                 while count := driver.pread_into(handle, memory, offset):
                     copy.write(memory[:count])
