@@ -17,6 +17,10 @@
  * remote or unreadable paths) is returned to the caller untouched, with its wait
  * status, for the Python loop.
  *
+ * What fp_wait learned of the stop it returns (the call's number, the registers, the
+ * (device, inode) behind a descriptor argument) it leaves in the caller's fp_stop_facts,
+ * so that the agent does not ask the kernel again.
+ *
  * fp_held() answers the agent's other frequent question in the same compiled code:
  * which remote files' placeholders some descriptor of the live tasks still refers to
  * (asked after every close of one; a scan of /proc/PID/fd, a stat per descriptor).
@@ -53,6 +57,20 @@
 #define FP_MAX_PLACEHOLDERS 4096
 
 enum { FP_NONE = 0, FP_PATH = 1, FP_DESCRIPTOR = 2 };
+
+/* What fp_wait learned of the stop it returned, for the pid it returned: each has_ flag is
+ * 0 when that fact was not taken at this stop. The descriptor's (dev, ino) is that of the
+ * file its /proc link names (a placeholder's, or a file the stat could not match). */
+struct fp_stop_facts {
+    long pid;
+    long has_nr;
+    unsigned long nr; /* the seccomp data: the call's number */
+    long has_registers;
+    struct user_regs_struct registers;
+    long has_descriptor;
+    long descriptor;
+    unsigned long long dev, ino;
+};
 
 /* What each syscall number is to the fast path, the index of its path argument (of its
  * descriptor, for FP_DESCRIPTOR), and of its flags argument when an empty path with
@@ -215,7 +233,8 @@ static int stays_local(const char *path, size_t n, char *out) {
 /* Whether call nr on descriptor fd of pid is the kernel's: the descriptor is no remote
  * file's placeholder, or the call only reads one the agent filled. The agent finds the
  * file behind a descriptor by stat'ing its /proc link; so does this. */
-static int local_descriptor(pid_t pid, long nr, long fd, int remote_files_open) {
+static int local_descriptor(pid_t pid, long nr, long fd, int remote_files_open,
+                            struct fp_stop_facts *facts) {
     if (!remote_files_open) return 1;
     if (placeholders_unknown) return 0;
     if (fd < 0) return 1; /* no descriptor (mmap's -1) or EBADF: the kernel's either way */
@@ -223,6 +242,10 @@ static int local_descriptor(pid_t pid, long nr, long fd, int remote_files_open) 
     snprintf(link, sizeof link, "/proc/%d/fd/%ld", (int)pid, fd);
     struct stat st;
     if (stat(link, &st) != 0) return errno == ENOENT; /* not open: the kernel's EBADF */
+    facts->has_descriptor = 1;
+    facts->descriptor = fd;
+    facts->dev = (unsigned long long)st.st_dev;
+    facts->ino = (unsigned long long)st.st_ino;
     for (size_t i = 0; i < placeholder_count; i++)
         if (placeholders[i].dev == (unsigned long long)st.st_dev &&
             placeholders[i].ino == (unsigned long long)st.st_ino)
@@ -231,14 +254,18 @@ static int local_descriptor(pid_t pid, long nr, long fd, int remote_files_open) 
 }
 
 /* Whether the stop of pid at call nr can be resumed without the agent. */
-static int plainly_local(pid_t pid, long nr, int remote_files_open) {
+static int plainly_local(pid_t pid, long nr, int remote_files_open,
+                         struct fp_stop_facts *facts) {
     if (nr < 0 || nr >= FP_MAX_NR || kinds[nr] == FP_NONE) return 0;
     if (kinds[nr] == FP_DESCRIPTOR && !remote_files_open) return 1;
     struct user_regs_struct regs;
     if (ptrace(PTRACE_GETREGS, pid, 0, &regs) != 0) return 0;
+    facts->registers = regs;
+    facts->has_registers = 1;
     if ((long)regs.orig_rax != nr) return 0;
     if (kinds[nr] == FP_DESCRIPTOR)
-        return local_descriptor(pid, nr, (int)arg_of(&regs, path_index[nr]), remote_files_open);
+        return local_descriptor(pid, nr, (int)arg_of(&regs, path_index[nr]), remote_files_open,
+                                facts);
     char path[FP_PATH_MAX];
     ssize_t n = read_path(pid, (unsigned long)arg_of(&regs, path_index[nr]), path);
     if (n < 0) return 0;
@@ -247,7 +274,7 @@ static int plainly_local(pid_t pid, long nr, int remote_files_open) {
         int flags = flags_index[nr];
         if (flags < 0 || path_index[nr] != 1 || !(arg_of(&regs, flags) & FP_AT_EMPTY_PATH))
             return 0;
-        return local_descriptor(pid, nr, (int)regs.rdi, remote_files_open);
+        return local_descriptor(pid, nr, (int)regs.rdi, remote_files_open, facts);
     }
     char collapsed[2 * FP_PATH_MAX + 2];
     if (path[0] == '/') return stays_local(path, (size_t)n, collapsed);
@@ -266,19 +293,25 @@ static int plainly_local(pid_t pid, long nr, int remote_files_open) {
     return stays_local(joined, base + 1 + (size_t)n, collapsed);
 }
 
-/* The next stop for the agent: its pid (status in *status), or -errno (-ECHILD: none left). */
-long fp_wait(int remote_files_open, int *status) {
+/* The next stop for the agent: its pid (status in *status, what was learned of it in
+ * *facts), or -errno (-ECHILD: none left). */
+long fp_wait(int remote_files_open, int *status, struct fp_stop_facts *facts) {
     for (;;) {
+        facts->pid = 0;
         pid_t pid = waitpid(-1, status, __WALL);
         if (pid < 0) {
             if (errno == EINTR) return -EINTR; /* Python's signal handlers must run */
             return -errno;
         }
+        facts->pid = pid;
+        facts->has_nr = facts->has_registers = facts->has_descriptor = 0;
         if (!WIFSTOPPED(*status) || (*status >> 8) != (SIGTRAP | (FP_EVENT_SECCOMP << 8)))
             return pid;
         unsigned long nr;
         if (ptrace(PTRACE_GETEVENTMSG, pid, 0, &nr) != 0) return pid;
-        if (!plainly_local(pid, (long)nr, remote_files_open)) return pid;
+        facts->nr = nr;
+        facts->has_nr = 1;
+        if (!plainly_local(pid, (long)nr, remote_files_open, facts)) return pid;
         /* ESRCH: killed meanwhile; its end is still to be reported, as for the Python loop. */
         if (ptrace(PTRACE_CONT, pid, 0, 0) != 0 && errno != ESRCH) return pid;
         answered++;

@@ -103,12 +103,31 @@ FAST_CALLS: Final[Mapping[str, FastCall]] = {
 
 
 class _Placeholders(Protocol):
-    """What the waiter reads of the agent's remote file table."""
+    """What the waiter reads of the agent's remote file table, and tells it."""
+
+    #: (pid, fd, device, inode): what descriptor fd of pid named at the stop being handled.
+    seen: tuple[int, int, int, int] | None
 
     def __len__(self) -> int: ...
     @property
     def version(self) -> int: ...
     def placeholder_keys(self) -> Iterable[tuple[int, int, bool]]: ...
+
+
+class _StopFacts(ctypes.Structure):
+    """``struct fp_stop_facts``: what fp_wait learned of the stop it returned."""
+
+    _fields_ = [
+        ("pid", ctypes.c_long),
+        ("has_nr", ctypes.c_long),
+        ("nr", ctypes.c_ulong),
+        ("has_registers", ctypes.c_long),
+        ("registers", _ptrace.UserRegisters),
+        ("has_descriptor", ctypes.c_long),
+        ("descriptor", ctypes.c_long),
+        ("dev", ctypes.c_ulonglong),
+        ("ino", ctypes.c_ulonglong),
+    ]
 
 
 class FastPath:
@@ -130,7 +149,11 @@ class FastPath:
             ctypes.c_size_t,
         ]
         library.fp_set_placeholders.restype = None
-        library.fp_wait.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+        library.fp_wait.argtypes = [
+            ctypes.c_int,
+            ctypes.POINTER(ctypes.c_int),
+            ctypes.POINTER(_StopFacts),
+        ]
         library.fp_wait.restype = ctypes.c_long
         library.fp_held.argtypes = [
             ctypes.POINTER(ctypes.c_int),
@@ -142,6 +165,8 @@ class FastPath:
         library.fp_held.restype = ctypes.c_long
         self._status = ctypes.c_int(0)
         self._status_ref = ctypes.byref(self._status)
+        self._facts = _StopFacts()
+        self._facts_ref = ctypes.byref(self._facts)
         self._wait = library.fp_wait
 
     def configure(self, calls: Mapping[int, FastCall], prefixes: Iterable[str]) -> None:
@@ -204,9 +229,12 @@ class FastPath:
         """A ``wait_event`` replacement for the tracer loop: the next stop the agent must see.
 
         Before each wait it tells the C side, when they changed, the placeholders of the
-        remote files open and which tasks have a plainly local working directory.
+        remote files open and which tasks have a plainly local working directory. What the
+        C side read at the stop it returns goes on with it: the call's number and registers
+        in the event, what the descriptor argument names in ``files.seen``.
         """
         wait, status, status_ref = self._wait, self._status, self._status_ref
+        facts, facts_ref = self._facts, self._facts_ref
         pushed_cwds: list[Mapping[int, str]] = [{}]
         pushed_version = [-1]
 
@@ -219,13 +247,28 @@ class FastPath:
                 self.set_placeholders(files.placeholder_keys())
                 pushed_version[0] = files.version
             while True:
-                found = wait(1 if len(files) else 0, status_ref)
+                found = wait(1 if len(files) else 0, status_ref, facts_ref)
                 if found >= 0:
-                    return _ptrace.decode_status(found, status.value)
+                    return _event(found, status.value, facts, files)
                 if found != -errno.EINTR:  # EINTR: Python's signal handlers run, then again
                     raise OSError(-found, os.strerror(-found))
 
         return wait_event
+
+
+def _event(pid: int, status: int, facts: _StopFacts, files: _Placeholders) -> Event:
+    """The stop fp_wait returned, with what it learned of it."""
+    files.seen = None
+    if facts.pid != pid:
+        return _ptrace.decode_status(pid, status)
+    if facts.has_descriptor:
+        files.seen = (pid, facts.descriptor, facts.dev, facts.ino)
+    return _ptrace.decode_status(
+        pid,
+        status,
+        facts.nr if facts.has_nr else None,
+        _ptrace.registers_of(facts.registers) if facts.has_registers else None,
+    )
 
 
 def _cache_dir() -> Path:

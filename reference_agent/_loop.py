@@ -247,9 +247,9 @@ class TracerLoop:
             self._held[pid] = (event, _creator_of(pid))
             return
         match event:
-            case SeccompStop(nr=nr):
+            case SeccompStop(nr=nr, registers=registers):
                 self.counters.seccomp_stops += 1
-                self._syscall(pid, nr)
+                self._syscall(pid, nr, registers)
             case ForkEvent(child=child, kind=kind):
                 self.counters.forks[kind] += 1
                 if self.on_event is not None:
@@ -295,15 +295,17 @@ class TracerLoop:
             with contextlib.suppress(ProcessLookupError):
                 self._handle_stop(event)
 
-    def _syscall(self, pid: int, nr: int) -> None:
+    def _syscall(self, pid: int, nr: int, registers: Registers | None = None) -> None:
+        if registers is None:  # not read by whoever waited
+            registers = _ptrace.get_registers(pid)
         if nr == FOREIGN_ABI:
             # i386 or x32 numbering: the numbers mean other calls; refuse, loudly enough.
-            self._skip(pid, _ptrace.get_registers(pid), -errno.ENOSYS)
+            self._skip(pid, registers, -errno.ENOSYS)
             return
         if self.on_syscall is None:
             _ptrace.resume(pid)
             return
-        self._dispatch(pid, _ptrace.get_registers(pid))
+        self._dispatch(pid, registers)
 
     def _dispatch(self, pid: int, registers: Registers) -> None:
         assert self.on_syscall is not None
@@ -314,7 +316,8 @@ class TracerLoop:
             self.counters.emulated += 1
             self._parked[pid] = registers
         elif isinstance(result, Rewrite):
-            _ptrace.set_registers(pid, result.registers)
+            if result.registers is not registers:  # unchanged: the tracee holds them already
+                _ptrace.set_registers(pid, result.registers)
             if result.on_exit is None:
                 _ptrace.resume(pid)
             else:

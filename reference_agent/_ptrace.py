@@ -38,7 +38,7 @@ import os
 import signal
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
 from ptrace.binding import func as _pt
@@ -63,6 +63,7 @@ __all__ = [
     "SignalStop",
     "SyscallExitStop",
     "TraceOption",
+    "UserRegisters",
     "decode_status",
     "event_message",
     "get_registers",
@@ -70,6 +71,7 @@ __all__ = [
     "interrupt",
     "listen",
     "poll_event",
+    "registers_of",
     "resume",
     "resume_to_syscall_exit",
     "seize",
@@ -142,10 +144,15 @@ class ForkKind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class SeccompStop:
-    """The filter returned SECCOMP_RET_TRACE: syscall ``nr`` is about to run (or be skipped)."""
+    """The filter returned SECCOMP_RET_TRACE: syscall ``nr`` is about to run (or be skipped).
+
+    ``registers``: the tracee's registers at this stop when whoever waited already read
+    them (the compiled fast path does); None: read them with ``get_registers``.
+    """
 
     pid: int
     nr: int
+    registers: Registers | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,7 +327,9 @@ def event_message(pid: int) -> int:
 # --- waiting ------------------------------------------------------------------------------------
 
 
-def _decode(pid: int, status: int) -> Event:
+def _decode(
+    pid: int, status: int, nr: int | None = None, registers: Registers | None = None
+) -> Event:
     if os.WIFEXITED(status):
         return Exited(pid, os.WEXITSTATUS(status))
     if os.WIFSIGNALED(status):
@@ -331,7 +340,7 @@ def _decode(pid: int, status: int) -> Event:
         return SyscallExitStop(pid)
     if stop_signal == signal.SIGTRAP and event:
         if event == PTRACE_EVENT_SECCOMP:
-            return SeccompStop(pid, event_message(pid))
+            return SeccompStop(pid, event_message(pid) if nr is None else nr, registers)
         if event in (_pt.PTRACE_EVENT_FORK, _pt.PTRACE_EVENT_VFORK, _pt.PTRACE_EVENT_CLONE):
             return ForkEvent(pid, event_message(pid), ForkKind(event))
         if event == _pt.PTRACE_EVENT_EXEC:
@@ -363,9 +372,13 @@ def wait_event(pid: int = -1) -> Event:
     return _decode(found, status)
 
 
-def decode_status(pid: int, status: int) -> Event:
-    """The event of a ``waitpid`` status taken elsewhere (the compiled fast path's wait)."""
-    return _decode(pid, status)
+def decode_status(
+    pid: int, status: int, nr: int | None = None, registers: Registers | None = None
+) -> Event:
+    """The event of a ``waitpid`` status taken elsewhere (the compiled fast path's wait),
+    with what that wait already read at a seccomp stop: the call's number (the event
+    message) and the registers."""
+    return _decode(pid, status, nr, registers)
 
 
 def poll_event(pid: int = -1) -> Event | None:
@@ -457,6 +470,15 @@ class Registers:
     def __repr__(self) -> str:
         args = ", ".join(hex(a) for a in self.args)
         return f"Registers(nr={self.nr}, args=({args}), result={self.result}, ip={self.ip:#x})"
+
+
+#: The kernel's ``struct user_regs_struct``, for C code that reads registers itself.
+UserRegisters = _UserRegs
+
+
+def registers_of(raw: ctypes.Structure) -> Registers:
+    """A copy of ``raw`` (a :data:`UserRegisters` read elsewhere) as Registers."""
+    return Registers(_UserRegs.from_buffer_copy(raw))
 
 
 def get_registers(pid: int) -> Registers:

@@ -309,16 +309,18 @@ class Agent:
         remote files no descriptor holds any more, now or with the next collection.
 
         Finding that out stats every descriptor of every live task, and a linker closes
-        hundreds of inputs in a row. Releasing a file opened read-only, with no lock
-        anywhere, has no effect anyone can see but the server's handle closing; while every
-        open remote file is such a file, up to :data:`EVENTS_PER_COLLECTION` of these events
-        wait for one collection (the end of the run collects the rest). A writable file's
-        release may finish its writes (FTP uploads at close), and a lock's release lets a
+        hundreds of inputs in a row. Releasing a file opened read-only, or written through
+        a driver that sent every write at once (Chirp, SFTP), with no lock anywhere, has no
+        effect anyone can see but the server's handle closing
+        (:attr:`RemoteFile.quiet_release`); while every open remote file is such a file, up
+        to :data:`EVENTS_PER_COLLECTION` of these events wait for one collection (the end of
+        the run collects the rest). Other releases may finish writes (FTP uploads at close),
+        send a local copy back or free a busy name (XRootD), and a lock's release lets a
         waiter go: those are collected at once.
         """
         if (
             self._events_waiting < EVENTS_PER_COLLECTION
-            and self.files.all_read_only
+            and self.files.all_quiet
             and self.locks.is_empty()
         ):
             self._events_waiting += 1

@@ -132,8 +132,9 @@ class TwoStopLoop(TracerLoop):
     """Passes trapped calls through with PTRACE_SYSCALL, as a loop that wants each
     result does: the seccomp stop, then the syscall-exit stop."""
 
-    def _syscall(self, pid: int, nr: int) -> None:
-        _ptrace.get_registers(pid)
+    def _syscall(self, pid: int, nr: int, registers: Registers | None = None) -> None:
+        if registers is None:
+            _ptrace.get_registers(pid)
         _ptrace.resume_to_syscall_exit(pid)
 
 

@@ -186,9 +186,23 @@ class RemoteFile:
 
     @property
     def read_only(self) -> bool:
-        """Opened for reading only: its release closes the server's handle and nothing else
-        (no write to finish, no shared writable mapping, no local copy to send back)."""
+        """Opened for reading only (no write to finish, no local copy to send back)."""
         return self.flags & (os.O_ACCMODE | os.O_PATH) == os.O_RDONLY
+
+    @property
+    def quiet_release(self) -> bool:
+        """Whether releasing this open does nothing anyone can see but close the server's
+        handle: opened read-only, or writable through a driver whose every write reaches
+        the server at once (posix consistency, not a stage sent at close) with no local
+        copy to send back, and whose open handles keep no name busy."""
+        if self.read_only:
+            return True
+        capabilities = self.driver.capabilities
+        return (
+            capabilities.consistency == "posix"
+            and not capabilities.busy_names
+            and self.local_copy is None
+        )
 
     def sync(self) -> None:
         """--cache whole: send the local copy to the server if it changed since last time."""
@@ -242,17 +256,20 @@ class RemoteFileTable:
         #: How :meth:`collect` asks which placeholders are still held (the agent puts the
         #: compiled scan here when it has one: a close of a remote file asks each time).
         self.held_scan: HeldScan = scan_held
-        self._writable = 0  # files held that are not read-only
+        self._loud = 0  # files held whose release someone may see (not quiet_release)
         #: Changes each time a placeholder is added or released (the fast path's cue).
         self.version = 0
+        #: (pid, fd, device, inode): what descriptor fd of pid named when the compiled loop
+        #: stat'ed it at the stop being handled (set at each stop; None: nothing known).
+        self.seen: tuple[int, int, int, int] | None = None
 
     def __len__(self) -> int:
         return len(self._files)
 
     @property
-    def all_read_only(self) -> bool:
-        """Whether every remote file held was opened read-only."""
-        return self._writable == 0
+    def all_quiet(self) -> bool:
+        """Whether releasing any remote file held would go unseen (``quiet_release``)."""
+        return self._loud == 0
 
     def placeholder_keys(self) -> list[tuple[int, int, bool]]:
         """The (device, inode) of every placeholder, and whether it is filled: a descriptor
@@ -273,13 +290,16 @@ class RemoteFileTable:
         if stale is not None:  # closed, not collected yet, and its inode number reused
             self._drop(stale)
         self._files[remote.key] = remote
-        self._writable += not remote.read_only
+        self._loud += not remote.quiet_release
         self.version += 1
 
     def lookup(self, pid: int, fd: int) -> RemoteFile | None:
         """The RemoteFile behind descriptor ``fd`` of ``pid``, or None if it is local."""
         if not self._files or fd < 0:
             return None
+        seen = self.seen
+        if seen is not None and seen[0] == pid and seen[1] == fd:
+            return self._files.get((seen[2], seen[3]))
         try:
             st = os.stat(f"/proc/{pid}/fd/{fd}")
         except OSError:
@@ -355,7 +375,7 @@ class RemoteFileTable:
 
     def _drop(self, remote: RemoteFile) -> None:
         del self._files[remote.key]
-        self._writable -= not remote.read_only
+        self._loud -= not remote.quiet_release
         _release(remote)
 
     def close_all(self) -> None:

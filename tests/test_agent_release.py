@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from drivers import Driver, Handle
+from drivers.chirp import ChirpDriver
+from drivers.ftp import FtpDriver
+from drivers.local import LocalDriver
+from drivers.xrootd import XRootDDriver
 from reference_agent.agent import EVENTS_PER_COLLECTION
+from reference_agent.files import RemoteFile
 from servers import RunningServer
 from tests.helpers import ROOT, served
 
@@ -31,7 +37,8 @@ def server() -> Iterator[RunningServer]:
 
 #: ``aviary run`` that prints how many scans of the live tasks' descriptors it made, with a
 #: seeded regression: "eager" collects at every event, "blind" scans see no descriptor,
-#: "writable-batched" and "locks-ignored" batch where a release must come at once.
+#: "writable-batched" and "locks-ignored" batch where a release must come at once,
+#: "writes-loud" collects at once after every write-through file.
 _CLI = """
 import sys
 from reference_agent import _fastpath, files
@@ -45,8 +52,10 @@ def counted(self, live_pids):
 files.RemoteFileTable.collect = counted
 if seeded == "eager":
     Agent.release_unheld = Agent.collect_files
+elif seeded == "writes-loud":
+    files.RemoteFile.quiet_release = property(lambda self: self.read_only)
 elif seeded == "writable-batched":
-    files.RemoteFileTable.all_read_only = property(lambda self: True)
+    files.RemoteFileTable.all_quiet = property(lambda self: True)
 elif seeded == "locks-ignored":
     from reference_agent.locks import LockTable
     LockTable.is_empty = lambda self: True
@@ -105,6 +114,49 @@ def test_closes_of_read_only_files_are_collected_in_batches(
     status, scans = _run(server, tmp_path, READ_ALL, seeded="eager")
     assert status == 0
     assert scans >= FILES, scans
+
+
+WRITE_ALL = (
+    "i=0; while [ $i -lt " + str(FILES) + " ]; do "
+    'echo "w$i" > {mnt}/w$(printf "%03d" $i) || exit 3; i=$((i+1)); done'
+)
+
+
+def test_closes_of_files_written_through_are_collected_in_batches(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """A shell writing 150 files on a Chirp mount (each write reaches the server at once, so
+    the release only closes a handle): batches, as for reads, and every file holds what was
+    written (seeded: writable files collected at each close scan 150 times or more)."""
+    status, scans = _run(server, tmp_path, WRITE_ALL)
+    assert status == 0
+    assert 1 <= scans <= 5 * FILES // EVENTS_PER_COLLECTION + 1, scans
+    for index in range(FILES):
+        assert (server.data_dir / f"w{index:03d}").read_text() == f"w{index}\n"
+    status, scans = _run(server, tmp_path, WRITE_ALL, seeded="writes-loud")
+    assert status == 0
+    assert scans >= FILES, scans
+
+
+def test_which_releases_may_wait(tmp_path: Path) -> None:
+    """Quiet: read-only anywhere, writable through Chirp or the local driver. At once: a
+    writable FTP file (its upload happens at close), an XRootD one (the open keeps its
+    name busy), a writable file with a local copy to send back (--cache whole)."""
+
+    def remote(driver: Driver, flags: int, local_copy: str | None = None) -> RemoteFile:
+        opened = RemoteFile(driver, Handle(3), "/x", "/x", flags, False, 0)
+        opened.local_copy = local_copy
+        return opened
+
+    chirp, local = ChirpDriver("127.0.0.1", 1), LocalDriver(tmp_path)
+    ftp, xrootd = FtpDriver("127.0.0.1", 1), XRootDDriver("127.0.0.1", 1)
+    for driver in (chirp, local, ftp, xrootd):
+        assert remote(driver, os.O_RDONLY).quiet_release
+    assert remote(chirp, os.O_WRONLY | os.O_CREAT).quiet_release
+    assert remote(local, os.O_RDWR).quiet_release
+    assert not remote(ftp, os.O_WRONLY).quiet_release
+    assert not remote(xrootd, os.O_RDWR).quiet_release
+    assert not remote(chirp, os.O_RDWR, local_copy=str(tmp_path / "copy")).quiet_release
 
 
 def test_a_file_still_held_is_never_released(server: RunningServer, tmp_path: Path) -> None:
