@@ -21,11 +21,13 @@ row runs ``repeat`` times and reports the median of each stage with its range. R
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -281,36 +283,47 @@ def _run_remote(
     return run
 
 
-def _run_parrot(target: str, source: Path, work: Path, repeat: int) -> TargetRun:
-    """``repeat`` runs of the stages under ``parrot_run`` on a fresh server of ``parrot:KEY``."""
-    parrot, missing = find_parrot()
-    if parrot is None:
-        return TargetRun(target, error=f"not installed: {missing}", repeat=repeat)
-    try:
-        server = start_server(target.removeprefix("parrot:"))
-    except ServerError as exc:
-        return TargetRun(target, error=str(exc), repeat=repeat)
-    try:
-        dest = f"/chirp/127.0.0.1:{server.port}"
-        prefix = [parrot, *PARROT_OPTIONS, "--"]
-        repeats = [
-            _run_target(target, source, dest, False, work, None, prefix=prefix)
-            for _ in range(repeat)
-        ]
-    finally:
-        server.stop()
-    return _merge(repeats)
+def _parrot_once(
+    target: str, parrot: str, server: RunningServer, source: Path, work: Path
+) -> TargetRun:
+    """One run of the stages under ``parrot_run`` on ``server`` (the row ``target``)."""
+    dest = f"/chirp/127.0.0.1:{server.port}"
+    prefix = [parrot, *PARROT_OPTIONS, "--"]
+    return _run_target(target, source, dest, False, work, None, prefix=prefix)
+
+
+def _round_totals(run: TargetRun) -> list[float]:
+    """The row's total seconds in each round, in round order (empty: not kept)."""
+    rounds = {len(stage.runs) for stage in run.stages}
+    if len(rounds) != 1 or not run.stages[0].runs:
+        return []
+    return [sum(stage.runs[i] for stage in run.stages) for i in range(rounds.pop())]
 
 
 def against_parrot(runs: list[TargetRun]) -> list[tuple[str, str, float]]:
     """Each agent row on a Chirp server against Parrot on the same server: (row, Parrot's
-    row, total seconds / Parrot's total seconds)."""
-    totals = {r.label: sum(s.seconds for s in r.stages) for r in runs if r.stages}
+    row, the agent's total / Parrot's total).
+
+    Rows run in rounds (every row once, then again), so the ratio is taken round by round,
+    between runs minutes apart at most, and its median given: the machine's speed may drift
+    over a whole benchmark. Without per-round times, the ratio of the median totals.
+    """
+    by_label = {r.label: r for r in runs if r.stages}
     found = []
     for run in runs:
         peer = f"parrot:{run.target.removeprefix('mount:')}"  # Parrot's label is its target
-        if run.stages and not run.target.startswith("parrot:") and totals.get(peer):
-            found.append((run.label, peer, totals[run.label] / totals[peer]))
+        other = by_label.get(peer)
+        if not run.stages or run.target.startswith("parrot:") or other is None:
+            continue
+        mine, theirs = _round_totals(run), _round_totals(other)
+        if mine and len(mine) == len(theirs) and all(theirs):
+            ratio = summarize([a / b for a, b in zip(mine, theirs, strict=True)]).median
+        else:
+            total = sum(s.seconds for s in other.stages)
+            if not total:
+                continue
+            ratio = sum(s.seconds for s in run.stages) / total
+        found.append((run.label, peer, ratio))
     return found
 
 
@@ -360,58 +373,29 @@ def run_andrew(
     if trace_dir is not None:
         trace_dir.mkdir(parents=True, exist_ok=True)
     ordered = ["native", *[t for t in dict.fromkeys(targets) if t != "native"]]
-    single = ("native", "aviary-local")
-    rows = sum(1 if t in single or t.startswith("parrot:") else len(caches) for t in ordered)
-    runs: list[TargetRun] = []
-    with tempfile.TemporaryDirectory(prefix="aviary-andrew-") as tmp, progress_bar(console) as bar:
-        task = bar.add_task("andrew", total=rows * repeat)
+    with (
+        tempfile.TemporaryDirectory(prefix="aviary-andrew-") as tmp,
+        contextlib.ExitStack() as servers,
+        progress_bar(console) as bar,
+    ):
         work = Path(tmp)
         source = work / "src"
         generate_tree(source, files)
         work.chmod(
             0o755
         )  # servers that drop privileges must not need to read it, but cp runs as us
-        for target in ordered:
-            name = target.replace("/", "_")
-            if target in ("native", "aviary-local"):
-                bar.update(task, description=f"andrew: {target}")
-                trace = trace_dir / f"andrew-{name}.jsonl" if trace_dir else None
-                repeats = []
-                for _ in range(repeat):
-                    local_dest = Path(tempfile.mkdtemp(prefix=f"dest-{target}-", dir=work))
-                    repeats.append(
-                        _run_target(
-                            target, source, str(local_dest), target != "native", work, trace
-                        )
-                    )
-                    bar.advance(task)
-                runs.append(_merge(repeats))
-                continue
-            if target.startswith("parrot:"):
-                bar.update(task, description=f"andrew: {target}")
-                runs.append(_run_parrot(target, source, work, repeat))
-                bar.advance(task, repeat)
-                continue
-            server: RunningServer | None = None
-            try:
-                server = start_server(target.removeprefix("mount:"))
-                for cache in caches:
-                    bar.update(task, description=f"andrew: {target}, cache {cache}")
-                    suffix = "" if cache == "off" else f"-{cache}"
-                    trace = trace_dir / f"andrew-{name}{suffix}.jsonl" if trace_dir else None
-                    repeats = []
-                    for _ in range(repeat):
-                        repeats.append(_run_remote(target, source, work, trace, cache, server))
-                        bar.advance(task)
-                    runs.append(_merge(repeats))
-            except ServerError as exc:
-                for cache in caches:
-                    if not any(r.target == target and r.cache == cache for r in runs):
-                        runs.append(TargetRun(target, error=str(exc), cache=cache, repeat=repeat))
-                        bar.advance(task, repeat)
-            finally:
-                if server is not None:
-                    server.stop()
+        rows, failed_rows = _rows(ordered, caches, source, work, trace_dir, servers, repeat)
+        task = bar.add_task("andrew", total=len(rows) * repeat)
+        # Round by round (every row once, then again): a drift of the machine's speed
+        # meets every row alike, and each round's ratios compare runs minutes apart.
+        repeats: dict[str, list[TargetRun]] = {label: [] for label, _ in rows}
+        for round_number in range(repeat):
+            for label, run_once in rows:
+                bar.update(task, description=f"andrew: {label} ({round_number + 1}/{repeat})")
+                repeats[label].append(run_once())
+                bar.advance(task)
+        merged = {label: _merge(found) for label, found in repeats.items()}
+        runs = [merged.get(label) or failed_rows[label] for label in _labels(ordered, caches)]
     native = runs[0]
     for run in runs[1:]:
         for stage in run.stages:
@@ -440,6 +424,87 @@ def run_andrew(
         s.same_as_native is False for r in runs for s in r.stages
     )
     return 1 if failed else 0
+
+
+#: One row's way to run the stages once.
+_RunOnce = Callable[[], TargetRun]
+
+
+def _labels(ordered: list[str], caches: tuple[str, ...]) -> list[str]:
+    """Every row's label, in the order of the report."""
+    single = ("native", "aviary-local")
+    return [
+        TargetRun(
+            target, cache=None if target in single or target.startswith("parrot:") else cache
+        ).label
+        for target in ordered
+        for cache in ((None,) if target in single or target.startswith("parrot:") else caches)
+    ]
+
+
+def _rows(
+    ordered: list[str],
+    caches: tuple[str, ...],
+    source: Path,
+    work: Path,
+    trace_dir: Path | None,
+    servers: contextlib.ExitStack,
+    repeat: int,
+) -> tuple[list[tuple[str, _RunOnce]], dict[str, TargetRun]]:
+    """The rows that can run (label, how to run it once), their servers started on
+    ``servers``; and the rows that cannot, as error rows (a server that did not start,
+    Parrot not installed)."""
+    rows: list[tuple[str, _RunOnce]] = []
+    failed: dict[str, TargetRun] = {}
+    for target in ordered:
+        name = target.replace("/", "_")
+        if target in ("native", "aviary-local"):
+            trace = trace_dir / f"andrew-{name}.jsonl" if trace_dir else None
+
+            def local_once(target: str = target, trace: Path | None = trace) -> TargetRun:
+                dest = Path(tempfile.mkdtemp(prefix=f"dest-{target}-", dir=work))
+                return _run_target(target, source, str(dest), target != "native", work, trace)
+
+            rows.append((target, local_once))
+            continue
+        if target.startswith("parrot:"):
+            parrot, missing = find_parrot()
+            if parrot is None:
+                failed[target] = TargetRun(target, error=f"not installed: {missing}", repeat=repeat)
+                continue
+            try:  # a server of its own: the agent's rows leave theirs as they found it
+                server = servers.enter_context(_started(target.removeprefix("parrot:")))
+            except ServerError as exc:
+                failed[target] = TargetRun(target, error=str(exc), repeat=repeat)
+                continue
+            rows.append(
+                (target, functools.partial(_parrot_once, target, parrot, server, source, work))
+            )
+            continue
+        try:
+            server = servers.enter_context(_started(target.removeprefix("mount:")))
+        except ServerError as exc:
+            for cache in caches:
+                row = TargetRun(target, error=str(exc), cache=cache, repeat=repeat)
+                failed[row.label] = row
+            continue
+        for cache in caches:
+            suffix = "" if cache == "off" else f"-{cache}"
+            trace = trace_dir / f"andrew-{name}{suffix}.jsonl" if trace_dir else None
+            label = TargetRun(target, cache=cache).label
+            once = functools.partial(_run_remote, target, source, work, trace, cache, server)
+            rows.append((label, once))
+    return rows, failed
+
+
+@contextlib.contextmanager
+def _started(key: str) -> Iterator[RunningServer]:
+    """A server of ``key``, stopped at the end."""
+    server = start_server(key)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def _markdown(runs: list[TargetRun], files: int) -> str:
@@ -478,7 +543,9 @@ def _markdown(runs: list[TargetRun], files: int) -> str:
         lines += [
             "",
             "The agent's total against Parrot's on the same server, in the same run "
-            f"(`parrot_run {' '.join(PARROT_OPTIONS)}`; below 1x: the agent is faster):",
+            f"(`parrot_run {' '.join(PARROT_OPTIONS)}`; below 1x: the agent is faster): the rows "
+            "ran in rounds, every row once per round, and this is the median of the rounds' "
+            "ratios:",
             "",
             "| row | against | total ratio |",
             "|---|---|---|",

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.andrew import StageResult, TargetRun, against_parrot, run_andrew
+from benchmarks import andrew
+from benchmarks.andrew import STAGES, StageResult, TargetRun, against_parrot, run_andrew
 from benchmarks.common import PARROT_HINT, find_parrot
 from benchmarks.remote_micro import COLUMNS, PARROT_WAY, RemoteRow, _finish
 
@@ -117,6 +118,39 @@ def test_andrew_totals_are_compared_with_parrot_on_the_same_server() -> None:
         ("chirp/aviary, cache cto", "parrot:chirp/aviary", 0.25),
         ("mount:chirp/aviary", "parrot:chirp/aviary", 0.5),
     ]
+
+
+def test_andrew_ratios_are_taken_round_by_round() -> None:
+    """Each round's ratio, then their median: a round where the machine was slow for both
+    rows does not weigh (the ratio of the median totals would say 1.0x here)."""
+
+    def run(target: str, rounds: list[float], cache: str | None = None) -> TargetRun:
+        stage = StageResult("make", sorted(rounds)[1], runs=rounds)
+        return TargetRun(target, stages=[stage], cache=cache)
+
+    runs = [
+        run("native", [1.0, 1.0, 1.0]),
+        run("chirp/aviary", [1.0, 5.0, 3.0], "off"),
+        run("parrot:chirp/aviary", [2.0, 10.0, 3.0]),
+    ]
+    assert against_parrot(runs) == [("chirp/aviary", "parrot:chirp/aviary", 0.5)]
+
+
+def test_andrew_runs_its_rows_in_rounds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every row once, then every row again (seeded: a loop that ran each row's repeats in
+    a row would record native, native, chirp/aviary, ...)."""
+    order: list[str] = []
+
+    def recorded(name: str, *args: object, cache: str = "off", **kwargs: object) -> TargetRun:
+        order.append(f"{name}/{cache}")
+        stages = [StageResult(stage, 0.1, runs=[0.1]) for stage in STAGES]
+        return TargetRun(name, stages=stages, outputs={stage: "" for stage in STAGES})
+
+    monkeypatch.setattr(andrew, "_run_target", recorded)
+    monkeypatch.setattr(andrew, "_run_remote", lambda t, *a: recorded(t, cache=a[3]))
+    andrew.run_andrew(tmp_path, 6, ["native", "chirp/aviary"], repeat=2, caches=("off", "cto"))
+    rounds = ["native/off", "chirp/aviary/off", "chirp/aviary/cto"]
+    assert order == rounds + rounds
 
 
 def test_andrew_without_parrot_is_a_row_not_a_failure(
