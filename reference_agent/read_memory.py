@@ -8,8 +8,8 @@ page boundary), 1650-2150 MB/s into the same memory shifted to a 64-byte boundar
 an anonymous mapping. A mapping is page-aligned and costs no memset either: its pages are
 zero until first written.
 
-Why reused: a page costs a fault on its first write (about 3 us here, a sixth of the
-time a 4 KiB page takes to arrive over loopback). :class:`Scratch` keeps one area for
+Why reused: a page costs a fault on its first write (about 3 us here, as long as the
+page's 4 KiB take to arrive over loopback). :class:`Scratch` keeps one area for
 every uncached read; :class:`SpareBlocks` hands the block of an open that was closed to
 the next open's read buffer.
 """

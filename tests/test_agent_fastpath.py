@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from drivers import Handle
+from drivers.local import LocalDriver
 from reference_agent import _fastpath, table
 from reference_agent.agent import Agent, AgentOptions
-from reference_agent.files import scan_held
+from reference_agent.files import RemoteFile, RemoteFileTable, scan_held
 from reference_agent.namespace import Namespace
 from servers import RunningServer
 from tests.helpers import ROOT, start_or_skip
@@ -306,3 +308,87 @@ def test_the_compiled_scan_of_held_placeholders_agrees_with_the_python_one(
         return scan_held(pids[:1], keys)
 
     assert _held_by_children(tmp_path, first_task_only) != [True, True, False]
+
+
+#: Run in a child process (it waits for any child): trap read, tell the compiled loop that
+#: PROBE's file is a placeholder, and let a shell read a descriptor of it. The stop handed
+#: over must carry the call's number, the registers and the file behind that descriptor, as
+#: the kernel says them at that stop. Prints "handed over" once checked; with "stale" the
+#: facts are made those of another stop first (a loop that leaves old facts behind).
+_HANDED_OVER = """
+import os, sys
+from reference_agent import _fastpath, _ptrace
+from reference_agent._seccomp import spawn_traced
+probe, seeded = sys.argv[1:]
+fast = _fastpath.load()
+read_nr = _ptrace.syscall_number("read")
+fast.configure({read_nr: _fastpath.FAST_CALLS["read"]}, [])
+st = os.stat(probe)
+
+class Files:
+    seen = None
+    version = 1
+    def __len__(self):
+        return 1
+    def placeholder_keys(self):
+        return [(st.st_dev, st.st_ino, False)]
+
+files = Files()
+wait = fast.waiter(files, lambda: {})
+pid = spawn_traced(["sh", "-c", f"exec 3< {probe}; read line <&3"], None, None, {read_nr})
+_ptrace.resume(pid)
+checked = 0
+while True:
+    event = wait()
+    if isinstance(event, (_ptrace.Exited, _ptrace.Killed)):
+        break
+    if isinstance(event, _ptrace.SeccompStop):
+        if seeded == "stale":
+            files.seen = (event.pid, 99, st.st_dev, st.st_ino)
+        registers = _ptrace.get_registers(event.pid)
+        assert event.registers is not None and event.registers == registers, "registers"
+        assert event.nr == _ptrace.event_message(event.pid) == read_nr, "number"
+        fd = registers.arg(0)  # the shell reads through 0, a dup of 3
+        assert files.seen == (event.pid, fd, st.st_dev, st.st_ino), f"descriptor {files.seen}"
+        checked += 1
+    _ptrace.resume(event.pid)
+print("handed over" if checked else "never handed over")
+"""
+
+
+def test_a_stop_the_compiled_loop_hands_over_carries_what_it_read(tmp_path: Path) -> None:
+    """The stop of a read on a placeholder's descriptor reaches Python with the call's number,
+    the registers and the (device, inode) behind the descriptor, equal to what the kernel
+    says at that stop (seeded: facts that are not this stop's, caught)."""
+    probe = tmp_path / "probe"
+    probe.write_text("line\n")
+
+    def handed_over(seeded: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", _HANDED_OVER, str(probe), seeded],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+
+    done = handed_over("none")
+    assert done.returncode == 0 and done.stdout == "handed over\n", done.stderr
+    assert "AssertionError: descriptor" in handed_over("stale").stderr
+
+
+def test_the_table_takes_the_loops_word_for_the_stop_it_handles(tmp_path: Path) -> None:
+    """What the compiled loop saw behind (pid, fd) answers a lookup of that descriptor without
+    a stat of /proc (here it names no remote file, where the stat would find one); another
+    descriptor is stat'ed as before."""
+    probe = tmp_path / "probe"
+    probe.write_text("x")
+    table = RemoteFileTable()
+    with open(probe, "rb") as held:
+        fd = held.fileno()
+        remote = RemoteFile(LocalDriver(tmp_path), Handle(3), "/probe", "/probe", 0, False, 0)
+        table.add(os.getpid(), fd, remote)
+        assert table.lookup(os.getpid(), fd) is remote
+        table.seen = (os.getpid(), fd, 0, 0)
+        assert table.lookup(os.getpid(), fd) is None
+        table.seen = (os.getpid(), fd + 1000, 0, 0)
+        assert table.lookup(os.getpid(), fd) is remote
+        table.close_all()
