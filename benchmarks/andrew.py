@@ -384,18 +384,20 @@ def run_andrew(
         work.chmod(
             0o755
         )  # servers that drop privileges must not need to read it, but cp runs as us
-        rows, failed_rows = _rows(ordered, caches, source, work, trace_dir, servers, repeat)
-        task = bar.add_task("andrew", total=len(rows) * repeat)
+        rows = _rows(ordered, caches, source, work, trace_dir, servers, repeat)
+        runnable = [(label, row) for label, row in rows if not isinstance(row, TargetRun)]
+        task = bar.add_task("andrew", total=len(runnable) * repeat)
         # Round by round (every row once, then again): a drift of the machine's speed
         # meets every row alike, and each round's ratios compare runs minutes apart.
-        repeats: dict[str, list[TargetRun]] = {label: [] for label, _ in rows}
+        repeats: dict[str, list[TargetRun]] = {label: [] for label, _ in runnable}
         for round_number in range(repeat):
-            for label, run_once in rows:
+            for label, run_once in runnable:
                 bar.update(task, description=f"andrew: {label} ({round_number + 1}/{repeat})")
                 repeats[label].append(run_once())
                 bar.advance(task)
-        merged = {label: _merge(found) for label, found in repeats.items()}
-        runs = [merged.get(label) or failed_rows[label] for label in _labels(ordered, caches)]
+        runs = [
+            row if isinstance(row, TargetRun) else _merge(repeats[label]) for label, row in rows
+        ]
     native = runs[0]
     for run in runs[1:]:
         for stage in run.stages:
@@ -430,18 +432,6 @@ def run_andrew(
 _RunOnce = Callable[[], TargetRun]
 
 
-def _labels(ordered: list[str], caches: tuple[str, ...]) -> list[str]:
-    """Every row's label, in the order of the report."""
-    single = ("native", "aviary-local")
-    return [
-        TargetRun(
-            target, cache=None if target in single or target.startswith("parrot:") else cache
-        ).label
-        for target in ordered
-        for cache in ((None,) if target in single or target.startswith("parrot:") else caches)
-    ]
-
-
 def _rows(
     ordered: list[str],
     caches: tuple[str, ...],
@@ -450,12 +440,11 @@ def _rows(
     trace_dir: Path | None,
     servers: contextlib.ExitStack,
     repeat: int,
-) -> tuple[list[tuple[str, _RunOnce]], dict[str, TargetRun]]:
-    """The rows that can run (label, how to run it once), their servers started on
-    ``servers``; and the rows that cannot, as error rows (a server that did not start,
-    Parrot not installed)."""
-    rows: list[tuple[str, _RunOnce]] = []
-    failed: dict[str, TargetRun] = {}
+) -> list[tuple[str, _RunOnce | TargetRun]]:
+    """Every row in the report's order, by label: how to run it once (its server started
+    on ``servers``), or the error row it is when it cannot run (a server that did not
+    start, Parrot not installed)."""
+    rows: list[tuple[str, _RunOnce | TargetRun]] = []
     for target in ordered:
         name = target.replace("/", "_")
         if target in ("native", "aviary-local"):
@@ -470,12 +459,14 @@ def _rows(
         if target.startswith("parrot:"):
             parrot, missing = find_parrot()
             if parrot is None:
-                failed[target] = TargetRun(target, error=f"not installed: {missing}", repeat=repeat)
+                rows.append(
+                    (target, TargetRun(target, error=f"not installed: {missing}", repeat=repeat))
+                )
                 continue
             try:  # a server of its own: the agent's rows leave theirs as they found it
                 server = servers.enter_context(_started(target.removeprefix("parrot:")))
             except ServerError as exc:
-                failed[target] = TargetRun(target, error=str(exc), repeat=repeat)
+                rows.append((target, TargetRun(target, error=str(exc), repeat=repeat)))
                 continue
             rows.append(
                 (target, functools.partial(_parrot_once, target, parrot, server, source, work))
@@ -486,7 +477,7 @@ def _rows(
         except ServerError as exc:
             for cache in caches:
                 row = TargetRun(target, error=str(exc), cache=cache, repeat=repeat)
-                failed[row.label] = row
+                rows.append((row.label, row))
             continue
         for cache in caches:
             suffix = "" if cache == "off" else f"-{cache}"
@@ -494,7 +485,7 @@ def _rows(
             label = TargetRun(target, cache=cache).label
             once = functools.partial(_run_remote, target, source, work, trace, cache, server)
             rows.append((label, once))
-    return rows, failed
+    return rows
 
 
 @contextlib.contextmanager
