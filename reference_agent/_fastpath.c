@@ -18,8 +18,8 @@
  * status, for the Python loop.
  *
  * What fp_wait learned of the stop it returns (the call's number, the registers, the
- * (device, inode) behind a descriptor argument) it leaves in the caller's fp_stop_facts,
- * so that the agent does not ask the kernel again.
+ * (device, inode) behind a descriptor argument, the path argument's string) it leaves in
+ * the caller's fp_stop_facts, so that the agent does not ask the kernel again.
  *
  * fp_held() answers the agent's other frequent question in the same compiled code:
  * which remote files' placeholders some descriptor of the live tasks still refers to
@@ -70,6 +70,10 @@ struct fp_stop_facts {
     long has_descriptor;
     long descriptor;
     unsigned long long dev, ino;
+    long has_path; /* the path argument, read whole (NUL found) */
+    unsigned long path_address;
+    long path_length; /* without the NUL */
+    char path[FP_PATH_MAX];
 };
 
 /* What each syscall number is to the fast path, the index of its path argument (of its
@@ -267,8 +271,13 @@ static int plainly_local(pid_t pid, long nr, int remote_files_open,
         return local_descriptor(pid, nr, (int)arg_of(&regs, path_index[nr]), remote_files_open,
                                 facts);
     char path[FP_PATH_MAX];
-    ssize_t n = read_path(pid, (unsigned long)arg_of(&regs, path_index[nr]), path);
+    unsigned long path_address = (unsigned long)arg_of(&regs, path_index[nr]);
+    ssize_t n = read_path(pid, path_address, path);
     if (n < 0) return 0;
+    facts->has_path = 1;
+    facts->path_address = path_address;
+    facts->path_length = n;
+    memcpy(facts->path, path, (size_t)n);
     if (n == 0) {
         /* "": the kernel's ENOENT, or with AT_EMPTY_PATH a call on the dirfd (fstat) */
         int flags = flags_index[nr];
@@ -304,7 +313,7 @@ long fp_wait(int remote_files_open, int *status, struct fp_stop_facts *facts) {
             return -errno;
         }
         facts->pid = pid;
-        facts->has_nr = facts->has_registers = facts->has_descriptor = 0;
+        facts->has_nr = facts->has_registers = facts->has_descriptor = facts->has_path = 0;
         if (!WIFSTOPPED(*status) || (*status >> 8) != (SIGTRAP | (FP_EVENT_SECCOMP << 8)))
             return pid;
         unsigned long nr;

@@ -114,6 +114,10 @@ class _Placeholders(Protocol):
     def placeholder_keys(self) -> Iterable[tuple[int, int, bool]]: ...
 
 
+#: FP_PATH_MAX of the C side: the longest path argument it reads.
+_PATH_MAX: Final = 4096
+
+
 class _StopFacts(ctypes.Structure):
     """``struct fp_stop_facts``: what fp_wait learned of the stop it returned."""
 
@@ -127,6 +131,10 @@ class _StopFacts(ctypes.Structure):
         ("descriptor", ctypes.c_long),
         ("dev", ctypes.c_ulonglong),
         ("ino", ctypes.c_ulonglong),
+        ("has_path", ctypes.c_long),
+        ("path_address", ctypes.c_ulong),
+        ("path_length", ctypes.c_long),
+        ("path", ctypes.c_char * _PATH_MAX),
     ]
 
 
@@ -230,8 +238,8 @@ class FastPath:
 
         Before each wait it tells the C side, when they changed, the placeholders of the
         remote files open and which tasks have a plainly local working directory. What the
-        C side read at the stop it returns goes on with it: the call's number and registers
-        in the event, what the descriptor argument names in ``files.seen``.
+        C side read at the stop it returns goes on with it: the call's number, registers and
+        path argument in the event, what the descriptor argument names in ``files.seen``.
         """
         wait, status, status_ref = self._wait, self._status, self._status_ref
         facts, facts_ref = self._facts, self._facts_ref
@@ -263,11 +271,15 @@ def _event(pid: int, status: int, facts: _StopFacts, files: _Placeholders) -> Ev
         return _ptrace.decode_status(pid, status)
     if facts.has_descriptor:
         files.seen = (pid, facts.descriptor, facts.dev, facts.ino)
+    path = None
+    if facts.has_path:
+        path = (facts.path_address, ctypes.string_at(facts.path, facts.path_length))
     return _ptrace.decode_status(
         pid,
         status,
         facts.nr if facts.has_nr else None,
         _ptrace.registers_of(facts.registers) if facts.has_registers else None,
+        path,
     )
 
 

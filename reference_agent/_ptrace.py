@@ -147,12 +147,14 @@ class SeccompStop:
     """The filter returned SECCOMP_RET_TRACE: syscall ``nr`` is about to run (or be skipped).
 
     ``registers``: the tracee's registers at this stop when whoever waited already read
-    them (the compiled fast path does); None: read them with ``get_registers``.
+    them (the compiled fast path does); None: read them with ``get_registers``. ``path``:
+    likewise the (address, bytes without the NUL) of a string argument already read.
     """
 
     pid: int
     nr: int
     registers: Registers | None = field(default=None, compare=False)
+    path: tuple[int, bytes] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,7 +330,11 @@ def event_message(pid: int) -> int:
 
 
 def _decode(
-    pid: int, status: int, nr: int | None = None, registers: Registers | None = None
+    pid: int,
+    status: int,
+    nr: int | None = None,
+    registers: Registers | None = None,
+    path: tuple[int, bytes] | None = None,
 ) -> Event:
     if os.WIFEXITED(status):
         return Exited(pid, os.WEXITSTATUS(status))
@@ -340,7 +346,7 @@ def _decode(
         return SyscallExitStop(pid)
     if stop_signal == signal.SIGTRAP and event:
         if event == PTRACE_EVENT_SECCOMP:
-            return SeccompStop(pid, event_message(pid) if nr is None else nr, registers)
+            return SeccompStop(pid, event_message(pid) if nr is None else nr, registers, path)
         if event in (_pt.PTRACE_EVENT_FORK, _pt.PTRACE_EVENT_VFORK, _pt.PTRACE_EVENT_CLONE):
             return ForkEvent(pid, event_message(pid), ForkKind(event))
         if event == _pt.PTRACE_EVENT_EXEC:
@@ -373,12 +379,16 @@ def wait_event(pid: int = -1) -> Event:
 
 
 def decode_status(
-    pid: int, status: int, nr: int | None = None, registers: Registers | None = None
+    pid: int,
+    status: int,
+    nr: int | None = None,
+    registers: Registers | None = None,
+    path: tuple[int, bytes] | None = None,
 ) -> Event:
     """The event of a ``waitpid`` status taken elsewhere (the compiled fast path's wait),
     with what that wait already read at a seccomp stop: the call's number (the event
-    message) and the registers."""
-    return _decode(pid, status, nr, registers)
+    message), the registers and a string argument."""
+    return _decode(pid, status, nr, registers, path)
 
 
 def poll_event(pid: int = -1) -> Event | None:

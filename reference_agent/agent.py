@@ -338,7 +338,8 @@ class Agent:
         guard = self.guard
         if entry is None and guard is None:
             return None
-        call = Call(pid, nr, entry.name if entry else _ptrace.syscall_name(nr), registers)
+        known = self.loop.stop_path if self.loop is not None else None
+        call = Call(pid, nr, entry.name if entry else _ptrace.syscall_name(nr), registers, known)
         began = time.perf_counter()
         try:
             # The sandbox first: it refuses, or pins the path arguments the handler then reads.

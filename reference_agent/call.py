@@ -53,13 +53,32 @@ class Call:
     it acted on (a logical path, ``fd N (path)``; None before it names one).
     """
 
-    __slots__ = ("_scratch", "mount", "name", "nr", "pid", "pins", "registers", "subject")
+    __slots__ = (
+        "_known",
+        "_scratch",
+        "mount",
+        "name",
+        "nr",
+        "pid",
+        "pins",
+        "registers",
+        "subject",
+    )
 
-    def __init__(self, pid: int, nr: int, name: str, registers: Registers) -> None:
+    def __init__(
+        self,
+        pid: int,
+        nr: int,
+        name: str,
+        registers: Registers,
+        known: tuple[int, bytes] | None = None,
+    ) -> None:
         self.pid = pid
         self.nr = nr
         self.name = name
         self.registers = registers
+        #: (address, bytes): a string argument already read at this stop (by the fast path).
+        self._known = known
         self._scratch = registers.sp - SCRATCH_GAP
         #: Memory the program cannot write, for the copies the sandbox checks (None: the stack).
         self.pins: PinArea | None = None
@@ -93,6 +112,9 @@ class Call:
         address = self.registers.arg(index)
         if address == 0:
             raise OSError(errno.EFAULT, "NULL path")
+        known = self._known
+        if known is not None and known[0] == address:
+            return known[1]
         return _memory.read_c_string(self.pid, address)
 
     def read(self, address: int, length: int) -> bytes:

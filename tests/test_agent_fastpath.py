@@ -311,18 +311,22 @@ def test_the_compiled_scan_of_held_placeholders_agrees_with_the_python_one(
 
 
 #: Run in a child process (it waits for any child): trap read, tell the compiled loop that
-#: PROBE's file is a placeholder, and let a shell read a descriptor of it. The stop handed
-#: over must carry the call's number, the registers and the file behind that descriptor, as
-#: the kernel says them at that stop. Prints "handed over" once checked; with "stale" the
-#: facts are made those of another stop first (a loop that leaves old facts behind).
+#: PROBE's file is a placeholder, and let a shell read a descriptor of it, then stat a path
+#: under a prefix. The stops handed over must carry the call's number, the registers, the
+#: file behind that descriptor and the path, as the kernel says them at that stop. Prints
+#: "handed over" once both are checked; with "stale" the read's facts are made those of
+#: another stop first (a loop that leaves old facts behind).
 _HANDED_OVER = """
 import os, sys
 from reference_agent import _fastpath, _ptrace
+from reference_agent._memory import read_c_string
 from reference_agent._seccomp import spawn_traced
 probe, seeded = sys.argv[1:]
 fast = _fastpath.load()
 read_nr = _ptrace.syscall_number("read")
-fast.configure({read_nr: _fastpath.FAST_CALLS["read"]}, [])
+stat_nr = _ptrace.syscall_number("newfstatat")
+calls = {read_nr: _fastpath.FAST_CALLS["read"], stat_nr: _fastpath.FAST_CALLS["newfstatat"]}
+fast.configure(calls, ["/elsewhere"])
 st = os.stat(probe)
 
 class Files:
@@ -335,14 +339,20 @@ class Files:
 
 files = Files()
 wait = fast.waiter(files, lambda: {})
-pid = spawn_traced(["sh", "-c", f"exec 3< {probe}; read line <&3"], None, None, {read_nr})
+script = f"exec 3< {probe}; read line <&3; test -e /elsewhere/name"
+pid = spawn_traced(["sh", "-c", script], None, None, {read_nr, stat_nr})
 _ptrace.resume(pid)
-checked = 0
+checked = stats = 0
 while True:
     event = wait()
     if isinstance(event, (_ptrace.Exited, _ptrace.Killed)):
         break
-    if isinstance(event, _ptrace.SeccompStop):
+    if isinstance(event, _ptrace.SeccompStop) and event.nr == stat_nr:
+        address = _ptrace.get_registers(event.pid).arg(1)
+        path = (address, read_c_string(event.pid, address))
+        assert event.path == path and files.seen is None, f"path {event.path}"
+        stats += event.path[1] == b"/elsewhere/name"
+    elif isinstance(event, _ptrace.SeccompStop):
         if seeded == "stale":
             files.seen = (event.pid, 99, st.st_dev, st.st_ino)
         registers = _ptrace.get_registers(event.pid)
@@ -352,14 +362,15 @@ while True:
         assert files.seen == (event.pid, fd, st.st_dev, st.st_ino), f"descriptor {files.seen}"
         checked += 1
     _ptrace.resume(event.pid)
-print("handed over" if checked else "never handed over")
+print("handed over" if checked and stats == 1 else f"{checked} reads, {stats} stats")
 """
 
 
 def test_a_stop_the_compiled_loop_hands_over_carries_what_it_read(tmp_path: Path) -> None:
     """The stop of a read on a placeholder's descriptor reaches Python with the call's number,
-    the registers and the (device, inode) behind the descriptor, equal to what the kernel
-    says at that stop (seeded: facts that are not this stop's, caught)."""
+    the registers and the (device, inode) behind the descriptor, and a stat of a path under a
+    prefix with that path, equal to what the kernel says at that stop (seeded: facts that
+    are not this stop's, caught)."""
     probe = tmp_path / "probe"
     probe.write_text("line\n")
 
