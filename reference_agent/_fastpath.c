@@ -13,7 +13,9 @@
  * pushes the (device, inode) of every placeholder, and the descriptor's /proc link is
  * stat'ed as the agent would. A placeholder the agent filled with its file's bytes
  * (a small file opened read-only under close-to-open caching) is read natively too:
- * read, pread, readv, preadv and lseek on it are the kernel's. Every other stop (fork, exec, exit, signals, other calls,
+ * read, pread, readv, preadv and lseek on it are the kernel's. An execve of a plainly local
+ * path that names nothing is resumed too (the kernel's ENOENT: a search through PATH).
+ * Every other stop (fork, exec, exit, signals, other calls,
  * remote or unreadable paths) is returned to the caller untouched, with its wait
  * status, for the Python loop.
  *
@@ -56,7 +58,9 @@
 #define FP_AT_EMPTY_PATH 0x1000
 #define FP_MAX_PLACEHOLDERS 4096
 
-enum { FP_NONE = 0, FP_PATH = 1, FP_DESCRIPTOR = 2 };
+/* FP_MISSING: a path call (execve) resumed only when its absolute, plainly local path
+ * names nothing at all (lstat: ENOENT), the kernel's ENOENT then. */
+enum { FP_NONE = 0, FP_PATH = 1, FP_DESCRIPTOR = 2, FP_MISSING = 3 };
 
 /* What fp_wait learned of the stop it returned, for the pid it returned: each has_ flag is
  * 0 when that fact was not taken at this stop. The descriptor's (dev, ino) is that of the
@@ -286,6 +290,11 @@ static int plainly_local(pid_t pid, long nr, int remote_files_open,
         return local_descriptor(pid, nr, (int)regs.rdi, remote_files_open, facts);
     }
     char collapsed[2 * FP_PATH_MAX + 2];
+    if (kinds[nr] == FP_MISSING) {
+        struct stat st;
+        return path[0] == '/' && stays_local(path, (size_t)n, collapsed) &&
+               lstat(path, &st) != 0 && errno == ENOENT;
+    }
     if (path[0] == '/') return stays_local(path, (size_t)n, collapsed);
     /* Relative: only to the working directory (an *at call's dirfd is its first argument),
      * and only where that directory is plainly local; then the name it makes is tested. */

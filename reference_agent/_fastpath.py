@@ -47,6 +47,7 @@ __all__ = ["FAST_CALLS", "FastCall", "FastPath", "install", "load", "why_not"]
 _SOURCE: Final = Path(__file__).with_name("_fastpath.c")
 _KIND_PATH: Final = 1
 _KIND_DESCRIPTOR: Final = 2
+_KIND_MISSING: Final = 3
 _COMPILE_TIMEOUT: Final = 120.0  # seconds for gcc
 
 
@@ -63,6 +64,10 @@ class FastCall(NamedTuple):
     #: A descriptor call that only reads its file or moves its offset: native on a remote
     #: file whose placeholder the agent filled with its bytes (``RemoteFile.filled``).
     reads: bool = False
+    #: Answered only when the absolute, plainly local path names nothing (no file, no
+    #: link): an execve the kernel fails with ENOENT, as a search through PATH makes
+    #: (gcc's for ``as``: eight of nine). Any other exec goes to Python.
+    missing_only: bool = False
 
 
 _PATH_1: Final = FastCall(1)
@@ -74,7 +79,8 @@ _READING: Final = FastCall(0, descriptor=True, reads=True)
 #: ".." leaves plainly local too), or a descriptor that is no remote file's placeholder
 #: (or, for a call that reads, a filled one), natively and does nothing else (no record,
 #: no rewrite, no state). Calls that change
-#: state the agent keeps (chdir, fchdir, dup2, execve, clone) are never here.
+#: state the agent keeps (chdir, fchdir, dup2, clone) are never here, nor execve but of
+#: a path that names nothing.
 FAST_CALLS: Final[Mapping[str, FastCall]] = {
     "stat": FastCall(0),
     "lstat": FastCall(0),
@@ -98,6 +104,7 @@ FAST_CALLS: Final[Mapping[str, FastCall]] = {
     "preadv2": _READING,
     "lseek": _READING,
     "fstat": _DESCRIPTOR,
+    "execve": FastCall(0, missing_only=True),
     "mmap": FastCall(4, descriptor=True),
 }
 
@@ -187,7 +194,13 @@ class FastPath:
         self._lib.fp_clear()
         self.set_placeholders([])
         for nr, call in calls.items():
-            kind = _KIND_DESCRIPTOR if call.descriptor else _KIND_PATH
+            kind = (
+                _KIND_DESCRIPTOR
+                if call.descriptor
+                else _KIND_MISSING
+                if call.missing_only
+                else _KIND_PATH
+            )
             if (
                 self._lib.fp_set_call(nr, kind, call.argument, call.empty_path_flags, call.reads)
                 != 0

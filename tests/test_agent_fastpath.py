@@ -122,7 +122,8 @@ def test_local_descriptors_are_answered_while_a_remote_file_is_open(
 
 #: ``aviary`` from the command line, optionally with a seeded defect: a fast path told no
 #: prefix ("blind": a C side blind to the namespace passes every absolute path) or no
-#: placeholder ("no-placeholders": it takes every descriptor for a local one).
+#: placeholder ("no-placeholders": it takes every descriptor for a local one), or without
+#: its execve entry ("exec-in-python").
 _CLI = """
 import sys
 from reference_agent import _fastpath
@@ -130,6 +131,8 @@ seeded = sys.argv.pop(1)
 if seeded == "blind":
     configure = _fastpath.FastPath.configure
     _fastpath.FastPath.configure = lambda self, calls, prefixes: configure(self, calls, [])
+elif seeded == "exec-in-python":
+    _fastpath.FAST_CALLS = {k: v for k, v in _fastpath.FAST_CALLS.items() if k != "execve"}
 elif seeded == "no-placeholders":
     set_placeholders = _fastpath.FastPath.set_placeholders
     _fastpath.FastPath.set_placeholders = lambda self, keys: set_placeholders(self, [])
@@ -403,3 +406,27 @@ def test_the_table_takes_the_loops_word_for_the_stop_it_handles(tmp_path: Path) 
         table.seen = (os.getpid(), fd + 1000, 0, 0)
         assert table.lookup(os.getpid(), fd) is remote
         table.close_all()
+
+
+def test_a_program_searched_for_where_it_is_not_costs_no_stop_in_python(tmp_path: Path) -> None:
+    """Ten execs of programs that are not there (a search through PATH) fail with 127, as
+    natively, without reaching Python; an exec of a dangling link and of one that is there
+    still do (seeded: execve left out of the compiled loop, ten stops in Python)."""
+    (tmp_path / "dangling").symlink_to(tmp_path / "nothing")
+    script = (
+        f"for i in 1 2 3 4 5 6 7 8 9 10; do {tmp_path}/absent$i 2>/dev/null; "
+        "[ $? = 127 ] || exit 3; done; "
+        f"{tmp_path}/dangling 2>/dev/null; [ $? = 127 ] || exit 4; /bin/true"
+    )
+
+    def exec_stops(seeded: str) -> int:
+        result = aviary_run("--summary", "--", SH, "-c", script, seeded=seeded)
+        assert result.returncode == 0, result.stderr
+        return sum(
+            int(fields[2])
+            for fields in (line.split() for line in result.stderr.splitlines())
+            if len(fields) >= 4 and fields[0] == "execve" and fields[2].isdigit()
+        )
+
+    assert exec_stops("none") == 2  # the dangling link and /bin/true
+    assert exec_stops("exec-in-python") == 12
