@@ -27,7 +27,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -43,7 +43,7 @@ from benchmarks.common import (
     write_json,
 )
 from drivers import driver_for_scheme, service_of
-from servers import SERVERS, RunningServer, ServerError, start_server
+from servers import SERVERS, RunningServer, ServerError, running_server
 
 __all__ = [
     "CACHE_MODES",
@@ -464,7 +464,7 @@ def _rows(
                 )
                 continue
             try:  # a server of its own: the agent's rows leave theirs as they found it
-                server = servers.enter_context(_started(target.removeprefix("parrot:")))
+                server = servers.enter_context(running_server(target.removeprefix("parrot:")))
             except ServerError as exc:
                 rows.append((target, TargetRun(target, error=str(exc), repeat=repeat)))
                 continue
@@ -473,7 +473,7 @@ def _rows(
             )
             continue
         try:
-            server = servers.enter_context(_started(target.removeprefix("mount:")))
+            server = servers.enter_context(running_server(target.removeprefix("mount:")))
         except ServerError as exc:
             for cache in caches:
                 row = TargetRun(target, error=str(exc), cache=cache, repeat=repeat)
@@ -486,16 +486,6 @@ def _rows(
             once = functools.partial(_run_remote, target, source, work, trace, cache, server)
             rows.append((label, once))
     return rows
-
-
-@contextlib.contextmanager
-def _started(key: str) -> Iterator[RunningServer]:
-    """A server of ``key``, stopped at the end."""
-    server = start_server(key)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _markdown(runs: list[TargetRun], files: int) -> str:

@@ -110,10 +110,7 @@ FAST_CALLS: Final[Mapping[str, FastCall]] = {
 
 
 class _Placeholders(Protocol):
-    """What the waiter reads of the agent's remote file table, and tells it."""
-
-    #: (pid, fd, device, inode): what descriptor fd of pid named at the stop being handled.
-    seen: tuple[int, int, int, int] | None
+    """What the waiter reads of the agent's remote file table."""
 
     def __len__(self) -> int: ...
     @property
@@ -251,8 +248,7 @@ class FastPath:
 
         Before each wait it tells the C side, when they changed, the placeholders of the
         remote files open and which tasks have a plainly local working directory. What the
-        C side read at the stop it returns goes on with it: the call's number, registers and
-        path argument in the event, what the descriptor argument names in ``files.seen``.
+        C side read at the stop it returns goes on with it, in the event.
         """
         wait, status, status_ref = self._wait, self._status, self._status_ref
         facts, facts_ref = self._facts, self._facts_ref
@@ -270,29 +266,26 @@ class FastPath:
             while True:
                 found = wait(1 if len(files) else 0, status_ref, facts_ref)
                 if found >= 0:
-                    return _event(found, status.value, facts, files)
+                    return _event(found, status.value, facts)
                 if found != -errno.EINTR:  # EINTR: Python's signal handlers run, then again
                     raise OSError(-found, os.strerror(-found))
 
         return wait_event
 
 
-def _event(pid: int, status: int, facts: _StopFacts, files: _Placeholders) -> Event:
+def _event(pid: int, status: int, facts: _StopFacts) -> Event:
     """The stop fp_wait returned, with what it learned of it."""
-    files.seen = None
     if facts.pid != pid:
         return _ptrace.decode_status(pid, status)
-    if facts.has_descriptor:
-        files.seen = (pid, facts.descriptor, facts.dev, facts.ino)
-    path = None
-    if facts.has_path:
-        path = (facts.path_address, ctypes.string_at(facts.path, facts.path_length))
     return _ptrace.decode_status(
         pid,
         status,
         facts.nr if facts.has_nr else None,
         _ptrace.registers_of(facts.registers) if facts.has_registers else None,
-        path,
+        (facts.path_address, ctypes.string_at(facts.path, facts.path_length))
+        if facts.has_path
+        else None,
+        (facts.descriptor, facts.dev, facts.ino) if facts.has_descriptor else None,
     )
 
 

@@ -145,9 +145,8 @@ class TracerLoop:
         self._pending: collections.deque[Event] = collections.deque()
         #: Parked callers to hand to the handler again before the next wait.
         self._retrying: collections.deque[int] = collections.deque()
-        #: The (address, bytes) of a string argument of the seccomp stop being handled, as
-        #: whoever waited read it (the compiled fast path); None: read it from the tracee.
-        self.stop_path: tuple[int, bytes] | None = None
+        #: The seccomp stop being handled, with what whoever waited read of it.
+        self.stop: SeccompStop | None = None
 
     def run(
         self,
@@ -250,13 +249,13 @@ class TracerLoop:
             self._held[pid] = (event, _creator_of(pid))
             return
         match event:
-            case SeccompStop(nr=nr, registers=registers, path=path):
+            case SeccompStop(nr=nr, registers=registers):
                 self.counters.seccomp_stops += 1
-                self.stop_path = path
+                self.stop = event
                 try:
                     self._syscall(pid, nr, registers)
                 finally:
-                    self.stop_path = None
+                    self.stop = None
             case ForkEvent(child=child, kind=kind):
                 self.counters.forks[kind] += 1
                 if self.on_event is not None:

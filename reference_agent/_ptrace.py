@@ -146,15 +146,17 @@ class ForkKind(enum.Enum):
 class SeccompStop:
     """The filter returned SECCOMP_RET_TRACE: syscall ``nr`` is about to run (or be skipped).
 
-    ``registers``: the tracee's registers at this stop when whoever waited already read
-    them (the compiled fast path does); None: read them with ``get_registers``. ``path``:
-    likewise the (address, bytes without the NUL) of a string argument already read.
+    What whoever waited already read at this stop (the compiled fast path does), so that
+    the handler need not ask the kernel again; None where it was not read: ``registers``;
+    ``path``, the (address, bytes without the NUL) of the path argument; ``descriptor``, the
+    (fd, device, inode) the descriptor argument's ``/proc/PID/fd`` link named.
     """
 
     pid: int
     nr: int
     registers: Registers | None = field(default=None, compare=False)
     path: tuple[int, bytes] | None = field(default=None, compare=False)
+    descriptor: tuple[int, int, int] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,13 +331,16 @@ def event_message(pid: int) -> int:
 # --- waiting ------------------------------------------------------------------------------------
 
 
-def _decode(
+def decode_status(
     pid: int,
     status: int,
     nr: int | None = None,
     registers: Registers | None = None,
     path: tuple[int, bytes] | None = None,
+    descriptor: tuple[int, int, int] | None = None,
 ) -> Event:
+    """The event of a ``waitpid`` status; for a seccomp stop, with what the wait already
+    read of it (the compiled fast path's: see :class:`SeccompStop`)."""
     if os.WIFEXITED(status):
         return Exited(pid, os.WEXITSTATUS(status))
     if os.WIFSIGNALED(status):
@@ -346,7 +351,8 @@ def _decode(
         return SyscallExitStop(pid)
     if stop_signal == signal.SIGTRAP and event:
         if event == PTRACE_EVENT_SECCOMP:
-            return SeccompStop(pid, event_message(pid) if nr is None else nr, registers, path)
+            number = event_message(pid) if nr is None else nr
+            return SeccompStop(pid, number, registers, path, descriptor)
         if event in (_pt.PTRACE_EVENT_FORK, _pt.PTRACE_EVENT_VFORK, _pt.PTRACE_EVENT_CLONE):
             return ForkEvent(pid, event_message(pid), ForkKind(event))
         if event == _pt.PTRACE_EVENT_EXEC:
@@ -375,26 +381,13 @@ def wait_event(pid: int = -1) -> Event:
         ChildProcessError: nothing is left to wait for (ECHILD).
     """
     found, status = os.waitpid(pid, _WALL)
-    return _decode(found, status)
-
-
-def decode_status(
-    pid: int,
-    status: int,
-    nr: int | None = None,
-    registers: Registers | None = None,
-    path: tuple[int, bytes] | None = None,
-) -> Event:
-    """The event of a ``waitpid`` status taken elsewhere (the compiled fast path's wait),
-    with what that wait already read at a seccomp stop: the call's number (the event
-    message), the registers and a string argument."""
-    return _decode(pid, status, nr, registers, path)
+    return decode_status(found, status)
 
 
 def poll_event(pid: int = -1) -> Event | None:
     """Like ``wait_event``, but return None at once if no tracee has anything to report."""
     found, status = os.waitpid(pid, _WALL | os.WNOHANG)
-    return None if found == 0 else _decode(found, status)
+    return None if found == 0 else decode_status(found, status)
 
 
 # --- registers ----------------------------------------------------------------------------------

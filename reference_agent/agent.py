@@ -338,8 +338,8 @@ class Agent:
         guard = self.guard
         if entry is None and guard is None:
             return None
-        known = self.loop.stop_path if self.loop is not None else None
-        call = Call(pid, nr, entry.name if entry else _ptrace.syscall_name(nr), registers, known)
+        stop = self.loop.stop if self.loop is not None else None  # None: a parked call again
+        call = Call(pid, nr, entry.name if entry else _ptrace.syscall_name(nr), registers, stop)
         began = time.perf_counter()
         try:
             # The sandbox first: it refuses, or pins the path arguments the handler then reads.
@@ -464,7 +464,7 @@ class Agent:
         return os.makedev(REMOTE_DEV_MAJOR, zlib.crc32(target_endpoint.encode()) & 0xFF)
 
     def remote_file(self, call: Call, fd: int) -> RemoteFile | None:
-        remote = self.files.lookup(call.pid, fd)
+        remote = self.files.lookup(call.pid, fd, call.seen_behind(fd))
         call.subject = f"fd {fd}" if remote is None else f"fd {fd} ({remote.logical})"
         if remote is not None:
             call.mount = remote.driver.describe()

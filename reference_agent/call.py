@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from reference_agent import _memory
 from reference_agent._loop import Park, Rewrite
-from reference_agent._ptrace import Registers
+from reference_agent._ptrace import Registers, SeccompStop
 from reference_agent.namespace import LocalTarget, Refused, RemoteTarget, ServiceDirectory
 from reference_agent.sealed_pins import PinArea
 
@@ -54,8 +54,8 @@ class Call:
     """
 
     __slots__ = (
-        "_known",
         "_scratch",
+        "_stop",
         "mount",
         "name",
         "nr",
@@ -71,14 +71,14 @@ class Call:
         nr: int,
         name: str,
         registers: Registers,
-        known: tuple[int, bytes] | None = None,
+        stop: SeccompStop | None = None,
     ) -> None:
         self.pid = pid
         self.nr = nr
         self.name = name
         self.registers = registers
-        #: (address, bytes): a string argument already read at this stop (by the fast path).
-        self._known = known
+        #: This call's stop, with what the compiled fast path read of it (None: nothing).
+        self._stop = stop
         self._scratch = registers.sp - SCRATCH_GAP
         #: Memory the program cannot write, for the copies the sandbox checks (None: the stack).
         self.pins: PinArea | None = None
@@ -112,10 +112,16 @@ class Call:
         address = self.registers.arg(index)
         if address == 0:
             raise OSError(errno.EFAULT, "NULL path")
-        known = self._known
+        known = self._stop.path if self._stop is not None else None
         if known is not None and known[0] == address:
             return known[1]
         return _memory.read_c_string(self.pid, address)
+
+    def seen_behind(self, fd: int) -> tuple[int, int] | None:
+        """The (device, inode) descriptor ``fd`` named when the compiled fast path stat'ed it
+        at this stop; None when it did not."""
+        seen = self._stop.descriptor if self._stop is not None else None
+        return (seen[1], seen[2]) if seen is not None and seen[0] == fd else None
 
     def read(self, address: int, length: int) -> bytes:
         return _memory.read_bytes(self.pid, address, length)

@@ -259,9 +259,6 @@ class RemoteFileTable:
         self._loud = 0  # files held whose release someone may see (not quiet_release)
         #: Changes each time a placeholder is added or released (the fast path's cue).
         self.version = 0
-        #: (pid, fd, device, inode): what descriptor fd of pid named when the compiled loop
-        #: stat'ed it at the stop being handled (set at each stop; None: nothing known).
-        self.seen: tuple[int, int, int, int] | None = None
 
     def __len__(self) -> int:
         return len(self._files)
@@ -293,13 +290,16 @@ class RemoteFileTable:
         self._loud += not remote.quiet_release
         self.version += 1
 
-    def lookup(self, pid: int, fd: int) -> RemoteFile | None:
-        """The RemoteFile behind descriptor ``fd`` of ``pid``, or None if it is local."""
+    def lookup(self, pid: int, fd: int, seen: tuple[int, int] | None = None) -> RemoteFile | None:
+        """The RemoteFile behind descriptor ``fd`` of ``pid``, or None if it is local.
+
+        ``seen``: the (device, inode) the descriptor's /proc link named a moment ago, at this
+        stop (the compiled fast path's stat): then it is not stat'ed again.
+        """
         if not self._files or fd < 0:
             return None
-        seen = self.seen
-        if seen is not None and seen[0] == pid and seen[1] == fd:
-            return self._files.get((seen[2], seen[3]))
+        if seen is not None:
+            return self._files.get(seen)
         try:
             st = os.stat(f"/proc/{pid}/fd/{fd}")
         except OSError:

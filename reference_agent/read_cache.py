@@ -129,10 +129,11 @@ class ReadBuffer:
 
     def _replace_memory(self, size: int) -> None:
         """New memory of at least ``size`` bytes for the block; the old goes back."""
-        old = self.memory
-        self.memory = self.spares.take(size) if self.spares is not None else aligned(size)
-        if self.spares is not None:
-            self.spares.give(old)
+        if self.spares is None:
+            self.memory = aligned(size)
+            return
+        old, self.memory = self.memory, self.spares.take(size)
+        self.spares.give(old)
 
     def set_aside(self) -> None:
         """Drop the block and give its memory back (a descriptor of the open was closed,

@@ -56,7 +56,7 @@ class SpareBlocks:
     the same file opened again in a loop) then receives into memory already faulted in.
     """
 
-    def __init__(self, keep: int = 4, largest: int = 1024 * 1024) -> None:
+    def __init__(self, *, keep: int, largest: int) -> None:
         self.keep = keep  # blocks kept at most
         self.largest = largest  # bytes: a larger block is not kept
         self._blocks: list[Memory] = []

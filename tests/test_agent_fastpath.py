@@ -20,8 +20,9 @@ import pytest
 
 from drivers import Handle
 from drivers.local import LocalDriver
-from reference_agent import _fastpath, table
+from reference_agent import _fastpath, _ptrace, table
 from reference_agent.agent import Agent, AgentOptions
+from reference_agent.call import Call
 from reference_agent.files import RemoteFile, RemoteFileTable, scan_held
 from reference_agent.namespace import Namespace
 from servers import RunningServer
@@ -313,19 +314,26 @@ def test_the_compiled_scan_of_held_placeholders_agrees_with_the_python_one(
     assert _held_by_children(tmp_path, first_task_only) != [True, True, False]
 
 
-#: Run in a child process (it waits for any child): trap read, tell the compiled loop that
-#: PROBE's file is a placeholder, and let a shell read a descriptor of it, then stat a path
-#: under a prefix. The stops handed over must carry the call's number, the registers, the
-#: file behind that descriptor and the path, as the kernel says them at that stop. Prints
-#: "handed over" once both are checked; with "stale" the read's facts are made those of
-#: another stop first (a loop that leaves old facts behind).
+#: Run in a child process (it waits for any child): trap read and newfstatat, tell the
+#: compiled loop that PROBE's file is a placeholder, and let a shell read a descriptor of it,
+#: then stat a path under a prefix. The stops handed over must carry the call's number, the
+#: registers, the file behind that descriptor and the path, as the kernel says them at that
+#: stop, and nothing of an earlier stop. Prints "handed over" once both are checked; with
+#: "stale" the C loop is rebuilt without clearing the descriptor fact between stops.
 _HANDED_OVER = """
-import os, sys
+import os, sys, tempfile
+from pathlib import Path
 from reference_agent import _fastpath, _ptrace
 from reference_agent._memory import read_c_string
 from reference_agent._seccomp import spawn_traced
 probe, seeded = sys.argv[1:]
-fast = _fastpath.load()
+cache = None
+if seeded == "stale":
+    cache = Path(tempfile.mkdtemp())
+    source = _fastpath._SOURCE.read_text().replace("has_descriptor = facts->has_path", "has_path")
+    (cache / "stale.c").write_text(source)
+    _fastpath._SOURCE = cache / "stale.c"
+fast = _fastpath.load(cache)
 read_nr = _ptrace.syscall_number("read")
 stat_nr = _ptrace.syscall_number("newfstatat")
 calls = {read_nr: _fastpath.FAST_CALLS["read"], stat_nr: _fastpath.FAST_CALLS["newfstatat"]}
@@ -333,15 +341,13 @@ fast.configure(calls, ["/elsewhere"])
 st = os.stat(probe)
 
 class Files:
-    seen = None
     version = 1
     def __len__(self):
         return 1
     def placeholder_keys(self):
         return [(st.st_dev, st.st_ino, False)]
 
-files = Files()
-wait = fast.waiter(files, lambda: {})
+wait = fast.waiter(Files(), lambda: {})
 script = f"exec 3< {probe}; read line <&3; test -e /elsewhere/name"
 pid = spawn_traced(["sh", "-c", script], None, None, {read_nr, stat_nr})
 _ptrace.resume(pid)
@@ -353,16 +359,15 @@ while True:
     if isinstance(event, _ptrace.SeccompStop) and event.nr == stat_nr:
         address = _ptrace.get_registers(event.pid).arg(1)
         path = (address, read_c_string(event.pid, address))
-        assert event.path == path and files.seen is None, f"path {event.path}"
+        assert event.path == path, f"path {event.path}"
+        assert event.descriptor is None, f"descriptor {event.descriptor} at a stat"
         stats += event.path[1] == b"/elsewhere/name"
     elif isinstance(event, _ptrace.SeccompStop):
-        if seeded == "stale":
-            files.seen = (event.pid, 99, st.st_dev, st.st_ino)
         registers = _ptrace.get_registers(event.pid)
         assert event.registers is not None and event.registers == registers, "registers"
         assert event.nr == _ptrace.event_message(event.pid) == read_nr, "number"
         fd = registers.arg(0)  # the shell reads through 0, a dup of 3
-        assert files.seen == (event.pid, fd, st.st_dev, st.st_ino), f"descriptor {files.seen}"
+        assert event.descriptor == (fd, st.st_dev, st.st_ino), f"descriptor {event.descriptor}"
         checked += 1
     _ptrace.resume(event.pid)
 print("handed over" if checked and stats == 1 else f"{checked} reads, {stats} stats")
@@ -372,8 +377,8 @@ print("handed over" if checked and stats == 1 else f"{checked} reads, {stats} st
 def test_a_stop_the_compiled_loop_hands_over_carries_what_it_read(tmp_path: Path) -> None:
     """The stop of a read on a placeholder's descriptor reaches Python with the call's number,
     the registers and the (device, inode) behind the descriptor, and a stat of a path under a
-    prefix with that path, equal to what the kernel says at that stop (seeded: facts that
-    are not this stop's, caught)."""
+    prefix with that path, equal to what the kernel says at that stop (seeded: a C loop that
+    keeps the descriptor fact of an earlier stop, caught at the stat)."""
     probe = tmp_path / "probe"
     probe.write_text("line\n")
 
@@ -386,13 +391,14 @@ def test_a_stop_the_compiled_loop_hands_over_carries_what_it_read(tmp_path: Path
 
     done = handed_over("none")
     assert done.returncode == 0 and done.stdout == "handed over\n", done.stderr
-    assert "AssertionError: descriptor" in handed_over("stale").stderr
+    stale = handed_over("stale")
+    assert "AssertionError: descriptor" in stale.stderr and "at a stat" in stale.stderr, stale
 
 
 def test_the_table_takes_the_loops_word_for_the_stop_it_handles(tmp_path: Path) -> None:
-    """What the compiled loop saw behind (pid, fd) answers a lookup of that descriptor without
-    a stat of /proc (here it names no remote file, where the stat would find one); another
-    descriptor is stat'ed as before."""
+    """What the compiled loop saw behind a descriptor answers a lookup of it without a stat
+    of /proc (here it names no remote file, where the stat would find one); without that
+    word the descriptor is stat'ed as before."""
     probe = tmp_path / "probe"
     probe.write_text("x")
     table = RemoteFileTable()
@@ -401,11 +407,22 @@ def test_the_table_takes_the_loops_word_for_the_stop_it_handles(tmp_path: Path) 
         remote = RemoteFile(LocalDriver(tmp_path), Handle(3), "/probe", "/probe", 0, False, 0)
         table.add(os.getpid(), fd, remote)
         assert table.lookup(os.getpid(), fd) is remote
-        table.seen = (os.getpid(), fd, 0, 0)
-        assert table.lookup(os.getpid(), fd) is None
-        table.seen = (os.getpid(), fd + 1000, 0, 0)
-        assert table.lookup(os.getpid(), fd) is remote
+        assert table.lookup(os.getpid(), fd, (0, 0)) is None
+        assert table.lookup(os.getpid(), fd, remote.key) is remote
         table.close_all()
+
+
+def test_a_call_takes_the_strings_and_descriptors_its_stop_carries() -> None:
+    """A path argument read at the stop is not read from the tracee again (pid 0 cannot be
+    read: a read would fail), and a descriptor fact answers for its own descriptor only."""
+    registers = _ptrace.registers_of(_ptrace.UserRegisters(rdi=0x1000, rsp=0x8000))
+    stop = _ptrace.SeccompStop(0, 2, registers, (0x1000, b"/there"), (5, 7, 9))
+    call = Call(0, 2, "open", registers, stop)
+    assert call.raw_string(0) == b"/there"
+    assert call.seen_behind(5) == (7, 9)
+    assert call.seen_behind(6) is None
+    with pytest.raises(OSError):
+        Call(0, 2, "open", registers).raw_string(0)
 
 
 def test_a_program_searched_for_where_it_is_not_costs_no_stop_in_python(tmp_path: Path) -> None:

@@ -96,6 +96,18 @@ def _run(
     return done.returncode, scans[0]
 
 
+#: Most scans a batched run of FILES files may make: each file is four or five events (its
+#: close, the shell's dup2 back, a subshell's exit).
+BATCHED = 5 * FILES // EVENTS_PER_COLLECTION + 1
+
+
+def _scans(server: RunningServer, tmp_path: Path, script: str, *, seeded: str = "none") -> int:
+    """The scans ``script`` cost under the agent; it must succeed."""
+    status, scans = _run(server, tmp_path, script, seeded=seeded)
+    assert status == 0
+    return scans
+
+
 READ_ALL = (
     "i=0; while [ $i -lt " + str(FILES) + " ]; do "
     'n=$(printf "%03d" $i); read v < {mnt}/f$n; [ "$v" = "$i" ] || exit 3; i=$((i+1)); done'
@@ -107,13 +119,8 @@ def test_closes_of_read_only_files_are_collected_in_batches(
 ) -> None:
     """A shell reading 150 remote files one after another: one scan per EVENTS_PER_COLLECTION
     events, not one per close (seeded: collecting at every event scans 150 times or more)."""
-    status, scans = _run(server, tmp_path, READ_ALL)
-    assert status == 0
-    # Each file is four or five events (its close, the shell's dup2 back, a subshell's exit).
-    assert 1 <= scans <= 5 * FILES // EVENTS_PER_COLLECTION + 1, scans
-    status, scans = _run(server, tmp_path, READ_ALL, seeded="eager")
-    assert status == 0
-    assert scans >= FILES, scans
+    assert 1 <= _scans(server, tmp_path, READ_ALL) <= BATCHED
+    assert _scans(server, tmp_path, READ_ALL, seeded="eager") >= FILES
 
 
 WRITE_ALL = (
@@ -128,14 +135,10 @@ def test_closes_of_files_written_through_are_collected_in_batches(
     """A shell writing 150 files on a Chirp mount (each write reaches the server at once, so
     the release only closes a handle): batches, as for reads, and every file holds what was
     written (seeded: writable files collected at each close scan 150 times or more)."""
-    status, scans = _run(server, tmp_path, WRITE_ALL)
-    assert status == 0
-    assert 1 <= scans <= 5 * FILES // EVENTS_PER_COLLECTION + 1, scans
+    assert 1 <= _scans(server, tmp_path, WRITE_ALL) <= BATCHED
     for index in range(FILES):
         assert (server.data_dir / f"w{index:03d}").read_text() == f"w{index}\n"
-    status, scans = _run(server, tmp_path, WRITE_ALL, seeded="writes-loud")
-    assert status == 0
-    assert scans >= FILES, scans
+    assert _scans(server, tmp_path, WRITE_ALL, seeded="writes-loud") >= FILES
 
 
 def test_which_releases_may_wait(tmp_path: Path) -> None:

@@ -211,7 +211,7 @@ def test_ReadBuffer_reads_what_its_own_writes_and_truncates_left(
     (the block then serves another open, of a file of other bytes): every read is the
     file's bytes."""
     file = FileAt(pattern(initial))
-    spares = SpareBlocks()
+    spares = SpareBlocks(keep=4, largest=MAX_BLOCK)
     buffer = ReadBuffer(size=initial, spares=spares)
     neighbour = FileAt(b"\xee" * 4 * FIRST_BLOCK)
     for step, (kind, offset, size) in enumerate(changes):

@@ -49,7 +49,7 @@ def test_Scratch_and_read_buffer_blocks_are_page_aligned() -> None:
     for size in (10, 8192, 3 * 1024 * 1024, Scratch.KEEP + 1):
         assert address(scratch.view(size)) % PAGE == 0
     file = FileAt(pattern(3 * FIRST_BLOCK))
-    for spares in (None, SpareBlocks()):
+    for spares in (None, SpareBlocks(keep=4, largest=MAX_BLOCK)):
         buffer = ReadBuffer(size=len(file.data), spares=spares)
         assert buffer.read(file.fetch, 10, 5) == file.data[5:15]
         assert address(buffer.memory) % PAGE == 0
@@ -72,7 +72,7 @@ def test_SpareBlocks_keep_a_bounded_number_of_blocks_no_larger_than_the_bound() 
 def test_a_block_set_aside_serves_the_next_open_and_its_reader_fetches_again() -> None:
     """Two opens of two files share one spare block in turn: each reads its own file's bytes,
     and the first, read again after its block went to the second, fetches anew."""
-    spares = SpareBlocks()
+    spares = SpareBlocks(keep=4, largest=MAX_BLOCK)
     one, two = FileAt(pattern(2 * FIRST_BLOCK)), FileAt(bytes(reversed(pattern(2 * FIRST_BLOCK))))
     first = ReadBuffer(size=len(one.data), spares=spares)
     assert first.read(one.fetch, 100, 0) == one.data[:100]
