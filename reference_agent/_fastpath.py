@@ -106,6 +106,11 @@ FAST_CALLS: Final[Mapping[str, FastCall]] = {
     "fstat": _DESCRIPTOR,
     "execve": FastCall(0, missing_only=True),
     "mmap": FastCall(4, descriptor=True),
+    # A shell saves a descriptor with F_DUPFD at every redirection; a compiler removes
+    # its temporary files.
+    "fcntl": _DESCRIPTOR,
+    "unlink": FastCall(0),
+    "unlinkat": _PATH_1,
 }
 
 

@@ -94,6 +94,26 @@ def test_relative_and_dotted_local_paths_are_answered(tmp_path: Path) -> None:
     assert agent.stats[("newfstatat", "local")].calls < LOOPS
 
 
+def test_redirections_and_removals_of_local_files_are_answered(tmp_path: Path) -> None:
+    """A shell's redirection saves stdin with fcntl(F_DUPFD); rm removes with unlinkat."""
+    local = tmp_path / "local"
+    local.write_text("here\n")
+    script = (
+        f"i=0; while [ $i -lt {LOOPS} ]; do read v < {local} || exit 3; i=$((i+1)); done; "
+        f"for i in $(seq {LOOPS}); do : > {tmp_path}/t$i; done; rm {tmp_path}/t*"
+    )
+    agent, status = run_shell(script, Namespace())
+    assert status == 0
+    assert not list(tmp_path.glob("t*"))
+    assert agent.stats[("fcntl", "local")].calls < LOOPS
+    assert agent.stats[("unlinkat", "local")].calls < LOOPS
+    # The same run with the fast path off sees those calls in Python.
+    slow, status = run_shell(script, Namespace(), fast_path=False)
+    assert status == 0
+    assert slow.stats[("fcntl", "local")].calls >= LOOPS
+    assert slow.stats[("unlinkat", "local")].calls >= LOOPS
+
+
 def test_local_descriptors_are_answered_while_a_remote_file_is_open(
     server: RunningServer, tmp_path: Path
 ) -> None:

@@ -35,22 +35,31 @@ def server() -> Iterator[RunningServer]:
         yield running
 
 
-#: ``aviary run`` that prints how many scans of the live tasks' descriptors it made, with a
-#: seeded regression: "eager" collects at every event, "blind" scans see no descriptor,
-#: "writable-batched" and "locks-ignored" batch where a release must come at once,
-#: "writes-loud" collects at once after every write-through file.
+#: ``aviary run`` that prints how many scans of the live tasks' descriptors it made and how
+#: many calls it stopped again at their exit, with a seeded regression: "eager" collects at
+#: every event, "blind" scans see no descriptor, "writable-batched" and "locks-ignored" batch
+#: where a release must come at once, "writes-loud" collects at once after every
+#: write-through file, "close-exit" has every close of a remote file wait for its exit.
 _CLI = """
 import sys
-from reference_agent import _fastpath, files
+from reference_agent import _fastpath, _ptrace, files
 from reference_agent.agent import Agent
 seeded = sys.argv.pop(1)
 scans = [0]
+exits = [0]
 collect = files.RemoteFileTable.collect
 def counted(self, live_pids):
     scans[0] += bool(len(self))
     return collect(self, live_pids)
 files.RemoteFileTable.collect = counted
-if seeded == "eager":
+to_exit = _ptrace.resume_to_syscall_exit
+def exit_counted(pid):
+    exits[0] += 1
+    return to_exit(pid)
+_ptrace.resume_to_syscall_exit = exit_counted
+if seeded == "close-exit":
+    Agent.release_may_wait = lambda self: False
+elif seeded == "eager":
     Agent.release_unheld = Agent.collect_files
 elif seeded == "writes-loud":
     files.RemoteFile.quiet_release = property(lambda self: self.read_only)
@@ -67,6 +76,7 @@ try:
     status = main(sys.argv[1:])
 finally:
     print(f"scans {scans[0]}", file=sys.stderr)
+    print(f"exits {exits[0]}", file=sys.stderr)
 sys.exit(status)
 """
 
@@ -84,16 +94,21 @@ def _run_cli(
 
 
 def _run(
-    server: RunningServer, tmp_path: Path, script: str, *, seeded: str = "none"
+    server: RunningServer,
+    tmp_path: Path,
+    script: str,
+    *,
+    seeded: str = "none",
+    count: str = "scans",
 ) -> tuple[int, int]:
     """``sh -c script`` ({mnt}: a Chirp mount point) under the agent: its exit status and
-    the number of scans."""
+    the number of scans (``count="exits"``: of calls stopped again at their exit)."""
     mount_point = tmp_path / "mnt"
     mount = f"{mount_point}=chirp://127.0.0.1:{server.port}/"
     done = _run_cli(["-M", mount], script.format(mnt=mount_point), seeded=seeded)
-    scans = [int(line.split()[1]) for line in done.stderr.splitlines() if line.startswith("scans ")]
-    assert scans, done.stderr
-    return done.returncode, scans[0]
+    counts = [int(line.split()[1]) for line in done.stderr.splitlines() if line.startswith(count)]
+    assert counts, done.stderr
+    return done.returncode, counts[0]
 
 
 #: Most scans a batched run of FILES files may make: each file is four or five events (its
@@ -127,6 +142,19 @@ WRITE_ALL = (
     "i=0; while [ $i -lt " + str(FILES) + " ]; do "
     'echo "w$i" > {mnt}/w$(printf "%03d" $i) || exit 3; i=$((i+1)); done'
 )
+
+
+def test_a_close_whose_release_waits_costs_no_stop_at_its_exit(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """Each of the FILES reads opens a remote file, dup2s it onto stdin, closes it and dup2s
+    stdin back: the opens stop at their exit (the placeholder's descriptor), the closes and
+    dup2s whose release waits for a batch do not (seeded: they do, four stops a file)."""
+    status, exits = _run(server, tmp_path, READ_ALL, count="exits")
+    assert status == 0
+    assert exits <= FILES + BATCHED
+    status, exits = _run(server, tmp_path, READ_ALL, seeded="close-exit", count="exits")
+    assert status == 0 and exits >= 2 * FILES
 
 
 def test_closes_of_files_written_through_are_collected_in_batches(
