@@ -92,7 +92,9 @@ FAMILIES: dict[str, list[str]] = {
         "fstat 0",
     ],
     # A process reads its own writes at once, through the descriptor that wrote and through
-    # another one (a read cache must drop what a write or truncate changed).
+    # another one (a read cache must drop what a write or truncate changed), through an
+    # open of the new file and through one of the file with bytes in it (a cache may treat
+    # the two differently).
     "own_writes": [
         "open 0 f RDWR|CREAT 644",
         "write 0 100 1",
@@ -111,6 +113,11 @@ FAMILIES: dict[str, list[str]] = {
         "pread 1 100 0",
         "write 0 4 4",
         "pread 1 100 0",
+        "open 3 f RDWR 0",
+        "pread 3 200 0",
+        "pwrite 3 6 10 5",
+        "pread 3 200 0",
+        "pread 0 200 0",
         "open 2 f WRONLY|TRUNC 0",
         "pread 1 100 0",
         "read 0 100",

@@ -83,9 +83,11 @@ class RemoteFile:
     is_link: bool = False
     #: --cache cto: this open's read buffer (None: every read asks the driver).
     reader: ReadBuffer | None = None
-    #: --cache cto, a small file opened read-only: the placeholder holds the file's bytes
-    #: and the kernel answers reads and seeks on it (its offset is the kernel's, not
-    #: ``offset``); ``fill_fd`` is the agent's own descriptor of the placeholder.
+    #: --cache cto, a small file opened read-only, or an empty one opened read-write (the
+    #: placeholder then mirrors the file as the program writes it): the placeholder holds
+    #: the file's bytes and the kernel answers reads and seeks on it (its offset is the
+    #: kernel's, not ``offset``); ``fill_fd`` is the agent's own descriptor of the
+    #: placeholder.
     filled: bool = False
     fill_fd: int = -1
 
@@ -149,6 +151,41 @@ class RemoteFile:
         self.filled = self.materialized = True
         return True
 
+    def mirror(self, pid: int, fd: int) -> bool:
+        """Let the placeholder behind descriptor ``fd`` of ``pid`` mirror a file opened
+        read-write while it is empty (an assembler's object, a linker's output), so that the
+        kernel answers its reads and seeks; False (nothing changed) where that cannot be the
+        same as answering them in the agent.
+
+        Every write still reaches the server first (the write handlers, then the kernel
+        writes the same bytes to the placeholder); changes through other opens reach the
+        placeholder as they do a filled one's (:meth:`follow`). Only a driver that sends
+        each write at once (posix consistency) qualifies, and only without O_APPEND, whose
+        writes land at the server's end.
+        """
+        capabilities = self.driver.capabilities
+        if (
+            self.filled
+            or self.reader is None
+            or self.reader.size != 0
+            or self.flags & (os.O_ACCMODE | os.O_PATH | os.O_APPEND) != os.O_RDWR
+            or capabilities.consistency != "posix"
+            or capabilities.busy_names
+            or self.shared_map
+        ):
+            return False
+        try:
+            self.fill_fd = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            return False  # the agent goes on answering reads and seeks itself
+        self.filled = self.materialized = True
+        return True
+
+    def unmirror(self, offset: int) -> None:
+        """Answer reads and seeks in the agent again, from ``offset`` (the kernel's)."""
+        self.filled = False
+        self.offset = offset
+
     def copy_whole(self, into: int) -> int:
         """Make local descriptor ``into`` hold the whole file, read from the driver now; its size."""
         os.ftruncate(into, 0)
@@ -177,12 +214,16 @@ class RemoteFile:
         written = self.driver.pwrite(self.handle, data, offset)
         if self.reader is not None:
             self.reader.wrote(offset, memoryview(data)[:written])
+        if self.filled:  # a mirror: the placeholder takes what the server took
+            _pwrite_all(self.fill_fd, data[:written], offset)
         return written
 
     def ftruncate(self, length: int) -> None:
         self.driver.ftruncate(self.handle, length)
         if self.reader is not None:
             self.reader.truncated(length)
+        if self.filled:
+            os.ftruncate(self.fill_fd, length)
 
     @property
     def read_only(self) -> bool:
@@ -279,6 +320,18 @@ class RemoteFileTable:
             return False
         self.version += 1
         return True
+
+    def mirror(self, pid: int, fd: int, remote: RemoteFile) -> bool:
+        """:meth:`RemoteFile.mirror`, told to the fast path when it happened."""
+        if not remote.mirror(pid, fd):
+            return False
+        self.version += 1
+        return True
+
+    def unmirror(self, remote: RemoteFile, offset: int) -> None:
+        """:meth:`RemoteFile.unmirror`, told to the fast path."""
+        remote.unmirror(offset)
+        self.version += 1
 
     def add(self, pid: int, fd: int, remote: RemoteFile) -> None:
         st = os.stat(f"/proc/{pid}/fd/{fd}")

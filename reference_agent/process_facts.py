@@ -32,13 +32,18 @@ def flags_and_position(pid: int, fd: int) -> tuple[int, int]:
     Raises:
         FileNotFoundError: ``fd`` is not open in ``pid``.
     """
+    # Read raw, without a text file object: a write to a mirrored file asks this each time.
+    info = os.open(f"/proc/{pid}/fdinfo/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        text = os.read(info, 4096)
+    finally:
+        os.close(info)
     flags = position = 0
-    with open(f"/proc/{pid}/fdinfo/{fd}") as info:
-        for line in info:
-            if line.startswith("flags:"):
-                flags = int(line.split()[1], 8)
-            elif line.startswith("pos:"):
-                position = int(line.split()[1])
+    for line in text.splitlines():
+        if line.startswith(b"flags:"):
+            flags = int(line.split()[1], 8)
+        elif line.startswith(b"pos:"):
+            position = int(line.split()[1])
     return flags, position
 
 

@@ -15,6 +15,7 @@ from drivers.chirp.codec import MAX_BUFFER_SIZE
 from reference_agent.agent import Agent
 from reference_agent.call import Call, Outcome
 from reference_agent.files import RemoteFile, Wrote
+from reference_agent.process_facts import flags_and_position
 from reference_agent.read_memory import Scratch
 
 _IOVEC = struct.Struct("<QQ")
@@ -89,6 +90,23 @@ def _write_from(
     return Wrote(offset, data[:written])
 
 
+def _write_mirrored(
+    agent: Agent, call: Call, remote: RemoteFile, buffers: list[tuple[int, int]], offset: int | None
+) -> Outcome:
+    """A write to a file whose placeholder mirrors it (``RemoteFile.mirror``): the server
+    takes the bytes first; then the kernel makes the same write to the placeholder and, for
+    a write at the descriptor's offset (``offset`` None), moves that offset, which is the
+    kernel's. A short write is the agent's alone, and it keeps the offset from then on."""
+    position = flags_and_position(call.pid, call.fd(0))[1] if offset is None else offset
+    wrote = _write_from(call, remote, buffers, position)
+    agent.files.changed(remote.driver, remote.remote_path, by=remote, change=wrote)
+    if len(wrote.data) == sum(length for _, length in buffers):
+        return None
+    if offset is None:
+        agent.files.unmirror(remote, position + len(wrote.data))
+    return len(wrote.data)
+
+
 def _iovecs(call: Call, address: int, count: int) -> list[tuple[int, int]]:
     if count < 0 or count > 1024:
         raise OSError(errno.EINVAL, "iovcnt")
@@ -114,6 +132,11 @@ def _sequential(agent: Agent, call: Call, buffers: list[tuple[int, int]], writin
     )
     if refusal is not None:
         return refusal
+    if writing and remote.filled:
+        if not remote.flags & os.O_APPEND:
+            return _write_mirrored(agent, call, remote, buffers, None)
+        # O_APPEND set since the open (F_SETFL): the agent keeps the offset from here on.
+        agent.files.unmirror(remote, flags_and_position(call.pid, call.fd(0))[1])
     if writing:
         if remote.flags & os.O_APPEND:
             remote.offset = remote.driver.fstat(remote.handle).st_size
@@ -141,6 +164,8 @@ def _positioned(
         return refusal
     if not writing:
         return _read_into(call, remote, buffers, offset)
+    if remote.filled:
+        return _write_mirrored(agent, call, remote, buffers, offset)
     wrote = _write_from(call, remote, buffers, offset)
     agent.files.changed(remote.driver, remote.remote_path, by=remote, change=wrote)
     return len(wrote.data)
