@@ -178,13 +178,19 @@ class RemoteFile:
             self.fill_fd = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
         except OSError:
             return False  # the agent goes on answering reads and seeks itself
+        self.reader.set_aside()  # the placeholder holds the bytes; the buffer follows nothing
         self.filled = self.materialized = True
         return True
 
     def unmirror(self, offset: int) -> None:
-        """Answer reads and seeks in the agent again, from ``offset`` (the kernel's)."""
+        """Answer reads and seeks in the agent again, from ``offset`` (the kernel's). The
+        placeholder keeps the bytes it has but follows no more writes: an mmap fetches the
+        file again, unless a shared mapping of the placeholder is the file's bytes now."""
         self.filled = False
+        self.materialized = self.shared_map
         self.offset = offset
+        if self.reader is not None:
+            self.reader.forget()  # it followed no write while the kernel answered reads
 
     def copy_whole(self, into: int) -> int:
         """Make local descriptor ``into`` hold the whole file, read from the driver now; its size."""
@@ -212,18 +218,18 @@ class RemoteFile:
     def pwrite(self, data: bytes, offset: int) -> int:
         """Write through to the driver; this open's buffer sees it."""
         written = self.driver.pwrite(self.handle, data, offset)
-        if self.reader is not None:
-            self.reader.wrote(offset, memoryview(data)[:written])
         if self.filled:  # a mirror: the placeholder takes what the server took
             _pwrite_all(self.fill_fd, data[:written], offset)
+        elif self.reader is not None:
+            self.reader.wrote(offset, memoryview(data)[:written])
         return written
 
     def ftruncate(self, length: int) -> None:
         self.driver.ftruncate(self.handle, length)
-        if self.reader is not None:
-            self.reader.truncated(length)
         if self.filled:
             os.ftruncate(self.fill_fd, length)
+        elif self.reader is not None:
+            self.reader.truncated(length)
 
     @property
     def read_only(self) -> bool:

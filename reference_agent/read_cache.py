@@ -43,11 +43,15 @@ from dataclasses import dataclass, field
 
 from reference_agent.read_memory import Memory, SpareBlocks, aligned
 
-__all__ = ["FILL_MAX", "FIRST_BLOCK", "MAX_BLOCK", "FetchInto", "ReadBuffer"]
+__all__ = ["FILL_MAX", "FIRST_BLOCK", "MAX_BLOCK", "MIRROR_MAX", "FetchInto", "ReadBuffer"]
 
 #: Bytes of a file opened read-only that the agent hands to the kernel whole at its first
 #: read (``RemoteFile.fill``): later reads and seeks on it cost no stop in Python.
 FILL_MAX = 1024 * 1024
+#: Bytes a file written from empty may grow to while its placeholder mirrors it
+#: (``RemoteFile.mirror``): past this the agent answers its reads itself again, so a large
+#: output does not sit in memory twice. Objects and executables of a build stay below it.
+MIRROR_MAX = 16 * 1024 * 1024
 FIRST_BLOCK = 64 * 1024  # bytes fetched by a read the buffer cannot answer (at least)
 MAX_BLOCK = 1024 * 1024  # bytes: the largest block sequential reads grow to
 

@@ -16,6 +16,7 @@ from reference_agent.agent import Agent
 from reference_agent.call import Call, Outcome
 from reference_agent.files import RemoteFile, Wrote
 from reference_agent.process_facts import flags_and_position
+from reference_agent.read_cache import MIRROR_MAX
 from reference_agent.read_memory import Scratch
 
 _IOVEC = struct.Struct("<QQ")
@@ -90,19 +91,35 @@ def _write_from(
     return Wrote(offset, data[:written])
 
 
+def _keeps_mirror(agent: Agent, call: Call, remote: RemoteFile, end: int, appending: bool) -> bool:
+    """Whether a write ending at ``end`` leaves ``remote`` mirrored (``RemoteFile.mirror``);
+    if not, the open goes back to the agent first, at the kernel's offset: O_APPEND set since
+    the open (``fcntl``) puts writes at the server's end, and a mirror may not outgrow
+    ``MIRROR_MAX``."""
+    if not appending and end <= MIRROR_MAX:
+        return True
+    agent.files.unmirror(remote, flags_and_position(call.pid, call.fd(0))[1])
+    return False
+
+
 def _write_mirrored(
-    agent: Agent, call: Call, remote: RemoteFile, buffers: list[tuple[int, int]], offset: int | None
+    agent: Agent,
+    call: Call,
+    remote: RemoteFile,
+    buffers: list[tuple[int, int]],
+    position: int,
+    *,
+    moves_offset: bool,
 ) -> Outcome:
-    """A write to a file whose placeholder mirrors it (``RemoteFile.mirror``): the server
-    takes the bytes first; then the kernel makes the same write to the placeholder and, for
-    a write at the descriptor's offset (``offset`` None), moves that offset, which is the
-    kernel's. A short write is the agent's alone, and it keeps the offset from then on."""
-    position = flags_and_position(call.pid, call.fd(0))[1] if offset is None else offset
+    """A write at ``position`` to a mirrored file: the server takes the bytes first; then
+    the kernel makes the same write to the placeholder and, for a write at the descriptor's
+    offset (``moves_offset``), moves that offset, which is the kernel's. A short write is the
+    agent's alone, and the agent keeps the offset from then on."""
     wrote = _write_from(call, remote, buffers, position)
     agent.files.changed(remote.driver, remote.remote_path, by=remote, change=wrote)
     if len(wrote.data) == sum(length for _, length in buffers):
         return None
-    if offset is None:
+    if moves_offset:
         agent.files.unmirror(remote, position + len(wrote.data))
     return len(wrote.data)
 
@@ -133,10 +150,10 @@ def _sequential(agent: Agent, call: Call, buffers: list[tuple[int, int]], writin
     if refusal is not None:
         return refusal
     if writing and remote.filled:
-        if not remote.flags & os.O_APPEND:
-            return _write_mirrored(agent, call, remote, buffers, None)
-        # O_APPEND set since the open (F_SETFL): the agent keeps the offset from here on.
-        agent.files.unmirror(remote, flags_and_position(call.pid, call.fd(0))[1])
+        position = flags_and_position(call.pid, call.fd(0))[1]
+        end = position + sum(length for _, length in buffers)
+        if _keeps_mirror(agent, call, remote, end, appending=bool(remote.flags & os.O_APPEND)):
+            return _write_mirrored(agent, call, remote, buffers, position, moves_offset=True)
     if writing:
         if remote.flags & os.O_APPEND:
             remote.offset = remote.driver.fstat(remote.handle).st_size
@@ -164,8 +181,9 @@ def _positioned(
         return refusal
     if not writing:
         return _read_into(call, remote, buffers, offset)
-    if remote.filled:
-        return _write_mirrored(agent, call, remote, buffers, offset)
+    end = offset + sum(length for _, length in buffers)
+    if remote.filled and _keeps_mirror(agent, call, remote, end, appending=False):
+        return _write_mirrored(agent, call, remote, buffers, offset, moves_offset=False)
     wrote = _write_from(call, remote, buffers, offset)
     agent.files.changed(remote.driver, remote.remote_path, by=remote, change=wrote)
     return len(wrote.data)

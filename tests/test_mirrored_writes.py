@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from reference_agent.read_cache import MIRROR_MAX
 from servers import RunningServer
 from tests.helpers import ROOT, compile_c, served
 
@@ -57,12 +58,23 @@ def native(program: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
 
 #: ``aviary run`` with a seeded regression: "emulated" answers a mirrored write in the agent
 #: (the kernel's offset stays), "copy-skips" writes a copy to the server only, "unfollowed"
-#: drops another open's change, "never" mirrors nothing.
+#: drops another open's change, "never" mirrors nothing, "uncapped" lets a mirror outgrow
+#: its bound. It prints the largest placeholder a mirror left at its release.
 _CLI = """
-import sys
+import os, sys
 from reference_agent import files, sys_read_write
 seeded = sys.argv.pop(1)
-if seeded == "emulated":
+sys_read_write.MIRROR_MAX = int(sys.argv.pop(1))
+largest = [0]
+release = files._release
+def measured(remote):
+    if remote.fill_fd >= 0:
+        largest[0] = max(largest[0], os.fstat(remote.fill_fd).st_size)
+    return release(remote)
+files._release = measured
+if seeded == "uncapped":
+    sys_read_write._keeps_mirror = lambda agent, call, remote, end, appending: not appending
+elif seeded == "emulated":
     mirrored = sys_read_write._write_mirrored
     def emulated(agent, call, remote, buffers, offset):
         outcome = mirrored(agent, call, remote, buffers, offset)
@@ -77,26 +89,42 @@ elif seeded == "unfollowed":
 elif seeded == "never":
     files.RemoteFile.mirror = lambda self, pid, fd: False
 from harness.cli import main
-sys.exit(main(sys.argv[1:]))
+try:
+    status = main(sys.argv[1:])
+finally:
+    print(f"largest mirror {largest[0]}", file=sys.stderr)
+sys.exit(status)
 """
+
+
+def _agent(
+    server: RunningServer,
+    argv: list[str],
+    mount_point: Path,
+    cache: str = "cto",
+    seeded: str = "none",
+    mirror_max: int = MIRROR_MAX,
+) -> tuple[str, str]:
+    """``argv`` under the agent with a Chirp mount at ``mount_point``: stdout and stderr."""
+    (server.data_dir / "object").unlink(missing_ok=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _CLI, seeded, str(mirror_max), "run", "--cache", cache,
+         "--summary", "-M", f"{mount_point}=chirp://127.0.0.1:{server.port}/", "--", *argv],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout, done.stderr
 
 
 def _run(
     server: RunningServer, program: Path, tmp_path: Path, cache: str, seeded: str = "none"
 ) -> tuple[str, int]:
     """The program's output under the agent, and how many of its seeks reached Python."""
-    (server.data_dir / "object").unlink(missing_ok=True)
     mount_point = tmp_path / f"mnt-{cache}-{seeded}"
-    done = subprocess.run(
-        [sys.executable, "-c", _CLI, seeded, "run", "--cache", cache, "--summary",
-         "-M", f"{mount_point}=chirp://127.0.0.1:{server.port}/", "--",
-         str(program), str(mount_point)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    seeks = re.search(r"^lseek\s+chirp://\S+\s+(\d+)", done.stderr, re.MULTILINE)
-    return done.stdout, int(seeks.group(1)) if seeks else 0
+    output, log = _agent(server, [str(program), str(mount_point)], mount_point, cache, seeded)
+    seeks = re.search(r"^lseek\s+chirp://\S+\s+(\d+)", log, re.MULTILINE)
+    return output, int(seeks.group(1)) if seeks else 0
 
 
 def _final_line(output: str) -> bytes:
@@ -125,3 +153,32 @@ def test_each_seeded_regression_is_caught(
 ) -> None:
     output, seeks = _run(server, program, tmp_path, "cto", seeded)
     assert output != native or seeks >= 50
+
+
+#: Writes a file in 16 KiB pieces well past a small mirror bound, then reads it back.
+_LARGE_OUTPUT = """
+import hashlib, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+pieces = [bytes([i]) * 16384 for i in range(16)]
+for piece in pieces:
+    os.write(fd, piece)
+os.lseek(fd, 0, os.SEEK_SET)
+back = b"".join(iter(lambda: os.read(fd, 65536), b""))
+print(back == b"".join(pieces), os.pread(fd, 3, 100_000) == pieces[6][:3])
+"""
+
+
+@pytest.mark.parametrize("seeded", ["none", "uncapped"])
+def test_a_mirror_stops_at_its_bound_and_the_file_reads_back_whole(
+    server: RunningServer, tmp_path: Path, seeded: str
+) -> None:
+    """With the bound at 64 KiB, a 256 KiB output reads back whole through the agent and
+    its placeholder holds no more than the bound (seeded: a mirror past it, caught)."""
+    script = tmp_path / "large.py"
+    script.write_text(_LARGE_OUTPUT)
+    mount_point = tmp_path / f"mnt-{seeded}"
+    argv = [sys.executable, str(script), str(mount_point / "object")]
+    output, log = _agent(server, argv, mount_point, seeded=seeded, mirror_max=65536)
+    assert output.split() == ["True", "True"]
+    largest = int(re.findall(r"^largest mirror (\d+)$", log, re.MULTILINE)[-1])
+    assert (largest <= 65536) == (seeded == "none"), largest
