@@ -98,14 +98,20 @@ class RemoteFile:
         return self.driver.fstat(self.handle)
 
     def pread(self, size: int, offset: int) -> bytes:
-        """Read through this open's buffer (``--cache cto``), else from the driver."""
+        """Read from the placeholder when it holds the bytes (filled or mirrored), else
+        through this open's buffer (``--cache cto``), else from the driver."""
+        if self.filled:
+            return os.pread(self.fill_fd, size, offset)
         if self.reader is None:
             return self.driver.pread(self.handle, size, offset)
         return self.reader.read(self._fetch_into, size, offset)
 
     def read_views(self, size: int, offset: int, scratch: Scratch) -> list[memoryview]:
-        """Up to ``size`` bytes at ``offset`` as views, valid until the next read: of this
-        open's buffer (``--cache cto``), else of ``scratch``, received into it by the driver."""
+        """Up to ``size`` bytes at ``offset`` as views, valid until the next read: of the
+        placeholder's bytes when it holds them, of this open's buffer (``--cache cto``),
+        else of ``scratch``, received into it by the driver."""
+        if self.filled:
+            return [memoryview(os.pread(self.fill_fd, size, offset))]
         if self.reader is not None:
             return self.reader.read_views(self._fetch_into, size, offset)
         view = scratch.view(size)

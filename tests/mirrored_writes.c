@@ -1,8 +1,8 @@
 /* What a program sees of a file it creates and then reads back (an assembler's object):
- * writes, seeks and reads through one open, a dup, a second open of the same file, a
- * copy_file_range into it from another file of the same directory, a truncation and O_APPEND
- * set later. Prints one line per step; run on a local directory it prints what the kernel
- * says. Usage: mirrored_writes DIR (which holds a file named source) */
+ * writes, seeks and reads through one open, a dup, a copy out of it, a second open of the
+ * same file, a copy_file_range into it from another file of the same directory, a
+ * truncation and O_APPEND set later. Prints one line per step; run on a local directory it
+ * prints what the kernel says. Usage: mirrored_writes DIR (which holds a file named source) */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdio.h>
@@ -44,6 +44,15 @@ int main(int argc, char **argv) {
         total += read(fd, buf, 4);
     }
     printf("seeks and reads %ld at %ld\n", total, (long)lseek(fd, 0, SEEK_CUR));
+    char copy_path[512];  /* a copy out of the file */
+    snprintf(copy_path, sizeof copy_path, "%s/copy", argv[1]);
+    int out = open(copy_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    off_t from_start = 2;
+    n = copy_file_range(fd, &from_start, out, NULL, 5, 0);
+    close(out);
+    int copied = open(copy_path, O_RDONLY);
+    printf("copied out %zd [%s]\n", n, at(copied, 0));
+    close(copied);
     int other = open(path, O_RDWR);  /* another open of the same file writes */
     n = pwrite(other, "QQ", 2, 1);
     printf("other write %zd [%s]\n", n, at(fd, 0));

@@ -6,13 +6,14 @@ placeholder as the program writes them, so that the kernel answers its reads and
 while every write still reaches the server first.
 
 Scenario: ``mirrored_writes.c`` writes, seeks, reads, writes through a dup and through a
-second open of the same file, copies another remote file into it, truncates it and sets
-O_APPEND; each step prints what it saw. Run on a local directory, it prints the kernel's
+second open of the same file, copies out of it and another remote file into it, truncates
+it and sets O_APPEND; each step prints what it saw. Run on a local directory, it prints the kernel's
 answers; under the agent on a Chirp mount (cto and off) it must print the same, the file on
 the server must hold the same bytes, and under cto its fifty seeks and reads must not
 reach the agent. Each seeded regression must be caught: the kernel's write left out (the
-offset does not move), a copy into the file that skips its placeholder, another open's
-write not followed, and no mirror at all (the seeks reach Python).
+offset does not move), a copy into the file that skips its placeholder, a copy out of it
+that reads the open's (empty) read buffer, another open's write not followed, and no mirror
+at all (the seeks reach Python).
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def native(program: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 #: ``aviary run`` with a seeded regression: "emulated" answers a mirrored write in the agent
-#: (the kernel's offset stays), "copy-skips" writes a copy to the server only, "unfollowed"
+#: (the kernel's offset stays), "copy-skips" writes a copy to the server only,
+#: "copy-out-skips" copies out of the open's read buffer, not its placeholder, "unfollowed"
 #: drops another open's change, "never" mirrors nothing, "uncapped" lets a mirror outgrow
 #: its bound. It prints the largest placeholder a mirror left at its release.
 _CLI = """
@@ -84,6 +86,12 @@ elif seeded == "copy-skips":
     def pwrite(self, data, offset):
         return self.driver.pwrite(self.handle, data, offset)
     files.RemoteFile.pwrite = pwrite
+elif seeded == "copy-out-skips":
+    def pread(self, size, offset):
+        if self.reader is None:
+            return self.driver.pread(self.handle, size, offset)
+        return self.reader.read(self._fetch_into, size, offset)
+    files.RemoteFile.pread = pread
 elif seeded == "unfollowed":
     files.RemoteFile.follow = lambda self, change: None
 elif seeded == "never":
@@ -147,7 +155,9 @@ def test_a_file_written_and_read_back_behaves_as_on_a_local_disk(
         assert seeks >= 50
 
 
-@pytest.mark.parametrize("seeded", ["emulated", "copy-skips", "unfollowed", "never"])
+@pytest.mark.parametrize(
+    "seeded", ["emulated", "copy-skips", "copy-out-skips", "unfollowed", "never"]
+)
 def test_each_seeded_regression_is_caught(
     server: RunningServer, program: Path, native: str, tmp_path: Path, seeded: str
 ) -> None:
