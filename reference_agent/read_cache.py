@@ -32,7 +32,10 @@ What the program may see is what NFS promises (close-to-open):
   reopened: the buffer and the known size are dropped at close, never reused.
 
 Every write goes to the server at once, so nothing is lost at a crash that
-``--cache off`` would have kept. The conformance suite checks these promises
+``--cache off`` would have kept. Two kinds of open leave their reads to the kernel
+instead of this buffer, with the same promises: a small file opened read-only, whose
+placeholder is filled at the first read (``RemoteFile.fill``), and a file opened
+read-write while empty, whose placeholder mirrors every write (``RemoteFile.mirror``). The conformance suite checks these promises
 against its close-to-open model (``--agent-cache cto``).
 """
 
