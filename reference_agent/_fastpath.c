@@ -14,7 +14,8 @@
  * stat'ed as the agent would. A placeholder the agent filled with its file's bytes
  * (a small file opened read-only under close-to-open caching) is read natively too:
  * read, pread, readv, preadv and lseek on it are the kernel's. An execve of a plainly local
- * path that names nothing is resumed too (the kernel's ENOENT: a search through PATH).
+ * path that names nothing is resumed too (the kernel's ENOENT: a search through PATH), and
+ * one of an ELF program whose loader is plainly local (no interpreter the namespace moves).
  * Every other stop (fork, exec, exit, signals, other calls,
  * remote or unreadable paths) is returned to the caller untouched, with its wait
  * status, for the Python loop.
@@ -33,6 +34,7 @@
  */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -58,9 +60,13 @@
 #define FP_AT_EMPTY_PATH 0x1000
 #define FP_MAX_PLACEHOLDERS 4096
 
-/* FP_MISSING: a path call (execve) resumed only when its absolute, plainly local path
- * names nothing at all (lstat: ENOENT), the kernel's ENOENT then. */
-enum { FP_NONE = 0, FP_PATH = 1, FP_DESCRIPTOR = 2, FP_MISSING = 3 };
+/* FP_PROGRAM: an exec (execve) resumed only when its absolute, plainly local path names
+ * nothing at all (lstat: ENOENT, the kernel's ENOENT then), or a 64-bit ELF program whose
+ * loader (PT_INTERP) is plainly local too, or that has none: no interpreter the namespace
+ * moves, so the kernel's exec is the agent's. A script, a link to nothing, anything
+ * unreadable goes to Python. */
+enum { FP_NONE = 0, FP_PATH = 1, FP_DESCRIPTOR = 2, FP_PROGRAM = 3 };
+#define FP_MAX_PHDRS 64
 
 /* What fp_wait learned of the stop it returned, for the pid it returned: each has_ flag is
  * 0 when that fact was not taken at this stop. The descriptor's (dev, ino) is that of the
@@ -261,6 +267,40 @@ static int local_descriptor(pid_t pid, long nr, long fd, int remote_files_open,
     return 1;
 }
 
+/* Whether the program at path (absolute, plainly local) is a 64-bit ELF file whose
+ * loader is an absolute, plainly local path, or which has none. */
+static int local_elf_program(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) return 0;
+    int local = 0;
+    Elf64_Ehdr header;
+    Elf64_Phdr phdrs[FP_MAX_PHDRS];
+    if (pread(fd, &header, sizeof header, 0) == (ssize_t)sizeof header &&
+        memcmp(header.e_ident, ELFMAG, SELFMAG) == 0 && header.e_ident[EI_CLASS] == ELFCLASS64 &&
+        header.e_phentsize == sizeof(Elf64_Phdr) && header.e_phnum <= FP_MAX_PHDRS) {
+        size_t size = (size_t)header.e_phnum * sizeof(Elf64_Phdr);
+        if (pread(fd, phdrs, size, (off_t)header.e_phoff) == (ssize_t)size) {
+            local = 1; /* no PT_INTERP: a static program */
+            for (size_t i = 0; i < header.e_phnum; i++) {
+                if (phdrs[i].p_type != PT_INTERP) continue;
+                char loader[FP_PATH_MAX];
+                char collapsed[2 * FP_PATH_MAX + 2];
+                size_t length = (size_t)phdrs[i].p_filesz;
+                local = length >= 2 && length <= sizeof loader &&
+                        pread(fd, loader, length, (off_t)phdrs[i].p_offset) == (ssize_t)length;
+                if (local) {
+                    loader[length - 1] = '\0';
+                    length = strlen(loader);
+                    local = loader[0] == '/' && stays_local(loader, length, collapsed);
+                }
+                break;
+            }
+        }
+    }
+    close(fd);
+    return local;
+}
+
 /* Whether the stop of pid at call nr can be resumed without the agent. */
 static int plainly_local(pid_t pid, long nr, int remote_files_open,
                          struct fp_stop_facts *facts) {
@@ -290,10 +330,11 @@ static int plainly_local(pid_t pid, long nr, int remote_files_open,
         return local_descriptor(pid, nr, (int)regs.rdi, remote_files_open, facts);
     }
     char collapsed[2 * FP_PATH_MAX + 2];
-    if (kinds[nr] == FP_MISSING) {
+    if (kinds[nr] == FP_PROGRAM) {
         struct stat st;
-        return path[0] == '/' && stays_local(path, (size_t)n, collapsed) &&
-               lstat(path, &st) != 0 && errno == ENOENT;
+        if (path[0] != '/' || !stays_local(path, (size_t)n, collapsed)) return 0;
+        if (lstat(path, &st) != 0) return errno == ENOENT;
+        return local_elf_program(path);
     }
     if (path[0] == '/') return stays_local(path, (size_t)n, collapsed);
     /* Relative: only to the working directory (an *at call's dirfd is its first argument),

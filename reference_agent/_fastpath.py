@@ -47,7 +47,7 @@ __all__ = ["FAST_CALLS", "FastCall", "FastPath", "install", "load", "why_not"]
 _SOURCE: Final = Path(__file__).with_name("_fastpath.c")
 _KIND_PATH: Final = 1
 _KIND_DESCRIPTOR: Final = 2
-_KIND_MISSING: Final = 3
+_KIND_PROGRAM: Final = 3
 _COMPILE_TIMEOUT: Final = 120.0  # seconds for gcc
 
 
@@ -64,10 +64,12 @@ class FastCall(NamedTuple):
     #: A descriptor call that only reads its file or moves its offset: native on a remote
     #: file whose placeholder the agent filled with its bytes (``RemoteFile.filled``).
     reads: bool = False
-    #: Answered only when the absolute, plainly local path names nothing (no file, no
-    #: link): an execve the kernel fails with ENOENT, as a search through PATH makes
-    #: (gcc's for ``as``: eight of nine). Any other exec goes to Python.
-    missing_only: bool = False
+    #: An exec: answered when the absolute, plainly local path names nothing (no file, no
+    #: link), the kernel's ENOENT, as a search through PATH makes (gcc's for ``as``: eight
+    #: of nine); or names a 64-bit ELF program whose loader is plainly local too, or that
+    #: has none (no interpreter the namespace moves: ``interpreters.plan_exec`` would leave
+    #: it to the kernel). Scripts, links to nothing and anything else go to Python.
+    program: bool = False
 
 
 _PATH_1: Final = FastCall(1)
@@ -80,7 +82,8 @@ _READING: Final = FastCall(0, descriptor=True, reads=True)
 #: (or, for a call that reads, a filled one), natively and does nothing else (no record,
 #: no rewrite, no state). Calls that change
 #: state the agent keeps (chdir, fchdir, dup2, clone) are never here, nor execve but of
-#: a path that names nothing.
+#: a path that names nothing or of an ELF program with a plainly local loader (the exec
+#: itself still stops in Python, as an event).
 FAST_CALLS: Final[Mapping[str, FastCall]] = {
     "stat": FastCall(0),
     "lstat": FastCall(0),
@@ -104,7 +107,7 @@ FAST_CALLS: Final[Mapping[str, FastCall]] = {
     "preadv2": _READING,
     "lseek": _READING,
     "fstat": _DESCRIPTOR,
-    "execve": FastCall(0, missing_only=True),
+    "execve": FastCall(0, program=True),
     "mmap": FastCall(4, descriptor=True),
     # A shell saves a descriptor with F_DUPFD at every redirection; a compiler removes
     # its temporary files.
@@ -199,8 +202,8 @@ class FastPath:
             kind = (
                 _KIND_DESCRIPTOR
                 if call.descriptor
-                else _KIND_MISSING
-                if call.missing_only
+                else _KIND_PROGRAM
+                if call.program
                 else _KIND_PATH
             )
             if (

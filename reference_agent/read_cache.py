@@ -35,8 +35,9 @@ Every write goes to the server at once, so nothing is lost at a crash that
 ``--cache off`` would have kept. Two kinds of open leave their reads to the kernel
 instead of this buffer, with the same promises: a small file opened read-only, whose
 placeholder is filled at the first read (``RemoteFile.fill``), and a file opened
-read-write while empty, whose placeholder mirrors every write (``RemoteFile.mirror``). The conformance suite checks these promises
-against its close-to-open model (``--agent-cache cto``).
+read-write while empty, whose placeholder mirrors every write (``RemoteFile.mirror``).
+The conformance suite checks these promises against its close-to-open model
+(``--agent-cache cto``).
 """
 
 from __future__ import annotations

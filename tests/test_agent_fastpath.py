@@ -24,6 +24,7 @@ from reference_agent import _fastpath, _ptrace, table
 from reference_agent.agent import Agent, AgentOptions
 from reference_agent.call import Call
 from reference_agent.files import RemoteFile, RemoteFileTable, scan_held
+from reference_agent.interpreters import interpreter_of
 from reference_agent.namespace import Namespace
 from servers import RunningServer
 from tests.helpers import ROOT, start_or_skip
@@ -146,8 +147,9 @@ def test_local_descriptors_are_answered_while_a_remote_file_is_open(
 
 #: ``aviary`` from the command line, optionally with a seeded defect: a fast path told no
 #: prefix ("blind": a C side blind to the namespace passes every absolute path) or no
-#: placeholder ("no-placeholders": it takes every descriptor for a local one), or without
-#: its execve entry ("exec-in-python").
+#: placeholder ("no-placeholders": it takes every descriptor for a local one), without
+#: its execve entry ("exec-in-python"), or rebuilt to take any ELF program's loader for a
+#: local one ("loader-ignored").
 _CLI = """
 import sys
 from reference_agent import _fastpath
@@ -157,6 +159,17 @@ if seeded == "blind":
     _fastpath.FastPath.configure = lambda self, calls, prefixes: configure(self, calls, [])
 elif seeded == "exec-in-python":
     _fastpath.FAST_CALLS = {k: v for k, v in _fastpath.FAST_CALLS.items() if k != "execve"}
+elif seeded == "loader-ignored":
+    import atexit, shutil, tempfile
+    from pathlib import Path
+    cache = Path(tempfile.mkdtemp())
+    atexit.register(shutil.rmtree, cache, True)
+    checked = "local = loader[0] == '/' && stays_local(loader, length, collapsed);"
+    source = _fastpath._SOURCE.read_text()
+    assert checked in source
+    (cache / "loader.c").write_text(source.replace(checked, "local = 1;"))
+    _fastpath._SOURCE = cache / "loader.c"
+    _fastpath._cache_dir = lambda: cache
 elif seeded == "no-placeholders":
     set_placeholders = _fastpath.FastPath.set_placeholders
     _fastpath.FastPath.set_placeholders = lambda self, keys: set_placeholders(self, [])
@@ -448,19 +461,27 @@ def test_a_call_takes_the_strings_and_descriptors_its_stop_carries() -> None:
         Call(0, 2, "open", registers).raw_string(0)
 
 
-def test_a_program_searched_for_where_it_is_not_costs_no_stop_in_python(tmp_path: Path) -> None:
+def test_absent_programs_and_plain_elf_programs_cost_no_stop_in_python(tmp_path: Path) -> None:
     """Ten execs of programs that are not there (a search through PATH) fail with 127, as
-    natively, without reaching Python; an exec of a dangling link and of one that is there
-    still do (seeded: execve left out of the compiled loop, ten stops in Python)."""
+    natively, and ten of an ELF program whose loader is plainly local run, without reaching
+    Python; an exec of a dangling link and of a script still do, and so does the ELF program
+    once its loader's directory is a mount (seeded: execve left out of the compiled loop,
+    22 stops; a compiled loop that does not look where the loader is, 2 with the mount)."""
     (tmp_path / "dangling").symlink_to(tmp_path / "nothing")
+    program = shutil.which("true") or "/bin/true"
+    loader = interpreter_of(program)
+    assert loader is not None and loader.kind == "elf", "a dynamically linked true"
+    script_file = tmp_path / "script"
+    script_file.write_text("#!/bin/sh\nexit 0\n")
+    script_file.chmod(0o755)
     script = (
         f"for i in 1 2 3 4 5 6 7 8 9 10; do {tmp_path}/absent$i 2>/dev/null; "
-        "[ $? = 127 ] || exit 3; done; "
-        f"{tmp_path}/dangling 2>/dev/null; [ $? = 127 ] || exit 4; /bin/true"
+        f"[ $? = 127 ] || exit 3; {program} || exit 5; done; "
+        f"{tmp_path}/dangling 2>/dev/null; [ $? = 127 ] || exit 4; {script_file}"
     )
 
-    def exec_stops(seeded: str) -> int:
-        result = aviary_run("--summary", "--", SH, "-c", script, seeded=seeded)
+    def exec_stops(*options: str, seeded: str = "none") -> int:
+        result = aviary_run("--summary", *options, "--", SH, "-c", script, seeded=seeded)
         assert result.returncode == 0, result.stderr
         return sum(
             int(fields[2])
@@ -468,5 +489,9 @@ def test_a_program_searched_for_where_it_is_not_costs_no_stop_in_python(tmp_path
             if len(fields) >= 4 and fields[0] == "execve" and fields[2].isdigit()
         )
 
-    assert exec_stops("none") == 2  # the dangling link and /bin/true
-    assert exec_stops("exec-in-python") == 12
+    assert exec_stops() == 2  # the dangling link and the script
+    assert exec_stops(seeded="exec-in-python") == 22
+    loader_dir = os.path.dirname(loader.path)
+    moved = f"{loader_dir}={loader_dir}"  # a mount over the loader: Python decides each exec
+    assert exec_stops("-M", moved) == 12
+    assert exec_stops("-M", moved, seeded="loader-ignored") == 2
