@@ -357,7 +357,7 @@ def test_the_compiled_scan_of_held_placeholders_agrees_with_the_python_one(
 #: stop, and nothing of an earlier stop. Prints "handed over" once both are checked; with
 #: "stale" the C loop is rebuilt without clearing the descriptor fact between stops.
 _HANDED_OVER = """
-import os, sys, tempfile
+import atexit, os, shutil, sys, tempfile
 from pathlib import Path
 from reference_agent import _fastpath, _ptrace
 from reference_agent._memory import read_c_string
@@ -366,6 +366,7 @@ probe, seeded = sys.argv[1:]
 cache = None
 if seeded == "stale":
     cache = Path(tempfile.mkdtemp())
+    atexit.register(shutil.rmtree, cache, True)
     source = _fastpath._SOURCE.read_text().replace("has_descriptor = facts->has_path", "has_path")
     (cache / "stale.c").write_text(source)
     _fastpath._SOURCE = cache / "stale.c"
