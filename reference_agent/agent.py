@@ -318,19 +318,21 @@ class Agent:
         send a local copy back or free a busy name (XRootD), and a lock's release lets a
         waiter go: those are collected at once.
         """
-        if self.release_may_wait():
-            self._events_waiting += 1
-            return
-        self.collect_files()
+        if not self.defer_release():
+            self.collect_files()
 
-    def release_may_wait(self) -> bool:
-        """Whether a release event now would only be counted, its collection later (so a
-        close may count it at its entry and need no stop at its exit)."""
-        return (
+    def defer_release(self) -> bool:
+        """Count a release event for a later collection, if it may wait (see
+        :meth:`release_unheld`); False, counting nothing, when it must be collected now. A
+        close that may wait counts itself at its entry and needs no stop at its exit."""
+        if (
             self._events_waiting < EVENTS_PER_COLLECTION
             and self.files.all_quiet
             and self.locks.is_empty()
-        )
+        ):
+            self._events_waiting += 1
+            return True
+        return False
 
     def wake_lock_waiters(self, granted: list[Waiter]) -> None:
         """Let callers parked on a lock return: their locks are now theirs."""

@@ -107,11 +107,9 @@ class RemoteFile:
         return self.reader.read(self._fetch_into, size, offset)
 
     def read_views(self, size: int, offset: int, scratch: Scratch) -> list[memoryview]:
-        """Up to ``size`` bytes at ``offset`` as views, valid until the next read: of the
-        placeholder's bytes when it holds them, of this open's buffer (``--cache cto``),
-        else of ``scratch``, received into it by the driver."""
-        if self.filled:
-            return [memoryview(os.pread(self.fill_fd, size, offset))]
+        """Up to ``size`` bytes at ``offset`` as views, valid until the next read: of this
+        open's buffer (``--cache cto``), else of ``scratch``, received into it by the driver.
+        (The kernel reads a filled or mirrored placeholder: the agent never does.)"""
         if self.reader is not None:
             return self.reader.read_views(self._fetch_into, size, offset)
         view = scratch.view(size)
@@ -221,11 +219,14 @@ class RemoteFile:
         os.ftruncate(self.fill_fd, len(data))
         _pwrite_all(self.fill_fd, data, 0)
 
-    def pwrite(self, data: bytes, offset: int) -> int:
-        """Write through to the driver; this open's buffer sees it."""
+    def pwrite(self, data: bytes, offset: int, *, kernel_follows: bool = False) -> int:
+        """Write through to the driver; this open's buffer sees it, and so does a mirroring
+        placeholder, unless ``kernel_follows``: the program's own write is resumed after
+        this one and makes the same change there (if the server took all of ``data``)."""
         written = self.driver.pwrite(self.handle, data, offset)
         if self.filled:  # a mirror: the placeholder takes what the server took
-            _pwrite_all(self.fill_fd, data[:written], offset)
+            if not kernel_follows:
+                _pwrite_all(self.fill_fd, data[:written], offset)
         elif self.reader is not None:
             self.reader.wrote(offset, memoryview(data)[:written])
         return written

@@ -184,7 +184,6 @@ def _link_descriptor(
     def placed(result: int) -> int | None:
         if result >= 0:
             agent.files.add(pid, result, remote)
-        agent.files.mirror(pid, result, remote)  # an empty file opened read-write, under cto
         return None
 
     name_address = call.arg(path_index) + max(0, len(os.fsencode(path)) - MEMFD_NAME_MAX)
@@ -254,10 +253,9 @@ def sys_close(agent: Agent, call: Call) -> Outcome:
         remote.sync()  # --cache whole: close reports whether the data reached the server
     except OSError as exc:
         failure = -(exc.errno or errno.EIO)  # the descriptor still closes, as POSIX says
-    if failure is None and agent.release_may_wait():
+    if failure is None and agent.defer_release():
         # Nothing to release until a later collection, which sees this descriptor gone:
         # the close is the kernel's, without a stop at its exit (a compiler's headers).
-        agent.release_unheld()
         return None
 
     def closed(result: int) -> int | None:
@@ -275,8 +273,7 @@ def sys_dup_onto(agent: Agent, call: Call) -> Outcome:
         replaced = agent.remote_file(call, call.fd(1))
         if replaced is not None and call.fd(0) != call.fd(1):
             sys_lock.release_on_close(agent, call, replaced)
-    if agent.release_may_wait():  # as for a close: counted now, no stop at the exit
-        agent.release_unheld()
+    if agent.defer_release():  # as for a close: counted now, no stop at the exit
         return None
 
     def done(result: int) -> int | None:

@@ -78,28 +78,45 @@ def _read_into(call: Call, remote: RemoteFile, buffers: list[tuple[int, int]], o
 
 
 def _write_from(
-    call: Call, remote: RemoteFile, buffers: list[tuple[int, int]], offset: int
+    call: Call,
+    remote: RemoteFile,
+    buffers: list[tuple[int, int]],
+    offset: int,
+    *,
+    kernel_follows: bool = False,
 ) -> Wrote:
-    """Write the program's buffers through ``remote`` at ``offset``: what reached the file."""
+    """Write the program's buffers through ``remote`` at ``offset``: what reached the file
+    (``kernel_follows``: see ``RemoteFile.pwrite``)."""
     data = b"".join(call.read(address, length) for address, length in buffers if length)
     if not data:
         return Wrote(offset, b"")
-    written = remote.pwrite(data[:MAX_IO], offset)
-    if remote.shared_map:  # the mapping must see it too, or the write-back would undo it
+    written = remote.pwrite(data[:MAX_IO], offset, kernel_follows=kernel_follows)
+    if remote.shared_map and not remote.filled:
+        # The mapping must see it too, or the write-back would undo it (a mirror's
+        # placeholder, which the mapping shares, is kept in step by its own writes).
         with open(f"/proc/{call.pid}/fd/{call.fd(0)}", "r+b", buffering=0) as placeholder:
             os.pwrite(placeholder.fileno(), data[:written], offset)
     return Wrote(offset, data[:written])
 
 
-def _keeps_mirror(agent: Agent, call: Call, remote: RemoteFile, end: int, appending: bool) -> bool:
-    """Whether a write ending at ``end`` leaves ``remote`` mirrored (``RemoteFile.mirror``);
-    if not, the open goes back to the agent first, at the kernel's offset: O_APPEND set since
-    the open (``fcntl``) puts writes at the server's end, and a mirror may not outgrow
-    ``MIRROR_MAX``."""
-    if not appending and end <= MIRROR_MAX:
-        return True
-    agent.files.unmirror(remote, flags_and_position(call.pid, call.fd(0))[1])
-    return False
+def _mirror_position(
+    agent: Agent,
+    call: Call,
+    remote: RemoteFile,
+    buffers: list[tuple[int, int]],
+    position: int | None,
+) -> int | None:
+    """Where a write to a mirrored file (``RemoteFile.mirror``) lands: at ``position``, or
+    at the descriptor's offset (None), which is the kernel's. None where the mirror must end
+    first, the open handed back to the agent at that offset: O_APPEND set since the open
+    (``fcntl``) puts writes at the server's end, and a mirror may not outgrow ``MIRROR_MAX``."""
+    at = flags_and_position(call.pid, call.fd(0))[1] if position is None else position
+    total = sum(length for _, length in buffers)
+    if not (position is None and remote.flags & os.O_APPEND) and at + total <= MIRROR_MAX:
+        return at
+    handover = at if position is None else flags_and_position(call.pid, call.fd(0))[1]
+    agent.files.unmirror(remote, handover)
+    return None
 
 
 def _write_mirrored(
@@ -107,20 +124,22 @@ def _write_mirrored(
     call: Call,
     remote: RemoteFile,
     buffers: list[tuple[int, int]],
-    position: int,
+    at: int,
     *,
     moves_offset: bool,
 ) -> Outcome:
-    """A write at ``position`` to a mirrored file: the server takes the bytes first; then
-    the kernel makes the same write to the placeholder and, for a write at the descriptor's
-    offset (``moves_offset``), moves that offset, which is the kernel's. A short write is the
-    agent's alone, and the agent keeps the offset from then on."""
-    wrote = _write_from(call, remote, buffers, position)
+    """A write at ``at`` to a mirrored file: the server takes the bytes first; then the
+    kernel makes the same write to the placeholder and, for a write at the descriptor's
+    offset (``moves_offset``), moves that offset. A short write is the agent's alone (after
+    one at the offset, the agent keeps the offset from then on)."""
+    wrote = _write_from(call, remote, buffers, at, kernel_follows=True)
     agent.files.changed(remote.driver, remote.remote_path, by=remote, change=wrote)
     if len(wrote.data) == sum(length for _, length in buffers):
-        return None
+        return None  # the kernel's own write now makes the same change to the placeholder
     if moves_offset:
-        agent.files.unmirror(remote, position + len(wrote.data))
+        agent.files.unmirror(remote, at + len(wrote.data))
+    else:
+        remote.follow(wrote)  # still a mirror: the placeholder takes what the server took
     return len(wrote.data)
 
 
@@ -150,10 +169,9 @@ def _sequential(agent: Agent, call: Call, buffers: list[tuple[int, int]], writin
     if refusal is not None:
         return refusal
     if writing and remote.filled:
-        position = flags_and_position(call.pid, call.fd(0))[1]
-        end = position + sum(length for _, length in buffers)
-        if _keeps_mirror(agent, call, remote, end, appending=bool(remote.flags & os.O_APPEND)):
-            return _write_mirrored(agent, call, remote, buffers, position, moves_offset=True)
+        at = _mirror_position(agent, call, remote, buffers, None)
+        if at is not None:
+            return _write_mirrored(agent, call, remote, buffers, at, moves_offset=True)
     if writing:
         if remote.flags & os.O_APPEND:
             remote.offset = remote.driver.fstat(remote.handle).st_size
@@ -181,8 +199,7 @@ def _positioned(
         return refusal
     if not writing:
         return _read_into(call, remote, buffers, offset)
-    end = offset + sum(length for _, length in buffers)
-    if remote.filled and _keeps_mirror(agent, call, remote, end, appending=False):
+    if remote.filled and _mirror_position(agent, call, remote, buffers, offset) is not None:
         return _write_mirrored(agent, call, remote, buffers, offset, moves_offset=False)
     wrote = _write_from(call, remote, buffers, offset)
     agent.files.changed(remote.driver, remote.remote_path, by=remote, change=wrote)

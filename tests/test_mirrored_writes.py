@@ -75,15 +75,15 @@ def measured(remote):
     return release(remote)
 files._release = measured
 if seeded == "uncapped":
-    sys_read_write._keeps_mirror = lambda agent, call, remote, end, appending: not appending
+    sys_read_write.MIRROR_MAX = 1 << 62
 elif seeded == "emulated":
     mirrored = sys_read_write._write_mirrored
-    def emulated(agent, call, remote, buffers, offset):
-        outcome = mirrored(agent, call, remote, buffers, offset)
+    def emulated(agent, call, remote, buffers, at, **how):
+        outcome = mirrored(agent, call, remote, buffers, at, **how)
         return sum(length for _, length in buffers) if outcome is None else outcome
     sys_read_write._write_mirrored = emulated
 elif seeded == "copy-skips":
-    def pwrite(self, data, offset):
+    def pwrite(self, data, offset, *, kernel_follows=False):
         return self.driver.pwrite(self.handle, data, offset)
     files.RemoteFile.pwrite = pwrite
 elif seeded == "copy-out-skips":

@@ -66,11 +66,22 @@ def test_a_large_buffer_is_filled_by_one_call_however_the_payload_is_cut(
 
 
 def test_a_small_buffer_takes_what_has_come(pair: tuple[socket.socket, socket.socket]) -> None:
+    """A result line's read must not wait for its 32 bytes: the reply may be shorter, and
+    the server then waits for our next request (seeded: every buffer received whole, the
+    call waits out the 60 s deadline)."""
     ours, theirs = pair
-    ours.settimeout(5.0)
+    ours.settimeout(60.0)
     theirs.sendall(b"12\n")
-    buffer = bytearray(32)  # a result line's read: must not wait for 32 bytes
-    assert ReplyDeadline(5.0, "test").receive_into(ours, memoryview(buffer)) == 3
+    buffer = memoryview(bytearray(32))
+    counts: list[int] = []
+    receiver = threading.Thread(
+        target=lambda: counts.append(ReplyDeadline(60.0, "test").receive_into(ours, buffer)),
+        daemon=True,
+    )
+    receiver.start()
+    receiver.join(timeout=20)
+    assert not receiver.is_alive(), "a small receive waited for its whole buffer"
+    assert counts == [3]
 
 
 def test_a_payload_that_stops_halfway_ends_at_the_deadline(
