@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from drivers import DirEntry, Driver, Handle, StatResult
+from reference_agent.mapped_copy import MappedCopy
 from reference_agent.read_cache import FILL_MAX, ReadBuffer
 from reference_agent.read_memory import Scratch
 from reference_agent.whole_cache import write_back
@@ -77,8 +78,10 @@ class RemoteFile:
     key: tuple[int, int] = field(default=(0, 0))
     local_copy: str | None = None  # --cache whole: the local file the program works on
     synced: tuple[int, int] | None = None  # (mtime_ns, size) of local_copy when last sent
-    #: A shared writable mapping of the placeholder exists: its bytes go back at close and fsync.
+    #: A shared writable mapping of the placeholder exists: what it stores goes back at
+    #: close and fsync (``mapping`` tells what that is).
     shared_map: bool = False
+    mapping: MappedCopy | None = None
     #: O_PATH|O_NOFOLLOW on a symlink: the descriptor names the link; no handle is open.
     is_link: bool = False
     #: --cache cto: this open's read buffer (None: every read asks the driver).
@@ -102,6 +105,8 @@ class RemoteFile:
         through this open's buffer (``--cache cto``), else from the driver."""
         if self.filled:
             return os.pread(self.fill_fd, size, offset)
+        if self.mapping is not None:
+            return self.mapping.read(size, offset)
         if self.reader is None:
             return self.driver.pread(self.handle, size, offset)
         return self.reader.read(self._fetch_into, size, offset)
@@ -109,7 +114,10 @@ class RemoteFile:
     def read_views(self, size: int, offset: int, scratch: Scratch) -> list[memoryview]:
         """Up to ``size`` bytes at ``offset`` as views, valid until the next read: of this
         open's buffer (``--cache cto``), else of ``scratch``, received into it by the driver.
-        (The kernel reads a filled or mirrored placeholder: the agent never does.)"""
+        (The kernel reads a filled or mirrored placeholder: the agent never does.) An open
+        with a shared writable mapping reads its placeholder: the mapping's stores are in it."""
+        if self.mapping is not None:
+            return [memoryview(self.mapping.read(size, offset))]
         if self.reader is not None:
             return self.reader.read_views(self._fetch_into, size, offset)
         view = scratch.view(size)
@@ -192,6 +200,8 @@ class RemoteFile:
         file again, unless a shared mapping of the placeholder is the file's bytes now."""
         self.filled = False
         self.materialized = self.shared_map
+        if self.mapping is not None:
+            self.mapping.filled = False  # the agent keeps the placeholder in step again
         self.offset = offset
         if self.reader is not None:
             self.reader.forget()  # it followed no write while the kernel answered reads
@@ -204,6 +214,36 @@ class RemoteFile:
             _pwrite_all(into, data, offset)
             offset += len(data)
         return offset
+
+    def map_shared(self, pid: int, fd: int, *, refresh: bool) -> None:
+        """A shared writable mapping of the placeholder behind ``fd`` of ``pid`` was made
+        (the placeholder holds the file): from now on what the mapping stores is sent back
+        at fsync and close, and only that (:class:`MappedCopy`). ``refresh``: the
+        placeholder was filled for an earlier mapping and may be older than the file."""
+        placeholder = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            if refresh:
+                self.copy_whole(placeholder)
+            size = self.driver.fstat(self.handle).st_size
+            if os.fstat(placeholder).st_size < size:  # grown by writes since the copy
+                os.ftruncate(placeholder, size)
+        except BaseException:
+            os.close(placeholder)
+            raise
+        self.mapping = MappedCopy(placeholder, filled=self.filled)
+        self.shared_map = True
+
+    def write_back(self) -> None:
+        """Send what the shared mapping stored since the last time (nothing else)."""
+        if self.mapping is None:
+            return
+        for offset, data in self.mapping.changes():
+            done = 0
+            while done < len(data):
+                done += self.driver.pwrite(self.handle, data[done:], offset + done)
+            self.mapping.sent(offset, data)
+        if self.reader is not None:
+            self.reader.forget()
 
     def follow(self, change: Change) -> None:
         """The file changed through another open of this agent: the placeholder takes the
@@ -224,6 +264,8 @@ class RemoteFile:
         placeholder, unless ``kernel_follows``: the program's own write is resumed after
         this one and makes the same change there (if the server took all of ``data``)."""
         written = self.driver.pwrite(self.handle, data, offset)
+        if self.mapping is not None:
+            self.mapping.wrote(offset, memoryview(data)[:written])
         if self.filled:  # a mirror: the placeholder takes what the server took
             if not kernel_follows:
                 _pwrite_all(self.fill_fd, data[:written], offset)
@@ -233,6 +275,8 @@ class RemoteFile:
 
     def ftruncate(self, length: int) -> None:
         self.driver.ftruncate(self.handle, length)
+        if self.mapping is not None:
+            self.mapping.truncated(length)
         if self.filled:
             os.ftruncate(self.fill_fd, length)
         elif self.reader is not None:
@@ -405,8 +449,15 @@ class RemoteFileTable:
         by: RemoteFile | None = None,
     ) -> None:
         """The file changed as ``change`` says (through ``by``, or by name): its other opens
-        read it afresh, and filled placeholders take the change."""
+        read it afresh, and filled and shared-mapped placeholders take the change."""
         for other in self._files.values():
+            if (
+                other is not by
+                and other.mapping is not None
+                and other.driver is driver
+                and other.remote_path == remote_path
+            ):
+                _follow_mapping(other, change)
             if (
                 other is not by
                 and other.reader is not None
@@ -450,6 +501,22 @@ class RemoteFileTable:
         self.version += 1
 
 
+def _follow_mapping(remote: RemoteFile, change: Change) -> None:
+    """A change made another way reaches a shared mapping's copy (and its base)."""
+    assert remote.mapping is not None
+    try:
+        if isinstance(change, Wrote):
+            remote.mapping.wrote(change.offset, change.data)
+        else:
+            remote.mapping.truncated(change.length)
+    except OSError as exc:
+        # The change itself succeeded; the program is told where a person sees it.
+        print(
+            f"aviary: refreshing the mapped copy of {remote.logical} failed: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+
+
 def _release(remote: RemoteFile) -> None:
     """Last descriptor gone: send back a changed copy, then close the remote handle."""
     try:
@@ -469,3 +536,5 @@ def _release(remote: RemoteFile) -> None:
         if remote.fill_fd >= 0:
             os.close(remote.fill_fd)
             remote.fill_fd = -1
+        if remote.mapping is not None:
+            remote.mapping.close()

@@ -24,7 +24,7 @@ from reference_agent.call import NATIVE, Call, Outcome, Resolved
 from reference_agent.files import RemoteFile, Truncated
 from reference_agent.namespace import LocalTarget, Refused, RemoteTarget, ServiceDirectory
 from reference_agent.read_cache import ReadBuffer
-from reference_agent.sys_read_write import DIRECTORY_END, MAX_IO, write_refusal
+from reference_agent.sys_read_write import DIRECTORY_END, write_refusal
 from reference_agent.whole_cache import read_only_open
 
 MFD_CLOEXEC = 0x0001
@@ -249,7 +249,7 @@ def sys_close(agent: Agent, call: Call) -> Outcome:
         # next open either way; a read through another descriptor fetches again.
         remote.reader.set_aside()
     try:
-        _write_back_mapping(call.pid, fd, remote)
+        remote.write_back()
         remote.sync()  # --cache whole: close reports whether the data reached the server
     except OSError as exc:
         failure = -(exc.errno or errno.EIO)  # the descriptor still closes, as POSIX says
@@ -345,7 +345,7 @@ def sys_fsync(agent: Agent, call: Call) -> Outcome:
     remote = agent.remote_file(call, call.fd(0))
     if remote is None:
         return None
-    _write_back_mapping(call.pid, call.fd(0), remote)
+    remote.write_back()
     remote.driver.fsync(remote.handle)
     return 0
 
@@ -409,30 +409,11 @@ def sys_mmap(agent: Agent, call: Call) -> Outcome:
         return agent.hole(
             call, f"remote file {remote.logical} (a second shared writable open)", errno.EOPNOTSUPP
         )
+    was_materialized = remote.materialized
     _materialize(call.pid, fd, remote)
-    if shared_write and remote.local_copy is None:
-        # The placeholder holds the bytes the mapping changes; close and fsync send them back.
-        remote.shared_map = True
-        size = remote.driver.fstat(remote.handle).st_size
-        with open(f"/proc/{call.pid}/fd/{fd}", "r+b", buffering=0) as placeholder:
-            if os.fstat(placeholder.fileno()).st_size < size:  # grown by writes since the copy
-                placeholder.truncate(size)
+    if shared_write and remote.local_copy is None and remote.mapping is None:
+        remote.map_shared(call.pid, fd, refresh=was_materialized and not remote.filled)
     return None
-
-
-def _write_back_mapping(pid: int, fd: int, remote: RemoteFile) -> None:
-    """Send the bytes of a shared writable mapping's placeholder to the server."""
-    if not remote.shared_map:
-        return
-    with open(f"/proc/{pid}/fd/{fd}", "rb", buffering=0) as placeholder:
-        data = placeholder.read()
-    offset = 0
-    while offset < len(data):
-        offset += remote.driver.pwrite(remote.handle, data[offset : offset + MAX_IO], offset)
-    if remote.driver.fstat(remote.handle).st_size != len(data):
-        remote.driver.ftruncate(remote.handle, len(data))
-    if remote.reader is not None:
-        remote.reader.forget()
 
 
 def sys_fd_hole(agent: Agent, call: Call) -> Outcome:

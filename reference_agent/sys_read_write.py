@@ -91,11 +91,6 @@ def _write_from(
     if not data:
         return Wrote(offset, b"")
     written = remote.pwrite(data[:MAX_IO], offset, kernel_follows=kernel_follows)
-    if remote.shared_map and not remote.filled:
-        # The mapping must see it too, or the write-back would undo it (a mirror's
-        # placeholder, which the mapping shares, is kept in step by its own writes).
-        with open(f"/proc/{call.pid}/fd/{call.fd(0)}", "r+b", buffering=0) as placeholder:
-            os.pwrite(placeholder.fileno(), data[:written], offset)
     return Wrote(offset, data[:written])
 
 
