@@ -18,6 +18,7 @@ __all__ = [
     "AT_FDCWD",
     "AT_REMOVEDIR",
     "AT_SYMLINK_NOFOLLOW",
+    "EXECUTE_BITS",
     "STATX_BASIC_STATS",
     "pack_dirent64",
     "pack_stat",
@@ -25,6 +26,9 @@ __all__ = [
 ]
 
 AT_FDCWD: Final = -100
+#: Mode bits any of which makes a file executable to exec (and to the agent's local
+#: copy of a remote program).
+EXECUTE_BITS: Final = 0o111
 AT_SYMLINK_NOFOLLOW: Final = 0x100
 AT_REMOVEDIR: Final = 0x200
 AT_SYMLINK_FOLLOW: Final = 0x400

@@ -9,7 +9,7 @@ import os
 
 from drivers import Driver
 from reference_agent import _ptrace
-from reference_agent._abi import AT_FDCWD
+from reference_agent._abi import AT_FDCWD, EXECUTE_BITS
 from reference_agent._common import path_call, rewrite_args
 from reference_agent._exec_rewrite import exec_through_namespace
 from reference_agent._loop import Rewrite
@@ -36,7 +36,7 @@ def _local_copy(agent: Agent, driver: Driver, target: RemoteTarget) -> str:
     if not local.exists():
         partial = local.with_suffix(".partial")
         partial.write_bytes(driver.read_file(target.path))
-        partial.chmod(0o755 if st.st_mode & 0o111 else 0o644)
+        partial.chmod(0o755 if st.st_mode & EXECUTE_BITS else 0o644)
         partial.rename(local)
     return str(local)
 

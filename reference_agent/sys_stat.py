@@ -7,7 +7,13 @@ import os
 import stat as stat_module
 
 from drivers import Driver, StatResult
-from reference_agent._abi import AT_FDCWD, AT_SYMLINK_NOFOLLOW, pack_stat, pack_statx
+from reference_agent._abi import (
+    AT_FDCWD,
+    AT_SYMLINK_NOFOLLOW,
+    EXECUTE_BITS,
+    pack_stat,
+    pack_statx,
+)
 from reference_agent._common import path_call
 from reference_agent.agent import Agent
 from reference_agent.call import Call, Outcome, Resolved
@@ -92,7 +98,17 @@ def sys_statx(agent: Agent, call: Call) -> Outcome:
 
 def _access(agent: Agent, call: Call, dirfd: int, path_index: int, mode: int) -> Outcome:
     def remote(driver: Driver, target: RemoteTarget, resolved: Resolved) -> int:
-        driver.access(target.path, mode)
+        asked = mode
+        st = driver.stat(target.path) if mode & os.X_OK else None
+        if st is not None and not st.is_dir():
+            # A remote program runs from a local copy whose mode bits the kernel checks,
+            # made if an x bit is set (``sys_process``): X_OK asks what that exec needs,
+            # an x bit and the right to read the file, not the server's own execute right
+            # (Chirp's ACL "x", which is about running programs on the server).
+            if not st.st_mode & EXECUTE_BITS:
+                return -errno.EACCES
+            asked = (asked & ~os.X_OK) | os.R_OK
+        driver.access(target.path, asked)
         return 0
 
     def service(call_: Call, resolved: Resolved) -> int:

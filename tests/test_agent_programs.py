@@ -295,6 +295,25 @@ printf '#!/bin/sh\\necho "script $1 in $(basename "$PWD")"\\n' > s; chmod 755 s
     assert_same(outcome)
 
 
+def test_test_x_answers_as_exec_does(place: Place, tmp_path: Path) -> None:
+    """``test -x`` asks access(X_OK): a file with an x bit runs from the mount, so it must
+    say yes, whatever the server's own execute right (Chirp's ACL "x", which the test
+    servers do not grant); a file without one says no, and a directory is searchable."""
+    script = """
+mkdir "$B"; cd "$B"
+printf '#!/bin/sh\\necho ran\\n' > s; chmod 755 s
+printf 'data\\n' > d; chmod 644 d
+mkdir sub
+for name in s d sub missing; do
+    if test -x "$name"; then echo "$name x"; else echo "$name not x"; fi
+done
+./s
+"""
+    outcome = run_check(place, tmp_path, script)
+    assert_same(outcome)
+    assert outcome.traced.stdout.splitlines()[:3] == ["s x", "d not x", "sub x"]
+
+
 def test_cp_a_keeps_symlinks_modes_and_times(
     place: Place, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
