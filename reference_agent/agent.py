@@ -477,6 +477,13 @@ class Agent:
             call.mount = remote.driver.describe()
         return remote
 
+    def content_file(self, call: Call, fd: int) -> RemoteFile | None:
+        """The RemoteFile behind ``fd`` whose bytes the agent moves; None for a local
+        descriptor and for a ``--cache whole`` copy, whose bytes the kernel serves (its
+        size, its truncation, copies in and out of it are the copy's until close)."""
+        remote = self.remote_file(call, fd)
+        return None if remote is None or remote.local_copy is not None else remote
+
     def cwd_of(self, pid: int) -> str:
         """The logical working directory of ``pid``.
 

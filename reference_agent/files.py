@@ -18,6 +18,7 @@ more (checked after close, dup2 onto it, exec and exit).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import sys
@@ -95,10 +96,25 @@ class RemoteFile:
     fill_fd: int = -1
 
     def stat(self) -> StatResult:
-        """fstat(2) of the descriptor: the open file's, or the link's own."""
+        """fstat(2) of the descriptor: the open file's, or the link's own. A ``--cache
+        whole`` copy changed since it was last sent has the copy's size and times: the
+        program's writes and truncates are there until close sends them."""
         if self.is_link:
             return self.driver.lstat(self.remote_path)
-        return self.driver.fstat(self.handle)
+        st = self.driver.fstat(self.handle)
+        if self.local_copy is None:
+            return st
+        copy = os.stat(self.local_copy)
+        if (copy.st_mtime_ns, copy.st_size) == self.synced:
+            return st
+        return dataclasses.replace(
+            st,
+            st_size=copy.st_size,
+            st_blocks=copy.st_blocks,
+            st_atime_ns=copy.st_atime_ns,
+            st_mtime_ns=copy.st_mtime_ns,
+            st_ctime_ns=copy.st_ctime_ns,
+        )
 
     def pread(self, size: int, offset: int) -> bytes:
         """Read from the placeholder when it holds the bytes (filled or mirrored), else
@@ -314,7 +330,9 @@ class RemoteFile:
             data = copy.read()
         # A temporary name renamed over the file: a failure leaves the old contents.
         mode = self.driver.fstat(self.handle).st_mode
-        write_back(self.driver, self.remote_path, data, mode)
+        write_back(
+            self.driver, self.remote_path, data, mode, (st.st_atime_ns, st.st_mtime_ns)
+        )
         self.synced = state
         with contextlib.suppress(OSError):  # the handle named the replaced file: follow the name
             keep = self.flags & ~(os.O_CREAT | os.O_TRUNC | os.O_EXCL)

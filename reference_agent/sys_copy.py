@@ -55,7 +55,7 @@ class _Side:
 
 
 def _side(agent: Agent, call: Call, fd: int, pointer: int) -> _Side:
-    remote = agent.remote_file(call, fd)
+    remote = agent.content_file(call, fd)
     if remote is not None:
         mode = stat.S_IFDIR if remote.is_dir else stat.S_IFREG
         return _Side(fd, remote, pointer, remote.flags, mode)
@@ -137,7 +137,7 @@ def _check(source: _Side, target: _Side) -> int | None:
 def sys_copy_file_range(agent: Agent, call: Call) -> Outcome:
     """Copy_file_range implements Linux syscall copy_file_range(2) when a side is remote."""
     fd_in, fd_out = call.fd(0), call.fd(2)
-    if agent.remote_file(call, fd_in) is None and agent.remote_file(call, fd_out) is None:
+    if agent.content_file(call, fd_in) is None and agent.content_file(call, fd_out) is None:
         return None
     if call.arg(5) != 0:
         return -errno.EINVAL
@@ -170,8 +170,8 @@ def sys_copy_file_range(agent: Agent, call: Call) -> Outcome:
 def sys_sendfile(agent: Agent, call: Call) -> Outcome:
     """Sendfile implements Linux syscall sendfile(2) when a side is remote."""
     fd_out, fd_in = call.fd(0), call.fd(1)
-    remote_in = agent.remote_file(call, fd_in)
-    remote_out = agent.remote_file(call, fd_out)
+    remote_in = agent.content_file(call, fd_in)
+    remote_out = agent.content_file(call, fd_out)
     if remote_in is None and remote_out is None:
         return None
     if remote_out is None and remote_in is not None and remote_in.filled:

@@ -346,13 +346,14 @@ def sys_fsync(agent: Agent, call: Call) -> Outcome:
     if remote is None:
         return None
     remote.write_back()
+    remote.sync()  # --cache whole: the copy goes to the server now, as fsync promises
     remote.driver.fsync(remote.handle)
     return 0
 
 
 def sys_ftruncate(agent: Agent, call: Call) -> Outcome:
     """Ftruncate implements Linux syscall ftruncate(2)."""
-    remote = agent.remote_file(call, call.fd(0))
+    remote = agent.content_file(call, call.fd(0))
     if remote is None:
         return None
     refusal = write_refusal(remote)
@@ -384,6 +385,8 @@ def sys_fcntl(agent: Agent, call: Call) -> Outcome:
     remote = agent.remote_file(call, call.fd(0))
     if remote is None:
         return None
+    if command in (_F_GETFL, _F_SETFL) and remote.local_copy is not None:
+        return None  # --cache whole: the kernel's description of the copy takes O_APPEND
     if command == _F_GETFL:
         return remote.flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY | os.O_CLOEXEC)
     if command == _F_SETFL:
@@ -420,7 +423,7 @@ def sys_fd_hole(agent: Agent, call: Call) -> Outcome:
     """Calls the agent does not emulate: native on local descriptors, refused on remote ones."""
     for index in (0, 1) if call.name in ("sendfile", "copy_file_range", "splice", "tee") else (0,):
         descriptor = call.fd(index if call.name != "copy_file_range" else index * 2)
-        remote = agent.remote_file(call, descriptor)
+        remote = agent.content_file(call, descriptor)
         if remote is not None:
             return agent.hole(call, f"remote file {remote.logical}")
     return None

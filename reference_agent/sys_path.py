@@ -348,10 +348,14 @@ def sys_utimensat(agent: Agent, call: Call) -> Outcome:
             )
         if remote_file.flags & os.O_PATH and not empty_path:
             return -errno.EBADF  # futimens needs a descriptor opened for I/O
-        remote_file.driver.utimens(
-            remote_file.remote_path,
-            _times(call, call.arg(2), remote_file.driver, remote_file.remote_path),
-        )
+        times = _times(call, call.arg(2), remote_file.driver, remote_file.remote_path)
+        remote_file.driver.utimens(remote_file.remote_path, times)
+        if remote_file.local_copy is not None:
+            # --cache whole: the copy carries them too, or sending it at close undoes them.
+            if times is None:
+                os.utime(remote_file.local_copy)
+            else:
+                os.utime(remote_file.local_copy, ns=times)
         return 0
 
     def remote(driver: Driver, target: RemoteTarget, resolved: Resolved) -> int:

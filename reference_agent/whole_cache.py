@@ -163,14 +163,19 @@ class WriteBackError(OSError):
     """A write-back failed; the message says what the server's file holds now."""
 
 
-def write_back(driver: Driver, path: str, data: bytes, mode: int) -> None:
+def write_back(
+    driver: Driver, path: str, data: bytes, mode: int, times_ns: tuple[int, int] | None = None
+) -> None:
     """Make the server's ``path`` hold ``data``, or leave it as it was.
 
     Args:
         driver: the endpoint's driver.
         path: the file inside the endpoint.
         data: the whole new contents.
-        mode: permission bits for the new file (the old file's).
+        mode: permission bits for the new file (the old file's): set on the temporary file
+            after it is made, where the protocol can (servers create under their own umask).
+        times_ns: (atime, mtime) the file gets once in place (the local copy's: the last
+            write's, or what the program set); None: the server's clock.
 
     Raises:
         WriteBackError: the upload failed, with the errno of the failure and a
@@ -184,7 +189,11 @@ def write_back(driver: Driver, path: str, data: bytes, mode: int) -> None:
         if exc.errno not in _NO_TEMPORARY:
             raise _failed(exc, path, 0, len(data), f"{path} is unchanged") from None
         _rewrite_in_place(driver, path, data)
+        _set_times(driver, path, times_ns)
         return
+    if driver.capabilities.chmod:
+        with contextlib.suppress(OSError):  # the contents matter more than the bits
+            driver.chmod(temporary, mode & 0o7777)
     progress = _Progress()
     open_handle: Handle | None = handle
     try:
@@ -194,6 +203,7 @@ def write_back(driver: Driver, path: str, data: bytes, mode: int) -> None:
         open_handle = None
         driver.close(handle)
         driver.rename(temporary, path)
+        _set_times(driver, path, times_ns)
     except OSError as exc:
         if open_handle is not None:
             with contextlib.suppress(OSError):
@@ -202,8 +212,17 @@ def write_back(driver: Driver, path: str, data: bytes, mode: int) -> None:
             driver.unlink(temporary)
         if progress.sent == len(data) and exc.errno in _NO_RENAME_OVER:
             _rewrite_in_place(driver, path, data)  # the protocol cannot replace a file
+            _set_times(driver, path, times_ns)
             return
         raise _failed(exc, path, progress.sent, len(data), f"{path} is unchanged") from None
+
+
+def _set_times(driver: Driver, path: str, times_ns: tuple[int, int] | None) -> None:
+    """Give the written-back file the copy's times, where the protocol can set them."""
+    if times_ns is None or not driver.capabilities.utimens:
+        return
+    with contextlib.suppress(OSError):  # the contents are in place; times are second best
+        driver.utimens(path, times_ns)
 
 
 @dataclass(slots=True)

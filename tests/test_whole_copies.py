@@ -1,0 +1,171 @@
+"""``--cache whole``: what a program does through one descriptor of its local copy.
+
+Covers: ``Agent.content_file`` (a copy's truncates, copies in and out and O_APPEND are the
+kernel's, on the copy), ``RemoteFile.stat`` of a changed copy, ``sys_fsync`` sending the
+copy, and ``whole_cache.write_back`` keeping the file's mode and the copy's times.
+
+Scenario: ``SCENARIO`` writes, fstats, truncates up and down, fsyncs and reads the file
+back through a fresh open, sets times and mode, copies into and out of a copy with
+copy_file_range and sendfile, and appends after F_SETFL O_APPEND; it prints what it sees.
+Natively on a local directory and under ``aviary run --cache whole`` on a Chirp mount it
+must print the same. (What another open sees while a copy is open is not covered: each
+open has its own copy until close.) Each seeded regression must be caught: fstat answered
+by the server, truncates and copies sent to the server (the copy then undid them at
+close), fsync that does not send the copy, a write-back that leaves the server's create
+mode, and one that leaves the server's clock for times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from servers import RunningServer
+from tests.helpers import ROOT, served
+
+SCENARIO = r"""
+import fcntl, json, os, sys
+base = sys.argv[1]
+os.mkdir(base)
+seen = []
+def p(name):
+    return os.path.join(base, name)
+def whole(name):
+    with open(p(name), "rb") as f:
+        return f.read().hex()
+
+fd = os.open(p("a"), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(fd, b"abc")
+seen.append(["written", os.fstat(fd).st_size, os.lseek(fd, 0, os.SEEK_END)])
+os.ftruncate(fd, 8)
+seen.append(["grown", os.fstat(fd).st_size, os.pread(fd, 20, 0).hex()])
+os.ftruncate(fd, 2)
+seen.append(["cut", os.fstat(fd).st_size, os.pread(fd, 20, 0).hex()])
+os.fsync(fd)
+seen.append(["after fsync, another open reads", whole("a")])
+os.write(fd, b"Z")
+os.utime(fd, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+os.fchmod(fd, 0o640)
+seen.append(["times and mode", os.fstat(fd).st_mtime_ns, oct(os.fstat(fd).st_mode & 0o777)])
+os.close(fd)
+st = os.stat(p("a"))
+seen.append(["after close", whole("a"), st.st_mtime_ns, oct(st.st_mode & 0o777)])
+
+source = os.open(p("b"), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(source, b"source bytes")
+target = os.open(p("c"), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+copied = os.copy_file_range(source, target, 6, 0)
+sent = os.sendfile(target, source, 7, 5)
+seen.append(["copies", copied, sent, os.pread(target, 20, 0).hex(), os.fstat(target).st_size])
+os.close(source); os.close(target)
+seen.append(["copied, after close", whole("c")])
+
+fd = os.open(p("d"), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(fd, b"12345")
+os.lseek(fd, 1, os.SEEK_SET)
+fcntl.fcntl(fd, fcntl.F_SETFL, os.O_APPEND)
+os.write(fd, b"Z")
+seen.append(["appended", os.lseek(fd, 0, os.SEEK_CUR)])
+os.close(fd)
+seen.append(["appended, after close", whole("d")])
+print(json.dumps(seen))
+"""
+
+#: ``aviary run`` with a seeded regression (see the module's docstring).
+_CLI = """
+import sys
+from drivers.chirp._driver import ChirpDriver
+from reference_agent import agent, files, sys_file
+seeded = sys.argv.pop(1)
+if seeded == "server-fstat":
+    files.RemoteFile.stat = lambda self: self.driver.fstat(self.handle)
+elif seeded == "remote-truncate":
+    agent.Agent.content_file = agent.Agent.remote_file
+elif seeded == "no-fsync-push":
+    fsync, sync, in_fsync = sys_file.sys_fsync, files.RemoteFile.sync, [False]
+    def fsync_without_push(agent_, call):
+        in_fsync[0] = True
+        try:
+            return fsync(agent_, call)
+        finally:
+            in_fsync[0] = False
+    files.RemoteFile.sync = lambda self: None if in_fsync[0] else sync(self)
+    sys_file.sys_fsync = fsync_without_push
+elif seeded == "create-mode":
+    chmod = ChirpDriver.chmod
+    def chmod_but_temporaries(self, path, mode):
+        if ".aviary-" not in path:
+            chmod(self, path, mode)
+    ChirpDriver.chmod = chmod_but_temporaries
+elif seeded == "server-clock":
+    original = files.write_back
+    files.write_back = lambda driver, path, data, mode, times_ns=None: original(
+        driver, path, data, mode
+    )
+from harness.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RunningServer]:
+    with served("chirp/aviary") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def script(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("whole-copies") / "scenario.py"
+    path.write_text(SCENARIO)
+    return path
+
+
+@pytest.fixture(scope="module")
+def native(script: Path, tmp_path_factory: pytest.TempPathFactory) -> list[list[object]]:
+    """What the kernel says on a local directory."""
+    local = tmp_path_factory.mktemp("local")
+    done = subprocess.run(
+        [sys.executable, str(script), str(local / "work")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    seen: list[list[object]] = json.loads(done.stdout)
+    return seen
+
+
+def _under_agent(
+    server: RunningServer, script: Path, tmp_path: Path, seeded: str = "none"
+) -> list[list[object]]:
+    mount_point = tmp_path / "mnt"
+    done = subprocess.run(
+        [sys.executable, "-c", _CLI, seeded, "run", "--cache", "whole",
+         "--cache-dir", str(tmp_path / "cache"),
+         "-M", f"{mount_point}=chirp://127.0.0.1:{server.port}/",
+         "--", sys.executable, str(script), str(mount_point / f"work-{seeded}")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    seen: list[list[object]] = json.loads(done.stdout)
+    return seen
+
+
+def test_a_copy_behaves_as_the_file_through_its_descriptor(
+    server: RunningServer, script: Path, native: list[list[object]], tmp_path: Path
+) -> None:
+    assert _under_agent(server, script, tmp_path) == native
+
+
+@pytest.mark.parametrize(
+    "seeded", ["server-fstat", "remote-truncate", "no-fsync-push", "create-mode", "server-clock"]
+)
+def test_each_seeded_regression_is_caught(
+    server: RunningServer, script: Path, native: list[list[object]], tmp_path: Path, seeded: str
+) -> None:
+    assert _under_agent(server, script, tmp_path, seeded) != native
