@@ -234,6 +234,20 @@ def test_utimens_seconds(system: Driver) -> None:
     assert system.stat("/u").st_mtime_ns == 1_100_000_000 * 10**9
 
 
+def test_utimens_while_open(system: Driver, evidence: Evidence) -> None:
+    """Times set on a file open for writing (``cp -p``'s futimens before close) are still
+    there after the close: a close that sends the file must not stamp its own clock."""
+    handle = system.open("/w", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        system.pwrite(handle, b"written", 0)
+        system.utimens("/w", (1_000_000_000 * 10**9, 1_100_000_000 * 10**9))
+    finally:
+        system.close(handle)
+    got = system.stat("/w").st_mtime_ns
+    evidence.add(f"mtime set to 1100000000 s while open, {got / 1e9:.0f} s after close")
+    assert got == 1_100_000_000 * 10**9
+
+
 def test_utimens_nanoseconds(system: Driver, evidence: Evidence) -> None:
     system.write_file("/u", b"")
     system.utimens("/u", (1_000_000_000_123_456_789, 1_100_000_000_987_654_321))

@@ -144,3 +144,26 @@ class RenameIntoFileWrongErrno(LocalDriver):
             super().rename(old, new)
         except NotADirectoryError:
             raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), new) from None
+
+
+class CloseStampsTheClock(LocalDriver):
+    """Closing a handle that wrote gives the file the time of the close, as an upload at
+    close does: times set while it was open are lost."""
+
+    name = "close-stamps-the-clock"
+
+    def __init__(self, root: str | os.PathLike[str] = "/") -> None:
+        super().__init__(root)
+        self._written: dict[int, str] = {}
+
+    def open(self, path: str, flags: int, mode: int = 0o666) -> Handle:
+        handle = super().open(path, flags, mode)
+        if flags & os.O_ACCMODE != os.O_RDONLY:
+            self._written[int(handle)] = path
+        return handle
+
+    def close(self, handle: Handle) -> None:
+        path = self._written.pop(int(handle), None)
+        super().close(handle)
+        if path is not None:
+            self.utimens(path)

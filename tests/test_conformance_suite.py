@@ -74,6 +74,7 @@ def test_chirp_passes_with_its_declared_gaps(tmp_path: Path, server: str) -> Non
         ("MissingParentWrongErrno", "errno[missing_parent_create]"),
         ("ListingDropsLongNames", "oracle_comparison"),
         ("RenameIntoFileWrongErrno", "errno_matrix[rename_onto-file_as_parent]"),
+        ("CloseStampsTheClock", "utimens_while_open"),
     ],
 )
 def test_broken_drivers_are_caught_by_name(tmp_path: Path, driver: str, caught_by: str) -> None:

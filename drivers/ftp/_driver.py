@@ -238,6 +238,10 @@ class FtpDriver(FtpTransfers):
             raise OSError(errno.ENOTSUP, f"{self.describe()} has no SITE CHMOD: {reply}", path)
         if not reply.ok:
             self._fail(self._diagnose(interview.after_refused_change, path), path)
+        for entry in self._files.values():  # an open handle's fstat shows the new mode
+            if entry.path == path:
+                bits = (entry.stat.st_mode & ~0o7777) | (mode & 0o7777)
+                entry.stat = replace(entry.stat, st_mode=bits)
 
     @recoverable
     def utimens(self, path: str, times_ns: tuple[int, int] | None = None) -> None:
@@ -251,6 +255,12 @@ class FtpDriver(FtpTransfers):
             reply = self._ask("MFMT", f"{format_timeval(mtime)} {path}")
             if not reply.ok:
                 self._fail(self._diagnose(interview.after_refused_change, path), path)
+            whole_seconds = mtime - mtime % 1_000_000_000  # what MFMT keeps
+            for entry in self._files.values():
+                if entry.path == path:
+                    entry.stat = replace(entry.stat, st_mtime_ns=whole_seconds)
+                    if entry.stage is not None:
+                        entry.mtime_after_upload = mtime
 
     def _fix_mode(self, path: str, mode: int, default: int) -> None:
         """chmod a new file or directory whose mode is not what the server made."""
@@ -306,9 +316,21 @@ class FtpDriver(FtpTransfers):
                 return
             try:
                 if entry.dirty and not entry.orphan:
-                    self._put_stage(entry)
+                    self._upload(entry)
             finally:
                 entry.stage.close()
+
+    def _upload(self, entry: OpenFile) -> None:
+        """Send a handle's stage, then the mtime utimens gave it meanwhile (the upload
+        stamped the server's clock over it)."""
+        self._put_stage(entry)
+        mtime = entry.mtime_after_upload
+        if mtime is None:
+            return
+        reply = self._ask("MFMT", f"{format_timeval(mtime)} {entry.path}")
+        if not reply.ok:
+            self._fail(self._diagnose(interview.after_refused_change, entry.path), entry.path)
+        entry.mtime_after_upload = None
 
     def pread(self, handle: Handle, size: int, offset: int) -> bytes:
         with self.counters.operation("pread"):
@@ -349,13 +371,14 @@ class FtpDriver(FtpTransfers):
                 entry.stage.seek(offset)
             entry.stage.write(data)
             entry.dirty = True
+            entry.mtime_after_upload = None
             return len(data)
 
     def fsync(self, handle: Handle) -> None:
         with self.counters.operation("fsync"):
             entry = self._entry(handle)
             if entry.stage is not None and entry.dirty and not entry.orphan:
-                self._put_stage(entry)
+                self._upload(entry)
                 if entry.append_only:
                     entry.stat = replace(
                         entry.stat, st_size=entry.stat.st_size + entry.stage.seek(0, os.SEEK_END)
@@ -377,6 +400,7 @@ class FtpDriver(FtpTransfers):
                 entry.stage.write(b"\0" * (length - end))
             entry.stage.truncate(length)
             entry.dirty = True
+            entry.mtime_after_upload = None
 
     @recoverable
     def truncate(self, path: str, length: int) -> None:

@@ -44,6 +44,10 @@ class OpenFile(OpenFlags):
     #: The driver's operation count when ``stat`` was fetched: while nothing else has been
     #: asked since, the next fstat is answered from it (an open's MLST serves its fstat).
     stat_at: int = -1
+    #: The mtime (ns) utimens gave the path while this handle's stage waited: the upload at
+    #: close or fsync stamps the server's clock, so it is given again after it. A write or
+    #: truncate through the handle since forgets it (it is a newer change, as on a disk).
+    mtime_after_upload: int | None = None
 
 
 def _new_stage() -> BinaryIO:
