@@ -1,0 +1,232 @@
+"""A program that uses files the ways real programs do and prints what the kernel says.
+
+Run as ``python file_semantics.py SCENARIO DIRECTORY``: it makes DIRECTORY, plays the
+scenario in it and prints one JSON list of what each step saw (bytes as hex). Natively on
+a local disk it prints the kernel's answers; ``tests/test_file_semantics.py`` runs it under
+the agent on a remote mount and compares. Every step is deterministic: processes take
+turns through pipes.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import mmap
+import os
+import sys
+from collections.abc import Callable
+
+Seen = list[list[object]]
+
+
+def _attempt(action: Callable[[], object]) -> object:
+    """The result, or the errno's name."""
+    try:
+        return action()
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno or 0, str(exc.errno))
+
+
+def _hex(data: object) -> object:
+    return data.hex() if isinstance(data, bytes) else data
+
+
+class Scenario:
+    """The directory a scenario works in and what it saw."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.seen: Seen = []
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.base, name)
+
+    def note(self, step: str, *values: object) -> None:
+        self.seen.append([step, *(_hex(value) for value in values)])
+
+    def whole(self, name: str) -> object:
+        def read() -> bytes:
+            with open(self.path(name), "rb") as file:
+                return file.read()
+
+        return _hex(_attempt(read))
+
+    def put(self, name: str, data: bytes) -> None:
+        with open(self.path(name), "wb") as file:
+            file.write(data)
+
+
+def descriptors(s: Scenario) -> None:
+    """Offsets shared through fork and dup, O_APPEND set late, reopening through /proc."""
+    fd = os.open(s.path("a"), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, b"hello ")
+    child = os.fork()
+    if child == 0:
+        os.write(fd, b"child ")
+        os._exit(0)
+    os.waitpid(child, 0)
+    os.write(fd, b"parent")
+    s.note("fork shares the offset", os.lseek(fd, 0, os.SEEK_CUR), os.pread(fd, 100, 0))
+    os.lseek(fd, 0, os.SEEK_SET)
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_APPEND)
+    os.write(fd, b"+app")
+    s.note("O_APPEND set by fcntl", os.lseek(fd, 0, os.SEEK_CUR), s.whole("a"))
+    os.close(fd)
+
+    fd = os.open(s.path("d"), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.pwrite(fd, b"end", 10)
+    os.write(fd, b"start")
+    s.note("a hole, then a write at 0", os.pread(fd, 100, 0), os.fstat(fd).st_size)
+    moved = os.dup2(fd, 40)
+    os.close(fd)
+    os.write(moved, b"!")
+    s.note("through dup2 after close", os.lseek(moved, 0, os.SEEK_CUR), s.whole("d"))
+    again = os.open(f"/proc/self/fd/{moved}", os.O_RDWR)
+    os.write(again, b"PROC")
+    s.note("reopened through /proc", os.pread(moved, 100, 0), os.lseek(again, 0, os.SEEK_CUR))
+    os.close(again)
+    os.close(moved)
+
+
+def names(s: Scenario) -> None:
+    """Renames and unlinks of open files, O_TRUNC under a reader, reading past writes."""
+    fd = os.open(s.path("e"), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, b"one")
+    os.rename(s.path("e"), s.path("e2"))
+    os.write(fd, b"two")
+    s.note("written after a rename", os.pread(fd, 100, 0), s.whole("e"), s.whole("e2"))
+    os.close(fd)
+    fd = os.open(s.path("f"), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, b"gone")
+    os.unlink(s.path("f"))
+    os.write(fd, b"still")
+    s.note("written after an unlink", os.pread(fd, 100, 0), os.fstat(fd).st_size, s.whole("f"))
+    os.close(fd)
+
+    s.put("c", b"abcdefghij")
+    reader = os.open(s.path("c"), os.O_RDONLY)
+    first = os.read(reader, 4)
+    truncating = os.open(s.path("c"), os.O_WRONLY | os.O_TRUNC)
+    os.write(truncating, b"XY")
+    os.close(truncating)
+    rest = os.read(reader, 100)
+    s.note(
+        "O_TRUNC under a reader", first, rest, os.pread(reader, 100, 0), os.fstat(reader).st_size
+    )
+    os.close(reader)
+
+    writer = os.open(s.path("n"), os.O_WRONLY | os.O_CREAT, 0o644)
+    reader = os.open(s.path("n"), os.O_RDONLY)
+    os.write(writer, b"abc")
+    early = os.read(reader, 10)
+    os.write(writer, b"def")
+    s.note("a reader follows a writer", early, os.read(reader, 10), os.fstat(reader).st_size)
+    os.close(writer)
+    os.close(reader)
+
+
+def sizes(s: Scenario) -> None:
+    """Truncating up and down, seeking past the end, vectors, positions far away."""
+    fd = os.open(s.path("g"), os.O_RDWR | os.O_CREAT, 0o644)
+    os.write(fd, b"abc")
+    os.ftruncate(fd, 8)
+    s.note("grown", os.pread(fd, 20, 0), os.lseek(fd, 0, os.SEEK_END))
+    s.note("seek data", _attempt(lambda: os.lseek(fd, 100, os.SEEK_DATA)))
+    s.note("negative seek", _attempt(lambda: os.lseek(fd, -1, os.SEEK_SET)))
+    os.ftruncate(fd, 2)
+    os.lseek(fd, 5, os.SEEK_SET)
+    os.write(fd, b"!")
+    s.note("cut, then written past the end", s.whole("g"), os.fstat(fd).st_size)
+    os.close(fd)
+
+    fd = os.open(s.path("v"), os.O_RDWR | os.O_CREAT, 0o644)
+    os.writev(fd, [b"", b"ab", b"", b"cdef"])
+    os.pwritev(fd, [b"X", b"Y"], 1)
+    os.lseek(fd, 0, os.SEEK_SET)
+    empty, small, large = bytearray(0), bytearray(3), bytearray(10)
+    count = os.readv(fd, [empty, small, large])
+    s.note("vectors", count, bytes(small), bytes(large), os.lseek(fd, 0, os.SEEK_CUR))
+    os.close(fd)
+
+
+def mappings(s: Scenario) -> None:
+    """A shared mapping next to writes through the descriptor that made it."""
+    fd = os.open(s.path("m"), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, b"0123456789")
+    mapped = mmap.mmap(fd, 10)
+    mapped[0:3] = b"abc"
+    mapped.flush()
+    s.note("a store, read through the descriptor", os.pread(fd, 100, 0))
+    os.write(fd, b"XY")
+    s.note("a write, seen by both", os.pread(fd, 100, 0), bytes(mapped[:10]))
+    mapped.close()
+    os.close(fd)
+    s.note("after close", s.whole("m"))
+
+
+def processes(s: Scenario) -> None:
+    """Two processes taking turns: appends through their own opens, writes through one
+    shared description, a reader seeing each write made before it was told."""
+    turn_r, turn_w = os.pipe()
+    back_r, back_w = os.pipe()
+
+    def in_turns(child_step: Callable[[int], object], parent_step: Callable[[int], object]) -> None:
+        child = os.fork()
+        if child == 0:
+            for i in range(3):
+                os.read(turn_r, 1)
+                child_step(i)
+                os.write(back_w, b"x")
+            os._exit(0)
+        for i in range(3):
+            parent_step(i)
+            os.write(turn_w, b"x")
+            os.read(back_r, 1)
+        os.waitpid(child, 0)
+
+    s.put("log", b"")
+    parents = os.open(s.path("log"), os.O_WRONLY | os.O_APPEND)
+    childs = os.open(s.path("log"), os.O_WRONLY | os.O_APPEND)
+    in_turns(lambda i: os.write(childs, b"c%d;" % i), lambda i: os.write(parents, b"p%d;" % i))
+    s.note("appends in turns", s.whole("log"))
+    os.close(parents)
+    os.close(childs)
+
+    shared = os.open(s.path("shared"), os.O_RDWR | os.O_CREAT, 0o644)
+    in_turns(lambda i: os.write(shared, b"C%d" % i), lambda i: os.write(shared, b"P%d" % i))
+    s.note("one description, in turns", s.whole("shared"), os.lseek(shared, 0, os.SEEK_CUR))
+    os.close(shared)
+
+    writer = os.open(s.path("seen"), os.O_RDWR | os.O_CREAT, 0o644)
+    reader = os.open(s.path("seen"), os.O_RDONLY)
+    seen_r, seen_w = os.pipe()
+    in_turns(
+        lambda i: os.write(seen_w, os.pread(reader, 100, 0).ljust(8, b".")),
+        lambda i: os.write(writer, b"%d" % i),
+    )
+    s.note("a reader in the other process", os.read(seen_r, 24))
+    os.close(writer)
+    os.close(reader)
+
+
+SCENARIOS: dict[str, Callable[[Scenario], None]] = {
+    "descriptors": descriptors,
+    "names": names,
+    "sizes": sizes,
+    "mappings": mappings,
+    "processes": processes,
+}
+
+
+def main() -> None:
+    name, base = sys.argv[1], sys.argv[2]
+    os.mkdir(base)
+    scenario = Scenario(base)
+    SCENARIOS[name](scenario)
+    print(json.dumps(scenario.seen))
+
+
+if __name__ == "__main__":
+    main()

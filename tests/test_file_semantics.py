@@ -1,0 +1,123 @@
+"""Programs using files the ways real programs do, on a local disk and through the agent.
+
+Covers: the agent's descriptor, offset, open-file and mapping handling as a whole, on
+both Chirp servers, with ``--cache off`` and ``cto`` (whose promises a single program
+taking turns with itself cannot tell from a local disk's).
+
+Scenario: ``tests/scenarios/file_semantics.py`` plays each scenario (descriptors shared by
+fork and dup, renames and unlinks of open files, O_TRUNC under a reader, truncates, holes
+and vectors, a shared mapping beside writes, two processes taking turns) and prints what
+every step saw. Natively on a local directory and under ``aviary run`` on a Chirp mount it
+must print the same. Each seeded regression must be caught, at the step that names it: a
+rename that copies (an open file's later writes go to the old object), and, under cto,
+other opens of a file not told that it changed (a reader answers from stale bytes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from servers import RunningServer
+from tests.helpers import ROOT, served
+
+PROGRAM = Path(__file__).with_name("scenarios") / "file_semantics.py"
+SCENARIOS = ("descriptors", "names", "sizes", "mappings", "processes")
+
+#: ``aviary run`` with a seeded regression: "rename-copies" renames by copying (a handle
+#: keeps the old object, as a get/put protocol's would), "changes-unheard" tells no other
+#: open of a file that it changed (under cto their buffers then answer with stale bytes).
+_CLI = """
+import sys
+from drivers.chirp._driver import ChirpDriver
+from reference_agent import files
+seeded = sys.argv.pop(1)
+if seeded == "rename-copies":
+    def rename_by_copy(self, old, new):
+        self.write_file(new, self.read_file(old))
+        self.unlink(old)
+    ChirpDriver.rename = rename_by_copy
+elif seeded == "changes-unheard":
+    files.RemoteFileTable.changed = lambda self, *args, **kwargs: None
+from harness.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.fixture(scope="module", params=["chirp/aviary", "chirp/cctools"])
+def server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
+    with served(request.param) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def native(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[list[object]]]:
+    """What the kernel says on a local directory, per scenario."""
+    seen: dict[str, list[list[object]]] = {}
+    for scenario in SCENARIOS:
+        local = tmp_path_factory.mktemp("local") / "work"
+        done = subprocess.run(
+            [sys.executable, str(PROGRAM), scenario, str(local)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        seen[scenario] = json.loads(done.stdout)
+    return seen
+
+
+def _under_agent(
+    server: RunningServer, tmp_path: Path, scenario: str, cache: str, seeded: str = "none"
+) -> list[list[object]]:
+    mount_point = tmp_path / "mnt"
+    work = mount_point / f"{scenario}-{cache}-{seeded}-{tmp_path.name}"
+    done = subprocess.run(
+        [sys.executable, "-c", _CLI, seeded, "run", "--cache", cache,
+         "-M", f"{mount_point}=chirp://127.0.0.1:{server.port}/",
+         "--", sys.executable, str(PROGRAM), scenario, str(work)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    seen: list[list[object]] = json.loads(done.stdout)
+    return seen
+
+
+@pytest.mark.parametrize("cache", ["off", "cto"])
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_a_program_sees_what_it_sees_on_a_local_disk(
+    server: RunningServer,
+    native: dict[str, list[list[object]]],
+    tmp_path: Path,
+    scenario: str,
+    cache: str,
+) -> None:
+    assert _under_agent(server, tmp_path, scenario, cache) == native[scenario]
+
+
+@pytest.mark.parametrize(
+    ("seeded", "cache", "scenario", "step"),
+    [
+        ("rename-copies", "off", "names", "written after a rename"),
+        ("changes-unheard", "cto", "names", "a reader follows a writer"),
+    ],
+)
+def test_each_seeded_regression_is_caught(
+    server: RunningServer,
+    native: dict[str, list[list[object]]],
+    tmp_path: Path,
+    seeded: str,
+    cache: str,
+    scenario: str,
+    step: str,
+) -> None:
+    seen = _under_agent(server, tmp_path, scenario, cache, seeded)
+    differing = [
+        row[0] for row, expected in zip(seen, native[scenario], strict=True) if row != expected
+    ]
+    assert step in differing, differing
