@@ -80,8 +80,7 @@ class RemoteFile:
     local_copy: str | None = None  # --cache whole: the local file the program works on
     synced: tuple[int, int] | None = None  # (mtime_ns, size) of local_copy when last sent
     #: A shared writable mapping of the placeholder exists: what it stores goes back at
-    #: close and fsync (``mapping`` tells what that is).
-    shared_map: bool = False
+    #: close and fsync (the copy tells what that is).
     mapping: MappedCopy | None = None
     #: O_PATH|O_NOFOLLOW on a symlink: the descriptor names the link; no handle is open.
     is_link: bool = False
@@ -159,7 +158,7 @@ class RemoteFile:
             or self.offset != 0
             or reader.size is None
             or reader.size > FILL_MAX
-            or self.shared_map
+            or self.mapping is not None
         ):
             return False
         try:
@@ -199,7 +198,7 @@ class RemoteFile:
             or self.flags & (os.O_ACCMODE | os.O_PATH | os.O_APPEND) != os.O_RDWR
             or capabilities.consistency != "posix"
             or capabilities.busy_names
-            or self.shared_map
+            or self.mapping is not None
         ):
             return False
         try:
@@ -215,7 +214,7 @@ class RemoteFile:
         placeholder keeps the bytes it has but follows no more writes: an mmap fetches the
         file again, unless a shared mapping of the placeholder is the file's bytes now."""
         self.filled = False
-        self.materialized = self.shared_map
+        self.materialized = self.mapping is not None
         if self.mapping is not None:
             self.mapping.filled = False  # the agent keeps the placeholder in step again
         self.offset = offset
@@ -247,9 +246,8 @@ class RemoteFile:
             os.close(placeholder)
             raise
         self.mapping = MappedCopy(placeholder, filled=self.filled)
-        self.shared_map = True
 
-    def write_back(self) -> None:
+    def send_mapped(self) -> None:
         """Send what the shared mapping stored since the last time (nothing else)."""
         if self.mapping is None:
             return
@@ -452,7 +450,7 @@ class RemoteFileTable:
         for other in self._files.values():
             if (
                 other is not remote
-                and other.shared_map
+                and other.mapping is not None
                 and other.driver is remote.driver
                 and other.remote_path == remote.remote_path
             ):

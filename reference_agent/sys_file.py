@@ -249,7 +249,7 @@ def sys_close(agent: Agent, call: Call) -> Outcome:
         # next open either way; a read through another descriptor fetches again.
         remote.reader.set_aside()
     try:
-        remote.write_back()
+        remote.send_mapped()
         remote.sync()  # --cache whole: close reports whether the data reached the server
     except OSError as exc:
         failure = -(exc.errno or errno.EIO)  # the descriptor still closes, as POSIX says
@@ -345,7 +345,7 @@ def sys_fsync(agent: Agent, call: Call) -> Outcome:
     remote = agent.remote_file(call, call.fd(0))
     if remote is None:
         return None
-    remote.write_back()
+    remote.send_mapped()
     remote.sync()  # --cache whole: the copy goes to the server now, as fsync promises
     remote.driver.fsync(remote.handle)
     return 0

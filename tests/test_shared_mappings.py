@@ -1,6 +1,6 @@
 """Shared writable mappings of remote files next to other ways of changing them.
 
-Covers: ``RemoteFile.map_shared`` and ``write_back``, :mod:`reference_agent.mapped_copy`
+Covers: ``RemoteFile.map_shared`` and ``send_mapped``, :mod:`reference_agent.mapped_copy`
 and ``RemoteFileTable.changed`` for mapped opens: what a shared mapping stores goes back
 at fsync and close, and only that; writes, appends and truncates made meanwhile through
 other descriptors or by name stay on the server (they were told to the program as done)
@@ -132,7 +132,7 @@ if seeded == "whole":
             done += self.driver.pwrite(self.handle, data[done:], done)
         if self.driver.fstat(self.handle).st_size != len(data):
             self.driver.ftruncate(self.handle, len(data))
-    files.RemoteFile.write_back = whole
+    files.RemoteFile.send_mapped = whole
 elif seeded == "server-reads":
     for name in ("pread", "read_views"):
         def unmapped(self, *args, _original=getattr(files.RemoteFile, name)):
