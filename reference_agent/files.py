@@ -259,6 +259,13 @@ class RemoteFile:
         if self.reader is not None:
             self.reader.forget()
 
+    def outdated(self) -> None:
+        """The file changed in a way the placeholder does not follow (it is neither filled
+        nor mapped shared): what an earlier mmap copied into it is old, and the next mmap
+        or sendfile copies the file again."""
+        if not self.filled and self.mapping is None and self.local_copy is None:
+            self.materialized = False
+
     def follow(self, change: Change) -> None:
         """The file changed through another open of this agent: the placeholder takes the
         change (the program's own changes are seen at once, without reading the file again)."""
@@ -278,6 +285,7 @@ class RemoteFile:
         placeholder, unless ``kernel_follows``: the program's own write is resumed after
         this one and makes the same change there (if the server took all of ``data``)."""
         written = self.driver.pwrite(self.handle, data, offset)
+        self.outdated()
         if self.mapping is not None:
             self.mapping.wrote(offset, memoryview(data)[:written])
         if self.filled:  # a mirror: the placeholder takes what the server took
@@ -289,6 +297,7 @@ class RemoteFile:
 
     def ftruncate(self, length: int) -> None:
         self.driver.ftruncate(self.handle, length)
+        self.outdated()
         if self.mapping is not None:
             self.mapping.truncated(length)
         if self.filled:
@@ -465,33 +474,28 @@ class RemoteFileTable:
         by: RemoteFile | None = None,
     ) -> None:
         """The file changed as ``change`` says (through ``by``, or by name): its other opens
-        read it afresh, and filled and shared-mapped placeholders take the change."""
+        read it afresh, filled and shared-mapped placeholders take the change, and others
+        filled for an mmap are filled again at the next one."""
         for other in self._files.values():
-            if (
-                other is not by
-                and other.mapping is not None
-                and other.driver is driver
-                and other.remote_path == remote_path
-            ):
+            if other is by or other.driver is not driver or other.remote_path != remote_path:
+                continue
+            other.outdated()
+            if other.mapping is not None:
                 _follow_mapping(other, change)
-            if (
-                other is not by
-                and other.reader is not None
-                and other.driver is driver
-                and other.remote_path == remote_path
-            ):
-                if not other.filled:
-                    other.reader.forget()
-                    continue
-                try:
-                    other.follow(change)
-                except OSError as exc:
-                    # The change itself succeeded; the program is told where a person sees it.
-                    print(
-                        f"aviary: refreshing the open copy of {other.logical} failed: "
-                        f"{exc.strerror or exc}",
-                        file=sys.stderr,
-                    )
+            if other.reader is None:
+                continue
+            if not other.filled:
+                other.reader.forget()
+                continue
+            try:
+                other.follow(change)
+            except OSError as exc:
+                # The change itself succeeded; the program is told where a person sees it.
+                print(
+                    f"aviary: refreshing the open copy of {other.logical} failed: "
+                    f"{exc.strerror or exc}",
+                    file=sys.stderr,
+                )
 
     def collect(self, live_pids: Iterable[int]) -> list[RemoteFile]:
         """Release every RemoteFile no live process holds a placeholder of; return them."""

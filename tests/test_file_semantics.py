@@ -10,7 +10,8 @@ and vectors, a shared mapping beside writes, two processes taking turns) and pri
 every step saw. Natively on a local directory and under ``aviary run`` on a Chirp mount it
 must print the same. Each seeded regression must be caught, at the step that names it: a
 rename that copies (an open file's later writes go to the old object), and, under cto,
-other opens of a file not told that it changed (a reader answers from stale bytes).
+other opens of a file not told that it changed (a reader answers from stale bytes), and
+the placeholder an earlier mmap filled kept after writes (a new mapping shows old bytes).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ SCENARIOS = ("descriptors", "names", "sizes", "mappings", "processes")
 
 #: ``aviary run`` with a seeded regression: "rename-copies" renames by copying (a handle
 #: keeps the old object, as a get/put protocol's would), "changes-unheard" tells no other
-#: open of a file that it changed (under cto their buffers then answer with stale bytes).
+#: open of a file that it changed (under cto their buffers then answer with stale bytes),
+#: "copy-kept" keeps what an mmap copied into a placeholder after the file changed.
 _CLI = """
 import sys
 from drivers.chirp._driver import ChirpDriver
@@ -45,6 +47,8 @@ if seeded == "rename-copies":
     ChirpDriver.rename = rename_by_copy
 elif seeded == "changes-unheard":
     files.RemoteFileTable.changed = lambda self, *args, **kwargs: None
+elif seeded == "copy-kept":
+    files.RemoteFile.outdated = lambda self: None
 from harness.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -105,6 +109,7 @@ def test_a_program_sees_what_it_sees_on_a_local_disk(
     [
         ("rename-copies", "off", "names", "written after a rename"),
         ("changes-unheard", "cto", "names", "a reader follows a writer"),
+        ("copy-kept", "off", "mappings", "a private mapping made after writes"),
     ],
 )
 def test_each_seeded_regression_is_caught(

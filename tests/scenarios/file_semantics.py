@@ -152,7 +152,8 @@ def sizes(s: Scenario) -> None:
 
 
 def mappings(s: Scenario) -> None:
-    """A shared mapping next to writes through the descriptor that made it."""
+    """A shared mapping next to writes through the descriptor that made it; a private
+    mapping made again after writes through two descriptors."""
     fd = os.open(s.path("m"), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     os.write(fd, b"0123456789")
     mapped = mmap.mmap(fd, 10)
@@ -164,6 +165,20 @@ def mappings(s: Scenario) -> None:
     mapped.close()
     os.close(fd)
     s.note("after close", s.whole("m"))
+
+    s.put("p", b"0123456789")
+    fd = os.open(s.path("p"), os.O_RDWR)
+    first = mmap.mmap(fd, 10, flags=mmap.MAP_PRIVATE)
+    before = bytes(first[:10])
+    first.close()
+    os.pwrite(fd, b"AB", 0)
+    other = os.open(s.path("p"), os.O_RDWR)
+    os.pwrite(other, b"CD", 4)
+    os.close(other)
+    again = mmap.mmap(fd, 10, flags=mmap.MAP_PRIVATE)
+    s.note("a private mapping made after writes", before, bytes(again[:10]))
+    again.close()
+    os.close(fd)
 
 
 def processes(s: Scenario) -> None:
