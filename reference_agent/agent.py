@@ -33,7 +33,7 @@ from reference_agent._loop import Park, Rewrite, TracerLoop
 from reference_agent._ptrace import Event, ExecEvent, Exited, ForkEvent, Killed, Registers
 from reference_agent.call import NATIVE, Call, Native, Outcome, Resolved
 from reference_agent.dotdot import dotdot_refusal
-from reference_agent.files import RemoteFile, RemoteFileTable
+from reference_agent.files import RemoteFile, RemoteFileTable, moved_path
 from reference_agent.identity import Identity
 from reference_agent.interpreters import plan_exec
 from reference_agent.landlock import Ruleset
@@ -476,6 +476,20 @@ class Agent:
         if remote is not None:
             call.mount = remote.driver.describe()
         return remote
+
+    def renamed(
+        self, driver: Driver, old: str, new: str, old_logical: str, new_logical: str
+    ) -> None:
+        """A rename through this agent moved ``old`` to ``new`` (remote paths, and the same
+        in the namespace): open files and directories below it, and every working directory
+        there, follow it, as the kernel's would (a relative path then lands in the moved
+        directory, never in a new one made under the old name)."""
+        self.files.renamed(driver, old, new, old_logical, new_logical)
+        for cwd in {id(cwd): cwd for cwd in self.cwds.values()}.values():
+            if cwd.logical is not None:
+                moved = moved_path(cwd.logical, old_logical, new_logical)
+                if moved is not None:
+                    cwd.logical = moved
 
     def content_file(self, call: Call, fd: int) -> RemoteFile | None:
         """The RemoteFile behind ``fd`` whose bytes the agent moves; None for a local

@@ -31,7 +31,7 @@ from reference_agent.read_cache import FILL_MAX, ReadBuffer
 from reference_agent.read_memory import Scratch
 from reference_agent.whole_cache import write_back
 
-__all__ = ["Change", "RemoteFile", "RemoteFileTable", "Truncated", "Wrote"]
+__all__ = ["Change", "RemoteFile", "RemoteFileTable", "Truncated", "Wrote", "moved_path"]
 
 #: /proc/self/fd/N, /proc/thread-self/fd/N, /proc/PID/fd/N (and task/TID/fd/N), and below.
 _PROC_FD = re.compile(r"^/proc/(self|thread-self|\d+)(?:/task/(\d+))?/fd/(\d+)(/.*)?$")
@@ -337,9 +337,7 @@ class RemoteFile:
             data = copy.read()
         # A temporary name renamed over the file: a failure leaves the old contents.
         mode = self.driver.fstat(self.handle).st_mode
-        write_back(
-            self.driver, self.remote_path, data, mode, (st.st_atime_ns, st.st_mtime_ns)
-        )
+        write_back(self.driver, self.remote_path, data, mode, (st.st_atime_ns, st.st_mtime_ns))
         self.synced = state
         with contextlib.suppress(OSError):  # the handle named the replaced file: follow the name
             keep = self.flags & ~(os.O_CREAT | os.O_TRUNC | os.O_EXCL)
@@ -466,6 +464,21 @@ class RemoteFileTable:
                 return other
         return None
 
+    def renamed(
+        self, driver: Driver, old: str, new: str, old_logical: str, new_logical: str
+    ) -> None:
+        """``old`` was renamed to ``new`` through ``driver`` (remote paths; ``old_logical``
+        and ``new_logical`` in the program's namespace): every open file or directory at or
+        below it is named from the new place, as its inode would be."""
+        for remote in self._files.values():
+            logical = moved_path(remote.logical, old_logical, new_logical)
+            if logical is not None:
+                remote.logical = logical
+            if remote.driver is driver:
+                path = moved_path(remote.remote_path, old, new)
+                if path is not None:
+                    remote.remote_path = path
+
     def changed(
         self,
         driver: Driver,
@@ -519,6 +532,15 @@ class RemoteFileTable:
         for remote in list(self._files.values()):
             self._drop(remote)
         self.version += 1
+
+
+def moved_path(path: str, old: str, new: str) -> str | None:
+    """``path`` once ``old`` was renamed to ``new``, if it is ``old`` or below it; else None."""
+    if path == old:
+        return new
+    if path.startswith(old.rstrip("/") + "/"):
+        return new.rstrip("/") + path[len(old.rstrip("/")) :]
+    return None
 
 
 def _follow_mapping(remote: RemoteFile, change: Change) -> None:

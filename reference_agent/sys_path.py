@@ -163,6 +163,7 @@ def _two_paths(
         except FileNotFoundError:
             pass
     driver.rename(first.path, second.path)
+    agent.renamed(driver, first.path, second.path, resolved[0].logical, resolved[1].logical)
     return 0
 
 

@@ -226,12 +226,49 @@ def processes(s: Scenario) -> None:
     os.close(reader)
 
 
+def directories(s: Scenario) -> None:
+    """A working directory and a directory descriptor whose directories are renamed (a
+    new directory then made under the old name), and *at calls through the descriptor."""
+    os.makedirs(s.path("a/sub"))
+    home = os.getcwd()
+    os.chdir(s.path("a"))
+    os.rename(s.path("a"), s.path("b"))
+    os.mkdir(s.path("a"))
+    with open("written", "w") as file:
+        file.write("here")
+    s.note("a write in the moved working directory", sorted(os.listdir(s.path("a"))))
+    s.note("where it landed", sorted(os.listdir(s.path("b"))), os.path.basename(os.getcwd()))
+    opened = _attempt(lambda: os.open("sub", os.O_RDONLY | os.O_DIRECTORY))
+    os.chdir(home)
+    if not isinstance(opened, int):
+        s.note("sub opened from the moved working directory", opened)
+        return
+    directory = opened
+    os.rename(s.path("b/sub"), s.path("b/moved"))
+    made = os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=directory)
+    os.close(made)
+    os.mkdir("d", dir_fd=directory)
+    os.rename("f", "g", src_dir_fd=directory, dst_dir_fd=directory)
+    os.symlink("g", "l", dir_fd=directory)
+    s.note(
+        "through a descriptor of a moved directory",
+        sorted(os.listdir(directory)),
+        os.readlink("l", dir_fd=directory),
+        _attempt(lambda: os.rmdir("missing", dir_fd=directory)),
+    )
+    os.fchdir(directory)
+    s.note("fchdir into it", os.path.basename(os.getcwd()), sorted(os.listdir(".")))
+    os.chdir(home)
+    os.close(directory)
+
+
 SCENARIOS: dict[str, Callable[[Scenario], None]] = {
     "descriptors": descriptors,
     "names": names,
     "sizes": sizes,
     "mappings": mappings,
     "processes": processes,
+    "directories": directories,
 }
 
 
