@@ -421,6 +421,12 @@ class Driver(ABC):
     def pwrite(self, handle: Handle, data: bytes, offset: int) -> int:
         """pwrite(2): returns the number of bytes written."""
 
+    def fchmod(self, handle: Handle, mode: int) -> None:
+        """fchmod(2) of an open file, whatever its name now. A protocol that changes modes
+        by path only cannot (ENOTSUP): the agent asks this only for a file whose name was
+        unlinked or replaced since it was opened, and chmods by path otherwise."""
+        raise OSError(errno.ENOTSUP, f"{self.name}: no mode change through an open file")
+
     @abstractmethod
     def fsync(self, handle: Handle) -> None:
         """fsync(2)."""

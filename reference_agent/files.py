@@ -82,6 +82,9 @@ class RemoteFile:
     #: A shared writable mapping of the placeholder exists: what it stores goes back at
     #: close and fsync (the copy tells what that is).
     mapping: MappedCopy | None = None
+    #: The name was unlinked, or replaced by a rename, through this agent since the open:
+    #: ``remote_path`` names another file or none, so nothing is asked of it by name.
+    name_gone: bool = False
     #: O_PATH|O_NOFOLLOW on a symlink: the descriptor names the link; no handle is open.
     is_link: bool = False
     #: --cache cto: this open's read buffer (None: every read asks the driver).
@@ -114,6 +117,14 @@ class RemoteFile:
             st_mtime_ns=copy.st_mtime_ns,
             st_ctime_ns=copy.st_ctime_ns,
         )
+
+    def chmod(self, mode: int) -> None:
+        """fchmod(2): by name, unless the name was unlinked or replaced (then through the
+        open file itself, where the protocol can; ENOTSUP where it cannot)."""
+        if self.name_gone:
+            self.driver.fchmod(self.handle, mode & 0o7777)
+        else:
+            self.driver.chmod(self.remote_path, mode & 0o7777)
 
     def pread(self, size: int, offset: int) -> bytes:
         """Read from the placeholder when it holds the bytes (filled or mirrored), else
@@ -329,6 +340,8 @@ class RemoteFile:
         """--cache whole: send the local copy to the server if it changed since last time."""
         if self.local_copy is None or self.flags & os.O_ACCMODE == os.O_RDONLY:
             return
+        if self.name_gone:
+            return  # unlinked or replaced: its bytes go with it, never over another file
         st = os.stat(self.local_copy)
         state = (st.st_mtime_ns, st.st_size)
         if state == self.synced:
@@ -464,6 +477,13 @@ class RemoteFileTable:
                 return other
         return None
 
+    def unnamed(self, driver: Driver, path: str) -> None:
+        """``path`` was unlinked or renamed over through ``driver``: the files open under
+        that name keep their contents but no longer have it."""
+        for remote in self._files.values():
+            if remote.driver is driver and remote.remote_path == path:
+                remote.name_gone = True
+
     def renamed(
         self, driver: Driver, old: str, new: str, old_logical: str, new_logical: str
     ) -> None:
@@ -471,6 +491,8 @@ class RemoteFileTable:
         and ``new_logical`` in the program's namespace): every open file or directory at or
         below it is named from the new place, as its inode would be."""
         for remote in self._files.values():
+            if remote.name_gone:
+                continue
             logical = moved_path(remote.logical, old_logical, new_logical)
             if logical is not None:
                 remote.logical = logical

@@ -373,7 +373,7 @@ def sys_fchmod(agent: Agent, call: Call) -> Outcome:
         return None
     if remote.flags & os.O_PATH:
         return -errno.EBADF  # as Linux: fchmod needs a descriptor opened for I/O
-    remote.driver.chmod(remote.remote_path, call.arg(1) & 0o7777)
+    remote.chmod(call.arg(1))
     return 0
 
 

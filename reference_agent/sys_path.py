@@ -62,6 +62,7 @@ def _remove(agent: Agent, call: Call, dirfd: int, index: int, directory: bool) -
             if ending == "/":
                 return -errno.EISDIR  # "dir/" got past path_call's ENOTDIR for "file/"
             driver.unlink(target.path)
+        agent.files.unnamed(driver, target.path)
         return 0
 
     return path_call(agent, call, dirfd, index, remote)
@@ -163,6 +164,8 @@ def _two_paths(
         except FileNotFoundError:
             pass
     driver.rename(first.path, second.path)
+    if first.path != second.path:
+        agent.files.unnamed(driver, second.path)  # what the new name held is replaced
     agent.renamed(driver, first.path, second.path, resolved[0].logical, resolved[1].logical)
     return 0
 
@@ -258,7 +261,7 @@ def _chmod(
             return None
         if remote_file.is_link:
             return -errno.EOPNOTSUPP
-        remote_file.driver.chmod(remote_file.remote_path, mode & 0o7777)
+        remote_file.chmod(mode)
         return 0
     return path_call(agent, call, dirfd, index, remote)
 
@@ -349,6 +352,11 @@ def sys_utimensat(agent: Agent, call: Call) -> Outcome:
             )
         if remote_file.flags & os.O_PATH and not empty_path:
             return -errno.EBADF  # futimens needs a descriptor opened for I/O
+        if remote_file.name_gone:
+            # Times are set by name only, and the name is another file's now (or none).
+            return agent.hole(
+                call, f"remote file {remote_file.logical} (unlinked: its times)", errno.EOPNOTSUPP
+            )
         times = _times(call, call.arg(2), remote_file.driver, remote_file.remote_path)
         remote_file.driver.utimens(remote_file.remote_path, times)
         if remote_file.local_copy is not None:

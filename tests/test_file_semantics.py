@@ -13,8 +13,9 @@ must print the same. Each seeded regression must be caught, at the step that nam
 rename that copies (an open file's later writes go to the old object), and, under cto,
 other opens of a file not told that it changed (a reader answers from stale bytes), and
 the placeholder an earlier mmap filled kept after writes (a new mapping shows old bytes),
-and working directories left at their old names by a rename (a write lands in a new
-directory made under the old name).
+working directories left at their old names by a rename (a write lands in a new
+directory made under the old name), and a descriptor whose name was renamed over still
+changed by that name (fchmod changes the new file).
 """
 
 from __future__ import annotations
@@ -32,13 +33,14 @@ from servers import RunningServer
 from tests.helpers import ROOT, served
 
 PROGRAM = Path(__file__).with_name("scenarios") / "file_semantics.py"
-SCENARIOS = ("descriptors", "names", "sizes", "mappings", "processes", "directories")
+SCENARIOS = ("descriptors", "names", "sizes", "mappings", "processes", "directories", "replaced")
 
 #: ``aviary run`` with a seeded regression: "rename-copies" renames by copying (a handle
 #: keeps the old object, as a get/put protocol's would), "changes-unheard" tells no other
 #: open of a file that it changed (under cto their buffers then answer with stale bytes),
 #: "copy-kept" keeps what an mmap copied into a placeholder after the file changed,
-#: "renames-unfollowed" leaves working directories and open directories at their old names.
+#: "renames-unfollowed" leaves working directories and open directories at their old names,
+#: "names-kept" forgets that an open file's name was unlinked or renamed over.
 _CLI = """
 import sys
 from drivers.chirp._driver import ChirpDriver
@@ -53,6 +55,8 @@ elif seeded == "changes-unheard":
     files.RemoteFileTable.changed = lambda self, *args, **kwargs: None
 elif seeded == "copy-kept":
     files.RemoteFile.outdated = lambda self: None
+elif seeded == "names-kept":
+    files.RemoteFileTable.unnamed = lambda self, driver, path: None
 elif seeded == "renames-unfollowed":
     from reference_agent import agent
     agent.Agent.renamed = lambda self, *args: None
@@ -118,6 +122,7 @@ def test_a_program_sees_what_it_sees_on_a_local_disk(
         ("changes-unheard", "cto", "names", "a reader follows a writer"),
         ("copy-kept", "off", "mappings", "a private mapping made after writes"),
         ("renames-unfollowed", "off", "directories", "a write in the moved working directory"),
+        ("names-kept", "off", "replaced", "fchmod after a rename over its name"),
     ],
 )
 def test_each_seeded_regression_is_caught(

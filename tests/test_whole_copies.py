@@ -9,10 +9,12 @@ back through a fresh open, sets times and mode, copies into and out of a copy wi
 copy_file_range and sendfile, and appends after F_SETFL O_APPEND; it prints what it sees.
 Natively on a local directory and under ``aviary run --cache whole`` on a Chirp mount it
 must print the same. (What another open sees while a copy is open is not covered: each
-open has its own copy until close.) Each seeded regression must be caught: fstat answered
+open has its own copy until close.) A copy whose name was unlinked or renamed over while it
+was open goes nowhere at close. Each seeded regression must be caught: fstat answered
 by the server, truncates and copies sent to the server (the copy then undid them at
 close), fsync that does not send the copy, a write-back that leaves the server's create
-mode, and one that leaves the server's clock for times.
+mode, one that leaves the server's clock for times, and a copy sent back under a name that
+was unlinked or renamed over (the file comes back, the replacement is overwritten).
 """
 
 from __future__ import annotations
@@ -74,6 +76,17 @@ os.write(fd, b"Z")
 seen.append(["appended", os.lseek(fd, 0, os.SEEK_CUR)])
 os.close(fd)
 seen.append(["appended, after close", whole("d")])
+fd = os.open(p("e"), os.O_RDWR | os.O_CREAT, 0o644)
+os.write(fd, b"unlinked while open")
+os.unlink(p("e"))
+os.close(fd)
+fd = os.open(p("f"), os.O_RDWR | os.O_CREAT, 0o644)
+os.write(fd, b"replaced while open")
+with open(p("g"), "wb") as g:
+    g.write(b"the replacement")
+os.rename(p("g"), p("f"))
+os.close(fd)
+seen.append(["names gone while open", sorted(os.listdir(base)), whole("f")])
 print(json.dumps(seen))
 """
 
@@ -108,6 +121,8 @@ elif seeded == "server-clock":
     files.write_back = lambda driver, path, data, mode, times_ns=None: original(
         driver, path, data, mode
     )
+elif seeded == "names-kept":
+    files.RemoteFileTable.unnamed = lambda self, driver, path: None
 from harness.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -163,7 +178,15 @@ def test_a_copy_behaves_as_the_file_through_its_descriptor(
 
 
 @pytest.mark.parametrize(
-    "seeded", ["server-fstat", "remote-truncate", "no-fsync-push", "create-mode", "server-clock"]
+    "seeded",
+    [
+        "server-fstat",
+        "remote-truncate",
+        "no-fsync-push",
+        "create-mode",
+        "server-clock",
+        "names-kept",
+    ],
 )
 def test_each_seeded_regression_is_caught(
     server: RunningServer, script: Path, native: list[list[object]], tmp_path: Path, seeded: str

@@ -453,6 +453,11 @@ class ChirpDriver(ChirpShell):
             self._entry(handle)
             self._simple(lambda: f"fsync {self._fd(handle)}")
 
+    def fchmod(self, handle: Handle, mode: int) -> None:
+        with self._op("fchmod"):
+            self._entry(handle)
+            self._simple(lambda: f"fchmod {self._fd(handle)} {mode & 0o7777}")
+
     def ftruncate(self, handle: Handle, length: int) -> None:
         with self._op("ftruncate"):
             self._written(self._entry(handle))

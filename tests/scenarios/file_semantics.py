@@ -262,6 +262,33 @@ def directories(s: Scenario) -> None:
     os.close(directory)
 
 
+def replaced(s: Scenario) -> None:
+    """Descriptors of files whose names were renamed over or unlinked and made again: a
+    change through them stays with their file, never the new one under the name."""
+    s.put("a", b"new")
+    s.put("b", b"old")
+    os.chmod(s.path("a"), 0o600)
+    os.chmod(s.path("b"), 0o600)
+    fd = os.open(s.path("b"), os.O_RDWR)
+    os.rename(s.path("a"), s.path("b"))
+    os.fchmod(fd, 0o640)
+    os.write(fd, b"OLD")
+    mode = os.stat(s.path("b")).st_mode & 0o777
+    s.note("fchmod after a rename over its name", oct(mode), oct(os.fstat(fd).st_mode & 0o777))
+    os.close(fd)
+    s.note("the new file under the name", s.whole("b"))
+
+    fd = os.open(s.path("c"), os.O_RDWR | os.O_CREAT, 0o600)
+    os.unlink(s.path("c"))
+    s.put("c", b"another")
+    os.chmod(s.path("c"), 0o600)
+    os.fchmod(fd, 0o640)
+    os.write(fd, b"gone")
+    os.close(fd)
+    mode = os.stat(s.path("c")).st_mode & 0o777
+    s.note("fchmod after an unlink and a new file", oct(mode), s.whole("c"))
+
+
 SCENARIOS: dict[str, Callable[[Scenario], None]] = {
     "descriptors": descriptors,
     "names": names,
@@ -269,6 +296,7 @@ SCENARIOS: dict[str, Callable[[Scenario], None]] = {
     "mappings": mappings,
     "processes": processes,
     "directories": directories,
+    "replaced": replaced,
 }
 
 
