@@ -9,12 +9,14 @@ back through a fresh open, sets times and mode, copies into and out of a copy wi
 copy_file_range and sendfile, and appends after F_SETFL O_APPEND; it prints what it sees.
 Natively on a local directory and under ``aviary run --cache whole`` on a Chirp mount it
 must print the same. (What another open sees while a copy is open is not covered: each
-open has its own copy until close.) A copy whose name was unlinked or renamed over while it
-was open goes nowhere at close. Each seeded regression must be caught: fstat answered
-by the server, truncates and copies sent to the server (the copy then undid them at
-close), fsync that does not send the copy, a write-back that leaves the server's create
-mode, one that leaves the server's clock for times, and a copy sent back under a name that
-was unlinked or renamed over (the file comes back, the replacement is overwritten).
+open has its own copy until close.) A copy whose name was unlinked or renamed over while
+it was open goes nowhere at close; one renamed while open goes to its new name. Each
+seeded regression must be caught: fstat answered by the server, truncates and copies sent
+to the server (the copy then undid them at close), fsync that does not send the copy, a
+write-back that leaves the server's create mode, one that leaves the server's clock for
+times, a copy sent back under a name that was unlinked or renamed over (the file comes
+back, the replacement is overwritten), and renames not followed (a copy renamed while open
+is sent back under its old name).
 """
 
 from __future__ import annotations
@@ -87,6 +89,12 @@ with open(p("g"), "wb") as g:
 os.rename(p("g"), p("f"))
 os.close(fd)
 seen.append(["names gone while open", sorted(os.listdir(base)), whole("f")])
+fd = os.open(p("h"), os.O_RDWR | os.O_CREAT, 0o644)
+os.write(fd, b"data")
+os.rename(p("h"), p("i"))
+os.write(fd, b"+more")
+os.close(fd)
+seen.append(["renamed while open", sorted(os.listdir(base)), whole("i")])
 print(json.dumps(seen))
 """
 
@@ -123,6 +131,8 @@ elif seeded == "server-clock":
     )
 elif seeded == "names-kept":
     files.RemoteFileTable.unnamed = lambda self, driver, path: None
+elif seeded == "renames-unfollowed":
+    agent.Agent.renamed = lambda self, *args: None
 from harness.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -186,6 +196,7 @@ def test_a_copy_behaves_as_the_file_through_its_descriptor(
         "create-mode",
         "server-clock",
         "names-kept",
+        "renames-unfollowed",
     ],
 )
 def test_each_seeded_regression_is_caught(
