@@ -32,7 +32,7 @@ from reference_agent._abi import AT_FDCWD
 from reference_agent._loop import Park, Rewrite, TracerLoop
 from reference_agent._ptrace import Event, ExecEvent, Exited, ForkEvent, Killed, Registers
 from reference_agent.call import NATIVE, Call, Native, Outcome, Resolved
-from reference_agent.dotdot import dotdot_refusal
+from reference_agent.dotdot import physical_dotdots
 from reference_agent.files import RemoteFile, RemoteFileTable, moved_path
 from reference_agent.identity import Identity
 from reference_agent.interpreters import plan_exec
@@ -592,11 +592,14 @@ class Agent:
             self.options.name_list.record(logical, call.name)
         target = self.namespace.resolve(logical)
         if "/.." in f"/{path}":
-            refusal = dotdot_refusal(
+            walked = physical_dotdots(
                 path, base, self.namespace.resolve, lambda t: self.driver_for(call, t)
             )
-            if refusal is not None:
-                return Resolved(logical, Refused(refusal))
+            if isinstance(walked, int):
+                return Resolved(logical, Refused(walked))
+            if walked != logical:  # a link stepped out of: ".." is its target's parent
+                logical = call.subject = walked
+                target = self.namespace.resolve(logical)
         if isinstance(target, LocalTarget):
             if target.path == logical and (
                 path.startswith("/")

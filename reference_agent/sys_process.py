@@ -15,6 +15,7 @@ from reference_agent._exec_rewrite import exec_through_namespace
 from reference_agent._loop import Rewrite
 from reference_agent.agent import Agent
 from reference_agent.call import NATIVE, Call, Outcome, Resolved
+from reference_agent.dotdot import physical_path
 from reference_agent.namespace import LocalTarget, Refused, RemoteTarget, ServiceDirectory
 
 _SYS_CHDIR = _ptrace.syscall_number("chdir")
@@ -95,7 +96,13 @@ def sys_chdir(agent: Agent, call: Call) -> Outcome:
         st = agent.driver_for(call, target).stat(target.path)
         if not st.is_dir():
             return -errno.ENOTDIR
-        return _enter_remote(agent, call, resolved.logical)
+        # The directory's own path, links followed: ".." in it is then what the kernel's is.
+        physical = physical_path(
+            resolved.logical, agent.namespace.resolve, lambda t: agent.driver_for(call, t)
+        )
+        if isinstance(physical, int):
+            return -physical
+        return _enter_remote(agent, call, physical)
     if isinstance(target, ServiceDirectory):
         return _enter_remote(agent, call, resolved.logical)
 

@@ -15,7 +15,8 @@ other opens of a file not told that it changed (a reader answers from stale byte
 the placeholder an earlier mmap filled kept after writes (a new mapping shows old bytes),
 working directories left at their old names by a rename (a write lands in a new
 directory made under the old name), and a descriptor whose name was renamed over still
-changed by that name (fchmod changes the new file).
+changed by that name (fchmod changes the new file), and ".." after a symlink taken by name
+(a file made beside the link instead of beside its target).
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ SCENARIOS = ("descriptors", "names", "sizes", "mappings", "processes", "director
 #: open of a file that it changed (under cto their buffers then answer with stale bytes),
 #: "copy-kept" keeps what an mmap copied into a placeholder after the file changed,
 #: "renames-unfollowed" leaves working directories and open directories at their old names,
-#: "names-kept" forgets that an open file's name was unlinked or renamed over.
+#: "names-kept" forgets that an open file's name was unlinked or renamed over,
+#: "dotdot-by-name" collapses ".." by name (beside the link, not its target).
 _CLI = """
 import sys
 from drivers.chirp._driver import ChirpDriver
@@ -57,6 +59,11 @@ elif seeded == "copy-kept":
     files.RemoteFile.outdated = lambda self: None
 elif seeded == "names-kept":
     files.RemoteFileTable.unnamed = lambda self, driver, path: None
+elif seeded == "dotdot-by-name":
+    from reference_agent import agent, sys_process
+    from reference_agent.namespace import logical_path
+    agent.physical_dotdots = lambda path, base, resolve, driver_for: logical_path(path, base)
+    sys_process.physical_path = lambda logical, resolve, driver_for: logical
 elif seeded == "renames-unfollowed":
     from reference_agent import agent
     agent.Agent.renamed = lambda self, *args: None
@@ -123,6 +130,7 @@ def test_a_program_sees_what_it_sees_on_a_local_disk(
         ("copy-kept", "off", "mappings", "a private mapping made after writes"),
         ("renames-unfollowed", "off", "directories", "a write in the moved working directory"),
         ("names-kept", "off", "replaced", "fchmod after a rename over its name"),
+        ("dotdot-by-name", "off", "directories", "where '..' after a link led"),
     ],
 )
 def test_each_seeded_regression_is_caught(

@@ -228,7 +228,8 @@ def processes(s: Scenario) -> None:
 
 def directories(s: Scenario) -> None:
     """A working directory and a directory descriptor whose directories are renamed (a
-    new directory then made under the old name), and *at calls through the descriptor."""
+    new directory then made under the old name), *at calls through the descriptor, and
+    ".." after a symlink (in a path, and in a working directory entered through one)."""
     os.makedirs(s.path("a/sub"))
     home = os.getcwd()
     os.chdir(s.path("a"))
@@ -260,6 +261,15 @@ def directories(s: Scenario) -> None:
     s.note("fchdir into it", os.path.basename(os.getcwd()), sorted(os.listdir(".")))
     os.chdir(home)
     os.close(directory)
+
+    os.makedirs(s.path("real/deep"))
+    os.symlink("real/deep", s.path("link"))
+    open(s.path("link/../beside-the-target"), "w").close()
+    os.chdir(s.path("link"))
+    open("../from-the-linked-directory", "w").close()
+    s.note("entered through a link", os.path.basename(os.getcwd()))
+    os.chdir(home)
+    s.note("where '..' after a link led", sorted(os.listdir(s.path("real"))))
 
 
 def replaced(s: Scenario) -> None:
