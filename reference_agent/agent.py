@@ -113,9 +113,12 @@ class Cwd:
 
     ``logical`` is None for a task whose creation the agent did not see (its creator
     died before the fork event): its relative paths fail rather than guess.
+    ``removed``: the directory was removed through the agent (rmdir): relative paths fail
+    (ENOENT), as in a removed directory, even once a new one has its name.
     """
 
     logical: str | None
+    removed: bool = False
 
 
 @dataclass
@@ -269,7 +272,7 @@ class Agent:
             if shares_fs(event):
                 self.cwds[event.child] = parent  # CLONE_FS: one directory for both
             else:
-                self.cwds[event.child] = Cwd(parent.logical)
+                self.cwds[event.child] = Cwd(parent.logical, parent.removed)
         elif isinstance(event, ExecEvent):
             if event.former_pid != event.pid and event.former_pid in self.cwds:
                 self.cwds[event.pid] = self.cwds.pop(event.former_pid)
@@ -486,7 +489,7 @@ class Agent:
         directory, never in a new one made under the old name)."""
         self.files.renamed(driver, old, new, old_logical, new_logical)
         for cwd in {id(cwd): cwd for cwd in self.cwds.values()}.values():
-            if cwd.logical is not None:
+            if cwd.logical is not None and not cwd.removed:
                 moved = moved_path(cwd.logical, old_logical, new_logical)
                 if moved is not None:
                     cwd.logical = moved
@@ -505,7 +508,10 @@ class Agent:
             OSError: ENOENT when the agent does not know it; a relative path then fails
                 instead of reaching whatever local directory the kernel holds.
         """
-        logical = self._cwd(pid).logical
+        cwd = self._cwd(pid)
+        if cwd.removed:
+            raise OSError(errno.ENOENT, "working directory removed")
+        logical = cwd.logical
         if logical is None:
             self.report_once(
                 f"cwd:{pid}",
@@ -515,7 +521,14 @@ class Agent:
         return logical
 
     def set_cwd(self, pid: int, logical: str) -> None:
-        self._cwd(pid).logical = logical
+        cwd = self._cwd(pid)
+        cwd.logical, cwd.removed = logical, False
+
+    def directory_removed(self, logical: str) -> None:
+        """``logical`` was removed through the agent: working directories there are gone."""
+        for cwd in self.cwds.values():
+            if cwd.logical == logical:
+                cwd.removed = True
 
     def scratch_dir(self) -> Path:
         """A private local directory of this run for the agent's own files."""

@@ -56,6 +56,7 @@ def _remove(agent: Agent, call: Call, dirfd: int, index: int, directory: bool) -
             if ending in (".", ".."):  # as the kernel: "." is in use, ".." is not empty
                 return -errno.EINVAL if ending == "." else -errno.ENOTEMPTY
             driver.rmdir(target.path)
+            agent.directory_removed(resolved.logical)
         else:
             if ending in (".", ".."):
                 return -errno.EISDIR

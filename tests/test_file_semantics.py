@@ -16,7 +16,8 @@ the placeholder an earlier mmap filled kept after writes (a new mapping shows ol
 working directories left at their old names by a rename (a write lands in a new
 directory made under the old name), and a descriptor whose name was renamed over still
 changed by that name (fchmod changes the new file), and ".." after a symlink taken by name
-(a file made beside the link instead of beside its target).
+(a file made beside the link instead of beside its target), and a removed working
+directory's name kept (a file lands in a new directory made under it).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ SCENARIOS = ("descriptors", "names", "sizes", "mappings", "processes", "director
 #: "copy-kept" keeps what an mmap copied into a placeholder after the file changed,
 #: "renames-unfollowed" leaves working directories and open directories at their old names,
 #: "names-kept" forgets that an open file's name was unlinked or renamed over,
-#: "dotdot-by-name" collapses ".." by name (beside the link, not its target).
+#: "dotdot-by-name" collapses ".." by name (beside the link, not its target),
+#: "removals-unheard" keeps a removed working directory's name for relative paths.
 _CLI = """
 import sys
 from drivers.chirp._driver import ChirpDriver
@@ -64,6 +66,9 @@ elif seeded == "dotdot-by-name":
     from reference_agent.namespace import logical_path
     agent.physical_dotdots = lambda path, base, resolve, driver_for: logical_path(path, base)
     sys_process.physical_path = lambda logical, resolve, driver_for: logical
+elif seeded == "removals-unheard":
+    from reference_agent import agent
+    agent.Agent.directory_removed = lambda self, logical: None
 elif seeded == "renames-unfollowed":
     from reference_agent import agent
     agent.Agent.renamed = lambda self, *args: None
@@ -131,6 +136,7 @@ def test_a_program_sees_what_it_sees_on_a_local_disk(
         ("renames-unfollowed", "off", "directories", "a write in the moved working directory"),
         ("names-kept", "off", "replaced", "fchmod after a rename over its name"),
         ("dotdot-by-name", "off", "directories", "where '..' after a link led"),
+        ("removals-unheard", "off", "directories", "a file made in a removed working directory"),
     ],
 )
 def test_each_seeded_regression_is_caught(

@@ -229,7 +229,8 @@ def processes(s: Scenario) -> None:
 def directories(s: Scenario) -> None:
     """A working directory and a directory descriptor whose directories are renamed (a
     new directory then made under the old name), *at calls through the descriptor, and
-    ".." after a symlink (in a path, and in a working directory entered through one)."""
+    ".." after a symlink (in a path, and in a working directory entered through one), and a
+    working directory removed (a new directory then made under its name)."""
     os.makedirs(s.path("a/sub"))
     home = os.getcwd()
     os.chdir(s.path("a"))
@@ -270,6 +271,14 @@ def directories(s: Scenario) -> None:
     s.note("entered through a link", os.path.basename(os.getcwd()))
     os.chdir(home)
     s.note("where '..' after a link led", sorted(os.listdir(s.path("real"))))
+
+    os.mkdir(s.path("gone"))
+    os.chdir(s.path("gone"))
+    os.rmdir(s.path("gone"))
+    os.mkdir(s.path("gone"))
+    outcome = _attempt(lambda: os.close(os.open("x", os.O_WRONLY | os.O_CREAT, 0o644)))
+    os.chdir(home)
+    s.note("a file made in a removed working directory", outcome, sorted(os.listdir(s.path("gone"))))
 
 
 def replaced(s: Scenario) -> None:
