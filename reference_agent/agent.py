@@ -32,7 +32,7 @@ from reference_agent._abi import AT_FDCWD
 from reference_agent._loop import Park, Rewrite, TracerLoop
 from reference_agent._ptrace import Event, ExecEvent, Exited, ForkEvent, Killed, Registers
 from reference_agent.call import NATIVE, Call, Native, Outcome, Resolved
-from reference_agent.dotdot import physical_dotdots
+from reference_agent.dotdot import physical_dotdots, physical_path
 from reference_agent.files import RemoteFile, RemoteFileTable, moved_path
 from reference_agent.identity import Identity
 from reference_agent.interpreters import plan_exec
@@ -580,6 +580,14 @@ class Agent:
                     # (the file's name may be gone: unlinked while open).
                     return Resolved(path, Refused(errno.ENOTDIR))
                 base = remote_dir.logical
+                if "/.." in f"/{path}":
+                    # The name it was opened by may pass through links: ".." is physical.
+                    walked_base = physical_path(
+                        base, self.namespace.resolve, lambda t: self.driver_for(call, t)
+                    )
+                    if isinstance(walked_base, int):
+                        return Resolved(path, Refused(walked_base))
+                    base = walked_base
             else:
                 # A local directory descriptor: its name plus ``path`` may still lead into
                 # a mount (rsync walks down from "/" with *at calls). Its name is a real

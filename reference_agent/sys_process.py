@@ -125,7 +125,12 @@ def sys_fchdir(agent: Agent, call: Call) -> Outcome:
     if remote is not None:
         if not remote.is_dir:
             return -errno.ENOTDIR
-        return _enter_remote(agent, call, remote.logical)
+        physical = physical_path(
+            remote.logical, agent.namespace.resolve, lambda t: agent.driver_for(call, t)
+        )
+        if isinstance(physical, int):
+            return -physical
+        return _enter_remote(agent, call, physical)
     stand_in = agent.stand_in_of(pid, call.fd(0))
     if stand_in is not None:
         return _enter_remote(agent, call, stand_in)  # a descriptor of /chirp

@@ -66,6 +66,7 @@ elif seeded == "dotdot-by-name":
     from reference_agent.namespace import logical_path
     agent.physical_dotdots = lambda path, base, resolve, driver_for: logical_path(path, base)
     sys_process.physical_path = lambda logical, resolve, driver_for: logical
+    agent.physical_path = sys_process.physical_path
 elif seeded == "removals-unheard":
     from reference_agent import agent
     agent.Agent.directory_removed = lambda self, logical: None

@@ -229,7 +229,8 @@ def processes(s: Scenario) -> None:
 def directories(s: Scenario) -> None:
     """A working directory and a directory descriptor whose directories are renamed (a
     new directory then made under the old name), *at calls through the descriptor, and
-    ".." after a symlink (in a path, and in a working directory entered through one), and a
+    ".." after a symlink (in a path, in a working directory entered through one, relative to
+    a descriptor opened through one and after fchdir to it), and a
     working directory removed (a new directory then made under its name)."""
     os.makedirs(s.path("a/sub"))
     home = os.getcwd()
@@ -270,6 +271,12 @@ def directories(s: Scenario) -> None:
     open("../from-the-linked-directory", "w").close()
     s.note("entered through a link", os.path.basename(os.getcwd()))
     os.chdir(home)
+    linked = os.open(s.path("link"), os.O_RDONLY | os.O_DIRECTORY)
+    os.close(os.open("../through-a-descriptor", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=linked))
+    os.fchdir(linked)
+    os.close(os.open("../after-fchdir", os.O_WRONLY | os.O_CREAT, 0o644))
+    os.chdir(home)
+    os.close(linked)
     s.note("where '..' after a link led", sorted(os.listdir(s.path("real"))))
 
     os.mkdir(s.path("gone"))
@@ -278,7 +285,9 @@ def directories(s: Scenario) -> None:
     os.mkdir(s.path("gone"))
     outcome = _attempt(lambda: os.close(os.open("x", os.O_WRONLY | os.O_CREAT, 0o644)))
     os.chdir(home)
-    s.note("a file made in a removed working directory", outcome, sorted(os.listdir(s.path("gone"))))
+    s.note(
+        "a file made in a removed working directory", outcome, sorted(os.listdir(s.path("gone")))
+    )
 
 
 def replaced(s: Scenario) -> None:
