@@ -484,9 +484,12 @@ class Agent:
         self, driver: Driver, old: str, new: str, old_logical: str, new_logical: str
     ) -> None:
         """A rename through this agent moved ``old`` to ``new`` (remote paths, and the same
-        in the namespace): open files and directories below it, and every working directory
-        there, follow it, as the kernel's would (a relative path then lands in the moved
-        directory, never in a new one made under the old name)."""
+        in the namespace): files open under ``new`` lose their name; open files and
+        directories below ``old``, and every working directory there, follow it, as the
+        kernel's would (a relative path then lands in the moved directory, never in a new
+        one made under the old name)."""
+        if old != new:
+            self.files.unnamed(driver, new)  # what the new name held is replaced
         self.files.renamed(driver, old, new, old_logical, new_logical)
         for cwd in {id(cwd): cwd for cwd in self.cwds.values()}.values():
             if cwd.logical is not None and not cwd.removed:
@@ -524,11 +527,18 @@ class Agent:
         cwd = self._cwd(pid)
         cwd.logical, cwd.removed = logical, False
 
-    def directory_removed(self, logical: str) -> None:
-        """``logical`` was removed through the agent: working directories there are gone."""
+    def removed(self, driver: Driver, path: str, logical: str) -> None:
+        """``path`` (``logical`` in the namespace) was unlinked or removed through the
+        agent: files open under it lose their name, working directories there are gone."""
+        self.files.unnamed(driver, path)
         for cwd in self.cwds.values():
             if cwd.logical == logical:
                 cwd.removed = True
+
+    def physical(self, call: Call, logical: str) -> str | int:
+        """``logical`` with its remote links followed (``dotdot.physical_path``), or the
+        errno that walk meets."""
+        return physical_path(logical, self.namespace.resolve, lambda t: self.driver_for(call, t))
 
     def scratch_dir(self) -> Path:
         """A private local directory of this run for the agent's own files."""
@@ -582,9 +592,7 @@ class Agent:
                 base = remote_dir.logical
                 if "/.." in f"/{path}":
                     # The name it was opened by may pass through links: ".." is physical.
-                    walked_base = physical_path(
-                        base, self.namespace.resolve, lambda t: self.driver_for(call, t)
-                    )
+                    walked_base = self.physical(call, base)
                     if isinstance(walked_base, int):
                         return Resolved(path, Refused(walked_base))
                     base = walked_base

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import re
 import sys
@@ -241,22 +242,14 @@ class RemoteFile:
             offset += len(data)
         return offset
 
-    def map_shared(self, pid: int, fd: int, *, refresh: bool) -> None:
+    def map_shared(self, pid: int, fd: int) -> None:
         """A shared writable mapping of the placeholder behind ``fd`` of ``pid`` was made
-        (the placeholder holds the file): from now on what the mapping stores is sent back
-        at fsync and close, and only that (:class:`MappedCopy`). ``refresh``: the
-        placeholder was filled for an earlier mapping and may be older than the file."""
-        placeholder = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
-        try:
-            if refresh:
-                self.copy_whole(placeholder)
-            size = self.driver.fstat(self.handle).st_size
-            if os.fstat(placeholder).st_size < size:  # grown by writes since the copy
-                os.ftruncate(placeholder, size)
-        except BaseException:
-            os.close(placeholder)
-            raise
-        self.mapping = MappedCopy(placeholder, filled=self.filled)
+        (the placeholder holds the file, as it was filled for this mmap or kept since):
+        from now on what the mapping stores is sent back at fsync and close, and only that
+        (:class:`MappedCopy`)."""
+        self.mapping = MappedCopy(
+            os.open(f"/proc/{pid}/fd/{fd}", os.O_RDWR | os.O_CLOEXEC), filled=self.filled
+        )
 
     def send_mapped(self) -> None:
         """Send what the shared mapping stored since the last time (nothing else)."""
@@ -265,10 +258,18 @@ class RemoteFile:
         for offset, data in self.mapping.changes():
             done = 0
             while done < len(data):
-                done += self.driver.pwrite(self.handle, data[done:], offset + done)
+                wrote = self.driver.pwrite(self.handle, data[done:], offset + done)
+                if wrote <= 0:  # a server taking nothing would hold the close for ever
+                    raise OSError(errno.EIO, f"{self.logical}: the server took no bytes")
+                done += wrote
             self.mapping.sent(offset, data)
         if self.reader is not None:
             self.reader.forget()
+
+    def send_back(self) -> None:
+        """What close and fsync send: a shared mapping's stores, a ``--cache whole`` copy."""
+        self.send_mapped()
+        self.sync()
 
     def outdated(self) -> None:
         """The file changed in a way the placeholder does not follow (it is neither filled
@@ -276,6 +277,21 @@ class RemoteFile:
         or sendfile copies the file again."""
         if not self.filled and self.mapping is None and self.local_copy is None:
             self.materialized = False
+
+    def changed_elsewhere(self, change: Change) -> None:
+        """The file changed through another descriptor of this agent, or by name: this open
+        reads it afresh, a filled or shared-mapped placeholder takes the change, and one
+        filled for an earlier mmap is filled again at the next."""
+        self.outdated()
+        if self.mapping is not None:
+            if isinstance(change, Wrote):
+                self.mapping.wrote(change.offset, change.data)
+            else:
+                self.mapping.truncated(change.length)
+        if self.filled:
+            self.follow(change)
+        elif self.reader is not None:
+            self.reader.forget()
 
     def follow(self, change: Change) -> None:
         """The file changed through another open of this agent: the placeholder takes the
@@ -514,16 +530,8 @@ class RemoteFileTable:
         for other in self._files.values():
             if other is by or other.driver is not driver or other.remote_path != remote_path:
                 continue
-            other.outdated()
-            if other.mapping is not None:
-                _follow_mapping(other, change)
-            if other.reader is None:
-                continue
-            if not other.filled:
-                other.reader.forget()
-                continue
             try:
-                other.follow(change)
+                other.changed_elsewhere(change)
             except OSError as exc:
                 # The change itself succeeded; the program is told where a person sees it.
                 print(
@@ -563,22 +571,6 @@ def moved_path(path: str, old: str, new: str) -> str | None:
     if path.startswith(old.rstrip("/") + "/"):
         return new.rstrip("/") + path[len(old.rstrip("/")) :]
     return None
-
-
-def _follow_mapping(remote: RemoteFile, change: Change) -> None:
-    """A change made another way reaches a shared mapping's copy (and its base)."""
-    assert remote.mapping is not None
-    try:
-        if isinstance(change, Wrote):
-            remote.mapping.wrote(change.offset, change.data)
-        else:
-            remote.mapping.truncated(change.length)
-    except OSError as exc:
-        # The change itself succeeded; the program is told where a person sees it.
-        print(
-            f"aviary: refreshing the mapped copy of {remote.logical} failed: {exc.strerror or exc}",
-            file=sys.stderr,
-        )
 
 
 def _release(remote: RemoteFile) -> None:

@@ -59,6 +59,25 @@ LIMITS: tuple[Limit, ...] = (
         ("utimensat", "statx"),
     ),
     Limit(
+        "absolute symlink targets in a remote tree",
+        "a link inside the mount whose target is absolute (`/etc/hostname`) is followed by "
+        "the server, inside its export (both Chirp servers: the name is missing), not from "
+        "the program's root as the kernel or Parrot follows it; relative targets that stay "
+        "inside the export behave as on a local disk",
+        "the server resolves links on its side; following them in the agent would take an "
+        "lstat of every component of every missing path (gcc's include search alone makes "
+        "about a thousand)",
+        ("openat", "newfstatat"),
+    ),
+    Limit(
+        "times of an unlinked open file",
+        "futimens on a descriptor whose name was unlinked or renamed over (through the agent) "
+        "is ENOTSUP; fchmod on it changes that file (Chirp's `fchmod`), never the new file "
+        "under the name; under `--cache whole` its copy is dropped at close",
+        "Chirp sets times by name only",
+        ("utimensat",),
+    ),
+    Limit(
         "times of a symlink itself",
         "setting a remote symlink's own times (utimensat with AT_SYMLINK_NOFOLLOW, touch -h) "
         "is ENOTSUP; cp -a says it could not preserve them and exits 1",
@@ -76,10 +95,11 @@ LIMITS: tuple[Limit, ...] = (
     Limit(
         "shared writable mappings",
         "a shared writable map of a remote file is seen by the open file description that "
-        "made it (its dups and forks); the server gets the bytes at fsync and close, and "
-        "changes made after the last descriptor is closed are not sent; while one open has "
-        "such a map, a shared writable map by another open of the file is EOPNOTSUPP (two "
-        "sqlite3 processes in WAL mode: the second gets an I/O error, never a torn index)",
+        "made it (its dups and forks) and by changes made through the agent, not by another "
+        "client's; the server gets what the map stored at fsync and close, and stores made "
+        "after the last descriptor is closed are not sent; while one open has such a map, a "
+        "shared writable map by another open of the file is EOPNOTSUPP (two sqlite3 "
+        "processes in WAL mode: the second gets an I/O error, never a torn index)",
         "the protocol moves bytes by request: there is no shared page cache",
         ("mmap",),
     ),

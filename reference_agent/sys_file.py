@@ -249,8 +249,7 @@ def sys_close(agent: Agent, call: Call) -> Outcome:
         # next open either way; a read through another descriptor fetches again.
         remote.reader.set_aside()
     try:
-        remote.send_mapped()
-        remote.sync()  # --cache whole: close reports whether the data reached the server
+        remote.send_back()  # close reports whether the bytes reached the server
     except OSError as exc:
         failure = -(exc.errno or errno.EIO)  # the descriptor still closes, as POSIX says
     if failure is None and agent.defer_release():
@@ -345,8 +344,7 @@ def sys_fsync(agent: Agent, call: Call) -> Outcome:
     remote = agent.remote_file(call, call.fd(0))
     if remote is None:
         return None
-    remote.send_mapped()
-    remote.sync()  # --cache whole: the copy goes to the server now, as fsync promises
+    remote.send_back()
     remote.driver.fsync(remote.handle)
     return 0
 
@@ -382,11 +380,11 @@ def sys_fcntl(agent: Agent, call: Call) -> Outcome:
     command = call.fd(1)
     if command not in sys_lock.LOCK_COMMANDS and command not in (_F_GETFL, _F_SETFL):
         return None  # F_DUPFD, F_GETFD, F_SETFD ...: the kernel's descriptor table
-    remote = agent.remote_file(call, call.fd(0))
+    # Flags of a --cache whole copy are the kernel's (its description takes O_APPEND).
+    flags_only = command in (_F_GETFL, _F_SETFL)
+    remote = (agent.content_file if flags_only else agent.remote_file)(call, call.fd(0))
     if remote is None:
         return None
-    if command in (_F_GETFL, _F_SETFL) and remote.local_copy is not None:
-        return None  # --cache whole: the kernel's description of the copy takes O_APPEND
     if command == _F_GETFL:
         return remote.flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY | os.O_CLOEXEC)
     if command == _F_SETFL:
@@ -412,10 +410,9 @@ def sys_mmap(agent: Agent, call: Call) -> Outcome:
         return agent.hole(
             call, f"remote file {remote.logical} (a second shared writable open)", errno.EOPNOTSUPP
         )
-    was_materialized = remote.materialized
     _materialize(call.pid, fd, remote)
     if shared_write and remote.local_copy is None and remote.mapping is None:
-        remote.map_shared(call.pid, fd, refresh=was_materialized and not remote.filled)
+        remote.map_shared(call.pid, fd)
     return None
 
 

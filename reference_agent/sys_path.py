@@ -56,14 +56,13 @@ def _remove(agent: Agent, call: Call, dirfd: int, index: int, directory: bool) -
             if ending in (".", ".."):  # as the kernel: "." is in use, ".." is not empty
                 return -errno.EINVAL if ending == "." else -errno.ENOTEMPTY
             driver.rmdir(target.path)
-            agent.directory_removed(resolved.logical)
         else:
             if ending in (".", ".."):
                 return -errno.EISDIR
             if ending == "/":
                 return -errno.EISDIR  # "dir/" got past path_call's ENOTDIR for "file/"
             driver.unlink(target.path)
-        agent.files.unnamed(driver, target.path)
+        agent.removed(driver, target.path, resolved.logical)
         return 0
 
     return path_call(agent, call, dirfd, index, remote)
@@ -165,8 +164,6 @@ def _two_paths(
         except FileNotFoundError:
             pass
     driver.rename(first.path, second.path)
-    if first.path != second.path:
-        agent.files.unnamed(driver, second.path)  # what the new name held is replaced
     agent.renamed(driver, first.path, second.path, resolved[0].logical, resolved[1].logical)
     return 0
 

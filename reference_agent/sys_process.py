@@ -15,7 +15,6 @@ from reference_agent._exec_rewrite import exec_through_namespace
 from reference_agent._loop import Rewrite
 from reference_agent.agent import Agent
 from reference_agent.call import NATIVE, Call, Outcome, Resolved
-from reference_agent.dotdot import physical_path
 from reference_agent.namespace import LocalTarget, Refused, RemoteTarget, ServiceDirectory
 
 _SYS_CHDIR = _ptrace.syscall_number("chdir")
@@ -66,11 +65,14 @@ def sys_execveat(agent: Agent, call: Call) -> Outcome:
 def _enter_remote(agent: Agent, call: Call, logical: str) -> Outcome:
     """Make ``logical`` (a remote directory) the task's working directory.
 
-    The agent resolves relative paths against ``logical``; the kernel's working
-    directory moves into a directory removed right after, so that a relative path
-    the agent does not see (an untrapped call) fails with ENOENT instead of
-    reaching the previous local directory.
+    The agent resolves relative paths against ``logical`` with its remote links followed
+    (so that ".." in it is the kernel's ".."); the kernel's working directory moves into
+    a directory removed right after, so that a relative path the agent does not see (an
+    untrapped call) fails with ENOENT instead of reaching the previous local directory.
     """
+    physical = agent.physical(call, logical)
+    if isinstance(physical, int):
+        return -physical
     placeholder = agent.cwd_placeholder()
     pid = call.pid
 
@@ -78,7 +80,7 @@ def _enter_remote(agent: Agent, call: Call, logical: str) -> Outcome:
         with contextlib.suppress(OSError):
             os.rmdir(placeholder)
         if result == 0:
-            agent.set_cwd(pid, logical)
+            agent.set_cwd(pid, physical)
         return None
 
     registers = call.registers.replace(nr=_SYS_CHDIR, args=(call.scratch_string(placeholder),))
@@ -96,13 +98,7 @@ def sys_chdir(agent: Agent, call: Call) -> Outcome:
         st = agent.driver_for(call, target).stat(target.path)
         if not st.is_dir():
             return -errno.ENOTDIR
-        # The directory's own path, links followed: ".." in it is then what the kernel's is.
-        physical = physical_path(
-            resolved.logical, agent.namespace.resolve, lambda t: agent.driver_for(call, t)
-        )
-        if isinstance(physical, int):
-            return -physical
-        return _enter_remote(agent, call, physical)
+        return _enter_remote(agent, call, resolved.logical)
     if isinstance(target, ServiceDirectory):
         return _enter_remote(agent, call, resolved.logical)
 
@@ -125,12 +121,7 @@ def sys_fchdir(agent: Agent, call: Call) -> Outcome:
     if remote is not None:
         if not remote.is_dir:
             return -errno.ENOTDIR
-        physical = physical_path(
-            remote.logical, agent.namespace.resolve, lambda t: agent.driver_for(call, t)
-        )
-        if isinstance(physical, int):
-            return -physical
-        return _enter_remote(agent, call, physical)
+        return _enter_remote(agent, call, remote.logical)
     stand_in = agent.stand_in_of(pid, call.fd(0))
     if stand_in is not None:
         return _enter_remote(agent, call, stand_in)  # a descriptor of /chirp

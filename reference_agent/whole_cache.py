@@ -181,6 +181,14 @@ def write_back(
         WriteBackError: the upload failed, with the errno of the failure and a
             message naming how far it got and what ``path`` holds now.
     """
+    _replace_contents(driver, path, data, mode)
+    if times_ns is not None and driver.capabilities.utimens:
+        with contextlib.suppress(OSError):  # the contents are in place; times are second best
+            driver.utimens(path, times_ns)
+
+
+def _replace_contents(driver: Driver, path: str, data: bytes, mode: int) -> None:
+    """:func:`write_back` but for the times."""
     directory, name = posixpath.split(path)
     temporary = posixpath.join(directory, f".{name}.aviary-{os.getpid()}-{os.urandom(4).hex()}")
     try:
@@ -189,7 +197,6 @@ def write_back(
         if exc.errno not in _NO_TEMPORARY:
             raise _failed(exc, path, 0, len(data), f"{path} is unchanged") from None
         _rewrite_in_place(driver, path, data)
-        _set_times(driver, path, times_ns)
         return
     if driver.capabilities.chmod:
         with contextlib.suppress(OSError):  # the contents matter more than the bits
@@ -203,7 +210,6 @@ def write_back(
         open_handle = None
         driver.close(handle)
         driver.rename(temporary, path)
-        _set_times(driver, path, times_ns)
     except OSError as exc:
         if open_handle is not None:
             with contextlib.suppress(OSError):
@@ -212,17 +218,8 @@ def write_back(
             driver.unlink(temporary)
         if progress.sent == len(data) and exc.errno in _NO_RENAME_OVER:
             _rewrite_in_place(driver, path, data)  # the protocol cannot replace a file
-            _set_times(driver, path, times_ns)
             return
         raise _failed(exc, path, progress.sent, len(data), f"{path} is unchanged") from None
-
-
-def _set_times(driver: Driver, path: str, times_ns: tuple[int, int] | None) -> None:
-    """Give the written-back file the copy's times, where the protocol can set them."""
-    if times_ns is None or not driver.capabilities.utimens:
-        return
-    with contextlib.suppress(OSError):  # the contents are in place; times are second best
-        driver.utimens(path, times_ns)
 
 
 @dataclass(slots=True)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +18,8 @@ from harness.cli import main
 from servers import RunningServer, ServerUnavailable, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
+#: What a scenario program prints: one JSON list of steps, each a list of what it saw.
+Seen = list[list[Any]]
 
 
 def compile_c(source: Path, binary: Path) -> Path:
@@ -100,3 +104,27 @@ def warm_up_xrootd_bindings() -> None:
             driver.stat("/")
     finally:
         server.stop()
+
+
+def printed_steps(argv: Sequence[str]) -> Seen:
+    """What the scenario program ``argv`` prints, run natively (it must succeed)."""
+    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    seen: Seen = json.loads(done.stdout)
+    return seen
+
+
+def printed_steps_under_agent(
+    cli: str, seeded: str, agent_options: Sequence[str], argv: Sequence[str]
+) -> Seen:
+    """What ``argv`` prints under ``aviary run AGENT_OPTIONS``, started through ``cli`` (a
+    ``python -c`` program that plants the regression named ``seeded``, if it knows it, then
+    calls ``harness.cli.main``); the run must succeed."""
+    done = subprocess.run(
+        [sys.executable, "-c", cli, seeded, "run", *agent_options, "--", *argv],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    seen: Seen = json.loads(done.stdout)
+    return seen

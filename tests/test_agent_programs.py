@@ -436,7 +436,13 @@ def test_every_limit_names_trapped_calls_and_is_documented() -> None:
     assert len({limit.topic for limit in LIMITS}) == len(LIMITS)
     for limit in LIMITS:
         assert set(limit.calls) <= set(SYSCALL_TABLE), limit.topic
-        assert f"**{limit.topic}**" in document, f"docs/agent-programs.md lacks {limit.topic}"
+        line = f"- **{limit.topic}**: {limit.seen}. *Why:* {limit.why}."
+        assert line in document.splitlines(), f"docs/agent-programs.md says {limit.topic} else"
+    # And the other way: every limit the page lists is one of these, word for word.
+    listed = [
+        line for line in document.splitlines() if line.startswith("- **") and "*Why:*" in line
+    ]
+    assert len(listed) == len(LIMITS), listed
 
 
 @pytest.mark.parametrize(

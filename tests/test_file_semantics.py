@@ -22,9 +22,6 @@ directory's name kept (a file lands in a new directory made under it).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from servers import RunningServer
-from tests.helpers import ROOT, served
+from tests.helpers import Seen, printed_steps, printed_steps_under_agent, served
 
 PROGRAM = Path(__file__).with_name("scenarios") / "file_semantics.py"
 SCENARIOS = ("descriptors", "names", "sizes", "mappings", "processes", "directories", "replaced")
@@ -62,14 +59,13 @@ elif seeded == "copy-kept":
 elif seeded == "names-kept":
     files.RemoteFileTable.unnamed = lambda self, driver, path: None
 elif seeded == "dotdot-by-name":
-    from reference_agent import agent, sys_process
+    from reference_agent import agent
     from reference_agent.namespace import logical_path
     agent.physical_dotdots = lambda path, base, resolve, driver_for: logical_path(path, base)
-    sys_process.physical_path = lambda logical, resolve, driver_for: logical
-    agent.physical_path = sys_process.physical_path
+    agent.physical_path = lambda logical, resolve, driver_for: logical
 elif seeded == "removals-unheard":
     from reference_agent import agent
-    agent.Agent.directory_removed = lambda self, logical: None
+    agent.Agent.removed = lambda self, driver, path, logical: self.files.unnamed(driver, path)
 elif seeded == "renames-unfollowed":
     from reference_agent import agent
     agent.Agent.renamed = lambda self, *args: None
@@ -85,42 +81,32 @@ def server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
 
 
 @pytest.fixture(scope="module")
-def native(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[list[object]]]:
+def native(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Seen]:
     """What the kernel says on a local directory, per scenario."""
-    seen: dict[str, list[list[object]]] = {}
-    for scenario in SCENARIOS:
-        local = tmp_path_factory.mktemp("local") / "work"
-        done = subprocess.run(
-            [sys.executable, str(PROGRAM), scenario, str(local)],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr
-        seen[scenario] = json.loads(done.stdout)
-    return seen
+    return {
+        scenario: printed_steps(
+            [sys.executable, str(PROGRAM), scenario, str(tmp_path_factory.mktemp("local") / "w")]
+        )
+        for scenario in SCENARIOS
+    }
 
 
 def _under_agent(
     server: RunningServer, tmp_path: Path, scenario: str, cache: str, seeded: str = "none"
-) -> list[list[object]]:
+) -> Seen:
     mount_point = tmp_path / "mnt"
     work = mount_point / f"{scenario}-{cache}-{seeded}-{tmp_path.name}"
-    done = subprocess.run(
-        [sys.executable, "-c", _CLI, seeded, "run", "--cache", cache,
-         "-M", f"{mount_point}=chirp://127.0.0.1:{server.port}/",
-         "--", sys.executable, str(PROGRAM), scenario, str(work)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    seen: list[list[object]] = json.loads(done.stdout)
-    return seen
+    options = ["--cache", cache, "-M", f"{mount_point}=chirp://127.0.0.1:{server.port}/"]
+    return printed_steps_under_agent(
+        _CLI, seeded, options, [sys.executable, str(PROGRAM), scenario, str(work)]
+    )
 
 
 @pytest.mark.parametrize("cache", ["off", "cto"])
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_a_program_sees_what_it_sees_on_a_local_disk(
     server: RunningServer,
-    native: dict[str, list[list[object]]],
+    native: dict[str, Seen],
     tmp_path: Path,
     scenario: str,
     cache: str,
@@ -142,7 +128,7 @@ def test_a_program_sees_what_it_sees_on_a_local_disk(
 )
 def test_each_seeded_regression_is_caught(
     server: RunningServer,
-    native: dict[str, list[list[object]]],
+    native: dict[str, Seen],
     tmp_path: Path,
     seeded: str,
     cache: str,

@@ -21,9 +21,6 @@ descriptors' changes.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from servers import RunningServer
-from tests.helpers import ROOT, served
+from tests.helpers import Seen, printed_steps, printed_steps_under_agent, served
 
 SCENARIO = r"""
 import json, mmap, os, sys
@@ -143,7 +140,14 @@ elif seeded == "server-reads":
                 self.mapping = mapping
         setattr(files.RemoteFile, name, unmapped)
 elif seeded == "unfollowed":
-    files._follow_mapping = lambda remote, change: None
+    heard = files.RemoteFile.changed_elsewhere
+    def unheard_by_mapping(self, change):
+        mapping, self.mapping = self.mapping, None
+        try:
+            heard(self, change)
+        finally:
+            self.mapping = mapping
+    files.RemoteFile.changed_elsewhere = unheard_by_mapping
 from harness.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -163,55 +167,41 @@ def script(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def native(script: Path, tmp_path_factory: pytest.TempPathFactory) -> list[list[str]]:
+def native(script: Path, tmp_path_factory: pytest.TempPathFactory) -> Seen:
     """What the kernel says on a local directory."""
-    local = tmp_path_factory.mktemp("local")
-    done = subprocess.run(
-        [sys.executable, str(script), str(local / "work"), str(local / "work")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    seen: list[list[str]] = json.loads(done.stdout)
-    return seen
+    work = tmp_path_factory.mktemp("local") / "work"
+    return printed_steps([sys.executable, str(script), str(work), str(work)])
 
 
 def _under_agent(
     server: RunningServer, script: Path, tmp_path: Path, cache: str, seeded: str = "none"
-) -> list[list[str]]:
+) -> Seen:
     """What the scenario prints under the agent, with its files' bytes as the server holds
     them in place of what it read back itself."""
     work = server.data_dir / f"work-{cache}-{seeded}"  # made by the scenario
     mount_point = tmp_path / "mnt"
-    done = subprocess.run(
-        [sys.executable, "-c", _CLI, seeded, "run", "--cache", cache,
-         "-M", f"{mount_point}=chirp://127.0.0.1:{server.port}/",
-         "--", sys.executable, str(script), str(mount_point / work.name), str(work)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    seen: list[list[str]] = json.loads(done.stdout)
+    options = ["--cache", cache, "-M", f"{mount_point}=chirp://127.0.0.1:{server.port}/"]
+    argv = [sys.executable, str(script), str(mount_point / work.name), str(work)]
+    seen = printed_steps_under_agent(_CLI, seeded, options, argv)
     files = {row[0] for row in seen[-7:]}
     on_server = [[name, (work / name).read_text()] for name in sorted(files)]
     return seen[:-7] + sorted(seen[-7:]) + on_server
 
 
-def _expected(native: list[list[str]]) -> list[list[str]]:
+def _expected(native: Seen) -> Seen:
     return native[:-7] + sorted(native[-7:]) + sorted(native[-7:])
 
 
 @pytest.mark.parametrize("cache", ["off", "cto"])
 def test_a_mapping_sends_back_only_what_it_stored(
-    server: RunningServer, script: Path, native: list[list[str]], tmp_path: Path, cache: str
+    server: RunningServer, script: Path, native: Seen, tmp_path: Path, cache: str
 ) -> None:
     assert _under_agent(server, script, tmp_path, cache) == _expected(native)
 
 
 @pytest.mark.parametrize("seeded", ["whole", "server-reads", "unfollowed"])
 def test_each_seeded_regression_is_caught(
-    server: RunningServer, script: Path, native: list[list[str]], tmp_path: Path, seeded: str
+    server: RunningServer, script: Path, native: Seen, tmp_path: Path, seeded: str
 ) -> None:
     differing = [
         row

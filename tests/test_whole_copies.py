@@ -21,9 +21,6 @@ is sent back under its old name).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from servers import RunningServer
-from tests.helpers import ROOT, served
+from tests.helpers import Seen, printed_steps, printed_steps_under_agent, served
 
 SCENARIO = r"""
 import fcntl, json, os, sys
@@ -152,37 +149,22 @@ def script(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def native(script: Path, tmp_path_factory: pytest.TempPathFactory) -> list[list[object]]:
+def native(script: Path, tmp_path_factory: pytest.TempPathFactory) -> Seen:
     """What the kernel says on a local directory."""
-    local = tmp_path_factory.mktemp("local")
-    done = subprocess.run(
-        [sys.executable, str(script), str(local / "work")],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    seen: list[list[object]] = json.loads(done.stdout)
-    return seen
+    work = tmp_path_factory.mktemp("local") / "work"
+    return printed_steps([sys.executable, str(script), str(work)])
 
 
-def _under_agent(
-    server: RunningServer, script: Path, tmp_path: Path, seeded: str = "none"
-) -> list[list[object]]:
+def _under_agent(server: RunningServer, script: Path, tmp_path: Path, seeded: str = "none") -> Seen:
     mount_point = tmp_path / "mnt"
-    done = subprocess.run(
-        [sys.executable, "-c", _CLI, seeded, "run", "--cache", "whole",
-         "--cache-dir", str(tmp_path / "cache"),
-         "-M", f"{mount_point}=chirp://127.0.0.1:{server.port}/",
-         "--", sys.executable, str(script), str(mount_point / f"work-{seeded}")],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    seen: list[list[object]] = json.loads(done.stdout)
-    return seen
+    options = ["--cache", "whole", "--cache-dir", str(tmp_path / "cache"),
+               "-M", f"{mount_point}=chirp://127.0.0.1:{server.port}/"]  # fmt: skip
+    argv = [sys.executable, str(script), str(mount_point / f"work-{seeded}")]
+    return printed_steps_under_agent(_CLI, seeded, options, argv)
 
 
 def test_a_copy_behaves_as_the_file_through_its_descriptor(
-    server: RunningServer, script: Path, native: list[list[object]], tmp_path: Path
+    server: RunningServer, script: Path, native: Seen, tmp_path: Path
 ) -> None:
     assert _under_agent(server, script, tmp_path) == native
 
@@ -200,6 +182,6 @@ def test_a_copy_behaves_as_the_file_through_its_descriptor(
     ],
 )
 def test_each_seeded_regression_is_caught(
-    server: RunningServer, script: Path, native: list[list[object]], tmp_path: Path, seeded: str
+    server: RunningServer, script: Path, native: Seen, tmp_path: Path, seeded: str
 ) -> None:
     assert _under_agent(server, script, tmp_path, seeded) != native

@@ -238,10 +238,9 @@ class FtpDriver(FtpTransfers):
             raise OSError(errno.ENOTSUP, f"{self.describe()} has no SITE CHMOD: {reply}", path)
         if not reply.ok:
             self._fail(self._diagnose(interview.after_refused_change, path), path)
-        for entry in self._files.values():  # an open handle's fstat shows the new mode
-            if entry.path == path:
-                bits = (entry.stat.st_mode & ~0o7777) | (mode & 0o7777)
-                entry.stat = replace(entry.stat, st_mode=bits)
+        for entry in self._open_at(path):  # an open handle's fstat shows the new mode
+            bits = (entry.stat.st_mode & ~0o7777) | (mode & 0o7777)
+            entry.stat = replace(entry.stat, st_mode=bits)
 
     @recoverable
     def utimens(self, path: str, times_ns: tuple[int, int] | None = None) -> None:
@@ -252,15 +251,21 @@ class FtpDriver(FtpTransfers):
                     errno.ENOTSUP, f"{self.describe()} has no MFMT: times cannot be set", path
                 )
             mtime = time.time_ns() if times_ns is None else times_ns[1]
-            reply = self._ask("MFMT", f"{format_timeval(mtime)} {path}")
-            if not reply.ok:
-                self._fail(self._diagnose(interview.after_refused_change, path), path)
+            self._set_mtime(path, mtime)
             whole_seconds = mtime - mtime % 1_000_000_000  # what MFMT keeps
-            for entry in self._files.values():
-                if entry.path == path:
-                    entry.stat = replace(entry.stat, st_mtime_ns=whole_seconds)
-                    if entry.stage is not None:
-                        entry.mtime_after_upload = mtime
+            for entry in self._open_at(path):
+                entry.stat = replace(entry.stat, st_mtime_ns=whole_seconds)
+                if entry.stage is not None:
+                    entry.mtime_after_upload = mtime
+
+    def _set_mtime(self, path: str, mtime: int) -> None:
+        reply = self._ask("MFMT", f"{format_timeval(mtime)} {path}")
+        if not reply.ok:
+            self._fail(self._diagnose(interview.after_refused_change, path), path)
+
+    def _open_at(self, path: str) -> list[OpenFile]:
+        """The handles open under ``path``."""
+        return [entry for entry in self._files.values() if entry.path == path]
 
     def _fix_mode(self, path: str, mode: int, default: int) -> None:
         """chmod a new file or directory whose mode is not what the server made."""
@@ -324,13 +329,9 @@ class FtpDriver(FtpTransfers):
         """Send a handle's stage, then the mtime utimens gave it meanwhile (the upload
         stamped the server's clock over it)."""
         self._put_stage(entry)
-        mtime = entry.mtime_after_upload
-        if mtime is None:
-            return
-        reply = self._ask("MFMT", f"{format_timeval(mtime)} {entry.path}")
-        if not reply.ok:
-            self._fail(self._diagnose(interview.after_refused_change, entry.path), entry.path)
-        entry.mtime_after_upload = None
+        if entry.mtime_after_upload is not None:
+            self._set_mtime(entry.path, entry.mtime_after_upload)
+            entry.mtime_after_upload = None
 
     def pread(self, handle: Handle, size: int, offset: int) -> bytes:
         with self.counters.operation("pread"):
