@@ -97,6 +97,8 @@ class RemoteFile:
     #: placeholder.
     filled: bool = False
     fill_fd: int = -1
+    #: The server's inode number of the open file, once asked (``identity``).
+    inode: int | None = None
 
     def stat(self) -> StatResult:
         """fstat(2) of the descriptor: the open file's, or the link's own. A ``--cache
@@ -118,6 +120,21 @@ class RemoteFile:
             st_mtime_ns=copy.st_mtime_ns,
             st_ctime_ns=copy.st_ctime_ns,
         )
+
+    def identity(self) -> int | str:
+        """Which file this is on its server: its inode number, asked of the open file once
+        (a rename or unlink of its name does not change it), or where the protocol makes
+        inode numbers up from paths, the path it has now."""
+        if self.inode is None:
+            st = (
+                self.driver.lstat(self.remote_path)
+                if self.is_link
+                else self.driver.fstat(self.handle)
+            )
+            if "st_ino" in st.synthesized:
+                return self.remote_path
+            self.inode = st.st_ino
+        return self.inode
 
     def chmod(self, mode: int) -> None:
         """fchmod(2): by name, unless the name was unlinked or replaced (then through the

@@ -49,8 +49,9 @@ LOCK_SH, LOCK_EX, LOCK_UN = 1, 2, 8
 #: The last byte a lock "to end of file" covers, as Linux's OFFSET_MAX.
 OFFSET_MAX = (1 << 63) - 1
 
-#: Which file a lock is on: (the endpoint's driver, as ``id``; the path on the server).
-FileKey = tuple[int, str]
+#: Which file a lock is on: (the endpoint's driver, as ``id``; the server's inode number,
+#: or the path on the server where the protocol has no inode numbers).
+FileKey = tuple[int, int | str]
 
 
 @dataclass(frozen=True, slots=True)

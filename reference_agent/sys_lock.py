@@ -43,8 +43,10 @@ _FLOCK = struct.Struct("<hh4xqqi4x")
 
 
 def file_key(remote: RemoteFile) -> FileKey:
-    """The file a lock is on, whatever descriptor or open names it."""
-    return (id(remote.driver), remote.remote_path)
+    """The file a lock is on, whatever descriptor, open or name reaches it: the server's
+    inode number where the protocol has one (a lock then follows its file through a
+    rename, and a new file made under an unlinked name is another file), else the path."""
+    return (id(remote.driver), remote.identity())
 
 
 def _tgid(pid: int) -> int:
@@ -138,6 +140,8 @@ def sys_flock(agent: Agent, call: Call) -> Outcome:
 
 def release_on_close(agent: Agent, call: Call, remote: RemoteFile) -> None:
     """Closing any descriptor of a file drops the calling process's byte-range locks on it."""
+    if agent.locks.is_empty():
+        return  # no lock anywhere: no need to know which file this is
     key = file_key(remote)
     if agent.locks.has_locks(key):
         agent.wake_lock_waiters(agent.locks.release(_process(call.pid), key))

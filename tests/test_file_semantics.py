@@ -7,7 +7,7 @@ taking turns with itself cannot tell from a local disk's).
 Scenario: ``tests/scenarios/file_semantics.py`` plays each scenario (descriptors shared by
 fork and dup, renames and unlinks of open files, O_TRUNC under a reader, truncates, holes
 and vectors, a shared mapping beside writes, two processes taking turns, working and open
-directories renamed) and prints what
+directories renamed, locks on renamed and unlinked files) and prints what
 every step saw. Natively on a local directory and under ``aviary run`` on a Chirp mount it
 must print the same. Each seeded regression must be caught, at the step that names it: a
 rename that copies (an open file's later writes go to the old object), and, under cto,
@@ -17,7 +17,8 @@ working directories left at their old names by a rename (a write lands in a new
 directory made under the old name), and a descriptor whose name was renamed over still
 changed by that name (fchmod changes the new file), and ".." after a symlink taken by name
 (a file made beside the link instead of beside its target), and a removed working
-directory's name kept (a file lands in a new directory made under it).
+directory's name kept (a file lands in a new directory made under it), and locks kept by
+name (another process locks a locked file through the name it was renamed to).
 """
 
 from __future__ import annotations
@@ -32,7 +33,16 @@ from servers import RunningServer
 from tests.helpers import Seen, printed_steps, printed_steps_under_agent, served
 
 PROGRAM = Path(__file__).with_name("scenarios") / "file_semantics.py"
-SCENARIOS = ("descriptors", "names", "sizes", "mappings", "processes", "directories", "replaced")
+SCENARIOS = (
+    "descriptors",
+    "names",
+    "sizes",
+    "mappings",
+    "processes",
+    "directories",
+    "replaced",
+    "locks",
+)
 
 #: ``aviary run`` with a seeded regression: "rename-copies" renames by copying (a handle
 #: keeps the old object, as a get/put protocol's would), "changes-unheard" tells no other
@@ -41,7 +51,8 @@ SCENARIOS = ("descriptors", "names", "sizes", "mappings", "processes", "director
 #: "renames-unfollowed" leaves working directories and open directories at their old names,
 #: "names-kept" forgets that an open file's name was unlinked or renamed over,
 #: "dotdot-by-name" collapses ".." by name (beside the link, not its target),
-#: "removals-unheard" keeps a removed working directory's name for relative paths.
+#: "removals-unheard" keeps a removed working directory's name for relative paths,
+#: "locks-by-name" keys locks by the file's name (they stay behind at a rename).
 _CLI = """
 import sys
 from drivers.chirp._driver import ChirpDriver
@@ -66,6 +77,8 @@ elif seeded == "dotdot-by-name":
 elif seeded == "removals-unheard":
     from reference_agent import agent
     agent.Agent.removed = lambda self, driver, path, logical: self.files.unnamed(driver, path)
+elif seeded == "locks-by-name":
+    files.RemoteFile.identity = lambda self: self.remote_path
 elif seeded == "renames-unfollowed":
     from reference_agent import agent
     agent.Agent.renamed = lambda self, *args: None
@@ -124,6 +137,7 @@ def test_a_program_sees_what_it_sees_on_a_local_disk(
         ("names-kept", "off", "replaced", "fchmod after a rename over its name"),
         ("dotdot-by-name", "off", "directories", "where '..' after a link led"),
         ("removals-unheard", "off", "directories", "a file made in a removed working directory"),
+        ("locks-by-name", "off", "locks", "locked, by the name it was renamed to"),
     ],
 )
 def test_each_seeded_regression_is_caught(

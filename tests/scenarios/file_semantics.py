@@ -317,6 +317,45 @@ def replaced(s: Scenario) -> None:
     s.note("fchmod after an unlink and a new file", oct(mode), s.whole("c"))
 
 
+def locks(s: Scenario) -> None:
+    """Record locks and flock locks are on the file, not its name: another process asking
+    through the name a locked file was renamed to is refused, and a new file made under
+    the name of an unlinked locked one is another file, free to lock."""
+    s.put("a", b"locked")
+    holder = os.open(s.path("a"), os.O_RDWR)
+    fcntl.lockf(holder, fcntl.LOCK_EX)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+
+    def asked_by_another_process(name: str) -> object:
+        answers_r, answers_w = os.pipe()
+        child = os.fork()
+        if child == 0:
+            fd = os.open(s.path(name), os.O_RDWR)
+            record = _attempt(lambda: fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB))
+            whole = _attempt(lambda: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB))
+            os.write(answers_w, json.dumps([record, whole]).encode())
+            os._exit(0)
+        os.waitpid(child, 0)
+        os.close(answers_w)
+        answers = json.loads(os.read(answers_r, 1000))
+        os.close(answers_r)
+        return answers
+
+    s.note("locked, by its name", asked_by_another_process("a"))
+    os.rename(s.path("a"), s.path("b"))
+    s.note("locked, by the name it was renamed to", asked_by_another_process("b"))
+    os.close(holder)
+
+    s.put("c", b"locked")
+    holder = os.open(s.path("c"), os.O_RDWR)
+    fcntl.lockf(holder, fcntl.LOCK_EX)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    os.unlink(s.path("c"))
+    s.put("c", b"another file")
+    s.note("a new file under the unlinked name", asked_by_another_process("c"))
+    os.close(holder)
+
+
 SCENARIOS: dict[str, Callable[[Scenario], None]] = {
     "descriptors": descriptors,
     "names": names,
@@ -325,6 +364,7 @@ SCENARIOS: dict[str, Callable[[Scenario], None]] = {
     "processes": processes,
     "directories": directories,
     "replaced": replaced,
+    "locks": locks,
 }
 
 
