@@ -469,6 +469,30 @@ class RemoteFileTable:
         self._loud += not remote.quiet_release
         self.version += 1
 
+    def live_copy(self, driver: Driver, path: str) -> RemoteFile | None:
+        """--cache whole: the open whose local copy holds the file at ``path`` now, if any."""
+        for remote in self._files.values():
+            if (
+                remote.local_copy is not None
+                and remote.driver is driver
+                and remote.remote_path == path
+                and not remote.name_gone
+            ):
+                return remote
+        return None
+
+    def opened_for_writing(self, remote: RemoteFile, handle: Handle, flags: int) -> None:
+        """--cache whole: ``remote``'s copy, open read-only so far, was opened for writing:
+        from now on it is written back, through ``handle`` (opened with ``flags``)."""
+        assert remote.local_copy is not None
+        self._loud -= not remote.quiet_release
+        with contextlib.suppress(OSError):
+            remote.driver.close(remote.handle)
+        copy = os.stat(remote.local_copy)
+        remote.handle, remote.flags = handle, flags
+        remote.synced = (copy.st_mtime_ns, copy.st_size)
+        self._loud += not remote.quiet_release
+
     def lookup(self, pid: int, fd: int, seen: tuple[int, int] | None = None) -> RemoteFile | None:
         """The RemoteFile behind descriptor ``fd`` of ``pid``, or None if it is local.
 

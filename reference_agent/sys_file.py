@@ -73,6 +73,9 @@ def _open(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mod
         # Checked above; the protocol is not asked to apply it (some servers refuse it).
         flags &= ~os.O_NOFOLLOW
     whole = agent.options.cache == "whole"
+    live = agent.files.live_copy(driver, target.path) if whole else None
+    if live is not None:
+        return _open_live_copy(agent, call, path_index, live, flags, mode)
     if whole and agent.whole_cache is not None and read_only_open(flags):
         st_remote = driver.stat(target.path)
         if st_remote.is_reg():  # served from the copy --cache-dir keeps across runs
@@ -136,6 +139,29 @@ def _open(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mod
     memfd_flags = MFD_CLOEXEC if flags & os.O_CLOEXEC else 0
     registers = call.registers.replace(nr=_SYS_MEMFD_CREATE, args=(name_address, memfd_flags))
     return Rewrite(registers, placed)
+
+
+def _open_live_copy(
+    agent: Agent, call: Call, path_index: int, live: RemoteFile, flags: int, mode: int
+) -> Outcome:
+    """--cache whole: another open of a file whose copy is open in this run opens that copy
+    too, so every descriptor of the file sees the same bytes, as on a local disk (each with
+    its own offset and flags, the kernel's); two copies would lose the writes of the one
+    written back first. The server still says whether this open may happen (its
+    permissions); a copy opened read-only so far is written back from now on, through a
+    handle opened for writing."""
+    checked = flags & ~(os.O_CREAT | os.O_TRUNC | os.O_EXCL | os.O_PATH | os.O_APPEND)
+    handle = live.driver.open(live.remote_path, checked, mode)
+    assert live.local_copy is not None
+    if checked & os.O_ACCMODE != os.O_RDONLY and live.read_only:
+        agent.files.opened_for_writing(live, handle, checked)
+    else:
+        live.driver.close(handle)
+    local_flags = flags & ~(os.O_EXCL | os.O_PATH)
+    registers = call.registers.replace(
+        nr=_SYS_OPENAT, args=(AT_FDCWD, call.scratch_string(live.local_copy), local_flags, 0o600)
+    )
+    return Rewrite(registers)
 
 
 def _kernel_checks(driver: Driver, target: RemoteTarget, path: str, flags: int) -> int | None:
@@ -380,9 +406,10 @@ def sys_fcntl(agent: Agent, call: Call) -> Outcome:
     command = call.fd(1)
     if command not in sys_lock.LOCK_COMMANDS and command not in (_F_GETFL, _F_SETFL):
         return None  # F_DUPFD, F_GETFD, F_SETFD ...: the kernel's descriptor table
-    # Flags of a --cache whole copy are the kernel's (its description takes O_APPEND).
-    flags_only = command in (_F_GETFL, _F_SETFL)
-    remote = (agent.content_file if flags_only else agent.remote_file)(call, call.fd(0))
+    # Flags and locks of a --cache whole copy are the kernel's: its description takes
+    # O_APPEND, and every open of the file in this run opens the same copy, whose locks the
+    # kernel keeps between them.
+    remote = agent.content_file(call, call.fd(0))
     if remote is None:
         return None
     if command == _F_GETFL:

@@ -117,8 +117,9 @@ def fcntl_lock(agent: Agent, call: Call, remote: RemoteFile, command: int) -> Ou
 
 
 def sys_flock(agent: Agent, call: Call) -> Outcome:
-    """Flock implements Linux syscall flock(2) on remote files (native on local ones)."""
-    remote = agent.remote_file(call, call.fd(0))
+    """Flock implements Linux syscall flock(2) on remote files (native on local ones, and on
+    a ``--cache whole`` copy, which every open of the file in this run shares)."""
+    remote = agent.content_file(call, call.fd(0))
     if remote is None:
         return None
     operation = call.fd(1)

@@ -1,8 +1,9 @@
 """Programs using files the ways real programs do, on a local disk and through the agent.
 
 Covers: the agent's descriptor, offset, open-file and mapping handling as a whole, on
-both Chirp servers, with ``--cache off`` and ``cto`` (whose promises a single program
-taking turns with itself cannot tell from a local disk's).
+both Chirp servers, with ``--cache off``, ``cto`` and ``whole`` (whose promises a single
+program taking turns with itself cannot tell from a local disk's: under ``whole`` every
+open of a file in the run shares one copy).
 
 Scenario: ``tests/scenarios/file_semantics.py`` plays each scenario (descriptors shared by
 fork and dup, renames and unlinks of open files, O_TRUNC under a reader, truncates, holes
@@ -18,7 +19,9 @@ directory made under the old name), and a descriptor whose name was renamed over
 changed by that name (fchmod changes the new file), and ".." after a symlink taken by name
 (a file made beside the link instead of beside its target), and a removed working
 directory's name kept (a file lands in a new directory made under it), and locks kept by
-name (another process locks a locked file through the name it was renamed to).
+name (another process locks a locked file through the name it was renamed to), and, under
+whole, a copy per open (the appends of one process lost to the other's write-back) and a
+whole copy's locks kept by the agent per copy (a second open never conflicts with the first).
 """
 
 from __future__ import annotations
@@ -52,7 +55,10 @@ SCENARIOS = (
 #: "names-kept" forgets that an open file's name was unlinked or renamed over,
 #: "dotdot-by-name" collapses ".." by name (beside the link, not its target),
 #: "removals-unheard" keeps a removed working directory's name for relative paths,
-#: "locks-by-name" keys locks by the file's name (they stay behind at a rename).
+#: "locks-by-name" keys locks by the file's name (they stay behind at a rename),
+#: "copies-apart" gives each open its own --cache whole copy (the last written back wins),
+#: "whole-locks-by-agent" keeps a whole copy's locks in the agent, by open (two opens of
+#: one copy look like one description, which never conflicts with itself).
 _CLI = """
 import sys
 from drivers.chirp._driver import ChirpDriver
@@ -77,6 +83,11 @@ elif seeded == "dotdot-by-name":
 elif seeded == "removals-unheard":
     from reference_agent import agent
     agent.Agent.removed = lambda self, driver, path, logical: self.files.unnamed(driver, path)
+elif seeded == "copies-apart":
+    files.RemoteFileTable.live_copy = lambda self, driver, path: None
+elif seeded == "whole-locks-by-agent":
+    from reference_agent import agent
+    agent.Agent.content_file = agent.Agent.remote_file
 elif seeded == "locks-by-name":
     files.RemoteFile.identity = lambda self: self.remote_path
 elif seeded == "renames-unfollowed":
@@ -115,7 +126,7 @@ def _under_agent(
     )
 
 
-@pytest.mark.parametrize("cache", ["off", "cto"])
+@pytest.mark.parametrize("cache", ["off", "cto", "whole"])
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_a_program_sees_what_it_sees_on_a_local_disk(
     server: RunningServer,
@@ -138,6 +149,8 @@ def test_a_program_sees_what_it_sees_on_a_local_disk(
         ("dotdot-by-name", "off", "directories", "where '..' after a link led"),
         ("removals-unheard", "off", "directories", "a file made in a removed working directory"),
         ("locks-by-name", "off", "locks", "locked, by the name it was renamed to"),
+        ("copies-apart", "whole", "processes", "appends in turns"),
+        ("whole-locks-by-agent", "whole", "locks", "locked, by its name"),
     ],
 )
 def test_each_seeded_regression_is_caught(

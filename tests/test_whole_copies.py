@@ -5,11 +5,12 @@ kernel's, on the copy), ``RemoteFile.stat`` of a changed copy, ``sys_fsync`` sen
 copy, and ``whole_cache.write_back`` keeping the file's mode and the copy's times.
 
 Scenario: ``SCENARIO`` writes, fstats, truncates up and down, fsyncs and reads the file
-back through a fresh open, sets times and mode, copies into and out of a copy with
+as another client sees it (the server's own directory; natively the same file), sets times
+and mode, copies into and out of a copy with
 copy_file_range and sendfile, and appends after F_SETFL O_APPEND; it prints what it sees.
 Natively on a local directory and under ``aviary run --cache whole`` on a Chirp mount it
-must print the same. (What another open sees while a copy is open is not covered: each
-open has its own copy until close.) A copy whose name was unlinked or renamed over while
+must print the same. (Other opens in the same run share the copy:
+``tests/test_file_semantics.py`` covers them.) A copy whose name was unlinked or renamed over while
 it was open goes nowhere at close; one renamed while open goes to its new name. Each
 seeded regression must be caught: fstat answered by the server, truncates and copies sent
 to the server (the copy then undid them at close), fsync that does not send the copy, a
@@ -32,13 +33,13 @@ from tests.helpers import Seen, printed_steps, printed_steps_under_agent, served
 
 SCENARIO = r"""
 import fcntl, json, os, sys
-base = sys.argv[1]
+base, elsewhere = sys.argv[1], sys.argv[2]  # elsewhere: where another client sees base
 os.mkdir(base)
 seen = []
 def p(name):
     return os.path.join(base, name)
-def whole(name):
-    with open(p(name), "rb") as f:
+def whole(name, where=base):
+    with open(os.path.join(where, name), "rb") as f:
         return f.read().hex()
 
 fd = os.open(p("a"), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -49,7 +50,7 @@ seen.append(["grown", os.fstat(fd).st_size, os.pread(fd, 20, 0).hex()])
 os.ftruncate(fd, 2)
 seen.append(["cut", os.fstat(fd).st_size, os.pread(fd, 20, 0).hex()])
 os.fsync(fd)
-seen.append(["after fsync, another open reads", whole("a")])
+seen.append(["after fsync, another client reads", whole("a", elsewhere)])
 os.write(fd, b"Z")
 os.utime(fd, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
 os.fchmod(fd, 0o640)
@@ -152,14 +153,15 @@ def script(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def native(script: Path, tmp_path_factory: pytest.TempPathFactory) -> Seen:
     """What the kernel says on a local directory."""
     work = tmp_path_factory.mktemp("local") / "work"
-    return printed_steps([sys.executable, str(script), str(work)])
+    return printed_steps([sys.executable, str(script), str(work), str(work)])
 
 
 def _under_agent(server: RunningServer, script: Path, tmp_path: Path, seeded: str = "none") -> Seen:
     mount_point = tmp_path / "mnt"
     options = ["--cache", "whole", "--cache-dir", str(tmp_path / "cache"),
                "-M", f"{mount_point}=chirp://127.0.0.1:{server.port}/"]  # fmt: skip
-    argv = [sys.executable, str(script), str(mount_point / f"work-{seeded}")]
+    work = f"work-{seeded}"  # the server's own directory is what another client sees
+    argv = [sys.executable, str(script), str(mount_point / work), str(server.data_dir / work)]
     return printed_steps_under_agent(_CLI, seeded, options, argv)
 
 
