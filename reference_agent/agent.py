@@ -37,7 +37,7 @@ from reference_agent.files import RemoteFile, RemoteFileTable, moved_path
 from reference_agent.identity import Identity
 from reference_agent.interpreters import plan_exec
 from reference_agent.landlock import Ruleset
-from reference_agent.locks import LockTable, Owner, Waiter
+from reference_agent.locks import FileKey, LockTable, Owner, Waiter
 from reference_agent.mount_rules import MountPlan
 from reference_agent.namespace import LocalTarget, Namespace, Refused, RemoteTarget, logical_path
 from reference_agent.process_facts import directory_of, shares_fs
@@ -154,6 +154,7 @@ class Agent:
         self.guard: Guard | None = None
         self.races: RaceGuards | None = None  # with a guard: sealed copies, rename gate
         self.locks = LockTable()  # record locks on remote files, between this run's processes
+        self._names_set_apart = 0  # unlinked names whose open files are known apart (_unnamed)
         self._events_waiting = 0  # events whose collection waits (release_unheld)
         #: --cache cto: blocks of closed opens' read buffers, for the next opens' reads.
         self.read_spares = SpareBlocks(keep=4, largest=MAX_BLOCK)
@@ -489,8 +490,17 @@ class Agent:
         kernel's would (a relative path then lands in the moved directory, never in a new
         one made under the old name)."""
         if old != new:
-            self.files.unnamed(driver, new)  # what the new name held is replaced
+            self._unnamed(driver, new)  # what the new name held is replaced
         self.files.renamed(driver, old, new, old_logical, new_logical)
+
+        def moved_lock(key: FileKey) -> FileKey | None:
+            name = key[1]
+            if key[0] != id(driver) or not isinstance(name, str):
+                return None  # another endpoint's, or known by inode: renames do not move it
+            moved = moved_path(name, old, new)
+            return None if moved is None else (key[0], moved)
+
+        self.locks.rekey(moved_lock)
         for cwd in {id(cwd): cwd for cwd in self.cwds.values()}.values():
             if cwd.logical is not None and not cwd.removed:
                 moved = moved_path(cwd.logical, old_logical, new_logical)
@@ -530,10 +540,20 @@ class Agent:
     def removed(self, driver: Driver, path: str, logical: str) -> None:
         """``path`` (``logical`` in the namespace) was unlinked or removed through the
         agent: files open under it lose their name, working directories there are gone."""
-        self.files.unnamed(driver, path)
+        self._unnamed(driver, path)
         for cwd in self.cwds.values():
             if cwd.logical == logical:
                 cwd.removed = True
+
+    def _unnamed(self, driver: Driver, path: str) -> None:
+        """``path`` no longer names the files open under it: they, and the locks on them
+        where the protocol has no inode numbers, are known by a name set apart instead (a
+        new file made under ``path`` is another file)."""
+        self._names_set_apart += 1
+        former = f"{path}\0unlinked {self._names_set_apart}"
+        self.files.unnamed(driver, path, former)
+        gone: FileKey = (id(driver), path)
+        self.locks.rekey(lambda key: (key[0], former) if key == gone else None)
 
     def physical(self, call: Call, logical: str) -> str | int:
         """``logical`` with its remote links followed (``dotdot.physical_path``), or the

@@ -99,6 +99,9 @@ class RemoteFile:
     fill_fd: int = -1
     #: The server's inode number of the open file, once asked (``identity``).
     inode: int | None = None
+    #: Where the protocol has no inode numbers: the name the agent knows the file by for
+    #: locks since its own name was unlinked or replaced (one no path can take).
+    former_name: str | None = None
 
     def stat(self) -> StatResult:
         """fstat(2) of the descriptor: the open file's, or the link's own. A ``--cache
@@ -124,7 +127,8 @@ class RemoteFile:
     def identity(self) -> int | str:
         """Which file this is on its server: its inode number, asked of the open file once
         (a rename or unlink of its name does not change it), or where the protocol makes
-        inode numbers up from paths, the path it has now."""
+        inode numbers up from paths, the path it has now (or, once that name was unlinked or
+        replaced, the name it was set apart under)."""
         if self.inode is None:
             st = (
                 self.driver.lstat(self.remote_path)
@@ -132,7 +136,7 @@ class RemoteFile:
                 else self.driver.fstat(self.handle)
             )
             if "st_ino" in st.synthesized:
-                return self.remote_path
+                return self.former_name if self.former_name is not None else self.remote_path
             self.inode = st.st_ino
         return self.inode
 
@@ -534,12 +538,14 @@ class RemoteFileTable:
                 return other
         return None
 
-    def unnamed(self, driver: Driver, path: str) -> None:
+    def unnamed(self, driver: Driver, path: str, former_name: str) -> None:
         """``path`` was unlinked or renamed over through ``driver``: the files open under
-        that name keep their contents but no longer have it."""
+        that name keep their contents but no longer have it (``former_name`` is what
+        they are known by for locks where the protocol has no inode numbers)."""
         for remote in self._files.values():
-            if remote.driver is driver and remote.remote_path == path:
+            if remote.driver is driver and remote.remote_path == path and not remote.name_gone:
                 remote.name_gone = True
+                remote.former_name = former_name
 
     def renamed(
         self, driver: Driver, old: str, new: str, old_logical: str, new_logical: str

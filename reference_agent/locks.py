@@ -24,7 +24,7 @@ This module is pure data: no syscalls, no tracees.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -37,6 +37,7 @@ __all__ = [
     "LOCK_UN",
     "OFFSET_MAX",
     "Conflict",
+    "FileKey",
     "LockTable",
     "Owner",
     "RangeLock",
@@ -211,6 +212,24 @@ class LockTable:
     def has_locks(self, key: FileKey) -> bool:
         """Whether any lock is held on ``key`` (close need not look further if not)."""
         return key in self._ranges or key in self._flocks
+
+    # -- files changing names -----------------------------------------------------------------
+
+    def rekey(self, move: Callable[[FileKey], FileKey | None]) -> None:
+        """Keep every lock and waiter on ``key`` under ``move(key)`` instead (None: where it
+        is). For files known by name: a rename moves their locks, an unlink sets them apart."""
+        for key in list(self._ranges):
+            moved = move(key)
+            if moved is not None and moved != key:
+                self._ranges.setdefault(moved, []).extend(self._ranges.pop(key))
+        for key in list(self._flocks):
+            moved = move(key)
+            if moved is not None and moved != key:
+                self._flocks.setdefault(moved, {}).update(self._flocks.pop(key))
+        for waiter in self.waiters:
+            moved = move(waiter.key)
+            if moved is not None:
+                waiter.key = moved
 
     # -- owners going away -------------------------------------------------------------------
 

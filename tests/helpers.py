@@ -115,15 +115,20 @@ def printed_steps(argv: Sequence[str]) -> Seen:
 
 
 def printed_steps_under_agent(
-    cli: str, seeded: str, agent_options: Sequence[str], argv: Sequence[str]
+    cli: str,
+    seeded: str,
+    agent_options: Sequence[str],
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
 ) -> Seen:
     """What ``argv`` prints under ``aviary run AGENT_OPTIONS``, started through ``cli`` (a
     ``python -c`` program that plants the regression named ``seeded``, if it knows it, then
-    calls ``harness.cli.main``); the run must succeed."""
+    calls ``harness.cli.main``), with extra environment (a server's client_env); the run
+    must succeed."""
     done = subprocess.run(
         [sys.executable, "-c", cli, seeded, "run", *agent_options, "--", *argv],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     seen: Seen = json.loads(done.stdout)

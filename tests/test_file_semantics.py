@@ -55,7 +55,9 @@ SCENARIOS = (
 #: "names-kept" forgets that an open file's name was unlinked or renamed over,
 #: "dotdot-by-name" collapses ".." by name (beside the link, not its target),
 #: "removals-unheard" keeps a removed working directory's name for relative paths,
-#: "locks-by-name" keys locks by the file's name (they stay behind at a rename),
+#: "locks-by-name" keys locks by the name they were taken under (they stay behind at a
+#: rename),
+#: "lock-names-unmoved" leaves locks known by name where they were at a rename or unlink,
 #: "copies-apart" gives each open its own --cache whole copy (the last written back wins),
 #: "whole-locks-by-agent" keeps a whole copy's locks in the agent, by open (two opens of
 #: one copy look like one description, which never conflicts with itself).
@@ -74,7 +76,7 @@ elif seeded == "changes-unheard":
 elif seeded == "copy-kept":
     files.RemoteFile.outdated = lambda self: None
 elif seeded == "names-kept":
-    files.RemoteFileTable.unnamed = lambda self, driver, path: None
+    files.RemoteFileTable.unnamed = lambda self, driver, path, former_name: None
 elif seeded == "dotdot-by-name":
     from reference_agent import agent
     from reference_agent.namespace import logical_path
@@ -82,14 +84,19 @@ elif seeded == "dotdot-by-name":
     agent.physical_path = lambda logical, resolve, driver_for: logical
 elif seeded == "removals-unheard":
     from reference_agent import agent
-    agent.Agent.removed = lambda self, driver, path, logical: self.files.unnamed(driver, path)
+    agent.Agent.removed = lambda self, driver, path, logical: self._unnamed(driver, path)
 elif seeded == "copies-apart":
     files.RemoteFileTable.live_copy = lambda self, driver, path: None
 elif seeded == "whole-locks-by-agent":
     from reference_agent import agent
     agent.Agent.content_file = agent.Agent.remote_file
+elif seeded == "lock-names-unmoved":
+    from reference_agent import locks
+    locks.LockTable.rekey = lambda self, move: None
 elif seeded == "locks-by-name":
+    from reference_agent import locks
     files.RemoteFile.identity = lambda self: self.remote_path
+    locks.LockTable.rekey = lambda self, move: None
 elif seeded == "renames-unfollowed":
     from reference_agent import agent
     agent.Agent.renamed = lambda self, *args: None
@@ -167,3 +174,25 @@ def test_each_seeded_regression_is_caught(
         row[0] for row, expected in zip(seen, native[scenario], strict=False) if row != expected
     ]
     assert step in differing, differing
+
+
+@pytest.mark.parametrize("seeded", ["none", "lock-names-unmoved"])
+def test_locks_follow_names_where_the_protocol_has_no_inode_numbers(
+    native: dict[str, Seen], tmp_path: Path, seeded: str
+) -> None:
+    """SFTP has no inode numbers: the agent knows a locked file by its name, moved with it
+    by a rename through the agent and set apart by an unlink, so the locks scenario still
+    prints what a local disk does (seeded: names left in place, caught at the rename)."""
+    with served("sftp/openssh") as server:
+        mount_point = tmp_path / "mnt"
+        options = ["--cache", "off", "-M", f"{mount_point}={server.url('/')}"]
+        argv = [sys.executable, str(PROGRAM), "locks", str(mount_point / f"locks-{seeded}")]
+        seen = printed_steps_under_agent(_CLI, seeded, options, argv, server.client_env)
+    differing = [
+        row[0] for row, expected in zip(seen, native["locks"], strict=True) if row != expected
+    ]
+    assert differing == (
+        []
+        if seeded == "none"
+        else ["locked, by the name it was renamed to", "a new file under the unlinked name"]
+    )

@@ -128,7 +128,7 @@ elif seeded == "server-clock":
         driver, path, data, mode
     )
 elif seeded == "names-kept":
-    files.RemoteFileTable.unnamed = lambda self, driver, path: None
+    files.RemoteFileTable.unnamed = lambda self, driver, path, former_name: None
 elif seeded == "renames-unfollowed":
     agent.Agent.renamed = lambda self, *args: None
 from harness.cli import main

@@ -346,6 +346,20 @@ class SftpDriver(SftpRequests):
 
             self._on_handle("fsync", handle, attempt)
 
+    def fchmod(self, handle: Handle, mode: int) -> None:
+        """FSETSTAT on the open handle: the file it has open, whatever its name now."""
+        with self._op("fchmod"):
+            attrs = SFTPAttributes()
+            attrs.st_mode = mode & 0o7777
+
+            def attempt(entry: _OpenFile) -> None:
+                self._checked(
+                    entry.path, CMD_FSETSTAT, entry.remote, attrs, why="setstat",
+                    handle_of=entry.generation,
+                )  # fmt: skip
+
+            self._on_handle("fchmod", handle, attempt)
+
     def ftruncate(self, handle: Handle, length: int) -> None:
         with self._op("ftruncate"):
             if length < 0:
