@@ -302,8 +302,11 @@ class RemoteFile:
     def changed_elsewhere(self, change: Change) -> None:
         """The file changed through another descriptor of this agent, or by name: this open
         reads it afresh, a filled or shared-mapped placeholder takes the change, and one
-        filled for an earlier mmap is filled again at the next."""
+        filled for an earlier mmap is filled again at the next. A --cache whole copy takes
+        the change too: every descriptor of the file in this run is one of the copy."""
         self.outdated()
+        if self.local_copy is not None:
+            self._copy_takes(change, self.local_copy)
         if self.mapping is not None:
             if isinstance(change, Wrote):
                 self.mapping.wrote(change.offset, change.data)
@@ -313,6 +316,14 @@ class RemoteFile:
             self.follow(change)
         elif self.reader is not None:
             self.reader.forget()
+
+    @staticmethod
+    def _copy_takes(change: Change, local_copy: str) -> None:
+        with open(local_copy, "r+b", buffering=0) as copy:
+            if isinstance(change, Wrote):
+                _pwrite_all(copy.fileno(), change.data, change.offset)
+            else:
+                os.ftruncate(copy.fileno(), change.length)
 
     def follow(self, change: Change) -> None:
         """The file changed through another open of this agent: the placeholder takes the
@@ -385,9 +396,12 @@ class RemoteFile:
             return
         with open(self.local_copy, "rb") as copy:
             data = copy.read()
-        # A temporary name renamed over the file: a failure leaves the old contents.
-        mode = self.driver.fstat(self.handle).st_mode
-        write_back(self.driver, self.remote_path, data, mode, (st.st_atime_ns, st.st_mtime_ns))
+        # A temporary name renamed over the file: a failure leaves the old contents. A file
+        # with other names is rewritten itself, so that they see the new contents too.
+        server = self.driver.fstat(self.handle)
+        linked = server.st_nlink > 1 and "st_nlink" not in server.synthesized
+        times = (st.st_atime_ns, st.st_mtime_ns)
+        write_back(self.driver, self.remote_path, data, server.st_mode, times, linked=linked)
         self.synced = state
         with contextlib.suppress(OSError):  # the handle named the replaced file: follow the name
             keep = self.flags & ~(os.O_CREAT | os.O_TRUNC | os.O_EXCL)
@@ -440,9 +454,13 @@ class RemoteFileTable:
         return self._loud == 0
 
     def placeholder_keys(self) -> list[tuple[int, int, bool]]:
-        """The (device, inode) of every placeholder, and whether it is filled: a descriptor
-        of any other file is local, and reads of a filled one are the kernel's."""
-        return [(dev, ino, remote.filled) for (dev, ino), remote in self._files.items()]
+        """The (device, inode) of every placeholder, and whether the kernel holds its bytes
+        (filled, or a --cache whole copy): a descriptor of any other file is local, and reads
+        and seeks of such a one are the kernel's."""
+        return [
+            (dev, ino, remote.filled or remote.local_copy is not None)
+            for (dev, ino), remote in self._files.items()
+        ]
 
     def fill(self, pid: int, fd: int, remote: RemoteFile) -> bool:
         """:meth:`RemoteFile.fill`, told to the fast path when it happened."""

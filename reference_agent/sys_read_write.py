@@ -104,10 +104,11 @@ def _mirror_position(
     """Where a write to a mirrored file (``RemoteFile.mirror``) lands: at ``position``, or
     at the descriptor's offset (None), which is the kernel's. None where the mirror must end
     first, the open handed back to the agent at that offset: O_APPEND set since the open
-    (``fcntl``) puts writes at the server's end, and a mirror may not outgrow ``MIRROR_MAX``."""
+    (``fcntl``) puts every write, positioned ones too, at the server's end, and a mirror may
+    not outgrow ``MIRROR_MAX``."""
     at = flags_and_position(call.pid, call.fd(0))[1] if position is None else position
     total = sum(length for _, length in buffers)
-    if not (position is None and remote.flags & os.O_APPEND) and at + total <= MIRROR_MAX:
+    if not remote.flags & os.O_APPEND and at + total <= MIRROR_MAX:
         return at
     handover = at if position is None else flags_and_position(call.pid, call.fd(0))[1]
     agent.files.unmirror(remote, handover)
@@ -169,9 +170,7 @@ def _sequential(agent: Agent, call: Call, buffers: list[tuple[int, int]], writin
             return _write_mirrored(agent, call, remote, buffers, at, moves_offset=True)
     if writing:
         if remote.flags & os.O_APPEND:
-            remote.offset = remote.driver.fstat(remote.handle).st_size
-            if remote.reader is not None and remote.reader.size != remote.offset:
-                remote.reader.forget()  # grown by another client: its bytes are not ours to guess
+            remote.offset = _end_for_append(remote)
         wrote = _write_from(call, remote, buffers, remote.offset)
         agent.files.changed(remote.driver, remote.remote_path, by=remote, change=wrote)
         count = len(wrote.data)
@@ -179,6 +178,20 @@ def _sequential(agent: Agent, call: Call, buffers: list[tuple[int, int]], writin
         count = _read_into(call, remote, buffers, remote.offset)
     remote.offset += count
     return count
+
+
+def _end_for_append(remote: RemoteFile) -> int:
+    """Where a write to an O_APPEND open lands: the file's end, as the server has it now."""
+    end = remote.driver.fstat(remote.handle).st_size
+    if remote.reader is not None and remote.reader.size != end:
+        remote.reader.forget()  # grown by another client: its bytes are not ours to guess
+    return end
+
+
+def _write_offset(remote: RemoteFile, offset: int) -> int:
+    """Where a positioned write lands: at ``offset``, but on an O_APPEND open at the end
+    (Linux appends whatever offset pwrite names)."""
+    return _end_for_append(remote) if remote.flags & os.O_APPEND else offset
 
 
 def _positioned(
@@ -196,7 +209,7 @@ def _positioned(
         return _read_into(call, remote, buffers, offset)
     if remote.filled and _mirror_position(agent, call, remote, buffers, offset) is not None:
         return _write_mirrored(agent, call, remote, buffers, offset, moves_offset=False)
-    wrote = _write_from(call, remote, buffers, offset)
+    wrote = _write_from(call, remote, buffers, _write_offset(remote, offset))
     agent.files.changed(remote.driver, remote.remote_path, by=remote, change=wrote)
     return len(wrote.data)
 
@@ -258,7 +271,7 @@ def sys_pwritev(agent: Agent, call: Call) -> Outcome:
 
 def sys_lseek(agent: Agent, call: Call) -> Outcome:
     """Lseek implements Linux syscall lseek(2)."""
-    remote = agent.remote_file(call, call.fd(0))
+    remote = agent.content_file(call, call.fd(0))  # a --cache whole copy: the kernel's
     if remote is None or remote.filled:
         return None
     if remote.flags & os.O_PATH:

@@ -26,8 +26,10 @@ contents go to a temporary name beside the file and are renamed over it only
 once every byte was acknowledged (and fsync'ed, where the server can), so a
 server that dies or a disk that fills during the upload leaves the old file
 as it was. Only where no temporary file can be made (the directory refuses
-new names) is the file rewritten in place, and a failure then truncates it
-to the bytes the server acknowledged; the error says which happened.
+new names) or the file has other names (hard links) is the file rewritten in
+place, and a failure then truncates it to the bytes the server acknowledged;
+the error says which happened. A file opened through a symlink is written back
+to the file the link names.
 """
 
 from __future__ import annotations
@@ -164,7 +166,13 @@ class WriteBackError(OSError):
 
 
 def write_back(
-    driver: Driver, path: str, data: bytes, mode: int, times_ns: tuple[int, int] | None = None
+    driver: Driver,
+    path: str,
+    data: bytes,
+    mode: int,
+    times_ns: tuple[int, int] | None = None,
+    *,
+    linked: bool = False,
 ) -> None:
     """Make the server's ``path`` hold ``data``, or leave it as it was.
 
@@ -176,15 +184,44 @@ def write_back(
             after it is made, where the protocol can (servers create under their own umask).
         times_ns: (atime, mtime) the file gets once in place (the local copy's: the last
             write's, or what the program set); None: the server's clock.
+        linked: the file has other names (hard links). A new file renamed over ``path``
+            would leave them the old contents, so the file itself is rewritten instead
+            (a failure then keeps what the server acknowledged, as where no temporary
+            name can be made).
 
     Raises:
         WriteBackError: the upload failed, with the errno of the failure and a
             message naming how far it got and what ``path`` holds now.
     """
-    _replace_contents(driver, path, data, mode)
+    path = _file_named(driver, path)  # a symlink stays; the file it names is rewritten
+    if linked:
+        _rewrite_in_place(driver, path, data)
+    else:
+        _replace_contents(driver, path, data, mode)
     if times_ns is not None and driver.capabilities.utimens:
         with contextlib.suppress(OSError):  # the contents are in place; times are second best
             driver.utimens(path, times_ns)
+
+
+#: Symlinks followed to the file a name leads to, at most (Linux's MAXSYMLINKS).
+MAX_LINKS = 40
+
+
+def _file_named(driver: Driver, path: str) -> str:
+    """The path of the file ``path`` leads to, its symlinks followed as the server follows
+    them (an absolute target from the endpoint's root): the copy of a file opened through
+    a link goes to that file, and the link stays a link."""
+    for _ in range(MAX_LINKS):
+        try:
+            if not driver.lstat(path).is_lnk():
+                return path
+        except FileNotFoundError:
+            return path  # gone meanwhile: the write-back makes it again, under this name
+        target = driver.readlink(path)
+        if not target.startswith("/"):
+            target = posixpath.join(posixpath.dirname(path), target)
+        path = posixpath.normpath(target)
+    raise WriteBackError(errno.ELOOP, f"writing back {path} failed: too many levels of symlinks")
 
 
 def _replace_contents(driver: Driver, path: str, data: bytes, mode: int) -> None:

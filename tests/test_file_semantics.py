@@ -8,7 +8,9 @@ open of a file in the run shares one copy).
 Scenario: ``tests/scenarios/file_semantics.py`` plays each scenario (descriptors shared by
 fork and dup, renames and unlinks of open files, O_TRUNC under a reader, truncates, holes
 and vectors, a shared mapping beside writes, two processes taking turns, working and open
-directories renamed, locks on renamed and unlinked files) and prints what
+directories renamed, locks on renamed and unlinked files, hard and symbolic links and
+times set one at a time, pwrite on O_APPEND opens and truncates by name under open
+descriptors, a directory read in parts with seekdir and emptied while read) and prints what
 every step saw. Natively on a local directory and under ``aviary run`` on a Chirp mount it
 must print the same. Each seeded regression must be caught, at the step that names it: a
 rename that copies (an open file's later writes go to the old object), and, under cto,
@@ -21,7 +23,10 @@ changed by that name (fchmod changes the new file), and ".." after a symlink tak
 directory's name kept (a file lands in a new directory made under it), and locks kept by
 name (another process locks a locked file through the name it was renamed to), and, under
 whole, a copy per open (the appends of one process lost to the other's write-back) and a
-whole copy's locks kept by the agent per copy (a second open never conflicts with the first).
+whole copy's locks kept by the agent per copy (a second open never conflicts with the first),
+and a positioned write on an O_APPEND open put at its offset, a whole copy deaf to a truncate
+by name, a hard-linked or symlinked file written back by renaming over its name, and seeks
+on remote directories left to the kernel under whole.
 """
 
 from __future__ import annotations
@@ -45,6 +50,9 @@ SCENARIOS = (
     "directories",
     "replaced",
     "locks",
+    "links",
+    "appends",
+    "listings",
 )
 
 #: ``aviary run`` with a seeded regression: "rename-copies" renames by copying (a handle
@@ -57,6 +65,12 @@ SCENARIOS = (
 #: "removals-unheard" keeps a removed working directory's name for relative paths,
 #: "locks-by-name" keys locks by the name they were taken under (they stay behind at a
 #: rename),
+#: "appends-at-offset" puts a pwrite on an O_APPEND open at its offset (the server appends,
+#: the read buffer takes it at the offset), "copies-deaf" keeps a --cache whole copy from
+#: taking a truncate by name, "links-replaced" writes a hard-linked file back by renaming a
+#: new file over its name (the other name keeps the old bytes), "symlinks-replaced" writes a
+#: file opened through a symlink back over the link, "directory-seeks-kernels" leaves lseek
+#: untrapped under --cache whole (seekdir on a remote directory moves nothing),
 #: "lock-names-unmoved" leaves locks known by name where they were at a rename or unlink,
 #: "copies-apart" gives each open its own --cache whole copy (the last written back wins),
 #: "whole-locks-by-agent" keeps a whole copy's locks in the agent, by open (two opens of
@@ -90,6 +104,24 @@ elif seeded == "copies-apart":
 elif seeded == "whole-locks-by-agent":
     from reference_agent import agent
     agent.Agent.content_file = agent.Agent.remote_file
+elif seeded == "appends-at-offset":
+    from reference_agent import sys_read_write
+    sys_read_write._write_offset = lambda remote, offset: offset
+elif seeded == "copies-deaf":
+    files.RemoteFile._copy_takes = staticmethod(lambda change, local_copy: None)
+elif seeded == "links-replaced":
+    write_back = files.write_back
+    files.write_back = lambda *args, linked=False: write_back(*args)
+elif seeded == "symlinks-replaced":
+    from reference_agent import whole_cache
+    whole_cache._file_named = lambda driver, path: path
+elif seeded == "directory-seeks-kernels":
+    from reference_agent import _ptrace, table
+    trapped = table.trapped_numbers
+    def without_lseek(cache, features=frozenset()):
+        numbers = trapped(cache, features)
+        return numbers - {_ptrace.syscall_number("lseek")} if cache == "whole" else numbers
+    table.trapped_numbers = without_lseek
 elif seeded == "lock-names-unmoved":
     from reference_agent import locks
     locks.LockTable.rekey = lambda self, move: None
@@ -158,6 +190,11 @@ def test_a_program_sees_what_it_sees_on_a_local_disk(
         ("locks-by-name", "off", "locks", "locked, by the name it was renamed to"),
         ("copies-apart", "whole", "processes", "appends in turns"),
         ("whole-locks-by-agent", "whole", "locks", "locked, by its name"),
+        ("appends-at-offset", "cto", "appends", "pwrite appends to a file"),
+        ("copies-deaf", "whole", "appends", "truncated by name"),
+        ("links-replaced", "whole", "links", "written through the other name"),
+        ("symlinks-replaced", "whole", "links", "created through a dangling link"),
+        ("directory-seeks-kernels", "whole", "listings", "seekdir back to telldir"),
     ],
 )
 def test_each_seeded_regression_is_caught(

@@ -124,8 +124,8 @@ elif seeded == "create-mode":
     ChirpDriver.chmod = chmod_but_temporaries
 elif seeded == "server-clock":
     original = files.write_back
-    files.write_back = lambda driver, path, data, mode, times_ns=None: original(
-        driver, path, data, mode
+    files.write_back = lambda driver, path, data, mode, times_ns=None, linked=False: original(
+        driver, path, data, mode, linked=linked
     )
 elif seeded == "names-kept":
     files.RemoteFileTable.unnamed = lambda self, driver, path, former_name: None

@@ -9,6 +9,7 @@ turns through pipes.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import json
@@ -356,6 +357,150 @@ def locks(s: Scenario) -> None:
     os.close(holder)
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_UTIME_OMIT = (1 << 30) - 2
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("seconds", ctypes.c_long), ("nanoseconds", ctypes.c_long)]
+
+
+class _Dirent(ctypes.Structure):
+    _fields_ = [
+        ("ino", ctypes.c_ulong),
+        ("off", ctypes.c_long),
+        ("reclen", ctypes.c_ushort),
+        ("type", ctypes.c_ubyte),
+        ("name", ctypes.c_char * 256),
+    ]
+
+
+def _utimensat(path: str, atime: tuple[int, int], mtime: tuple[int, int]) -> int:
+    times = (_Timespec * 2)(_Timespec(*atime), _Timespec(*mtime))
+    return int(_LIBC.utimensat(-100, os.fsencode(path), times, 0))
+
+
+def links(s: Scenario) -> None:
+    """Hard links (one file under two names), symbolic links, times set one at a time."""
+    s.put("a", b"hello")
+    os.link(s.path("a"), s.path("b"))
+    s.note("a hard link", os.stat(s.path("a")).st_nlink)
+    with open(s.path("b"), "ab") as other_name:
+        other_name.write(b" world")
+    s.note("written through the other name", s.whole("a"))
+    os.unlink(s.path("a"))
+    s.note("one name unlinked", os.stat(s.path("b")).st_nlink, s.whole("b"))
+
+    os.utime(s.path("b"), ns=(1_000_000_000_000_000_000, 1_100_000_000_000_000_000))
+    omitted_atime = _utimensat(s.path("b"), (0, _UTIME_OMIT), (1_200_000_000, 0))
+    st = os.stat(s.path("b"))
+    s.note("mtime alone", omitted_atime, st.st_atime_ns, st.st_mtime_ns)
+    omitted_mtime = _utimensat(s.path("b"), (1_300_000_000, 0), (0, _UTIME_OMIT))
+    st = os.stat(s.path("b"))
+    s.note("atime alone", omitted_mtime, st.st_atime_ns, st.st_mtime_ns)
+
+    os.symlink("b", s.path("l"))
+    os.chmod(s.path("l"), 0o600)
+    s.note(
+        "a symlink", os.readlink(s.path("l")), os.lstat(s.path("l")).st_size,
+        oct(os.stat(s.path("b")).st_mode & 0o777), os.stat(s.path("l")).st_size,
+    )  # fmt: skip
+    os.symlink("target", s.path("dangling"))
+    s.note("dangling", _attempt(lambda: os.stat(s.path("dangling"))), s.whole("dangling"))
+    made = os.open(s.path("dangling"), os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(made, b"made through the link")
+    os.close(made)
+    link = _attempt(lambda: os.readlink(s.path("dangling")))
+    s.note("created through a dangling link", s.whole("target"), link)
+    s.note(
+        "access", os.access(s.path("b"), os.R_OK), os.access(s.path("b"), os.X_OK),
+        os.access(s.path("nothing"), os.F_OK),
+    )  # fmt: skip
+
+
+def appends(s: Scenario) -> None:
+    """pwrite on an O_APPEND descriptor appends (Linux ignores its offset), on a new file and
+    on one with bytes; a truncate by name is seen through descriptors already open."""
+    fd = os.open(s.path("new"), os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    os.write(fd, b"0123")
+    s.note("pwrite appends to a new file", os.pwrite(fd, b"XY", 0), os.pread(fd, 20, 0))
+    os.close(fd)
+    s.put("old", b"abcdef")
+    fd = os.open(s.path("old"), os.O_RDWR | os.O_APPEND)
+    s.note("read first", os.pread(fd, 3, 0))
+    s.note("pwrite appends to a file", os.pwrite(fd, b"XY", 1), os.pread(fd, 20, 0))
+    os.close(fd)
+
+    s.put("cut", b"0123456789")
+    reader = os.open(s.path("cut"), os.O_RDONLY)
+    writer = os.open(s.path("cut"), os.O_RDWR)
+    s.note("read before", os.pread(reader, 4, 0))
+    os.truncate(s.path("cut"), 3)
+    s.note("truncated by name", os.pread(reader, 20, 0), os.fstat(writer).st_size)
+    os.pwrite(writer, b"!", 5)
+    os.close(writer)
+    s.note("written past the cut", os.pread(reader, 20, 0), s.whole("cut"))
+    s.note(
+        "seek data and hole", os.lseek(reader, 0, os.SEEK_DATA), os.lseek(reader, 0, os.SEEK_HOLE)
+    )
+    os.close(reader)
+
+
+def listings(s: Scenario) -> None:
+    """A directory read in parts with telldir and seekdir, emptied while it is read, and the
+    errors of removing and renaming directories."""
+    os.mkdir(s.path("dir"))
+    for i in range(50):
+        s.put(f"dir/f{i:02d}", b"")
+    _LIBC.opendir.restype = ctypes.c_void_p
+    _LIBC.readdir.restype = ctypes.c_void_p
+    _LIBC.readdir.argtypes = [ctypes.c_void_p]
+    _LIBC.telldir.restype = ctypes.c_long
+    _LIBC.telldir.argtypes = [ctypes.c_void_p]
+    _LIBC.seekdir.argtypes = [ctypes.c_void_p, ctypes.c_long]
+    _LIBC.closedir.argtypes = [ctypes.c_void_p]
+    stream = _LIBC.opendir(os.fsencode(s.path("dir")))
+
+    def entry() -> str | None:
+        found = _LIBC.readdir(stream)
+        if not found:
+            return None
+        return str(ctypes.cast(found, ctypes.POINTER(_Dirent)).contents.name.decode())
+
+    first = [entry() for _ in range(20)]
+    place = _LIBC.telldir(stream)
+    after = [entry() for _ in range(5)]
+    _LIBC.seekdir(stream, place)
+    again = [entry() for _ in range(5)]
+    rest = []
+    while (name := entry()) is not None:
+        rest.append(name)
+    _LIBC.closedir(stream)
+    seen = sorted(str(name) for name in first + after + rest)
+    s.note("seekdir back to telldir", after == again, len(seen), seen[:3])
+
+    removed = 0
+    with os.scandir(s.path("dir")) as listing:
+        for each in listing:
+            os.unlink(each.path)
+            removed += 1
+    s.note("emptied while listed", removed, os.listdir(s.path("dir")))
+    s.put("file", b"")
+    os.mkdir(s.path("full"))
+    s.put("full/x", b"")
+    s.note(
+        "directory errors",
+        _attempt(lambda: os.rmdir(s.path("file"))),
+        _attempt(lambda: os.rmdir(s.path("full"))),
+        _attempt(lambda: os.rename(s.path("file"), s.path("full"))),
+        _attempt(lambda: os.rename(s.path("full"), s.path("file"))),
+        _attempt(lambda: os.rename(s.path("full"), s.path("full/sub"))),
+        _attempt(lambda: os.mkdir(s.path("file/x"))),
+        _attempt(lambda: os.truncate(s.path("full"), 0)),
+    )
+    s.note("rmdir", _attempt(lambda: os.rmdir(s.path("dir"))), sorted(os.listdir(s.base)))
+
+
 SCENARIOS: dict[str, Callable[[Scenario], None]] = {
     "descriptors": descriptors,
     "names": names,
@@ -365,6 +510,9 @@ SCENARIOS: dict[str, Callable[[Scenario], None]] = {
     "directories": directories,
     "replaced": replaced,
     "locks": locks,
+    "links": links,
+    "appends": appends,
+    "listings": listings,
 }
 
 
