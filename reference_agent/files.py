@@ -97,6 +97,10 @@ class RemoteFile:
     #: placeholder.
     filled: bool = False
     fill_fd: int = -1
+    #: --cache-dir: the program has the copy runs share open (no handle; never written or
+    #: removed by this run); this is the remote file's stat when it was opened, what fstat
+    #: of the descriptor tells.
+    cached: StatResult | None = None
     #: The server's inode number of the open file, once asked (``identity``).
     inode: int | None = None
     #: Where the protocol has no inode numbers: the name the agent knows the file by for
@@ -109,6 +113,8 @@ class RemoteFile:
         program's writes and truncates are there until close sends them."""
         if self.is_link:
             return self.driver.lstat(self.remote_path)
+        if self.cached is not None:
+            return self.cached
         st = self.driver.fstat(self.handle)
         if self.local_copy is None:
             return st
@@ -130,7 +136,7 @@ class RemoteFile:
         inode numbers up from paths, the path it has now (or, once that name was unlinked or
         replaced, the name it was set apart under)."""
         if self.inode is None:
-            st = (
+            st = self.cached or (
                 self.driver.lstat(self.remote_path)
                 if self.is_link
                 else self.driver.fstat(self.handle)
@@ -496,6 +502,7 @@ class RemoteFileTable:
         for remote in self._files.values():
             if (
                 remote.local_copy is not None
+                and remote.cached is None  # the runs' shared copy is never written
                 and remote.driver is driver
                 and remote.remote_path == path
                 and not remote.name_gone
@@ -640,6 +647,8 @@ def moved_path(path: str, old: str, new: str) -> str | None:
 
 def _release(remote: RemoteFile) -> None:
     """Last descriptor gone: send back a changed copy, then close the remote handle."""
+    if remote.cached is not None:
+        return  # the runs' shared copy: nothing to send, no handle, and it stays
     try:
         remote.sync()
     except OSError as exc:

@@ -79,9 +79,8 @@ def _open(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mod
     if whole and agent.whole_cache is not None and read_only_open(flags):
         st_remote = driver.stat(target.path)
         if st_remote.is_reg():  # served from the copy --cache-dir keeps across runs
-            return rewrite_args(
-                call, {path_index: agent.whole_cache.copy_of(driver, target, st_remote)}
-            )
+            copy = agent.whole_cache.copy_of(driver, target, st_remote)
+            return _open_cached_copy(agent, call, path_index, resolved, target, st_remote, copy)
     open_flags = flags & ~os.O_PATH if flags & os.O_PATH else flags
     if whole and open_flags & os.O_ACCMODE == os.O_WRONLY and not open_flags & os.O_TRUNC:
         open_flags = (open_flags & ~os.O_ACCMODE) | os.O_RDWR  # the copy must be read first
@@ -139,6 +138,41 @@ def _open(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mod
     memfd_flags = MFD_CLOEXEC if flags & os.O_CLOEXEC else 0
     registers = call.registers.replace(nr=_SYS_MEMFD_CREATE, args=(name_address, memfd_flags))
     return Rewrite(registers, placed)
+
+
+def _open_cached_copy(
+    agent: Agent,
+    call: Call,
+    path_index: int,
+    resolved: Resolved,
+    target: RemoteTarget,
+    st_remote: StatResult,
+    copy: str,
+) -> Outcome:
+    """--cache-dir: the program opens the copy runs share, read-only; the agent keeps it as
+    the remote file (no handle), so that fstat of the descriptor tells the remote file's
+    device, inode, owner and mode, as stat of its name does: a program comparing the two
+    (cp: "replaced while being copied") sees one file."""
+    remote = RemoteFile(
+        agent.driver_for(call, target),
+        Handle(-1),
+        resolved.logical,
+        target.path,
+        os.O_RDONLY,
+        False,
+        agent.remote_dev(target.endpoint),
+        materialized=True,
+        local_copy=copy,
+        cached=st_remote,
+    )
+    pid = call.pid
+
+    def placed(result: int) -> int | None:
+        if result >= 0 and agent.files.lookup(pid, result) is None:
+            agent.files.add(pid, result, remote)  # other opens of the copy share this one
+        return None
+
+    return Rewrite(rewrite_args(call, {path_index: copy}).registers, placed)
 
 
 def _open_live_copy(

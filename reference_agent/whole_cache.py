@@ -13,9 +13,10 @@ read-only (or executed) is served from a local copy in DIR:
   sharing DIR never see half a file, and two that fetch the same file at once
   just install the same bytes twice;
 - the program opens the copy itself, read-only: reads, seeks and ``mmap``
-  are the kernel's. ``fstat`` on that descriptor shows the copy (local device
-  and inode, the remote size, mode and mtime), while ``stat`` of the path
-  still asks the server.
+  are the kernel's. ``fstat`` on that descriptor tells the remote file as the
+  open's ``stat`` found it (its device, inode, owner, mode, size and times), so
+  a program comparing ``stat`` of the name with ``fstat`` of what it opened
+  (``cp``) sees one file.
 
 Freshness is as good as the server's metadata: a file rewritten within one
 mtime tick (Chirp keeps whole seconds) with the same size and inode is not

@@ -9,7 +9,8 @@ as another client sees it (the server's own directory; natively the same file), 
 and mode, copies into and out of a copy with
 copy_file_range and sendfile, and appends after F_SETFL O_APPEND; it prints what it sees.
 Natively on a local directory and under ``aviary run --cache whole`` on a Chirp mount it
-must print the same. (Other opens in the same run share the copy:
+must print the same; ``cp`` of a file opened read-only (served from ``--cache-dir``'s
+shared copy) must work, fstat of it telling the remote file. (Other opens in the same run share the copy:
 ``tests/test_file_semantics.py`` covers them.) A copy whose name was unlinked or renamed over while
 it was open goes nowhere at close; one renamed while open goes to its new name. Each
 seeded regression must be caught: fstat answered by the server, truncates and copies sent
@@ -17,7 +18,8 @@ to the server (the copy then undid them at close), fsync that does not send the 
 write-back that leaves the server's create mode, one that leaves the server's clock for
 times, a copy sent back under a name that was unlinked or renamed over (the file comes
 back, the replacement is overwritten), and renames not followed (a copy renamed while open
-is sent back under its old name).
+is sent back under its old name), and a --cache-dir copy left to the kernel's fstat (cp:
+"replaced while being copied").
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from servers import RunningServer
 from tests.helpers import Seen, printed_steps, printed_steps_under_agent, served
 
 SCENARIO = r"""
-import fcntl, json, os, sys
+import fcntl, json, os, subprocess, sys
 base, elsewhere = sys.argv[1], sys.argv[2]  # elsewhere: where another client sees base
 os.mkdir(base)
 seen = []
@@ -93,6 +95,16 @@ os.rename(p("h"), p("i"))
 os.write(fd, b"+more")
 os.close(fd)
 seen.append(["renamed while open", sorted(os.listdir(base)), whole("i")])
+with open(p("r"), "wb") as f:
+    f.write(b"read me")
+os.chmod(p("r"), 0o644)
+fd = os.open(p("r"), os.O_RDONLY)
+opened, named = os.fstat(fd), os.stat(p("r"))
+fields = ("st_dev", "st_ino", "st_mode", "st_uid", "st_size")
+seen.append(["stat and fstat of a file read", [getattr(opened, f) == getattr(named, f) for f in fields]])
+os.close(fd)
+copied = subprocess.run(["cp", p("r"), p("r2")], capture_output=True, text=True)
+seen.append(["cp of it", copied.returncode, copied.stderr, os.path.exists(p("r2"))])
 print(json.dumps(seen))
 """
 
@@ -103,7 +115,7 @@ from drivers.chirp._driver import ChirpDriver
 from reference_agent import agent, files, sys_file
 seeded = sys.argv.pop(1)
 if seeded == "server-fstat":
-    files.RemoteFile.stat = lambda self: self.driver.fstat(self.handle)
+    files.RemoteFile.stat = lambda self: self.cached or self.driver.fstat(self.handle)
 elif seeded == "remote-truncate":
     agent.Agent.content_file = agent.Agent.remote_file
 elif seeded == "no-fsync-push":
@@ -116,6 +128,11 @@ elif seeded == "no-fsync-push":
             in_fsync[0] = False
     files.RemoteFile.sync = lambda self: None if in_fsync[0] else sync(self)
     sys_file.sys_fsync = fsync_without_push
+elif seeded == "cached-copy-local":
+    from reference_agent._common import rewrite_args
+    sys_file._open_cached_copy = lambda agent_, call, index, resolved, target, st, copy: (
+        rewrite_args(call, {index: copy})
+    )
 elif seeded == "create-mode":
     chmod = ChirpDriver.chmod
     def chmod_but_temporaries(self, path, mode):
@@ -181,6 +198,7 @@ def test_a_copy_behaves_as_the_file_through_its_descriptor(
         "server-clock",
         "names-kept",
         "renames-unfollowed",
+        "cached-copy-local",
     ],
 )
 def test_each_seeded_regression_is_caught(
