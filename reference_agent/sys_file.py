@@ -477,11 +477,21 @@ def sys_mmap(agent: Agent, call: Call) -> Outcome:
     return None
 
 
+#: Where the descriptors of calls with two are: splice and copy_file_range pass an offset
+#: pointer after each (their output descriptor is the third argument).
+_DESCRIPTOR_ARGUMENTS = {
+    "sendfile": (0, 1),
+    "tee": (0, 1),
+    "copy_file_range": (0, 2),
+    "splice": (0, 2),
+}
+
+
 def sys_fd_hole(agent: Agent, call: Call) -> Outcome:
-    """Calls the agent does not emulate: native on local descriptors, refused on remote ones."""
-    for index in (0, 1) if call.name in ("sendfile", "copy_file_range", "splice", "tee") else (0,):
-        descriptor = call.fd(index if call.name != "copy_file_range" else index * 2)
-        remote = agent.content_file(call, descriptor)
+    """Calls the agent does not emulate: native on local descriptors, refused on remote ones
+    (either side of a call that moves bytes between two)."""
+    for index in _DESCRIPTOR_ARGUMENTS.get(call.name, (0,)):
+        remote = agent.content_file(call, call.fd(index))
         if remote is not None:
             return agent.hole(call, f"remote file {remote.logical}")
     return None

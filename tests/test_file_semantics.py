@@ -71,6 +71,8 @@ SCENARIOS = (
 #: new file over its name (the other name keeps the old bytes), "symlinks-replaced" writes a
 #: file opened through a symlink back over the link, "directory-seeks-kernels" leaves lseek
 #: untrapped under --cache whole (seekdir on a remote directory moves nothing),
+#: "splice-output-unchecked" looks at splice's input descriptor only (a splice into a
+#: remote file then writes its placeholder: the bytes never reach the server),
 #: "lock-names-unmoved" leaves locks known by name where they were at a rename or unlink,
 #: "copies-apart" gives each open its own --cache whole copy (the last written back wins),
 #: "whole-locks-by-agent" keeps a whole copy's locks in the agent, by open (two opens of
@@ -122,6 +124,9 @@ elif seeded == "directory-seeks-kernels":
         numbers = trapped(cache, features)
         return numbers - {_ptrace.syscall_number("lseek")} if cache == "whole" else numbers
     table.trapped_numbers = without_lseek
+elif seeded == "splice-output-unchecked":
+    from reference_agent import sys_file
+    sys_file._DESCRIPTOR_ARGUMENTS = {}
 elif seeded == "lock-names-unmoved":
     from reference_agent import locks
     locks.LockTable.rekey = lambda self, move: None
@@ -233,3 +238,39 @@ def test_locks_follow_names_where_the_protocol_has_no_inode_numbers(
         if seeded == "none"
         else ["locked, by the name it was renamed to", "a new file under the unlinked name"]
     )
+
+
+_SPLICE = r"""
+import errno, json, os, sys
+r, w = os.pipe()
+os.write(w, b"from a pipe")
+out = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+try:
+    answer = os.splice(r, out, 11)
+except OSError as exc:
+    answer = errno.errorcode[exc.errno or 0]
+print(json.dumps([["splice into a remote file", answer]]))
+"""
+
+
+@pytest.mark.parametrize("seeded", ["none", "splice-output-unchecked"])
+def test_splice_into_a_remote_file_is_refused_never_lost(
+    server: RunningServer, tmp_path: Path, seeded: str
+) -> None:
+    """The agent does not emulate splice: into a remote file it is refused (ENOSYS, named on
+    stderr) rather than written to the placeholder, where the bytes would never reach the
+    server though splice said they were written (seeded: the output side unchecked)."""
+    program = tmp_path / "splice.py"
+    program.write_text(_SPLICE)
+    mount_point = tmp_path / "mnt"
+    name = f"spliced-{seeded}-{tmp_path.name}"
+    options = ["--cache", "off", "-M", f"{mount_point}=chirp://127.0.0.1:{server.port}/"]
+    seen = printed_steps_under_agent(
+        _CLI, seeded, options, [sys.executable, str(program), str(mount_point / name)]
+    )
+    answer = seen[0][1]
+    on_the_server = (server.data_dir / name).read_bytes()
+    if seeded == "none":
+        assert (answer, on_the_server) == ("ENOSYS", b"")
+    else:
+        assert (answer, on_the_server) == (11, b"")  # told written, and lost
