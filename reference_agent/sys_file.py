@@ -497,6 +497,32 @@ def sys_fd_hole(agent: Agent, call: Call) -> Outcome:
     return None
 
 
+#: struct iocb of Linux AIO: data, key, rw_flags, opcode, reqprio, fildes, buf, nbytes,
+#: offset, reserved2, flags, resfd.
+_IOCB = struct.Struct("<QIIHhIQQqQII")
+_IOCB_FILDES = 5
+#: Requests one io_submit may carry that the agent looks at (the kernel's default aio-max-nr).
+_IOCB_MAX = 65536
+
+
+def sys_io_submit(agent: Agent, call: Call) -> Outcome:
+    """Io_submit implements Linux syscall io_submit(2): native, unless a request names a
+    remote file, whose bytes the kernel would move to and from its placeholder (a write
+    reported done that never reaches the server): then the whole call is refused before
+    anything is submitted (ENOSYS, named once; programs fall back to plain I/O)."""
+    count = call.sarg(1)
+    if not len(agent.files) or count <= 0:
+        return None
+    count = min(count, _IOCB_MAX)
+    pointers = struct.unpack(f"<{count}Q", call.read(call.arg(2), 8 * count))
+    for address in pointers:
+        descriptor = _IOCB.unpack(call.read(address, _IOCB.size))[_IOCB_FILDES]
+        remote = agent.content_file(call, descriptor)
+        if remote is not None:
+            return agent.hole(call, f"remote file {remote.logical} (Linux AIO)")
+    return None
+
+
 def sys_fstatfs(agent: Agent, call: Call) -> Outcome:
     """Fstatfs implements Linux syscall fstatfs(2)."""
     remote = agent.remote_file(call, call.fd(0))

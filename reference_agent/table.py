@@ -175,6 +175,7 @@ def _entries() -> list[Entry]:
             "within one endpoint, at most 1 MiB per call; EXDEV across file systems, as Linux",
         ),
         Entry("splice", f.sys_fd_hole, "refused", "ENOSYS on remote files"),
+        Entry("io_submit", f.sys_io_submit, "refused", "ENOSYS when a request names a remote file"),
         Entry(
             "fchown",
             sys_owner.sys_fchown,

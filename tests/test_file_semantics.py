@@ -73,6 +73,7 @@ SCENARIOS = (
 #: untrapped under --cache whole (seekdir on a remote directory moves nothing),
 #: "splice-output-unchecked" looks at splice's input descriptor only (a splice into a
 #: remote file then writes its placeholder: the bytes never reach the server),
+#: "aio-unchecked" lets Linux AIO requests on remote files through (to the placeholder),
 #: "lock-names-unmoved" leaves locks known by name where they were at a rename or unlink,
 #: "copies-apart" gives each open its own --cache whole copy (the last written back wins),
 #: "whole-locks-by-agent" keeps a whole copy's locks in the agent, by open (two opens of
@@ -127,6 +128,9 @@ elif seeded == "directory-seeks-kernels":
 elif seeded == "splice-output-unchecked":
     from reference_agent import sys_file
     sys_file._DESCRIPTOR_ARGUMENTS = {}
+elif seeded == "aio-unchecked":
+    from reference_agent import sys_file
+    sys_file.sys_io_submit = lambda agent_, call: None
 elif seeded == "lock-names-unmoved":
     from reference_agent import locks
     locks.LockTable.rekey = lambda self, move: None
@@ -274,3 +278,51 @@ def test_splice_into_a_remote_file_is_refused_never_lost(
         assert (answer, on_the_server) == ("ENOSYS", b"")
     else:
         assert (answer, on_the_server) == (11, b"")  # told written, and lost
+
+
+_AIO = r"""
+import ctypes, errno, json, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+IO_SETUP, IO_SUBMIT, IO_GETEVENTS, PWRITE = 206, 209, 208, 1
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+context = ctypes.c_ulong(0)
+assert libc.syscall(IO_SETUP, 8, ctypes.byref(context)) == 0
+data = ctypes.create_string_buffer(b"written by aio")
+iocb = ctypes.create_string_buffer(
+    struct.pack("<QIIHhIQQqQII", 0, 0, 0, PWRITE, 0, fd, ctypes.addressof(data), 14, 0, 0, 0, 0)
+)
+requests = (ctypes.c_void_p * 1)(ctypes.addressof(iocb))
+submitted = libc.syscall(IO_SUBMIT, context, 1, requests)
+if submitted < 0:
+    answer = errno.errorcode[ctypes.get_errno()]
+else:
+    events = ctypes.create_string_buffer(32)
+    libc.syscall(IO_GETEVENTS, context, 1, 1, events, None)
+    answer = struct.unpack_from("<q", events.raw, 16)[0]
+print(json.dumps([["io_submit of a write to a remote file", answer]]))
+"""
+
+
+@pytest.mark.parametrize("seeded", ["none", "aio-unchecked"])
+def test_linux_aio_on_a_remote_file_is_refused_never_lost(
+    server: RunningServer, tmp_path: Path, seeded: str
+) -> None:
+    """Linux AIO requests are the kernel's: on a remote file it would write the placeholder
+    and report the write done, the server never getting it. io_submit naming a remote file
+    is refused instead (ENOSYS, programs fall back to plain I/O; seeded: let through, the
+    write reported done and lost)."""
+    program = tmp_path / "aio.py"
+    program.write_text(_AIO)
+    mount_point = tmp_path / "mnt"
+    name = f"aio-{seeded}-{tmp_path.name}"
+    options = ["--cache", "off", "-M", f"{mount_point}=chirp://127.0.0.1:{server.port}/"]
+    seen = printed_steps_under_agent(
+        _CLI, seeded, options, [sys.executable, str(program), str(mount_point / name)]
+    )
+    answer = seen[0][1]
+    on_the_server = (server.data_dir / name).read_bytes()
+    if seeded == "none":
+        assert (answer, on_the_server) == ("ENOSYS", b"")
+    else:
+        assert (answer, on_the_server) == (14, b"")  # told written, and lost
