@@ -20,6 +20,8 @@ from reference_agent.read_cache import MIRROR_MAX
 from reference_agent.read_memory import Scratch
 
 _IOVEC = struct.Struct("<QQ")
+#: pwritev2's flag to append, whatever the offset says.
+RWF_APPEND = 0x10
 #: Agent-side bound on one emulated read, like a kernel's MAX_RW_COUNT.
 MAX_IO = MAX_BUFFER_SIZE
 #: Where reads land on their way into the program (the agent handles one call at a time).
@@ -254,6 +256,17 @@ def _vectored_at(agent: Agent, call: Call, writing: bool) -> Outcome:
         return None
     buffers = _iovecs(call, call.arg(1), call.fd(2))
     offset = call.sarg(3)
+    appending = writing and call.name.endswith("2") and call.arg(5) & RWF_APPEND
+    if appending and write_refusal(remote) is None:
+        if remote.filled:  # a mirror ends here: the agent puts the bytes at the server's end
+            agent.files.unmirror(remote, flags_and_position(call.pid, call.fd(0))[1])
+        # pwritev2 with RWF_APPEND appends whatever offset it names; at -1 (the descriptor's
+        # offset) that offset moves past the bytes, as O_APPEND would.
+        end = _end_for_append(remote)
+        if offset == -1:
+            remote.offset = end
+        else:
+            offset = end
     if call.name.endswith("2") and offset == -1:
         return _sequential(agent, call, buffers, writing)
     return _positioned(agent, call, buffers, offset, writing)

@@ -135,7 +135,13 @@ def _entries() -> list[Entry]:
         Entry("preadv", rw.sys_preadv, "full", data_path=True),
         Entry("pwritev", rw.sys_pwritev, "full", data_path=True),
         Entry("preadv2", rw.sys_preadv, "partial", "RWF_* flags are ignored", data_path=True),
-        Entry("pwritev2", rw.sys_pwritev, "partial", "RWF_* flags are ignored", data_path=True),
+        Entry(
+            "pwritev2",
+            rw.sys_pwritev,
+            "partial",
+            "RWF_APPEND appends; other RWF_* flags are ignored",
+            data_path=True,
+        ),
         # Not on the data path: a remote directory's offset is the agent's under every
         # cache mode (seekdir, rewinddir); a --cache whole copy's seeks stay the kernel's.
         Entry("lseek", rw.sys_lseek, "full"),

@@ -425,10 +425,29 @@ def appends(s: Scenario) -> None:
     os.write(fd, b"0123")
     s.note("pwrite appends to a new file", os.pwrite(fd, b"XY", 0), os.pread(fd, 20, 0))
     os.close(fd)
+    fd = os.open(s.path("mirrored"), os.O_RDWR | os.O_CREAT, 0o644)
+    os.write(fd, b"0123")
+    s.note(
+        "RWF_APPEND on a new file",
+        os.pwritev(fd, [b"Q"], 1, os.RWF_APPEND),
+        os.write(fd, b"!"),
+        os.pread(fd, 20, 0),
+    )
+    os.close(fd)
     s.put("old", b"abcdef")
     fd = os.open(s.path("old"), os.O_RDWR | os.O_APPEND)
     s.note("read first", os.pread(fd, 3, 0))
     s.note("pwrite appends to a file", os.pwrite(fd, b"XY", 1), os.pread(fd, 20, 0))
+    os.close(fd)
+    fd = os.open(s.path("old"), os.O_RDWR)
+    os.lseek(fd, 2, os.SEEK_SET)
+    s.note(
+        "RWF_APPEND appends",
+        os.pwritev(fd, [b"Q"], 0, os.RWF_APPEND),
+        os.pwritev(fd, [b"R"], -1, os.RWF_APPEND),
+        os.lseek(fd, 0, os.SEEK_CUR),
+        os.pread(fd, 20, 0),
+    )
     os.close(fd)
 
     s.put("cut", b"0123456789")
