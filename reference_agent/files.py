@@ -409,6 +409,8 @@ class RemoteFile:
         times = (st.st_atime_ns, st.st_mtime_ns)
         write_back(self.driver, self.remote_path, data, server.st_mode, times, linked=linked)
         self.synced = state
+        if not linked:
+            self.inode = None  # a new file took the name: its inode number is asked again
         with contextlib.suppress(OSError):  # the handle named the replaced file: follow the name
             keep = self.flags & ~(os.O_CREAT | os.O_TRUNC | os.O_EXCL)
             fresh = self.driver.open(self.remote_path, keep)
@@ -497,15 +499,20 @@ class RemoteFileTable:
         self._loud += not remote.quiet_release
         self.version += 1
 
-    def live_copy(self, driver: Driver, path: str) -> RemoteFile | None:
-        """--cache whole: the open whose local copy holds the file at ``path`` now, if any."""
+    def live_copy(
+        self, driver: Driver, path: str, st: StatResult | None = None
+    ) -> RemoteFile | None:
+        """--cache whole: the open whose local copy holds the file at ``path`` now, if any;
+        with the file's stat ``st``, also one opened under another name of it (a symlink, a
+        hard link), known by the server's inode number."""
+        inode = st.st_ino if st is not None and "st_ino" not in st.synthesized else None
         for remote in self._files.values():
             if (
                 remote.local_copy is not None
                 and remote.cached is None  # the runs' shared copy is never written
                 and remote.driver is driver
-                and remote.remote_path == path
                 and not remote.name_gone
+                and (remote.remote_path == path or (inode is not None and remote.inode == inode))
             ):
                 return remote
         return None

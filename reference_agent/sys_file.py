@@ -75,10 +75,12 @@ def _open(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mod
     whole = agent.options.cache == "whole"
     live = agent.files.live_copy(driver, target.path) if whole else None
     if live is not None:
-        return _open_live_copy(agent, call, path_index, live, flags, mode)
+        return _open_live_copy(agent, call, live, flags, mode)
     if whole and agent.whole_cache is not None and read_only_open(flags):
         st_remote = driver.stat(target.path)
-        if st_remote.is_reg():  # served from the copy --cache-dir keeps across runs
+        # Served from the copy --cache-dir keeps across runs, unless the file (reached by
+        # another name) has a copy open in this run.
+        if st_remote.is_reg() and agent.files.live_copy(driver, target.path, st_remote) is None:
             copy = agent.whole_cache.copy_of(driver, target, st_remote)
             return _open_cached_copy(agent, call, path_index, resolved, target, st_remote, copy)
     open_flags = flags & ~os.O_PATH if flags & os.O_PATH else flags
@@ -92,6 +94,9 @@ def _open(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mod
     except OSError:
         driver.close(handle)
         raise
+    live = agent.files.live_copy(driver, target.path, st) if whole and st.is_reg() else None
+    if live is not None:  # the file has a copy open under another name (a link to it)
+        return _open_live_copy(agent, call, live, flags, mode, handle)
     remote = RemoteFile(
         driver,
         handle,
@@ -126,6 +131,8 @@ def _open(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mod
             raise
         remote.materialized = True
         remote.local_copy = local
+        if "st_ino" not in st.synthesized:
+            remote.inode = st.st_ino  # another name of the file finds this copy (live_copy)
         st_local = os.stat(local)
         remote.synced = None if flags & os.O_TRUNC else (st_local.st_mtime_ns, st_local.st_size)
         local_flags = flags & ~(os.O_EXCL | os.O_PATH)
@@ -176,16 +183,23 @@ def _open_cached_copy(
 
 
 def _open_live_copy(
-    agent: Agent, call: Call, path_index: int, live: RemoteFile, flags: int, mode: int
+    agent: Agent,
+    call: Call,
+    live: RemoteFile,
+    flags: int,
+    mode: int,
+    handle: Handle | None = None,
 ) -> Outcome:
     """--cache whole: another open of a file whose copy is open in this run opens that copy
     too, so every descriptor of the file sees the same bytes, as on a local disk (each with
     its own offset and flags, the kernel's); two copies would lose the writes of the one
     written back first. The server still says whether this open may happen (its
     permissions); a copy opened read-only so far is written back from now on, through a
-    handle opened for writing."""
+    handle opened for writing (``handle``: the one this open already has, else one is
+    opened)."""
     checked = flags & ~(os.O_CREAT | os.O_TRUNC | os.O_EXCL | os.O_PATH | os.O_APPEND)
-    handle = live.driver.open(live.remote_path, checked, mode)
+    if handle is None:
+        handle = live.driver.open(live.remote_path, checked, mode)
     assert live.local_copy is not None
     if checked & os.O_ACCMODE != os.O_RDONLY and live.read_only:
         agent.files.opened_for_writing(live, handle, checked)

@@ -75,6 +75,8 @@ SCENARIOS = (
 #: remote file then writes its placeholder: the bytes never reach the server),
 #: "aio-unchecked" lets Linux AIO requests on remote files through (to the placeholder),
 #: "lock-names-unmoved" leaves locks known by name where they were at a rename or unlink,
+#: "copies-by-name" finds a --cache whole copy open in the run by its name only (an open
+#: through a symlink or another hard link gets a copy of its own),
 #: "copies-apart" gives each open its own --cache whole copy (the last written back wins),
 #: "whole-locks-by-agent" keeps a whole copy's locks in the agent, by open (two opens of
 #: one copy look like one description, which never conflicts with itself).
@@ -102,8 +104,11 @@ elif seeded == "dotdot-by-name":
 elif seeded == "removals-unheard":
     from reference_agent import agent
     agent.Agent.removed = lambda self, driver, path, logical: self._unnamed(driver, path)
+elif seeded == "copies-by-name":
+    live_copy = files.RemoteFileTable.live_copy
+    files.RemoteFileTable.live_copy = lambda self, driver, path, st=None: live_copy(self, driver, path)
 elif seeded == "copies-apart":
-    files.RemoteFileTable.live_copy = lambda self, driver, path: None
+    files.RemoteFileTable.live_copy = lambda self, driver, path, st=None: None
 elif seeded == "whole-locks-by-agent":
     from reference_agent import agent
     agent.Agent.content_file = agent.Agent.remote_file
@@ -198,6 +203,7 @@ def test_a_program_sees_what_it_sees_on_a_local_disk(
         ("removals-unheard", "off", "directories", "a file made in a removed working directory"),
         ("locks-by-name", "off", "locks", "locked, by the name it was renamed to"),
         ("copies-apart", "whole", "processes", "appends in turns"),
+        ("copies-by-name", "whole", "links", "one file open under three names"),
         ("whole-locks-by-agent", "whole", "locks", "locked, by its name"),
         ("appends-at-offset", "cto", "appends", "pwrite appends to a file"),
         ("copies-deaf", "whole", "appends", "truncated by name"),

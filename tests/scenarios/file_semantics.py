@@ -417,6 +417,18 @@ def links(s: Scenario) -> None:
         os.access(s.path("nothing"), os.F_OK),
     )  # fmt: skip
 
+    s.put("shared", b"base;")
+    os.symlink("shared", s.path("to-shared"))
+    os.link(s.path("shared"), s.path("shared-too"))
+    one = os.open(s.path("shared"), os.O_WRONLY | os.O_APPEND)
+    two = os.open(s.path("to-shared"), os.O_WRONLY | os.O_APPEND)
+    three = os.open(s.path("shared-too"), os.O_WRONLY | os.O_APPEND)
+    for fd, text in ((one, b"one;"), (two, b"two;"), (three, b"three;"), (one, b"four;")):
+        os.write(fd, text)
+    for fd in (two, three, one):
+        os.close(fd)
+    s.note("one file open under three names", s.whole("shared"), s.whole("shared-too"))
+
 
 def appends(s: Scenario) -> None:
     """pwrite on an O_APPEND descriptor appends (Linux ignores its offset), on a new file and
