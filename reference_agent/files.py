@@ -311,8 +311,7 @@ class RemoteFile:
         filled for an earlier mmap is filled again at the next. A --cache whole copy takes
         the change too: every descriptor of the file in this run is one of the copy."""
         self.outdated()
-        if self.local_copy is not None:
-            self._copy_takes(change, self.local_copy)
+        self._copy_takes(change)
         if self.mapping is not None:
             if isinstance(change, Wrote):
                 self.mapping.wrote(change.offset, change.data)
@@ -323,9 +322,12 @@ class RemoteFile:
         elif self.reader is not None:
             self.reader.forget()
 
-    @staticmethod
-    def _copy_takes(change: Change, local_copy: str) -> None:
-        with open(local_copy, "r+b", buffering=0) as copy:
+    def _copy_takes(self, change: Change) -> None:
+        """A --cache whole copy of this run takes the change; the runs' shared copy of a
+        --cache-dir never does (other runs read it as the file it was fetched as)."""
+        if self.local_copy is None or self.cached is not None:
+            return
+        with open(self.local_copy, "r+b", buffering=0) as copy:
             if isinstance(change, Wrote):
                 _pwrite_all(copy.fileno(), change.data, change.offset)
             else:
@@ -602,12 +604,22 @@ class RemoteFileTable:
         remote_path: str,
         change: Change,
         by: RemoteFile | None = None,
+        inode: int | None = None,
     ) -> None:
         """The file changed as ``change`` says (through ``by``, or by name): its other opens
         read it afresh, filled and shared-mapped placeholders take the change, and others
-        filled for an mmap are filled again at the next one."""
+        filled for an mmap are filled again at the next one. Its other opens are those of
+        its inode number (``inode``, else ``by``'s; opened through a symlink or another hard
+        link too) and, where a number is not known, those of its name."""
+        if inode is None and by is not None:
+            inode = by.inode
         for other in self._files.values():
-            if other is by or other.driver is not driver or other.remote_path != remote_path:
+            if other is by or other.driver is not driver:
+                continue
+            if inode is not None and other.inode is not None:
+                if other.inode != inode:
+                    continue  # another file, even under this name (one unlinked since)
+            elif other.remote_path != remote_path or other.name_gone:
                 continue
             try:
                 other.changed_elsewhere(change)

@@ -106,10 +106,12 @@ def _open(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mod
         st.is_dir(),
         agent.remote_dev(target.endpoint),
     )
+    if "st_ino" not in st.synthesized:
+        remote.inode = st.st_ino  # the file's other opens, by any name, hear of its changes
     if agent.options.cache == "cto" and st.is_reg():
         remote.reader = ReadBuffer(st.st_size, spares=agent.read_spares)
     if flags & os.O_TRUNC:
-        agent.files.changed(driver, target.path, change=Truncated(0))  # emptied
+        agent.files.changed(driver, target.path, change=Truncated(0), inode=remote.inode)
     pid = call.pid
 
     def placed(result: int) -> int | None:
@@ -131,8 +133,6 @@ def _open(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mod
             raise
         remote.materialized = True
         remote.local_copy = local
-        if "st_ino" not in st.synthesized:
-            remote.inode = st.st_ino  # another name of the file finds this copy (live_copy)
         st_local = os.stat(local)
         remote.synced = None if flags & os.O_TRUNC else (st_local.st_mtime_ns, st_local.st_size)
         local_flags = flags & ~(os.O_EXCL | os.O_PATH)

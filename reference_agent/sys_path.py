@@ -3,6 +3,7 @@ truncate, chmod, chown, utimensat, and the extended-attribute calls."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import posixpath
@@ -238,7 +239,12 @@ def sys_truncate(agent: Agent, call: Call) -> Outcome:
 
     def remote(driver: Driver, target: RemoteTarget, resolved: Resolved) -> int:
         driver.truncate(target.path, call.sarg(1))
-        agent.files.changed(driver, target.path, change=Truncated(call.sarg(1)))
+        inode = None
+        if len(agent.files):  # opens of the file by other names hear of it by its inode
+            with contextlib.suppress(OSError):
+                st = driver.stat(target.path)
+                inode = None if "st_ino" in st.synthesized else st.st_ino
+        agent.files.changed(driver, target.path, change=Truncated(call.sarg(1)), inode=inode)
         return 0
 
     return path_call(agent, call, AT_FDCWD, 0, remote)

@@ -75,6 +75,8 @@ SCENARIOS = (
 #: remote file then writes its placeholder: the bytes never reach the server),
 #: "aio-unchecked" lets Linux AIO requests on remote files through (to the placeholder),
 #: "lock-names-unmoved" leaves locks known by name where they were at a rename or unlink,
+#: "changes-by-name" tells a change to the opens of the changed name only (an open through a
+#: symlink or another hard link keeps stale bytes under cto),
 #: "copies-by-name" finds a --cache whole copy open in the run by its name only (an open
 #: through a symlink or another hard link gets a copy of its own),
 #: "copies-apart" gives each open its own --cache whole copy (the last written back wins),
@@ -104,6 +106,12 @@ elif seeded == "dotdot-by-name":
 elif seeded == "removals-unheard":
     from reference_agent import agent
     agent.Agent.removed = lambda self, driver, path, logical: self._unnamed(driver, path)
+elif seeded == "changes-by-name":
+    def changed_by_name(self, driver, remote_path, change, by=None, inode=None):
+        for other in list(self._files.values()):
+            if other is not by and other.driver is driver and other.remote_path == remote_path:
+                other.changed_elsewhere(change)
+    files.RemoteFileTable.changed = changed_by_name
 elif seeded == "copies-by-name":
     live_copy = files.RemoteFileTable.live_copy
     files.RemoteFileTable.live_copy = lambda self, driver, path, st=None: live_copy(self, driver, path)
@@ -116,7 +124,7 @@ elif seeded == "appends-at-offset":
     from reference_agent import sys_read_write
     sys_read_write._write_offset = lambda remote, offset: offset
 elif seeded == "copies-deaf":
-    files.RemoteFile._copy_takes = staticmethod(lambda change, local_copy: None)
+    files.RemoteFile._copy_takes = lambda self, change: None
 elif seeded == "links-replaced":
     write_back = files.write_back
     files.write_back = lambda *args, linked=False: write_back(*args)
@@ -204,6 +212,7 @@ def test_a_program_sees_what_it_sees_on_a_local_disk(
         ("locks-by-name", "off", "locks", "locked, by the name it was renamed to"),
         ("copies-apart", "whole", "processes", "appends in turns"),
         ("copies-by-name", "whole", "links", "one file open under three names"),
+        ("changes-by-name", "cto", "links", "a reader by one name, a writer by another"),
         ("whole-locks-by-agent", "whole", "locks", "locked, by its name"),
         ("appends-at-offset", "cto", "appends", "pwrite appends to a file"),
         ("copies-deaf", "whole", "appends", "truncated by name"),

@@ -105,12 +105,15 @@ seen.append(["stat and fstat of a file read", [getattr(opened, f) == getattr(nam
 os.close(fd)
 copied = subprocess.run(["cp", p("r"), p("r2")], capture_output=True, text=True)
 seen.append(["cp of it", copied.returncode, copied.stderr, os.path.exists(p("r2"))])
+fd = os.open(p("r"), os.O_RDONLY)  # the runs' shared copy, held while the file is cut
+os.truncate(p("r"), 2)
+os.close(fd)
 print(json.dumps(seen))
 """
 
 #: ``aviary run`` with a seeded regression (see the module's docstring).
 _CLI = """
-import sys
+import os, sys
 from drivers.chirp._driver import ChirpDriver
 from reference_agent import agent, files, sys_file
 seeded = sys.argv.pop(1)
@@ -132,6 +135,13 @@ elif seeded == "cached-copy-local":
     from reference_agent._common import rewrite_args
     sys_file._open_cached_copy = lambda agent_, call, index, resolved, target, st, copy: (
         rewrite_args(call, {index: copy})
+    )
+elif seeded == "shared-copy-written":
+    def copy_takes(self, change):
+        with open(self.local_copy, "r+b", buffering=0) as copy:
+            os.ftruncate(copy.fileno(), change.length)
+    files.RemoteFile._copy_takes = lambda self, change: (
+        copy_takes(self, change) if self.local_copy is not None else None
     )
 elif seeded == "create-mode":
     chmod = ChirpDriver.chmod
@@ -177,7 +187,7 @@ def _under_agent(server: RunningServer, script: Path, tmp_path: Path, seeded: st
     mount_point = tmp_path / "mnt"
     options = ["--cache", "whole", "--cache-dir", str(tmp_path / "cache"),
                "-M", f"{mount_point}=chirp://127.0.0.1:{server.port}/"]  # fmt: skip
-    work = f"work-{seeded}"  # the server's own directory is what another client sees
+    work = f"work-{seeded}-{tmp_path.name}"  # the server's own directory: another client's view
     argv = [sys.executable, str(script), str(mount_point / work), str(server.data_dir / work)]
     return printed_steps_under_agent(_CLI, seeded, options, argv)
 
@@ -205,3 +215,19 @@ def test_each_seeded_regression_is_caught(
     server: RunningServer, script: Path, native: Seen, tmp_path: Path, seeded: str
 ) -> None:
     assert _under_agent(server, script, tmp_path, seeded) != native
+
+
+@pytest.mark.parametrize("seeded", ["none", "shared-copy-written"])
+def test_the_runs_shared_copies_are_never_written(
+    server: RunningServer, script: Path, tmp_path: Path, seeded: str
+) -> None:
+    """A --cache-dir copy is named by the remote size it was fetched at; a change by name
+    while it is open (the scenario's last truncate) must leave it so, for the runs after
+    (seeded: the copy takes the change as a run's own copy does, and is cut)."""
+    _under_agent(server, script, tmp_path, seeded)
+    sizes = {
+        c.name: (int(c.name.split("-")[1]), c.stat().st_size)
+        for c in (tmp_path / "cache").iterdir()
+    }
+    cut = [name for name, (named, held) in sizes.items() if named != held]
+    assert (cut == []) == (seeded == "none"), sizes

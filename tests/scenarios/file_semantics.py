@@ -429,6 +429,20 @@ def links(s: Scenario) -> None:
         os.close(fd)
     s.note("one file open under three names", s.whole("shared"), s.whole("shared-too"))
 
+    reader = os.open(s.path("to-shared"), os.O_RDONLY)
+    writer = os.open(s.path("shared-too"), os.O_RDWR)
+    before = os.pread(reader, 4, 0)
+    os.pwrite(writer, b"AB", 0)
+    after_write = os.pread(reader, 40, 0)
+    os.ftruncate(writer, 5)
+    s.note(
+        "a reader by one name, a writer by another", before, after_write, os.pread(reader, 40, 0)
+    )
+    os.truncate(s.path("shared"), 3)
+    s.note("truncated by a third name", os.pread(reader, 40, 0), os.fstat(reader).st_size)
+    os.close(writer)
+    os.close(reader)
+
 
 def appends(s: Scenario) -> None:
     """pwrite on an O_APPEND descriptor appends (Linux ignores its offset), on a new file and
