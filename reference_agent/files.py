@@ -32,7 +32,15 @@ from reference_agent.read_cache import FILL_MAX, ReadBuffer
 from reference_agent.read_memory import Scratch
 from reference_agent.whole_cache import write_back
 
-__all__ = ["Change", "RemoteFile", "RemoteFileTable", "Truncated", "Wrote", "moved_path"]
+__all__ = [
+    "Change",
+    "RemoteFile",
+    "RemoteFileTable",
+    "Truncated",
+    "Wrote",
+    "held_elsewhere",
+    "moved_path",
+]
 
 #: /proc/self/fd/N, /proc/thread-self/fd/N, /proc/PID/fd/N (and task/TID/fd/N), and below.
 _PROC_FD = re.compile(r"^/proc/(self|thread-self|\d+)(?:/task/(\d+))?/fd/(\d+)(/.*)?$")
@@ -101,6 +109,10 @@ class RemoteFile:
     #: removed by this run); this is the remote file's stat when it was opened, what fstat
     #: of the descriptor tells.
     cached: StatResult | None = None
+    #: Opens of this file's --cache whole copy that the agent rewrote and the kernel has
+    #: not made yet (their exit stops not seen): the copy is held meanwhile, though no
+    #: descriptor shows it (a release then would remove the copy under them).
+    opening: int = 0
     #: The server's inode number of the open file, once asked (``identity``).
     inode: int | None = None
     #: Where the protocol has no inode numbers: the name the agent knows the file by for
@@ -293,10 +305,18 @@ class RemoteFile:
         if self.reader is not None:
             self.reader.forget()
 
-    def send_back(self) -> None:
-        """What close and fsync send: a shared mapping's stores, a ``--cache whole`` copy."""
+    def send_back(self, in_place: bool = False) -> None:
+        """What close and fsync send: a shared mapping's stores, a ``--cache whole`` copy
+        (``in_place``: see :meth:`sync`)."""
         self.send_mapped()
-        self.sync()
+        self.sync(in_place)
+
+    def copy_changed(self) -> bool:
+        """--cache whole: whether the local copy changed since it was last sent."""
+        if self.local_copy is None:
+            return False
+        st = os.stat(self.local_copy)
+        return (st.st_mtime_ns, st.st_size) != self.synced
 
     def outdated(self) -> None:
         """The file changed in a way the placeholder does not follow (it is neither filled
@@ -392,8 +412,14 @@ class RemoteFile:
             and self.local_copy is None
         )
 
-    def sync(self) -> None:
-        """--cache whole: send the local copy to the server if it changed since last time."""
+    def sync(self, in_place: bool = False) -> None:
+        """--cache whole: send the local copy to the server if it changed since last time.
+
+        A new file renamed over the name replaces the old contents in one step, but it is
+        another file (another inode number); ``in_place`` rewrites the file itself instead,
+        for a copy that stays open in the run (fsync, or a close while other descriptors
+        hold it): a program holding it sees the same file before and after (sqlite checks
+        that its database's inode number has not changed)."""
         if self.local_copy is None or self.flags & os.O_ACCMODE == os.O_RDONLY:
             return
         if self.name_gone:
@@ -407,7 +433,7 @@ class RemoteFile:
         # A temporary name renamed over the file: a failure leaves the old contents. A file
         # with other names is rewritten itself, so that they see the new contents too.
         server = self.driver.fstat(self.handle)
-        linked = server.st_nlink > 1 and "st_nlink" not in server.synthesized
+        linked = in_place or (server.st_nlink > 1 and "st_nlink" not in server.synthesized)
         times = (st.st_atime_ns, st.st_mtime_ns)
         write_back(self.driver, self.remote_path, data, server.st_mode, times, linked=linked)
         self.synced = state
@@ -423,6 +449,31 @@ class RemoteFile:
 
 #: Which of the (device, inode) keys a descriptor of the given tasks refers to.
 HeldScan = Callable[[Sequence[int], Sequence[tuple[int, int]]], list[bool]]
+
+
+def held_elsewhere(pids: Sequence[int], key: tuple[int, int], pid: int, fd: int) -> bool:
+    """Whether a descriptor of ``pids`` other than ``fd`` of ``pid``'s process refers to
+    ``key`` (stat of /proc/PID/fd/N; threads of one process share their descriptors)."""
+    own = _thread_group(pid)
+    for task in pids:
+        mine = _thread_group(task) == own
+        with contextlib.suppress(OSError):
+            for entry in os.listdir(f"/proc/{task}/fd"):
+                if mine and int(entry) == fd:
+                    continue
+                with contextlib.suppress(OSError):
+                    st = os.stat(f"/proc/{task}/fd/{entry}")
+                    if (st.st_dev, st.st_ino) == key:
+                        return True
+    return False
+
+
+def _thread_group(pid: int) -> int:
+    with contextlib.suppress(OSError, ValueError), open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("Tgid:"):
+                return int(line.split()[1])
+    return pid
 
 
 def scan_held(pids: Sequence[int], keys: Sequence[tuple[int, int]]) -> list[bool]:
@@ -637,7 +688,11 @@ class RemoteFileTable:
             return []
         keys = list(self._files)
         held = self.held_scan(list(live_pids), keys)
-        released = [self._files[key] for key, kept in zip(keys, held, strict=True) if not kept]
+        released = [
+            self._files[key]
+            for key, kept in zip(keys, held, strict=True)
+            if not kept and not self._files[key].opening
+        ]
         for remote in released:
             self._drop(remote)
         if released:

@@ -21,7 +21,7 @@ from reference_agent._common import last_component, must_be_directory, rewrite_a
 from reference_agent._loop import Rewrite
 from reference_agent.agent import Agent
 from reference_agent.call import NATIVE, Call, Outcome, Resolved
-from reference_agent.files import RemoteFile, Truncated
+from reference_agent.files import RemoteFile, Truncated, held_elsewhere
 from reference_agent.namespace import LocalTarget, Refused, RemoteTarget, ServiceDirectory
 from reference_agent.read_cache import ReadBuffer
 from reference_agent.sys_read_write import DIRECTORY_END, write_refusal
@@ -209,7 +209,12 @@ def _open_live_copy(
     registers = call.registers.replace(
         nr=_SYS_OPENAT, args=(AT_FDCWD, call.scratch_string(live.local_copy), local_flags, 0o600)
     )
-    return Rewrite(registers)
+    live.opening += 1  # held until the kernel has made this open (RemoteFileTable.collect)
+
+    def opened(result: int) -> None:
+        live.opening -= 1
+
+    return Rewrite(registers, opened)
 
 
 def _kernel_checks(driver: Driver, target: RemoteTarget, path: str, flags: int) -> int | None:
@@ -322,8 +327,11 @@ def sys_close(agent: Agent, call: Call) -> Outcome:
         # The open may outlive this descriptor (a dup, a fork) or not: its block goes to the
         # next open either way; a read through another descriptor fetches again.
         remote.reader.set_aside()
+    # A whole copy that other descriptors still hold is rewritten in place: for them it
+    # stays the same file (RemoteFile.sync).
+    in_place = remote.copy_changed() and held_elsewhere(agent.live_pids(), remote.key, call.pid, fd)
     try:
-        remote.send_back()  # close reports whether the bytes reached the server
+        remote.send_back(in_place)  # close reports whether the bytes reached the server
     except OSError as exc:
         failure = -(exc.errno or errno.EIO)  # the descriptor still closes, as POSIX says
     if failure is None and agent.defer_release():
@@ -418,7 +426,7 @@ def sys_fsync(agent: Agent, call: Call) -> Outcome:
     remote = agent.remote_file(call, call.fd(0))
     if remote is None:
         return None
-    remote.send_back()
+    remote.send_back(in_place=True)  # the descriptor stays open: the file stays the same one
     remote.driver.fsync(remote.handle)
     return 0
 

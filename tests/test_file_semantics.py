@@ -10,7 +10,8 @@ fork and dup, renames and unlinks of open files, O_TRUNC under a reader, truncat
 and vectors, a shared mapping beside writes, two processes taking turns, working and open
 directories renamed, locks on renamed and unlinked files, hard and symbolic links and
 times set one at a time, pwrite on O_APPEND opens and truncates by name under open
-descriptors, a directory read in parts with seekdir and emptied while read) and prints what
+descriptors, a directory read in parts with seekdir and emptied while read, three
+processes writing one sqlite database) and prints what
 every step saw. Natively on a local directory and under ``aviary run`` on a Chirp mount it
 must print the same. Each seeded regression must be caught, at the step that names it: a
 rename that copies (an open file's later writes go to the old object), and, under cto,
@@ -53,6 +54,7 @@ SCENARIOS = (
     "links",
     "appends",
     "listings",
+    "database",
 )
 
 #: ``aviary run`` with a seeded regression: "rename-copies" renames by copying (a handle
@@ -77,6 +79,8 @@ SCENARIOS = (
 #: "lock-names-unmoved" leaves locks known by name where they were at a rename or unlink,
 #: "changes-by-name" tells a change to the opens of the changed name only (an open through a
 #: symlink or another hard link keeps stale bytes under cto),
+#: "identity-replaced" writes a --cache whole copy back by renaming a new file over its
+#: name even while it stays open (sqlite sees another database file and refuses to write),
 #: "copies-by-name" finds a --cache whole copy open in the run by its name only (an open
 #: through a symlink or another hard link gets a copy of its own),
 #: "copies-apart" gives each open its own --cache whole copy (the last written back wins),
@@ -112,6 +116,9 @@ elif seeded == "changes-by-name":
             if other is not by and other.driver is driver and other.remote_path == remote_path:
                 other.changed_elsewhere(change)
     files.RemoteFileTable.changed = changed_by_name
+elif seeded == "identity-replaced":
+    sync = files.RemoteFile.sync
+    files.RemoteFile.sync = lambda self, in_place=False: sync(self)
 elif seeded == "copies-by-name":
     live_copy = files.RemoteFileTable.live_copy
     files.RemoteFileTable.live_copy = lambda self, driver, path, st=None: live_copy(self, driver, path)
@@ -212,6 +219,7 @@ def test_a_program_sees_what_it_sees_on_a_local_disk(
         ("locks-by-name", "off", "locks", "locked, by the name it was renamed to"),
         ("copies-apart", "whole", "processes", "appends in turns"),
         ("copies-by-name", "whole", "links", "one file open under three names"),
+        ("identity-replaced", "whole", "database", "three writers"),
         ("changes-by-name", "cto", "links", "a reader by one name, a writer by another"),
         ("whole-locks-by-agent", "whole", "locks", "locked, by its name"),
         ("appends-at-offset", "cto", "appends", "pwrite appends to a file"),

@@ -129,7 +129,7 @@ elif seeded == "no-fsync-push":
             return fsync(agent_, call)
         finally:
             in_fsync[0] = False
-    files.RemoteFile.sync = lambda self: None if in_fsync[0] else sync(self)
+    files.RemoteFile.sync = lambda self, in_place=False: None if in_fsync[0] else sync(self, in_place)
     sys_file.sys_fsync = fsync_without_push
 elif seeded == "cached-copy-local":
     from reference_agent._common import rewrite_args

@@ -9,12 +9,14 @@ turns through pipes.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
 import json
 import mmap
 import os
+import sqlite3
 import sys
 from collections.abc import Callable
 
@@ -546,6 +548,34 @@ def listings(s: Scenario) -> None:
     s.note("rmdir", _attempt(lambda: os.rmdir(s.path("dir"))), sorted(os.listdir(s.base)))
 
 
+def database(s: Scenario) -> None:
+    """Three processes inserting into one sqlite database at once (its locks, its journal,
+    its fsyncs, and its check that the database file is still the one it opened)."""
+    path = s.path("t.db")
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        connection.execute("create table t(x)")
+        connection.commit()
+    children = []
+    for k in range(3):
+        child = os.fork()
+        if child == 0:
+            code = 0
+            try:
+                with contextlib.closing(sqlite3.connect(path, timeout=60)) as connection:
+                    for i in range(20):
+                        connection.execute("insert into t values (?)", (k * 100 + i,))
+                        connection.commit()
+            except sqlite3.Error:
+                code = 1
+            os._exit(code)
+        children.append(child)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) for child in children]
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        rows = list(connection.execute("select count(*), sum(x) from t").fetchone())
+        check = connection.execute("pragma integrity_check").fetchone()[0]
+    s.note("three writers", codes, rows, check)
+
+
 SCENARIOS: dict[str, Callable[[Scenario], None]] = {
     "descriptors": descriptors,
     "names": names,
@@ -558,6 +588,7 @@ SCENARIOS: dict[str, Callable[[Scenario], None]] = {
     "links": links,
     "appends": appends,
     "listings": listings,
+    "database": database,
 }
 
 
