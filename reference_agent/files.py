@@ -476,6 +476,26 @@ def _thread_group(pid: int) -> int:
     return pid
 
 
+def mapped_by(pids: Sequence[int], keys: set[tuple[int, int]]) -> set[tuple[int, int]]:
+    """Which of ``keys`` (device, inode) a memory mapping of ``pids`` holds (/proc/PID/maps
+    names each mapped file by its device as "major:minor" and its inode)."""
+    wanted = {(os.major(dev), os.minor(dev), ino): (dev, ino) for dev, ino in keys}
+    found: set[tuple[int, int]] = set()
+    for pid in pids:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/maps") as maps:
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                if len(fields) < 5 or fields[4] == "0":
+                    continue
+                major, _, minor = fields[3].partition(":")
+                key = wanted.get((int(major, 16), int(minor, 16), int(fields[4])))
+                if key is not None:
+                    found.add(key)
+        if len(found) == len(wanted):
+            break
+    return found
+
+
 def scan_held(pids: Sequence[int], keys: Sequence[tuple[int, int]]) -> list[bool]:
     """Which of ``keys`` some descriptor of ``pids`` refers to (stat of /proc/PID/fd/N); it
     stops looking once all are found. A task that is gone holds nothing."""
@@ -611,17 +631,29 @@ class RemoteFileTable:
         remote = self.lookup(owner, int(fd))
         return None if remote is None else (remote, rest or "")
 
-    def mapped_elsewhere(self, remote: RemoteFile) -> RemoteFile | None:
-        """Another open of the same remote file with a shared writable mapping, if any."""
-        for other in self._files.values():
-            if (
-                other is not remote
-                and other.mapping is not None
-                and other.driver is remote.driver
-                and other.remote_path == remote.remote_path
-            ):
-                return other
-        return None
+    def mapped(self, driver: Driver, path: str) -> bool:
+        """Whether an open of the file at ``path`` has a shared writable mapping (whose
+        stores go to the server when it is released, once the map is gone)."""
+        return any(
+            remote.mapping is not None and remote.driver is driver and remote.remote_path == path
+            for remote in self._files.values()
+        )
+
+    def mapped_elsewhere(self, remote: RemoteFile, pids: Sequence[int]) -> RemoteFile | None:
+        """Another open of the same remote file with a shared writable mapping that some
+        process of ``pids`` still has (the agent does not see munmap: /proc/PID/maps tells)."""
+        others = [
+            other
+            for other in self._files.values()
+            if other is not remote
+            and other.mapping is not None
+            and other.driver is remote.driver
+            and other.remote_path == remote.remote_path
+        ]
+        if not others:
+            return None
+        mapped = mapped_by(pids, {other.key for other in others})
+        return next((other for other in others if other.key in mapped), None)
 
     def unnamed(self, driver: Driver, path: str, former_name: str) -> None:
         """``path`` was unlinked or renamed over through ``driver``: the files open under
@@ -686,13 +718,24 @@ class RemoteFileTable:
         """Release every RemoteFile no live process holds a placeholder of; return them."""
         if not self._files:
             return []
-        keys = list(self._files)
-        held = self.held_scan(list(live_pids), keys)
+        keys, pids = list(self._files), list(live_pids)
+        held = self.held_scan(pids, keys)
         released = [
             self._files[key]
             for key, kept in zip(keys, held, strict=True)
             if not kept and not self._files[key].opening
         ]
+        # A shared mapping outlives the descriptor it was made through: its stores reach the
+        # server at the release, once no process maps the placeholder (or the --cache whole
+        # copy, which the kernel maps itself) any more.
+        mapped_keys = {
+            remote.key
+            for remote in released
+            if remote.mapping is not None or (remote.local_copy is not None and not remote.cached)
+        }
+        if mapped_keys:
+            still_mapped = mapped_by(pids, mapped_keys)
+            released = [remote for remote in released if remote.key not in still_mapped]
         for remote in released:
             self._drop(remote)
         if released:
@@ -724,7 +767,7 @@ def _release(remote: RemoteFile) -> None:
     if remote.cached is not None:
         return  # the runs' shared copy: nothing to send, no handle, and it stays
     try:
-        remote.sync()
+        remote.send_back()  # a shared mapping's stores, a --cache whole copy
     except OSError as exc:
         # Nobody is left to tell through a return value; say it where a person sees it.
         print(

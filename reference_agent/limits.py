@@ -97,9 +97,10 @@ LIMITS: tuple[Limit, ...] = (
         "a shared writable map of a remote file is seen by the open file description that "
         "made it (its dups and forks) and by changes made through the agent, not by another "
         "client's; the server gets what the map stored at fsync and close, and stores made "
-        "after the last descriptor is closed are not sent; while one open has such a map, a "
-        "shared writable map by another open of the file is EOPNOTSUPP (two sqlite3 "
-        "processes in WAL mode: the second gets an I/O error, never a torn index)",
+        "after the last descriptor is closed once the map is gone, at the next close or exit "
+        "the agent sees; while one open's map exists, a shared writable map by another open "
+        "of the file is EOPNOTSUPP (two sqlite3 processes in WAL mode: the second gets an "
+        "I/O error, never a torn index)",
         "the protocol moves bytes by request: there is no shared page cache",
         ("mmap",),
     ),

@@ -72,6 +72,10 @@ def _open(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mod
             pass  # a new file (made below with O_CREAT, else the open's own ENOENT)
         # Checked above; the protocol is not asked to apply it (some servers refuse it).
         flags &= ~os.O_NOFOLLOW
+    if agent.files.mapped(driver, target.path):
+        # A shared mapping whose descriptors are closed sends its stores when it is released,
+        # once unmapped: before this open reads the file, not at some later close.
+        agent.collect_files()
     whole = agent.options.cache == "whole"
     live = agent.files.live_copy(driver, target.path) if whole else None
     if live is not None:
@@ -487,7 +491,7 @@ def sys_mmap(agent: Agent, call: Call) -> Outcome:
     shared_write = call.arg(3) & MAP_SHARED and call.arg(2) & PROT_WRITE
     if shared_write and remote.flags & os.O_ACCMODE != os.O_RDWR:
         return -errno.EACCES  # as the kernel answers for a descriptor not open for both
-    if shared_write and agent.files.mapped_elsewhere(remote) is not None:
+    if shared_write and agent.files.mapped_elsewhere(remote, agent.live_pids()) is not None:
         # Two placeholders would hold two diverging copies (sqlite's WAL index in two
         # processes): refuse the second rather than let one overwrite the other.
         return agent.hole(

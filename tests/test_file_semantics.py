@@ -79,6 +79,10 @@ SCENARIOS = (
 #: "lock-names-unmoved" leaves locks known by name where they were at a rename or unlink,
 #: "changes-by-name" tells a change to the opens of the changed name only (an open through a
 #: symlink or another hard link keeps stale bytes under cto),
+#: "maps-sent-late" lets an open read a file while the stores of its unmapped map wait
+#: for a later collection,
+#: "maps-unheld" releases a file whose descriptors are closed though a map of it remains
+#: (the stores made through the map afterwards never reach the server),
 #: "identity-replaced" writes a --cache whole copy back by renaming a new file over its
 #: name even while it stays open (sqlite sees another database file and refuses to write),
 #: "copies-by-name" finds a --cache whole copy open in the run by its name only (an open
@@ -116,6 +120,10 @@ elif seeded == "changes-by-name":
             if other is not by and other.driver is driver and other.remote_path == remote_path:
                 other.changed_elsewhere(change)
     files.RemoteFileTable.changed = changed_by_name
+elif seeded == "maps-sent-late":
+    files.RemoteFileTable.mapped = lambda self, driver, path: False
+elif seeded == "maps-unheld":
+    files.mapped_by = lambda pids, keys: set()
 elif seeded == "identity-replaced":
     sync = files.RemoteFile.sync
     files.RemoteFile.sync = lambda self, in_place=False: sync(self)
@@ -220,6 +228,8 @@ def test_a_program_sees_what_it_sees_on_a_local_disk(
         ("copies-apart", "whole", "processes", "appends in turns"),
         ("copies-by-name", "whole", "links", "one file open under three names"),
         ("identity-replaced", "whole", "database", "three writers"),
+        ("maps-sent-late", "off", "mappings", "stored through a map whose descriptor was closed"),
+        ("maps-unheld", "whole", "mappings", "stored through a map whose descriptor was closed"),
         ("changes-by-name", "cto", "links", "a reader by one name, a writer by another"),
         ("whole-locks-by-agent", "whole", "locks", "locked, by its name"),
         ("appends-at-offset", "cto", "appends", "pwrite appends to a file"),

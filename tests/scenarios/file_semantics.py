@@ -183,6 +183,19 @@ def mappings(s: Scenario) -> None:
     again.close()
     os.close(fd)
 
+    # A map that outlives its descriptor (Python's mmap keeps one of its own: libc's here).
+    s.put("q", b"0123456789")
+    fd = os.open(s.path("q"), os.O_RDWR)
+    _LIBC.mmap.restype = ctypes.c_void_p
+    _LIBC.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                           ctypes.c_int, ctypes.c_long]  # fmt: skip
+    _LIBC.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    address = _LIBC.mmap(None, 10, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED, fd, 0)
+    os.close(fd)
+    ctypes.memmove(address, b"abc", 3)
+    _LIBC.munmap(address, 10)
+    s.note("stored through a map whose descriptor was closed", s.whole("q"))
+
 
 def processes(s: Scenario) -> None:
     """Two processes taking turns: appends through their own opens, writes through one
