@@ -26,7 +26,9 @@ What the program may see is what NFS promises (close-to-open):
   known end, extends it: a file created or truncated by its open and then written,
   as an assembler writes an object and reads it back, is read without a round
   trip), and its size is updated; a change through any other descriptor of this
-  agent drops the buffers of every other open of that remote file. Writes reach
+  agent drops the buffers of every other open of that remote file (known by the
+  server's inode number, whatever name opened it; by name where the protocol has no
+  inode numbers). Writes reach
   the driver at once (written through, as with ``--cache off``);
 - a change by someone else while the file is open may stay unseen until it is
   reopened: the buffer and the known size are dropped at close, never reused.
