@@ -286,6 +286,8 @@ class DirEntry:
 
     name: str
     type: FileType
+    #: The entry's inode number as its stat gives it, where the listing says (0: unknown).
+    ino: int = 0
 
 
 class Driver(ABC):

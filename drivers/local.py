@@ -159,7 +159,7 @@ class LocalDriver(Driver):
                         kind = FileType.from_mode(entry.stat(follow_symlinks=False).st_mode)
                     except OSError:
                         kind = FileType.UNKNOWN
-                    entries.append(DirEntry(entry.name, kind))
+                    entries.append(DirEntry(entry.name, kind, entry.inode()))
             return entries
 
     def mkdir(self, path: str, mode: int = 0o777) -> None:

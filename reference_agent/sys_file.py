@@ -404,14 +404,16 @@ def sys_getdents64(agent: Agent, call: Call) -> Outcome:
         return -errno.ENOTDIR
     if remote.listing is None:
         remote.listing = remote.driver.readdir(remote.remote_path)
-    names = [(b".", FileType.DIRECTORY), (b"..", FileType.DIRECTORY)]
-    names += [(os.fsencode(e.name), e.type) for e in remote.listing]
+    names = [(b".", FileType.DIRECTORY, 0), (b"..", FileType.DIRECTORY, 0)]
+    names += [(os.fsencode(e.name), e.type, e.ino) for e in remote.listing]
     capacity = call.arg(2)
     out = bytearray()
     index = remote.offset
     while index < len(names):
-        name, kind = names[index]
-        record = pack_dirent64(index + 1, index + 1, kind, name)
+        name, kind, ino = names[index]
+        # d_ino is the entry's stat inode where the listing gives it (ls -i, scandir's
+        # inode()); the offset is the entry's place in the listing.
+        record = pack_dirent64(ino or index + 1, index + 1, kind, name)
         if len(out) + len(record) > capacity:
             if not out:
                 return -errno.EINVAL

@@ -79,6 +79,8 @@ SCENARIOS = (
 #: "lock-names-unmoved" leaves locks known by name where they were at a rename or unlink,
 #: "changes-by-name" tells a change to the opens of the changed name only (an open through a
 #: symlink or another hard link keeps stale bytes under cto),
+#: "listing-numbers-made-up" lists entries without their inode numbers (d_ino is then the
+#: entry's place, not what stat says),
 #: "maps-sent-late" lets an open read a file while the stores of its unmapped map wait
 #: for a later collection,
 #: "maps-unheld" releases a file whose descriptors are closed though a map of it remains
@@ -120,6 +122,10 @@ elif seeded == "changes-by-name":
             if other is not by and other.driver is driver and other.remote_path == remote_path:
                 other.changed_elsewhere(change)
     files.RemoteFileTable.changed = changed_by_name
+elif seeded == "listing-numbers-made-up":
+    from drivers import DirEntry
+    readdir = ChirpDriver.readdir
+    ChirpDriver.readdir = lambda self, path: [DirEntry(e.name, e.type) for e in readdir(self, path)]
 elif seeded == "maps-sent-late":
     files.RemoteFileTable.mapped = lambda self, driver, path: False
 elif seeded == "maps-unheld":
@@ -228,6 +234,7 @@ def test_a_program_sees_what_it_sees_on_a_local_disk(
         ("copies-apart", "whole", "processes", "appends in turns"),
         ("copies-by-name", "whole", "links", "one file open under three names"),
         ("identity-replaced", "whole", "database", "three writers"),
+        ("listing-numbers-made-up", "off", "listings", "listed inode numbers are stat's"),
         ("maps-sent-late", "off", "mappings", "stored through a map whose descriptor was closed"),
         ("maps-unheld", "whole", "mappings", "stored through a map whose descriptor was closed"),
         ("changes-by-name", "cto", "links", "a reader by one name, a writer by another"),

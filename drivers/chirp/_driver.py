@@ -480,7 +480,9 @@ class ChirpDriver(ChirpShell):
                 time.monotonic(),
             )
             return [
-                DirEntry(name, st.file_type if st is not None else FileType.UNKNOWN)
+                DirEntry(name, st.file_type, st.st_ino)
+                if st is not None
+                else DirEntry(name, FileType.UNKNOWN)
                 for name, st in event.entries
                 if name not in (".", "..")
             ]

@@ -539,6 +539,10 @@ def listings(s: Scenario) -> None:
     seen = sorted(str(name) for name in first + after + rest)
     s.note("seekdir back to telldir", after == again, len(seen), seen[:3])
 
+    with os.scandir(s.path("dir")) as listing:
+        numbers = [e.inode() == os.stat(e.path, follow_symlinks=False).st_ino for e in listing]
+    s.note("listed inode numbers are stat's", len(numbers), all(numbers))
+
     removed = 0
     with os.scandir(s.path("dir")) as listing:
         for each in listing:
