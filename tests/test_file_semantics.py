@@ -297,29 +297,6 @@ print(json.dumps([["splice into a remote file", answer]]))
 """
 
 
-@pytest.mark.parametrize("seeded", ["none", "splice-output-unchecked"])
-def test_splice_into_a_remote_file_is_refused_never_lost(
-    server: RunningServer, tmp_path: Path, seeded: str
-) -> None:
-    """The agent does not emulate splice: into a remote file it is refused (ENOSYS, named on
-    stderr) rather than written to the placeholder, where the bytes would never reach the
-    server though splice said they were written (seeded: the output side unchecked)."""
-    program = tmp_path / "splice.py"
-    program.write_text(_SPLICE)
-    mount_point = tmp_path / "mnt"
-    name = f"spliced-{seeded}-{tmp_path.name}"
-    options = ["--cache", "off", "-M", f"{mount_point}=chirp://127.0.0.1:{server.port}/"]
-    seen = printed_steps_under_agent(
-        _CLI, seeded, options, [sys.executable, str(program), str(mount_point / name)]
-    )
-    answer = seen[0][1]
-    on_the_server = (server.data_dir / name).read_bytes()
-    if seeded == "none":
-        assert (answer, on_the_server) == ("ENOSYS", b"")
-    else:
-        assert (answer, on_the_server) == (11, b"")  # told written, and lost
-
-
 _AIO = r"""
 import ctypes, errno, json, os, struct, sys
 libc = ctypes.CDLL(None, use_errno=True)
@@ -344,25 +321,33 @@ print(json.dumps([["io_submit of a write to a remote file", answer]]))
 """
 
 
-@pytest.mark.parametrize("seeded", ["none", "aio-unchecked"])
-def test_linux_aio_on_a_remote_file_is_refused_never_lost(
-    server: RunningServer, tmp_path: Path, seeded: str
+#: Calls that move bytes the kernel would move to or from a remote file's placeholder: each
+#: is refused (ENOSYS, named on stderr), never let through. (program, seed letting it
+#: through, the count the program is told with the seed, which never reaches the server).
+_BYPASSES = {
+    "splice": (_SPLICE, "splice-output-unchecked", 11),
+    "linux-aio": (_AIO, "aio-unchecked", 14),
+}
+
+
+@pytest.mark.parametrize("seeded", [False, True])
+@pytest.mark.parametrize("call", sorted(_BYPASSES))
+def test_calls_the_agent_cannot_follow_are_refused_never_lost(
+    server: RunningServer, tmp_path: Path, call: str, seeded: bool
 ) -> None:
-    """Linux AIO requests are the kernel's: on a remote file it would write the placeholder
-    and report the write done, the server never getting it. io_submit naming a remote file
-    is refused instead (ENOSYS, programs fall back to plain I/O; seeded: let through, the
-    write reported done and lost)."""
-    program = tmp_path / "aio.py"
-    program.write_text(_AIO)
+    """splice into a remote file and Linux AIO on one are the kernel's: they would write the
+    placeholder and report the bytes written, and the server would never get them. The agent
+    refuses them instead (programs fall back to plain I/O); with the seeded pass-through the
+    program is told the bytes were written, and the server has none."""
+    source, seed, told = _BYPASSES[call]
+    program = tmp_path / f"{call}.py"
+    program.write_text(source)
     mount_point = tmp_path / "mnt"
-    name = f"aio-{seeded}-{tmp_path.name}"
+    name = f"{call}-{seeded}-{tmp_path.name}"
     options = ["--cache", "off", "-M", f"{mount_point}=chirp://127.0.0.1:{server.port}/"]
     seen = printed_steps_under_agent(
-        _CLI, seeded, options, [sys.executable, str(program), str(mount_point / name)]
-    )
+        _CLI, seed if seeded else "none", options,
+        [sys.executable, str(program), str(mount_point / name)],
+    )  # fmt: skip
     answer = seen[0][1]
-    on_the_server = (server.data_dir / name).read_bytes()
-    if seeded == "none":
-        assert (answer, on_the_server) == ("ENOSYS", b"")
-    else:
-        assert (answer, on_the_server) == (14, b"")  # told written, and lost
+    assert (answer, (server.data_dir / name).read_bytes()) == (told if seeded else "ENOSYS", b"")
