@@ -312,8 +312,9 @@ class RemoteFile:
         self.sync(in_place)
 
     def copy_changed(self) -> bool:
-        """--cache whole: whether the local copy changed since it was last sent."""
-        if self.local_copy is None:
+        """--cache whole: whether the local copy changed since it was last sent (a copy
+        opened read-only is never sent)."""
+        if self.local_copy is None or self.read_only:
             return False
         st = os.stat(self.local_copy)
         return (st.st_mtime_ns, st.st_size) != self.synced

@@ -165,7 +165,7 @@ def _open_cached_copy(
     device, inode, owner and mode, as stat of its name does: a program comparing the two
     (cp: "replaced while being copied") sees one file."""
     remote = RemoteFile(
-        agent.driver_for(call, target),
+        agent.driver_for(call, target),  # connected already: the open asked its stat
         Handle(-1),
         resolved.logical,
         target.path,
