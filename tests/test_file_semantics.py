@@ -81,6 +81,8 @@ SCENARIOS = (
 #: symlink or another hard link keeps stale bytes under cto),
 #: "listing-numbers-made-up" lists entries without their inode numbers (d_ino is then the
 #: entry's place, not what stat says),
+#: "copy-deaf-to-times" leaves a --cache whole copy's times alone when times are set on its
+#: file (the write-back at close puts the copy's back),
 #: "maps-sent-late" lets an open read a file while the stores of its unmapped map wait
 #: for a later collection,
 #: "maps-unheld" releases a file whose descriptors are closed though a map of it remains
@@ -126,6 +128,9 @@ elif seeded == "listing-numbers-made-up":
     from drivers import DirEntry
     readdir = ChirpDriver.readdir
     ChirpDriver.readdir = lambda self, path: [DirEntry(e.name, e.type) for e in readdir(self, path)]
+elif seeded == "copy-deaf-to-times":
+    from reference_agent import sys_path
+    sys_path._copy_takes_times = lambda remote, times: None
 elif seeded == "maps-sent-late":
     files.RemoteFileTable.mapped = lambda self, driver, path: False
 elif seeded == "maps-unheld":
@@ -235,6 +240,7 @@ def test_a_program_sees_what_it_sees_on_a_local_disk(
         ("copies-by-name", "whole", "links", "one file open under three names"),
         ("identity-replaced", "whole", "database", "three writers"),
         ("listing-numbers-made-up", "off", "listings", "listed inode numbers are stat's"),
+        ("copy-deaf-to-times", "whole", "appends", "times set by name while open for writing"),
         ("maps-sent-late", "off", "mappings", "stored through a map whose descriptor was closed"),
         ("maps-unheld", "whole", "mappings", "stored through a map whose descriptor was closed"),
         ("changes-by-name", "cto", "links", "a reader by one name, a writer by another"),

@@ -505,6 +505,12 @@ def appends(s: Scenario) -> None:
     )
     os.close(reader)
 
+    fd = os.open(s.path("touched"), os.O_RDWR | os.O_CREAT, 0o644)
+    os.write(fd, b"data")
+    os.utime(s.path("touched"), ns=(1_500_000_000_000_000_000, 1_500_000_000_000_000_000))
+    os.close(fd)
+    s.note("times set by name while open for writing", os.stat(s.path("touched")).st_mtime_ns)
+
 
 def listings(s: Scenario) -> None:
     """A directory read in parts with telldir and seekdir, emptied while it is read, and the
