@@ -30,6 +30,7 @@ from drivers import DirEntry, Driver, Handle, StatResult
 from reference_agent.mapped_copy import MappedCopy
 from reference_agent.read_cache import FILL_MAX, ReadBuffer
 from reference_agent.read_memory import Scratch
+from reference_agent.real_path import thread_group
 from reference_agent.whole_cache import write_back
 
 __all__ = [
@@ -354,6 +355,16 @@ class RemoteFile:
             else:
                 os.ftruncate(copy.fileno(), change.length)
 
+    def times_set(self, times: tuple[int, int] | None) -> None:
+        """Times were set on the file (None: now): a --cache whole copy of this run carries
+        them too, or sending it at close would undo them (never the runs' shared copy)."""
+        if self.local_copy is None or self.cached is not None:
+            return
+        if times is None:
+            os.utime(self.local_copy)
+        else:
+            os.utime(self.local_copy, ns=times)
+
     def follow(self, change: Change) -> None:
         """The file changed through another open of this agent: the placeholder takes the
         change (the program's own changes are seen at once, without reading the file again)."""
@@ -455,9 +466,9 @@ HeldScan = Callable[[Sequence[int], Sequence[tuple[int, int]]], list[bool]]
 def held_elsewhere(pids: Sequence[int], key: tuple[int, int], pid: int, fd: int) -> bool:
     """Whether a descriptor of ``pids`` other than ``fd`` of ``pid``'s process refers to
     ``key`` (stat of /proc/PID/fd/N; threads of one process share their descriptors)."""
-    own = _thread_group(pid)
+    own = thread_group(pid)
     for task in pids:
-        mine = _thread_group(task) == own
+        mine = thread_group(task) == own
         with contextlib.suppress(OSError):
             for entry in os.listdir(f"/proc/{task}/fd"):
                 if mine and int(entry) == fd:
@@ -467,14 +478,6 @@ def held_elsewhere(pids: Sequence[int], key: tuple[int, int], pid: int, fd: int)
                     if (st.st_dev, st.st_ino) == key:
                         return True
     return False
-
-
-def _thread_group(pid: int) -> int:
-    with contextlib.suppress(OSError, ValueError), open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("Tgid:"):
-                return int(line.split()[1])
-    return pid
 
 
 def mapped_by(pids: Sequence[int], keys: set[tuple[int, int]]) -> set[tuple[int, int]]:
@@ -632,24 +635,24 @@ class RemoteFileTable:
         remote = self.lookup(owner, int(fd))
         return None if remote is None else (remote, rest or "")
 
+    def _mapped_opens(self, driver: Driver, path: str) -> list[RemoteFile]:
+        """The opens of the file at ``path`` with a shared writable mapping."""
+        return [
+            remote
+            for remote in self._files.values()
+            if remote.mapping is not None and remote.driver is driver and remote.remote_path == path
+        ]
+
     def mapped(self, driver: Driver, path: str) -> bool:
         """Whether an open of the file at ``path`` has a shared writable mapping (whose
         stores go to the server when it is released, once the map is gone)."""
-        return any(
-            remote.mapping is not None and remote.driver is driver and remote.remote_path == path
-            for remote in self._files.values()
-        )
+        return bool(self._mapped_opens(driver, path))
 
     def mapped_elsewhere(self, remote: RemoteFile, pids: Sequence[int]) -> RemoteFile | None:
         """Another open of the same remote file with a shared writable mapping that some
         process of ``pids`` still has (the agent does not see munmap: /proc/PID/maps tells)."""
         others = [
-            other
-            for other in self._files.values()
-            if other is not remote
-            and other.mapping is not None
-            and other.driver is remote.driver
-            and other.remote_path == remote.remote_path
+            o for o in self._mapped_opens(remote.driver, remote.remote_path) if o is not remote
         ]
         if not others:
             return None

@@ -86,7 +86,7 @@ def _open(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mod
         # another name) has a copy open in this run.
         if st_remote.is_reg() and agent.files.live_copy(driver, target.path, st_remote) is None:
             copy = agent.whole_cache.copy_of(driver, target, st_remote)
-            return _open_cached_copy(agent, call, path_index, resolved, target, st_remote, copy)
+            return _open_cached_copy(agent, call, path_index, driver, resolved, st_remote, copy)
     open_flags = flags & ~os.O_PATH if flags & os.O_PATH else flags
     if whole and open_flags & os.O_ACCMODE == os.O_WRONLY and not open_flags & os.O_TRUNC:
         open_flags = (open_flags & ~os.O_ACCMODE) | os.O_RDWR  # the copy must be read first
@@ -155,8 +155,8 @@ def _open_cached_copy(
     agent: Agent,
     call: Call,
     path_index: int,
+    driver: Driver,
     resolved: Resolved,
-    target: RemoteTarget,
     st_remote: StatResult,
     copy: str,
 ) -> Outcome:
@@ -164,8 +164,10 @@ def _open_cached_copy(
     the remote file (no handle), so that fstat of the descriptor tells the remote file's
     device, inode, owner and mode, as stat of its name does: a program comparing the two
     (cp: "replaced while being copied") sees one file."""
+    target = resolved.target
+    assert isinstance(target, RemoteTarget)
     remote = RemoteFile(
-        agent.driver_for(call, target),  # connected already: the open asked its stat
+        driver,
         Handle(-1),
         resolved.logical,
         target.path,
@@ -175,6 +177,7 @@ def _open_cached_copy(
         materialized=True,
         local_copy=copy,
         cached=st_remote,
+        inode=None if "st_ino" in st_remote.synthesized else st_remote.st_ino,
     )
     pid = call.pid
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import os
 import struct
-from pathlib import Path
 
 from reference_agent._loop import Park
 from reference_agent.agent import Agent
@@ -31,6 +30,7 @@ from reference_agent.locks import (
     lock_range,
 )
 from reference_agent.process_facts import flags_and_position
+from reference_agent.real_path import thread_group
 
 __all__ = ["LOCK_COMMANDS", "fcntl_lock", "release_on_close", "sys_flock"]
 
@@ -49,16 +49,8 @@ def file_key(remote: RemoteFile) -> FileKey:
     return (id(remote.driver), remote.identity())
 
 
-def _tgid(pid: int) -> int:
-    """The process a thread belongs to: byte-range locks are the process's."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("Tgid:"):
-            return int(line.split()[1])
-    return pid
-
-
 def _process(pid: int) -> Owner:
-    return Owner("process", _tgid(pid))
+    return Owner("process", thread_group(pid))  # byte-range locks are the process's
 
 
 def _description(remote: RemoteFile) -> Owner:

@@ -16,7 +16,7 @@ from reference_agent._abi import AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, UT
 from reference_agent._common import last_component, path_call, rewrite_args
 from reference_agent.agent import Agent
 from reference_agent.call import NATIVE, Call, Outcome, Resolved
-from reference_agent.files import RemoteFile, Truncated
+from reference_agent.files import Truncated
 from reference_agent.namespace import LocalTarget, Refused, RemoteTarget
 from reference_agent.sys_file import empty_path_fd
 
@@ -363,7 +363,7 @@ def sys_utimensat(agent: Agent, call: Call) -> Outcome:
             )
         times = _times(call, call.arg(2), remote_file.driver, remote_file.remote_path)
         remote_file.driver.utimens(remote_file.remote_path, times)
-        _copy_takes_times(remote_file, times)
+        remote_file.times_set(times)
         return 0
 
     def remote(driver: Driver, target: RemoteTarget, resolved: Resolved) -> int:
@@ -374,21 +374,12 @@ def sys_utimensat(agent: Agent, call: Call) -> Outcome:
             )
         times = _times(call, call.arg(2), driver, target.path)
         driver.utimens(target.path, times)
-        _copy_takes_times(agent.files.live_copy(driver, target.path), times)
+        live = agent.files.live_copy(driver, target.path)
+        if live is not None:
+            live.times_set(times)
         return 0
 
     return path_call(agent, call, dirfd, 1, remote)
-
-
-def _copy_takes_times(remote: RemoteFile | None, times: tuple[int, int] | None) -> None:
-    """--cache whole: a copy of this run open on the file carries times set on it too, or
-    sending the copy at close would undo them (never the runs' shared --cache-dir copy)."""
-    if remote is None or remote.local_copy is None or remote.cached is not None:
-        return
-    if times is None:
-        os.utime(remote.local_copy)
-    else:
-        os.utime(remote.local_copy, ns=times)
 
 
 def sys_utimes(agent: Agent, call: Call) -> Outcome:
@@ -406,7 +397,9 @@ def sys_utimes(agent: Agent, call: Call) -> Outcome:
             a_sec, m_sec = struct.unpack("<qq", call.read(address, 16))
             times = (a_sec * 10**9, m_sec * 10**9)
         driver.utimens(target.path, times)
-        _copy_takes_times(agent.files.live_copy(driver, target.path), times)
+        live = agent.files.live_copy(driver, target.path)
+        if live is not None:
+            live.times_set(times)
         return 0
 
     return path_call(agent, call, AT_FDCWD, 0, remote)

@@ -114,6 +114,20 @@ def printed_steps(argv: Sequence[str]) -> Seen:
     return seen
 
 
+def scenario_script(factory: pytest.TempPathFactory, name: str, source: str) -> Path:
+    """``source`` written to a new file, for a test module's scenario program."""
+    path = factory.mktemp(name) / "scenario.py"
+    path.write_text(source)
+    return path
+
+
+def native_steps(script: Path, factory: pytest.TempPathFactory) -> Seen:
+    """What scenario ``script`` prints on a local directory, given as its work directory and
+    as the directory another client sees (natively the same)."""
+    work = factory.mktemp("local") / "work"
+    return printed_steps([sys.executable, str(script), str(work), str(work)])
+
+
 def printed_steps_under_agent(
     cli: str,
     seeded: str,

@@ -129,8 +129,7 @@ elif seeded == "listing-numbers-made-up":
     readdir = ChirpDriver.readdir
     ChirpDriver.readdir = lambda self, path: [DirEntry(e.name, e.type) for e in readdir(self, path)]
 elif seeded == "copy-deaf-to-times":
-    from reference_agent import sys_path
-    sys_path._copy_takes_times = lambda remote, times: None
+    files.RemoteFile.times_set = lambda self, times: None
 elif seeded == "maps-sent-late":
     files.RemoteFileTable.mapped = lambda self, driver, path: False
 elif seeded == "maps-unheld":

@@ -28,7 +28,13 @@ from pathlib import Path
 import pytest
 
 from servers import RunningServer
-from tests.helpers import Seen, printed_steps, printed_steps_under_agent, served
+from tests.helpers import (
+    Seen,
+    native_steps,
+    printed_steps_under_agent,
+    scenario_script,
+    served,
+)
 
 SCENARIO = r"""
 import json, mmap, os, sys
@@ -161,16 +167,13 @@ def server() -> Iterator[RunningServer]:
 
 @pytest.fixture(scope="module")
 def script(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("shared-maps") / "scenario.py"
-    path.write_text(SCENARIO)
-    return path
+    return scenario_script(tmp_path_factory, "shared-maps", SCENARIO)
 
 
 @pytest.fixture(scope="module")
 def native(script: Path, tmp_path_factory: pytest.TempPathFactory) -> Seen:
     """What the kernel says on a local directory."""
-    work = tmp_path_factory.mktemp("local") / "work"
-    return printed_steps([sys.executable, str(script), str(work), str(work)])
+    return native_steps(script, tmp_path_factory)
 
 
 def _under_agent(

@@ -24,14 +24,23 @@ is sent back under its old name), and a --cache-dir copy left to the kernel's fs
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from drivers.local import LocalDriver
+from reference_agent.files import RemoteFile, RemoteFileTable
 from servers import RunningServer
-from tests.helpers import Seen, printed_steps, printed_steps_under_agent, served
+from tests.helpers import (
+    Seen,
+    native_steps,
+    printed_steps_under_agent,
+    scenario_script,
+    served,
+)
 
 SCENARIO = r"""
 import fcntl, json, os, subprocess, sys
@@ -171,16 +180,13 @@ def server() -> Iterator[RunningServer]:
 
 @pytest.fixture(scope="module")
 def script(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("whole-copies") / "scenario.py"
-    path.write_text(SCENARIO)
-    return path
+    return scenario_script(tmp_path_factory, "whole-copies", SCENARIO)
 
 
 @pytest.fixture(scope="module")
 def native(script: Path, tmp_path_factory: pytest.TempPathFactory) -> Seen:
     """What the kernel says on a local directory."""
-    work = tmp_path_factory.mktemp("local") / "work"
-    return printed_steps([sys.executable, str(script), str(work), str(work)])
+    return native_steps(script, tmp_path_factory)
 
 
 def _under_agent(server: RunningServer, script: Path, tmp_path: Path, seeded: str = "none") -> Seen:
@@ -231,3 +237,28 @@ def test_the_runs_shared_copies_are_never_written(
     }
     cut = [name for name, (named, held) in sizes.items() if named != held]
     assert (cut == []) == (seeded == "none"), sizes
+
+
+@pytest.mark.parametrize("opening", [1, 0])
+def test_a_copy_an_open_was_pointed_at_is_held_until_the_open_is_made(
+    tmp_path: Path, opening: int
+) -> None:
+    """Between the agent pointing an open at a run's whole copy and the kernel making that
+    open, no descriptor shows the copy: a collection then must keep it, or the open meets a
+    removed file (sqlite's "disk I/O error" under load). Without an open under way (0), the
+    same copy, held by nothing, is released and removed: the check can fail."""
+    (tmp_path / "f").write_bytes(b"x")
+    copy = tmp_path / "copy"
+    copy.write_bytes(b"x")
+    driver = LocalDriver(tmp_path)
+    remote = RemoteFile(driver, driver.open("f", os.O_RDONLY), "/mnt/f", "f", os.O_RDONLY, False, 0)
+    remote.local_copy, remote.opening = str(copy), opening
+    table = RemoteFileTable()
+    table.held_scan = lambda pids, keys: [False] * len(keys)  # no descriptor shows it
+    holder = os.open(copy, os.O_RDONLY)
+    table.add(os.getpid(), holder, remote)
+    os.close(holder)
+    released = table.collect([])
+    if not released:
+        driver.close(remote.handle)  # what the release closes once the open is made
+    assert (released == [], copy.exists()) == ((True, True) if opening else (False, False))
