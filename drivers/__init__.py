@@ -10,6 +10,7 @@ from drivers._counters import DriverCounters, OpCounters
 from drivers._interface import (
     STAT_FIELDS,
     Capabilities,
+    DirectReads,
     DirEntry,
     Driver,
     FileType,
@@ -45,6 +46,7 @@ __all__ = [
     "STAT_FIELDS",
     "Capabilities",
     "DirEntry",
+    "DirectReads",
     "Driver",
     "DriverCounters",
     "FileType",

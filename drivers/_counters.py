@@ -76,6 +76,17 @@ class DriverCounters:
         finally:
             self._current.pop()
 
+    def made_elsewhere(self, name: str, calls: int, sent: int, received: int) -> None:
+        """``calls`` operations ``name`` of one round trip each, made on this driver's
+        connection by someone else (compiled code given its socket), counted as its own
+        (and as begun: something was asked of the driver)."""
+        self.begun += calls
+        entry = self._ops.setdefault(name, OpCounters())
+        entry.calls += calls
+        entry.round_trips += calls
+        entry.bytes_sent += sent
+        entry.bytes_received += received
+
     def round_trip(self, count: int = 1) -> None:
         self._now().round_trips += count
 

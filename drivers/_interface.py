@@ -38,6 +38,7 @@ __all__ = [
     "STAT_FIELDS",
     "Capabilities",
     "DirEntry",
+    "DirectReads",
     "Driver",
     "FileType",
     "Handle",
@@ -290,6 +291,25 @@ class DirEntry:
     ino: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class DirectReads:
+    """How compiled code may read one open file on the driver's live connection, between
+    the driver's own calls (the agent's compiled loop answers a program's reads this way).
+
+    A read is ``request_start`` followed by ``COUNT OFFSET`` in decimal and a newline; the
+    reply is a decimal count line (negative: an error, which the driver itself must be
+    asked again to name) followed by that many bytes, at most COUNT; nothing else is sent
+    or received meanwhile. Whoever reads this way tells the driver how many it made
+    (:meth:`Driver.direct_reads_made`) and that the connection is out of step when a
+    reply did not come whole (:meth:`Driver.direct_read_broke`).
+    """
+
+    socket_fd: int  # the connection's socket, valid until the driver's next call
+    request_start: bytes  # b"pread 5 " on a Chirp connection
+    max_count: int  # the largest COUNT one request may ask
+    timeout: float  # seconds to wait for any one network event
+
+
 class Driver(ABC):
     """One endpoint of one remote I/O protocol, behind POSIX-shaped calls.
 
@@ -418,6 +438,21 @@ class Driver(ABC):
         data = self.pread(handle, len(buffer), offset)
         buffer[: len(data)] = data
         return len(data)
+
+    def direct_reads(self, handle: Handle) -> DirectReads | None:
+        """How compiled code may read ``handle`` on this driver's connection now (see
+        :class:`DirectReads`); None where the protocol or the connection's state does not
+        allow it (the default)."""
+        return None
+
+    def direct_reads_made(self, requests: int, sent: int, received: int) -> None:  # noqa: B027
+        """``requests`` reads made through :meth:`direct_reads` (``sent`` bytes of requests,
+        ``received`` of replies): counted as this driver's own preads."""
+
+    def direct_read_broke(self, errno_value: int) -> None:  # noqa: B027
+        """A read made through :meth:`direct_reads` left the connection out of step
+        (``errno_value``: ETIMEDOUT, ECONNRESET, EPROTO...): the driver drops it before
+        its next call, as if that call had found it broken."""
 
     @abstractmethod
     def pwrite(self, handle: Handle, data: bytes, offset: int) -> int:

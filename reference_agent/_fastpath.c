@@ -24,6 +24,16 @@
  * (device, inode) behind a descriptor argument, the path argument's string) it leaves in
  * the caller's fp_stop_facts, so that the agent does not ask the kernel again.
  *
+ * A read or pread64 of a remote file the agent registered for compiled reads (fp_serve:
+ * the driver's live connection, the request it sends for this open, the open's offset in
+ * a cell the agent reads too) is answered here: the request is sent, the reply's count
+ * line and bytes received, the bytes copied into the program with process_vm_writev and
+ * the call skipped with that count, as the Python handler would. Anything unexpected (an
+ * error reply, a bad buffer, a count out of range, a connection that is not the one
+ * registered) goes to Python untouched, which asks again through the driver; a
+ * connection left out of step (a timeout, a short or malformed reply) is reported in
+ * the stop's facts so that the driver drops it first.
+ *
  * fp_held() answers the agent's other frequent question in the same compiled code:
  * which remote files' placeholders some descriptor of the live tasks still refers to
  * (asked after every close of one; a scan of /proc/PID/fd, a stat per descriptor).
@@ -42,7 +52,11 @@
 #include <stdint.h>
 #include <string.h>
 #include <stdio.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/ptrace.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/user.h>
@@ -59,6 +73,10 @@
 #define FP_AT_FDCWD (-100)
 #define FP_AT_EMPTY_PATH 0x1000
 #define FP_MAX_PLACEHOLDERS 4096
+#define FP_MAX_SERVED 1024
+#define FP_PREFIX_MAX 64   /* bytes of a registered request's fixed start */
+#define FP_REPLY_LINE 1024 /* bytes a reply's line may take (the driver's LINE_MAX) */
+#define FP_LINE_BYTES 64   /* a cache line */
 
 /* FP_PROGRAM: an exec (execve) resumed only when its absolute, plainly local path names
  * nothing at all (lstat: ENOENT, the kernel's ENOENT then), or a 64-bit ELF program whose
@@ -80,6 +98,8 @@ struct fp_stop_facts {
     long has_descriptor;
     long descriptor;
     unsigned long long dev, ino;
+    long broken_slot;  /* a compiled read left this slot's connection out of step (-1: none) */
+    long broken_errno; /* why: ETIMEDOUT, ECONNRESET, EPROTO... */
     long has_path; /* the path argument, read whole (NUL found) */
     unsigned long path_address;
     long path_length; /* without the NUL */
@@ -94,11 +114,15 @@ static unsigned char path_index[FP_MAX_NR];
 static signed char flags_index[FP_MAX_NR];
 /* The descriptor calls that only read a file or move its offset. */
 static unsigned char reads_only[FP_MAX_NR];
-/* The (device, inode) of every remote file's placeholder, and whether the agent filled
- * it with the file's bytes; a descriptor on any other file is the kernel's.
- * placeholders_unknown: more than fit, every descriptor call goes to Python while any
- * remote file is open. */
-static struct { unsigned long long dev, ino, filled; } placeholders[FP_MAX_PLACEHOLDERS];
+/* The calls a registered remote file's reads are answered for: FP_SEQUENTIAL reads at the
+ * open's offset and moves it (read), FP_POSITIONED at its fourth argument (pread64). */
+enum { FP_NOT_SERVED = 0, FP_SEQUENTIAL = 1, FP_POSITIONED = 2 };
+static unsigned char serves[FP_MAX_NR];
+/* The (device, inode) of every remote file's placeholder, whether the agent filled it
+ * with the file's bytes, and the slot its compiled reads use (-1: none); a descriptor on
+ * any other file is the kernel's. placeholders_unknown: more than fit, every descriptor
+ * call goes to Python while any remote file is open. */
+static struct { unsigned long long dev, ino, filled; long long slot; } placeholders[FP_MAX_PLACEHOLDERS];
 static size_t placeholder_count;
 static int placeholders_unknown;
 /* NUL-separated prefixes ("/chirp\0/data\0"), each in normal form without a final slash;
@@ -106,6 +130,30 @@ static int placeholders_unknown;
 static char prefixes[FP_PREFIX_SPACE];
 static size_t prefixes_len;
 static unsigned long answered;
+static unsigned long served_total;
+
+/* One remote open file whose reads are answered here: the connection (a socket, known
+ * by its (device, inode) too, so that a descriptor number reused by a new connection is
+ * never taken for it), the request's fixed start ("pread 5 "), the counts it answers,
+ * the known end of the file (-1: none; a read past it goes to Python), and the wait for
+ * any one network event. The open's offset is served_offsets[slot], which the agent
+ * reads and writes as the open's. */
+static struct served {
+    int live;
+    unsigned long long dev, ino; /* the placeholder of the open */
+    int sock;
+    unsigned long long sock_dev, sock_ino;
+    char prefix[FP_PREFIX_MAX];
+    size_t prefix_len;
+    unsigned long long min_count, max_count;
+    long long limit;
+    int timeout_ms;
+    unsigned long requests, sent, received; /* since fp_serve, for the driver's counters */
+} served[FP_MAX_SERVED];
+static long long served_offsets[FP_MAX_SERVED];
+/* Where replies land before the copy into the program (grown, never shrunk). */
+static char *reply_buffer;
+static size_t reply_capacity;
 /* The working directories of the tasks whose one is plainly local, by tid. */
 static struct { int tid; size_t at; } cwds[FP_MAX_CWDS];
 static size_t cwd_count;
@@ -141,26 +189,79 @@ void fp_clear(void) {
     answered = 0;
 }
 
-int fp_set_call(long nr, int kind, int index, int flags, int reads) {
-    if (nr < 0 || nr >= FP_MAX_NR || index < 0 || index > 5 || flags < -1 || flags > 5)
+int fp_set_call(long nr, int kind, int index, int flags, int reads, int serve) {
+    if (nr < 0 || nr >= FP_MAX_NR || index < 0 || index > 5 || flags < -1 || flags > 5 ||
+        serve < FP_NOT_SERVED || serve > FP_POSITIONED)
         return -EINVAL;
     kinds[nr] = (unsigned char)kind;
     path_index[nr] = (unsigned char)index;
     flags_index[nr] = (signed char)flags;
     reads_only[nr] = reads != 0;
+    serves[nr] = (unsigned char)serve;
     return 0;
 }
 
-/* triples: count (device, inode, filled) triples, flattened. */
-void fp_set_placeholders(const unsigned long long *triples, size_t count) {
+/* quads: count (device, inode, filled, slot + 1) quadruples, flattened (slot + 1 = 0:
+ * no compiled reads). */
+void fp_set_placeholders(const unsigned long long *quads, size_t count) {
     placeholders_unknown = count > FP_MAX_PLACEHOLDERS;
     placeholder_count = placeholders_unknown ? 0 : count;
     for (size_t i = 0; i < placeholder_count; i++) {
-        placeholders[i].dev = triples[3 * i];
-        placeholders[i].ino = triples[3 * i + 1];
-        placeholders[i].filled = triples[3 * i + 2];
+        placeholders[i].dev = quads[4 * i];
+        placeholders[i].ino = quads[4 * i + 1];
+        placeholders[i].filled = quads[4 * i + 2];
+        placeholders[i].slot = (long long)quads[4 * i + 3] - 1;
     }
 }
+
+/* Register slot for compiled reads (see struct served); 0, or -errno. */
+int fp_serve(long slot, unsigned long long dev, unsigned long long ino, int sock,
+             const char *prefix, size_t prefix_len, unsigned long long min_count,
+             unsigned long long max_count, long long limit, int timeout_ms) {
+    struct stat st;
+    if (slot < 0 || slot >= FP_MAX_SERVED || prefix_len == 0 || prefix_len > FP_PREFIX_MAX ||
+        min_count == 0 || max_count < min_count || timeout_ms <= 0)
+        return -EINVAL;
+    if (fstat(sock, &st) != 0) return -errno;
+    if (!S_ISSOCK(st.st_mode)) return -ENOTSOCK;
+    struct served *s = &served[slot];
+    s->dev = dev;
+    s->ino = ino;
+    s->sock = sock;
+    s->sock_dev = (unsigned long long)st.st_dev;
+    s->sock_ino = (unsigned long long)st.st_ino;
+    memcpy(s->prefix, prefix, prefix_len);
+    s->prefix_len = prefix_len;
+    s->min_count = min_count;
+    s->max_count = max_count;
+    s->limit = limit;
+    s->timeout_ms = timeout_ms;
+    s->requests = s->sent = s->received = 0;
+    s->live = 1;
+    return 0;
+}
+
+/* The requests slot made since the last call, and the bytes sent and received for them,
+ * in counts[0..3); its counts start again from 0. */
+void fp_take_counts(long slot, unsigned long *counts) {
+    if (slot < 0 || slot >= FP_MAX_SERVED) return;
+    struct served *s = &served[slot];
+    counts[0] = s->requests;
+    counts[1] = s->sent;
+    counts[2] = s->received;
+    s->requests = s->sent = s->received = 0;
+}
+
+/* Stop answering slot's reads. */
+void fp_unserve(long slot) {
+    if (slot >= 0 && slot < FP_MAX_SERVED) served[slot].live = 0;
+}
+
+int fp_served_live(long slot) { return slot >= 0 && slot < FP_MAX_SERVED && served[slot].live; }
+
+long long *fp_served_offsets(void) { return served_offsets; }
+
+unsigned long fp_served_total(void) { return served_total; }
 
 int fp_add_prefix(const char *prefix) {
     size_t n = strlen(prefix);
@@ -171,6 +272,181 @@ int fp_add_prefix(const char *prefix) {
 }
 
 unsigned long fp_answered(void) { return answered; }
+
+/* The connection of slot cannot be used again: every slot on it stops, and the stop's
+ * facts tell the agent, whose driver drops it before anything else. */
+static void broke(long slot, int why, struct fp_stop_facts *facts) {
+    int sock = served[slot].sock;
+    for (size_t i = 0; i < FP_MAX_SERVED; i++)
+        if (served[i].live && served[i].sock == sock) served[i].live = 0;
+    facts->broken_slot = slot;
+    facts->broken_errno = why;
+}
+
+/* Wait until sock is ready for events (POLLIN or POLLOUT): 0, or -errno (ETIMEDOUT). */
+static int await_socket(int sock, short events, int timeout_ms) {
+    struct pollfd p = {sock, events, 0};
+    for (;;) {
+        int n = poll(&p, 1, timeout_ms);
+        if (n > 0) return 0;
+        if (n == 0) return -ETIMEDOUT;
+        if (errno != EINTR) return -errno;
+    }
+}
+
+static int send_request(int sock, const char *data, size_t length, int timeout_ms) {
+    size_t sent = 0;
+    while (sent < length) {
+        ssize_t n = send(sock, data + sent, length - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            sent += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            int waited = await_socket(sock, POLLOUT, timeout_ms);
+            if (waited < 0) return waited;
+            continue;
+        }
+        return n < 0 ? -errno : -ECONNRESET;
+    }
+    return 0;
+}
+
+/* Receive up to want bytes into buf: how many came (at least 1), or -errno (ECONNRESET:
+ * the peer closed). */
+static ssize_t receive_some(int sock, char *buf, size_t want, int timeout_ms) {
+    for (;;) {
+        ssize_t n = recv(sock, buf, want, MSG_DONTWAIT);
+        if (n > 0) return n;
+        if (n == 0) return -ECONNRESET;
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
+        int waited = await_socket(sock, POLLIN, timeout_ms);
+        if (waited < 0) return waited;
+    }
+}
+
+static int reply_room(size_t size) {
+    if (size <= reply_capacity) return 1;
+    size_t capacity = (size + FP_PAGE - 1) & ~(FP_PAGE - 1);
+    void *memory = mmap(NULL, capacity, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (memory == MAP_FAILED) return 0;
+    if (reply_buffer != NULL) munmap(reply_buffer, reply_capacity);
+    reply_buffer = memory;
+    reply_capacity = capacity;
+    return 1;
+}
+
+/* The reply's count line (without its newline) as the driver reads it: blanks, an
+ * optional sign, decimal digits, then anything. 1 and *count, or 0 when malformed. */
+static int count_line(const char *line, size_t length, long long *count) {
+    size_t i = 0, digits = 0;
+    int negative = 0;
+    long long value = 0;
+    while (i < length && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r' ||
+                          line[i] == '\f' || line[i] == '\v'))
+        i++;
+    if (i < length && (line[i] == '-' || line[i] == '+')) negative = line[i++] == '-';
+    for (; i < length && line[i] >= '0' && line[i] <= '9'; i++, digits++) {
+        if (digits == 18) return 0; /* beyond any count a reply may carry */
+        value = value * 10 + (line[i] - '0');
+    }
+    if (digits == 0) return 0;
+    *count = negative ? -value : value;
+    return 1;
+}
+
+/* Answer a read (or pread64) of the registered remote file in slot by task pid: 1 when
+ * answered and resumed, 0 when Python must take the stop (facts->broken_slot set when
+ * the connection is out of step). */
+static int serve_read(pid_t pid, long nr, struct user_regs_struct *regs, long slot,
+                      unsigned long long dev, unsigned long long ino,
+                      struct fp_stop_facts *facts) {
+    if (slot >= FP_MAX_SERVED) return 0;
+    struct served *s = &served[slot];
+    if (s->dev != dev || s->ino != ino) return 0; /* a slot given to another open since */
+    unsigned long long count = regs->rdx;
+    unsigned long address = (unsigned long)regs->rsi;
+    long long offset = serves[nr] == FP_POSITIONED ? (long long)regs->r10 : served_offsets[slot];
+    if (!s->live || count < s->min_count || count > s->max_count || offset < 0) return 0;
+    if (s->limit >= 0 && (offset > s->limit || (long long)count > s->limit - offset)) return 0;
+    struct stat st;
+    if (fstat(s->sock, &st) != 0 || (unsigned long long)st.st_dev != s->sock_dev ||
+        (unsigned long long)st.st_ino != s->sock_ino) {
+        s->live = 0; /* another connection now: the driver registers it again */
+        return 0;
+    }
+    if (!reply_room(FP_REPLY_LINE + count + FP_LINE_BYTES)) return 0;
+    char request[FP_PREFIX_MAX + 48];
+    memcpy(request, s->prefix, s->prefix_len);
+    int tail = snprintf(request + s->prefix_len, 48, "%llu %lld\n", count, offset);
+    size_t request_length = s->prefix_len + (size_t)tail;
+    int failed = send_request(s->sock, request, request_length, s->timeout_ms);
+    if (failed < 0) {
+        broke(slot, -failed, facts);
+        return 0;
+    }
+    s->requests++;
+    s->sent += request_length;
+    /* The reply: its count line, then that many bytes. Nothing else is on the way (one
+     * request at a time), so a receive may ask for as much as the longest reply. */
+    size_t have = 0, line = 0, whole = FP_REPLY_LINE + count;
+    long long result = 0;
+    for (;;) {
+        ssize_t got = receive_some(s->sock, reply_buffer + have, whole - have, s->timeout_ms);
+        if (got < 0) {
+            broke(slot, (int)-got, facts);
+            return 0;
+        }
+        have += (size_t)got;
+        s->received += (unsigned long)got;
+        if (line == 0) {
+            char *end = memchr(reply_buffer, '\n', have);
+            if (end == NULL) {
+                if (have >= FP_REPLY_LINE) {
+                    broke(slot, EPROTO, facts);
+                    return 0;
+                }
+                continue;
+            }
+            line = (size_t)(end - reply_buffer) + 1;
+            if (!count_line(reply_buffer, line - 1, &result) || result > (long long)count) {
+                broke(slot, EPROTO, facts);
+                return 0;
+            }
+            whole = result < 0 ? line : line + (size_t)result;
+        }
+        if (have > whole) { /* more than the reply: not the conversation we know */
+            broke(slot, EPROTO, facts);
+            return 0;
+        }
+        if (have == whole) break;
+    }
+    if (result < 0) return 0; /* the server's error: the driver asks again and names it */
+    char *data = reply_buffer + line;
+    if (result > 0) {
+        /* The kernel's copy between two buffers misaligned to each other is up to four
+         * times slower (1 MiB into a malloc'd buffer: 415 us against 85-100), more than
+         * moving the bytes here first costs: they go where their address is the program
+         * buffer's modulo a cache line. */
+        size_t shift = (size_t)(address - (unsigned long)data) & (FP_LINE_BYTES - 1);
+        if (shift) {
+            memmove(data + shift, data, (size_t)result);
+            data += shift;
+        }
+        struct iovec local = {data, (size_t)result};
+        struct iovec remote = {(void *)address, (size_t)result};
+        if (process_vm_writev(pid, &local, 1, &remote, 1, 0) != (ssize_t)result)
+            return 0; /* a bad buffer: the agent's own read answers as it does */
+    }
+    regs->orig_rax = (unsigned long long)-1;
+    regs->rax = (unsigned long long)result;
+    if (ptrace(PTRACE_SETREGS, pid, 0, regs) != 0) return errno == ESRCH;
+    if (serves[nr] == FP_SEQUENTIAL) served_offsets[slot] += result;
+    served_total++;
+    return 1;
+}
 
 static unsigned long long arg_of(const struct user_regs_struct *r, int index) {
     switch (index) {
@@ -244,11 +520,12 @@ static int stays_local(const char *path, size_t n, char *out) {
     return !leaves_a_prefix(out, len);
 }
 
-/* Whether call nr on descriptor fd of pid is the kernel's: the descriptor is no remote
- * file's placeholder, or the call only reads one the agent filled. The agent finds the
+/* Whether call nr on descriptor fd of pid is the kernel's (1): the descriptor is no
+ * remote file's placeholder, or the call only reads one the agent filled; or answered
+ * here (2): a read of a remote file registered for compiled reads. The agent finds the
  * file behind a descriptor by stat'ing its /proc link; so does this. */
 static int local_descriptor(pid_t pid, long nr, long fd, int remote_files_open,
-                            struct fp_stop_facts *facts) {
+                            struct user_regs_struct *regs, struct fp_stop_facts *facts) {
     if (!remote_files_open) return 1;
     if (placeholders_unknown) return 0;
     if (fd < 0) return 1; /* no descriptor (mmap's -1) or EBADF: the kernel's either way */
@@ -262,8 +539,14 @@ static int local_descriptor(pid_t pid, long nr, long fd, int remote_files_open,
     facts->ino = (unsigned long long)st.st_ino;
     for (size_t i = 0; i < placeholder_count; i++)
         if (placeholders[i].dev == (unsigned long long)st.st_dev &&
-            placeholders[i].ino == (unsigned long long)st.st_ino)
-            return placeholders[i].filled && reads_only[nr];
+            placeholders[i].ino == (unsigned long long)st.st_ino) {
+            if (placeholders[i].filled) return reads_only[nr];
+            if (serves[nr] && placeholders[i].slot >= 0 && regs != NULL &&
+                serve_read(pid, nr, regs, (long)placeholders[i].slot, placeholders[i].dev,
+                           placeholders[i].ino, facts))
+                return 2;
+            return 0;
+        }
     return 1;
 }
 
@@ -301,7 +584,8 @@ static int local_elf_program(const char *path) {
     return local;
 }
 
-/* Whether the stop of pid at call nr can be resumed without the agent. */
+/* Whether the stop of pid at call nr can be resumed without the agent (1), was answered
+ * and resumed here (2), or is the agent's (0). */
 static int plainly_local(pid_t pid, long nr, int remote_files_open,
                          struct fp_stop_facts *facts) {
     if (nr < 0 || nr >= FP_MAX_NR || kinds[nr] == FP_NONE) return 0;
@@ -313,7 +597,7 @@ static int plainly_local(pid_t pid, long nr, int remote_files_open,
     if ((long)regs.orig_rax != nr) return 0;
     if (kinds[nr] == FP_DESCRIPTOR)
         return local_descriptor(pid, nr, (int)arg_of(&regs, path_index[nr]), remote_files_open,
-                                facts);
+                                &regs, facts);
     char path[FP_PATH_MAX];
     unsigned long path_address = (unsigned long)arg_of(&regs, path_index[nr]);
     ssize_t n = read_path(pid, path_address, path);
@@ -327,7 +611,7 @@ static int plainly_local(pid_t pid, long nr, int remote_files_open,
         int flags = flags_index[nr];
         if (flags < 0 || path_index[nr] != 1 || !(arg_of(&regs, flags) & FP_AT_EMPTY_PATH))
             return 0;
-        return local_descriptor(pid, nr, (int)regs.rdi, remote_files_open, facts);
+        return local_descriptor(pid, nr, (int)regs.rdi, remote_files_open, NULL, facts);
     }
     char collapsed[2 * FP_PATH_MAX + 2];
     if (kinds[nr] == FP_PROGRAM) {
@@ -364,13 +648,16 @@ long fp_wait(int remote_files_open, int *status, struct fp_stop_facts *facts) {
         }
         facts->pid = pid;
         facts->has_nr = facts->has_registers = facts->has_descriptor = facts->has_path = 0;
+        facts->broken_slot = -1;
+        facts->broken_errno = 0;
         if (!WIFSTOPPED(*status) || (*status >> 8) != (SIGTRAP | (FP_EVENT_SECCOMP << 8)))
             return pid;
         unsigned long nr;
         if (ptrace(PTRACE_GETEVENTMSG, pid, 0, &nr) != 0) return pid;
         facts->nr = nr;
         facts->has_nr = 1;
-        if (!plainly_local(pid, (long)nr, remote_files_open, facts)) return pid;
+        int local = plainly_local(pid, (long)nr, remote_files_open, facts);
+        if (local == 0) return pid;
         /* ESRCH: killed meanwhile; its end is still to be reported, as for the Python loop. */
         if (ptrace(PTRACE_CONT, pid, 0, 0) != 0 && errno != ESRCH) return pid;
         answered++;

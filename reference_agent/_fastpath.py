@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
 
+from drivers import DirectReads
 from reference_agent import _ptrace
 from reference_agent._ptrace import Event
 from reference_agent.namespace import LocalTarget
@@ -42,13 +43,15 @@ if TYPE_CHECKING:
     from reference_agent._loop import TracerLoop
     from reference_agent.namespace import Namespace
 
-__all__ = ["FAST_CALLS", "FastCall", "FastPath", "install", "load", "why_not"]
+__all__ = ["FAST_CALLS", "DirectSlot", "FastCall", "FastPath", "install", "load", "why_not"]
 
 _SOURCE: Final = Path(__file__).with_name("_fastpath.c")
 _KIND_PATH: Final = 1
 _KIND_DESCRIPTOR: Final = 2
 _KIND_PROGRAM: Final = 3
 _COMPILE_TIMEOUT: Final = 120.0  # seconds for gcc
+#: FP_MAX_SERVED of the C side: remote opens whose reads it answers at once.
+_MAX_SERVED: Final = 1024
 
 
 class FastCall(NamedTuple):
@@ -70,7 +73,16 @@ class FastCall(NamedTuple):
     #: has none (no interpreter the namespace moves: ``interpreters.plan_exec`` would leave
     #: it to the kernel). Scripts, links to nothing and anything else go to Python.
     program: bool = False
+    #: A read the C side answers itself on a remote file registered for compiled reads
+    #: (:meth:`FastPath.serve`): SEQUENTIAL at the open's offset, POSITIONED at the
+    #: call's fourth argument; NOT_SERVED: never.
+    serves: int = 0
 
+
+#: ``FastCall.serves``: how a call names where it reads.
+NOT_SERVED: Final = 0
+SEQUENTIAL: Final = 1
+POSITIONED: Final = 2
 
 _PATH_1: Final = FastCall(1)
 _DESCRIPTOR: Final = FastCall(0, descriptor=True)
@@ -97,9 +109,9 @@ FAST_CALLS: Final[Mapping[str, FastCall]] = {
     "readlinkat": _PATH_1,
     "openat": _PATH_1,
     "close": _DESCRIPTOR,
-    "read": _READING,
+    "read": FastCall(0, descriptor=True, reads=True, serves=SEQUENTIAL),
     "write": _DESCRIPTOR,
-    "pread64": _READING,
+    "pread64": FastCall(0, descriptor=True, reads=True, serves=POSITIONED),
     "pwrite64": _DESCRIPTOR,
     "readv": _READING,
     "writev": _DESCRIPTOR,
@@ -123,7 +135,58 @@ class _Placeholders(Protocol):
     def __len__(self) -> int: ...
     @property
     def version(self) -> int: ...
-    def placeholder_keys(self) -> Iterable[tuple[int, int, bool]]: ...
+    def placeholder_keys(self) -> Iterable[tuple[int, int, bool, int]]: ...
+
+
+class DirectSlot:
+    """One remote open whose reads the C side answers on its driver's connection.
+
+    ``offset`` is the open's offset, shared with the C side (a read there moves it);
+    the agent reads and writes it as the open's own while the slot is in use. The
+    requests made are handed to ``on_made(requests, sent, received)`` whenever the C
+    side returns a stop to Python, so the driver's counters stay whole.
+    """
+
+    __slots__ = ("_fast", "_on_broken", "_on_made", "index", "offset", "stopped")
+
+    def __init__(
+        self,
+        fast: FastPath,
+        index: int,
+        offset: ctypes.c_longlong,
+        on_broken: Callable[[int], None],
+        on_made: Callable[[int, int, int], None],
+    ) -> None:
+        self._fast = fast
+        self._on_broken = on_broken
+        self._on_made = on_made
+        self.index = index
+        self.offset = offset
+        self.stopped = False
+
+    @property
+    def live(self) -> bool:
+        """Whether the C side still answers this open's reads (it stops on its own when
+        the connection it was given is not the driver's any more, or broke)."""
+        return not self.stopped and bool(self._fast._lib.fp_served_live(self.index))
+
+    def flush(self) -> None:
+        """Hand the requests made since the last flush to ``on_made``."""
+        counts = (ctypes.c_ulong * 3)()
+        self._fast._lib.fp_take_counts(self.index, counts)
+        if counts[0]:
+            self._on_made(counts[0], counts[1], counts[2])
+
+    def release(self) -> None:
+        """Answer no more reads, and free the slot for another open."""
+        self._fast._lib.fp_unserve(self.index)
+        self.stopped = True
+        self.flush()
+        self._fast._release_slot(self)
+
+    def broke(self, errno_value: int) -> None:
+        self.stopped = True
+        self._on_broken(errno_value)
 
 
 #: FP_PATH_MAX of the C side: the longest path argument it reads.
@@ -143,6 +206,8 @@ class _StopFacts(ctypes.Structure):
         ("descriptor", ctypes.c_long),
         ("dev", ctypes.c_ulonglong),
         ("ino", ctypes.c_ulonglong),
+        ("broken_slot", ctypes.c_long),
+        ("broken_errno", ctypes.c_long),
         ("has_path", ctypes.c_long),
         ("path_address", ctypes.c_ulong),
         ("path_length", ctypes.c_long),
@@ -156,7 +221,6 @@ class FastPath:
     def __init__(self, library: ctypes.CDLL) -> None:
         self._lib = library
         library.fp_clear.restype = None
-        library.fp_set_call.argtypes = [ctypes.c_long] + [ctypes.c_int] * 4
         library.fp_set_call.restype = ctypes.c_int
         library.fp_add_prefix.argtypes = [ctypes.c_char_p]
         library.fp_add_prefix.restype = ctypes.c_int
@@ -183,6 +247,34 @@ class FastPath:
             ctypes.POINTER(ctypes.c_ubyte),
         ]
         library.fp_held.restype = ctypes.c_long
+        library.fp_set_call.argtypes = [ctypes.c_long] + [ctypes.c_int] * 5
+        library.fp_serve.argtypes = [
+            ctypes.c_long,
+            ctypes.c_ulonglong,
+            ctypes.c_ulonglong,
+            ctypes.c_int,
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+            ctypes.c_ulonglong,
+            ctypes.c_ulonglong,
+            ctypes.c_longlong,
+            ctypes.c_int,
+        ]
+        library.fp_serve.restype = ctypes.c_int
+        library.fp_unserve.argtypes = [ctypes.c_long]
+        library.fp_unserve.restype = None
+        library.fp_take_counts.argtypes = [ctypes.c_long, ctypes.POINTER(ctypes.c_ulong)]
+        library.fp_take_counts.restype = None
+        library.fp_served_live.argtypes = [ctypes.c_long]
+        library.fp_served_live.restype = ctypes.c_int
+        library.fp_served_offsets.restype = ctypes.c_void_p
+        library.fp_served_total.restype = ctypes.c_ulong
+        self._offsets = (ctypes.c_longlong * _MAX_SERVED).from_address(
+            int(library.fp_served_offsets())
+        )
+        self._free_slots = list(range(_MAX_SERVED - 1, -1, -1))
+        self._slots: dict[int, DirectSlot] = {}
+        self._served_seen = 0  # fp_served_total when the slots' counts were last taken
         self._status = ctypes.c_int(0)
         self._status_ref = ctypes.byref(self._status)
         self._facts = _StopFacts()
@@ -207,7 +299,9 @@ class FastPath:
                 else _KIND_PATH
             )
             if (
-                self._lib.fp_set_call(nr, kind, call.argument, call.empty_path_flags, call.reads)
+                self._lib.fp_set_call(
+                    nr, kind, call.argument, call.empty_path_flags, call.reads, call.serves
+                )
                 != 0
             ):
                 raise ValueError(f"syscall number {nr} out of the fast path's range")
@@ -231,12 +325,87 @@ class FastPath:
             if self._lib.fp_set_cwd(tid, os.fsencode(cwd)) != 0:
                 return  # no room: the tasks left out go to Python, which is always right
 
-    def set_placeholders(self, keys: Iterable[tuple[int, int, bool]]) -> None:
-        """The (device, inode, filled) of every remote file's placeholder: descriptors of
-        these go to Python (but reads of a filled one), any other descriptor is the kernel's."""
-        flat = [int(number) for key in keys for number in key]
-        triples = (ctypes.c_ulonglong * len(flat))(*flat)
-        self._lib.fp_set_placeholders(triples, len(flat) // 3)
+    @property
+    def served(self) -> int:
+        """Reads of remote files the C side answered itself since it was loaded."""
+        return int(self._lib.fp_served_total())
+
+    def set_placeholders(self, keys: Iterable[tuple[int, int, bool, int]]) -> None:
+        """The (device, inode, filled, slot) of every remote file's placeholder: descriptors
+        of these go to Python (but reads of a filled one, and reads of one with a slot of
+        :meth:`serve`, -1 for none), any other descriptor is the kernel's."""
+        flat = [
+            int(number)
+            for dev, ino, filled, slot in keys
+            for number in (dev, ino, filled, slot + 1)
+        ]
+        quads = (ctypes.c_ulonglong * len(flat))(*flat)
+        self._lib.fp_set_placeholders(quads, len(flat) // 4)
+
+    def serve(
+        self,
+        reads: DirectReads,
+        *,
+        placeholder: tuple[int, int],
+        offset: int,
+        min_count: int,
+        limit: int | None,
+        on_broken: Callable[[int], None],
+        on_made: Callable[[int, int, int], None],
+    ) -> DirectSlot | None:
+        """Let the C side answer reads of one remote open (its placeholder's (device,
+        inode)) itself, as ``reads`` says, from now on: those of at least ``min_count``
+        bytes that end at or before ``limit`` (None: anywhere), the open's offset starting
+        at ``offset``. ``on_broken(errno)`` is called when a read left the connection out
+        of step, ``on_made(requests, sent, received)`` with the requests made. None: no
+        slot free, or the C side refused (the agent answers that open's reads itself)."""
+        if not self._free_slots or len(reads.request_start) > 64:
+            return None
+        index = self._free_slots.pop()
+        timeout_ms = max(1, min(2**31 - 1, round(reads.timeout * 1000)))
+        refused = self._lib.fp_serve(
+            index,
+            placeholder[0],
+            placeholder[1],
+            reads.socket_fd,
+            reads.request_start,
+            len(reads.request_start),
+            min_count,
+            reads.max_count,
+            -1 if limit is None else limit,
+            timeout_ms,
+        )
+        if refused:
+            self._free_slots.append(index)
+            return None
+        self._offsets[index] = offset
+        cell = ctypes.c_longlong.from_buffer(
+            self._offsets, index * ctypes.sizeof(ctypes.c_longlong)
+        )
+        slot = self._slots[index] = DirectSlot(self, index, cell, on_broken, on_made)
+        return slot
+
+    def _release_slot(self, slot: DirectSlot) -> None:
+        if self._slots.get(slot.index) is slot:
+            del self._slots[slot.index]
+            self._free_slots.append(slot.index)
+
+    def _count_served(self) -> None:
+        """After reads answered in C: every slot's requests go to its driver's counters
+        (a driver tells from them whether anything was asked between two of its calls)."""
+        total = int(self._lib.fp_served_total())
+        if total != self._served_seen:
+            self._served_seen = total
+            for slot in list(self._slots.values()):
+                slot.flush()
+
+    def _broken(self, index: int, errno_value: int) -> None:
+        """A read of slot ``index`` left its connection out of step: the C side stopped
+        every slot on it; their opens and the driver hear of it."""
+        slot = self._slots.get(index)
+        if slot is not None:
+            slot.flush()
+            slot.broke(errno_value)
 
     def held(self, pids: Sequence[int], keys: Sequence[tuple[int, int]]) -> list[bool]:
         """Which of the (device, inode) ``keys`` a descriptor of the tasks ``pids`` refers
@@ -274,6 +443,9 @@ class FastPath:
             while True:
                 found = wait(1 if len(files) else 0, status_ref, facts_ref)
                 if found >= 0:
+                    self._count_served()
+                    if facts.broken_slot >= 0 and facts.pid == found:
+                        self._broken(facts.broken_slot, facts.broken_errno)
                     return _event(found, status.value, facts)
                 if found != -errno.EINTR:  # EINTR: Python's signal handlers run, then again
                     raise OSError(-found, os.strerror(-found))

@@ -206,6 +206,7 @@ class Agent:
         )  # fmt: skip
         if isinstance(self.fast_path, _fastpath.FastPath):
             self.files.held_scan = self.fast_path.held
+            self.files.direct = self.fast_path
         start_cwd = logical_path(cwd) if cwd is not None else os.getcwd()
         self._root_cwd = Cwd(start_cwd)
         program = find_program(
@@ -427,6 +428,7 @@ class Agent:
         fast = self.fast_path
         lines.append(
             f"aviary: fast path: {fast.answered} calls answered in compiled code"
+            f" ({fast.served} of them reads of remote files)"
             if isinstance(fast, _fastpath.FastPath) else f"aviary: fast path off: {fast}"
         )  # fmt: skip
         if self.whole_cache is not None:

@@ -25,10 +25,11 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from drivers import DirEntry, Driver, Handle, StatResult
+from drivers import DirectReads, DirEntry, Driver, Handle, StatResult
 from reference_agent.mapped_copy import MappedCopy
-from reference_agent.read_cache import FILL_MAX, ReadBuffer
+from reference_agent.read_cache import FILL_MAX, MAX_BLOCK, ReadBuffer
 from reference_agent.read_memory import Scratch
 from reference_agent.real_path import thread_group
 from reference_agent.whole_cache import write_back
@@ -72,6 +73,40 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         written += os.pwrite(fd, memoryview(data)[written:], offset + written)
 
 
+class DirectSlot(Protocol):
+    """A remote open whose reads the compiled loop answers (``_fastpath.DirectSlot``)."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def offset(self) -> _Cell: ...
+    @property
+    def stopped(self) -> bool: ...
+    @property
+    def live(self) -> bool: ...
+    def release(self) -> None: ...
+
+
+class _Cell(Protocol):
+    value: int
+
+
+class DirectServer(Protocol):
+    """The compiled loop's side of reads it answers itself (``_fastpath.FastPath.serve``)."""
+
+    def serve(
+        self,
+        reads: DirectReads,
+        *,
+        placeholder: tuple[int, int],
+        offset: int,
+        min_count: int,
+        limit: int | None,
+        on_broken: Callable[[int], None],
+        on_made: Callable[[int, int, int], None],
+    ) -> DirectSlot | None: ...
+
+
 @dataclass(slots=True)
 class RemoteFile:
     """One remote open file description."""
@@ -83,7 +118,7 @@ class RemoteFile:
     flags: int
     is_dir: bool
     dev: int  # the device number the agent reports for this endpoint
-    offset: int = 0
+    _offset: int = 0  # the open's offset (``offset``) while no compiled loop moves it
     listing: list[DirEntry] | None = None  # a directory's entries, fetched at first getdents
     materialized: bool = False  # the placeholder holds the file's bytes (for mmap)
     key: tuple[int, int] = field(default=(0, 0))
@@ -119,6 +154,32 @@ class RemoteFile:
     #: Where the protocol has no inode numbers: the name the agent knows the file by for
     #: locks since its own name was unlinked or replaced (one no path can take).
     former_name: str | None = None
+    #: The compiled loop answers this open's reads (``RemoteFileTable.read_directly``);
+    #: the offset is then the slot's, which those reads move.
+    direct: DirectSlot | None = None
+
+    @property
+    def offset(self) -> int:
+        """The open's offset: the agent keeps it (the placeholder's own never moves)."""
+        direct = self.direct
+        return self._offset if direct is None else direct.offset.value
+
+    @offset.setter
+    def offset(self, value: int) -> None:
+        direct = self.direct
+        if direct is None:
+            self._offset = value
+        else:
+            direct.offset.value = value
+
+    def stop_direct_reads(self) -> None:
+        """The agent answers this open's reads itself from now on."""
+        direct = self.direct
+        if direct is None:
+            return
+        self._offset = direct.offset.value
+        self.direct = None
+        direct.release()
 
     def stat(self) -> StatResult:
         """fstat(2) of the descriptor: the open file's, or the link's own. A ``--cache
@@ -193,6 +254,20 @@ class RemoteFile:
     def _fetch_into(self, buffer: memoryview, offset: int) -> int:
         return self.driver.pread_into(self.handle, buffer, offset)
 
+    @property
+    def fillable(self) -> bool:
+        """Whether :meth:`fill` would hand this open's reads to the kernel now."""
+        reader = self.reader
+        return not (
+            self.filled
+            or reader is None
+            or self.flags & (os.O_ACCMODE | os.O_PATH) != os.O_RDONLY
+            or self.offset != 0
+            or reader.size is None
+            or reader.size > FILL_MAX
+            or self.mapping is not None
+        )
+
     def fill(self, pid: int, fd: int) -> bool:
         """Put the whole file in the placeholder behind descriptor ``fd`` of ``pid`` so that
         the kernel reads it from now on; False (nothing changed) where that cannot be the
@@ -203,15 +278,7 @@ class RemoteFile:
         (the agent answered every call on it), so from 0 on the kernel's is the same.
         """
         reader = self.reader
-        if (
-            self.filled
-            or reader is None
-            or self.flags & (os.O_ACCMODE | os.O_PATH) != os.O_RDONLY
-            or self.offset != 0
-            or reader.size is None
-            or reader.size > FILL_MAX
-            or self.mapping is not None
-        ):
+        if not self.fillable or reader is None or reader.size is None:
             return False
         try:
             fill_fd = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
@@ -287,6 +354,7 @@ class RemoteFile:
         (the placeholder holds the file, as it was filled for this mmap or kept since):
         from now on what the mapping stores is sent back at fsync and close, and only that
         (:class:`MappedCopy`)."""
+        self.stop_direct_reads()  # reads must see the mapping's stores: the placeholder's
         self.mapping = MappedCopy(
             os.open(f"/proc/{pid}/fd/{fd}", os.O_RDWR | os.O_CLOEXEC), filled=self.filled
         )
@@ -526,6 +594,9 @@ class RemoteFileTable:
         #: How :meth:`collect` asks which placeholders are still held (the agent puts the
         #: compiled scan here when it has one: a close of a remote file asks each time).
         self.held_scan: HeldScan = scan_held
+        #: The compiled loop, where it answers reads of remote files itself (None: the
+        #: agent answers them all).
+        self.direct: DirectServer | None = None
         self._loud = 0  # files held whose release someone may see (not quiet_release)
         #: Changes each time a placeholder is added or released (the fast path's cue).
         self.version = 0
@@ -538,14 +609,61 @@ class RemoteFileTable:
         """Whether releasing any remote file held would go unseen (``quiet_release``)."""
         return self._loud == 0
 
-    def placeholder_keys(self) -> list[tuple[int, int, bool]]:
-        """The (device, inode) of every placeholder, and whether the kernel holds its bytes
+    def placeholder_keys(self) -> list[tuple[int, int, bool, int]]:
+        """The (device, inode) of every placeholder, whether the kernel holds its bytes
         (filled, or a --cache whole copy): a descriptor of any other file is local, and reads
-        and seeks of such a one are the kernel's."""
+        and seeks of such a one are the kernel's; and the slot of the compiled loop that
+        answers its reads (-1: none)."""
         return [
-            (dev, ino, remote.filled or remote.local_copy is not None)
+            (
+                dev,
+                ino,
+                remote.filled or remote.local_copy is not None,
+                -1 if remote.direct is None else remote.direct.index,
+            )
             for (dev, ino), remote in self._files.items()
         ]
+
+    def read_directly(self, remote: RemoteFile) -> None:
+        """At an open of ``remote``, or after the agent answered a read of it: let the
+        compiled loop answer its next ones where the driver allows it (``Driver.direct_reads``) and nothing but the
+        server's bytes may answer them: not a directory, a link, a filled or mirrored
+        placeholder, a shared mapping's file or a local copy. Under ``--cache cto`` only
+        reads the open's buffer would fetch whole anyway (at least ``MAX_BLOCK`` bytes)
+        within the size the open knows; a smaller one stays with the buffer."""
+        server, direct = self.direct, remote.direct
+        if server is None or (direct is not None and direct.live):
+            return
+        if (
+            remote.is_dir
+            or remote.is_link
+            or remote.filled
+            or remote.fillable  # its first read hands it to the kernel
+            or remote.mapping is not None
+            or remote.local_copy is not None
+            or remote.cached is not None
+            or remote.flags & os.O_PATH
+            or remote.flags & os.O_ACCMODE == os.O_WRONLY
+            or remote.key not in self._files
+        ):
+            return
+        reads = remote.driver.direct_reads(remote.handle)
+        if reads is None:
+            return
+        remote.stop_direct_reads()  # a slot whose connection is gone: counted, given back
+        reader = remote.reader
+        slot = server.serve(
+            reads,
+            placeholder=remote.key,
+            offset=remote.offset,
+            min_count=1 if reader is None else MAX_BLOCK,
+            limit=None if reader is None else reader.size,
+            on_broken=remote.driver.direct_read_broke,
+            on_made=remote.driver.direct_reads_made,
+        )
+        if slot is not None:
+            remote.direct = slot
+            self.version += 1
 
     def fill(self, pid: int, fd: int, remote: RemoteFile) -> bool:
         """:meth:`RemoteFile.fill`, told to the fast path when it happened."""
@@ -770,6 +888,7 @@ def _release(remote: RemoteFile) -> None:
     """Last descriptor gone: send back a changed copy, then close the remote handle."""
     if remote.cached is not None:
         return  # the runs' shared copy: nothing to send, no handle, and it stays
+    remote.stop_direct_reads()
     try:
         remote.send_back()  # a shared mapping's stores, a --cache whole copy
     except OSError as exc:

@@ -125,6 +125,7 @@ def _open(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mod
             return None
         agent.files.add(pid, result, remote)
         agent.files.mirror(pid, result, remote)  # an empty file opened read-write, under cto
+        agent.files.read_directly(remote)
         return None
 
     if whole and not remote.is_dir:

@@ -178,6 +178,7 @@ def _sequential(agent: Agent, call: Call, buffers: list[tuple[int, int]], writin
         count = len(wrote.data)
     else:
         count = _read_into(call, remote, buffers, remote.offset)
+        agent.files.read_directly(remote)
     remote.offset += count
     return count
 
@@ -208,7 +209,9 @@ def _positioned(
     if refusal is not None:
         return refusal
     if not writing:
-        return _read_into(call, remote, buffers, offset)
+        count = _read_into(call, remote, buffers, offset)
+        agent.files.read_directly(remote)
+        return count
     if remote.filled and _mirror_position(agent, call, remote, buffers, offset) is not None:
         return _write_mirrored(agent, call, remote, buffers, offset, moves_offset=False)
     wrote = _write_from(call, remote, buffers, _write_offset(remote, offset))

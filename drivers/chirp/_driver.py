@@ -33,6 +33,7 @@ from typing import Self
 
 from drivers._interface import (
     Capabilities,
+    DirectReads,
     DirEntry,
     FileType,
     Handle,
@@ -41,6 +42,7 @@ from drivers._interface import (
     raise_errno,
 )
 from drivers._url import Location
+from drivers.chirp._connection import READY
 from drivers.chirp._events import (
     ContinuePut,
     Data,
@@ -392,6 +394,30 @@ class ChirpDriver(ChirpShell):
             event = self._recovering(attempt)
             assert isinstance(event, Done), event
             return event.value
+
+    def direct_reads(self, handle: Handle) -> DirectReads | None:
+        """A pread of ``handle``'s server descriptor on the live connection, while it is
+        idle, logged in and not recovering, and the handle is of this connection."""
+        entry = self._files.get(int(handle))
+        sock, conn = self._sock, self._conn
+        if (
+            entry is None
+            or entry.stale is not None
+            or entry.generation != self._generation
+            or sock is None
+            or conn is None
+            or conn.state is not READY
+            or conn.pending
+            or self._limit is not None
+            or self._lost is not None
+        ):
+            return None
+        return DirectReads(
+            sock.fileno(), f"pread {entry.fd} ".encode(), MAX_BUFFER_SIZE, self.timeout
+        )
+
+    def direct_reads_made(self, requests: int, sent: int, received: int) -> None:
+        self.counters.made_elsewhere("pread", requests, sent, received)
 
     def pwrite(self, handle: Handle, data: bytes, offset: int) -> int:
         with self._op("pwrite"):

@@ -131,6 +131,9 @@ class ChirpShell(Driver):
         self._logins = 0
         # The monotonic time at which a recovery's budget ends; every wait stops there.
         self._limit: float | None = None
+        # A read made on the connection by someone else (``direct_reads``) left it out of
+        # step: the next call finds it broken, as if it had broken under that call.
+        self._lost: _Broken | None = None
 
     def describe(self) -> str:
         return f"chirp://{self.host}:{self.port}"
@@ -148,6 +151,10 @@ class ChirpShell(Driver):
         self._disconnect()
         self._files.clear()
 
+    def direct_read_broke(self, errno_value: int) -> None:
+        reason = f"chirp {self.describe()}: {os.strerror(errno_value)} (a direct read)"
+        self._lost = _Broken(errno_value, reason)
+
     def _disconnect(self) -> None:
         sock, self._sock, self._conn = self._sock, None, None
         if not self.recovery:
@@ -160,6 +167,10 @@ class ChirpShell(Driver):
         self, connect_timeout: float | None = None
     ) -> tuple[socket.socket, ChirpConnection]:
         """The live connection; a new one (logged in, open files reopened) if there is none."""
+        if self._lost is not None:
+            lost, self._lost = self._lost, None
+            self._disconnect()
+            raise lost
         if self._sock is not None and self._conn is not None and self._conn.state is READY:
             return self._sock, self._conn
         self._disconnect()
