@@ -238,6 +238,9 @@ int fp_serve(long slot, unsigned long long dev, unsigned long long ino, int sock
     s->timeout_ms = timeout_ms;
     s->requests = s->sent = s->received = 0;
     s->live = 1;
+    /* The placeholder's entry, if pushed already, names the slot from now on. */
+    for (size_t i = 0; i < placeholder_count; i++)
+        if (placeholders[i].dev == dev && placeholders[i].ino == ino) placeholders[i].slot = slot;
     return 0;
 }
 

@@ -18,6 +18,14 @@ each wait, when they changed, the (device, inode) of every remote file's placeho
 (a descriptor call is native unless its descriptor is one) and the tasks whose
 working directory is plainly local (the only ones whose relative paths it may
 answer, after joining them onto that directory).
+
+It also answers reads of remote files itself where a driver lets compiled code read on
+its connection (``Driver.direct_reads``: Chirp's pread): ``FastPath.serve`` gives an
+open a slot (its placeholder, the connection's socket, the request's start, the counts
+it may answer, the open's offset in a cell Python reads and writes too), and the
+placeholder's slot goes to the C side with it. A large read's time is the server's,
+two copies and the stop (docs/benchmarks.md); the Python around the stop and in the
+driver cost as much again as one copy.
 """
 
 from __future__ import annotations
@@ -52,6 +60,8 @@ _KIND_PROGRAM: Final = 3
 _COMPILE_TIMEOUT: Final = 120.0  # seconds for gcc
 #: FP_MAX_SERVED of the C side: remote opens whose reads it answers at once.
 _MAX_SERVED: Final = 1024
+#: FP_MAX_PLACEHOLDERS of the C side: placeholders it keeps (more: it knows none).
+_MAX_PLACEHOLDERS: Final = 4096
 
 
 class FastCall(NamedTuple):
@@ -272,6 +282,11 @@ class FastPath:
         self._offsets = (ctypes.c_longlong * _MAX_SERVED).from_address(
             int(library.fp_served_offsets())
         )
+        self._quads = (ctypes.c_ulonglong * (4 * _MAX_PLACEHOLDERS))()
+        self._cells = [
+            ctypes.c_longlong.from_buffer(self._offsets, index * ctypes.sizeof(ctypes.c_longlong))
+            for index in range(_MAX_SERVED)
+        ]
         self._free_slots = list(range(_MAX_SERVED - 1, -1, -1))
         self._slots: dict[int, DirectSlot] = {}
         self._served_seen = 0  # fp_served_total when the slots' counts were last taken
@@ -334,13 +349,16 @@ class FastPath:
         """The (device, inode, filled, slot) of every remote file's placeholder: descriptors
         of these go to Python (but reads of a filled one, and reads of one with a slot of
         :meth:`serve`, -1 for none), any other descriptor is the kernel's."""
-        flat = [
+        flat: list[ctypes.c_ulonglong | int] = [
             int(number)
             for dev, ino, filled, slot in keys
             for number in (dev, ino, filled, slot + 1)
         ]
-        quads = (ctypes.c_ulonglong * len(flat))(*flat)
-        self._lib.fp_set_placeholders(quads, len(flat) // 4)
+        if len(flat) > len(self._quads):  # more than the C side keeps: it learns that too
+            self._lib.fp_set_placeholders((ctypes.c_ulonglong * len(flat))(*flat), len(flat) // 4)
+            return
+        self._quads[: len(flat)] = flat  # pushed at every open and close: no new array
+        self._lib.fp_set_placeholders(self._quads, len(flat) // 4)
 
     def serve(
         self,
@@ -378,10 +396,8 @@ class FastPath:
         if refused:
             self._free_slots.append(index)
             return None
-        self._offsets[index] = offset
-        cell = ctypes.c_longlong.from_buffer(
-            self._offsets, index * ctypes.sizeof(ctypes.c_longlong)
-        )
+        cell = self._cells[index]
+        cell.value = offset
         slot = self._slots[index] = DirectSlot(self, index, cell, on_broken, on_made)
         return slot
 

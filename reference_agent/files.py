@@ -662,8 +662,7 @@ class RemoteFileTable:
             on_made=remote.driver.direct_reads_made,
         )
         if slot is not None:
-            remote.direct = slot
-            self.version += 1
+            remote.direct = slot  # the C side's entry of its placeholder has the slot too
 
     def fill(self, pid: int, fd: int, remote: RemoteFile) -> bool:
         """:meth:`RemoteFile.fill`, told to the fast path when it happened."""
