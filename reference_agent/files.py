@@ -81,8 +81,6 @@ class DirectSlot(Protocol):
     @property
     def offset(self) -> _Cell: ...
     @property
-    def stopped(self) -> bool: ...
-    @property
     def live(self) -> bool: ...
     def release(self) -> None: ...
 
@@ -626,9 +624,10 @@ class RemoteFileTable:
 
     def read_directly(self, remote: RemoteFile) -> None:
         """At an open of ``remote``, or after the agent answered a read of it: let the
-        compiled loop answer its next ones where the driver allows it (``Driver.direct_reads``) and nothing but the
-        server's bytes may answer them: not a directory, a link, a filled or mirrored
-        placeholder, a shared mapping's file or a local copy. Under ``--cache cto`` only
+        compiled loop answer its next ones where the driver allows it
+        (``Driver.direct_reads``) and nothing but the server's bytes may answer them: not a
+        directory, a link, a filled or mirrored placeholder, a shared mapping's file or a
+        local copy. Under ``--cache cto`` only
         reads the open's buffer would fetch whole anyway (at least ``MAX_BLOCK`` bytes)
         within the size the open knows; a smaller one stays with the buffer."""
         server, direct = self.direct, remote.direct

@@ -19,6 +19,12 @@ use the old one). Each seeded regression must be caught where it names: an offse
 compiled reads do not move, bytes realigned but copied from where they were, a
 connection taken for the registered one by its descriptor number alone, and a reply
 left half read without telling the driver.
+
+The same scenario runs where the agent answers reads in Python (SFTP, XRootD, WebDAV on
+wsgidav and nginx, FTP; off and cto) and must print what it prints natively too: there it
+found a WebDAV handle reading a file answer ESTALE after another handle of the same run
+wrote the file (the driver held it to the version it opened); held to a new version the
+driver sends itself now, the regression planted back ("versions-kept") is caught.
 """
 
 from __future__ import annotations
@@ -129,6 +135,46 @@ def test_reads_answered_in_compiled_code_read_what_a_local_disk_reads(
     assert answered > 0  # the compiled reads took part
     for expected, got in zip(native, seen, strict=True):
         assert got == expected
+
+
+#: The same reads where the agent answers them in Python (no driver but Chirp's lets
+#: compiled code read), "versions-kept" holding a WebDAV handle that reads a file to the
+#: version it opened even after another handle of the same driver sent a new one (the
+#: read of a write through another open is then ESTALE).
+OTHER_PROTOCOLS = ("sftp/openssh", "root/xrootd", "dav/wsgidav", "dav/nginx", "ftp/pyftpdlib")
+_VERSIONS_KEPT = """
+import sys
+from drivers.webdav._driver import WebDavDriver
+WebDavDriver._put_version = lambda self, path, data, base: self._put(path, data)
+from harness.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("cache", ["off", "cto"])
+@pytest.mark.parametrize("key", OTHER_PROTOCOLS)
+def test_reads_on_other_protocols_read_what_a_local_disk_reads(
+    native: Seen, key: str, cache: str
+) -> None:
+    with served(key) as server:
+        done = aviary(
+            "none", "run", "--cache", cache, "-M", f"/mnt={server.url('/')}", "--",
+            sys.executable, str(PROGRAM), "/mnt/work", env=server.client_env,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for expected, got in zip(native, json.loads(done.stdout), strict=True):
+        assert got == expected
+
+
+def test_webdav_versions_kept_by_handles_are_caught() -> None:
+    with served("dav/wsgidav") as server:
+        done = subprocess.run(
+            [sys.executable, "-c", _VERSIONS_KEPT, "run", "--cache", "cto",
+             "-M", f"/mnt={server.url('/')}", "--", sys.executable, str(PROGRAM), "/mnt/work"],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+            env={**os.environ, **server.client_env, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+    assert done.returncode != 0 and "Stale file handle" in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize(

@@ -40,7 +40,10 @@ What this driver cannot do, and why:
   its name) is ESTALE where the server gives a strong ETag: the handle keeps
   the ETag of open (PROPFIND's getetag: wsgidav) or, where PROPFIND has none,
   of its first read (nginx's GET), and sends each ranged GET with ``If-Match``;
-  the server's 412 is ESTALE (no extra round trip). The ETag is the server's
+  the server's 412 is ESTALE (no extra round trip). A new version this driver
+  sends itself (another handle's write-back, a truncate) holds the handles reading
+  the file to that version instead, where they held the one it was made from: a
+  program reads its own changes, as on a local disk. The ETag is the server's
   judgement: nginx's is the mtime and the size, so a file replaced by one of
   the same size within the same second is not seen; a weak ETag (``W/``)
   cannot be matched and is not used;
@@ -103,6 +106,8 @@ class _OpenFile:
     staged: IO[bytes] | None = None  # the local copy of a handle open for writing
     dirty: bool = False
     etag: str | None = None  # read-only: the file's strong ETag, sent as If-Match
+    #: Writing: the strong ETag of the version this handle started from (None: unknown).
+    base: str | None = None
 
 
 class WebDavDriver(Driver):
@@ -384,10 +389,13 @@ class WebDavDriver(Driver):
             entry = _OpenFile(path, flags, is_dir)
             if resource is not None and not writing:
                 entry.etag = strong_etag(resource.etag)
+            if resource is not None and writing:
+                entry.base = strong_etag(resource.etag)
             if writing or (flags & os.O_TRUNC and not is_dir):
                 initial = b""
                 if flags & os.O_TRUNC and not created and resource is not None and resource.size:
-                    self._put(path, b"")  # POSIX truncates at open, visibly
+                    self._put_version(path, b"", strong_etag(resource.etag))  # truncated, visibly
+                    entry.base = None
                 elif not created and not flags & os.O_TRUNC:
                     initial = self._get(path)
                 # The local copy lives as long as the handle: closed by close().
@@ -406,8 +414,21 @@ class WebDavDriver(Driver):
         if entry.staged is None or not entry.dirty:
             return
         entry.staged.seek(0)
-        self._put(entry.path, entry.staged.read())
+        self._put_version(entry.path, entry.staged.read(), entry.base)
+        entry.base = None  # the server's version now is the one just sent: unknown here
         entry.dirty = False
+
+    def _put_version(self, path: str, data: bytes, base: str | None) -> None:
+        """PUT a new version of the file at ``path``, changed through this driver from the
+        version ``base`` (None: unknown). The other handles reading it are held to the
+        new version from now on: a program reading a file while writing it through another
+        descriptor reads its own change, as on a local disk, where the ESTALE meant for a
+        file replaced under a handle would be wrong. A handle held to another version than
+        ``base`` saw a replacement by someone else: it stays held to what it had."""
+        self._put(path, data)
+        for other in self._files.values():
+            if other.path == path and other.etag is not None and base in (None, other.etag):
+                other.etag = None  # its next read holds it to the version it gets
 
     def close(self, handle: Handle) -> None:
         with self.counters.operation("close"):
@@ -474,7 +495,8 @@ class WebDavDriver(Driver):
             if resource.is_dir:
                 raise_errno(errno.EISDIR, path)
             data = self._get(path) if length else b""
-            self._put(path, data[:length] + b"\0" * (length - len(data)))
+            base = strong_etag(resource.etag)
+            self._put_version(path, data[:length] + b"\0" * (length - len(data)), base)
 
     # -- the namespace -------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ in 1 MiB and 300,000-byte blocks, a byte at a time and then in blocks, at positi
 (pread, lseek from the start, the current offset and the end), through a descriptor
 shared with a forked child and a dup, into buffers at odd addresses (libc's read, so the
 kernel's copy is misaligned), into a bad address, after another open wrote to the file,
-and at and past its end. Each step prints what it read (length and MD5) and where the
+and at and past its end (moved by that write). Each step prints what it read (length and MD5) and where the
 offset was left; run natively and under the agent it must print the same.
 """
 
@@ -95,10 +95,10 @@ def main(work: str) -> None:
     step(("a read into a bad address", got, errno.errorcode.get(ctypes.get_errno(), "-")))
     step(("offset after the bad read", os.lseek(fd, 0, os.SEEK_CUR)))
 
-    writer = os.open(path, os.O_WRONLY)
-    os.pwrite(writer, b"changed by another open", 2 * MIB + 5)
+    writer = os.open(path, os.O_WRONLY)  # the file grows: a new version by any measure
+    os.pwrite(writer, b"changed by another open", SIZE - 5)
     os.close(writer)
-    step(("a write through another open is read", digest(os.pread(fd, MIB, 2 * MIB))))
+    step(("a write through another open is read", digest(os.pread(fd, MIB, SIZE - MIB))))
     os.lseek(fd, 0, os.SEEK_END)
     step(("at the end", digest(os.read(fd, MIB)), os.lseek(fd, 0, os.SEEK_CUR)))
     os.close(fd)
