@@ -97,7 +97,8 @@ def server() -> Iterator[RunningServer]:
 
 #: Reads the start of a through a descriptor (its first block, 64 KiB, holds more), closes
 #: it, reads b in 64 KiB pieces (b's buffer takes a's block), then the rest of a through a
-#: dup made before the close (its first bytes were in a's block): prints both digests.
+#: dup made before the close (its first bytes were in a's block), in 64 KiB pieces too (a
+#: read of 1 MiB or more goes past the buffer, to the server): prints both digests.
 _TWO_DESCRIPTORS = """
 import hashlib, os, sys
 a, b = sys.argv[1:]
@@ -107,7 +108,7 @@ head = os.read(fd, 50_000)
 os.close(fd)
 other_fd = os.open(b, os.O_RDONLY)
 other = b"".join(iter(lambda: os.read(other_fd, 65536), b""))
-rest = b"".join(iter(lambda: os.read(dup, 1 << 20), b""))
+rest = b"".join(iter(lambda: os.read(dup, 65536), b""))
 print(hashlib.sha256(head + rest).hexdigest(), hashlib.sha256(other).hexdigest())
 """
 
