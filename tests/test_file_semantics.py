@@ -13,7 +13,8 @@ times set one at a time, pwrite on O_APPEND opens and truncates by name under op
 descriptors, a directory read in parts with seekdir and emptied while read, three
 processes writing one sqlite database) and prints what
 every step saw. Natively on a local directory and under ``aviary run`` on a Chirp mount it
-must print the same. Each seeded regression must be caught, at the step that names it: a
+must print the same; so must the scenarios each other protocol can express, on SFTP and
+XRootD (off, cto) and on FTP and WebDAV (whole: their writes reach the server at close). Each seeded regression must be caught, at the step that names it: a
 rename that copies (an open file's later writes go to the old object), and, under cto,
 other opens of a file not told that it changed (a reader answers from stale bytes), and
 the placeholder an earlier mmap filled kept after writes (a new mapping shows old bytes),
@@ -222,6 +223,47 @@ def test_a_program_sees_what_it_sees_on_a_local_disk(
     cache: str,
 ) -> None:
     assert _under_agent(server, tmp_path, scenario, cache) == native[scenario]
+
+
+#: The other protocols, where the agent answers in Python, with the scenarios whose every
+#: step the protocol can express: SFTP lacks only inode numbers and link counts (links,
+#: listings), XRootD symlinks, times and renames over open files; FTP and WebDAV send a
+#: file's writes at its close, so they are checked under --cache whole, whose one copy
+#: per file gives every descriptor of a run one content (and they lack links, and WebDAV
+#: times).
+OTHER_PROTOCOLS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "sftp/openssh": (("off", "cto"), tuple(s for s in SCENARIOS if s not in ("links", "listings"))),
+    "root/xrootd": (("off", "cto"), ("descriptors", "names", "sizes", "mappings", "processes")),
+    "dav/wsgidav": (
+        ("whole",),
+        ("descriptors", "names", "sizes", "mappings", "processes", "database"),
+    ),
+    "ftp/pyftpdlib": (
+        ("whole",),
+        ("descriptors", "names", "sizes", "mappings", "processes", "appends", "database"),
+    ),
+}
+
+
+@pytest.fixture(scope="module", params=list(OTHER_PROTOCOLS))
+def other_server(request: pytest.FixtureRequest) -> Iterator[tuple[str, RunningServer]]:
+    with served(request.param) as running:
+        yield request.param, running
+
+
+def test_other_protocols_show_what_a_local_disk_shows(
+    other_server: tuple[str, RunningServer], native: dict[str, Seen], tmp_path: Path
+) -> None:
+    key, server = other_server
+    caches, scenarios = OTHER_PROTOCOLS[key]
+    for cache in caches:
+        for scenario in scenarios:
+            work = f"/mnt/{scenario}-{cache}-{tmp_path.name}"
+            seen = printed_steps_under_agent(
+                _CLI, "none", ["--cache", cache, "-M", f"/mnt={server.url('/')}"],
+                [sys.executable, str(PROGRAM), scenario, work], env=server.client_env,
+            )  # fmt: skip
+            assert (cache, scenario, seen) == (cache, scenario, native[scenario])
 
 
 @pytest.mark.parametrize(
