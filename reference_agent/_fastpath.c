@@ -61,6 +61,7 @@
 #include <sys/uio.h>
 #include <sys/user.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define FP_MAX_NR 1024
@@ -77,6 +78,7 @@
 #define FP_PREFIX_MAX 64   /* bytes of a registered request's fixed start */
 #define FP_REPLY_LINE 1024 /* bytes a reply's line may take (the driver's LINE_MAX) */
 #define FP_LINE_BYTES 64   /* a cache line */
+#define FP_PROGRESS_BYTES (64 * 1024) /* bytes of a reply that renew its deadline */
 
 /* FP_PROGRAM: an exec (execve) resumed only when its absolute, plainly local path names
  * nothing at all (lstat: ENOENT, the kernel's ENOENT then), or a 64-bit ELF program whose
@@ -316,16 +318,41 @@ static int send_request(int sock, const char *data, size_t length, int timeout_m
     return 0;
 }
 
-/* Receive up to want bytes into buf: how many came (at least 1), or -errno (ECONNRESET:
- * the peer closed). */
-static ssize_t receive_some(int sock, char *buf, size_t want, int timeout_ms) {
+static long long monotonic_ms(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+/* The deadline of one reply, as the drivers keep it: the timeout, renewed by each
+ * FP_PROGRESS_BYTES received, so that a server sending a byte now and then cannot hold
+ * the program longer than a timeout while a large reply that keeps moving goes on. */
+struct reply_deadline {
+    long long ends; /* monotonic ms */
+    size_t progress;
+    int timeout_ms;
+};
+
+/* Receive up to want bytes into buf within the deadline: how many came (at least 1), or
+ * -errno (ECONNRESET: the peer closed; ETIMEDOUT: the deadline passed). */
+static ssize_t receive_some(int sock, char *buf, size_t want, struct reply_deadline *deadline) {
     for (;;) {
         ssize_t n = recv(sock, buf, want, MSG_DONTWAIT);
-        if (n > 0) return n;
+        if (n > 0) {
+            deadline->progress += (size_t)n;
+            if (deadline->progress >= FP_PROGRESS_BYTES) {
+                deadline->progress = 0;
+                deadline->ends = monotonic_ms() + deadline->timeout_ms;
+            }
+            return n;
+        }
         if (n == 0) return -ECONNRESET;
         if (errno == EINTR) continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
-        int waited = await_socket(sock, POLLIN, timeout_ms);
+        long long left = deadline->ends - monotonic_ms();
+        if (left <= 0) return -ETIMEDOUT;
+        int wait_ms = left < deadline->timeout_ms ? (int)left : deadline->timeout_ms;
+        int waited = await_socket(sock, POLLIN, wait_ms);
         if (waited < 0) return waited;
     }
 }
@@ -396,8 +423,9 @@ static int serve_read(pid_t pid, long nr, struct user_regs_struct *regs, long sl
      * request at a time), so a receive may ask for as much as the longest reply. */
     size_t have = 0, line = 0, whole = FP_REPLY_LINE + count;
     long long result = 0;
+    struct reply_deadline deadline = {monotonic_ms() + s->timeout_ms, 0, s->timeout_ms};
     for (;;) {
-        ssize_t got = receive_some(s->sock, reply_buffer + have, whole - have, s->timeout_ms);
+        ssize_t got = receive_some(s->sock, reply_buffer + have, whole - have, &deadline);
         if (got < 0) {
             broke(slot, (int)-got, facts);
             return 0;

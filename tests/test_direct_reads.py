@@ -11,14 +11,16 @@ run`` on both Chirp servers, ``--cache off`` and ``cto``, it must print the same
 reads answered in compiled code (``--summary`` counts them). Then servers that fail
 under those reads, each a loopback Chirp server of one file whose connections the test
 scripts: one that announces more bytes than were asked (EPROTO, at once), one that stops
-answering (ETIMEDOUT within the timeout plus the recovery budget), one that closes the
+answering and one that trickles its reply a byte at a time (ETIMEDOUT within the timeout
+plus the recovery budget), one that closes the
 connection in the middle of a reply and serves the next connection truthfully (the
 program reads every byte right), and one whose connection is replaced while the agent
 is busy elsewhere, the file then under another server descriptor (the next read must not
 use the old one). Each seeded regression must be caught where it names: an offset the
 compiled reads do not move, bytes realigned but copied from where they were, a
 connection taken for the registered one by its descriptor number alone, and a reply
-left half read without telling the driver.
+left half read without telling the driver, and a reply deadline renewed by every byte (a
+trickling server then holds the program for as long as it trickles).
 
 The same scenario runs where the agent answers reads in Python (SFTP, XRootD, WebDAV on
 wsgidav and nginx, FTP; off and cto) and must print what it prints natively too: there it
@@ -44,7 +46,14 @@ import pytest
 
 from drivers.chirp.codec import encode_stat
 from tests.helpers import Seen, printed_steps, served
-from tests.test_lying_servers import BUDGET, TIMEOUT, LyingServer, Peer, chirp_login
+from tests.test_lying_servers import (
+    BUDGET,
+    TIMEOUT,
+    TRICKLE_GAP,
+    LyingServer,
+    Peer,
+    chirp_login,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAM = Path(__file__).with_name("scenarios") / "remote_reads.py"
@@ -55,7 +64,8 @@ MIB = 1 << 20
 #: after a read, "shift-unused" moves the bytes to the program buffer's alignment but
 #: copies from where they were, "connection-by-number" takes the registered connection
 #: for whatever socket has its descriptor number now, "out-of-step-untold" leaves a reply
-#: half read without telling the driver.
+#: half read without telling the driver, "deadline-per-byte" renews a reply's deadline
+#: with every byte (a trickle holds the program as long as it trickles).
 SEEDS: dict[str, tuple[str, str]] = {
     "offset-unmoved": (
         "if (serves[nr] == FP_SEQUENTIAL) served_offsets[slot] += result;",
@@ -68,6 +78,10 @@ SEEDS: dict[str, tuple[str, str]] = {
         "if (fstat(s->sock, &st) != 0) {",
     ),
     "out-of-step-untold": ("    facts->broken_slot = slot;\n", ""),
+    "deadline-per-byte": (
+        "if (deadline->progress >= FP_PROGRESS_BYTES) {",
+        "if (deadline->progress >= 1) {",
+    ),
 }
 _CLI = """
 import sys, tempfile
@@ -309,6 +323,28 @@ def test_a_server_that_stops_answering_fails_the_read_within_its_bounds() -> Non
     # The compiled read waits one timeout, the driver then spends its recovery budget;
     # the agent's own start and end get a few seconds more.
     assert elapsed <= 2 * TIMEOUT + BUDGET + 5, elapsed
+
+
+def _trickles(peer: Peer, connection: int, fd: int, count: int, offset: int) -> bool:
+    """The count line, then a byte every TRICKLE_GAP, each well within the timeout, 200
+    at most (then silence): a reply that never ends but never stops either."""
+    if not peer.send(f"{count}\n".encode()):
+        return False
+    for byte in CONTENT[:200]:
+        if peer.stop.wait(TRICKLE_GAP) or not peer.send(bytes([byte])):
+            return False
+    peer.hold()
+    return False
+
+
+def test_a_trickling_reply_fails_the_read_within_its_bounds() -> None:
+    """A reply's deadline is renewed only by progress (64 KiB), as the drivers keep it: a
+    byte every 50 ms does not hold the program past the timeout."""
+    done, elapsed, _ = run_against(_trickles, reader_program(1))
+    assert done.returncode != 0 and "timed out" in done.stderr, done.stderr
+    assert elapsed <= 2 * TIMEOUT + BUDGET + 5, elapsed
+    seeded, seeded_elapsed, _ = run_against(_trickles, reader_program(1), "deadline-per-byte")
+    assert seeded_elapsed > 2 * TIMEOUT + BUDGET + 5, (seeded_elapsed, seeded.stderr)
 
 
 def test_a_reply_cut_short_is_read_again_on_a_new_connection() -> None:
