@@ -17,7 +17,8 @@ must print the same; so must the scenarios each other protocol can express, on S
 XRootD (off, cto) and on FTP and WebDAV (whole: their writes reach the server at close).
 Each seeded regression must be caught, at the step that names it: a rename that copies
 (an open file's later writes go to the old object), and, under cto, other opens of a
-file not told that it changed (a reader answers from stale bytes), and the placeholder an earlier mmap filled kept after writes (a new mapping shows old bytes),
+file not told that it changed (a reader answers from stale bytes), and the placeholder
+an earlier mmap filled kept after writes (a new mapping shows old bytes),
 working directories left at their old names by a rename (a write lands in a new
 directory made under the old name), and a descriptor whose name was renamed over still
 changed by that name (fchmod changes the new file), and ".." after a symlink taken by name
