@@ -5,9 +5,10 @@ run``). Writes a 5 MiB file of fixed pseudo-random bytes into WORK_DIR, then rea
 in 1 MiB and 300,000-byte blocks, a byte at a time and then in blocks, at positions
 (pread, lseek from the start, the current offset and the end), through a descriptor
 shared with a forked child and a dup, into buffers at odd addresses (libc's read, so the
-kernel's copy is misaligned), into a bad address, after another open wrote to the file,
-and at and past its end (moved by that write). Each step prints what it read (length and MD5) and where the
-offset was left; run natively and under the agent it must print the same.
+kernel's copy is misaligned), into a bad address, from three threads at once, after
+another open wrote to the file, and at and past its end (moved by that write). Each step
+prints what it read (length and MD5) and where the offset was left; run natively and
+under the agent it must print the same.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import os
 import random
 import sys
+import threading
 
 MIB = 1 << 20
 SIZE = 5 * MIB + 12345  # not a multiple of any block a step reads in
@@ -94,6 +96,31 @@ def main(work: str) -> None:
     got = libc.read(fd, 1, MIB)  # address 1: never mapped
     step(("a read into a bad address", got, errno.errorcode.get(ctypes.get_errno(), "-")))
     step(("offset after the bad read", os.lseek(fd, 0, os.SEEK_CUR)))
+
+    # Threads reading one descriptor at once: preads at their own offsets, reads sharing the
+    # offset (each read takes a run of bytes no other read takes, as the kernel's do).
+    results: dict[str, object] = {}
+
+    def pread_at(k: int) -> None:
+        at = [((k * 8 + i) * 99_991) % (SIZE - 300_000) for i in range(8)]
+        results[f"pread {k}"] = [os.pread(fd, 300_000, a) == content[a : a + 300_000] for a in at]
+
+    pieces: list[tuple[int, bytes]] = []
+
+    def read_on(k: int) -> None:
+        while chunk := os.read(fd, 65536 * (k + 1)):
+            pieces.append((k, chunk))
+
+    os.lseek(fd, 0, os.SEEK_SET)
+    for target in (pread_at, read_on):
+        threads = [threading.Thread(target=target, args=(k,)) for k in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    whole = sum(len(chunk) for _, chunk in pieces) == SIZE
+    runs = all(content.find(chunk) >= 0 for _, chunk in pieces)
+    step(("threads reading one descriptor", sorted(results.items()), whole, runs))
 
     writer = os.open(path, os.O_WRONLY)  # the file grows: a new version by any measure
     os.pwrite(writer, b"changed by another open", SIZE - 5)
