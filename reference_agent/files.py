@@ -145,7 +145,8 @@ class RemoteFile:
     cached: StatResult | None = None
     #: Opens of this file's --cache whole copy that the agent rewrote and the kernel has
     #: not made yet (their exit stops not seen): the copy is held meanwhile, though no
-    #: descriptor shows it (a release then would remove the copy under them).
+    #: descriptor shows it (a release then would remove the copy under them), and found by
+    #: other opens of the file before any of them is made (``RemoteFileTable.live_copy``).
     opening: int = 0
     #: The server's inode number of the open file, once asked (``identity``).
     inode: int | None = None
@@ -592,6 +593,10 @@ class RemoteFileTable:
         #: How :meth:`collect` asks which placeholders are still held (the agent puts the
         #: compiled scan here when it has one: a close of a remote file asks each time).
         self.held_scan: HeldScan = scan_held
+        #: --cache whole: copies none of whose opens the kernel has made yet; an open of
+        #: the same file meanwhile (another process's, between this one's entry and exit)
+        #: shares them too, or the two would work on two copies (and lock two files).
+        self._copies_opening: list[RemoteFile] = []
         #: The compiled loop, where it answers reads of remote files itself (None: the
         #: agent answers them all).
         self.direct: DirectServer | None = None
@@ -686,6 +691,8 @@ class RemoteFileTable:
         st = os.stat(f"/proc/{pid}/fd/{fd}")
         remote.key = (st.st_dev, st.st_ino)
         stale = self._files.get(remote.key)
+        if stale is remote:
+            return
         if stale is not None:  # closed, not collected yet, and its inode number reused
             self._drop(stale)
         self._files[remote.key] = remote
@@ -699,7 +706,7 @@ class RemoteFileTable:
         with the file's stat ``st``, also one opened under another name of it (a symlink, a
         hard link), known by the server's inode number."""
         inode = st.st_ino if st is not None and "st_ino" not in st.synthesized else None
-        for remote in self._files.values():
+        for remote in [*self._files.values(), *self._copies_opening]:
             if (
                 remote.local_copy is not None
                 and remote.cached is None  # the runs' shared copy is never written
@@ -709,6 +716,30 @@ class RemoteFileTable:
             ):
                 return remote
         return None
+
+    def copy_opening(self, remote: RemoteFile) -> None:
+        """--cache whole: the agent rewrote an open of ``remote``'s copy; the kernel makes it
+        next (``copy_opened``). The first open of a copy makes it findable at once."""
+        remote.opening += 1
+        known = self._files.get(remote.key) is remote
+        if not known and remote not in self._copies_opening:
+            self._copies_opening.append(remote)
+
+    def copy_opened(self, remote: RemoteFile, pid: int, result: int) -> None:
+        """--cache whole: an open of ``remote``'s copy was made (``result``: the descriptor
+        of ``pid``, or -errno). The first that succeeds puts the copy in the table; when
+        every open of a copy new to the table failed, the copy goes (its handle closed,
+        its local file removed)."""
+        remote.opening -= 1
+        known = self._files.get(remote.key) is remote
+        if result >= 0 and not known:
+            self.add(pid, result, remote)
+            known = True
+        if known or not remote.opening:
+            with contextlib.suppress(ValueError):
+                self._copies_opening.remove(remote)
+        if not known and not remote.opening:
+            _release(remote)
 
     def opened_for_writing(self, remote: RemoteFile, handle: Handle, flags: int) -> None:
         """--cache whole: ``remote``'s copy, open read-only so far, was opened for writing:

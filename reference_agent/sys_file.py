@@ -150,7 +150,13 @@ def _open(agent: Agent, call: Call, dirfd: int, path_index: int, flags: int, mod
         registers = call.registers.replace(
             nr=_SYS_OPENAT, args=(AT_FDCWD, call.scratch_string(local), local_flags, 0o600)
         )
-        return Rewrite(registers, placed)
+        # Another process's open of the file before this one is made shares this copy.
+        agent.files.copy_opening(remote)
+
+        def copy_placed(result: int) -> None:
+            agent.files.copy_opened(remote, pid, result)
+
+        return Rewrite(registers, copy_placed)
     # The placeholder's name is the tail of the path the program gave (a label only).
     name_address = call.arg(path_index) + max(0, len(os.fsencode(path)) - MEMFD_NAME_MAX)
     memfd_flags = MFD_CLOEXEC if flags & os.O_CLOEXEC else 0
@@ -223,10 +229,11 @@ def _open_live_copy(
     registers = call.registers.replace(
         nr=_SYS_OPENAT, args=(AT_FDCWD, call.scratch_string(live.local_copy), local_flags, 0o600)
     )
-    live.opening += 1  # held until the kernel has made this open (RemoteFileTable.collect)
+    agent.files.copy_opening(live)  # held until the kernel has made this open
+    pid = call.pid
 
     def opened(result: int) -> None:
-        live.opening -= 1
+        agent.files.copy_opened(live, pid, result)
 
     return Rewrite(registers, opened)
 

@@ -24,6 +24,7 @@ is sent back under its old name), and a --cache-dir copy left to the kernel's fs
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Iterator
@@ -262,3 +263,38 @@ def test_a_copy_an_open_was_pointed_at_is_held_until_the_open_is_made(
     if not released:
         driver.close(remote.handle)  # what the release closes once the open is made
     assert (released == [], copy.exists()) == ((True, True) if opening else (False, False))
+
+
+def test_a_copy_whose_first_open_is_under_way_is_shared_by_the_next_open(tmp_path: Path) -> None:
+    """Between the agent pointing a process's first open of a file at a new whole copy and
+    the kernel making it, another process may open the file: it must find that copy, or
+    the two work on two copies and their locks never meet (three sqlite writers under load:
+    "disk I/O error", rows lost). The first open made, the copy is in the table; when every
+    open of a new copy failed, the copy goes (handle closed, file removed)."""
+    (tmp_path / "f").write_bytes(b"x")
+    driver = LocalDriver(tmp_path)
+    table = RemoteFileTable()
+
+    def new_copy(name: str) -> RemoteFile:
+        copy = tmp_path / name
+        copy.write_bytes(b"x")
+        remote = RemoteFile(driver, driver.open("f", os.O_RDWR), "/mnt/f", "f", os.O_RDWR, False, 0)
+        remote.local_copy = str(copy)
+        return remote
+
+    first = new_copy("copy")
+    table.copy_opening(first)
+    assert table.live_copy(driver, "f") is first  # before the kernel made the first open
+    table.copy_opening(first)  # the second open joins the copy
+    holder = os.open(first.local_copy or "", os.O_RDONLY)
+    table.copy_opened(first, os.getpid(), -errno.EMFILE)  # the first open failed after all
+    assert table.live_copy(driver, "f") is first and Path(first.local_copy or "").exists()
+    table.copy_opened(first, os.getpid(), holder)  # the second is made: the copy is known
+    assert table.live_copy(driver, "f") is first and table.lookup(os.getpid(), holder) is first
+    os.close(holder)
+
+    lone = new_copy("lone")
+    table.copy_opening(lone)
+    table.copy_opened(lone, os.getpid(), -errno.ENOENT)  # its only open failed
+    assert not Path(lone.local_copy or "").exists()
+    driver.close(first.handle)  # what its release would close

@@ -107,8 +107,10 @@ def main(work: str) -> None:
 
     pieces: list[tuple[int, bytes]] = []
 
-    def read_on(k: int) -> None:
-        while chunk := os.read(fd, 65536 * (k + 1)):
+    def read_on(k: int) -> None:  # stops past twice the size, as read_all does
+        while sum(len(chunk) for _, chunk in pieces) <= 2 * SIZE and (
+            chunk := os.read(fd, 65536 * (k + 1))
+        ):
             pieces.append((k, chunk))
 
     os.lseek(fd, 0, os.SEEK_SET)
