@@ -137,8 +137,8 @@ static unsigned long served_total;
 /* One remote open file whose reads are answered here: the connection (a socket, known
  * by its (device, inode) too, so that a descriptor number reused by a new connection is
  * never taken for it), the request's fixed start ("pread 5 "), the counts it answers,
- * the known end of the file (-1: none; a read past it goes to Python), and the wait for
- * any one network event. The open's offset is served_offsets[slot], which the agent
+ * the known end of the file (-1: none; a read past it goes to Python), and the timeout
+ * (of each wait, and a reply's deadline). The open's offset is served_offsets[slot], which the agent
  * reads and writes as the open's. */
 static struct served {
     int live;

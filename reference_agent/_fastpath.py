@@ -42,9 +42,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
 
-from drivers import DirectReads
 from reference_agent import _ptrace
 from reference_agent._ptrace import Event
+from reference_agent.files import DirectOpen
 from reference_agent.namespace import LocalTarget
 
 if TYPE_CHECKING:
@@ -360,45 +360,38 @@ class FastPath:
         self._quads[: len(flat)] = flat  # pushed at every open and close: no new array
         self._lib.fp_set_placeholders(self._quads, len(flat) // 4)
 
-    def serve(
-        self,
-        reads: DirectReads,
-        *,
-        placeholder: tuple[int, int],
-        offset: int,
-        min_count: int,
-        limit: int | None,
-        on_broken: Callable[[int], None],
-        on_made: Callable[[int, int, int], None],
-    ) -> DirectSlot | None:
-        """Let the C side answer reads of one remote open (its placeholder's (device,
-        inode)) itself, as ``reads`` says, from now on: those of at least ``min_count``
-        bytes that end at or before ``limit`` (None: anywhere), the open's offset starting
-        at ``offset``. ``on_broken(errno)`` is called when a read left the connection out
-        of step, ``on_made(requests, sent, received)`` with the requests made. None: no
-        slot free, or the C side refused (the agent answers that open's reads itself)."""
+    def serve(self, open_file: DirectOpen) -> DirectSlot | None:
+        """Let the C side answer reads of one remote open itself from now on, as
+        ``open_file`` says: on its driver's connection, those of at least ``min_count``
+        bytes that end at or before ``limit``, the open's offset starting at ``offset``;
+        ``on_broken(errno)`` when a read left the connection out of step, ``on_made`` with
+        the requests made. None: no slot free, or the C side refused (the agent answers
+        that open's reads itself)."""
+        reads = open_file.reads
         if not self._free_slots or len(reads.request_start) > 64:
             return None
         index = self._free_slots.pop()
         timeout_ms = max(1, min(2**31 - 1, round(reads.timeout * 1000)))
         refused = self._lib.fp_serve(
             index,
-            placeholder[0],
-            placeholder[1],
+            open_file.placeholder[0],
+            open_file.placeholder[1],
             reads.socket_fd,
             reads.request_start,
             len(reads.request_start),
-            min_count,
+            open_file.min_count,
             reads.max_count,
-            -1 if limit is None else limit,
+            -1 if open_file.limit is None else open_file.limit,
             timeout_ms,
         )
         if refused:
             self._free_slots.append(index)
             return None
         cell = self._cells[index]
-        cell.value = offset
-        slot = self._slots[index] = DirectSlot(self, index, cell, on_broken, on_made)
+        cell.value = open_file.offset
+        slot = self._slots[index] = DirectSlot(
+            self, index, cell, open_file.on_broken, open_file.on_made
+        )
         return slot
 
     def _release_slot(self, slot: DirectSlot) -> None:

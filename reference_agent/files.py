@@ -89,20 +89,23 @@ class _Cell(Protocol):
     value: int
 
 
+@dataclass(frozen=True, slots=True)
+class DirectOpen:
+    """What the compiled loop needs to answer one remote open's reads itself."""
+
+    reads: DirectReads  # the driver's connection, and the request for this open
+    placeholder: tuple[int, int]  # the (device, inode) the program's descriptors name
+    offset: int  # the open's offset when handed over
+    min_count: int  # a smaller read stays the agent's
+    limit: int | None  # a read ending past this stays the agent's (None: none does)
+    on_broken: Callable[[int], None]  # a read left the connection out of step (errno)
+    on_made: Callable[[int, int, int], None]  # requests made, bytes sent, bytes received
+
+
 class DirectServer(Protocol):
     """The compiled loop's side of reads it answers itself (``_fastpath.FastPath.serve``)."""
 
-    def serve(
-        self,
-        reads: DirectReads,
-        *,
-        placeholder: tuple[int, int],
-        offset: int,
-        min_count: int,
-        limit: int | None,
-        on_broken: Callable[[int], None],
-        on_made: Callable[[int, int, int], None],
-    ) -> DirectSlot | None: ...
+    def serve(self, open_file: DirectOpen) -> DirectSlot | None: ...
 
 
 @dataclass(slots=True)
@@ -657,13 +660,15 @@ class RemoteFileTable:
         remote.stop_direct_reads()  # a slot whose connection is gone: counted, given back
         reader = remote.reader
         slot = server.serve(
-            reads,
-            placeholder=remote.key,
-            offset=remote.offset,
-            min_count=1 if reader is None else MAX_BLOCK,
-            limit=None if reader is None else reader.size,
-            on_broken=remote.driver.direct_read_broke,
-            on_made=remote.driver.direct_reads_made,
+            DirectOpen(
+                reads,
+                placeholder=remote.key,
+                offset=remote.offset,
+                min_count=1 if reader is None else MAX_BLOCK,
+                limit=None if reader is None else reader.size,
+                on_broken=remote.driver.direct_read_broke,
+                on_made=remote.driver.direct_reads_made,
+            )
         )
         if slot is not None:
             remote.direct = slot  # the C side's entry of its placeholder has the slot too
