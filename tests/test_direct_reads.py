@@ -84,7 +84,7 @@ SEEDS: dict[str, tuple[str, str]] = {
     ),
 }
 _CLI = """
-import sys, tempfile
+import atexit, shutil, sys, tempfile
 from pathlib import Path
 from reference_agent import _fastpath
 seeded, old, new = sys.argv[1:4]
@@ -93,6 +93,7 @@ if seeded != "none":
     source = _fastpath._SOURCE.read_text()
     assert old in source, seeded
     build = Path(tempfile.mkdtemp(prefix="aviary-seeded-"))
+    atexit.register(shutil.rmtree, build, True)
     planted = build / "_fastpath.c"
     planted.write_text(source.replace(old, new))
     _fastpath._SOURCE = planted
