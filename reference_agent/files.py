@@ -600,6 +600,9 @@ class RemoteFileTable:
         #: the same file meanwhile (another process's, between this one's entry and exit)
         #: shares them too, or the two would work on two copies (and lock two files).
         self._copies_opening: list[RemoteFile] = []
+        #: The opens with a shared writable mapping (``map_shared``): every remote open asks
+        #: whether its file has one, and most runs have none to look through.
+        self._mapped: list[RemoteFile] = []
         #: The compiled loop, where it answers reads of remote files itself (None: the
         #: agent answers them all).
         self.direct: DirectServer | None = None
@@ -787,12 +790,18 @@ class RemoteFileTable:
         remote = self.lookup(owner, int(fd))
         return None if remote is None else (remote, rest or "")
 
+    def map_shared(self, remote: RemoteFile, pid: int, fd: int) -> None:
+        """:meth:`RemoteFile.map_shared`, and ``remote`` among the mapped opens."""
+        remote.map_shared(pid, fd)
+        if remote not in self._mapped:
+            self._mapped.append(remote)
+
     def _mapped_opens(self, driver: Driver, path: str) -> list[RemoteFile]:
         """The opens of the file at ``path`` with a shared writable mapping."""
         return [
             remote
-            for remote in self._files.values()
-            if remote.mapping is not None and remote.driver is driver and remote.remote_path == path
+            for remote in self._mapped
+            if remote.driver is driver and remote.remote_path == path
         ]
 
     def mapped(self, driver: Driver, path: str) -> bool:
@@ -900,6 +909,8 @@ class RemoteFileTable:
 
     def _drop(self, remote: RemoteFile) -> None:
         del self._files[remote.key]
+        if remote in self._mapped:
+            self._mapped.remove(remote)
         self._loud -= not remote.quiet_release
         _release(remote)
 

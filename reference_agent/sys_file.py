@@ -518,7 +518,7 @@ def sys_mmap(agent: Agent, call: Call) -> Outcome:
         )
     _materialize(call.pid, fd, remote)
     if shared_write and remote.local_copy is None and remote.mapping is None:
-        remote.map_shared(call.pid, fd)
+        agent.files.map_shared(remote, call.pid, fd)
     return None
 
 
